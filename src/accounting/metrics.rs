@@ -1,0 +1,162 @@
+//! The Prometheus registry of the gateway (names and labels: docs/metrics.md).
+
+use prometheus::core::{AtomicF64, GenericCounterVec};
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// A float counter with labels.
+pub type CounterVec = GenericCounterVec<AtomicF64>;
+
+/// Every metric the gateway exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub tokens: IntCounterVec,
+    pub cost: CounterVec,
+    pub savings: CounterVec,
+    pub overspend: CounterVec,
+    pub request_duration: HistogramVec,
+    pub ttft: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub fallbacks: IntCounterVec,
+    pub gateway_overhead: Histogram,
+    pub model_available: IntGaugeVec,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Only fails for invalid or duplicate names, which are constants here.
+    r.unwrap_or_else(|e| panic!("metric definition: {e}"))
+}
+
+impl Metrics {
+    /// Creates the registry with all metrics.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let latency = exponential_buckets(0.005, 2.0, 14).unwrap_or_default();
+        let overhead = exponential_buckets(0.000_01, 2.0, 16).unwrap_or_default();
+        let requests = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_requests_total",
+                "Chat requests answered, by route, model, deciding rule and HTTP status.",
+            ),
+            &["route", "model", "rule", "status"],
+        ));
+        let tokens = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_tokens_total",
+                "Tokens processed, by model and direction (input or output).",
+            ),
+            &["model", "direction"],
+        ));
+        let cost = must(CounterVec::new(
+            Opts::new(
+                "switchyard_cost_usd_total",
+                "Estimated spend in USD at the policy's prices, by model and tenant.",
+            ),
+            &["model", "tenant"],
+        ));
+        let savings = must(CounterVec::new(
+            Opts::new(
+                "switchyard_savings_usd_total",
+                "USD saved: what the same tokens would have cost on the reference model, minus what they cost.",
+            ),
+            &["tenant"],
+        ));
+        let overspend = must(CounterVec::new(
+            Opts::new(
+                "switchyard_overspend_usd_total",
+                "USD spent above the reference model's price, for requests served by a pricier model.",
+            ),
+            &["tenant"],
+        ));
+        let request_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_request_duration_seconds",
+                "Time from request to the end of the response.",
+            )
+            .buckets(latency.clone()),
+            &["route"],
+        ));
+        let ttft = must(HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_time_to_first_token_seconds",
+                "Time from request to the first generated text (the whole answer when not streaming).",
+            )
+            .buckets(latency),
+            &["route"],
+        ));
+        let upstream_errors = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_upstream_errors_total",
+                "Failures of a model's engine, by model and kind.",
+            ),
+            &["model", "kind"],
+        ));
+        let fallbacks = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_fallbacks_total",
+                "Requests moved from a failed or unavailable model to the next.",
+            ),
+            &["from", "to"],
+        ));
+        let gateway_overhead = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "switchyard_gateway_overhead_seconds",
+                "Time spent inside the gateway per request, excluding upstream and model time.",
+            )
+            .buckets(overhead),
+        ));
+        let model_available = must(IntGaugeVec::new(
+            Opts::new(
+                "switchyard_model_available",
+                "1 when a model can take requests, 0 when it is disabled.",
+            ),
+            &["model"],
+        ));
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tokens.clone()),
+            Box::new(cost.clone()),
+            Box::new(savings.clone()),
+            Box::new(overspend.clone()),
+            Box::new(request_duration.clone()),
+            Box::new(ttft.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(fallbacks.clone()),
+            Box::new(gateway_overhead.clone()),
+            Box::new(model_available.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        Metrics {
+            registry,
+            requests,
+            tokens,
+            cost,
+            savings,
+            overspend,
+            request_duration,
+            ttft,
+            upstream_errors,
+            fallbacks,
+            gateway_overhead,
+            model_available,
+        }
+    }
+
+    /// The Prometheus text exposition of all metrics.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,221 @@
+//! Every error a client can see, mapped to its HTTP status and OpenAI error body in one place.
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use serde_json::json;
+
+/// The OpenAI `error.type` families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    Authentication,
+    NotFound,
+    RateLimit,
+    Server,
+}
+
+impl ErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::RateLimit => "rate_limit_error",
+            ErrorKind::Server => "server_error",
+        }
+    }
+}
+
+/// An error answered to a client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or asks for something invalid (400).
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        param: Option<String>,
+        code: Option<&'static str>,
+    },
+    /// Missing or wrong gateway key (401).
+    #[error("invalid gateway API key: send `Authorization: Bearer <key>` with a key known to this gateway")]
+    Unauthorized,
+    /// No such route (404).
+    #[error("no route for {method} {path}")]
+    NoRoute { method: String, path: String },
+    /// The requested model does not exist (404).
+    #[error("{0}")]
+    ModelNotFound(String),
+    /// The path exists but not with this method (405).
+    #[error("method {method} is not allowed on {path} (allowed: {allow})")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: &'static str,
+    },
+    /// The body is over the configured limit (413).
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// Not `application/json` (415).
+    #[error("unsupported content type `{0}`: send `Content-Type: application/json`")]
+    UnsupportedMediaType(String),
+    /// The upstream answered with its own client error; status and (redacted) body pass through.
+    #[error("upstream returned status {status}")]
+    Upstream {
+        status: StatusCode,
+        body: Bytes,
+        retry_after: Option<HeaderValue>,
+    },
+    /// The upstream failed, was unreachable or spoke nonsense (502).
+    #[error("{0}")]
+    BadGateway(String),
+    /// The upstream did not answer in time (504).
+    #[error("{0}")]
+    GatewayTimeout(String),
+    /// No model of the route can serve right now (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug: never expected, never with details (500).
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// A 400 with a message and the offending parameter.
+    pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> ApiError {
+        ApiError::BadRequest {
+            message: message.into(),
+            param: param.map(str::to_string),
+            code: None,
+        }
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NoRoute { .. } | ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Upstream { status, .. } => *status,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind_and_code(&self) -> (ErrorKind, Option<&'static str>) {
+        match self {
+            ApiError::BadRequest { code, .. } => (ErrorKind::InvalidRequest, *code),
+            ApiError::Unauthorized => (ErrorKind::Authentication, Some("invalid_api_key")),
+            ApiError::NoRoute { .. } => (ErrorKind::NotFound, Some("not_found")),
+            ApiError::ModelNotFound(_) => (ErrorKind::InvalidRequest, Some("model_not_found")),
+            ApiError::MethodNotAllowed { .. } => {
+                (ErrorKind::InvalidRequest, Some("method_not_allowed"))
+            }
+            ApiError::PayloadTooLarge { .. } => {
+                (ErrorKind::InvalidRequest, Some("request_too_large"))
+            }
+            ApiError::UnsupportedMediaType(_) => {
+                (ErrorKind::InvalidRequest, Some("unsupported_media_type"))
+            }
+            ApiError::Upstream { status, .. } if status.as_u16() == 429 => {
+                (ErrorKind::RateLimit, Some("upstream_rate_limited"))
+            }
+            ApiError::Upstream { .. } => (ErrorKind::InvalidRequest, Some("upstream_error")),
+            ApiError::BadGateway(_) => (ErrorKind::Server, Some("upstream_error")),
+            ApiError::GatewayTimeout(_) => (ErrorKind::Server, Some("upstream_timeout")),
+            ApiError::Unavailable(_) => (ErrorKind::Server, Some("model_unavailable")),
+            ApiError::Internal => (ErrorKind::Server, Some("internal_error")),
+        }
+    }
+
+    /// The OpenAI error object `{"error": {...}}` as JSON.
+    pub fn body_json(&self) -> serde_json::Value {
+        let (kind, code) = self.kind_and_code();
+        let param = match self {
+            ApiError::BadRequest { param, .. } => param.clone(),
+            ApiError::ModelNotFound(_) => Some("model".to_string()),
+            _ => None,
+        };
+        json!({"error": {"message": self.to_string(), "type": kind.as_str(), "param": param, "code": code}})
+    }
+
+    /// The response body: the upstream's own body for passed-through errors, else ours.
+    pub fn body(&self) -> Bytes {
+        match self {
+            ApiError::Upstream { body, .. } if is_openai_error(body) => body.clone(),
+            _ => Bytes::from(self.body_json().to_string()),
+        }
+    }
+
+    /// Extra headers this error needs (`Allow`, `Retry-After`).
+    pub fn headers(&self) -> Vec<(http::header::HeaderName, HeaderValue)> {
+        match self {
+            ApiError::MethodNotAllowed { allow, .. } => {
+                vec![(http::header::ALLOW, HeaderValue::from_static(allow))]
+            }
+            ApiError::Upstream {
+                retry_after: Some(v),
+                ..
+            } => vec![(http::header::RETRY_AFTER, v.clone())],
+            _ => vec![],
+        }
+    }
+}
+
+/// Whether a body already is an OpenAI-shaped error object.
+fn is_openai_error(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        #[allow(dead_code)]
+        error: Inner,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        #[allow(dead_code)]
+        message: String,
+    }
+    serde_json::from_slice::<Shape>(body).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_have_openai_shape() {
+        let e = ApiError::bad_request("messages must not be empty", Some("messages"));
+        let v = e.body_json();
+        assert_eq!(e.status(), 400);
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "messages");
+        assert_eq!(
+            ApiError::ModelNotFound("x".into()).body_json()["error"]["code"],
+            "model_not_found"
+        );
+    }
+
+    #[test]
+    fn upstream_body_passes_through_only_when_openai_shaped() {
+        let shaped =
+            Bytes::from_static(br#"{"error":{"message":"bad","type":"invalid_request_error"}}"#);
+        let e = ApiError::Upstream {
+            status: StatusCode::BAD_REQUEST,
+            body: shaped.clone(),
+            retry_after: None,
+        };
+        assert_eq!(e.body(), shaped);
+        let e = ApiError::Upstream {
+            status: StatusCode::BAD_REQUEST,
+            body: Bytes::from_static(b"<html>"),
+            retry_after: None,
+        };
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&e.body()).unwrap()["error"]["message"]
+                .is_string()
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! The OpenAI wire format: request parsing and validation, SSE framing, and errors.
+
+mod error;
+mod request;
+pub mod sse;
+
+pub use error::{ApiError, ErrorKind};
+pub use request::{ChatRequest, Role};

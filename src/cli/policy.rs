@@ -1,0 +1,48 @@
+//! `switchyard policy check FILE`.
+
+use crate::policy;
+use clap::Subcommand;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file; prints every problem as FILE:LINE:COLUMN: MESSAGE. Exit 0 when valid, 1 when not.
+    Check {
+        /// The policy file.
+        file: PathBuf,
+    },
+}
+
+pub fn run(cmd: PolicyCommand) -> i32 {
+    match cmd {
+        PolicyCommand::Check { file } => match policy::load(&file) {
+            Ok(p) => {
+                println!(
+                    "{}: ok ({} models, {} rules, default route {})",
+                    file.display(),
+                    p.models.len(),
+                    p.rules.len(),
+                    p.default.model
+                );
+                for m in p.models.values() {
+                    if let Some(reason) = m
+                        .provider
+                        .as_ref()
+                        .and_then(|pr| pr.disabled_reason.as_ref())
+                    {
+                        println!(
+                            "note: model `{}` would start disabled here: {reason}",
+                            m.name
+                        );
+                    }
+                }
+                0
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{}: {} problem(s)", file.display(), errors.0.len());
+                1
+            }
+        },
+    }
+}

@@ -1,0 +1,117 @@
+//! `switchyard serve`: load the policy, build the engines, serve until SIGINT/SIGTERM.
+
+use crate::policy;
+use crate::server::{self, Gateway, Limits};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The routing policy.
+    #[arg(long, default_value = "policies/default.yaml")]
+    pub policy: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+    /// Worker threads of the async runtime (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run(args: ServeArgs) -> i32 {
+    let policy = match policy::load(&args.policy) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let gateway = match Gateway::new(policy) {
+            Ok(g) => g.with_limits(Limits {
+                max_body_bytes: args.max_body_bytes,
+            }),
+            Err(e) => {
+                eprintln!("{e}");
+                return 1;
+            }
+        };
+        report(&gateway, &args);
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cannot listen on {}: {e}", args.listen);
+                return 1;
+            }
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!("listening on http://{addr}");
+        server::serve(listener, Arc::new(gateway), shutdown_signal()).await;
+        tracing::info!("stopped");
+        0
+    })
+}
+
+/// Logs what the gateway starts with: each model's state and the auth mode.
+fn report(gateway: &Gateway, args: &ServeArgs) {
+    tracing::info!(
+        "policy {}: {} models, {} rules",
+        args.policy.display(),
+        gateway.policy.models.len(),
+        gateway.policy.rules.len()
+    );
+    for (name, state) in gateway.model_states() {
+        match state {
+            Ok(()) => tracing::info!("model `{name}`: enabled"),
+            Err(reason) => tracing::warn!("model `{name}`: disabled ({reason})"),
+        }
+    }
+    if gateway.auth.is_open() {
+        tracing::warn!("no gateway keys in the policy (`tenants`): the gateway is open to anyone who can reach it");
+    }
+    if !gateway.is_ready() {
+        tracing::warn!("no model of the default route can answer: /readyz reports not ready");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

@@ -1,0 +1,147 @@
+//! Chat engines: one trait for the on-box model and the cloud providers, so that fallbacks
+//! and accounting do not care which one answered.
+
+pub mod openai;
+
+use crate::api::{ApiError, ChatRequest};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use http::{HeaderValue, StatusCode};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Token counts of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+/// A finished non-streaming answer.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The `chat.completion` JSON, as sent to the client.
+    pub body: Bytes,
+    /// Token counts (from the engine or estimated).
+    pub usage: Usage,
+    /// Whether `usage` is an estimate because the engine reported none.
+    pub usage_estimated: bool,
+}
+
+/// One `chat.completion.chunk` of a stream.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// The chunk JSON (the text after `data: `).
+    pub payload: Bytes,
+    /// Bytes of generated text in this chunk.
+    pub text_bytes: u64,
+    /// Usage, when this chunk carries it.
+    pub usage: Option<Usage>,
+    /// The chunk carries only usage (no choices): sent only to clients that asked for it.
+    pub usage_only: bool,
+}
+
+/// A stream of chunks; it ends with `None` after the last chunk, or with an error.
+pub type ChunkStream = BoxStream<'static, Result<Chunk, EngineError>>;
+
+/// What an engine needs to answer a request.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineRequest<'a> {
+    pub request: &'a ChatRequest,
+}
+
+/// Why an engine could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// The engine is disabled or not loaded.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The upstream could not be reached.
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(String),
+    /// No response head within the first-byte timeout.
+    #[error("the upstream sent no response within {0:?}")]
+    FirstByteTimeout(Duration),
+    /// The whole response took longer than the total timeout.
+    #[error("the upstream response took longer than {0:?}")]
+    TotalTimeout(Duration),
+    /// The upstream answered with an error status.
+    #[error("the upstream answered with status {status}")]
+    Status {
+        status: StatusCode,
+        body: Bytes,
+        retry_after: Option<HeaderValue>,
+    },
+    /// The connection failed while the response was being read.
+    #[error("the upstream connection failed: {0}")]
+    Transport(String),
+    /// The upstream sent something that is not the OpenAI wire format.
+    #[error("the upstream sent an invalid response: {0}")]
+    Protocol(String),
+    /// The upstream sent an error object inside the stream.
+    #[error("the upstream reported an error in the stream")]
+    InStream(Bytes),
+}
+
+impl EngineError {
+    /// Label for `switchyard_upstream_errors_total{kind}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineError::Unavailable(_) => "unavailable",
+            EngineError::Connect(_) => "connect",
+            EngineError::FirstByteTimeout(_) => "first_byte_timeout",
+            EngineError::TotalTimeout(_) => "total_timeout",
+            EngineError::Status { status, .. } if status.as_u16() == 429 => "status_429",
+            EngineError::Status { status, .. } if status.is_server_error() => "status_5xx",
+            EngineError::Status { .. } => "status_4xx",
+            EngineError::Transport(_) => "transport",
+            EngineError::Protocol(_) => "protocol",
+            EngineError::InStream(_) => "in_stream",
+        }
+    }
+
+    /// Whether the next model of the route should be tried (only failures before the
+    /// first byte, and never for the client's own mistakes).
+    pub fn allows_fallback(&self) -> bool {
+        match self {
+            EngineError::Status { status, .. } => {
+                status.is_server_error() || status.as_u16() == 429
+            }
+            _ => true,
+        }
+    }
+
+    /// The error the client sees for this failure of `model`.
+    pub fn to_api(&self, model: &str) -> ApiError {
+        match self {
+            EngineError::Unavailable(reason) => ApiError::Unavailable(format!("model `{model}` is unavailable: {reason}")),
+            EngineError::FirstByteTimeout(_) | EngineError::TotalTimeout(_) => {
+                ApiError::GatewayTimeout(format!("model `{model}`: {self}"))
+            }
+            EngineError::Status { status, .. } if matches!(status.as_u16(), 401 | 403) => ApiError::BadGateway(format!(
+                "model `{model}`: the upstream rejected this gateway's provider credentials (status {status})"
+            )),
+            EngineError::Status { status, body, retry_after } if status.is_client_error() => {
+                ApiError::Upstream { status: *status, body: body.clone(), retry_after: retry_after.clone() }
+            }
+            _ => ApiError::BadGateway(format!("model `{model}`: {self}")),
+        }
+    }
+}
+
+/// A model that answers chat requests.
+#[async_trait]
+pub trait ChatEngine: Send + Sync {
+    /// `Ok` when the engine can take requests, else why not.
+    fn availability(&self) -> Result<(), String>;
+
+    /// Answers a request in one piece.
+    async fn infer(&self, req: EngineRequest<'_>) -> Result<Completion, EngineError>;
+
+    /// Answers a request as a stream. Returns once the first byte of the answer is
+    /// certain (for a cloud model: the response head), so that failures before it can fall back.
+    async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<ChunkStream, EngineError>;
+}

@@ -1,0 +1,104 @@
+//! Request features: everything the policy may route on, extracted from a parsed request
+//! without touching the network or a model.
+
+use crate::api::ChatRequest;
+
+/// What the classifier says about a request (filled in when the policy needs it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifierOutput {
+    /// The most likely category.
+    pub category: String,
+    /// Its probability.
+    pub probability: f64,
+    /// How likely a small model's answer is worse than a large model's, in [0, 1].
+    pub strong_score: f64,
+}
+
+/// The inputs of a routing decision.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Features {
+    /// The `model` field of the request (`auto`, `local` or a model name).
+    pub requested_model: String,
+    /// Estimated prompt tokens (see [`estimate_prompt_tokens`]).
+    pub prompt_tokens: u64,
+    /// Number of messages.
+    pub messages: u64,
+    pub has_tools: bool,
+    pub has_images: bool,
+    /// Tenant of the gateway key, when keys are configured.
+    pub tenant: Option<String>,
+    /// Tags from the `x-switchyard-tags` header.
+    pub tags: Vec<String>,
+    pub classifier: Option<ClassifierOutput>,
+}
+
+/// Per-message framing tokens (role markers) added to the estimate.
+const TOKENS_PER_MESSAGE: u64 = 4;
+/// Tokens counted per image part (a low-detail image on the large providers).
+const TOKENS_PER_IMAGE: u64 = 85;
+
+/// Estimates prompt tokens without a tokenizer: about four bytes of text per token,
+/// plus message framing, tool definitions and images.
+pub fn estimate_prompt_tokens(text_bytes: u64, messages: u64, tool_bytes: u64, images: u64) -> u64 {
+    text_bytes.div_ceil(4)
+        + tool_bytes.div_ceil(4)
+        + messages * TOKENS_PER_MESSAGE
+        + 3
+        + images * TOKENS_PER_IMAGE
+}
+
+/// Estimates tokens of generated text (used when an upstream reports no usage).
+pub fn estimate_text_tokens(text_bytes: u64) -> u64 {
+    text_bytes.div_ceil(4)
+}
+
+/// Parses the `x-switchyard-tags` header: comma-separated, trimmed, empty items dropped.
+pub fn parse_tags(header: Option<&str>) -> Vec<String> {
+    header
+        .map(|h| {
+            h.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Extracts the features of a parsed request.
+pub fn extract(req: &ChatRequest, tenant: Option<&str>, tags_header: Option<&str>) -> Features {
+    Features {
+        requested_model: req.model.clone(),
+        prompt_tokens: estimate_prompt_tokens(
+            req.text_bytes,
+            req.message_count,
+            req.tool_bytes,
+            req.image_count,
+        ),
+        messages: req.message_count,
+        has_tools: req.tool_bytes > 0,
+        has_images: req.image_count > 0,
+        tenant: tenant.map(str::to_string),
+        tags: parse_tags(tags_header),
+        classifier: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_split_and_trimmed() {
+        assert_eq!(parse_tags(Some(" a, b ,,c")), vec!["a", "b", "c"]);
+        assert!(parse_tags(None).is_empty());
+    }
+
+    #[test]
+    fn estimate_grows_with_text_and_images() {
+        let base = estimate_prompt_tokens(400, 1, 0, 0);
+        assert_eq!(base, 100 + 4 + 3);
+        assert!(estimate_prompt_tokens(400, 1, 0, 1) > base);
+        assert!(estimate_prompt_tokens(800, 1, 0, 0) > base);
+    }
+}

@@ -1,0 +1,497 @@
+//! Validation of a [`PolicyFile`] into a [`Policy`], with every problem reported as
+//! `file:line:column: message`.
+
+use super::conditions::{CategoryCondition, Conditions, Range};
+use super::env::expand;
+use super::model::{Model, Policy, Price, Provider, Route, Rule, Secret, Tenant, Timeouts};
+use super::positions::Positions;
+use super::schema::{ConditionsSpec, ModelKind, PolicyFile, RangeSpec};
+use super::{AUTO, CATEGORIES, LOCAL};
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+/// One problem in a policy file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// All problems found in a policy file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct PolicyErrors(pub Vec<PolicyError>);
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates the policy at `path`, expanding `${ENV}` from the process environment.
+pub fn load(path: &Path) -> Result<Policy, PolicyErrors> {
+    let name = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        PolicyErrors(vec![PolicyError {
+            file: name.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the policy file: {e}"),
+        }])
+    })?;
+    parse(&source, &name, &|v| std::env::var(v).ok())
+}
+
+/// Validates a policy given as text. `file` names it in errors; `env` resolves `${VAR}`.
+pub fn parse(
+    source: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Policy, PolicyErrors> {
+    let spec: PolicyFile = serde_yaml::from_str(source).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        let message = e.to_string();
+        let message = match message.rfind(" at line ") {
+            Some(i) => message[..i].to_string(),
+            None => message,
+        };
+        PolicyErrors(vec![PolicyError {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+        }])
+    })?;
+    let mut c = Compiler {
+        file,
+        pos: Positions::of(source),
+        errors: Vec::new(),
+    };
+    let policy = c.policy(spec, env);
+    if c.errors.is_empty() {
+        Ok(policy)
+    } else {
+        c.errors.sort_by_key(|e| (e.line, e.column));
+        Err(PolicyErrors(c.errors))
+    }
+}
+
+struct Compiler<'a> {
+    file: &'a str,
+    pos: Positions,
+    errors: Vec<PolicyError>,
+}
+
+impl Compiler<'_> {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        let p = self.pos.get(path);
+        self.errors.push(PolicyError {
+            file: self.file.to_string(),
+            line: p.line,
+            column: p.column,
+            message: message.into(),
+        });
+    }
+
+    fn policy(&mut self, spec: PolicyFile, env: &dyn Fn(&str) -> Option<String>) -> Policy {
+        if spec.version != 1 {
+            self.error(
+                "version",
+                format!("unsupported policy version {}: only 1 exists", spec.version),
+            );
+        }
+        if spec.models.is_empty() {
+            self.error("models", "the policy defines no models");
+        }
+        let mut models = indexmap::IndexMap::new();
+        for (name, m) in spec.models {
+            let path = format!("models.{name}");
+            if name == AUTO || name == LOCAL {
+                self.error(
+                    &path,
+                    format!("`{name}` is a reserved model name (a virtual model): pick another"),
+                );
+            }
+            let price = Price {
+                input_per_million: m.price.input_per_million,
+                output_per_million: m.price.output_per_million,
+            };
+            for (field, v) in [
+                ("input_per_million", price.input_per_million),
+                ("output_per_million", price.output_per_million),
+            ] {
+                if !v.is_finite() || v < 0.0 {
+                    self.error(
+                        &format!("{path}.price.{field}"),
+                        format!("price must be a number >= 0, got {v}"),
+                    );
+                }
+            }
+            let provider = match m.kind {
+                ModelKind::Local => {
+                    for (field, set) in [
+                        ("base_url", m.base_url.is_some()),
+                        ("api_key", m.api_key.is_some()),
+                        ("upstream_model", m.upstream_model.is_some()),
+                        (
+                            "timeouts",
+                            m.timeouts.connect_ms.is_some()
+                                || m.timeouts.first_byte_ms.is_some()
+                                || m.timeouts.total_ms.is_some(),
+                        ),
+                    ] {
+                        if set {
+                            self.error(
+                                &format!("{path}.{field}"),
+                                format!("`{field}` is only valid for `kind: openai` models"),
+                            );
+                        }
+                    }
+                    None
+                }
+                ModelKind::Openai => Some(self.provider(&path, &name, &m, env)),
+            };
+            models.insert(
+                name.clone(),
+                Model {
+                    name,
+                    kind: m.kind,
+                    price,
+                    context_tokens: m.limits.context_tokens,
+                    max_output_tokens: m.limits.max_output_tokens,
+                    provider,
+                },
+            );
+        }
+
+        let reference_model = match spec.reference_model {
+            Some(r) => {
+                match models.get(&r) {
+                    None => self.error(
+                        "reference_model",
+                        format!("unknown model `{r}` (not under `models`)"),
+                    ),
+                    Some(m) if m.kind != ModelKind::Openai => self.error(
+                        "reference_model",
+                        format!("reference model `{r}` must be a cloud (`openai`) model"),
+                    ),
+                    _ => {}
+                }
+                Some(r)
+            }
+            None => models
+                .values()
+                .find(|m| m.kind == ModelKind::Openai)
+                .map(|m| m.name.clone()),
+        };
+        let local_model = models
+            .values()
+            .find(|m| m.kind == ModelKind::Local)
+            .map(|m| m.name.clone());
+
+        let mut tenants = Vec::new();
+        let mut tenant_names = HashSet::new();
+        for (i, t) in spec.tenants.into_iter().enumerate() {
+            let path = format!("tenants[{i}]");
+            if !tenant_names.insert(t.name.clone()) {
+                self.error(
+                    &format!("{path}.name"),
+                    format!("duplicate tenant name `{}`", t.name),
+                );
+            }
+            let mut hash = [0u8; 32];
+            match hex::decode_to_slice(t.key_sha256.trim(), &mut hash) {
+                Ok(()) => tenants.push(Tenant { name: t.name, key_sha256: hash }),
+                Err(_) => self.error(
+                    &format!("{path}.key_sha256"),
+                    "key_sha256 must be 64 hex digits: the SHA-256 of the key (printf %s \"$KEY\" | sha256sum)",
+                ),
+            }
+        }
+
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut rule_names = HashSet::new();
+        for (i, r) in spec.rules.into_iter().enumerate() {
+            let path = format!("rules[{i}]");
+            if r.name.trim().is_empty() {
+                self.error(&format!("{path}.name"), "rule name must not be empty");
+            } else if r.name == "default" || r.name == "requested" {
+                self.error(
+                    &format!("{path}.name"),
+                    format!("`{}` is a reserved rule name", r.name),
+                );
+            } else if !rule_names.insert(r.name.clone()) {
+                self.error(
+                    &format!("{path}.name"),
+                    format!("duplicate rule name `{}`", r.name),
+                );
+            }
+            let when = self.conditions(&format!("{path}.when"), r.when, &models, &tenant_names);
+            let route = self.route(&path, r.route, r.fallbacks, &models);
+            let line = self.pos.get(&path).line;
+            if let Some(earlier) = rules.iter().find(|e| when.implies(&e.when)) {
+                self.error(
+                    &format!("{path}.name"),
+                    format!(
+                        "rule `{}` is unreachable: rule `{}` (line {}) matches every request it matches",
+                        r.name, earlier.name, earlier.line
+                    ),
+                );
+            }
+            rules.push(Rule {
+                name: r.name,
+                when,
+                route,
+                line,
+            });
+        }
+
+        let default = match spec.default {
+            Some(d) => self.route("default", d.route, d.fallbacks, &models),
+            None => {
+                self.error("", "no default route: add `default: { route: MODEL }` for requests no rule matches");
+                Route {
+                    model: String::new(),
+                    fallbacks: vec![],
+                }
+            }
+        };
+
+        Policy {
+            models,
+            reference_model,
+            local_model,
+            tenants,
+            rules,
+            default,
+        }
+    }
+
+    fn provider(
+        &mut self,
+        path: &str,
+        name: &str,
+        m: &super::schema::ModelSpec,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Provider {
+        let base_url = match &m.base_url {
+            None => {
+                self.error(
+                    path,
+                    format!("model `{name}` of kind openai needs a `base_url`"),
+                );
+                String::new()
+            }
+            Some(raw) => match expand(raw, env) {
+                Ok(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                    u.trim_end_matches('/').to_string()
+                }
+                Ok(u) => {
+                    self.error(
+                        &format!("{path}.base_url"),
+                        format!("base_url must start with http:// or https://, got `{u}`"),
+                    );
+                    String::new()
+                }
+                Err(var) => {
+                    self.error(
+                        &format!("{path}.base_url"),
+                        format!("environment variable {var} is not set and the base_url gives no default (`${{{var}:-...}}`)"),
+                    );
+                    String::new()
+                }
+            },
+        };
+        let (api_key, disabled_reason) = match &m.api_key {
+            None => (None, None),
+            Some(raw) => match expand(raw, env) {
+                Ok(k) => (Some(Secret::new(k)), None),
+                Err(var) => (None, Some(format!("{var} is not set"))),
+            },
+        };
+        let t = m.timeouts;
+        let defaults = Timeouts::default();
+        let mut ms = |field: &str, v: Option<u64>, d: Duration| -> Duration {
+            match v {
+                Some(0) => {
+                    self.error(
+                        &format!("{path}.timeouts.{field}"),
+                        "timeouts must be > 0 ms",
+                    );
+                    d
+                }
+                Some(v) => Duration::from_millis(v),
+                None => d,
+            }
+        };
+        let timeouts = Timeouts {
+            connect: ms("connect_ms", t.connect_ms, defaults.connect),
+            first_byte: ms("first_byte_ms", t.first_byte_ms, defaults.first_byte),
+            total: ms("total_ms", t.total_ms, defaults.total),
+        };
+        Provider {
+            base_url,
+            api_key,
+            disabled_reason,
+            upstream_model: m.upstream_model.clone().unwrap_or_else(|| name.to_string()),
+            timeouts,
+        }
+    }
+
+    fn model_ref(&mut self, path: &str, name: &str, models: &indexmap::IndexMap<String, Model>) {
+        if !models.contains_key(name) {
+            let known: Vec<&str> = models.keys().map(String::as_str).collect();
+            self.error(
+                path,
+                format!("unknown model `{name}` (models: {})", known.join(", ")),
+            );
+        }
+    }
+
+    fn route(
+        &mut self,
+        path: &str,
+        model: String,
+        fallbacks: Vec<String>,
+        models: &indexmap::IndexMap<String, Model>,
+    ) -> Route {
+        self.model_ref(&format!("{path}.route"), &model, models);
+        let mut seen = HashSet::from([model.clone()]);
+        for (i, f) in fallbacks.iter().enumerate() {
+            let fp = format!("{path}.fallbacks[{i}]");
+            self.model_ref(&fp, f, models);
+            if !seen.insert(f.clone()) {
+                self.error(
+                    &fp,
+                    format!("`{f}` appears twice in the route (target or fallbacks)"),
+                );
+            }
+        }
+        Route { model, fallbacks }
+    }
+
+    fn range<T: PartialOrd + Copy + fmt::Display>(
+        &mut self,
+        path: &str,
+        r: RangeSpec<T>,
+    ) -> Range<T> {
+        if r.above.is_none() && r.below.is_none() {
+            self.error(path, "a range needs `above`, `below` or both");
+        }
+        if let (Some(a), Some(b)) = (r.above, r.below) {
+            if a >= b {
+                self.error(path, format!("empty range: above {a} is not below {b}"));
+            }
+        }
+        Range {
+            above: r.above,
+            below: r.below,
+        }
+    }
+
+    fn conditions(
+        &mut self,
+        path: &str,
+        w: ConditionsSpec,
+        models: &indexmap::IndexMap<String, Model>,
+        tenants: &HashSet<String>,
+    ) -> Conditions {
+        let mut c = Conditions::default();
+        if let Some(list) = w.model {
+            if list.is_empty() {
+                self.error(&format!("{path}.model"), "`model` needs at least one name");
+            }
+            for (i, m) in list.iter().enumerate() {
+                if m != AUTO && m != LOCAL {
+                    self.model_ref(&format!("{path}.model[{i}]"), m, models);
+                }
+            }
+            c.models = list;
+        }
+        c.prompt_tokens = w
+            .prompt_tokens
+            .map(|r| self.range(&format!("{path}.prompt_tokens"), r));
+        c.messages = w
+            .messages
+            .map(|r| self.range(&format!("{path}.messages"), r));
+        c.has_tools = w.has_tools;
+        c.has_images = w.has_images;
+        if let Some(list) = &w.tenant {
+            for (i, t) in list.iter().enumerate() {
+                if !tenants.contains(t) {
+                    self.error(
+                        &format!("{path}.tenant[{i}]"),
+                        format!("unknown tenant `{t}` (not under `tenants`)"),
+                    );
+                }
+            }
+        }
+        c.tenants = w.tenant;
+        if let Some(tags) = &w.tags {
+            if tags.is_empty() {
+                self.error(&format!("{path}.tags"), "`tags` needs at least one tag");
+            }
+        }
+        c.tags = w.tags;
+        if let Some(cat) = w.category {
+            let cp = format!("{path}.category");
+            for (i, name) in cat.one_of.iter().enumerate() {
+                if !CATEGORIES.contains(&name.as_str()) {
+                    self.error(
+                        &format!("{cp}.in[{i}]"),
+                        format!(
+                            "unknown category `{name}` (categories: {})",
+                            CATEGORIES.join(", ")
+                        ),
+                    );
+                }
+            }
+            let min_probability = cat.min_probability.unwrap_or(0.0);
+            if !(0.0..=1.0).contains(&min_probability) {
+                self.error(
+                    &format!("{cp}.min_probability"),
+                    "min_probability must be within [0, 1]",
+                );
+            }
+            c.category = Some(CategoryCondition {
+                one_of: cat.one_of,
+                min_probability,
+            });
+        }
+        if let Some(r) = w.strong_score {
+            let sp = format!("{path}.strong_score");
+            for v in [r.above, r.below].into_iter().flatten() {
+                if !(0.0..=1.0).contains(&v) {
+                    self.error(
+                        &sp,
+                        format!("strong_score thresholds must be within [0, 1], got {v}"),
+                    );
+                }
+            }
+            c.strong_score = Some(self.range(&sp, r));
+        }
+        c
+    }
+}

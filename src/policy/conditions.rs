@@ -1,0 +1,157 @@
+//! Compiled rule conditions: matching against request features, and the implication
+//! test that finds unreachable rules.
+
+use crate::features::Features;
+
+/// A strict range `above < x < below`; a missing bound is open.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Range<T> {
+    pub above: Option<T>,
+    pub below: Option<T>,
+}
+
+impl<T: PartialOrd + Copy> Range<T> {
+    fn contains(&self, x: T) -> bool {
+        self.above.is_none_or(|a| x > a) && self.below.is_none_or(|b| x < b)
+    }
+
+    /// Every value in `self` is also in `other`.
+    fn within(&self, other: &Range<T>) -> bool {
+        let lower = match (other.above, self.above) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(o), Some(s)) => s >= o,
+        };
+        let upper = match (other.below, self.below) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(o), Some(s)) => s <= o,
+        };
+        lower && upper
+    }
+}
+
+/// The classifier's top category must be one of `one_of` with at least `min_probability`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoryCondition {
+    pub one_of: Vec<String>,
+    pub min_probability: f64,
+}
+
+/// All conditions of one rule (every one that is set must hold).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conditions {
+    /// Requested model names this rule applies to (`auto` when the rule does not say).
+    pub models: Vec<String>,
+    pub prompt_tokens: Option<Range<u64>>,
+    pub messages: Option<Range<u64>>,
+    pub has_tools: Option<bool>,
+    pub has_images: Option<bool>,
+    pub tenants: Option<Vec<String>>,
+    /// Any of these tags.
+    pub tags: Option<Vec<String>>,
+    pub category: Option<CategoryCondition>,
+    pub strong_score: Option<Range<f64>>,
+}
+
+impl Default for Conditions {
+    fn default() -> Self {
+        Conditions {
+            models: vec![super::AUTO.to_string()],
+            prompt_tokens: None,
+            messages: None,
+            has_tools: None,
+            has_images: None,
+            tenants: None,
+            tags: None,
+            category: None,
+            strong_score: None,
+        }
+    }
+}
+
+fn subset(a: &[String], b: &[String]) -> bool {
+    a.iter().all(|x| b.contains(x))
+}
+
+/// `later` is at least as strict as `earlier` (or `earlier` does not constrain).
+fn implied<T>(later: &Option<T>, earlier: &Option<T>, within: impl Fn(&T, &T) -> bool) -> bool {
+    match (earlier, later) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(e), Some(l)) => within(l, e),
+    }
+}
+
+impl Conditions {
+    /// Whether the classifier must run for this rule to be evaluated.
+    pub fn uses_classifier(&self) -> bool {
+        self.category.is_some() || self.strong_score.is_some()
+    }
+
+    /// Whether a request with these features matches. Conditions on classifier outputs
+    /// never match a request that was not classified.
+    pub fn matches(&self, f: &Features) -> bool {
+        if !self.models.iter().any(|m| *m == f.requested_model) {
+            return false;
+        }
+        if let Some(r) = &self.prompt_tokens {
+            if !r.contains(f.prompt_tokens) {
+                return false;
+            }
+        }
+        if let Some(r) = &self.messages {
+            if !r.contains(f.messages) {
+                return false;
+            }
+        }
+        if self.has_tools.is_some_and(|want| want != f.has_tools) {
+            return false;
+        }
+        if self.has_images.is_some_and(|want| want != f.has_images) {
+            return false;
+        }
+        if let Some(tenants) = &self.tenants {
+            match &f.tenant {
+                Some(t) if tenants.contains(t) => {}
+                _ => return false,
+            }
+        }
+        if let Some(tags) = &self.tags {
+            if !tags.iter().any(|t| f.tags.contains(t)) {
+                return false;
+            }
+        }
+        if let Some(cat) = &self.category {
+            match &f.classifier {
+                Some(c)
+                    if cat.one_of.contains(&c.category) && c.probability >= cat.min_probability => {
+                }
+                _ => return false,
+            }
+        }
+        if let Some(r) = &self.strong_score {
+            match &f.classifier {
+                Some(c) if r.contains(c.strong_score) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Every request that matches `self` also matches `earlier`: a rule with these
+    /// conditions placed after `earlier` can never fire.
+    pub fn implies(&self, earlier: &Conditions) -> bool {
+        subset(&self.models, &earlier.models)
+            && implied(&self.prompt_tokens, &earlier.prompt_tokens, Range::within)
+            && implied(&self.messages, &earlier.messages, Range::within)
+            && implied(&self.has_tools, &earlier.has_tools, |a, b| a == b)
+            && implied(&self.has_images, &earlier.has_images, |a, b| a == b)
+            && implied(&self.tenants, &earlier.tenants, |a, b| subset(a, b))
+            && implied(&self.tags, &earlier.tags, |a, b| subset(a, b))
+            && implied(&self.category, &earlier.category, |l, e| {
+                subset(&l.one_of, &e.one_of) && l.min_probability >= e.min_probability
+            })
+            && implied(&self.strong_score, &earlier.strong_score, Range::within)
+    }
+}

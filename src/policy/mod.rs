@@ -1,0 +1,34 @@
+//! Routing policies: the YAML schema, its validation into a [`Policy`], and the pure
+//! [`decide`] function that turns request [`Features`](crate::features::Features) into a
+//! [`Decision`].
+
+mod compile;
+mod conditions;
+mod decide;
+mod env;
+mod model;
+mod positions;
+pub mod schema;
+
+pub use compile::{load, parse, PolicyError, PolicyErrors};
+pub use conditions::{CategoryCondition, Conditions, Range};
+pub use decide::{decide, DecideError, Decision};
+pub use model::{Model, Policy, Price, Provider, Route, Rule, Secret, Tenant, Timeouts};
+pub use schema::ModelKind;
+
+/// Classifier categories a policy may route on.
+pub const CATEGORIES: &[&str] = &[
+    "code",
+    "math",
+    "reasoning",
+    "knowledge",
+    "writing",
+    "transform",
+    "chat",
+    "other",
+];
+
+/// Requested model name that lets the policy decide.
+pub const AUTO: &str = "auto";
+/// Requested model name that forces the on-box model.
+pub const LOCAL: &str = "local";

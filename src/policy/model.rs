@@ -1,0 +1,139 @@
+//! A validated policy, ready for [`decide`](super::decide) and for building engines.
+
+use super::conditions::Conditions;
+use super::schema::ModelKind;
+use indexmap::IndexMap;
+use std::fmt;
+use std::time::Duration;
+
+/// A validated routing policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Models by name, in declaration order.
+    pub models: IndexMap<String, Model>,
+    /// The model savings are measured against.
+    pub reference_model: Option<String>,
+    /// The model that `model: "local"` means (the first `local` model).
+    pub local_model: Option<String>,
+    pub tenants: Vec<Tenant>,
+    pub rules: Vec<Rule>,
+    pub default: Route,
+}
+
+impl Policy {
+    /// Whether any rule needs the classifier's outputs.
+    pub fn uses_classifier(&self) -> bool {
+        self.rules.iter().any(|r| r.when.uses_classifier())
+    }
+
+    /// The reference model's price, if there is one.
+    pub fn reference_price(&self) -> Option<Price> {
+        self.reference_model
+            .as_ref()
+            .and_then(|m| self.models.get(m))
+            .map(|m| m.price)
+    }
+}
+
+/// A routable model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub kind: ModelKind,
+    pub price: Price,
+    pub context_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+    /// Connection settings, for `openai` models.
+    pub provider: Option<Provider>,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Price {
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+}
+
+impl Price {
+    /// Cost in USD of the given token counts.
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input_per_million
+            + output_tokens as f64 * self.output_per_million)
+            / 1_000_000.0
+    }
+}
+
+/// How to reach an OpenAI-compatible provider.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// Base URL without a trailing slash, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The provider key; `None` when its variable is unset (the model is then disabled).
+    pub api_key: Option<Secret>,
+    /// Why the model is disabled, when it is.
+    pub disabled_reason: Option<String>,
+    pub upstream_model: String,
+    pub timeouts: Timeouts,
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(60),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A string that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A gateway key holder: name and SHA-256 of the key.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub name: String,
+    pub key_sha256: [u8; 32],
+}
+
+/// A rule: conditions and where it routes.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub when: Conditions,
+    pub route: Route,
+    /// 1-based line of the rule in its file (for messages).
+    pub line: usize,
+}
+
+/// A target model and its ordered fallbacks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub model: String,
+    pub fallbacks: Vec<String>,
+}

@@ -1,0 +1,172 @@
+//! The policy file as written in YAML. Every struct denies unknown fields so that a typo
+//! is an error with a line and column, not a silently ignored setting.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// Top level of a policy file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Format version; only `1` exists.
+    pub version: u32,
+    /// The cloud model that savings are measured against (default: the first `openai` model).
+    #[serde(default)]
+    pub reference_model: Option<String>,
+    /// Routable models by name, in declaration order.
+    pub models: IndexMap<String, ModelSpec>,
+    /// Gateway API keys (as SHA-256 hashes) and the tenants they belong to.
+    #[serde(default)]
+    pub tenants: Vec<TenantSpec>,
+    /// Ordered rules; the first that matches decides.
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+    /// Where `auto` requests go when no rule matches. Required.
+    #[serde(default)]
+    pub default: Option<RouteSpec>,
+}
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// On this box, in-process.
+    Local,
+    /// A cloud provider speaking the OpenAI chat completions API.
+    Openai,
+}
+
+/// One model entry. Fields that only make sense for one kind are checked in `compile`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub kind: ModelKind,
+    #[serde(default)]
+    pub price: PriceSpec,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// `openai` only: base URL of the API (`.../v1`); `${ENV}` and `${ENV:-default}` are expanded.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// `openai` only: the provider key, normally `${SOME_ENV}`.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// `openai` only: the model name sent upstream (default: the entry's name).
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// `openai` only: timeouts in milliseconds.
+    #[serde(default)]
+    pub timeouts: TimeoutsSpec,
+}
+
+/// Prices in USD per million tokens.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSpec {
+    #[serde(default)]
+    pub input_per_million: f64,
+    #[serde(default)]
+    pub output_per_million: f64,
+}
+
+/// Size limits of a model.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Context window in tokens (prompt plus output).
+    #[serde(default)]
+    pub context_tokens: Option<u64>,
+    /// Largest `max_tokens` the model accepts.
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
+}
+
+/// Upstream timeouts in milliseconds.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSpec {
+    #[serde(default)]
+    pub connect_ms: Option<u64>,
+    #[serde(default)]
+    pub first_byte_ms: Option<u64>,
+    #[serde(default)]
+    pub total_ms: Option<u64>,
+}
+
+/// A gateway key holder.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpec {
+    pub name: String,
+    /// Hex SHA-256 of the gateway key (`printf %s "$KEY" | sha256sum`).
+    pub key_sha256: String,
+}
+
+/// One routing rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub name: String,
+    #[serde(default)]
+    pub when: ConditionsSpec,
+    pub route: String,
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+}
+
+/// The default route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub route: String,
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+}
+
+/// Conditions of a rule; all that are given must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionsSpec {
+    /// Requested model names the rule applies to (default `[auto]`).
+    #[serde(default)]
+    pub model: Option<Vec<String>>,
+    #[serde(default)]
+    pub prompt_tokens: Option<RangeSpec<u64>>,
+    #[serde(default)]
+    pub messages: Option<RangeSpec<u64>>,
+    #[serde(default)]
+    pub has_tools: Option<bool>,
+    #[serde(default)]
+    pub has_images: Option<bool>,
+    #[serde(default)]
+    pub tenant: Option<Vec<String>>,
+    /// Matches when the request carries any of these tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub category: Option<CategorySpec>,
+    #[serde(default)]
+    pub strong_score: Option<RangeSpec<f64>>,
+}
+
+/// A strict numeric range: `above < value < below`, either bound optional.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeSpec<T> {
+    #[serde(default = "Option::default")]
+    pub above: Option<T>,
+    #[serde(default = "Option::default")]
+    pub below: Option<T>,
+}
+
+/// Classifier category condition.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategorySpec {
+    /// The top category must be one of these.
+    #[serde(rename = "in")]
+    pub one_of: Vec<String>,
+    /// ...with at least this probability (default 0).
+    #[serde(default)]
+    pub min_probability: Option<f64>,
+}

@@ -1,0 +1,349 @@
+//! `POST /v1/chat/completions`: parse -> features -> policy decision -> engine (with
+//! fallbacks) -> response or stream, with accounting on the way back.
+
+use super::respond::{self, Body};
+use super::stream::{self, StreamAccount};
+use super::{Caller, Gateway};
+use crate::accounting;
+use crate::api::{ApiError, ChatRequest};
+use crate::engines::{EngineError, EngineRequest};
+use crate::features;
+use crate::policy::{self, DecideError, Decision, ModelKind};
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The header that carries request tags for policies.
+pub const TAGS_HEADER: &str = "x-switchyard-tags";
+
+/// Route label of a model (`local` or `cloud`).
+pub fn route_of(gateway: &Gateway, model: &str) -> &'static str {
+    match gateway.policy.models.get(model).map(|m| m.kind) {
+        Some(ModelKind::Local) => "local",
+        _ => "cloud",
+    }
+}
+
+/// What a request's response headers say about its routing.
+pub struct Routing<'a> {
+    pub route: &'static str,
+    pub model: &'a str,
+    pub rule: &'a str,
+    pub cost_usd: f64,
+}
+
+impl Routing<'_> {
+    fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert("x-switchyard-route", HeaderValue::from_static(self.route));
+        if let Ok(v) = HeaderValue::from_str(self.model) {
+            headers.insert("x-switchyard-model", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(self.rule) {
+            headers.insert("x-switchyard-rule", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.8}", self.cost_usd)) {
+            headers.insert("x-switchyard-cost-usd", v);
+        }
+    }
+}
+
+/// Answers a chat completion request.
+pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let caller = req
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller { tenant: None });
+    let (parts, body) = req.into_parts();
+    let parsed = match read(&gateway, &parts.headers, body).await {
+        Ok(r) => r,
+        Err(e) => return fail(&gateway, started, None, &e),
+    };
+    let tags = parts.headers.get(TAGS_HEADER).and_then(|v| v.to_str().ok());
+    let feats = features::extract(&parsed, caller.tenant.as_deref(), tags);
+    let decision = match policy::decide(&gateway.policy, &feats) {
+        Ok(d) => d,
+        Err(e @ DecideError::ModelNotFound(_)) => {
+            return fail(
+                &gateway,
+                started,
+                None,
+                &ApiError::ModelNotFound(e.to_string()),
+            )
+        }
+        Err(e @ DecideError::NoLocalModel) => {
+            return fail(
+                &gateway,
+                started,
+                None,
+                &ApiError::ModelNotFound(e.to_string()),
+            )
+        }
+    };
+    run(
+        gateway,
+        started,
+        caller,
+        parsed,
+        feats.prompt_tokens,
+        decision,
+    )
+    .await
+}
+
+/// Reads and parses the body: JSON content type, size limit, valid request.
+async fn read(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<ChatRequest, ApiError> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    match content_type.as_deref() {
+        Some(ct)
+            if ct
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) => {}
+        Some(ct) => {
+            return Err(ApiError::UnsupportedMediaType(
+                ct.chars().take(100).collect(),
+            ))
+        }
+        None => return Err(ApiError::UnsupportedMediaType("none".into())),
+    }
+    let limit = gateway.limits.max_body_bytes;
+    let bytes: Bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(e) => {
+            return Err(ApiError::bad_request(
+                format!("could not read the request body: {e}"),
+                None,
+            ))
+        }
+    };
+    ChatRequest::parse(&bytes)
+}
+
+/// Records a request that failed before any model was tried.
+fn fail(
+    gateway: &Gateway,
+    started: Instant,
+    routing: Option<&Routing>,
+    e: &ApiError,
+) -> Response<Body> {
+    let status = e.status();
+    let (route, model, rule) = routing
+        .map(|r| (r.route, r.model, r.rule))
+        .unwrap_or(("none", "none", "none"));
+    gateway
+        .metrics
+        .requests
+        .with_label_values(&[route, model, rule, status.as_str()])
+        .inc();
+    gateway
+        .metrics
+        .request_duration
+        .with_label_values(&[route])
+        .observe(started.elapsed().as_secs_f64());
+    let mut resp = respond::error(e);
+    if let Some(r) = routing {
+        r.apply(resp.headers_mut());
+    }
+    resp
+}
+
+/// Tries the decision's model, then its fallbacks, and answers with the first that works.
+async fn run(
+    gateway: Arc<Gateway>,
+    started: Instant,
+    caller: Caller,
+    req: ChatRequest,
+    prompt_estimate: u64,
+    decision: Decision,
+) -> Response<Body> {
+    let Decision {
+        model,
+        fallbacks,
+        rule,
+    } = decision;
+    let candidates: Vec<&str> = std::iter::once(model.as_str())
+        .chain(fallbacks.iter().map(String::as_str))
+        .collect();
+    let mut engine_time = Duration::ZERO;
+    let mut last: Option<(&str, EngineError)> = None;
+    for (i, &model) in candidates.iter().enumerate() {
+        if let Some((from, _)) = &last {
+            gateway
+                .metrics
+                .fallbacks
+                .with_label_values(&[from, model])
+                .inc();
+        }
+        let route = route_of(&gateway, model);
+        let engine = match gateway.engines.get(model) {
+            Some(e) => e.clone(),
+            None => {
+                let reason = gateway.availability(model).err().unwrap_or_default();
+                last = Some((model, EngineError::Unavailable(reason)));
+                continue;
+            }
+        };
+        if let Err(reason) = engine.availability() {
+            last = Some((model, EngineError::Unavailable(reason)));
+            continue;
+        }
+        let engine_started = Instant::now();
+        let ereq = EngineRequest { request: &req };
+        if req.stream {
+            match engine.infer_stream(ereq).await {
+                Ok(chunks) => {
+                    engine_time += engine_started.elapsed();
+                    let estimate = accounting::bill(
+                        &gateway.policy,
+                        model,
+                        crate::engines::Usage {
+                            prompt_tokens: prompt_estimate,
+                            completion_tokens: 0,
+                        },
+                    );
+                    let routing = Routing {
+                        route,
+                        model,
+                        rule: &rule,
+                        cost_usd: estimate.cost_usd,
+                    };
+                    let account = StreamAccount::new(
+                        gateway.clone(),
+                        started,
+                        route,
+                        model.to_string(),
+                        rule.clone(),
+                        caller.label().to_string(),
+                        prompt_estimate,
+                    );
+                    let mut resp = Response::new(stream::body(chunks, account, req.include_usage));
+                    let h = resp.headers_mut();
+                    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                    h.insert(
+                        http::header::CACHE_CONTROL,
+                        HeaderValue::from_static("no-cache"),
+                    );
+                    routing.apply(h);
+                    gateway
+                        .metrics
+                        .gateway_overhead
+                        .observe(started.elapsed().saturating_sub(engine_time).as_secs_f64());
+                    return resp;
+                }
+                Err(e) => {
+                    engine_time += engine_started.elapsed();
+                    gateway
+                        .metrics
+                        .upstream_errors
+                        .with_label_values(&[model, e.kind()])
+                        .inc();
+                    let retry = e.allows_fallback() && i + 1 < candidates.len();
+                    last = Some((model, e));
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        } else {
+            match engine.infer(ereq).await {
+                Ok(done) => {
+                    engine_time += engine_started.elapsed();
+                    let bill = accounting::settle(
+                        &gateway.metrics,
+                        &gateway.policy,
+                        model,
+                        caller.label(),
+                        done.usage,
+                    );
+                    let routing = Routing {
+                        route,
+                        model,
+                        rule: &rule,
+                        cost_usd: bill.cost_usd,
+                    };
+                    let mut resp =
+                        respond::with_body(StatusCode::OK, "application/json", done.body);
+                    routing.apply(resp.headers_mut());
+                    let m = &gateway.metrics;
+                    let elapsed = started.elapsed();
+                    m.requests
+                        .with_label_values(&[route, model, &rule, "200"])
+                        .inc();
+                    m.request_duration
+                        .with_label_values(&[route])
+                        .observe(elapsed.as_secs_f64());
+                    m.ttft
+                        .with_label_values(&[route])
+                        .observe(elapsed.as_secs_f64());
+                    m.gateway_overhead
+                        .observe(elapsed.saturating_sub(engine_time).as_secs_f64());
+                    return resp;
+                }
+                Err(e) => {
+                    engine_time += engine_started.elapsed();
+                    gateway
+                        .metrics
+                        .upstream_errors
+                        .with_label_values(&[model, e.kind()])
+                        .inc();
+                    let retry = e.allows_fallback() && i + 1 < candidates.len();
+                    last = Some((model, e));
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    gateway
+        .metrics
+        .gateway_overhead
+        .observe(started.elapsed().saturating_sub(engine_time).as_secs_f64());
+    let (model, error) = match last {
+        Some((m, e)) => (m, e.to_api(m)),
+        None => (candidates[0], ApiError::Internal),
+    };
+    let error = match error {
+        ApiError::Unavailable(_) if candidates.len() > 1 => {
+            let reasons: Vec<String> = candidates
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{m}: {}",
+                        gateway
+                            .availability(m)
+                            .err()
+                            .unwrap_or_else(|| "failed".into())
+                    )
+                })
+                .collect();
+            ApiError::Unavailable(format!(
+                "no model of the route can serve the request ({})",
+                reasons.join("; ")
+            ))
+        }
+        e => e,
+    };
+    let routing = Routing {
+        route: route_of(&gateway, model),
+        model,
+        rule: &rule,
+        cost_usd: 0.0,
+    };
+    fail(&gateway, started, Some(&routing), &error)
+}

@@ -1,0 +1,255 @@
+//! The HTTP server: one tower stack (auth, then routes) on hyper, with graceful shutdown.
+
+mod auth;
+mod chat;
+pub mod respond;
+mod routes;
+mod stream;
+
+pub use auth::{Auth, Caller};
+
+use crate::accounting::Metrics;
+use crate::engines::openai::OpenAiEngine;
+use crate::engines::ChatEngine;
+use crate::policy::{ModelKind, Policy};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use respond::Body;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower::{Layer, Service, ServiceBuilder};
+
+/// Server limits on what a client sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything a request needs: the policy, the engines, the metrics.
+pub struct Gateway {
+    pub policy: Arc<Policy>,
+    pub engines: HashMap<String, Arc<dyn ChatEngine>>,
+    pub metrics: Metrics,
+    pub auth: Auth,
+    pub limits: Limits,
+    ready: AtomicBool,
+}
+
+impl Gateway {
+    /// A gateway for `policy`, with a cloud engine for every `openai` model. On-box models
+    /// get their engine from [`Gateway::with_engine`].
+    pub fn new(policy: Policy) -> Result<Gateway, String> {
+        let mut engines: HashMap<String, Arc<dyn ChatEngine>> = HashMap::new();
+        for m in policy.models.values() {
+            if m.kind == ModelKind::Openai {
+                engines.insert(m.name.clone(), Arc::new(OpenAiEngine::new(m)?));
+            }
+        }
+        Ok(Gateway {
+            auth: Auth::new(policy.tenants.clone()),
+            policy: Arc::new(policy),
+            engines,
+            metrics: Metrics::new(),
+            limits: Limits::default(),
+            ready: AtomicBool::new(true),
+        })
+    }
+
+    /// Sets (or replaces) the engine of a model.
+    pub fn with_engine(mut self, model: &str, engine: Arc<dyn ChatEngine>) -> Gateway {
+        self.engines.insert(model.to_string(), engine);
+        self
+    }
+
+    /// Sets the client limits.
+    pub fn with_limits(mut self, limits: Limits) -> Gateway {
+        self.limits = limits;
+        self
+    }
+
+    /// Whether `model` can take requests now; `Err` says why not.
+    pub fn availability(&self, model: &str) -> Result<(), String> {
+        match self.engines.get(model) {
+            Some(e) => e.availability(),
+            None => Err(match self.policy.models.get(model).map(|m| m.kind) {
+                Some(ModelKind::Local) => "no on-box engine is loaded for this model".to_string(),
+                _ => "no engine for this model".to_string(),
+            }),
+        }
+    }
+
+    /// Availability of every model, in policy order, also published as a metric.
+    pub fn model_states(&self) -> Vec<(String, Result<(), String>)> {
+        self.policy
+            .models
+            .keys()
+            .map(|name| {
+                let state = self.availability(name);
+                self.metrics
+                    .model_available
+                    .with_label_values(&[name])
+                    .set(i64::from(state.is_ok()));
+                (name.clone(), state)
+            })
+            .collect()
+    }
+
+    /// Ready: not shutting down, and the default route has a model that can answer.
+    pub fn is_ready(&self) -> bool {
+        let d = &self.policy.default;
+        self.ready.load(Ordering::Relaxed)
+            && std::iter::once(&d.model)
+                .chain(&d.fallbacks)
+                .any(|m| self.availability(m).is_ok())
+    }
+}
+
+/// The tower service answering every route (behind [`AuthLayer`]).
+#[derive(Clone)]
+pub struct Routes {
+    gateway: Arc<Gateway>,
+}
+
+impl Service<Request<Incoming>> for Routes {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let gateway = self.gateway.clone();
+        Box::pin(async move { Ok(routes::handle(gateway, req).await) })
+    }
+}
+
+/// Checks the gateway key of `/v1/*` requests before their body is read, and puts the
+/// [`Caller`] in the request's extensions.
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Auth,
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            auth: self.auth.clone(),
+            inner,
+        }
+    }
+}
+
+/// See [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    auth: Auth,
+    inner: S,
+}
+
+impl<S> Service<Request<Incoming>> for AuthService<S>
+where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        if req.uri().path().starts_with("/v1/") {
+            let header = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            match self.auth.check(header) {
+                Ok(caller) => {
+                    req.extensions_mut().insert(caller);
+                }
+                Err(e) => {
+                    let resp = respond::error(&e);
+                    return Box::pin(async move { Ok(resp) });
+                }
+            }
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
+/// How long in-flight requests may run on after shutdown starts.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `gateway` on `listener` until `shutdown` completes, then drains connections.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let service = ServiceBuilder::new()
+        .layer(AuthLayer {
+            auth: gateway.auth.clone(),
+        })
+        .service(Routes {
+            gateway: gateway.clone(),
+        });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()));
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection ended with an error: {e}");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    gateway.ready.store(false, Ordering::Relaxed);
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}

@@ -1,0 +1,94 @@
+//! Routing of paths and methods, and the small endpoints (health, readiness, metrics, models).
+
+use super::respond::{self, Body};
+use super::{chat, Gateway};
+use crate::api::ApiError;
+use crate::policy::{ModelKind, AUTO, LOCAL};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Answers one request.
+pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let allow = match path {
+        "/v1/chat/completions" | "/chat/completions" => "POST",
+        "/v1/models" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
+        _ => {
+            return respond::error(&ApiError::NoRoute {
+                method: req.method().to_string(),
+                path: path.to_string(),
+            });
+        }
+    };
+    let method = req.method();
+    let allowed = match allow {
+        "POST" => method == Method::POST,
+        _ => method == Method::GET || method == Method::HEAD,
+    };
+    if !allowed {
+        return respond::error(&ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            path: path.to_string(),
+            allow,
+        });
+    }
+    match path {
+        "/healthz" => respond::json(StatusCode::OK, &json!({"status": "ok"})),
+        "/readyz" => readyz(&gateway),
+        "/metrics" => {
+            gateway.model_states();
+            respond::with_body(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                gateway.metrics.render(),
+            )
+        }
+        "/v1/models" => models(&gateway),
+        _ => chat::handle(gateway, req).await,
+    }
+}
+
+fn readyz(gateway: &Gateway) -> Response<Body> {
+    let models: serde_json::Map<String, serde_json::Value> = gateway
+        .model_states()
+        .into_iter()
+        .map(|(name, state)| {
+            let v = match state {
+                Ok(()) => json!({"available": true}),
+                Err(reason) => json!({"available": false, "reason": reason}),
+            };
+            (name, v)
+        })
+        .collect();
+    let ready = gateway.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    respond::json(
+        status,
+        &json!({"status": if ready { "ready" } else { "not_ready" }, "models": models}),
+    )
+}
+
+fn models(gateway: &Gateway) -> Response<Body> {
+    let entry = |id: &str, owned_by: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": owned_by});
+    let mut data = vec![entry(AUTO, "switchyard")];
+    if gateway.policy.local_model.is_some() {
+        data.push(entry(LOCAL, "switchyard"));
+    }
+    for m in gateway.policy.models.values() {
+        data.push(entry(
+            &m.name,
+            if m.kind == ModelKind::Local {
+                "switchyard-local"
+            } else {
+                "switchyard-cloud"
+            },
+        ));
+    }
+    respond::json(StatusCode::OK, &json!({"object": "list", "data": data}))
+}

@@ -1,0 +1,158 @@
+//! The SSE response of a streamed answer: chunks forwarded as they arrive, and the
+//! request settled when the stream ends, however it ends (done, error, client gone).
+
+use super::respond::Body;
+use super::Gateway;
+use crate::accounting;
+use crate::api::{sse, ApiError};
+use crate::engines::{Chunk, ChunkStream, EngineError, Usage};
+use crate::features::estimate_text_tokens;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How a stream ended, as the `status` label of `switchyard_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Still running (when dropped: the client went away).
+    Open,
+    Done,
+    Failed,
+}
+
+/// Accounting of one stream, settled on drop.
+pub struct StreamAccount {
+    gateway: Arc<Gateway>,
+    started: Instant,
+    route: &'static str,
+    model: String,
+    rule: String,
+    tenant: String,
+    prompt_estimate: u64,
+    first_text: Option<Instant>,
+    text_bytes: u64,
+    usage: Option<Usage>,
+    outcome: Outcome,
+}
+
+impl StreamAccount {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        started: Instant,
+        route: &'static str,
+        model: String,
+        rule: String,
+        tenant: String,
+        prompt_estimate: u64,
+    ) -> StreamAccount {
+        StreamAccount {
+            gateway,
+            started,
+            route,
+            model,
+            rule,
+            tenant,
+            prompt_estimate,
+            first_text: None,
+            text_bytes: 0,
+            usage: None,
+            outcome: Outcome::Open,
+        }
+    }
+
+    fn on_chunk(&mut self, c: &Chunk) {
+        if c.text_bytes > 0 && self.first_text.is_none() {
+            self.first_text = Some(Instant::now());
+        }
+        self.text_bytes += c.text_bytes;
+        if c.usage.is_some() {
+            self.usage = c.usage;
+        }
+    }
+
+    fn finish(&mut self) {
+        self.outcome = Outcome::Done;
+    }
+
+    fn on_error(&mut self, e: &EngineError) {
+        self.outcome = Outcome::Failed;
+        self.gateway
+            .metrics
+            .upstream_errors
+            .with_label_values(&[&self.model, e.kind()])
+            .inc();
+    }
+}
+
+impl Drop for StreamAccount {
+    fn drop(&mut self) {
+        let usage = self.usage.unwrap_or(Usage {
+            prompt_tokens: self.prompt_estimate,
+            completion_tokens: estimate_text_tokens(self.text_bytes),
+        });
+        let g = &self.gateway;
+        accounting::settle(&g.metrics, &g.policy, &self.model, &self.tenant, usage);
+        let status = match self.outcome {
+            Outcome::Done => "200",
+            Outcome::Failed => "stream_error",
+            Outcome::Open => "client_closed",
+        };
+        let m = &g.metrics;
+        m.requests
+            .with_label_values(&[self.route, &self.model, &self.rule, status])
+            .inc();
+        m.request_duration
+            .with_label_values(&[self.route])
+            .observe(self.started.elapsed().as_secs_f64());
+        if let Some(t) = self.first_text {
+            m.ttft
+                .with_label_values(&[self.route])
+                .observe((t - self.started).as_secs_f64());
+        }
+    }
+}
+
+/// The error event sent when a stream breaks after its head.
+fn error_event(e: &EngineError, model: &str) -> Bytes {
+    match e {
+        EngineError::InStream(payload) => sse::event(payload),
+        other => {
+            let api: ApiError = match other {
+                EngineError::TotalTimeout(_) | EngineError::FirstByteTimeout(_) => {
+                    ApiError::GatewayTimeout(format!("model `{model}`: {other}"))
+                }
+                _ => ApiError::BadGateway(format!("model `{model}`: {other}")),
+            };
+            sse::event(api.body_json().to_string().as_bytes())
+        }
+    }
+}
+
+/// The response body of a stream: SSE events, then `[DONE]`, or an error event and a close.
+pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: bool) -> Body {
+    let events = async_stream::stream! {
+        while let Some(item) = chunks.next().await {
+            match item {
+                Ok(chunk) => {
+                    account.on_chunk(&chunk);
+                    if chunk.usage_only && !include_usage {
+                        continue;
+                    }
+                    yield Ok::<_, Infallible>(Frame::data(sse::event(&chunk.payload)));
+                }
+                Err(e) => {
+                    account.on_error(&e);
+                    yield Ok(Frame::data(error_event(&e, &account.model)));
+                    return;
+                }
+            }
+        }
+        account.finish();
+        yield Ok(Frame::data(Bytes::from_static(sse::DONE)));
+    };
+    StreamBody::new(events).boxed_unsync()
+}
