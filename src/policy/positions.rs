@@ -22,7 +22,10 @@ impl Positions {
     /// Reads the positions of `source`; an unparsable document gives an empty map
     /// (serde_yaml reports the syntax error itself).
     pub fn of(source: &str) -> Positions {
-        let mut collector = Collector::default();
+        let mut collector = Collector {
+            lines: source.lines().collect(),
+            ..Collector::default()
+        };
         let mut parser = Parser::new_from_str(source);
         if parser.load(&mut collector, false).is_err() {
             return Positions::default();
@@ -66,7 +69,8 @@ enum Frame {
 }
 
 #[derive(Default)]
-struct Collector {
+struct Collector<'s> {
+    lines: Vec<&'s str>,
     stack: Vec<Frame>,
     values: HashMap<String, Pos>,
 }
@@ -79,7 +83,7 @@ fn join(parent: &str, key: &str) -> String {
     }
 }
 
-impl Collector {
+impl Collector<'_> {
     /// Handles a node start; returns its path when it is a value (not a mapping key).
     fn node(&mut self, scalar: Option<&str>, pos: Pos) -> Option<String> {
         match self.stack.last_mut() {
@@ -91,8 +95,26 @@ impl Collector {
                 None => {
                     *key = Some(scalar.unwrap_or("?").to_string());
                     if std::mem::take(first) {
-                        // A block mapping's start mark is not where its text starts: its first key is.
-                        self.values.insert(path.clone(), pos);
+                        // A block mapping's start mark (and its keys' marks) point at the first
+                        // `:`; where the mapping's text starts is the first key's line's content.
+                        let line = self
+                            .lines
+                            .get(pos.line.saturating_sub(1))
+                            .copied()
+                            .unwrap_or("");
+                        let is_flow = self.values.get(path.as_str()).is_some_and(|p| {
+                            p.line == pos.line && line.as_bytes().get(p.column - 1) == Some(&b'{')
+                        });
+                        if !is_flow {
+                            let indent = line.len() - line.trim_start_matches([' ', '-']).len();
+                            self.values.insert(
+                                path.clone(),
+                                Pos {
+                                    line: pos.line,
+                                    column: indent + 1,
+                                },
+                            );
+                        }
                     }
                     None
                 }
@@ -112,7 +134,7 @@ impl Collector {
     }
 }
 
-impl MarkedEventReceiver for Collector {
+impl MarkedEventReceiver for Collector<'_> {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let pos = Pos {
             line: mark.line(),
@@ -162,5 +184,15 @@ mod tests {
             }
         );
         assert_eq!(p.get("rules[1].missing"), Pos { line: 5, column: 5 });
+        assert_eq!(p.get(""), Pos { line: 1, column: 1 });
+        let p = Positions::of("x:\n  y: { a: 1 }\n");
+        assert_eq!(p.get("x.y"), Pos { line: 2, column: 6 });
+        assert_eq!(
+            p.get("x.y.a"),
+            Pos {
+                line: 2,
+                column: 11
+            }
+        );
     }
 }

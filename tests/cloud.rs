@@ -1,0 +1,369 @@
+//! The cloud path through a real gateway to a real (fake) upstream HTTP server.
+
+mod common;
+
+use common::*;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn non_streaming_answer_is_forwarded_with_routing_headers() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up.base("ok"), ""), KEY).await;
+    let mut body = ask("auto", "hello there");
+    body["logit_bias"] = json!({"50256": -100});
+    body["user"] = json!("u-1");
+    let r = chat(
+        &gw,
+        body,
+        &[("authorization", "Bearer client-key-must-not-leak")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "Hello from the cloud"
+    );
+    assert_eq!(r.header("x-switchyard-route"), "cloud");
+    assert_eq!(r.header("x-switchyard-model"), "cloud");
+    assert_eq!(r.header("x-switchyard-rule"), "default");
+    // 21 input tokens at $1 each and 4 output tokens at $2 each, from the upstream's usage.
+    assert_eq!(
+        r.header("x-switchyard-cost-usd").parse::<f64>().unwrap(),
+        29.0
+    );
+
+    let sent = up.recorded().pop().unwrap();
+    assert_eq!(sent.path, "/ok/v1/chat/completions");
+    assert_eq!(
+        sent.body["model"], "upstream-model-x",
+        "the policy's upstream name is sent"
+    );
+    assert_eq!(
+        sent.body["logit_bias"],
+        json!({"50256": -100}),
+        "unknown fields pass through"
+    );
+    assert_eq!(sent.body["user"], "u-1");
+    assert_eq!(sent.headers["authorization"], "Bearer sk-upstream-secret");
+    assert!(!format!("{:?}", sent.headers).contains("client-key-must-not-leak"));
+}
+
+#[tokio::test]
+async fn streaming_is_forwarded_chunk_by_chunk() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up.base("gated"), ""), KEY).await;
+    let mut body = ask("auto", "stream please");
+    body["stream"] = json!(true);
+    let resp = send(
+        "POST",
+        &format!("{}/v1/chat/completions", gw.url),
+        body.to_string(),
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    assert_eq!(resp.headers()["x-switchyard-route"], "cloud");
+    assert_eq!(resp.headers()["x-switchyard-rule"], "default");
+    let mut body = resp.into_body();
+    // The upstream holds the rest of its stream until the gate opens: "Hello" must arrive
+    // before that, or the gateway is buffering.
+    let mut seen = String::new();
+    while !seen.contains("Hello") {
+        let frame = tokio::time::timeout(TEST_TIMEOUT, body.frame())
+            .await
+            .expect("chunk before the gate opens");
+        let frame = frame.expect("stream open").expect("frame");
+        if let Ok(d) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&d));
+        }
+    }
+    up.gate.notify_one();
+    let rest = tokio::time::timeout(TEST_TIMEOUT, body.collect())
+        .await
+        .expect("rest in time")
+        .expect("rest")
+        .to_bytes();
+    seen.push_str(&String::from_utf8_lossy(&rest));
+    assert!(seen.ends_with("data: [DONE]\n\n"), "{seen}");
+    assert!(
+        !seen.contains("\"usage\":{"),
+        "usage chunk not asked for by the client: {seen}"
+    );
+    let sent = up.recorded().pop().unwrap();
+    assert_eq!(
+        sent.body["stream_options"]["include_usage"], true,
+        "the gateway asks for usage upstream"
+    );
+    // Cost settles from the upstream's usage when the stream ends.
+    assert_eq!(
+        metric(
+            &gw,
+            r#"switchyard_tokens_total{direction="input",model="cloud"}"#
+        )
+        .await,
+        21.0
+    );
+}
+
+#[tokio::test]
+async fn include_usage_is_honoured() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up.base("ok"), ""), KEY).await;
+    let mut body = ask("auto", "count me");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let r = chat(&gw, body, &[]).await;
+    let events = r.events();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["prompt_tokens"], 21);
+    assert_eq!(usage["choices"], json!([]));
+}
+
+#[tokio::test]
+async fn missing_upstream_usage_is_estimated() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up.base("nousage"), ""), KEY).await;
+    let r = chat(&gw, ask("auto", "a prompt of some length to estimate"), &[]).await;
+    assert_eq!(r.status, 200);
+    let output = metric(
+        &gw,
+        r#"switchyard_tokens_total{direction="output",model="cloud"}"#,
+    )
+    .await;
+    let input = metric(
+        &gw,
+        r#"switchyard_tokens_total{direction="input",model="cloud"}"#,
+    )
+    .await;
+    // "Hello from the cloud" is 20 bytes: about 5 tokens; the prompt about 9 + framing.
+    assert_eq!(output, 5.0);
+    assert!(input > 9.0, "{input}");
+}
+
+#[tokio::test]
+async fn upstream_client_errors_pass_through_and_server_errors_become_502() {
+    let up = FakeUpstream::start().await;
+    let rules = |b: &str| policy(&up.base(b), "");
+    let gw = start_gateway(&rules("status-400"), KEY).await;
+    let r = chat(&gw, ask("cloud", "x"), &[]).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.error_code(),
+        "upstream_code",
+        "the upstream's own error body"
+    );
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains("sk-upstream-secret"),
+        "provider key redacted"
+    );
+
+    // A 500 falls back to the local model when the route has one...
+    let gw = start_gateway(&rules("status-500"), KEY).await;
+    let r = chat(&gw, ask("auto", "x"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-switchyard-route"), "local");
+    assert_eq!(
+        metric(
+            &gw,
+            r#"switchyard_fallbacks_total{from="cloud",to="local-echo"}"#
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            r#"switchyard_upstream_errors_total{kind="status_5xx",model="cloud"}"#
+        )
+        .await,
+        1.0
+    );
+
+    // ...and is a 502 when it has none.
+    let no_fallback = policy(
+        &up.base("status-500"),
+        "  - { name: only-cloud, when: { tags: [only] }, route: cloud }",
+    );
+    let gw = start_gateway(&no_fallback, KEY).await;
+    let r = chat(&gw, ask("auto", "x"), &[("x-switchyard-tags", "only")]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.error_code(), "upstream_error");
+    assert_eq!(r.header("x-switchyard-rule"), "only-cloud");
+}
+
+#[tokio::test]
+async fn upstream_429_keeps_retry_after_and_401_is_a_gateway_error() {
+    let up = FakeUpstream::start().await;
+    let only = "  - { name: only-cloud, when: { tags: [only] }, route: cloud }";
+    let gw = start_gateway(&policy(&up.base("status-429"), only), KEY).await;
+    let r = chat(&gw, ask("auto", "x"), &[("x-switchyard-tags", "only")]).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), "7");
+
+    let gw = start_gateway(&policy(&up.base("status-401"), only), KEY).await;
+    let r = chat(&gw, ask("auto", "x"), &[("x-switchyard-tags", "only")]).await;
+    assert_eq!(
+        r.status, 502,
+        "the client's key is fine; the gateway's provider key is not"
+    );
+    assert!(!String::from_utf8_lossy(&r.body).contains("sk-upstream-secret"));
+}
+
+#[tokio::test]
+async fn upstream_timeouts_become_504() {
+    let up = FakeUpstream::start().await;
+    let only = "  - { name: only-cloud, when: { tags: [only] }, route: cloud }";
+    let gw = start_gateway(&policy(&up.base("hang"), only), KEY).await;
+    let r = chat(&gw, ask("auto", "x"), &[("x-switchyard-tags", "only")]).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.error_code(), "upstream_timeout");
+    assert_eq!(
+        metric(
+            &gw,
+            r#"switchyard_upstream_errors_total{kind="first_byte_timeout",model="cloud"}"#
+        )
+        .await,
+        1.0
+    );
+
+    // A stream that stalls after its head ends with an error event at the total timeout.
+    let gw = start_gateway(&policy(&up.base("stall"), only), KEY).await;
+    let mut body = ask("auto", "x");
+    body["stream"] = json!(true);
+    let r = chat(&gw, body, &[("x-switchyard-tags", "only")]).await;
+    assert_eq!(r.status, 200);
+    let last: Value = serde_json::from_str(r.events().last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_timeout");
+    assert!(!r.events().contains(&"[DONE]".to_string()));
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_way_ends_with_an_error_event() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up.base("cut"), ""), KEY).await;
+    let mut body = ask("auto", "x");
+    body["stream"] = json!(true);
+    let resp = send(
+        "POST",
+        &format!("{}/v1/chat/completions", gw.url),
+        body.to_string(),
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut seen = String::new();
+    while !seen.contains("Hello") {
+        let frame = tokio::time::timeout(TEST_TIMEOUT, body.frame())
+            .await
+            .expect("first chunks")
+            .expect("open")
+            .expect("frame");
+        seen.push_str(&String::from_utf8_lossy(
+            &frame.into_data().unwrap_or_default(),
+        ));
+    }
+    // Now the upstream drops its connection mid-stream.
+    up.gate.notify_one();
+    let rest = tokio::time::timeout(TEST_TIMEOUT, body.collect())
+        .await
+        .expect("no hang")
+        .expect("clean close")
+        .to_bytes();
+    seen.push_str(&String::from_utf8_lossy(&rest));
+    let last = seen
+        .trim_end()
+        .rsplit("\n\n")
+        .next()
+        .unwrap()
+        .trim_start_matches("data: ");
+    let last: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {seen}"));
+    assert_eq!(last["error"]["type"], "server_error", "{seen}");
+    assert!(!seen.contains("[DONE]"));
+    assert_eq!(metric(&gw, r#"switchyard_requests_total{model="cloud",route="cloud",rule="default",status="stream_error"}"#).await, 1.0);
+}
+
+#[tokio::test]
+async fn malformed_upstream_streams_are_errors_not_hangs() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up.base("badsse"), ""), KEY).await;
+    let mut body = ask("auto", "x");
+    body["stream"] = json!(true);
+    let r = chat(&gw, body.clone(), &[]).await;
+    let last: Value = serde_json::from_str(r.events().last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_error");
+
+    // JSON where a stream was asked for fails before the first byte, so it falls back.
+    let gw = start_gateway(&policy(&up.base("json-for-stream"), ""), KEY).await;
+    let r = chat(&gw, body, &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-switchyard-route"), "local");
+    assert_eq!(r.events().last().map(String::as_str), Some("[DONE]"));
+}
+
+#[tokio::test]
+async fn refused_connection_falls_back_or_is_a_502() {
+    // A port that was just closed refuses connections.
+    let closed = {
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let base = format!("http://{closed}/v1");
+    let gw = start_gateway(
+        &policy(
+            &base,
+            "  - { name: only-cloud, when: { tags: [only] }, route: cloud }",
+        ),
+        KEY,
+    )
+    .await;
+    let r = chat(&gw, ask("auto", "x"), &[]).await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("x-switchyard-route")),
+        (200, "local")
+    );
+    let r = chat(&gw, ask("auto", "x"), &[("x-switchyard-tags", "only")]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        metric(
+            &gw,
+            r#"switchyard_upstream_errors_total{kind="connect",model="cloud"}"#
+        )
+        .await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn without_a_key_the_cloud_is_disabled_and_requests_are_served_locally() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up.base("ok"), ""), &[]).await;
+    let r = chat(&gw, ask("auto", "hello"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-switchyard-route"), "local");
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "echo: hello");
+    // Asking for the cloud model by name follows its rule's fallback too.
+    let r = chat(&gw, ask("cloud", "hello"), &[]).await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("x-switchyard-model")),
+        (200, "local-echo")
+    );
+    assert!(up.recorded().is_empty(), "nothing was sent upstream");
+    let ready = request("GET", &format!("{}/readyz", gw.url), "", &[]).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["models"]["cloud"]["available"], false);
+    assert_eq!(
+        ready.json()["models"]["cloud"]["reason"],
+        "CLOUD_KEY is not set"
+    );
+    assert_eq!(
+        metric(&gw, r#"switchyard_model_available{model="cloud"}"#).await,
+        0.0
+    );
+}

@@ -1,0 +1,484 @@
+//! Test harness: the real gateway on a loopback port, a fake cloud upstream that is a real
+//! HTTP server speaking the OpenAI wire format (JSON, SSE, errors, stalls, cut connections),
+//! a scripted on-box engine, and a plain HTTP client.
+#![allow(dead_code)]
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use switchyard::engines::{
+    ChatEngine, Chunk, ChunkStream, Completion, EngineError, EngineRequest, Usage,
+};
+use switchyard::server::{self, Gateway, Limits};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Notify};
+
+/// Upper bound for anything a test waits on; reaching it fails the test instead of hanging.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A request the fake upstream received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+/// A fake OpenAI-compatible upstream. The first path segment picks its behaviour:
+/// `/ok/v1/chat/completions`, `/status-500/v1/...` and so on (see `respond`).
+#[derive(Clone)]
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Released by a test to let a `gated` stream go on.
+    pub gate: Arc<Notify>,
+}
+
+impl FakeUpstream {
+    pub async fn start() -> FakeUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake upstream");
+        let up = FakeUpstream {
+            addr: listener.local_addr().expect("addr"),
+            requests: Arc::default(),
+            gate: Arc::new(Notify::new()),
+        };
+        let state = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(state.respond(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        up
+    }
+
+    /// Base URL of a behaviour, for a policy's `base_url`.
+    pub fn base(&self, behaviour: &str) -> String {
+        format!("http://{}/{behaviour}/v1", self.addr)
+    }
+
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.requests.lock().expect("lock").clone()
+    }
+
+    async fn respond(&self, req: Request<Incoming>) -> Response<BoxBody> {
+        let path = req.uri().path().to_string();
+        let headers = req.headers().clone();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        self.requests.lock().expect("lock").push(Recorded {
+            path: path.clone(),
+            headers: headers.clone(),
+            body: body.clone(),
+        });
+        let behaviour = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let stream = body["stream"].as_bool().unwrap_or(false);
+        let include_usage = body["stream_options"]["include_usage"]
+            .as_bool()
+            .unwrap_or(false);
+        let model = body["model"].as_str().unwrap_or("").to_string();
+        if let Some(code) = behaviour.strip_prefix("status-") {
+            let status = StatusCode::from_u16(code.parse().unwrap_or(500))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let msg = format!("upstream says no ({code}); you sent {auth}");
+            let mut r = full_response(status, "application/json", json!({"error": {"message": msg, "type": "invalid_request_error", "code": "upstream_code"}}).to_string());
+            if status.as_u16() == 429 {
+                r.headers_mut()
+                    .insert("retry-after", "7".parse().expect("header"));
+            }
+            return r;
+        }
+        match behaviour.as_str() {
+            "hang" => std::future::pending().await,
+            "json-for-stream" => full_response(
+                StatusCode::OK,
+                "application/json",
+                completion(&model, true).to_string(),
+            ),
+            _ if !stream => full_response(
+                StatusCode::OK,
+                "application/json",
+                completion(&model, behaviour != "nousage").to_string(),
+            ),
+            _ => self.sse(&behaviour, &model, include_usage),
+        }
+    }
+
+    fn sse(&self, behaviour: &str, model: &str, include_usage: bool) -> Response<BoxBody> {
+        let gate = self.gate.clone();
+        let behaviour = behaviour.to_string();
+        let model = model.to_string();
+        let frames = async_stream::stream! {
+            let frame = |v: Value| Ok::<_, std::io::Error>(Frame::data(Bytes::from(format!("data: {v}\n\n"))));
+            yield frame(chunk(&model, json!({"role": "assistant", "content": ""}), None));
+            yield frame(chunk(&model, json!({"content": "Hello"}), None));
+            match behaviour.as_str() {
+                "gated" => gate.notified().await,
+                "cut" => {
+                    gate.notified().await;
+                    yield Err(std::io::Error::other("connection cut"));
+                    return;
+                }
+                "stall" => std::future::pending::<()>().await,
+                "badsse" => {
+                    yield Ok(Frame::data(Bytes::from_static(b"data: {this is not json\n\n")));
+                    return;
+                }
+                _ => {}
+            }
+            yield frame(chunk(&model, json!({"content": " from the"}), None));
+            yield frame(chunk(&model, json!({"content": " cloud"}), None));
+            yield frame(chunk(&model, json!({}), Some("stop")));
+            if include_usage && behaviour != "nousage" {
+                yield frame(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
+                    "choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 4, "total_tokens": 25}}));
+            }
+            yield Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")));
+        };
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().expect("header"));
+        r
+    }
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn full_response(status: StatusCode, ct: &str, body: String) -> Response<BoxBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", ct.parse().expect("header"));
+    r
+}
+
+fn completion(model: &str, usage: bool) -> Value {
+    let mut v = json!({
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the cloud"}, "finish_reason": "stop"}],
+    });
+    if usage {
+        v["usage"] = json!({"prompt_tokens": 21, "completion_tokens": 4, "total_tokens": 25});
+    }
+    v
+}
+
+fn chunk(model: &str, delta: Value, finish: Option<&str>) -> Value {
+    json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+}
+
+/// A scripted on-box engine: answers `echo: <last message>` word by word.
+#[derive(Default)]
+pub struct EchoEngine {
+    pub calls: AtomicUsize,
+}
+
+impl EchoEngine {
+    fn answer(req: &EngineRequest<'_>) -> (String, Usage) {
+        let messages = req.request.messages();
+        let last = messages.last().map(|(_, t)| t.clone()).unwrap_or_default();
+        let text = format!("echo: {last}");
+        let prompt: u64 = messages
+            .iter()
+            .map(|(_, t)| t.split_whitespace().count() as u64)
+            .sum();
+        (
+            text.clone(),
+            Usage {
+                prompt_tokens: prompt,
+                completion_tokens: text.split_whitespace().count() as u64,
+            },
+        )
+    }
+}
+
+#[async_trait]
+impl ChatEngine for EchoEngine {
+    fn availability(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn infer(&self, req: EngineRequest<'_>) -> Result<Completion, EngineError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let (text, usage) = Self::answer(&req);
+        let body = json!({"id": "chatcmpl-local", "object": "chat.completion", "created": 1, "model": "echo",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                      "total_tokens": usage.prompt_tokens + usage.completion_tokens}});
+        Ok(Completion {
+            body: Bytes::from(body.to_string()),
+            usage,
+            usage_estimated: false,
+        })
+    }
+
+    async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<ChunkStream, EngineError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let (text, usage) = Self::answer(&req);
+        let mut chunks: Vec<Result<Chunk, EngineError>> = text
+            .split_inclusive(' ')
+            .map(|w| {
+                Ok(Chunk {
+                    payload: Bytes::from(chunk("echo", json!({"content": w}), None).to_string()),
+                    text_bytes: w.len() as u64,
+                    usage: None,
+                    usage_only: false,
+                })
+            })
+            .collect();
+        chunks.push(Ok(Chunk {
+            payload: Bytes::from(chunk("echo", json!({}), Some("stop")).to_string()),
+            text_bytes: 0,
+            usage: None,
+            usage_only: false,
+        }));
+        let u = json!({"id": "chatcmpl-local", "object": "chat.completion.chunk", "created": 1, "model": "echo", "choices": [],
+            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.prompt_tokens + usage.completion_tokens}});
+        chunks.push(Ok(Chunk {
+            payload: Bytes::from(u.to_string()),
+            text_bytes: 0,
+            usage: Some(usage),
+            usage_only: true,
+        }));
+        Ok(futures_util::stream::iter(chunks).boxed())
+    }
+}
+
+/// A gateway serving on a loopback port.
+pub struct TestGateway {
+    pub url: String,
+    pub gateway: Arc<Gateway>,
+    pub local: Arc<EchoEngine>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts a gateway on `policy` (YAML, `${VAR}` resolved from `env`), with the echo engine
+/// for the model named `local-echo` when the policy has it.
+pub async fn start_gateway(policy: &str, env: &[(&str, &str)]) -> TestGateway {
+    start_gateway_with(policy, env, Limits::default()).await
+}
+
+pub async fn start_gateway_with(policy: &str, env: &[(&str, &str)], limits: Limits) -> TestGateway {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let policy = switchyard::policy::parse(policy, "test-policy.yaml", &lookup)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let has_local = policy.models.contains_key("local-echo");
+    let local = Arc::new(EchoEngine::default());
+    let mut gateway = Gateway::new(policy).expect("gateway").with_limits(limits);
+    if has_local {
+        gateway = gateway.with_engine("local-echo", local.clone());
+    }
+    let gateway = Arc::new(gateway);
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(server::serve(listener, gateway.clone(), async move {
+        let _ = rx.await;
+    }));
+    TestGateway {
+        url,
+        gateway,
+        local,
+        shutdown: Some(tx),
+    }
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    /// `data:` payloads of an SSE body.
+    pub fn events(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.body)
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: ").map(str::to_string))
+            .collect()
+    }
+    /// The error code of an OpenAI error body (asserting the shape).
+    pub fn error_code(&self) -> String {
+        let v = self.json();
+        assert!(
+            v["error"]["message"].is_string(),
+            "not an OpenAI error: {v}"
+        );
+        assert!(v["error"]["type"].is_string(), "not an OpenAI error: {v}");
+        v["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// Sends a request and returns the response head with its streaming body.
+pub async fn send(
+    method: &str,
+    url: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Response<Incoming> {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(body.into())).expect("request");
+    tokio::time::timeout(TEST_TIMEOUT, client().request(req))
+        .await
+        .expect("response head in time")
+        .expect("response head")
+}
+
+/// Sends a request and reads the whole response.
+pub async fn request(
+    method: &str,
+    url: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let resp = send(method, url, body, headers).await;
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(TEST_TIMEOUT, body.collect())
+        .await
+        .expect("body in time")
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// POSTs a chat completion (JSON content type plus `headers`).
+pub async fn chat(gw: &TestGateway, body: Value, headers: &[(&str, &str)]) -> Reply {
+    let mut h = vec![("content-type", "application/json")];
+    h.extend_from_slice(headers);
+    request(
+        "POST",
+        &format!("{}/v1/chat/completions", gw.url),
+        body.to_string(),
+        &h,
+    )
+    .await
+}
+
+/// A one-message chat request.
+pub fn ask(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+/// Reads `/metrics` and returns the value of one sample (`name{labels}`), 0 when absent.
+pub async fn metric(gw: &TestGateway, sample: &str) -> f64 {
+    let text = request("GET", &format!("{}/metrics", gw.url), "", &[]).await;
+    String::from_utf8_lossy(&text.body)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// A two-model policy: `local-echo` on the box, `cloud` at `base_url` with key `sk-upstream-secret`.
+pub fn policy(base_url: &str, extra_rules: &str) -> String {
+    format!(
+        r#"
+version: 1
+models:
+  local-echo: {{ kind: local }}
+  cloud:
+    kind: openai
+    base_url: {base_url}
+    api_key: ${{CLOUD_KEY}}
+    upstream_model: upstream-model-x
+    price: {{ input_per_million: 1000000, output_per_million: 2000000 }}
+    timeouts: {{ connect_ms: 2000, first_byte_ms: 1500, total_ms: 3000 }}
+rules:
+{extra_rules}
+  - name: cloud-on-request
+    when: {{ model: [cloud] }}
+    route: cloud
+    fallbacks: [local-echo]
+default:
+  route: cloud
+  fallbacks: [local-echo]
+"#
+    )
+}
+
+/// Environment with the cloud key set.
+pub const KEY: &[(&str, &str)] = &[("CLOUD_KEY", "sk-upstream-secret")];
