@@ -1,0 +1,41 @@
+//! The official `openai` Python SDK against the gateway, with only the base URL changed.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+/// The Python with the `openai` package: `SWITCHYARD_PYTHON`, else the venv scripts/test.sh makes.
+fn python() -> String {
+    std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/switchyard/venv/bin/python")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_sdk_works_unchanged() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up.base("ok"), ""), KEY).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/check_openai_sdk.py");
+    let base = format!("{}/v1", gw.url);
+    let interpreter = python();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&interpreter).arg(script).arg(base).output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| {
+        panic!(
+            "cannot run {}: {e}; scripts/test.sh sets up the venv with the openai SDK",
+            python()
+        )
+    });
+    assert!(
+        out.status.success(),
+        "SDK check failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}

@@ -1,0 +1,101 @@
+//! `switchyard policy check`: the shipped policies pass, and each kind of mistake is reported
+//! with file, line and column, and exit code 1.
+
+use std::process::Command;
+
+fn check(path: &str) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["policy", "check", path])
+        .output()
+        .expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn check_text(yaml: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let (code, out, err) = check(path.to_str().unwrap());
+    (code, out, err.replace(path.to_str().unwrap(), "p.yaml"))
+}
+
+#[test]
+fn shipped_policies_are_valid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for p in [
+        "policies/default.yaml",
+        "policies/cost-saver.yaml",
+        "policies/quality-first.yaml",
+        "benches/overhead-policy.yaml",
+    ] {
+        let (code, out, err) = check(&format!("{root}/{p}"));
+        assert_eq!(code, 0, "{p}: {out}{err}");
+        assert!(out.contains(": ok ("), "{out}");
+    }
+}
+
+const HEAD: &str = "version: 1\nmodels:\n  small: { kind: local }\n  big: { kind: openai, base_url: 'http://127.0.0.1:9/v1' }\n";
+
+#[test]
+fn each_mistake_is_located_and_explained() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "rules:\n  - name: r\n    route: huge\ndefault: { route: small }\n",
+            "p.yaml:7:12: unknown model `huge`",
+            "unknown model `huge` (models: small, big)",
+        ),
+        (
+            "rules:\n  - name: r\n    when: { has_tool: true }\n    route: big\ndefault: { route: small }\n",
+            "p.yaml:7:",
+            "unknown field `has_tool`",
+        ),
+        (
+            "rules:\n  - name: r\n    when: { messages: { above: many } }\n    route: big\ndefault: { route: small }\n",
+            "p.yaml:7:",
+            "invalid type: string \"many\", expected u64",
+        ),
+        (
+            "rules:\n  - { name: r, when: { has_tools: true }, route: big }\n  - { name: r, when: { has_images: true }, route: big }\ndefault: { route: small }\n",
+            "p.yaml:7:13: duplicate rule name `r`",
+            "duplicate rule name `r`",
+        ),
+        ("rules: []\n", "p.yaml:1:1: no default route", "add `default: { route: MODEL }`"),
+        (
+            "rules:\n  - { name: any-tools, when: { has_tools: true }, route: big }\n  - { name: tools-long, when: { has_tools: true, prompt_tokens: { above: 10 } }, route: small }\ndefault: { route: small }\n",
+            "p.yaml:7:13: rule `tools-long` is unreachable: rule `any-tools` (line 6)",
+            "matches every request it matches",
+        ),
+    ];
+    for (tail, located, what) in cases {
+        let (code, _, err) = check_text(&format!("{HEAD}{tail}"));
+        assert_eq!(code, 1, "{located}: {err}");
+        assert!(
+            err.contains(located),
+            "{what}: expected `{located}` in:\n{err}"
+        );
+        assert!(err.contains(what), "expected `{what}` in:\n{err}");
+    }
+}
+
+#[test]
+fn several_mistakes_are_all_reported() {
+    let (code, _, err) = check_text(&format!(
+        "{HEAD}rules:\n  - {{ name: a, when: {{ tags: [x] }}, route: nope }}\n  - {{ name: b, when: {{ tenant: [ghost] }}, route: big, fallbacks: [big] }}\ndefault: {{ route: small }}\n"
+    ));
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown model `nope`"), "{err}");
+    assert!(err.contains("unknown tenant `ghost`"), "{err}");
+    assert!(err.contains("appears twice"), "{err}");
+    assert!(err.contains("3 problem(s)"), "{err}");
+}
+
+#[test]
+fn a_missing_file_is_an_error() {
+    let (code, _, err) = check("/nonexistent/policy.yaml");
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read the policy file"), "{err}");
+}
