@@ -5,7 +5,7 @@ pub mod metrics;
 pub use metrics::Metrics;
 
 use crate::engines::Usage;
-use crate::policy::{Policy, Price};
+use crate::policy::Policy;
 
 /// Cost of one request and what it saved against the reference model.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -25,7 +25,7 @@ pub fn bill(policy: &Policy, model: &str, usage: Usage) -> Bill {
         .map(|m| m.price)
         .unwrap_or_default();
     let cost_usd = price.cost(usage.prompt_tokens, usage.completion_tokens);
-    let reference = policy.reference_price().unwrap_or(Price::default());
+    let reference = policy.reference_price().unwrap_or_default();
     let reference_usd = reference.cost(usage.prompt_tokens, usage.completion_tokens);
     let savings_usd = if policy.reference_model.is_some() {
         reference_usd - cost_usd

@@ -92,7 +92,7 @@ impl Conditions {
     /// Whether a request with these features matches. Conditions on classifier outputs
     /// never match a request that was not classified.
     pub fn matches(&self, f: &Features) -> bool {
-        if !self.models.iter().any(|m| *m == f.requested_model) {
+        if !self.models.contains(&f.requested_model) {
             return false;
         }
         if let Some(r) = &self.prompt_tokens {

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Idempotent set-up for the two README commands. Skips whatever is already there.
+#   scripts/setup.sh          what `serve` needs
+#   scripts/setup.sh --test   plus what the tests need: promtool, a Python venv with the openai SDK
+# Caches live under ${SWITCHYARD_CACHE:-~/.cache/switchyard}, outside the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
+mkdir -p "$CACHE"
+
+log() { echo "setup: $*" >&2; }
+
+command -v cargo >/dev/null || { log "cargo is required (https://rustup.rs)"; exit 1; }
+
+apt_install() {  # apt_install PACKAGE...: Debian packages, as root or with sudo
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 \
+    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends "$@" >/dev/null; }
+}
+
+if [ "${1:-}" = "--test" ]; then
+  if ! command -v promtool >/dev/null; then
+    log "installing promtool (Debian package prometheus)"
+    apt_install prometheus
+  fi
+  VENV="$CACHE/venv"
+  if ! "$VENV/bin/python" -c 'import openai' 2>/dev/null; then
+    log "creating $VENV with the openai SDK"
+    python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<4'
+  fi
+fi
