@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Latency the gateway adds on the cloud path, measured side by side in one run with
+# ../shared/bench: direct to the mock upstream vs Switchyard vs LiteLLM vs a bare nginx proxy
+# (the floor), at concurrency 1, 16 and 64, JSON and SSE. Loopback only; every load run is
+# bounded by a request count and a time cap.
+#   benches/overhead.sh            # knobs: REQUESTS (20000), CONCURRENCY ("1 16 64"), MAX_SECONDS (60),
+#                                  # PEERS ("litellm nginx"), BENCH_DIR (../shared/bench)
+# Prints two tables (json, stream); raw results under /tmp/bench-results/switchyard-<time>.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+BENCH="$(cd "${BENCH_DIR:-../shared/bench}" && pwd)"
+CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+export REQUESTS="${REQUESTS:-20000}" CONCURRENCY="${CONCURRENCY:-1 16 64}" MAX_SECONDS="${MAX_SECONDS:-60}"
+PEERS="${PEERS:-litellm nginx}"
+PORT="${SWITCHYARD_BENCH_PORT:-18100}"
+OUT="/tmp/bench-results/switchyard-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUT"
+
+has() { [[ " $PEERS " == *" $1 "* ]]; }
+if has litellm; then "$BENCH/install.sh"; else "$BENCH/install.sh" --no-litellm; fi
+cargo build --locked --release --bin switchyard >&2
+
+cleanup() {
+  [ -n "${SY_PID:-}" ] && kill "$SY_PID" 2>/dev/null && wait "$SY_PID" 2>/dev/null || true
+  has litellm && "$BENCH/peers/litellm.sh" stop >/dev/null 2>&1 || true
+  has nginx && "$BENCH/peers/nginx-proxy.sh" stop >/dev/null 2>&1 || true
+  "$BENCH/mock-upstream/stop.sh" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+"$BENCH/mock-upstream/start.sh"
+has nginx && "$BENCH/peers/nginx-proxy.sh" start
+has litellm && "$BENCH/peers/litellm.sh" start
+
+# Switchyard with its normal production logging (info: start-up lines, warnings and errors;
+# no per-request access log).
+"$CARGO_TARGET_DIR/release/switchyard" serve --policy "$ROOT/benches/overhead-policy.yaml" \
+  --listen "127.0.0.1:$PORT" 2>"$OUT/switchyard.log" &
+SY_PID=$!
+for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" && break; sleep 0.1; done
+curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" || { echo "switchyard did not become ready" >&2; cat "$OUT/switchyard.log" >&2; exit 1; }
+echo "switchyard $("$CARGO_TARGET_DIR/release/switchyard" --version) ready on :$PORT (pid $SY_PID)" | tee "$OUT/info.txt"
+
+for mode in json stream; do
+  targets=(); pids=()
+  if has litellm; then targets+=(http://127.0.0.1:4000 litellm); pids+=("$("$BENCH/peers/litellm.sh" pid)"); fi
+  targets+=("http://127.0.0.1:$PORT" switchyard); pids+=("$SY_PID")
+  if has nginx; then
+    port=18090; [ "$mode" = stream ] && port=18091
+    targets+=("http://127.0.0.1:$port" nginx-proxy); pids+=("$("$BENCH/peers/nginx-proxy.sh" pid)")
+  fi
+  TARGET_PIDS="${pids[*]}" MODES="$mode" OUT_DIR="$OUT/$mode" "$BENCH/run-overhead.sh" "${targets[@]}"
+done
+echo "results: $OUT" >&2
