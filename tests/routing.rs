@@ -161,8 +161,10 @@ async fn gateway_keys_are_required_and_never_forwarded() {
         let r = chat(&gw, ask("cloud", "hi"), &h).await;
         assert_eq!(r.status, 401, "{auth:?}");
         assert_eq!(r.error_code(), "invalid_api_key");
-        let models = request("GET", &format!("{}/v1/models", gw.url), "", &h).await;
-        assert_eq!(models.status, 401);
+        for path in ["/v1/models", "/v1/unknown", "/anything"] {
+            let r = request("GET", &format!("{}{path}", gw.url), "", &h).await;
+            assert_eq!(r.status, 401, "{path} {auth:?}");
+        }
     }
     assert!(up.recorded().is_empty());
     // Health, readiness and metrics stay open for probes and scrapers.

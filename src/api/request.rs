@@ -66,14 +66,12 @@ fn type_name(v: &Value) -> &'static str {
 impl ChatRequest {
     /// Parses and validates a request body.
     pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
-        if std::str::from_utf8(body).is_err() {
-            return Err(ApiError::bad_request(
-                "the request body is not valid UTF-8",
-                None,
-            ));
-        }
         let value: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!("the request body is not valid JSON: {e}"), None)
+            if std::str::from_utf8(body).is_err() {
+                ApiError::bad_request("the request body is not valid UTF-8", None)
+            } else {
+                ApiError::bad_request(format!("the request body is not valid JSON: {e}"), None)
+            }
         })?;
         let Value::Object(body) = value else {
             return Err(ApiError::bad_request(

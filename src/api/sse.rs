@@ -8,10 +8,16 @@ pub const DONE: &[u8] = b"data: [DONE]\n\n";
 /// Frames a JSON payload as one SSE event.
 pub fn event(payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(payload.len() + 8);
-    b.extend_from_slice(b"data: ");
-    b.extend_from_slice(payload);
-    b.extend_from_slice(b"\n\n");
+    write_event(&mut b, payload);
     b.freeze()
+}
+
+/// Appends a JSON payload framed as one SSE event to `out`.
+pub fn write_event(out: &mut BytesMut, payload: &[u8]) {
+    out.reserve(payload.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\n\n");
 }
 
 /// One decoded event: its `data` lines joined with `\n` (comments and other fields dropped).
@@ -51,6 +57,9 @@ impl Decoder {
 
     /// The next complete event, if one is buffered.
     pub fn next_event(&mut self) -> Result<Option<Event>, LineTooLong> {
+        if let Some(e) = self.single_data_line() {
+            return Ok(Some(e));
+        }
         loop {
             let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else {
                 if self.buf.len() > Self::MAX_LINE {
@@ -92,6 +101,23 @@ impl Decoder {
                 self.has_data = true;
             }
         }
+    }
+
+    /// Fast path for the common event, one `data: ` line and a blank line (`\n` endings):
+    /// taken out of the buffer without copying.
+    fn single_data_line(&mut self) -> Option<Event> {
+        if self.has_data || !self.buf.starts_with(b"data: ") {
+            return None;
+        }
+        let end = self.buf.windows(2).position(|w| w == b"\n\n")?;
+        let line = &self.buf[..end];
+        if line.contains(&b'\r') || line.contains(&b'\n') {
+            return None;
+        }
+        let mut event = self.buf.split_to(end + 2);
+        event.truncate(end);
+        let data = event.split_off(6).freeze();
+        Some(Event { data })
     }
 
     /// An event left without its closing blank line when the stream ended.

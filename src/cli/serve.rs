@@ -18,9 +18,11 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     pub max_body_bytes: usize,
-    /// Worker threads of the async runtime (default: one per core).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Threads of the async runtime that serves HTTP. 1 (the default) runs everything on one
+    /// thread, which measured less CPU per proxied request than two (docs/benchmarks.md);
+    /// model work runs on threads of its own either way.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 pub fn run(args: ServeArgs) -> i32 {
@@ -31,12 +33,14 @@ pub fn run(args: ServeArgs) -> i32 {
             return 1;
         }
     };
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(n) = args.threads {
-        rt.worker_threads(n.max(1));
-    }
-    let rt = match rt.build() {
+    let mut rt = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(args.threads);
+        b
+    };
+    let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

@@ -145,8 +145,13 @@ impl Service<Request<Incoming>> for Routes {
     }
 }
 
-/// Checks the gateway key of `/v1/*` requests before their body is read, and puts the
-/// [`Caller`] in the request's extensions.
+/// Paths any caller may reach without a gateway key: probes and the metrics scrape.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Checks the gateway key of every request but the [public](is_public) ones, before the body
+/// is read, and puts the [`Caller`] in the request's extensions.
 #[derive(Clone)]
 pub struct AuthLayer {
     auth: Auth,
@@ -183,7 +188,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        if req.uri().path().starts_with("/v1/") {
+        if !is_public(req.uri().path()) {
             let header = req
                 .headers()
                 .get(http::header::AUTHORIZATION)

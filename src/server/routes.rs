@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     let allow = match path {
-        "/v1/chat/completions" | "/chat/completions" => "POST",
+        "/v1/chat/completions" => "POST",
         "/v1/models" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
         _ => {
             return respond::error(&ApiError::NoRoute {

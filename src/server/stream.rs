@@ -7,8 +7,8 @@ use crate::accounting;
 use crate::api::{sse, ApiError};
 use crate::engines::{Chunk, ChunkStream, EngineError, Usage};
 use crate::features::estimate_text_tokens;
-use bytes::Bytes;
-use futures_util::StreamExt;
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use std::convert::Infallible;
@@ -116,10 +116,10 @@ impl Drop for StreamAccount {
     }
 }
 
-/// The error event sent when a stream breaks after its head.
-fn error_event(e: &EngineError, model: &str) -> Bytes {
+/// The payload of the error event sent when a stream breaks after its head.
+fn error_payload(e: &EngineError, model: &str) -> Bytes {
     match e {
-        EngineError::InStream(payload) => sse::event(payload),
+        EngineError::InStream(payload) => payload.clone(),
         other => {
             let api: ApiError = match other {
                 EngineError::TotalTimeout(_) | EngineError::FirstByteTimeout(_) => {
@@ -127,28 +127,37 @@ fn error_event(e: &EngineError, model: &str) -> Bytes {
                 }
                 _ => ApiError::BadGateway(format!("model `{model}`: {other}")),
             };
-            sse::event(api.body_json().to_string().as_bytes())
+            Bytes::from(api.body_json().to_string())
         }
     }
 }
 
 /// The response body of a stream: SSE events, then `[DONE]`, or an error event and a close.
+/// Chunks that are ready together (one upstream read often holds several) go out as one frame.
 pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: bool) -> Body {
     let events = async_stream::stream! {
-        while let Some(item) = chunks.next().await {
-            match item {
-                Ok(chunk) => {
-                    account.on_chunk(&chunk);
-                    if chunk.usage_only && !include_usage {
-                        continue;
+        while let Some(first) = chunks.next().await {
+            let mut out = BytesMut::new();
+            let mut item = Some(first);
+            while let Some(next) = item.take() {
+                match next {
+                    Ok(chunk) => {
+                        account.on_chunk(&chunk);
+                        if !chunk.usage_only || include_usage {
+                            sse::write_event(&mut out, &chunk.payload);
+                        }
                     }
-                    yield Ok::<_, Infallible>(Frame::data(sse::event(&chunk.payload)));
+                    Err(e) => {
+                        account.on_error(&e);
+                        sse::write_event(&mut out, &error_payload(&e, &account.model));
+                        yield Ok::<_, Infallible>(Frame::data(out.freeze()));
+                        return;
+                    }
                 }
-                Err(e) => {
-                    account.on_error(&e);
-                    yield Ok(Frame::data(error_event(&e, &account.model)));
-                    return;
-                }
+                item = chunks.next().now_or_never().flatten();
+            }
+            if !out.is_empty() {
+                yield Ok(Frame::data(out.freeze()));
             }
         }
         account.finish();
