@@ -23,7 +23,7 @@ if has litellm; then "$BENCH/install.sh"; else "$BENCH/install.sh" --no-litellm;
 cargo build --locked --release --bin switchyard >&2
 
 cleanup() {
-  [ -n "${SY_PID:-}" ] && kill "$SY_PID" 2>/dev/null && wait "$SY_PID" 2>/dev/null || true
+  for p in ${SY_PID:-} ${SY2_PID:-}; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
   has litellm && "$BENCH/peers/litellm.sh" stop >/dev/null 2>&1 || true
   has nginx && "$BENCH/peers/nginx-proxy.sh" stop >/dev/null 2>&1 || true
   "$BENCH/mock-upstream/stop.sh" >/dev/null 2>&1 || true
@@ -35,18 +35,23 @@ has nginx && "$BENCH/peers/nginx-proxy.sh" start
 has litellm && "$BENCH/peers/litellm.sh" start
 
 # Switchyard with its normal production logging (info: start-up lines, warnings and errors;
-# no per-request access log).
-"$CARGO_TARGET_DIR/release/switchyard" serve --policy "$ROOT/benches/overhead-policy.yaml" \
-  --listen "127.0.0.1:$PORT" 2>"$OUT/switchyard.log" &
-SY_PID=$!
-for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" && break; sleep 0.1; done
-curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" || { echo "switchyard did not become ready" >&2; cat "$OUT/switchyard.log" >&2; exit 1; }
-echo "switchyard $("$CARGO_TARGET_DIR/release/switchyard" --version) ready on :$PORT (pid $SY_PID)" | tee "$OUT/info.txt"
+# no per-request access log): the default one-thread runtime, and a two-thread one beside it.
+start_switchyard() {  # PORT THREADS LOG -> pid in $!
+  "$CARGO_TARGET_DIR/release/switchyard" serve --policy "$ROOT/benches/overhead-policy.yaml" \
+    --listen "127.0.0.1:$1" --threads "$2" 2>"$3" &
+}
+start_switchyard "$PORT" 1 "$OUT/switchyard.log"; SY_PID=$!
+start_switchyard "$((PORT + 1))" 2 "$OUT/switchyard-2t.log"; SY2_PID=$!
+for p in "$PORT" "$((PORT + 1))"; do
+  for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$p/readyz" && break; sleep 0.1; done
+  curl -fsS -o /dev/null "http://127.0.0.1:$p/readyz" || { echo "switchyard on :$p did not become ready" >&2; cat "$OUT"/switchyard*.log >&2; exit 1; }
+done
+echo "$("$CARGO_TARGET_DIR/release/switchyard" --version): :$PORT (1 thread, pid $SY_PID), :$((PORT + 1)) (2 threads, pid $SY2_PID)" | tee "$OUT/info.txt"
 
 for mode in json stream; do
   targets=(); pids=()
   if has litellm; then targets+=(http://127.0.0.1:4000 litellm); pids+=("$("$BENCH/peers/litellm.sh" pid)"); fi
-  targets+=("http://127.0.0.1:$PORT" switchyard); pids+=("$SY_PID")
+  targets+=("http://127.0.0.1:$PORT" switchyard "http://127.0.0.1:$((PORT + 1))" switchyard-2t); pids+=("$SY_PID" "$SY2_PID")
   if has nginx; then
     port=18090; [ "$mode" = stream ] && port=18091
     targets+=("http://127.0.0.1:$port" nginx-proxy); pids+=("$("$BENCH/peers/nginx-proxy.sh" pid)")

