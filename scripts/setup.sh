@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up for the two README commands. Skips whatever is already there.
-#   scripts/setup.sh          what `serve` needs
-#   scripts/setup.sh --test   plus what the tests need: promtool, a Python venv with the openai SDK
+#   scripts/setup.sh          what `serve` needs: the on-box model (SmolLM2; Qwen too with
+#                             SWITCHYARD_MODELS="smollm2 qwen", see scripts/fetch-models.sh)
+#   scripts/setup.sh --test   plus what the tests need: promtool, a Python venv with the openai SDK,
+#                             the Qwen tokenizer reference (GGUF header + tokenizer.json)
 # Caches live under ${SWITCHYARD_CACHE:-~/.cache/switchyard}, outside the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,8 @@ log() { echo "setup: $*" >&2; }
 
 command -v cargo >/dev/null || { log "cargo is required (https://rustup.rs)"; exit 1; }
 
+[ "${1:-}" = "--test" ] || scripts/fetch-models.sh
+
 apt_install() {  # apt_install PACKAGE...: Debian packages, as root or with sudo
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -21,6 +25,7 @@ apt_install() {  # apt_install PACKAGE...: Debian packages, as root or with sudo
 }
 
 if [ "${1:-}" = "--test" ]; then
+  scripts/fetch-models.sh --qwen-tokenizer
   if ! command -v promtool >/dev/null; then
     log "installing promtool (Debian package prometheus)"
     apt_install prometheus

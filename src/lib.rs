@@ -9,5 +9,6 @@ pub mod api;
 pub mod cli;
 pub mod engines;
 pub mod features;
+pub mod local;
 pub mod policy;
 pub mod server;

@@ -39,3 +39,32 @@ async fn official_openai_sdk_works_unchanged() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
+
+/// The same SDK against the real on-box model (SmolLM2) as `model: "local"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_sdk_works_with_the_on_box_model() {
+    let policy = format!(
+        "version: 1\nmodels:\n  smol:\n    kind: local\n    path: {}\ndefault:\n  route: smol\n",
+        smollm2_path().display()
+    );
+    let gw = start_gateway(&policy, &[]).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sdk/check_openai_sdk_local.py"
+    );
+    let base = format!("{}/v1", gw.url);
+    let interpreter = python();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&interpreter).arg(script).arg(base).output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
+    assert!(
+        out.status.success(),
+        "SDK check failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}

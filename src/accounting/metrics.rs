@@ -24,6 +24,21 @@ pub struct Metrics {
     pub fallbacks: IntCounterVec,
     pub gateway_overhead: Histogram,
     pub model_available: IntGaugeVec,
+    pub local: LocalMetrics,
+}
+
+/// Metrics of the on-box engines (handed to each engine).
+#[derive(Clone)]
+pub struct LocalMetrics {
+    /// `switchyard_local_queue_depth{model}`: requests waiting for a decode worker.
+    pub queue_depth: IntGaugeVec,
+    /// `switchyard_local_tokens_per_second{model,phase}`: prefill and decode speed per generation.
+    pub tokens_per_second: HistogramVec,
+    /// `switchyard_local_generation_seconds{model}`: time a worker spent on a generation.
+    pub generation_seconds: HistogramVec,
+    /// `switchyard_local_generations_total{model,finish}`: generations by how they ended
+    /// (stop, length, cancelled by a client that went away, error).
+    pub generations: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -85,7 +100,7 @@ impl Metrics {
                 "switchyard_time_to_first_token_seconds",
                 "Time from request to the first generated text (the whole answer when not streaming).",
             )
-            .buckets(latency),
+            .buckets(latency.clone()),
             &["route"],
         ));
         let upstream_errors = must(IntCounterVec::new(
@@ -116,8 +131,44 @@ impl Metrics {
             ),
             &["model"],
         ));
+        let local = LocalMetrics {
+            queue_depth: must(IntGaugeVec::new(
+                Opts::new(
+                    "switchyard_local_queue_depth",
+                    "Requests waiting for a decode worker of an on-box model.",
+                ),
+                &["model"],
+            )),
+            tokens_per_second: must(HistogramVec::new(
+                HistogramOpts::new(
+                    "switchyard_local_tokens_per_second",
+                    "Speed of each on-box generation: prompt tokens/s (prefill) and generated tokens/s (decode).",
+                )
+                .buckets(exponential_buckets(1.0, 2.0, 14).unwrap_or_default()),
+                &["model", "phase"],
+            )),
+            generation_seconds: must(HistogramVec::new(
+                HistogramOpts::new(
+                    "switchyard_local_generation_seconds",
+                    "Time a decode worker spent on one generation (prefill and decode).",
+                )
+                .buckets(latency.clone()),
+                &["model"],
+            )),
+            generations: must(IntCounterVec::new(
+                Opts::new(
+                    "switchyard_local_generations_total",
+                    "On-box generations by how they ended: stop, length, cancelled (client gone) or error.",
+                ),
+                &["model", "finish"],
+            )),
+        };
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(local.queue_depth.clone()),
+            Box::new(local.tokens_per_second.clone()),
+            Box::new(local.generation_seconds.clone()),
+            Box::new(local.generations.clone()),
             Box::new(tokens.clone()),
             Box::new(cost.clone()),
             Box::new(savings.clone()),
@@ -144,6 +195,7 @@ impl Metrics {
             fallbacks,
             gateway_overhead,
             model_available,
+            local,
         }
     }
 

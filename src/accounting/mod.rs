@@ -2,7 +2,7 @@
 
 pub mod metrics;
 
-pub use metrics::Metrics;
+pub use metrics::{LocalMetrics, Metrics};
 
 use crate::engines::Usage;
 use crate::policy::Policy;

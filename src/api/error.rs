@@ -74,6 +74,12 @@ pub enum ApiError {
     /// No model of the route can serve right now (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The model is busy; the client should retry after `retry_after_secs` (503 + `Retry-After`).
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// A bug: never expected, never with details (500).
     #[error("internal error")]
     Internal,
@@ -101,7 +107,9 @@ impl ApiError {
             ApiError::Upstream { status, .. } => *status,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -128,6 +136,7 @@ impl ApiError {
             ApiError::BadGateway(_) => (ErrorKind::Server, Some("upstream_error")),
             ApiError::GatewayTimeout(_) => (ErrorKind::Server, Some("upstream_timeout")),
             ApiError::Unavailable(_) => (ErrorKind::Server, Some("model_unavailable")),
+            ApiError::Overloaded { .. } => (ErrorKind::Server, Some("model_overloaded")),
             ApiError::Internal => (ErrorKind::Server, Some("internal_error")),
         }
     }
@@ -161,6 +170,12 @@ impl ApiError {
                 retry_after: Some(v),
                 ..
             } => vec![(http::header::RETRY_AFTER, v.clone())],
+            ApiError::Overloaded {
+                retry_after_secs, ..
+            } => vec![(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(*retry_after_secs),
+            )],
             _ => vec![],
         }
     }

@@ -1,5 +1,6 @@
 //! Command-line interface: one module per command.
 
+pub mod generate;
 pub mod policy;
 pub mod serve;
 
@@ -17,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway.
     Serve(serve::ServeArgs),
+    /// Answer one prompt with an on-box model and print its speed.
+    Generate(generate::GenerateArgs),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -27,5 +30,6 @@ pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Generate(args) => generate::run(args),
     }
 }

@@ -57,6 +57,16 @@ pub fn run(args: ServeArgs) -> i32 {
                 return 1;
             }
         };
+        let gateway = match crate::local::engine::start_all(&gateway.policy, &gateway.metrics.local)
+        {
+            Ok(engines) => engines
+                .into_iter()
+                .fold(gateway, |g, (name, e)| g.with_engine(&name, e)),
+            Err(e) => {
+                eprintln!("cannot load the on-box model: {e}");
+                return 1;
+            }
+        };
         report(&gateway, &args);
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,

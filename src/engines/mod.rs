@@ -84,6 +84,24 @@ pub enum EngineError {
     /// The upstream sent an error object inside the stream.
     #[error("the upstream reported an error in the stream")]
     InStream(Bytes),
+    /// The engine's queue is full: another model may take the request, else retry later.
+    #[error("the model is busy: {queued} requests are already waiting")]
+    Overloaded {
+        queued: usize,
+        retry_after_secs: u64,
+    },
+    /// The prompt does not fit the model's context (a larger model may take it).
+    #[error("{0}")]
+    ContextLength(String),
+    /// The request asks this engine for something it cannot do (the client's mistake).
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        param: &'static str,
+    },
+    /// The engine failed while computing the answer.
+    #[error("the model failed: {0}")]
+    Failed(String),
 }
 
 impl EngineError {
@@ -100,6 +118,10 @@ impl EngineError {
             EngineError::Transport(_) => "transport",
             EngineError::Protocol(_) => "protocol",
             EngineError::InStream(_) => "in_stream",
+            EngineError::Overloaded { .. } => "overloaded",
+            EngineError::ContextLength(_) => "context_length",
+            EngineError::Invalid { .. } => "invalid_request",
+            EngineError::Failed(_) => "failed",
         }
     }
 
@@ -110,6 +132,7 @@ impl EngineError {
             EngineError::Status { status, .. } => {
                 status.is_server_error() || status.as_u16() == 429
             }
+            EngineError::Invalid { .. } => false,
             _ => true,
         }
     }
@@ -127,6 +150,21 @@ impl EngineError {
             EngineError::Status { status, body, retry_after } if status.is_client_error() => {
                 ApiError::Upstream { status: *status, body: body.clone(), retry_after: retry_after.clone() }
             }
+            EngineError::Overloaded { retry_after_secs, .. } => ApiError::Overloaded {
+                message: format!("model `{model}`: {self}; retry later"),
+                retry_after_secs: *retry_after_secs,
+            },
+            EngineError::ContextLength(m) => ApiError::BadRequest {
+                message: format!("model `{model}`: {m}"),
+                param: Some("messages".into()),
+                code: Some("context_length_exceeded"),
+            },
+            EngineError::Invalid { message, param } => ApiError::BadRequest {
+                message: format!("model `{model}`: {message}"),
+                param: Some((*param).into()),
+                code: None,
+            },
+            EngineError::Failed(_) => ApiError::Internal,
             _ => ApiError::BadGateway(format!("model `{model}`: {self}")),
         }
     }

@@ -3,7 +3,9 @@
 
 use super::conditions::{CategoryCondition, Conditions, Range};
 use super::env::expand;
-use super::model::{Model, Policy, Price, Provider, Route, Rule, Secret, Tenant, Timeouts};
+use super::model::{
+    LocalSettings, Model, Policy, Price, Provider, Route, Rule, Secret, Tenant, Timeouts,
+};
 use super::positions::Positions;
 use super::schema::{ConditionsSpec, ModelKind, PolicyFile, RangeSpec};
 use super::{AUTO, CATEGORIES, LOCAL};
@@ -171,8 +173,25 @@ impl Compiler<'_> {
                     }
                     None
                 }
-                ModelKind::Openai => Some(self.provider(&path, &name, &m, env)),
+                ModelKind::Openai => {
+                    for (field, set) in [
+                        ("path", m.path.is_some()),
+                        ("tokenizer", m.tokenizer.is_some()),
+                        ("workers", m.workers.is_some()),
+                        ("queue", m.queue.is_some()),
+                        ("threads", m.threads.is_some()),
+                    ] {
+                        if set {
+                            self.error(
+                                &format!("{path}.{field}"),
+                                format!("`{field}` is only valid for `kind: local` models"),
+                            );
+                        }
+                    }
+                    Some(self.provider(&path, &name, &m, env))
+                }
             };
+            let local = (m.kind == ModelKind::Local).then(|| self.local(&path, &m, env));
             models.insert(
                 name.clone(),
                 Model {
@@ -182,6 +201,7 @@ impl Compiler<'_> {
                     context_tokens: m.limits.context_tokens,
                     max_output_tokens: m.limits.max_output_tokens,
                     provider,
+                    local,
                 },
             );
         }
@@ -286,6 +306,49 @@ impl Compiler<'_> {
             tenants,
             rules,
             default,
+        }
+    }
+
+    fn local(
+        &mut self,
+        path: &str,
+        m: &super::schema::ModelSpec,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> LocalSettings {
+        let mut file = |field: &str, raw: &Option<String>| match raw {
+            None => None,
+            Some(raw) => match expand(raw, env) {
+                Ok(p) if !p.is_empty() => Some(std::path::PathBuf::from(p)),
+                Ok(_) => None,
+                Err(var) => {
+                    self.error(
+                        &format!("{path}.{field}"),
+                        format!("environment variable {var} is not set and the {field} gives no default (`${{{var}:-...}}`)"),
+                    );
+                    None
+                }
+            },
+        };
+        let model_path = file("path", &m.path);
+        let tokenizer = file("tokenizer", &m.tokenizer);
+        for (field, v) in [
+            ("workers", m.workers),
+            ("queue", m.queue),
+            ("threads", m.threads),
+        ] {
+            if v == Some(0) && field != "queue" {
+                self.error(
+                    &format!("{path}.{field}"),
+                    format!("`{field}` must be at least 1"),
+                );
+            }
+        }
+        LocalSettings {
+            path: model_path,
+            tokenizer,
+            workers: m.workers.unwrap_or(1),
+            queue: m.queue.unwrap_or(16),
+            threads: m.threads,
         }
     }
 

@@ -13,7 +13,9 @@ pub mod schema;
 pub use compile::{load, parse, PolicyError, PolicyErrors};
 pub use conditions::{CategoryCondition, Conditions, Range};
 pub use decide::{decide, DecideError, Decision};
-pub use model::{Model, Policy, Price, Provider, Route, Rule, Secret, Tenant, Timeouts};
+pub use model::{
+    LocalSettings, Model, Policy, Price, Provider, Route, Rule, Secret, Tenant, Timeouts,
+};
 pub use schema::ModelKind;
 
 /// Classifier categories a policy may route on.

@@ -45,6 +45,23 @@ pub struct Model {
     pub max_output_tokens: Option<u64>,
     /// Connection settings, for `openai` models.
     pub provider: Option<Provider>,
+    /// Engine settings, for `local` models.
+    pub local: Option<LocalSettings>,
+}
+
+/// How to run an on-box model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalSettings {
+    /// The GGUF file; `None` leaves the model without an engine (reported unavailable).
+    pub path: Option<std::path::PathBuf>,
+    /// A `tokenizer.json` to use instead of the GGUF metadata.
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// Generations decoded at once.
+    pub workers: usize,
+    /// Requests that may wait for a worker.
+    pub queue: usize,
+    /// CPU threads of the matrix kernels; `None`: the engine's measured default.
+    pub threads: Option<usize>,
 }
 
 /// USD per million tokens.

@@ -57,6 +57,21 @@ pub struct ModelSpec {
     /// `openai` only: timeouts in milliseconds.
     #[serde(default)]
     pub timeouts: TimeoutsSpec,
+    /// `local` only: the GGUF file (`${ENV}` expanded; relative to the working directory).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `local` only: a `tokenizer.json` (default: built from the GGUF metadata).
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+    /// `local` only: generations decoded at once (each with its own KV cache, one copy of the weights).
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// `local` only: requests waiting for a worker before new ones are refused (or spilled).
+    #[serde(default)]
+    pub queue: Option<usize>,
+    /// `local` only: CPU threads of the matrix kernels (process-wide; the first local model's wins).
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 /// Prices in USD per million tokens.

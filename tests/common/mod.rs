@@ -324,6 +324,12 @@ pub async fn start_gateway_with(policy: &str, env: &[(&str, &str)], limits: Limi
     if has_local {
         gateway = gateway.with_engine("local-echo", local.clone());
     }
+    for (name, engine) in
+        switchyard::local::engine::start_all(&gateway.policy, &gateway.metrics.local)
+            .unwrap_or_else(|e| panic!("{e}"))
+    {
+        gateway = gateway.with_engine(&name, engine);
+    }
     let gateway = Arc::new(gateway);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -482,3 +488,20 @@ default:
 
 /// Environment with the cloud key set.
 pub const KEY: &[(&str, &str)] = &[("CLOUD_KEY", "sk-upstream-secret")];
+
+/// The SmolLM2 GGUF the tests run (fetched by `scripts/fetch-models.sh`), or
+/// `SWITCHYARD_TEST_MODEL`.
+pub fn smollm2_path() -> std::path::PathBuf {
+    let p = std::env::var_os("SWITCHYARD_TEST_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-models.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}

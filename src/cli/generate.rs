@@ -1,0 +1,161 @@
+//! `switchyard generate`: answer one prompt with an on-box model and report its speed.
+
+use crate::api::Role;
+use crate::local::engine::DEFAULT_THREADS;
+use crate::local::generate::{generate, Params};
+use crate::local::{set_threads, LocalModel};
+use crate::policy;
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A `local` model of the policy, or a path to a GGUF file. Default: the policy's first local model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// The policy that names the models.
+    #[arg(long, default_value = "policies/default.yaml")]
+    pub policy: PathBuf,
+    /// A tokenizer.json to use instead of the one in the GGUF metadata.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// A system prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// CPU threads of the matrix kernels (default: the policy's setting, else the engine's default).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Keep generating past the end-of-turn token, up to --max-tokens (for benchmarks).
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print one JSON object (answer and speed) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The user's message.
+    pub prompt: String,
+}
+
+pub fn run(args: GenerateArgs) -> i32 {
+    match try_run(&args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+fn try_run(args: &GenerateArgs) -> Result<(), String> {
+    let (path, tokenizer, threads) = resolve(args)?;
+    set_threads(threads);
+    let loading = Instant::now();
+    let model = LocalModel::load(&path, tokenizer.as_deref())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let load_s = loading.elapsed().as_secs_f64();
+    let mut messages = vec![];
+    if let Some(s) = &args.system {
+        messages.push((Role::System, s.clone()));
+    }
+    messages.push((Role::User, args.prompt.clone()));
+    let prompt = model.prompt(&messages).map_err(|e| e.to_string())?;
+    let params = Params {
+        max_tokens: args.max_tokens.max(1),
+        temperature: args.temperature,
+        top_p: 1.0,
+        seed: args.seed,
+        stop: vec![],
+        ignore_eos: args.ignore_eos,
+    };
+    let mut answer = String::new();
+    let mut stdout = std::io::stdout();
+    let outcome = generate(&model, &prompt, &params, |piece| {
+        answer.push_str(piece);
+        if !args.json {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        }
+        true
+    })
+    .map_err(|e| e.to_string())?;
+    if args.json {
+        let v = serde_json::json!({
+            "model": model.name,
+            "threads": threads,
+            "answer": answer,
+            "finish_reason": outcome.finish.reason(),
+            "prompt_tokens": outcome.prompt_tokens,
+            "completion_tokens": outcome.completion_tokens,
+            "load_seconds": load_s,
+            "time_to_first_token_seconds": outcome.prefill.as_secs_f64(),
+            "prompt_tokens_per_second": outcome.prefill_rate(),
+            "decode_tokens_per_second": outcome.decode_rate(),
+        });
+        println!("{v}");
+    } else {
+        println!();
+        eprintln!(
+            "{} | {threads} thread(s) | prompt {} tokens at {:.1} tok/s | first token after {:.0} ms | \
+             decode {} tokens at {:.1} tok/s | finish: {}",
+            model.name,
+            outcome.prompt_tokens,
+            outcome.prefill_rate(),
+            outcome.prefill.as_secs_f64() * 1000.0,
+            outcome.completion_tokens,
+            outcome.decode_rate(),
+            outcome.finish.reason()
+        );
+    }
+    Ok(())
+}
+
+/// The GGUF file, tokenizer and thread count for the arguments.
+fn resolve(args: &GenerateArgs) -> Result<(PathBuf, Option<PathBuf>, usize), String> {
+    if let Some(m) = &args.model {
+        let p = PathBuf::from(m);
+        if p.extension().is_some_and(|e| e == "gguf") || p.is_file() {
+            return Ok((
+                p,
+                args.tokenizer.clone(),
+                args.threads.unwrap_or(DEFAULT_THREADS),
+            ));
+        }
+    }
+    let policy = policy::load(&args.policy).map_err(|e| e.to_string())?;
+    let model = match &args.model {
+        Some(name) => policy.models.get(name).ok_or_else(|| {
+            format!(
+                "no model `{name}` in {} (nor a GGUF file of that name)",
+                args.policy.display()
+            )
+        })?,
+        None => policy
+            .local_model
+            .as_ref()
+            .and_then(|n| policy.models.get(n))
+            .ok_or_else(|| format!("{} has no local model", args.policy.display()))?,
+    };
+    let local = model
+        .local
+        .as_ref()
+        .ok_or_else(|| format!("model `{}` is not a local model", model.name))?;
+    let path = local
+        .path
+        .clone()
+        .ok_or_else(|| format!("model `{}` has no `path`", model.name))?;
+    Ok((
+        path,
+        args.tokenizer.clone().or_else(|| local.tokenizer.clone()),
+        args.threads.or(local.threads).unwrap_or(DEFAULT_THREADS),
+    ))
+}

@@ -1,0 +1,446 @@
+//! The on-box model as a [`ChatEngine`]: a bounded queue in front of a pool of decode workers
+//! (OS threads) that share one copy of the weights. A full queue is an
+//! [`EngineError::Overloaded`] (the route's fallback takes the request, else 503 with
+//! `Retry-After`); a receiver that goes away (client disconnected) stops its generation.
+
+use super::generate::{self, Finish, Outcome, Params};
+use super::LocalModel;
+use crate::accounting::LocalMetrics;
+use crate::api::ChatRequest;
+use crate::engines::{
+    ChatEngine, Chunk, ChunkStream, Completion, EngineError, EngineRequest, Usage,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// Pool settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Generations decoded at once.
+    pub workers: usize,
+    /// Requests that may wait for a worker.
+    pub queue: usize,
+    /// `max_tokens` when the request sets none, and the largest one honoured.
+    pub max_output_tokens: usize,
+}
+
+/// What a worker reports about one generation.
+enum Event {
+    Text(String),
+    Done(Outcome),
+    Failed(String),
+}
+
+struct Job {
+    prompt: Vec<u32>,
+    params: Params,
+    events: UnboundedSender<Event>,
+}
+
+/// An on-box model serving chat requests.
+pub struct LocalEngine {
+    /// The policy's name of the model (the `model` of responses).
+    name: String,
+    model: Arc<LocalModel>,
+    jobs: SyncSender<Job>,
+    waiting: Arc<AtomicUsize>,
+    settings: PoolSettings,
+    metrics: LocalMetrics,
+}
+
+impl LocalEngine {
+    /// Starts `settings.workers` decode threads for `model`, published as `name`.
+    pub fn start(
+        name: &str,
+        model: Arc<LocalModel>,
+        settings: PoolSettings,
+        metrics: LocalMetrics,
+    ) -> Result<LocalEngine, String> {
+        let (jobs, rx) = sync_channel::<Job>(settings.queue);
+        let rx = Arc::new(Mutex::new(rx));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        for i in 0..settings.workers.max(1) {
+            let (rx, model, waiting, metrics, name) = (
+                rx.clone(),
+                model.clone(),
+                waiting.clone(),
+                metrics.clone(),
+                name.to_string(),
+            );
+            std::thread::Builder::new()
+                .name(format!("decode-{name}-{i}"))
+                .spawn(move || worker(&name, &model, &rx, &waiting, &metrics))
+                .map_err(|e| format!("cannot start a decode worker: {e}"))?;
+        }
+        metrics.queue_depth.with_label_values(&[name]).set(0);
+        Ok(LocalEngine {
+            name: name.to_string(),
+            model,
+            jobs,
+            waiting,
+            settings,
+            metrics,
+        })
+    }
+
+    /// The loaded model.
+    pub fn model(&self) -> &LocalModel {
+        &self.model
+    }
+
+    /// Sampling settings from the request, with OpenAI's defaults.
+    fn params(&self, req: &ChatRequest) -> Result<Params, EngineError> {
+        let body = &req.body;
+        let invalid =
+            |message: String, param: &'static str| EngineError::Invalid { message, param };
+        if let Some(n) = body.get("n").and_then(Value::as_u64) {
+            if n != 1 {
+                return Err(invalid(
+                    format!("`n` must be 1 on the on-box model, got {n}"),
+                    "n",
+                ));
+            }
+        }
+        let seed = match body.get("seed") {
+            None | Some(Value::Null) => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => u,
+                (None, Some(i)) => i as u64,
+                _ => {
+                    return Err(invalid(
+                        format!("`seed` must be an integer, got {n}"),
+                        "seed",
+                    ))
+                }
+            },
+            Some(_) => return Err(invalid("`seed` must be an integer".into(), "seed")),
+        };
+        let stop = match body.get("stop") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => vec![],
+        };
+        if stop.len() > 4 {
+            return Err(invalid("`stop` takes at most 4 sequences".into(), "stop"));
+        }
+        let max = self.settings.max_output_tokens.max(1);
+        Ok(Params {
+            max_tokens: req.max_tokens.map_or(max, |m| (m as usize).min(max)),
+            temperature: body
+                .get("temperature")
+                .and_then(Value::as_f64)
+                .unwrap_or(1.0),
+            top_p: body.get("top_p").and_then(Value::as_f64).unwrap_or(1.0),
+            seed,
+            stop,
+            ignore_eos: match body.get("ignore_eos") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(invalid(
+                        "`ignore_eos` must be a boolean".into(),
+                        "ignore_eos",
+                    ))
+                }
+            },
+        })
+    }
+
+    /// Queues a generation; its events arrive on the returned receiver.
+    fn submit(&self, req: &ChatRequest) -> Result<UnboundedReceiver<Event>, EngineError> {
+        let params = self.params(req)?;
+        let prompt = self
+            .model
+            .prompt(&req.messages())
+            .map_err(|e| EngineError::Failed(e.to_string()))?;
+        let context = self.model.weights.context_length;
+        if prompt.len() >= context {
+            return Err(EngineError::ContextLength(format!(
+                "the prompt is {} tokens, more than the model's context of {context} tokens",
+                prompt.len()
+            )));
+        }
+        let (events, rx) = unbounded_channel();
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        match self.jobs.try_send(Job {
+            prompt,
+            params,
+            events,
+        }) {
+            Ok(()) => {
+                self.publish_depth();
+                Ok(rx)
+            }
+            Err(e) => {
+                let queued = self.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
+                match e {
+                    TrySendError::Full(_) => Err(EngineError::Overloaded {
+                        queued,
+                        retry_after_secs: 1,
+                    }),
+                    TrySendError::Disconnected(_) => Err(EngineError::Unavailable(
+                        "the decode workers stopped".into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    fn publish_depth(&self) {
+        self.metrics
+            .queue_depth
+            .with_label_values(&[&self.name])
+            .set(self.waiting.load(Ordering::SeqCst) as i64);
+    }
+}
+
+/// A decode worker: takes jobs until the engine is dropped.
+fn worker(
+    name: &str,
+    model: &LocalModel,
+    jobs: &Mutex<Receiver<Job>>,
+    waiting: &AtomicUsize,
+    metrics: &LocalMetrics,
+) {
+    loop {
+        let job = {
+            let Ok(rx) = jobs.lock() else { return };
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let left = waiting.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        metrics
+            .queue_depth
+            .with_label_values(&[name])
+            .set(left as i64);
+        if job.events.is_closed() {
+            continue;
+        }
+        let started = Instant::now();
+        let result = generate::generate(model, &job.prompt, &job.params, |text| {
+            if job.events.is_closed() {
+                return false;
+            }
+            text.is_empty() || job.events.send(Event::Text(text.to_string())).is_ok()
+        });
+        metrics
+            .generation_seconds
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcome) => {
+                metrics
+                    .generations
+                    .with_label_values(&[name, outcome.finish.label()])
+                    .inc();
+                let tps = &metrics.tokens_per_second;
+                tps.with_label_values(&[name, "prefill"])
+                    .observe(outcome.prefill_rate());
+                if outcome.completion_tokens > 1 {
+                    tps.with_label_values(&[name, "decode"])
+                        .observe(outcome.decode_rate());
+                }
+                let _ = job.events.send(Event::Done(outcome));
+            }
+            Err(e) => {
+                metrics
+                    .generations
+                    .with_label_values(&[name, "error"])
+                    .inc();
+                tracing::error!(model = name, "on-box generation failed: {e}");
+                let _ = job.events.send(Event::Failed(e.to_string()));
+            }
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn completion_id() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("chatcmpl-local-{t:x}{n:x}")
+}
+
+fn usage_of(o: &Outcome) -> Usage {
+    Usage {
+        prompt_tokens: o.prompt_tokens as u64,
+        completion_tokens: o.completion_tokens as u64,
+    }
+}
+
+fn usage_json(u: Usage) -> Value {
+    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+           "total_tokens": u.prompt_tokens + u.completion_tokens})
+}
+
+#[async_trait]
+impl ChatEngine for LocalEngine {
+    fn availability(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn infer(&self, req: EngineRequest<'_>) -> Result<Completion, EngineError> {
+        let mut rx = self.submit(req.request)?;
+        let mut text = String::new();
+        loop {
+            match rx.recv().await {
+                Some(Event::Text(t)) => text.push_str(&t),
+                Some(Event::Done(outcome)) => {
+                    let usage = usage_of(&outcome);
+                    let body = json!({
+                        "id": completion_id(),
+                        "object": "chat.completion",
+                        "created": now_secs(),
+                        "model": self.name,
+                        "choices": [{
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "logprobs": null,
+                            "finish_reason": outcome.finish.reason(),
+                        }],
+                        "usage": usage_json(usage),
+                    });
+                    return Ok(Completion {
+                        body: Bytes::from(body.to_string()),
+                        usage,
+                        usage_estimated: false,
+                    });
+                }
+                Some(Event::Failed(e)) => return Err(EngineError::Failed(e)),
+                None => return Err(EngineError::Failed("the decode worker stopped".into())),
+            }
+        }
+    }
+
+    async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<ChunkStream, EngineError> {
+        let mut rx = self.submit(req.request)?;
+        let id = completion_id();
+        let created = now_secs();
+        let model = self.name.clone();
+        let chunk = move |delta: Value, finish: Option<&str>| {
+            Bytes::from(
+                json!({
+                    "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+                })
+                .to_string(),
+            )
+        };
+        let stream = async_stream::stream! {
+            yield Ok(Chunk {
+                payload: chunk(json!({"role": "assistant", "content": ""}), None),
+                text_bytes: 0,
+                usage: None,
+                usage_only: false,
+            });
+            loop {
+                match rx.recv().await {
+                    Some(Event::Text(t)) => yield Ok(Chunk {
+                        text_bytes: t.len() as u64,
+                        payload: chunk(json!({"content": t}), None),
+                        usage: None,
+                        usage_only: false,
+                    }),
+                    Some(Event::Done(outcome)) => {
+                        let usage = usage_of(&outcome);
+                        let finish = match outcome.finish {
+                            Finish::Cancelled => Finish::Stop,
+                            f => f,
+                        };
+                        yield Ok(Chunk {
+                            payload: chunk(json!({}), Some(finish.reason())),
+                            text_bytes: 0,
+                            usage: None,
+                            usage_only: false,
+                        });
+                        let mut usage_chunk: Value = serde_json::from_slice(&chunk(json!({}), None))
+                            .unwrap_or_default();
+                        usage_chunk["choices"] = json!([]);
+                        usage_chunk["usage"] = usage_json(usage);
+                        yield Ok(Chunk {
+                            payload: Bytes::from(usage_chunk.to_string()),
+                            text_bytes: 0,
+                            usage: Some(usage),
+                            usage_only: true,
+                        });
+                        return;
+                    }
+                    Some(Event::Failed(e)) => {
+                        yield Err(EngineError::Failed(e));
+                        return;
+                    }
+                    None => {
+                        yield Err(EngineError::Failed("the decode worker stopped".into()));
+                        return;
+                    }
+                }
+            }
+        };
+        Ok(Box::pin(stream))
+    }
+}
+
+/// Default decode workers' threads: see docs/benchmarks.md (on-box model) for the measurement.
+pub const DEFAULT_THREADS: usize = 2;
+
+/// Loads every `local` model of the policy that has a `path` and starts its engine.
+pub fn start_all(
+    policy: &crate::policy::Policy,
+    metrics: &LocalMetrics,
+) -> Result<Vec<(String, Arc<LocalEngine>)>, String> {
+    let mut engines = vec![];
+    let mut threads_set = false;
+    for m in policy.models.values() {
+        let Some(local) = &m.local else { continue };
+        let Some(path) = &local.path else { continue };
+        if !threads_set {
+            super::set_threads(local.threads.unwrap_or(DEFAULT_THREADS));
+            threads_set = true;
+        }
+        let started = Instant::now();
+        let model = LocalModel::load(path, local.tokenizer.as_deref())
+            .map_err(|e| format!("model `{}` ({}): {e}", m.name, path.display()))?;
+        tracing::info!(
+            "model {}: loaded {} ({:?}, context {} tokens) in {:.2}s; {} worker(s), queue {}",
+            m.name,
+            model.name,
+            model.weights.arch,
+            model.weights.context_length,
+            started.elapsed().as_secs_f64(),
+            local.workers,
+            local.queue
+        );
+        let settings = PoolSettings {
+            workers: local.workers,
+            queue: local.queue,
+            max_output_tokens: m.max_output_tokens.unwrap_or(512) as usize,
+        };
+        let engine = LocalEngine::start(&m.name, Arc::new(model), settings, metrics.clone())?;
+        engines.push((m.name.clone(), Arc::new(engine)));
+    }
+    Ok(engines)
+}

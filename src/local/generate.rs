@@ -1,0 +1,297 @@
+//! One generation: prefill the prompt, then sample token by token until the end-of-turn token,
+//! a stop string or `max_tokens`, handing out text that never splits a UTF-8 character and
+//! never contains a stop string.
+
+use super::{LocalError, LocalModel};
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use std::time::{Duration, Instant};
+
+/// Sampling and stopping settings (OpenAI semantics).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    pub temperature: f64,
+    /// Nucleus sampling mass; 1 = off.
+    pub top_p: f64,
+    /// Sampling seed: the same seed, prompt and settings give the same output.
+    pub seed: u64,
+    /// Texts that end the answer (not included in it).
+    pub stop: Vec<String>,
+    /// Keep generating past the end-of-turn token, up to `max_tokens` (for benchmarks).
+    pub ignore_eos: bool,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// End-of-turn token or stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    /// The receiver went away (the client disconnected).
+    Cancelled,
+}
+
+impl Finish {
+    /// Label for `switchyard_local_generations_total{finish}`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+            Finish::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl Finish {
+    /// The OpenAI `finish_reason`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Finish::Stop | Finish::Cancelled => "stop",
+            Finish::Length => "length",
+        }
+    }
+}
+
+/// What a finished generation reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub finish: Finish,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Time to run the prompt (and so to the first token).
+    pub prefill: Duration,
+    /// Time spent generating after the first token.
+    pub decode: Duration,
+}
+
+impl Outcome {
+    /// Prompt tokens per second.
+    pub fn prefill_rate(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill.as_secs_f64().max(1e-9)
+    }
+
+    /// Generated tokens per second, after the first.
+    pub fn decode_rate(&self) -> f64 {
+        self.completion_tokens.saturating_sub(1) as f64 / self.decode.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Turns token ids into text pieces that end on whole characters.
+struct Detokenizer<'a> {
+    model: &'a LocalModel,
+    tokens: Vec<u32>,
+    prev: usize,
+    current: usize,
+}
+
+impl Detokenizer<'_> {
+    fn decode(&self, ids: &[u32]) -> Result<String, LocalError> {
+        self.model
+            .tokenizer
+            .decode(ids, true)
+            .map_err(|e| LocalError::Tokenizer(e.to_string()))
+    }
+
+    /// The new text after `token`, or `None` while a character is incomplete.
+    fn push(&mut self, token: u32) -> Result<Option<String>, LocalError> {
+        let before = self.decode(&self.tokens[self.prev..self.current])?;
+        self.tokens.push(token);
+        let after = self.decode(&self.tokens[self.prev..])?;
+        if after.len() > before.len() && !after.ends_with('\u{FFFD}') {
+            let piece = after.get(before.len()..).unwrap_or_default().to_string();
+            self.prev = self.current;
+            self.current = self.tokens.len();
+            Ok(Some(piece))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Whatever is left at the end (an incomplete character included, as U+FFFD).
+    fn rest(&self) -> Result<String, LocalError> {
+        let before = self.decode(&self.tokens[self.prev..self.current])?;
+        let after = self.decode(&self.tokens[self.prev..])?;
+        Ok(after.get(before.len()..).unwrap_or_default().to_string())
+    }
+}
+
+/// Holds back text that may be the start of a stop string.
+pub struct StopFilter {
+    stops: Vec<String>,
+    pending: String,
+}
+
+impl StopFilter {
+    pub fn new(stops: &[String]) -> StopFilter {
+        StopFilter {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            pending: String::new(),
+        }
+    }
+
+    /// Adds text; returns what can be handed out and whether a stop string was reached.
+    pub fn push(&mut self, text: &str) -> (String, bool) {
+        self.pending.push_str(text);
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+        {
+            let out = self.pending[..at].to_string();
+            self.pending.clear();
+            return (out, true);
+        }
+        let len = self.pending.len();
+        let keep = (1..len.min(self.longest()) + 1)
+            .rev()
+            .find(|&k| {
+                self.pending.is_char_boundary(len - k)
+                    && self
+                        .stops
+                        .iter()
+                        .any(|s| s.starts_with(&self.pending[len - k..]))
+            })
+            .unwrap_or(0);
+        let out = self.pending[..len - keep].to_string();
+        self.pending.drain(..len - keep);
+        (out, false)
+    }
+
+    /// The text held back, at the end of the answer.
+    pub fn flush(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+
+    fn longest(&self) -> usize {
+        self.stops.iter().map(String::len).max().unwrap_or(0)
+    }
+}
+
+/// Generates an answer to `prompt` (token ids). `emit` receives each piece of text and returns
+/// `false` to stop (the receiver is gone).
+pub fn generate(
+    model: &LocalModel,
+    prompt: &[u32],
+    params: &Params,
+    mut emit: impl FnMut(&str) -> bool,
+) -> Result<Outcome, LocalError> {
+    let context = model.weights.context_length;
+    if prompt.len() >= context {
+        return Err(LocalError::PromptTooLong {
+            prompt: prompt.len(),
+            context,
+        });
+    }
+    let max_tokens = params.max_tokens.min(context - prompt.len()).max(1);
+    let mut session = model.weights.session(prompt.len() + max_tokens);
+    let sampling = if params.temperature <= 0.0 {
+        Sampling::ArgMax
+    } else if params.top_p < 1.0 {
+        Sampling::TopP {
+            p: params.top_p,
+            temperature: params.temperature,
+        }
+    } else {
+        Sampling::All {
+            temperature: params.temperature,
+        }
+    };
+    let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
+    let mut detok = Detokenizer {
+        model,
+        tokens: Vec::new(),
+        prev: 0,
+        current: 0,
+    };
+    let mut stops = StopFilter::new(&params.stop);
+    let started = Instant::now();
+    let mut logits = model.weights.forward(&mut session, prompt)?;
+    let prefill = started.elapsed();
+    let mut generated = 0usize;
+    let mut finish = Finish::Length;
+    let mut by_stop_string = false;
+    while generated < max_tokens {
+        let tensor = Tensor::new(logits.as_slice(), &Device::Cpu)?;
+        let token = sampler.sample(&tensor)?;
+        if !params.ignore_eos && model.end_tokens.contains(&token) {
+            finish = Finish::Stop;
+            break;
+        }
+        generated += 1;
+        if let Some(piece) = detok.push(token)? {
+            let (out, stopped) = stops.push(&piece);
+            if !out.is_empty() && !emit(&out) {
+                finish = Finish::Cancelled;
+                break;
+            }
+            if stopped {
+                finish = Finish::Stop;
+                by_stop_string = true;
+                break;
+            }
+        } else if !emit("") {
+            finish = Finish::Cancelled;
+            break;
+        }
+        if generated == max_tokens {
+            break;
+        }
+        logits = model.weights.forward(&mut session, &[token])?;
+    }
+    if finish != Finish::Cancelled && !by_stop_string {
+        let (out, _) = stops.push(&detok.rest()?);
+        let tail = out + &stops.flush();
+        if !tail.is_empty() {
+            emit(&tail);
+        }
+    }
+    Ok(Outcome {
+        finish,
+        prompt_tokens: prompt.len(),
+        completion_tokens: generated,
+        prefill,
+        decode: started.elapsed().saturating_sub(prefill),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopFilter;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut f = StopFilter::new(&stops);
+        let mut out = String::new();
+        for p in pieces {
+            let (o, stopped) = f.push(p);
+            out += &o;
+            if stopped {
+                return (out, true);
+            }
+        }
+        (out + &f.flush(), false)
+    }
+
+    #[test]
+    fn stop_strings_split_across_pieces_are_never_emitted() {
+        assert_eq!(
+            run(&["END"], &["hello E", "N", "D more"]),
+            ("hello ".into(), true)
+        );
+        assert_eq!(run(&["\n\n"], &["a\n", "\nb"]), ("a".into(), true));
+        assert_eq!(run(&["xyz", "yo"], &["say y", "o!"]), ("say ".into(), true));
+    }
+
+    #[test]
+    fn held_back_text_is_released_when_it_is_not_a_stop() {
+        assert_eq!(run(&["END"], &["the E", "ND"]), ("the ".into(), true));
+        assert_eq!(run(&["END"], &["the E", "nd"]), ("the End".into(), false));
+        assert_eq!(run(&[], &["a", "b"]), ("ab".into(), false));
+        assert_eq!(run(&["é!"], &["caf", "é"]), ("café".into(), false));
+    }
+}

@@ -1,0 +1,118 @@
+//! The on-box small LLM: GGUF chat models run in-process on the CPU with candle.
+//!
+//! [`LocalModel`] is one loaded model (weights, tokenizer, chat template); [`engine::LocalEngine`]
+//! serves it to the gateway through a bounded queue and a pool of decode workers.
+
+pub mod engine;
+pub mod generate;
+pub mod model;
+pub mod template;
+pub mod tokenizer;
+
+use crate::api::Role;
+use candle_core::quantized::gguf_file;
+use model::{md, Weights};
+use std::path::{Path, PathBuf};
+use template::ChatTemplate;
+use tokenizers::Tokenizer;
+
+/// Why an on-box model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid GGUF model: {0}")]
+    Format(String),
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("the prompt is {prompt} tokens, the model's context is {context}")]
+    PromptTooLong { prompt: usize, context: usize },
+    #[error("the generation reached its capacity of {0} tokens")]
+    ContextFull(usize),
+    #[error("model computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+}
+
+/// A loaded chat model.
+pub struct LocalModel {
+    pub weights: Weights,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    /// Tokens that end the answer (end of turn, end of text).
+    pub end_tokens: Vec<u32>,
+    /// The file's model name (`general.name`), for logs.
+    pub name: String,
+}
+
+impl LocalModel {
+    /// Loads a GGUF chat model; `tokenizer` is a `tokenizer.json` to use instead of the one
+    /// built from the GGUF metadata.
+    pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<LocalModel, LocalError> {
+        let io = |source| LocalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let ct = gguf_file::Content::read(&mut file)
+            .map_err(|e| LocalError::Format(format!("{}: {e}", path.display())))?;
+        let weights = Weights::from_gguf(&ct, &mut file)?;
+        let tokenizer = match tokenizer {
+            Some(p) => tokenizer::from_file(p)?,
+            None => tokenizer::from_gguf(&ct)?,
+        };
+        let text_of = |key: &str| -> Option<(u32, String)> {
+            let id = md(&ct, key).ok()?.to_u32().ok()?;
+            Some((id, tokenizer.id_to_token(id)?))
+        };
+        let bos = text_of("tokenizer.ggml.bos_token_id");
+        let eos = text_of("tokenizer.ggml.eos_token_id");
+        let mut end_tokens: Vec<u32> = eos.iter().map(|(id, _)| *id).collect();
+        for t in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>"] {
+            if let Some(id) = tokenizer.token_to_id(t) {
+                if !end_tokens.contains(&id) {
+                    end_tokens.push(id);
+                }
+            }
+        }
+        let template_src = md(&ct, "tokenizer.chat_template")
+            .ok()
+            .and_then(|v| v.to_string().ok());
+        let template = ChatTemplate::new(
+            template_src.map(String::as_str),
+            bos.as_ref().map(|(_, t)| t.as_str()).unwrap_or(""),
+            eos.as_ref().map(|(_, t)| t.as_str()).unwrap_or(""),
+        )?;
+        let name = md(&ct, "general.name")
+            .ok()
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_else(|| path.display().to_string());
+        Ok(LocalModel {
+            weights,
+            tokenizer,
+            template,
+            end_tokens,
+            name,
+        })
+    }
+
+    /// The prompt token ids for a conversation, in the model's chat format.
+    pub fn prompt(&self, messages: &[(Role, String)]) -> Result<Vec<u32>, LocalError> {
+        let text = self.template.render(messages)?;
+        tokenizer::encode(&self.tokenizer, &text)
+    }
+}
+
+/// Sets the number of CPU threads the matrix kernels use. Takes effect only before the first
+/// model computation of the process.
+pub fn set_threads(threads: usize) {
+    // Read once by candle's thread pool when it starts; nothing else reads it.
+    std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
+}

@@ -1,0 +1,329 @@
+//! A llama-family decoder over GGUF weights (architectures `llama` and `qwen2`, read from the
+//! GGUF metadata). The weights are read-only and shared by every worker; each generation owns a
+//! [`Session`] with its own KV cache, so several can decode at once on one copy of the weights.
+
+use super::LocalError;
+use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_nn::kv_cache::KvCache;
+use candle_nn::Embedding;
+use candle_transformers::quantized_nn::RmsNorm;
+use candle_transformers::utils::{build_causal_mask, repeat_kv};
+
+/// Model architectures this decoder runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+}
+
+impl Arch {
+    /// The architecture named by `general.architecture`.
+    pub fn from_metadata(name: &str) -> Result<Arch, LocalError> {
+        match name {
+            "llama" => Ok(Arch::Llama),
+            "qwen2" => Ok(Arch::Qwen2),
+            other => Err(LocalError::Unsupported(format!(
+                "architecture `{other}` (supported: llama, qwen2)"
+            ))),
+        }
+    }
+
+    /// The name used as the metadata key prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+}
+
+struct Layer {
+    attn_norm: RmsNorm,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    /// Query/key/value biases (qwen2 has them, llama does not).
+    bias: Option<(Tensor, Tensor, Tensor)>,
+    wo: QMatMul,
+    ffn_norm: RmsNorm,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+/// The model's weights and shape; shared read-only between sessions.
+pub struct Weights {
+    pub arch: Arch,
+    embed: Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: QMatMul,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    /// Rotary tables, `(context_length, head_dim / 2)`.
+    cos: Tensor,
+    sin: Tensor,
+    /// NeoX-style (halves) rotary embedding instead of the interleaved one.
+    rope_neox: bool,
+    /// Longest sequence (prompt + output) the model supports.
+    pub context_length: usize,
+    device: Device,
+}
+
+/// Reads a metadata value, naming the key when it is missing or of the wrong type.
+pub(crate) fn md<'a>(
+    ct: &'a gguf_file::Content,
+    key: &str,
+) -> Result<&'a gguf_file::Value, LocalError> {
+    ct.metadata
+        .get(key)
+        .ok_or_else(|| LocalError::Format(format!("the GGUF metadata has no `{key}`")))
+}
+
+fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<usize, LocalError> {
+    md(ct, key)?
+        .to_u32()
+        .map(|v| v as usize)
+        .map_err(|e| LocalError::Format(format!("`{key}`: {e}")))
+}
+
+impl Weights {
+    /// Loads the weights of a GGUF file whose header is `ct`.
+    pub fn from_gguf<R: std::io::Seek + std::io::Read>(
+        ct: &gguf_file::Content,
+        reader: &mut R,
+    ) -> Result<Weights, LocalError> {
+        let device = Device::Cpu;
+        let arch_name = md(ct, "general.architecture")?
+            .to_string()
+            .map_err(|e| LocalError::Format(e.to_string()))?;
+        let arch = Arch::from_metadata(arch_name)?;
+        let p = arch.name();
+        let n_head = md_u32(ct, &format!("{p}.attention.head_count"))?;
+        let n_kv_head = md_u32(ct, &format!("{p}.attention.head_count_kv")).unwrap_or(n_head);
+        let hidden = md_u32(ct, &format!("{p}.embedding_length"))?;
+        let n_layer = md_u32(ct, &format!("{p}.block_count"))?;
+        let context_length = md_u32(ct, &format!("{p}.context_length"))?;
+        let eps = md(ct, &format!("{p}.attention.layer_norm_rms_epsilon"))?
+            .to_f32()
+            .map_err(|e| LocalError::Format(e.to_string()))? as f64;
+        let rope_base = md(ct, &format!("{p}.rope.freq_base"))
+            .and_then(|v| v.to_f32().map_err(|e| LocalError::Format(e.to_string())))
+            .unwrap_or(10_000.0);
+        if n_head == 0 || hidden % n_head != 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
+            return Err(LocalError::Format(format!(
+                "inconsistent attention shape: {hidden} wide, {n_head} heads, {n_kv_head} key/value heads"
+            )));
+        }
+        let head_dim = hidden / n_head;
+        let t = |name: &str| {
+            ct.tensor(reader, name, &device)
+                .map_err(|e| LocalError::Format(format!("tensor `{name}`: {e}")))
+        };
+        let mut t = t;
+        let embed_q = t("token_embd.weight")?;
+        // Kept in f16: half the memory of f32, and only one row per token is ever read.
+        let embed = Embedding::new(embed_q.dequantize(&device)?, hidden);
+        let norm = RmsNorm::from_qtensor(t("output_norm.weight")?, eps)?;
+        let output = match t("output.weight") {
+            Ok(w) => QMatMul::from_qtensor(w)?,
+            // Tied embeddings: the output projection is the embedding matrix.
+            Err(_) => QMatMul::from_qtensor(embed_q)?,
+        };
+        let mut layers = Vec::with_capacity(n_layer);
+        for i in 0..n_layer {
+            let mut w = |s: &str| t(&format!("blk.{i}.{s}"));
+            let bias = if arch == Arch::Qwen2 {
+                Some((
+                    w("attn_q.bias")?.dequantize(&device)?,
+                    w("attn_k.bias")?.dequantize(&device)?,
+                    w("attn_v.bias")?.dequantize(&device)?,
+                ))
+            } else {
+                None
+            };
+            layers.push(Layer {
+                attn_norm: RmsNorm::from_qtensor(w("attn_norm.weight")?, eps)?,
+                wq: QMatMul::from_qtensor(w("attn_q.weight")?)?,
+                wk: QMatMul::from_qtensor(w("attn_k.weight")?)?,
+                wv: QMatMul::from_qtensor(w("attn_v.weight")?)?,
+                bias,
+                wo: QMatMul::from_qtensor(w("attn_output.weight")?)?,
+                ffn_norm: RmsNorm::from_qtensor(w("ffn_norm.weight")?, eps)?,
+                gate: QMatMul::from_qtensor(w("ffn_gate.weight")?)?,
+                up: QMatMul::from_qtensor(w("ffn_up.weight")?)?,
+                down: QMatMul::from_qtensor(w("ffn_down.weight")?)?,
+            });
+        }
+        let (cos, sin) = rope_tables(head_dim, rope_base, context_length, &device)?;
+        Ok(Weights {
+            arch,
+            embed,
+            layers,
+            norm,
+            output,
+            n_head,
+            n_kv_head,
+            head_dim,
+            cos,
+            sin,
+            // GGUF converts llama's q/k for the interleaved rotation; qwen2 keeps NeoX halves.
+            rope_neox: arch == Arch::Qwen2,
+            context_length,
+            device,
+        })
+    }
+
+    /// A new generation with room for `capacity` tokens (prompt + output).
+    pub fn session(&self, capacity: usize) -> Session {
+        let capacity = capacity.clamp(1, self.context_length);
+        Session {
+            caches: (0..self.layers.len())
+                .map(|_| KvCache::new(2, capacity))
+                .collect(),
+            pos: 0,
+            capacity,
+        }
+    }
+
+    fn rope(&self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+        let (_, _, len, _) = x.dims4()?;
+        let cos = self.cos.narrow(0, pos, len)?;
+        let sin = self.sin.narrow(0, pos, len)?;
+        if self.rope_neox {
+            candle_nn::rotary_emb::rope(x, &cos, &sin)
+        } else {
+            candle_nn::rotary_emb::rope_i(x, &cos, &sin)
+        }
+    }
+
+    fn attention(
+        &self,
+        layer: &Layer,
+        cache: &mut KvCache,
+        x: &Tensor,
+        pos: usize,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, len, hidden) = x.dims3()?;
+        let (mut q, mut k, mut v) = (
+            layer.wq.forward(x)?,
+            layer.wk.forward(x)?,
+            layer.wv.forward(x)?,
+        );
+        if let Some((bq, bk, bv)) = &layer.bias {
+            q = q.broadcast_add(bq)?;
+            k = k.broadcast_add(bk)?;
+            v = v.broadcast_add(bv)?;
+        }
+        let heads = |t: Tensor, n: usize| {
+            t.reshape((b, len, n, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = self.rope(&heads(q, self.n_head)?, pos)?;
+        let k = self.rope(&heads(k, self.n_kv_head)?, pos)?;
+        let v = heads(v, self.n_kv_head)?;
+        let (k, v) = cache.append(&k, &v)?;
+        let rep = self.n_head / self.n_kv_head;
+        let k = repeat_kv(k, rep)?;
+        let v = repeat_kv(v, rep)?.contiguous()?;
+        let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
+        let scores = match mask {
+            None => scores,
+            Some(m) => {
+                let m = m.broadcast_as(scores.shape())?;
+                let neg_inf =
+                    Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(scores.shape())?;
+                m.where_cond(&neg_inf, &scores)?
+            }
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let y = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, len, hidden))?;
+        layer.wo.forward(&y)
+    }
+
+    /// Runs `tokens` through the model after the session's previous tokens and returns the
+    /// logits of the last one.
+    pub fn forward(&self, session: &mut Session, tokens: &[u32]) -> Result<Vec<f32>, LocalError> {
+        if tokens.is_empty() {
+            return Err(LocalError::Format("no tokens to run".into()));
+        }
+        if session.pos + tokens.len() > session.capacity {
+            return Err(LocalError::ContextFull(session.capacity));
+        }
+        let pos = session.pos;
+        let len = tokens.len();
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let mask = if len > 1 {
+            Some(build_causal_mask(len, pos, &self.device)?)
+        } else {
+            None
+        };
+        let mut x = self.embed.forward(&input)?.to_dtype(DType::F32)?;
+        for (layer, cache) in self.layers.iter().zip(session.caches.iter_mut()) {
+            let h = layer.attn_norm.forward(&x)?;
+            let x1 = (self.attention(layer, cache, &h, pos, mask.as_ref())? + &x)?;
+            let h = layer.ffn_norm.forward(&x1)?;
+            let mlp = layer.down.forward(
+                &(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?,
+            )?;
+            x = (mlp + x1)?;
+        }
+        let last = self.norm.forward(&x.i((.., len - 1..len, ..))?)?;
+        let logits = self.output.forward(&last)?;
+        session.pos += len;
+        Ok(logits
+            .squeeze(0)?
+            .squeeze(0)?
+            .to_dtype(DType::F32)?
+            .to_vec1()?)
+    }
+}
+
+fn rope_tables(
+    head_dim: usize,
+    base: f32,
+    len: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let inv: Vec<f32> = (0..head_dim)
+        .step_by(2)
+        .map(|i| 1.0 / base.powf(i as f32 / head_dim as f32))
+        .collect();
+    let inv = Tensor::new(inv.as_slice(), device)?;
+    let angles = Tensor::arange(0u32, len as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((len, 1))?
+        .broadcast_mul(&inv.reshape((1, inv.elem_count()))?)?;
+    Ok((angles.cos()?, angles.sin()?))
+}
+
+/// One generation's state: the KV cache of every layer and the position reached.
+pub struct Session {
+    caches: Vec<KvCache>,
+    pos: usize,
+    capacity: usize,
+}
+
+impl Session {
+    /// Tokens run so far.
+    pub fn len(&self) -> usize {
+        self.pos
+    }
+
+    /// Whether no token was run yet.
+    pub fn is_empty(&self) -> bool {
+        self.pos == 0
+    }
+
+    /// Tokens this session has room for.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}

@@ -1,0 +1,108 @@
+//! The chat template: the model's own Jinja template from the GGUF metadata
+//! (`tokenizer.chat_template`), rendered with minijinja; ChatML when the model has none.
+
+use super::LocalError;
+use crate::api::Role;
+use minijinja::{context, Environment, ErrorKind};
+
+/// ChatML, the format of both default models, used when a model carries no template.
+const CHATML: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// A compiled chat template.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos: String,
+    eos: String,
+}
+
+#[derive(serde::Serialize)]
+struct Message<'a> {
+    role: &'a str,
+    content: &'a str,
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::System | Role::Developer => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool | Role::Function => "tool",
+    }
+}
+
+impl ChatTemplate {
+    /// Compiles `source` (or ChatML when `None`); `bos`/`eos` are the texts of those tokens.
+    pub fn new(source: Option<&str>, bos: &str, eos: &str) -> Result<ChatTemplate, LocalError> {
+        let mut env = Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_template_owned("chat", source.unwrap_or(CHATML).to_string())
+            .map_err(|e| {
+                LocalError::Template(format!("the chat template does not compile: {e}"))
+            })?;
+        Ok(ChatTemplate {
+            env,
+            bos: bos.to_string(),
+            eos: eos.to_string(),
+        })
+    }
+
+    /// The prompt text for `messages`, ending where the assistant's answer starts.
+    pub fn render(&self, messages: &[(Role, String)]) -> Result<String, LocalError> {
+        let msgs: Vec<Message> = messages
+            .iter()
+            .map(|(r, c)| Message {
+                role: role_name(*r),
+                content: c,
+            })
+            .collect();
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| LocalError::Template(e.to_string()))?;
+        tmpl.render(context! {
+            messages => msgs,
+            add_generation_prompt => true,
+            bos_token => self.bos,
+            eos_token => self.eos,
+        })
+        .map_err(|e| LocalError::Template(format!("the chat template failed: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chatml_renders_system_and_user_turns() {
+        let t = ChatTemplate::new(None, "", "<|im_end|>").unwrap();
+        let s = t
+            .render(&[(Role::System, "be brief".into()), (Role::User, "hi".into())])
+            .unwrap();
+        assert_eq!(
+            s,
+            "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn a_template_raising_an_exception_is_an_error() {
+        let t = ChatTemplate::new(
+            Some(
+                "{% if messages[0].role != 'user' %}{{ raise_exception('user first') }}{% endif %}",
+            ),
+            "",
+            "",
+        )
+        .unwrap();
+        let e = t.render(&[(Role::System, "x".into())]).unwrap_err();
+        assert!(e.to_string().contains("user first"), "{e}");
+    }
+}

@@ -1,0 +1,132 @@
+//! The tokenizer of an on-box model: a `tokenizer.json` when one is given, else one built from
+//! the GGUF metadata (byte-level BPE: vocabulary, merges, pre-tokenizer, special tokens), so that
+//! a bare GGUF file is enough.
+
+use super::model::md;
+use super::LocalError;
+use candle_core::quantized::gguf_file;
+use serde_json::{json, Map, Value};
+use std::path::Path;
+use tokenizers::Tokenizer;
+
+/// GGUF token types (`tokenizer.ggml.token_type`) that are special, never split by BPE.
+const CONTROL: i32 = 3;
+const USER_DEFINED: i32 = 4;
+
+/// Split regex of the Qwen2 pre-tokenizer (also GPT-4o-style llama-bpe with `\p{N}{1,3}`).
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Loads a `tokenizer.json`.
+pub fn from_file(path: &Path) -> Result<Tokenizer, LocalError> {
+    Tokenizer::from_file(path)
+        .map_err(|e| LocalError::Tokenizer(format!("cannot load {}: {e}", path.display())))
+}
+
+fn strings<'a>(ct: &'a gguf_file::Content, key: &str) -> Result<Vec<&'a str>, LocalError> {
+    md(ct, key)?
+        .to_vec()
+        .map_err(|e| LocalError::Format(format!("`{key}`: {e}")))?
+        .iter()
+        .map(|v| {
+            v.to_string()
+                .map(String::as_str)
+                .map_err(|e| LocalError::Format(format!("`{key}`: {e}")))
+        })
+        .collect()
+}
+
+/// Builds the tokenizer described by the GGUF metadata.
+pub fn from_gguf(ct: &gguf_file::Content) -> Result<Tokenizer, LocalError> {
+    let json = tokenizer_json(ct)?;
+    let bytes = serde_json::to_vec(&json).map_err(|e| LocalError::Tokenizer(e.to_string()))?;
+    Tokenizer::from_bytes(bytes).map_err(|e| LocalError::Tokenizer(e.to_string()))
+}
+
+/// The `tokenizer.json` document equivalent to the GGUF metadata.
+fn tokenizer_json(ct: &gguf_file::Content) -> Result<Value, LocalError> {
+    let model = md(ct, "tokenizer.ggml.model")?
+        .to_string()
+        .map_err(|e| LocalError::Format(e.to_string()))?;
+    if model != "gpt2" {
+        return Err(LocalError::Unsupported(format!(
+            "tokenizer model `{model}` in the GGUF metadata (only byte-level BPE, `gpt2`, is built from \
+             metadata): give the model's tokenizer.json"
+        )));
+    }
+    let pre = md(ct, "tokenizer.ggml.pre")
+        .ok()
+        .and_then(|v| v.to_string().ok())
+        .map(String::as_str)
+        .unwrap_or("default");
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": use_regex});
+    let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false});
+    let (normalizer, pre_tokenizer) = match pre {
+        "qwen2" => (
+            json!({"type": "NFC"}),
+            json!({"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level(false)]}),
+        ),
+        "llama-bpe" | "llama3" => (
+            Value::Null,
+            json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level(false)]}),
+        ),
+        // SmolLM / StarCoder: every digit on its own, then GPT-2's byte-level split.
+        "smollm" | "starcoder" => (
+            Value::Null,
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+        ),
+        "default" | "gpt2" | "gpt-2" => (Value::Null, byte_level(true)),
+        other => {
+            return Err(LocalError::Unsupported(format!(
+                "pre-tokenizer `{other}` in the GGUF metadata (built in: qwen2, llama-bpe, smollm, \
+                 starcoder, gpt2): give the model's tokenizer.json"
+            )))
+        }
+    };
+    let tokens = strings(ct, "tokenizer.ggml.tokens")?;
+    let merges = strings(ct, "tokenizer.ggml.merges")?;
+    let types: Vec<i32> = match md(ct, "tokenizer.ggml.token_type") {
+        Ok(v) => v
+            .to_vec()
+            .map_err(|e| LocalError::Format(e.to_string()))?
+            .iter()
+            .map(|t| t.to_i32().unwrap_or(1))
+            .collect(),
+        Err(_) => vec![],
+    };
+    let mut vocab = Map::with_capacity(tokens.len());
+    let mut added = vec![];
+    for (id, tok) in tokens.iter().enumerate() {
+        vocab.insert((*tok).to_string(), json!(id));
+        if matches!(types.get(id), Some(&CONTROL) | Some(&USER_DEFINED)) {
+            added.push(
+                json!({"id": id, "content": tok, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true}),
+            );
+        }
+    }
+    Ok(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": normalizer,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": byte_level(false),
+        "decoder": byte_level(false),
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": false, "vocab": vocab, "merges": merges,
+        },
+    }))
+}
+
+/// Token ids of `text` (special tokens written in it are recognised).
+pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, LocalError> {
+    tokenizer
+        .encode(text, false)
+        .map(|e| e.get_ids().to_vec())
+        .map_err(|e| LocalError::Tokenizer(e.to_string()))
+}

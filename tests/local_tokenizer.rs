@@ -1,0 +1,63 @@
+//! The tokenizer built from GGUF metadata against the reference `tokenizer.json`: Qwen2.5's
+//! (the GGUF header of the Qwen2.5-Coder model, fetched by `scripts/fetch-models.sh
+//! --qwen-tokenizer`), and SmolLM2's digit splitting and round trip.
+
+mod common;
+
+use candle_core::quantized::gguf_file;
+use std::path::{Path, PathBuf};
+use switchyard::local::tokenizer;
+
+const MIXED: &str =
+    "def fib(n: int) -> int:\n    return n if n < 2 else fib(n - 1) + fib(n - 2)  # 12345\n\
+Prices: $1,234.56 (≈ €1.1k) on 2026-11-28T12:00Z; naïve café, Straße, Ωμέγα, 日本語のテキスト, \
+한국어, emoji 🚀🔥👩‍👩‍👧 and ✔️\r\n\ttabs\u{a0}and   spaces!!! <|im_start|>user\nhi<|im_end|>";
+
+fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+fn header(path: &Path) -> gguf_file::Content {
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run scripts/fetch-models.sh --qwen-tokenizer)",
+            path.display()
+        )
+    });
+    gguf_file::Content::read(&mut f).expect("GGUF header")
+}
+
+#[test]
+fn tokenizer_from_qwen_metadata_matches_the_reference_tokenizer_json() {
+    let ours = tokenizer::from_gguf(&header(&models_dir().join("qwen2.5-coder-0.5b.part01.bin")))
+        .expect("build from metadata");
+    let reference = tokenizer::from_file(&models_dir().join("qwen2.5-tokenizer.json"))
+        .expect("reference tokenizer.json");
+    for text in [MIXED, "x", "  leading spaces", "1234567890", "🚀", "\n\n\n"] {
+        let a = tokenizer::encode(&ours, text).unwrap();
+        let b = tokenizer::encode(&reference, text).unwrap();
+        assert_eq!(a, b, "ids differ for {text:?}");
+        assert_eq!(
+            ours.decode(&a, false).unwrap(),
+            text,
+            "round trip of {text:?}"
+        );
+    }
+    // Special tokens in the text become their single ids.
+    let ids = tokenizer::encode(&ours, "<|im_start|>user").unwrap();
+    assert_eq!(ids[0], reference.token_to_id("<|im_start|>").unwrap());
+}
+
+#[test]
+fn smollm2_tokenizer_splits_digits_and_round_trips() {
+    let ours = tokenizer::from_gguf(&header(&common::smollm2_path())).expect("build");
+    let digits = tokenizer::encode(&ours, "2026").unwrap();
+    assert_eq!(digits.len(), 4, "every digit is its own token: {digits:?}");
+    let ids = tokenizer::encode(&ours, MIXED).unwrap();
+    assert_eq!(ours.decode(&ids, false).unwrap(), MIXED);
+    assert_eq!(
+        tokenizer::encode(&ours, "<|im_end|>").unwrap(),
+        vec![2],
+        "the end-of-turn token is one special id"
+    );
+}

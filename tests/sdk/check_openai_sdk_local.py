@@ -1,0 +1,44 @@
+"""Drives the on-box model (a real GGUF model) through a running gateway with the official
+`openai` Python SDK: `model="local"`, streaming and not.
+
+usage: check_openai_sdk_local.py BASE_URL
+"""
+import sys
+
+import openai
+from openai import OpenAI
+
+client = OpenAI(base_url=sys.argv[1], api_key="sdk-test-key", max_retries=0, timeout=60)
+messages = [
+    {"role": "system", "content": "You are a concise assistant."},
+    {"role": "user", "content": "What is the capital of Italy?"},
+]
+settings = dict(model="local", messages=messages, temperature=0, max_tokens=16)
+
+raw = client.chat.completions.with_raw_response.create(**settings)
+completion = raw.parse()
+answer = completion.choices[0].message.content
+assert isinstance(answer, str) and answer.strip(), completion
+assert completion.choices[0].finish_reason in ("stop", "length"), completion
+assert completion.usage.prompt_tokens > 10 and 0 < completion.usage.completion_tokens <= 16, completion.usage
+assert raw.headers["x-switchyard-route"] == "local", dict(raw.headers)
+
+text, usage, finish = "", None, None
+for chunk in client.chat.completions.create(
+    **settings, stream=True, stream_options={"include_usage": True}
+):
+    if chunk.choices:
+        text += chunk.choices[0].delta.content or ""
+        finish = chunk.choices[0].finish_reason or finish
+    if chunk.usage:
+        usage = chunk.usage
+assert text == answer, (text, answer)
+assert finish == completion.choices[0].finish_reason, finish
+assert usage is not None and usage.completion_tokens == completion.usage.completion_tokens, usage
+
+try:
+    client.chat.completions.create(**{**settings, "n": 2})
+    raise AssertionError("expected BadRequestError")
+except openai.BadRequestError as e:
+    assert e.body["param"] == "n", e.body
+print("ok")
