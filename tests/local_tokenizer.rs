@@ -1,6 +1,6 @@
 //! The tokenizer built from GGUF metadata against the reference `tokenizer.json`: Qwen2.5's
-//! (the GGUF header of the Qwen2.5-Coder model, fetched by `scripts/fetch-models.sh
-//! --qwen-tokenizer`), and SmolLM2's digit splitting and round trip.
+//! (the Qwen2.5-Coder GGUF and its tokenizer.json, fetched by `scripts/fetch-models.sh --qwen`),
+//! and SmolLM2's digit splitting and round trip.
 
 mod common;
 
@@ -20,7 +20,7 @@ fn models_dir() -> PathBuf {
 fn header(path: &Path) -> gguf_file::Content {
     let mut f = std::fs::File::open(path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e} (run scripts/fetch-models.sh --qwen-tokenizer)",
+            "{}: {e} (run scripts/fetch-models.sh --qwen)",
             path.display()
         )
     });
@@ -29,8 +29,10 @@ fn header(path: &Path) -> gguf_file::Content {
 
 #[test]
 fn tokenizer_from_qwen_metadata_matches_the_reference_tokenizer_json() {
-    let ours = tokenizer::from_gguf(&header(&models_dir().join("qwen2.5-coder-0.5b.part01.bin")))
-        .expect("build from metadata");
+    let ours = tokenizer::from_gguf(&header(
+        &models_dir().join("qwen2.5-coder-0.5b-instruct.gguf"),
+    ))
+    .expect("build from metadata");
     let reference = tokenizer::from_file(&models_dir().join("qwen2.5-tokenizer.json"))
         .expect("reference tokenizer.json");
     for text in [MIXED, "x", "  leading spaces", "1234567890", "🚀", "\n\n\n"] {

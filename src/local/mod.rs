@@ -6,12 +6,13 @@
 pub mod engine;
 pub mod generate;
 pub mod model;
+mod q4_1;
 pub mod template;
 pub mod tokenizer;
 
 use crate::api::Role;
 use candle_core::quantized::gguf_file;
-use model::{md, Weights};
+use model::{md, Kernels, Weights};
 use std::path::{Path, PathBuf};
 use template::ChatTemplate;
 use tokenizers::Tokenizer;
@@ -55,6 +56,15 @@ impl LocalModel {
     /// Loads a GGUF chat model; `tokenizer` is a `tokenizer.json` to use instead of the one
     /// built from the GGUF metadata.
     pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<LocalModel, LocalError> {
+        Self::load_with(path, tokenizer, Kernels::Fast)
+    }
+
+    /// [`LocalModel::load`] with a choice of matrix kernels.
+    pub fn load_with(
+        path: &Path,
+        tokenizer: Option<&Path>,
+        kernels: Kernels,
+    ) -> Result<LocalModel, LocalError> {
         let io = |source| LocalError::Io {
             path: path.to_path_buf(),
             source,
@@ -62,7 +72,7 @@ impl LocalModel {
         let mut file = std::fs::File::open(path).map_err(io)?;
         let ct = gguf_file::Content::read(&mut file)
             .map_err(|e| LocalError::Format(format!("{}: {e}", path.display())))?;
-        let weights = Weights::from_gguf(&ct, &mut file)?;
+        let weights = Weights::from_gguf(&ct, &mut file, kernels)?;
         let tokenizer = match tokenizer {
             Some(p) => tokenizer::from_file(p)?,
             None => tokenizer::from_gguf(&ct)?,

@@ -2,13 +2,13 @@
 //! GGUF metadata). The weights are read-only and shared by every worker; each generation owns a
 //! [`Session`] with its own KV cache, so several can decode at once on one copy of the weights.
 
+use super::q4_1::Q41Matrix;
 use super::LocalError;
-use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::kv_cache::KvCache;
-use candle_nn::Embedding;
 use candle_transformers::quantized_nn::RmsNorm;
-use candle_transformers::utils::{build_causal_mask, repeat_kv};
+use candle_transformers::utils::build_causal_mask;
 
 /// Model architectures this decoder runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,27 +38,63 @@ impl Arch {
     }
 }
 
+/// A weight matrix: Q4_1 on the project's AVX2 kernel, anything else on candle's.
+enum Linear {
+    Q41(Q41Matrix),
+    Candle(QMatMul),
+}
+
+/// Which matrix kernels to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// The project's AVX2 kernel for Q4_1 weights where the CPU has it, candle's for the rest.
+    Fast,
+    /// candle's kernels for every format (for comparisons with candle's own models).
+    Portable,
+}
+
+impl Linear {
+    fn new(t: candle_core::quantized::QTensor, kernels: Kernels) -> candle_core::Result<Linear> {
+        let fast = match kernels {
+            Kernels::Fast => Q41Matrix::from_qtensor(&t),
+            Kernels::Portable => None,
+        };
+        match fast {
+            Some(m) => Ok(Linear::Q41(m)),
+            None => Ok(Linear::Candle(QMatMul::from_qtensor(t)?)),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Linear::Q41(m) => m.forward(x),
+            Linear::Candle(m) => m.forward(x),
+        }
+    }
+}
+
 struct Layer {
     attn_norm: RmsNorm,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
     /// Query/key/value biases (qwen2 has them, llama does not).
     bias: Option<(Tensor, Tensor, Tensor)>,
-    wo: QMatMul,
+    wo: Linear,
     ffn_norm: RmsNorm,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
 }
 
 /// The model's weights and shape; shared read-only between sessions.
 pub struct Weights {
     pub arch: Arch,
-    embed: Embedding,
+    /// Token embeddings, kept quantised: only one row per token is ever read.
+    embed: QTensor,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: Linear,
     n_head: usize,
     n_kv_head: usize,
     head_dim: usize,
@@ -94,6 +130,7 @@ impl Weights {
     pub fn from_gguf<R: std::io::Seek + std::io::Read>(
         ct: &gguf_file::Content,
         reader: &mut R,
+        kernels: Kernels,
     ) -> Result<Weights, LocalError> {
         let device = Device::Cpu;
         let arch_name = md(ct, "general.architecture")?
@@ -123,14 +160,17 @@ impl Weights {
                 .map_err(|e| LocalError::Format(format!("tensor `{name}`: {e}")))
         };
         let mut t = t;
-        let embed_q = t("token_embd.weight")?;
-        // Kept in f16: half the memory of f32, and only one row per token is ever read.
-        let embed = Embedding::new(embed_q.dequantize(&device)?, hidden);
+        let embed = t("token_embd.weight")?;
+        if embed.shape().dims2()?.1 != hidden {
+            return Err(LocalError::Format(format!(
+                "token_embd.weight is not {hidden} wide"
+            )));
+        }
         let norm = RmsNorm::from_qtensor(t("output_norm.weight")?, eps)?;
         let output = match t("output.weight") {
-            Ok(w) => QMatMul::from_qtensor(w)?,
+            Ok(w) => Linear::new(w, kernels)?,
             // Tied embeddings: the output projection is the embedding matrix.
-            Err(_) => QMatMul::from_qtensor(embed_q)?,
+            Err(_) => Linear::new(t("token_embd.weight")?, kernels)?,
         };
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
@@ -146,15 +186,15 @@ impl Weights {
             };
             layers.push(Layer {
                 attn_norm: RmsNorm::from_qtensor(w("attn_norm.weight")?, eps)?,
-                wq: QMatMul::from_qtensor(w("attn_q.weight")?)?,
-                wk: QMatMul::from_qtensor(w("attn_k.weight")?)?,
-                wv: QMatMul::from_qtensor(w("attn_v.weight")?)?,
+                wq: Linear::new(w("attn_q.weight")?, kernels)?,
+                wk: Linear::new(w("attn_k.weight")?, kernels)?,
+                wv: Linear::new(w("attn_v.weight")?, kernels)?,
                 bias,
-                wo: QMatMul::from_qtensor(w("attn_output.weight")?)?,
+                wo: Linear::new(w("attn_output.weight")?, kernels)?,
                 ffn_norm: RmsNorm::from_qtensor(w("ffn_norm.weight")?, eps)?,
-                gate: QMatMul::from_qtensor(w("ffn_gate.weight")?)?,
-                up: QMatMul::from_qtensor(w("ffn_up.weight")?)?,
-                down: QMatMul::from_qtensor(w("ffn_down.weight")?)?,
+                gate: Linear::new(w("ffn_gate.weight")?, kernels)?,
+                up: Linear::new(w("ffn_up.weight")?, kernels)?,
+                down: Linear::new(w("ffn_down.weight")?, kernels)?,
             });
         }
         let (cos, sin) = rope_tables(head_dim, rope_base, context_length, &device)?;
@@ -227,22 +267,27 @@ impl Weights {
         let k = self.rope(&heads(k, self.n_kv_head)?, pos)?;
         let v = heads(v, self.n_kv_head)?;
         let (k, v) = cache.append(&k, &v)?;
+        // Grouped-query attention without copying K/V per query head: the `rep` query heads
+        // that share a key/value head are stacked as extra rows against it.
         let rep = self.n_head / self.n_kv_head;
-        let k = repeat_kv(k, rep)?;
-        let v = repeat_kv(v, rep)?.contiguous()?;
+        let kv_len = k.dim(2)?;
+        let q = q.reshape((b, self.n_kv_head, rep * len, self.head_dim))?;
         let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
         let scores = match mask {
             None => scores,
             Some(m) => {
-                let m = m.broadcast_as(scores.shape())?;
-                let neg_inf =
-                    Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(scores.shape())?;
-                m.where_cond(&neg_inf, &scores)?
+                let shape = (b, self.n_kv_head, rep, len, kv_len);
+                let s5 = scores.reshape(shape)?;
+                let m = m.broadcast_as(shape)?;
+                let neg_inf = Tensor::new(f32::NEG_INFINITY, &self.device)?.broadcast_as(shape)?;
+                m.where_cond(&neg_inf, &s5)?
+                    .reshape((b, self.n_kv_head, rep * len, kv_len))?
             }
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs
             .matmul(&v)?
+            .reshape((b, self.n_head, len, self.head_dim))?
             .transpose(1, 2)?
             .reshape((b, len, hidden))?;
         layer.wo.forward(&y)
@@ -265,7 +310,7 @@ impl Weights {
         } else {
             None
         };
-        let mut x = self.embed.forward(&input)?.to_dtype(DType::F32)?;
+        let mut x = self.embed.embedding(&input)?.to_dtype(DType::F32)?;
         for (layer, cache) in self.layers.iter().zip(session.caches.iter_mut()) {
             let h = layer.attn_norm.forward(&x)?;
             let x1 = (self.attention(layer, cache, &h, pos, mask.as_ref())? + &x)?;
