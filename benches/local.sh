@@ -34,8 +34,9 @@ for m in "${MODELS[@]}"; do
     done
     echo "switchyard | $(basename "$m") | threads $t | pp$ptoks $(median "${pp[@]}") tok/s | tg128 $(median "${tg[@]}") tok/s | ttft $(median "${ttft[@]}") ms | peak RSS $(median "${rss[@]}") MiB" | tee -a "$OUT/table.txt"
     if [ -n "${LLAMA_BENCH:-}" ]; then
-      "$LLAMA_BENCH" -m "$m" -t "$t" -p 512 -n 128 -r "$REPEAT" -o md 2>/dev/null | grep -E '^\|' | tail -n +3 \
-        | sed "s/^/llama.cpp  | $(basename "$m") | threads $t /" | tee -a "$OUT/table.txt"
+      /usr/bin/time -f '%M' -o "$OUT/rss" "$LLAMA_BENCH" -m "$m" -t "$t" -p 512 -n 128 -r "$REPEAT" -o md 2>/dev/null \
+        | grep -E '^\|' | tail -n +3 | sed "s/^/llama.cpp  | $(basename "$m") | threads $t /" | tee -a "$OUT/table.txt"
+      echo "llama.cpp  | $(basename "$m") | threads $t | peak RSS $(($(cat "$OUT/rss") / 1024)) MiB" | tee -a "$OUT/table.txt"
     fi
   done
 done

@@ -317,3 +317,27 @@ async fn a_full_queue_spills_to_the_cloud_or_answers_503() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("x-switchyard-route"), "local");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_generations_answer_as_they_would_alone() {
+    let up = FakeUpstream::start().await;
+    // Two generations decoded together in one batch.
+    let policy = local_policy(&up.base("ok"))
+        .replace("workers: 1", "workers: 2")
+        .replace("queue: 1", "queue: 4");
+    let gw = start_gateway(&policy, KEY).await;
+    let prompts = ["Name a fruit.", "Write one sentence about the sea."];
+    let mut alone = vec![];
+    for p in prompts {
+        alone.push(content(&chat(&gw, greedy("local", p, 24), &[]).await));
+    }
+    let together = futures_util::future::join_all(
+        prompts
+            .iter()
+            .map(|p| chat(&gw, greedy("local", p, 24), &[])),
+    )
+    .await;
+    for (reply, expected) in together.iter().zip(&alone) {
+        assert_eq!(&content(reply), expected);
+    }
+}

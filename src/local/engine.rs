@@ -1,9 +1,10 @@
-//! The on-box model as a [`ChatEngine`]: a bounded queue in front of a pool of decode workers
-//! (OS threads) that share one copy of the weights. A full queue is an
-//! [`EngineError::Overloaded`] (the route's fallback takes the request, else 503 with
-//! `Retry-After`); a receiver that goes away (client disconnected) stops its generation.
+//! The on-box model as a [`ChatEngine`]: a bounded queue in front of a decode thread that runs
+//! up to `workers` generations at once on one copy of the weights, stepping them together (one
+//! batched product per weight matrix per token, so the weights are read once for all of them).
+//! A full queue is an [`EngineError::Overloaded`] (the route's fallback takes the request, else
+//! 503 with `Retry-After`); a receiver that goes away (client disconnected) stops its generation.
 
-use super::generate::{self, Finish, Outcome, Params};
+use super::generate::{Finish, Generation, Outcome, Params};
 use super::LocalModel;
 use crate::accounting::LocalMetrics;
 use crate::api::ChatRequest;
@@ -14,15 +15,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 /// Pool settings.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
-    /// Generations decoded at once.
+    /// Generations decoded at once (stepped together in one batch).
     pub workers: usize,
     /// Requests that may wait for a worker.
     pub queue: usize,
@@ -55,7 +56,7 @@ pub struct LocalEngine {
 }
 
 impl LocalEngine {
-    /// Starts `settings.workers` decode threads for `model`, published as `name`.
+    /// Starts the decode thread for `model`, published as `name`.
     pub fn start(
         name: &str,
         model: Arc<LocalModel>,
@@ -63,20 +64,19 @@ impl LocalEngine {
         metrics: LocalMetrics,
     ) -> Result<LocalEngine, String> {
         let (jobs, rx) = sync_channel::<Job>(settings.queue);
-        let rx = Arc::new(Mutex::new(rx));
         let waiting = Arc::new(AtomicUsize::new(0));
-        for i in 0..settings.workers.max(1) {
-            let (rx, model, waiting, metrics, name) = (
-                rx.clone(),
+        let slots = settings.workers.max(1);
+        {
+            let (model, waiting, metrics, name) = (
                 model.clone(),
                 waiting.clone(),
                 metrics.clone(),
                 name.to_string(),
             );
             std::thread::Builder::new()
-                .name(format!("decode-{name}-{i}"))
-                .spawn(move || worker(&name, &model, &rx, &waiting, &metrics))
-                .map_err(|e| format!("cannot start a decode worker: {e}"))?;
+                .name(format!("decode-{name}"))
+                .spawn(move || decode_loop(&name, &model, &rx, slots, &waiting, &metrics))
+                .map_err(|e| format!("cannot start the decode thread: {e}"))?;
         }
         metrics.queue_depth.with_label_values(&[name]).set(0);
         Ok(LocalEngine {
@@ -206,63 +206,162 @@ impl LocalEngine {
     }
 }
 
-/// A decode worker: takes jobs until the engine is dropped.
-fn worker(
+/// A generation being decoded, with where its text goes.
+struct Active<'m> {
+    generation: Generation<'m>,
+    events: UnboundedSender<Event>,
+    next: u32,
+    started: Instant,
+}
+
+/// Sends text to the client; `false` once it has gone away.
+fn emitter(events: &UnboundedSender<Event>) -> impl FnMut(&str) -> bool + '_ {
+    move |text: &str| {
+        !events.is_closed()
+            && (text.is_empty() || events.send(Event::Text(text.to_string())).is_ok())
+    }
+}
+
+/// Reports a generation's end (and its metrics).
+fn conclude(name: &str, metrics: &LocalMetrics, active: Active<'_>) {
+    let Active {
+        generation,
+        events,
+        started,
+        ..
+    } = active;
+    let result = generation.finish(&mut emitter(&events));
+    report(name, metrics, &events, started, result);
+}
+
+fn report(
+    name: &str,
+    metrics: &LocalMetrics,
+    events: &UnboundedSender<Event>,
+    started: Instant,
+    result: Result<Outcome, super::LocalError>,
+) {
+    metrics
+        .generation_seconds
+        .with_label_values(&[name])
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(outcome) => {
+            metrics
+                .generations
+                .with_label_values(&[name, outcome.finish.label()])
+                .inc();
+            let tps = &metrics.tokens_per_second;
+            tps.with_label_values(&[name, "prefill"])
+                .observe(outcome.prefill_rate());
+            if outcome.completion_tokens > 1 {
+                tps.with_label_values(&[name, "decode"])
+                    .observe(outcome.decode_rate());
+            }
+            let _ = events.send(Event::Done(outcome));
+        }
+        Err(e) => {
+            metrics
+                .generations
+                .with_label_values(&[name, "error"])
+                .inc();
+            tracing::error!(model = name, "on-box generation failed: {e}");
+            let _ = events.send(Event::Failed(e.to_string()));
+        }
+    }
+}
+
+/// The decode thread: admits queued jobs while fewer than `slots` run (each new one's prompt
+/// runs on its own), then steps every running generation by one token in one batch.
+fn decode_loop(
     name: &str,
     model: &LocalModel,
-    jobs: &Mutex<Receiver<Job>>,
+    jobs: &Receiver<Job>,
+    slots: usize,
     waiting: &AtomicUsize,
     metrics: &LocalMetrics,
 ) {
+    let mut active: Vec<Active> = Vec::with_capacity(slots);
     loop {
-        let job = {
-            let Ok(rx) = jobs.lock() else { return };
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
+        while active.len() < slots {
+            let job = if active.is_empty() {
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            } else {
+                match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                }
+            };
+            let left = waiting.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+            metrics
+                .queue_depth
+                .with_label_values(&[name])
+                .set(left as i64);
+            if job.events.is_closed() {
+                continue;
             }
-        };
-        let left = waiting.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-        metrics
-            .queue_depth
-            .with_label_values(&[name])
-            .set(left as i64);
-        if job.events.is_closed() {
+            let started = Instant::now();
+            let first = Generation::start(model, &job.prompt, &job.params).and_then(
+                |(mut generation, logits)| {
+                    let next = generation.advance(&logits, &mut emitter(&job.events))?;
+                    Ok((generation, next))
+                },
+            );
+            match first {
+                Ok((generation, next)) => {
+                    let a = Active {
+                        generation,
+                        events: job.events,
+                        next: next.unwrap_or(0),
+                        started,
+                    };
+                    if next.is_some() {
+                        active.push(a);
+                    } else {
+                        conclude(name, metrics, a);
+                    }
+                }
+                Err(e) => report(name, metrics, &job.events, started, Err(e)),
+            }
+        }
+        if active.is_empty() {
             continue;
         }
-        let started = Instant::now();
-        let result = generate::generate(model, &job.prompt, &job.params, |text| {
-            if job.events.is_closed() {
-                return false;
-            }
-            text.is_empty() || job.events.send(Event::Text(text.to_string())).is_ok()
-        });
-        metrics
-            .generation_seconds
-            .with_label_values(&[name])
-            .observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(outcome) => {
-                metrics
-                    .generations
-                    .with_label_values(&[name, outcome.finish.label()])
-                    .inc();
-                let tps = &metrics.tokens_per_second;
-                tps.with_label_values(&[name, "prefill"])
-                    .observe(outcome.prefill_rate());
-                if outcome.completion_tokens > 1 {
-                    tps.with_label_values(&[name, "decode"])
-                        .observe(outcome.decode_rate());
+        let tokens: Vec<u32> = active.iter().map(|a| a.next).collect();
+        let mut sessions: Vec<_> = active
+            .iter_mut()
+            .map(|a| a.generation.session_mut())
+            .collect();
+        match model.weights.forward_batch(&mut sessions, &tokens) {
+            Ok(all) => {
+                let mut still = Vec::with_capacity(active.len());
+                for (mut a, logits) in active.drain(..).zip(all) {
+                    let step = a.generation.advance(&logits, &mut emitter(&a.events));
+                    match step {
+                        Ok(Some(next)) => {
+                            a.next = next;
+                            still.push(a);
+                        }
+                        Ok(None) => conclude(name, metrics, a),
+                        Err(e) => report(name, metrics, &a.events, a.started, Err(e)),
+                    }
                 }
-                let _ = job.events.send(Event::Done(outcome));
+                active = still;
             }
             Err(e) => {
-                metrics
-                    .generations
-                    .with_label_values(&[name, "error"])
-                    .inc();
-                tracing::error!(model = name, "on-box generation failed: {e}");
-                let _ = job.events.send(Event::Failed(e.to_string()));
+                let msg = e.to_string();
+                for a in active.drain(..) {
+                    report(
+                        name,
+                        metrics,
+                        &a.events,
+                        a.started,
+                        Err(super::LocalError::Format(msg.clone())),
+                    );
+                }
             }
         }
     }

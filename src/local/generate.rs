@@ -2,6 +2,7 @@
 //! a stop string or `max_tokens`, handing out text that never splits a UTF-8 character and
 //! never contains a stop string.
 
+use super::model::Session;
 use super::{LocalError, LocalModel};
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
@@ -172,6 +173,147 @@ impl StopFilter {
     }
 }
 
+/// One generation in progress: its KV cache, sampler, detokenizer and stop filter. Drive it
+/// with [`Generation::advance`] on each step's logits (see [`generate`] for one sequence and the
+/// engine's batched loop for several).
+pub struct Generation<'m> {
+    model: &'m LocalModel,
+    session: Session,
+    sampler: LogitsProcessor,
+    detok: Detokenizer<'m>,
+    stops: StopFilter,
+    ignore_eos: bool,
+    max_tokens: usize,
+    generated: usize,
+    finish: Option<Finish>,
+    by_stop_string: bool,
+    prompt_tokens: usize,
+    started: Instant,
+    prefill: Duration,
+}
+
+impl<'m> Generation<'m> {
+    /// Runs the prompt (prefill) and returns the generation with the first token's logits.
+    pub fn start(
+        model: &'m LocalModel,
+        prompt: &[u32],
+        params: &Params,
+    ) -> Result<(Generation<'m>, Vec<f32>), LocalError> {
+        let context = model.weights.context_length;
+        if prompt.len() >= context {
+            return Err(LocalError::PromptTooLong {
+                prompt: prompt.len(),
+                context,
+            });
+        }
+        let max_tokens = params.max_tokens.min(context - prompt.len()).max(1);
+        let mut session = model.weights.session(prompt.len() + max_tokens);
+        let sampling = if params.temperature <= 0.0 {
+            Sampling::ArgMax
+        } else if params.top_p < 1.0 {
+            Sampling::TopP {
+                p: params.top_p,
+                temperature: params.temperature,
+            }
+        } else {
+            Sampling::All {
+                temperature: params.temperature,
+            }
+        };
+        let started = Instant::now();
+        let logits = model.weights.forward(&mut session, prompt)?;
+        let generation = Generation {
+            model,
+            session,
+            sampler: LogitsProcessor::from_sampling(params.seed, sampling),
+            detok: Detokenizer {
+                model,
+                tokens: Vec::new(),
+                prev: 0,
+                current: 0,
+            },
+            stops: StopFilter::new(&params.stop),
+            ignore_eos: params.ignore_eos,
+            max_tokens,
+            generated: 0,
+            finish: None,
+            by_stop_string: false,
+            prompt_tokens: prompt.len(),
+            started,
+            prefill: started.elapsed(),
+        };
+        Ok((generation, logits))
+    }
+
+    /// Samples the next token from `logits` and hands out its text through `emit` (which
+    /// returns `false` when the receiver is gone). Returns the token to run next, or `None`
+    /// when the generation is over.
+    pub fn advance(
+        &mut self,
+        logits: &[f32],
+        emit: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Option<u32>, LocalError> {
+        if self.finish.is_some() {
+            return Ok(None);
+        }
+        let token = self.sampler.sample(&Tensor::new(logits, &Device::Cpu)?)?;
+        if !self.ignore_eos && self.model.end_tokens.contains(&token) {
+            self.finish = Some(Finish::Stop);
+            return Ok(None);
+        }
+        self.generated += 1;
+        match self.detok.push(token)? {
+            Some(piece) => {
+                let (out, stopped) = self.stops.push(&piece);
+                if !out.is_empty() && !emit(&out) {
+                    self.finish = Some(Finish::Cancelled);
+                    return Ok(None);
+                }
+                if stopped {
+                    self.finish = Some(Finish::Stop);
+                    self.by_stop_string = true;
+                    return Ok(None);
+                }
+            }
+            None => {
+                if !emit("") {
+                    self.finish = Some(Finish::Cancelled);
+                    return Ok(None);
+                }
+            }
+        }
+        if self.generated >= self.max_tokens {
+            self.finish = Some(Finish::Length);
+            return Ok(None);
+        }
+        Ok(Some(token))
+    }
+
+    /// The KV cache, for batched steps.
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Ends the generation: hands out any text still held back and reports the outcome.
+    pub fn finish(mut self, emit: &mut dyn FnMut(&str) -> bool) -> Result<Outcome, LocalError> {
+        let finish = self.finish.unwrap_or(Finish::Length);
+        if finish != Finish::Cancelled && !self.by_stop_string {
+            let (out, _) = self.stops.push(&self.detok.rest()?);
+            let tail = out + &self.stops.flush();
+            if !tail.is_empty() {
+                emit(&tail);
+            }
+        }
+        Ok(Outcome {
+            finish,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.generated,
+            prefill: self.prefill,
+            decode: self.started.elapsed().saturating_sub(self.prefill),
+        })
+    }
+}
+
 /// Generates an answer to `prompt` (token ids). `emit` receives each piece of text and returns
 /// `false` to stop (the receiver is gone).
 pub fn generate(
@@ -180,83 +322,11 @@ pub fn generate(
     params: &Params,
     mut emit: impl FnMut(&str) -> bool,
 ) -> Result<Outcome, LocalError> {
-    let context = model.weights.context_length;
-    if prompt.len() >= context {
-        return Err(LocalError::PromptTooLong {
-            prompt: prompt.len(),
-            context,
-        });
+    let (mut g, mut logits) = Generation::start(model, prompt, params)?;
+    while let Some(token) = g.advance(&logits, &mut emit)? {
+        logits = model.weights.forward(&mut g.session, &[token])?;
     }
-    let max_tokens = params.max_tokens.min(context - prompt.len()).max(1);
-    let mut session = model.weights.session(prompt.len() + max_tokens);
-    let sampling = if params.temperature <= 0.0 {
-        Sampling::ArgMax
-    } else if params.top_p < 1.0 {
-        Sampling::TopP {
-            p: params.top_p,
-            temperature: params.temperature,
-        }
-    } else {
-        Sampling::All {
-            temperature: params.temperature,
-        }
-    };
-    let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
-    let mut detok = Detokenizer {
-        model,
-        tokens: Vec::new(),
-        prev: 0,
-        current: 0,
-    };
-    let mut stops = StopFilter::new(&params.stop);
-    let started = Instant::now();
-    let mut logits = model.weights.forward(&mut session, prompt)?;
-    let prefill = started.elapsed();
-    let mut generated = 0usize;
-    let mut finish = Finish::Length;
-    let mut by_stop_string = false;
-    while generated < max_tokens {
-        let tensor = Tensor::new(logits.as_slice(), &Device::Cpu)?;
-        let token = sampler.sample(&tensor)?;
-        if !params.ignore_eos && model.end_tokens.contains(&token) {
-            finish = Finish::Stop;
-            break;
-        }
-        generated += 1;
-        if let Some(piece) = detok.push(token)? {
-            let (out, stopped) = stops.push(&piece);
-            if !out.is_empty() && !emit(&out) {
-                finish = Finish::Cancelled;
-                break;
-            }
-            if stopped {
-                finish = Finish::Stop;
-                by_stop_string = true;
-                break;
-            }
-        } else if !emit("") {
-            finish = Finish::Cancelled;
-            break;
-        }
-        if generated == max_tokens {
-            break;
-        }
-        logits = model.weights.forward(&mut session, &[token])?;
-    }
-    if finish != Finish::Cancelled && !by_stop_string {
-        let (out, _) = stops.push(&detok.rest()?);
-        let tail = out + &stops.flush();
-        if !tail.is_empty() {
-            emit(&tail);
-        }
-    }
-    Ok(Outcome {
-        finish,
-        prompt_tokens: prompt.len(),
-        completion_tokens: generated,
-        prefill,
-        decode: started.elapsed().saturating_sub(prefill),
-    })
+    g.finish(&mut emit)
 }
 
 #[cfg(test)]

@@ -239,15 +239,8 @@ impl Weights {
         }
     }
 
-    fn attention(
-        &self,
-        layer: &Layer,
-        cache: &mut KvCache,
-        x: &Tensor,
-        pos: usize,
-        mask: Option<&Tensor>,
-    ) -> candle_core::Result<Tensor> {
-        let (b, len, hidden) = x.dims3()?;
+    /// Query, key and value projections of `x` (biases added).
+    fn qkv(&self, layer: &Layer, x: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let (mut q, mut k, mut v) = (
             layer.wq.forward(x)?,
             layer.wk.forward(x)?,
@@ -258,6 +251,19 @@ impl Weights {
             k = k.broadcast_add(bk)?;
             v = v.broadcast_add(bv)?;
         }
+        Ok((q, k, v))
+    }
+
+    /// Attention of one sequence's new positions (`q`, `k`, `v` of shape `(1, len, ..)`) over
+    /// its cache; returns `(1, len, hidden)`, before the output projection.
+    fn attend(
+        &self,
+        cache: &mut KvCache,
+        (q, k, v): (Tensor, Tensor, Tensor),
+        pos: usize,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, len, hidden) = q.dims3()?;
         let heads = |t: Tensor, n: usize| {
             t.reshape((b, len, n, self.head_dim))?
                 .transpose(1, 2)?
@@ -285,12 +291,67 @@ impl Weights {
             }
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let y = probs
+        probs
             .matmul(&v)?
             .reshape((b, self.n_head, len, self.head_dim))?
             .transpose(1, 2)?
-            .reshape((b, len, hidden))?;
-        layer.wo.forward(&y)
+            .reshape((b, len, hidden))
+    }
+
+    /// One layer over `x` of shape `(n, len, hidden)`: `n` sequences (each with its session, at
+    /// its own position), sharing every matrix product; attention is per sequence.
+    fn layer(
+        &self,
+        index: usize,
+        layer: &Layer,
+        sessions: &mut [&mut Session],
+        x: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let h = layer.attn_norm.forward(x)?;
+        let (q, k, v) = self.qkv(layer, &h)?;
+        let y = if sessions.len() == 1 {
+            let s = &mut sessions[0];
+            self.attend(&mut s.caches[index], (q, k, v), s.pos, mask)?
+        } else {
+            let mut ys = Vec::with_capacity(sessions.len());
+            for (i, s) in sessions.iter_mut().enumerate() {
+                let one = (q.narrow(0, i, 1)?, k.narrow(0, i, 1)?, v.narrow(0, i, 1)?);
+                ys.push(self.attend(&mut s.caches[index], one, s.pos, mask)?);
+            }
+            Tensor::cat(&ys, 0)?
+        };
+        let x1 = (layer.wo.forward(&y)? + x)?;
+        let h = layer.ffn_norm.forward(&x1)?;
+        let mlp = layer
+            .down
+            .forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
+        mlp + x1
+    }
+
+    /// One decoding step for several sequences at once: `tokens[i]` follows `sessions[i]`'s
+    /// previous tokens. The weights are read once for all of them. Returns each one's logits.
+    pub fn forward_batch(
+        &self,
+        sessions: &mut [&mut Session],
+        tokens: &[u32],
+    ) -> Result<Vec<Vec<f32>>, LocalError> {
+        if tokens.len() != sessions.len() || tokens.is_empty() {
+            return Err(LocalError::Format("one token per sequence".into()));
+        }
+        if let Some(s) = sessions.iter().find(|s| s.pos + 1 > s.capacity) {
+            return Err(LocalError::ContextFull(s.capacity));
+        }
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(1)?;
+        let mut x = self.embed.embedding(&input)?.to_dtype(DType::F32)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = self.layer(i, layer, sessions, &x, None)?;
+        }
+        let logits = self.output.forward(&self.norm.forward(&x)?)?;
+        for s in sessions.iter_mut() {
+            s.pos += 1;
+        }
+        Ok(logits.squeeze(1)?.to_dtype(DType::F32)?.to_vec2()?)
     }
 
     /// Runs `tokens` through the model after the session's previous tokens and returns the
@@ -311,14 +372,8 @@ impl Weights {
             None
         };
         let mut x = self.embed.embedding(&input)?.to_dtype(DType::F32)?;
-        for (layer, cache) in self.layers.iter().zip(session.caches.iter_mut()) {
-            let h = layer.attn_norm.forward(&x)?;
-            let x1 = (self.attention(layer, cache, &h, pos, mask.as_ref())? + &x)?;
-            let h = layer.ffn_norm.forward(&x1)?;
-            let mlp = layer.down.forward(
-                &(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?,
-            )?;
-            x = (mlp + x1)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = self.layer(i, layer, &mut [&mut *session], &x, mask.as_ref())?;
         }
         let last = self.norm.forward(&x.i((.., len - 1..len, ..))?)?;
         let logits = self.output.forward(&last)?;
