@@ -55,13 +55,7 @@ async fn streaming_is_forwarded_chunk_by_chunk() {
     let gw = start_gateway(&policy(&up.base("gated"), ""), KEY).await;
     let mut body = ask("auto", "stream please");
     body["stream"] = json!(true);
-    let resp = send(
-        "POST",
-        &format!("{}/v1/chat/completions", gw.url),
-        body.to_string(),
-        &[("content-type", "application/json")],
-    )
-    .await;
+    let resp = open_chat(&gw, &body).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["x-switchyard-route"], "cloud");
@@ -246,13 +240,7 @@ async fn a_stream_cut_mid_way_ends_with_an_error_event() {
     let gw = start_gateway(&policy(&up.base("cut"), ""), KEY).await;
     let mut body = ask("auto", "x");
     body["stream"] = json!(true);
-    let resp = send(
-        "POST",
-        &format!("{}/v1/chat/completions", gw.url),
-        body.to_string(),
-        &[("content-type", "application/json")],
-    )
-    .await;
+    let resp = open_chat(&gw, &body).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let mut seen = String::new();

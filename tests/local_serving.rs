@@ -202,13 +202,7 @@ async fn bad_local_requests_get_clear_errors() {
 async fn long_stream(gw: &TestGateway) -> http::Response<hyper::body::Incoming> {
     let body = json!({"model": "local", "stream": true, "max_tokens": 4000, "ignore_eos": true,
         "temperature": 0, "messages": [{"role": "user", "content": "Count to ten thousand."}]});
-    let mut resp = send(
-        "POST",
-        &format!("{}/v1/chat/completions", gw.url),
-        body.to_string(),
-        &[("content-type", "application/json")],
-    )
-    .await;
+    let mut resp = open_chat(gw, &body).await;
     assert_eq!(resp.status(), 200);
     let mut seen = String::new();
     while !seen.contains("\"content\":\"") || seen.matches("data: ").count() < 3 {

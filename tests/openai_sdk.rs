@@ -13,11 +13,9 @@ fn python() -> String {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_openai_sdk_works_unchanged() {
-    let up = FakeUpstream::start().await;
-    let gw = start_gateway(&policy(&up.base("ok"), ""), KEY).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/check_openai_sdk.py");
+/// Runs one SDK script (under tests/sdk/) against the gateway's `/v1` and checks it printed ok.
+async fn run_sdk_script(script: &str, gw: &TestGateway) {
+    let script = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
     let base = format!("{}/v1", gw.url);
     let interpreter = python();
     let out = tokio::task::spawn_blocking(move || {
@@ -40,6 +38,13 @@ async fn official_openai_sdk_works_unchanged() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_sdk_works_unchanged() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up.base("ok"), ""), KEY).await;
+    run_sdk_script("check_openai_sdk.py", &gw).await;
+}
+
 /// The same SDK against the real on-box model (SmolLM2) as `model: "local"`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_sdk_works_with_the_on_box_model() {
@@ -48,23 +53,5 @@ async fn official_openai_sdk_works_with_the_on_box_model() {
         smollm2_path().display()
     );
     let gw = start_gateway(&policy, &[]).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/sdk/check_openai_sdk_local.py"
-    );
-    let base = format!("{}/v1", gw.url);
-    let interpreter = python();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&interpreter).arg(script).arg(base).output()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
-    assert!(
-        out.status.success(),
-        "SDK check failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    run_sdk_script("check_openai_sdk_local.py", &gw).await;
 }

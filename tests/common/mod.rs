@@ -441,6 +441,17 @@ pub async fn chat(gw: &TestGateway, body: Value, headers: &[(&str, &str)]) -> Re
     .await
 }
 
+/// POSTs a chat completion and returns the response head with its streaming body.
+pub async fn open_chat(gw: &TestGateway, body: &Value) -> Response<Incoming> {
+    send(
+        "POST",
+        &format!("{}/v1/chat/completions", gw.url),
+        body.to_string(),
+        &[("content-type", "application/json")],
+    )
+    .await
+}
+
 /// A one-message chat request.
 pub fn ask(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
