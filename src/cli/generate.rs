@@ -79,13 +79,15 @@ fn try_run(args: &GenerateArgs) -> Result<(), String> {
     };
     let mut answer = String::new();
     let mut stdout = std::io::stdout();
-    let outcome = generate(&model, &prompt, &params, |piece| {
-        answer.push_str(piece);
-        if !args.json {
-            let _ = stdout.write_all(piece.as_bytes());
-            let _ = stdout.flush();
-        }
-        true
+    let outcome = crate::local::on_compute_pool(|| {
+        generate(&model, &prompt, &params, |piece| {
+            answer.push_str(piece);
+            if !args.json {
+                let _ = stdout.write_all(piece.as_bytes());
+                let _ = stdout.flush();
+            }
+            true
+        })
     })
     .map_err(|e| e.to_string())?;
     if args.json {

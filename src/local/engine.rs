@@ -75,7 +75,11 @@ impl LocalEngine {
             );
             std::thread::Builder::new()
                 .name(format!("decode-{name}"))
-                .spawn(move || decode_loop(&name, &model, &rx, slots, &waiting, &metrics))
+                .spawn(move || {
+                    super::on_compute_pool(move || {
+                        decode_loop(&name, &model, &rx, slots, &waiting, &metrics)
+                    })
+                })
                 .map_err(|e| format!("cannot start the decode thread: {e}"))?;
         }
         metrics.queue_depth.with_label_values(&[name]).set(0);

@@ -126,3 +126,10 @@ pub fn set_threads(threads: usize) {
     // Read once by candle's thread pool when it starts; nothing else reads it.
     std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
 }
+
+/// Runs `f` on a worker of the CPU thread pool that candle's element-wise operations use, so that
+/// their parallel loops run in place instead of handing each operation to another thread (with
+/// one thread, that hand-off cost more than the operations; see docs/benchmarks.md).
+pub fn on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
