@@ -444,14 +444,23 @@ impl ChatEngine for LocalEngine {
         let id = completion_id();
         let created = now_secs();
         let model = self.name.clone();
-        let chunk = move |delta: Value, finish: Option<&str>| {
-            Bytes::from(
-                json!({
-                    "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-                })
-                .to_string(),
-            )
+        // `chat.completion.chunk` envelopes: choices with one delta, or (last) usage alone.
+        let envelope = move |choices: Value, usage: Option<Value>| {
+            let mut v = json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                               "model": model, "choices": choices});
+            if let Some(u) = usage {
+                v["usage"] = u;
+            }
+            Bytes::from(v.to_string())
+        };
+        let chunk = {
+            let envelope = envelope.clone();
+            move |delta: Value, finish: Option<&str>| {
+                envelope(
+                    json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]),
+                    None,
+                )
+            }
         };
         let stream = async_stream::stream! {
             yield Ok(Chunk {
@@ -480,12 +489,8 @@ impl ChatEngine for LocalEngine {
                             usage: None,
                             usage_only: false,
                         });
-                        let mut usage_chunk: Value = serde_json::from_slice(&chunk(json!({}), None))
-                            .unwrap_or_default();
-                        usage_chunk["choices"] = json!([]);
-                        usage_chunk["usage"] = usage_json(usage);
                         yield Ok(Chunk {
-                            payload: Bytes::from(usage_chunk.to_string()),
+                            payload: envelope(json!([]), Some(usage_json(usage))),
                             text_bytes: 0,
                             usage: Some(usage),
                             usage_only: true,

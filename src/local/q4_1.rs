@@ -198,20 +198,9 @@ mod tests {
                 .map(|i| ((i * 104729 % 997) as f32 / 498.0) - 1.0)
                 .collect();
             let x = Tensor::from_vec(x, (1, m, k), &dev).unwrap();
-            let a: Vec<f32> = ours
-                .forward(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let b: Vec<f32> = reference
-                .forward(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let values = |t: Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+            let a = values(ours.forward(&x).unwrap());
+            let b = values(reference.forward(&x).unwrap());
             assert_eq!(a.len(), m * n);
             let scale = b.iter().fold(0f32, |s, v| s.max(v.abs()));
             for (x, y) in a.iter().zip(&b) {
