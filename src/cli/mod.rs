@@ -1,8 +1,13 @@
 //! Command-line interface: one module per command.
 
+pub mod bench_classifier;
+pub mod classifier_args;
+pub mod classify;
+pub mod eval_router;
 pub mod generate;
 pub mod policy;
 pub mod serve;
+pub mod train_router;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +28,14 @@ pub enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Score a text (or JSONL rows from stdin) with the request classifier.
+    Classify(classify::ClassifyArgs),
+    /// Train the classifier's routing heads from a training-data folder.
+    TrainRouter(train_router::TrainRouterArgs),
+    /// Measure the classifier's routing quality on the evaluation benchmarks.
+    EvalRouter(eval_router::EvalRouterArgs),
+    /// Measure the classifier's latency and throughput (see benches/classifier.sh).
+    BenchClassifier(bench_classifier::BenchClassifierArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -31,5 +44,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Serve(args) => serve::run(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Generate(args) => generate::run(args),
+        Command::Classify(args) => classify::run(args),
+        Command::TrainRouter(args) => train_router::run(args),
+        Command::EvalRouter(args) => eval_router::run(args),
+        Command::BenchClassifier(args) => bench_classifier::run(args),
     }
 }

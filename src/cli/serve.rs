@@ -67,6 +67,22 @@ pub fn run(args: ServeArgs) -> i32 {
                 return 1;
             }
         };
+        let gateway = if gateway.policy.uses_classifier() {
+            match crate::classifier::start(&gateway.policy.classifier) {
+                Ok(b) => gateway.with_classifier(b),
+                Err(e) => {
+                    eprintln!(
+                        "cannot load the request classifier ({}): {e}\n\
+                         hint: scripts/fetch-models.sh fetches the default encoder",
+                        gateway.policy.classifier.encoder.display()
+                    );
+                    return 1;
+                }
+            }
+        } else {
+            tracing::info!("no rule routes on the classifier: it is not loaded");
+            gateway
+        };
         report(&gateway, &args);
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,

@@ -4,7 +4,8 @@
 use super::conditions::{CategoryCondition, Conditions, Range};
 use super::env::expand;
 use super::model::{
-    LocalSettings, Model, Policy, Price, Provider, Route, Rule, Secret, Tenant, Timeouts,
+    ClassifierSettings, LocalSettings, Model, Policy, Price, Provider, Route, Rule, Secret, Tenant,
+    Timeouts,
 };
 use super::positions::Positions;
 use super::schema::{ConditionsSpec, ModelKind, PolicyFile, RangeSpec};
@@ -299,6 +300,7 @@ impl Compiler<'_> {
             }
         };
 
+        let classifier = self.classifier(spec.classifier.unwrap_or_default(), env);
         Policy {
             models,
             reference_model,
@@ -306,7 +308,57 @@ impl Compiler<'_> {
             tenants,
             rules,
             default,
+            classifier,
         }
+    }
+
+    fn classifier(
+        &mut self,
+        spec: super::schema::ClassifierSpec,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> ClassifierSettings {
+        let mut out = ClassifierSettings::default();
+        let mut folder = |field: &str, raw: Option<String>| match raw.map(|r| expand(&r, env)) {
+            None => None,
+            Some(Ok(p)) if !p.is_empty() => Some(std::path::PathBuf::from(p)),
+            Some(Ok(_)) => None,
+            Some(Err(var)) => {
+                self.error(
+                    &format!("classifier.{field}"),
+                    format!("environment variable {var} is not set and the {field} gives no default (`${{{var}:-...}}`)"),
+                );
+                None
+            }
+        };
+        if let Some(e) = folder("encoder", spec.encoder) {
+            out.encoder = e;
+        }
+        out.heads = folder("heads", spec.heads);
+        if let Some(t) = spec.max_tokens {
+            if !(8..=512).contains(&t) {
+                self.error(
+                    "classifier.max_tokens",
+                    "`max_tokens` must be between 8 and 512 (the encoder's positions)",
+                );
+            }
+            out.max_tokens = t;
+        }
+        if let Some(us) = spec.batch_window_us {
+            if us > 100_000 {
+                self.error(
+                    "classifier.batch_window_us",
+                    "`batch_window_us` must be at most 100000 (0.1 s)",
+                );
+            }
+            out.batch_window = Duration::from_micros(us);
+        }
+        if let Some(b) = spec.max_batch {
+            if b == 0 {
+                self.error("classifier.max_batch", "`max_batch` must be at least 1");
+            }
+            out.max_batch = b.max(1);
+        }
+        out
     }
 
     fn local(

@@ -92,6 +92,11 @@ impl Conditions {
     /// Whether a request with these features matches. Conditions on classifier outputs
     /// never match a request that was not classified.
     pub fn matches(&self, f: &Features) -> bool {
+        self.matches_request(f) && self.matches_classifier(f)
+    }
+
+    /// Whether the conditions on the request itself (all but the classifier's) hold.
+    pub fn matches_request(&self, f: &Features) -> bool {
         if !self.models.contains(&f.requested_model) {
             return false;
         }
@@ -122,6 +127,11 @@ impl Conditions {
                 return false;
             }
         }
+        true
+    }
+
+    /// Whether the conditions on the classifier's outputs hold (true when there are none).
+    pub fn matches_classifier(&self, f: &Features) -> bool {
         if let Some(cat) = &self.category {
             match &f.classifier {
                 Some(c)

@@ -64,6 +64,22 @@ pub fn decide(policy: &Policy, f: &Features) -> Result<Decision, DecideError> {
     })
 }
 
+/// Whether the classifier's outputs could change this request's decision: a rule with a
+/// classifier condition, whose other conditions hold, comes before any rule that matches
+/// without the classifier. Requests for which this is false skip the classifier.
+pub fn needs_classifier(policy: &Policy, f: &Features) -> bool {
+    for rule in &policy.rules {
+        if rule.when.uses_classifier() {
+            if rule.when.matches_request(f) {
+                return true;
+            }
+        } else if rule.when.matches(f) {
+            return false;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +320,29 @@ tenants:
             "unclassified requests match no classifier condition"
         );
         assert!(p.uses_classifier());
+    }
+
+    #[test]
+    fn the_classifier_runs_only_when_it_can_change_the_decision() {
+        let p = policy(
+            "  - { name: tools, when: { has_tools: true }, route: big }\n  - { name: hard, when: { strong_score: { above: 0.7 }, messages: { below: 5 } }, route: big }",
+        );
+        assert!(needs_classifier(&p, &auto()));
+        let tools = Features {
+            has_tools: true,
+            ..auto()
+        };
+        assert!(!needs_classifier(&p, &tools), "an earlier rule decides");
+        let long = Features {
+            messages: 9,
+            ..auto()
+        };
+        assert!(
+            !needs_classifier(&p, &long),
+            "the rule's own conditions fail"
+        );
+        let plain = policy("  - { name: tools, when: { has_tools: true }, route: big }");
+        assert!(!needs_classifier(&plain, &auto()));
     }
 
     #[test]

@@ -12,9 +12,10 @@ pub mod schema;
 
 pub use compile::{load, parse, PolicyError, PolicyErrors};
 pub use conditions::{CategoryCondition, Conditions, Range};
-pub use decide::{decide, DecideError, Decision};
+pub use decide::{decide, needs_classifier, DecideError, Decision};
 pub use model::{
-    LocalSettings, Model, Policy, Price, Provider, Route, Rule, Secret, Tenant, Timeouts,
+    ClassifierSettings, LocalSettings, Model, Policy, Price, Provider, Route, Rule, Secret, Tenant,
+    Timeouts,
 };
 pub use schema::ModelKind;
 

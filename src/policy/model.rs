@@ -18,6 +18,35 @@ pub struct Policy {
     pub tenants: Vec<Tenant>,
     pub rules: Vec<Rule>,
     pub default: Route,
+    /// How to run the request classifier.
+    pub classifier: ClassifierSettings,
+}
+
+/// How to run the request classifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifierSettings {
+    /// The encoder folder.
+    pub encoder: std::path::PathBuf,
+    /// A heads folder; `None`: the heads built into the binary.
+    pub heads: Option<std::path::PathBuf>,
+    /// Token budget of one input.
+    pub max_tokens: usize,
+    /// Longest a request waits for others to share its batch.
+    pub batch_window: Duration,
+    /// Most requests in one batch.
+    pub max_batch: usize,
+}
+
+impl Default for ClassifierSettings {
+    fn default() -> Self {
+        ClassifierSettings {
+            encoder: "models/all-MiniLM-L6-v2".into(),
+            heads: None,
+            max_tokens: crate::classifier::DEFAULT_MAX_TOKENS,
+            batch_window: Duration::from_micros(500),
+            max_batch: 16,
+        }
+    }
 }
 
 impl Policy {

@@ -24,6 +24,30 @@ pub struct PolicyFile {
     /// Where `auto` requests go when no rule matches. Required.
     #[serde(default)]
     pub default: Option<RouteSpec>,
+    /// The request classifier (used only when a rule has a `category` or `strong_score` condition).
+    #[serde(default)]
+    pub classifier: Option<ClassifierSpec>,
+}
+
+/// Settings of the request classifier.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierSpec {
+    /// The encoder folder (`${ENV}` expanded; default `models/all-MiniLM-L6-v2`).
+    #[serde(default)]
+    pub encoder: Option<String>,
+    /// A heads folder from `switchyard train-router` (default: the heads built into the binary).
+    #[serde(default)]
+    pub heads: Option<String>,
+    /// Token budget of the classifier's input (default 128); longer inputs keep head and tail.
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    /// Longest a request waits for others to share its batch, in microseconds (default 500).
+    #[serde(default)]
+    pub batch_window_us: Option<u64>,
+    /// Most requests classified in one batch (default 16).
+    #[serde(default)]
+    pub max_batch: Option<usize>,
 }
 
 /// Where a model runs.

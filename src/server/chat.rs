@@ -6,6 +6,7 @@ use super::stream::{self, StreamAccount};
 use super::{Caller, Gateway};
 use crate::accounting;
 use crate::api::{ApiError, ChatRequest};
+use crate::classifier;
 use crate::engines::{EngineError, EngineRequest};
 use crate::features;
 use crate::policy::{self, DecideError, Decision, ModelKind};
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// The header that carries request tags for policies.
 pub const TAGS_HEADER: &str = "x-switchyard-tags";
+/// The response header with the classifier's outputs: `category;p=0.91;strong=0.42`.
+pub const CLASSIFIER_HEADER: &str = "x-switchyard-classifier";
 
 /// Route label of a model (`local` or `cloud`).
 pub fn route_of(gateway: &Gateway, model: &str) -> &'static str {
@@ -65,7 +68,8 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
         Err(e) => return fail(&gateway, started, None, &e),
     };
     let tags = parts.headers.get(TAGS_HEADER).and_then(|v| v.to_str().ok());
-    let feats = features::extract(&parsed, caller.tenant.as_deref(), tags);
+    let mut feats = features::extract(&parsed, caller.tenant.as_deref(), tags);
+    let classified = classify(&gateway, &parsed, &mut feats).await;
     let decision = match policy::decide(&gateway.policy, &feats) {
         Ok(d) => d,
         Err(e @ DecideError::ModelNotFound(_)) => {
@@ -85,7 +89,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
             )
         }
     };
-    run(
+    let mut resp = run(
         gateway,
         started,
         caller,
@@ -93,7 +97,44 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
         feats.prompt_tokens,
         decision,
     )
-    .await
+    .await;
+    if let Some(v) = classified.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        resp.headers_mut().insert(CLASSIFIER_HEADER, v);
+    }
+    resp
+}
+
+/// Runs the classifier when its outputs could change the decision and puts them into the
+/// features; returns the `x-switchyard-classifier` header value. A classifier failure is
+/// counted and logged, and the request is routed as if no classifier condition matched.
+async fn classify(
+    gateway: &Gateway,
+    req: &ChatRequest,
+    feats: &mut features::Features,
+) -> Option<String> {
+    let batcher = gateway.classifier.as_ref()?;
+    if !policy::needs_classifier(&gateway.policy, feats) {
+        return None;
+    }
+    let text = classifier::input::text_of(&req.messages()).to_string();
+    let m = &gateway.metrics.classifier;
+    let started = Instant::now();
+    match batcher.classify(text).await {
+        Ok(c) => {
+            m.duration.observe(started.elapsed().as_secs_f64());
+            m.strong_score.observe(f64::from(c.strong_score));
+            if c.truncated {
+                m.truncated.inc();
+            }
+            feats.classifier = Some(c.output());
+            Some(c.header())
+        }
+        Err(e) => {
+            m.errors.inc();
+            tracing::warn!("request classifier failed: {e}");
+            None
+        }
+    }
 }
 
 /// Reads and parses the body: JSON content type, size limit, valid request.

@@ -9,6 +9,7 @@ mod stream;
 pub use auth::{Auth, Caller};
 
 use crate::accounting::Metrics;
+use crate::classifier::batcher::Batcher;
 use crate::engines::openai::OpenAiEngine;
 use crate::engines::ChatEngine;
 use crate::policy::{ModelKind, Policy};
@@ -52,6 +53,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     pub auth: Auth,
     pub limits: Limits,
+    /// The request classifier, when the policy routes on it.
+    pub classifier: Option<Batcher>,
     ready: AtomicBool,
 }
 
@@ -71,6 +74,7 @@ impl Gateway {
             engines,
             metrics: Metrics::new(),
             limits: Limits::default(),
+            classifier: None,
             ready: AtomicBool::new(true),
         })
     }
@@ -78,6 +82,12 @@ impl Gateway {
     /// Sets (or replaces) the engine of a model.
     pub fn with_engine(mut self, model: &str, engine: Arc<dyn ChatEngine>) -> Gateway {
         self.engines.insert(model.to_string(), engine);
+        self
+    }
+
+    /// Sets the request classifier.
+    pub fn with_classifier(mut self, classifier: Batcher) -> Gateway {
+        self.classifier = Some(classifier);
         self
     }
 
@@ -114,10 +124,12 @@ impl Gateway {
             .collect()
     }
 
-    /// Ready: not shutting down, and the default route has a model that can answer.
+    /// Ready: not shutting down, the classifier loaded if the policy routes on it, and the
+    /// default route has a model that can answer.
     pub fn is_ready(&self) -> bool {
         let d = &self.policy.default;
         self.ready.load(Ordering::Relaxed)
+            && (self.classifier.is_some() || !self.policy.uses_classifier())
             && std::iter::once(&d.model)
                 .chain(&d.fallbacks)
                 .any(|m| self.availability(m).is_ok())

@@ -330,6 +330,11 @@ pub async fn start_gateway_with(policy: &str, env: &[(&str, &str)], limits: Limi
     {
         gateway = gateway.with_engine(&name, engine);
     }
+    if gateway.policy.uses_classifier() {
+        let batcher = switchyard::classifier::start(&gateway.policy.classifier)
+            .unwrap_or_else(|e| panic!("classifier: {e}"));
+        gateway = gateway.with_classifier(batcher);
+    }
     let gateway = Arc::new(gateway);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -499,6 +504,17 @@ default:
 
 /// Environment with the cloud key set.
 pub const KEY: &[(&str, &str)] = &[("CLOUD_KEY", "sk-upstream-secret")];
+
+/// The classifier's encoder folder (fetched by `scripts/fetch-models.sh`).
+pub fn encoder_path() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    assert!(
+        p.join("model.safetensors").exists(),
+        "{} is missing: run scripts/fetch-models.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
 
 /// The SmolLM2 GGUF the tests run (fetched by `scripts/fetch-models.sh`), or
 /// `SWITCHYARD_TEST_MODEL`.

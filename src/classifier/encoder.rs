@@ -1,0 +1,188 @@
+//! The sentence encoder: all-MiniLM-L6-v2 (BERT) run with candle, mean-pooled over the attention
+//! mask and L2-normalised. Inputs longer than the token budget keep their head and tail.
+
+use super::bert::Bert;
+use super::ClassifierError;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use std::path::Path;
+use tokenizers::Tokenizer;
+
+/// One text, tokenised for the encoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tokens {
+    /// `[CLS] ... [SEP]`, at most the budget long.
+    pub ids: Vec<u32>,
+    /// Tokens of the text before truncation (without `[CLS]`/`[SEP]`).
+    pub original: usize,
+    /// Whether the middle of the text was cut out.
+    pub truncated: bool,
+}
+
+/// Which implementation computes the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// This crate's forward pass ([`super::bert::Bert`]): fused projections, no padding.
+    Fast,
+    /// candle-transformers' `BertModel`, the reference the fast path is tested against.
+    Reference,
+}
+
+enum Model {
+    Fast(Bert),
+    Reference(Box<BertModel>),
+}
+
+/// A BERT sentence encoder with its tokenizer.
+pub struct Encoder {
+    model: Model,
+    tokenizer: Tokenizer,
+    cls: u32,
+    sep: u32,
+    /// Width of the embedding.
+    pub dim: usize,
+    /// Most positions the model has.
+    pub max_positions: usize,
+}
+
+impl Encoder {
+    /// Loads a BERT folder: `config.json`, `model.safetensors`, `tokenizer.json`.
+    pub fn load(dir: &Path) -> Result<Encoder, ClassifierError> {
+        Self::load_with(dir, Kernels::Fast)
+    }
+
+    /// [`Encoder::load`] with a choice of implementation.
+    pub fn load_with(dir: &Path, kernels: Kernels) -> Result<Encoder, ClassifierError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|source| ClassifierError::Io { path, source })
+        };
+        let config: Config = serde_json::from_slice(&read("config.json")?)
+            .map_err(|e| ClassifierError::Format(format!("{}/config.json: {e}", dir.display())))?;
+        let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?).map_err(|e| {
+            ClassifierError::Format(format!("{}/tokenizer.json: {e}", dir.display()))
+        })?;
+        // The shipped tokenizer pads and truncates to a fixed length; this encoder does both itself.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| ClassifierError::Format(e.to_string()))?;
+        let special = |t: &str| {
+            tokenizer
+                .token_to_id(t)
+                .ok_or_else(|| ClassifierError::Format(format!("the tokenizer has no {t} token")))
+        };
+        let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
+        let weights = dir.join("model.safetensors");
+        let model = match kernels {
+            Kernels::Fast => Model::Fast(Bert::load(&weights, &config)?),
+            Kernels::Reference => {
+                // SAFETY: the file is memory-mapped read-only and not modified while the model lives.
+                let vb = unsafe {
+                    VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu)
+                }
+                .map_err(|e| ClassifierError::Format(format!("{}: {e}", weights.display())))?;
+                Model::Reference(Box::new(BertModel::load(vb, &config).map_err(|e| {
+                    ClassifierError::Format(format!("{}: {e}", weights.display()))
+                })?))
+            }
+        };
+        Ok(Encoder {
+            model,
+            tokenizer,
+            cls,
+            sep,
+            dim: config.hidden_size,
+            max_positions: config.max_position_embeddings,
+        })
+    }
+
+    /// The text of a token id (empty when unknown).
+    pub fn token(&self, id: u32) -> String {
+        self.tokenizer.id_to_token(id).unwrap_or_default()
+    }
+
+    /// Tokenises `text` into at most `budget` tokens (special tokens included): when it is
+    /// longer, the first half of the budget and the last half are kept.
+    pub fn tokenize(&self, text: &str, budget: usize) -> Result<Tokens, ClassifierError> {
+        let budget = budget.clamp(3, self.max_positions);
+        let enc = self
+            .tokenizer
+            .encode_fast(text, false)
+            .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
+        let ids = enc.get_ids();
+        let room = budget - 2;
+        let mut out = Vec::with_capacity(ids.len().min(room) + 2);
+        out.push(self.cls);
+        let truncated = ids.len() > room;
+        if truncated {
+            let head = room.div_ceil(2);
+            out.extend_from_slice(&ids[..head]);
+            out.extend_from_slice(&ids[ids.len() - (room - head)..]);
+        } else {
+            out.extend_from_slice(ids);
+        }
+        out.push(self.sep);
+        Ok(Tokens {
+            ids: out,
+            original: ids.len(),
+            truncated,
+        })
+    }
+
+    /// Embeds a batch of tokenised texts (padded to the longest): one unit vector each.
+    pub fn embed(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, ClassifierError> {
+        if batch.is_empty() {
+            return Ok(vec![]);
+        }
+        let model = match &self.model {
+            Model::Fast(bert) => return bert.forward(batch),
+            Model::Reference(m) => m,
+        };
+        let len = batch.iter().map(|ids| ids.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(batch.len() * len);
+        let mut mask = Vec::with_capacity(batch.len() * len);
+        for row in batch {
+            ids.extend_from_slice(row);
+            ids.extend(std::iter::repeat_n(0u32, len - row.len()));
+            mask.extend(std::iter::repeat_n(1u32, row.len()));
+            mask.extend(std::iter::repeat_n(0u32, len - row.len()));
+        }
+        let shape = (batch.len(), len);
+        let ids = Tensor::from_vec(ids, shape, &Device::Cpu)?;
+        let mask = Tensor::from_vec(mask, shape, &Device::Cpu)?;
+        let types = ids.zeros_like()?;
+        let hidden = model.forward(&ids, &types, Some(&mask))?;
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+        let counts = mask.sum(1)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        Ok(mean.broadcast_div(&norm)?.to_vec2::<f32>()?)
+    }
+
+    /// Embeds texts, sorted by length into batches of at most `batch` for less padding;
+    /// returns (embedding, tokens) in input order.
+    pub fn embed_texts(
+        &self,
+        texts: &[&str],
+        max_tokens: usize,
+        batch: usize,
+    ) -> Result<Vec<(Vec<f32>, Tokens)>, ClassifierError> {
+        let tokens = texts
+            .iter()
+            .map(|t| self.tokenize(t, max_tokens))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| tokens[i].ids.len());
+        let mut out: Vec<Vec<f32>> = vec![vec![]; texts.len()];
+        for chunk in order.chunks(batch.max(1)) {
+            let ids: Vec<&[u32]> = chunk.iter().map(|&i| tokens[i].ids.as_slice()).collect();
+            for (&i, e) in chunk.iter().zip(self.embed(&ids)?) {
+                out[i] = e;
+            }
+        }
+        Ok(out.into_iter().zip(tokens).collect())
+    }
+}

@@ -1,0 +1,151 @@
+//! Routing-quality metrics (as in the RouteLLM paper) and category metrics.
+//!
+//! A prompt goes to the strong model when its score is above the threshold; sweeping the threshold
+//! from "all weak" to "all strong" traces quality against the share of strong calls.
+
+/// One benchmark prompt's outcome on each model (correctness 0/1, or a judge score).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    pub weak: f64,
+    pub strong: f64,
+}
+
+/// The points (share of strong calls, PGR) of a threshold sweep, from share 0 to share 1.
+/// Prompts with equal scores move together (a threshold cannot split them).
+pub fn pgr_curve(scores: &[f64], outcomes: &[Outcome]) -> Vec<(f64, f64)> {
+    let n = scores.len().min(outcomes.len());
+    if n == 0 {
+        return vec![];
+    }
+    let weak: f64 = outcomes[..n].iter().map(|o| o.weak).sum::<f64>() / n as f64;
+    let strong: f64 = outcomes[..n].iter().map(|o| o.strong).sum::<f64>() / n as f64;
+    let gap = strong - weak;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let pgr = |quality: f64| {
+        if gap.abs() < 1e-12 {
+            1.0
+        } else {
+            (quality - weak) / gap
+        }
+    };
+    let mut points = vec![(0.0, pgr(weak))];
+    let mut quality = weak;
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j < n && scores[order[j]] == scores[order[i]] {
+            let o = outcomes[order[j]];
+            quality += (o.strong - o.weak) / n as f64;
+            j += 1;
+        }
+        points.push((j as f64 / n as f64, pgr(quality)));
+        i = j;
+    }
+    points
+}
+
+/// Area under the PGR curve (trapezoids); a random router's expected value is 0.5.
+pub fn apgr(curve: &[(f64, f64)]) -> f64 {
+    curve
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
+        .sum()
+}
+
+/// The smallest share of strong calls whose PGR reaches `target` (e.g. 0.5 for CPT(50%)).
+pub fn cpt(curve: &[(f64, f64)], target: f64) -> f64 {
+    curve
+        .iter()
+        .find(|(_, p)| *p >= target - 1e-12)
+        .map(|(share, _)| *share)
+        .unwrap_or(1.0)
+}
+
+/// Accuracy and macro-F1 (over the classes that occur in `gold`).
+pub fn category_scores(gold: &[usize], predicted: &[usize]) -> (f64, f64) {
+    let n = gold.len().min(predicted.len());
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let correct = (0..n).filter(|&i| gold[i] == predicted[i]).count();
+    let mut classes: Vec<usize> = gold[..n].to_vec();
+    classes.sort_unstable();
+    classes.dedup();
+    let f1s: Vec<f64> = classes
+        .iter()
+        .map(|&c| {
+            let tp = (0..n)
+                .filter(|&i| gold[i] == c && predicted[i] == c)
+                .count() as f64;
+            let fp = (0..n)
+                .filter(|&i| gold[i] != c && predicted[i] == c)
+                .count() as f64;
+            let fneg = (0..n)
+                .filter(|&i| gold[i] == c && predicted[i] != c)
+                .count() as f64;
+            if tp == 0.0 {
+                0.0
+            } else {
+                2.0 * tp / (2.0 * tp + fp + fneg)
+            }
+        })
+        .collect();
+    (
+        correct as f64 / n as f64,
+        f1s.iter().sum::<f64>() / f1s.len() as f64,
+    )
+}
+
+/// How the MT-Bench and Vicuna-Bench category labels map onto the classifier's categories.
+pub fn map_benchmark_category(label: &str) -> Option<&'static str> {
+    Some(match label {
+        "writing" | "roleplay" => "writing",
+        "reasoning" | "common-sense" | "fermi" | "counterfactual" => "reasoning",
+        "math" => "math",
+        "coding" => "code",
+        "extraction" => "transform",
+        "stem" | "humanities" | "knowledge" | "generic" => "knowledge",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(weak: f64, strong: f64) -> Outcome {
+        Outcome { weak, strong }
+    }
+
+    #[test]
+    fn a_perfect_router_recovers_the_gap_first() {
+        // Two prompts only the strong model gets right, two both get right.
+        let outcomes = [o(0.0, 1.0), o(0.0, 1.0), o(1.0, 1.0), o(1.0, 1.0)];
+        let perfect = pgr_curve(&[0.9, 0.8, 0.2, 0.1], &outcomes);
+        assert_eq!(cpt(&perfect, 0.5), 0.25);
+        assert_eq!(cpt(&perfect, 1.0), 0.5);
+        // Points (0,0) (.25,.5) (.5,1) (.75,1) (1,1).
+        assert!((apgr(&perfect) - 0.75).abs() < 1e-9);
+        let inverted = pgr_curve(&[0.1, 0.2, 0.8, 0.9], &outcomes);
+        assert!(apgr(&inverted) < 0.5 && apgr(&perfect) > 0.5);
+        assert_eq!(cpt(&inverted, 1.0), 1.0);
+    }
+
+    #[test]
+    fn ties_move_together_and_constant_scores_are_random() {
+        let outcomes = [o(0.0, 1.0), o(1.0, 1.0)];
+        let curve = pgr_curve(&[0.5, 0.5], &outcomes);
+        assert_eq!(curve, vec![(0.0, 0.0), (1.0, 1.0)]);
+        assert!((apgr(&curve) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn macro_f1_averages_over_gold_classes() {
+        let (acc, f1) = category_scores(&[0, 0, 1, 1], &[0, 0, 1, 0]);
+        assert_eq!(acc, 0.75);
+        let f1_0 = 2.0 * 2.0 / (4.0 + 1.0);
+        let f1_1 = 2.0 / (2.0 + 1.0);
+        assert!((f1 - (f1_0 + f1_1) / 2.0).abs() < 1e-12);
+    }
+}

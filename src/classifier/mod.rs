@@ -1,0 +1,187 @@
+//! The on-box request classifier: a sentence encoder (all-MiniLM-L6-v2, BERT, in-process on the
+//! CPU) with two small trained heads, a category distribution and the strong score.
+//!
+//! [`Classifier`] scores texts in batches; [`batcher::Batcher`] collects concurrent requests of the
+//! gateway into small batches; [`train`] and [`eval`] reproduce and measure the committed heads.
+
+pub mod batcher;
+pub mod bert;
+pub mod data;
+mod dense;
+pub mod embed_cache;
+pub mod encoder;
+pub mod eval;
+pub mod heads;
+pub mod input;
+pub mod train;
+
+use crate::features::ClassifierOutput;
+use crate::policy::ClassifierSettings;
+use encoder::Encoder;
+use heads::Heads;
+use std::path::{Path, PathBuf};
+
+/// The heads trained by `switchyard train-router`, committed with the source.
+pub const BUILTIN_HEADS: &[u8] = include_bytes!("trained/heads.safetensors");
+/// Their label map.
+pub const BUILTIN_LABELS: &str = include_str!("trained/labels.json");
+/// Default token budget of the classifier's input when serving and scoring, chosen from the
+/// measured quality/latency trade-off (docs/router-quality.md#truncation).
+pub const DEFAULT_MAX_TOKENS: usize = 128;
+/// Token budget of the training embeddings (more of each example for the heads to learn from).
+pub const TRAIN_MAX_TOKENS: usize = 256;
+
+/// Why the classifier could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifierError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid classifier files: {0}")]
+    Format(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("classifier computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+    #[error("the classifier is shut down")]
+    Closed,
+}
+
+/// What the classifier says about one text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    /// (category, probability), most likely first.
+    pub categories: Vec<(String, f32)>,
+    /// How likely a small model's answer is worse than a large model's, in [0, 1].
+    pub strong_score: f32,
+    /// Tokens of the input text (before truncation).
+    pub tokens: usize,
+    /// Whether the input was longer than the token budget.
+    pub truncated: bool,
+}
+
+impl Classification {
+    /// The policy's view: top category, its probability, strong score.
+    pub fn output(&self) -> ClassifierOutput {
+        let (category, probability) = self
+            .categories
+            .first()
+            .cloned()
+            .unwrap_or_else(|| ("other".into(), 0.0));
+        ClassifierOutput {
+            category,
+            probability: f64::from(probability),
+            strong_score: f64::from(self.strong_score),
+        }
+    }
+
+    /// The compact `x-switchyard-classifier` header value: `code;p=0.91;strong=0.42`.
+    pub fn header(&self) -> String {
+        let o = self.output();
+        format!(
+            "{};p={:.2};strong={:.2}",
+            o.category, o.probability, o.strong_score
+        )
+    }
+}
+
+/// A model that scores requests for routing; swappable behind this trait.
+pub trait RouterModel: Send + Sync {
+    /// Classifies a batch of texts, in order.
+    fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>, ClassifierError>;
+}
+
+/// The encoder and its heads.
+pub struct Classifier {
+    pub encoder: Encoder,
+    pub heads: Heads,
+    /// Token budget of one input (special tokens included).
+    pub max_tokens: usize,
+}
+
+impl Classifier {
+    /// Loads the encoder folder and the heads (`None`: the heads built into the binary).
+    pub fn load(
+        encoder: &Path,
+        heads: Option<&Path>,
+        max_tokens: usize,
+    ) -> Result<Classifier, ClassifierError> {
+        let heads = match heads {
+            Some(dir) => Heads::load(dir)?,
+            None => Heads::from_bytes(BUILTIN_HEADS, BUILTIN_LABELS)?,
+        };
+        let encoder = Encoder::load(encoder)?;
+        Ok(Classifier {
+            encoder,
+            heads,
+            max_tokens,
+        })
+    }
+
+    /// Embeds texts with this classifier's token budget (see [`Encoder::embed_texts`]).
+    pub fn embed_all(
+        &self,
+        texts: &[&str],
+        batch: usize,
+    ) -> Result<Vec<(Vec<f32>, encoder::Tokens)>, ClassifierError> {
+        self.encoder.embed_texts(texts, self.max_tokens, batch)
+    }
+
+    /// Names of the categories, in the heads' order.
+    pub fn categories(&self) -> &[String] {
+        &self.heads.labels.categories
+    }
+
+    /// Applies the heads to embedded texts.
+    pub fn finish(
+        &self,
+        embedded: Vec<(Vec<f32>, encoder::Tokens)>,
+    ) -> Result<Vec<Classification>, ClassifierError> {
+        let embeddings: Vec<Vec<f32>> = embedded.iter().map(|(e, _)| e.clone()).collect();
+        let outs = self.heads.apply(&embeddings)?;
+        Ok(outs
+            .into_iter()
+            .zip(embedded)
+            .map(|(o, (_, t))| {
+                let mut categories: Vec<(String, f32)> = self
+                    .categories()
+                    .iter()
+                    .cloned()
+                    .zip(o.categories)
+                    .collect();
+                categories.sort_by(|a, b| b.1.total_cmp(&a.1));
+                Classification {
+                    categories,
+                    strong_score: o.strong_score,
+                    tokens: t.original,
+                    truncated: t.truncated,
+                }
+            })
+            .collect())
+    }
+}
+
+impl RouterModel for Classifier {
+    fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>, ClassifierError> {
+        let embedded = self.embed_all(texts, texts.len().max(1))?;
+        self.finish(embedded)
+    }
+}
+
+/// Loads the classifier a policy asks for and starts its batching thread.
+pub fn start(settings: &ClassifierSettings) -> Result<batcher::Batcher, ClassifierError> {
+    let classifier = Classifier::load(
+        &settings.encoder,
+        settings.heads.as_deref(),
+        settings.max_tokens,
+    )?;
+    Ok(batcher::Batcher::start(
+        std::sync::Arc::new(classifier),
+        batcher::BatchSettings {
+            window: settings.batch_window,
+            max_batch: settings.max_batch,
+        },
+    ))
+}

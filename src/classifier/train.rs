@@ -1,0 +1,492 @@
+//! Training of the routing heads on frozen embeddings (candle-nn, AdamW), deterministic for a
+//! seed: the initial weights, the validation split and the batch order all come from it.
+
+use super::data::{Example, CATEGORIES};
+use super::eval::{apgr, category_scores, pgr_curve, Outcome};
+use super::heads::{Heads, Labels, Mlp};
+use super::ClassifierError;
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use std::collections::HashMap;
+
+/// Settings of a training run.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub seed: u64,
+    pub epochs: usize,
+    pub hidden: usize,
+    pub batch: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// Share of the examples held out for validation.
+    pub validation: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 7,
+            epochs: 40,
+            hidden: 128,
+            batch: 256,
+            learning_rate: 1e-3,
+            weight_decay: 1e-2,
+            validation: 0.1,
+        }
+    }
+}
+
+/// A small deterministic random generator (SplitMix64).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn shuffle<T>(&mut self, xs: &mut [T]) {
+        for i in (1..xs.len()).rev() {
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            xs.swap(i, j);
+        }
+    }
+}
+
+/// Whether an example is held out: a hash of its text and the seed, so the split does not
+/// depend on the order of the data.
+pub fn held_out(text: &str, seed: u64, share: f64) -> bool {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Rng::new(h).unit() < share
+}
+
+fn uniform(rng: &mut Rng, shape: (usize, usize), bound: f64) -> candle_core::Result<Var> {
+    let n = shape.0 * shape.1;
+    let data: Vec<f32> = (0..n)
+        .map(|_| ((rng.unit() * 2.0 - 1.0) * bound) as f32)
+        .collect();
+    Var::from_tensor(&Tensor::from_vec(data, shape, &Device::Cpu)?)
+}
+
+/// Trainable parameters of an MLP (or, with `hidden == 0`, of a linear model).
+struct Params {
+    vars: Vec<Var>,
+    hidden: usize,
+}
+
+impl Params {
+    fn new(rng: &mut Rng, input: usize, hidden: usize, out: usize) -> candle_core::Result<Params> {
+        let vars = if hidden == 0 {
+            let b = 1.0 / (input as f64).sqrt();
+            vec![uniform(rng, (out, input), b)?, uniform(rng, (1, out), b)?]
+        } else {
+            let b1 = 1.0 / (input as f64).sqrt();
+            let b2 = 1.0 / (hidden as f64).sqrt();
+            vec![
+                uniform(rng, (hidden, input), b1)?,
+                uniform(rng, (1, hidden), b1)?,
+                uniform(rng, (out, hidden), b2)?,
+                uniform(rng, (1, out), b2)?,
+            ]
+        };
+        Ok(Params { vars, hidden })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let v = &self.vars;
+        let lin = |x: &Tensor, w: &Var, b: &Var| x.matmul(&w.as_tensor().t()?)?.broadcast_add(b);
+        if self.hidden == 0 {
+            lin(x, &v[0], &v[1])
+        } else {
+            lin(&lin(x, &v[0], &v[1])?.relu()?, &v[2], &v[3])
+        }
+    }
+
+    fn snapshot(&self) -> candle_core::Result<Vec<Tensor>> {
+        self.vars.iter().map(|v| v.as_tensor().copy()).collect()
+    }
+
+    fn mlp(snapshot: &[Tensor]) -> candle_core::Result<Mlp> {
+        Ok(Mlp {
+            w1: snapshot[0].clone(),
+            b1: snapshot[1].flatten_all()?,
+            w2: snapshot[2].clone(),
+            b2: snapshot[3].flatten_all()?,
+        })
+    }
+}
+
+/// Weighted cross-entropy over class logits.
+fn cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+    (picked * weights)?.sum_all()?.neg()? / weights.sum_all()?.to_scalar::<f32>()? as f64
+}
+
+/// Weighted binary cross-entropy with soft targets, from logits (numerically stable form).
+fn soft_bce(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> candle_core::Result<Tensor> {
+    let z = logits.squeeze(1)?;
+    let loss = ((z.relu()? - (&z * targets)?)? + ((z.abs()?.neg()?.exp()? + 1.0)?.log()?))?;
+    (loss * weights)?.sum_all()? / weights.sum_all()?.to_scalar::<f32>()? as f64
+}
+
+/// One supervised task: inputs, targets and per-example weights, split into train/validation.
+struct Task {
+    x: Tensor,
+    targets: Tensor,
+    weights: Tensor,
+}
+
+impl Task {
+    fn select(&self, idx: &[usize]) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let ids = Tensor::from_vec(
+            idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            idx.len(),
+            &Device::Cpu,
+        )?;
+        Ok((
+            self.x.index_select(&ids, 0)?,
+            self.targets.index_select(&ids, 0)?,
+            self.weights.index_select(&ids, 0)?,
+        ))
+    }
+}
+
+type Loss = fn(&Tensor, &Tensor, &Tensor) -> candle_core::Result<Tensor>;
+
+/// Fits parameters on `train` rows, keeping the epoch with the lowest validation loss.
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    name: &str,
+    task: &Task,
+    train: &[usize],
+    val: &[usize],
+    params: &Params,
+    loss: Loss,
+    cfg: &TrainConfig,
+    rng: &mut Rng,
+    log: &mut dyn FnMut(String),
+) -> Result<Vec<Tensor>, ClassifierError> {
+    let mut opt = AdamW::new(
+        params.vars.clone(),
+        ParamsAdamW {
+            lr: cfg.learning_rate,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let (vx, vt, vw) = task.select(val)?;
+    let mut best = (f64::INFINITY, params.snapshot()?, 0);
+    let mut order = train.to_vec();
+    for epoch in 1..=cfg.epochs {
+        rng.shuffle(&mut order);
+        let mut total = 0.0;
+        let mut batches = 0;
+        for chunk in order.chunks(cfg.batch) {
+            let (x, t, w) = task.select(chunk)?;
+            let l = loss(&params.forward(&x)?, &t, &w)?;
+            opt.backward_step(&l)?;
+            total += l.to_scalar::<f32>()? as f64;
+            batches += 1;
+        }
+        let v = if val.is_empty() {
+            total / batches.max(1) as f64
+        } else {
+            loss(&params.forward(&vx)?, &vt, &vw)?.to_scalar::<f32>()? as f64
+        };
+        if epoch == 1 || epoch % 5 == 0 || epoch == cfg.epochs {
+            log(format!(
+                "{name:>9} epoch {epoch:>3}  train loss {:.4}  validation loss {v:.4}",
+                total / batches.max(1) as f64
+            ));
+        }
+        if v < best.0 {
+            best = (v, params.snapshot()?, epoch);
+        }
+    }
+    log(format!(
+        "{name:>9} kept epoch {} (validation loss {:.4})",
+        best.2, best.0
+    ));
+    Ok(best.1)
+}
+
+/// Example weights: every group's total weight is `share(group) / count(group)` per example.
+fn group_weights(keys: &[String], share: impl Fn(&str, usize) -> f64) -> Vec<f32> {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for k in keys {
+        *counts.entry(k.as_str()).or_default() += 1;
+    }
+    keys.iter()
+        .map(|k| {
+            let n = counts[k.as_str()];
+            (share(k, n) / n as f64) as f32
+        })
+        .collect()
+}
+
+/// Relative weight of each source in the strong-score loss.
+fn strong_source_share(source: &str) -> f64 {
+    match source {
+        "synthetic_tasks" => 0.3,
+        _ => 1.0,
+    }
+}
+
+/// What a training run measured on its validation split.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub category_accuracy: f64,
+    pub category_macro_f1: f64,
+    /// APGR of the strong score on held-out MMLU-Pro questions, for [`super::data::MMLU_PAIR`].
+    pub mmlu_pro_apgr: Option<f64>,
+    pub train_examples: usize,
+    pub validation_examples: usize,
+}
+
+/// Trains both heads on the examples' embeddings.
+pub fn train(
+    examples: &[Example],
+    embeddings: &[Vec<f32>],
+    cfg: &TrainConfig,
+    encoder: &str,
+    max_tokens: usize,
+    log: &mut dyn FnMut(String),
+) -> Result<(Heads, Report), ClassifierError> {
+    let dim = embeddings.first().map(Vec::len).unwrap_or(0);
+    if dim == 0 || embeddings.len() != examples.len() {
+        return Err(ClassifierError::Format("no training examples".into()));
+    }
+    let mut rng = Rng::new(cfg.seed);
+    let held: Vec<bool> = examples
+        .iter()
+        .map(|e| held_out(&e.text, cfg.seed, cfg.validation))
+        .collect();
+    let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
+    let x_all = Tensor::from_vec(flat, (embeddings.len(), dim), &Device::Cpu)?;
+
+    // Category head: classes balanced; inside a class, every source has the same share (one
+    // single-domain source must not define a category alone).
+    let cat_rows: Vec<usize> = (0..examples.len())
+        .filter(|&i| examples[i].category.is_some())
+        .collect();
+    let source_keys: Vec<String> = cat_rows
+        .iter()
+        .map(|&i| {
+            format!(
+                "{}/{}",
+                examples[i].category.unwrap_or(0),
+                examples[i].source
+            )
+        })
+        .collect();
+    let mut sources_per_class: HashMap<String, usize> = HashMap::new();
+    {
+        let mut seen: Vec<&str> = source_keys.iter().map(String::as_str).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for k in seen {
+            let class = k.split('/').next().unwrap_or("").to_string();
+            *sources_per_class.entry(class).or_default() += 1;
+        }
+    }
+    let cat_weights = group_weights(&source_keys, |k, _| {
+        let class = k.split('/').next().unwrap_or("");
+        1.0 / sources_per_class.get(class).copied().unwrap_or(1) as f64
+    });
+    let cat_task = Task {
+        x: x_all.index_select(
+            &Tensor::from_vec(
+                cat_rows.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                cat_rows.len(),
+                &Device::Cpu,
+            )?,
+            0,
+        )?,
+        targets: Tensor::from_vec(
+            cat_rows
+                .iter()
+                .map(|&i| examples[i].category.unwrap_or(0) as u32)
+                .collect::<Vec<_>>(),
+            cat_rows.len(),
+            &Device::Cpu,
+        )?,
+        weights: Tensor::from_vec(cat_weights, cat_rows.len(), &Device::Cpu)?,
+    };
+    let (ct, cv): (Vec<usize>, Vec<usize>) = (0..cat_rows.len()).partition(|&j| !held[cat_rows[j]]);
+    let cat_params = Params::new(&mut rng, dim, cfg.hidden, CATEGORIES.len())?;
+    let cat_best = fit(
+        "category",
+        &cat_task,
+        &ct,
+        &cv,
+        &cat_params,
+        cross_entropy,
+        cfg,
+        &mut rng,
+        log,
+    )?;
+
+    // Strong head: soft targets, each source's total weight set by its share.
+    let strong_rows: Vec<usize> = (0..examples.len())
+        .filter(|&i| examples[i].strong.is_some())
+        .collect();
+    let keys: Vec<String> = strong_rows
+        .iter()
+        .map(|&i| examples[i].source.to_string())
+        .collect();
+    let weights = group_weights(&keys, |k, _| strong_source_share(k));
+    let strong_task = Task {
+        x: x_all.index_select(
+            &Tensor::from_vec(
+                strong_rows.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                strong_rows.len(),
+                &Device::Cpu,
+            )?,
+            0,
+        )?,
+        targets: Tensor::from_vec(
+            strong_rows
+                .iter()
+                .map(|&i| examples[i].strong.unwrap_or(0.0))
+                .collect::<Vec<_>>(),
+            strong_rows.len(),
+            &Device::Cpu,
+        )?,
+        weights: Tensor::from_vec(weights, strong_rows.len(), &Device::Cpu)?,
+    };
+    let (st, sv): (Vec<usize>, Vec<usize>) =
+        (0..strong_rows.len()).partition(|&j| !held[strong_rows[j]]);
+    let strong_params = Params::new(&mut rng, dim, cfg.hidden, 1)?;
+    let strong_best = fit(
+        "strong",
+        &strong_task,
+        &st,
+        &sv,
+        &strong_params,
+        soft_bce,
+        cfg,
+        &mut rng,
+        log,
+    )?;
+
+    let heads = Heads {
+        labels: Labels {
+            categories: CATEGORIES.iter().map(|c| c.to_string()).collect(),
+            encoder: encoder.to_string(),
+            max_tokens,
+            strong_label: "share of small models answering an MMLU-Pro question wrong, plus the \
+                           synthetic tasks' complexity at 0.3 weight; see docs/router-quality.md"
+                .to_string(),
+        },
+        category: Params::mlp(&cat_best)?,
+        strong: Params::mlp(&strong_best)?,
+    };
+
+    // Validation report.
+    let val_rows: Vec<usize> = (0..examples.len()).filter(|&i| held[i]).collect();
+    let val_emb: Vec<Vec<f32>> = val_rows.iter().map(|&i| embeddings[i].clone()).collect();
+    let outs = heads.apply(&val_emb)?;
+    let (mut gold, mut pred) = (vec![], vec![]);
+    let (mut scores, mut outcomes) = (vec![], vec![]);
+    for (&i, o) in val_rows.iter().zip(&outs) {
+        if let Some(c) = examples[i].category {
+            gold.push(c);
+            pred.push(argmax(&o.categories));
+        }
+        if let (Some((w, s)), "mmlu_pro") = (examples[i].pair, examples[i].source) {
+            scores.push(f64::from(o.strong_score));
+            outcomes.push(Outcome {
+                weak: f64::from(u8::from(w)),
+                strong: f64::from(u8::from(s)),
+            });
+        }
+    }
+    let (category_accuracy, category_macro_f1) = category_scores(&gold, &pred);
+    let report = Report {
+        category_accuracy,
+        category_macro_f1,
+        mmlu_pro_apgr: (!scores.is_empty()).then(|| apgr(&pgr_curve(&scores, &outcomes))),
+        train_examples: examples.len() - val_rows.len(),
+        validation_examples: val_rows.len(),
+    };
+    Ok((heads, report))
+}
+
+/// A logistic regression on the embeddings for a 0/1 label (the documented baseline router).
+pub fn logistic_regression(
+    embeddings: &[Vec<f32>],
+    labels: &[f32],
+    cfg: &TrainConfig,
+    log: &mut dyn FnMut(String),
+) -> Result<impl Fn(&[f32]) -> f32, ClassifierError> {
+    let dim = embeddings.first().map(Vec::len).unwrap_or(0);
+    let n = embeddings.len().min(labels.len());
+    let flat: Vec<f32> = embeddings[..n].iter().flatten().copied().collect();
+    let task = Task {
+        x: Tensor::from_vec(flat, (n, dim), &Device::Cpu)?,
+        targets: Tensor::from_vec(labels[..n].to_vec(), n, &Device::Cpu)?,
+        weights: Tensor::ones(n, DType::F32, &Device::Cpu)?,
+    };
+    let mut rng = Rng::new(cfg.seed);
+    let params = Params::new(&mut rng, dim, 0, 1)?;
+    let all: Vec<usize> = (0..n).collect();
+    let best = fit(
+        "baseline",
+        &task,
+        &all,
+        &[],
+        &params,
+        soft_bce,
+        cfg,
+        &mut rng,
+        log,
+    )?;
+    let w = best[0].flatten_all()?.to_vec1::<f32>()?;
+    let b = best[1].flatten_all()?.to_vec1::<f32>()?[0];
+    Ok(move |e: &[f32]| {
+        let z: f32 = e.iter().zip(&w).map(|(a, b)| a * b).sum::<f32>() + b;
+        1.0 / (1.0 + (-z).exp())
+    })
+}
+
+/// Index of the largest value.
+pub fn argmax(xs: &[f32]) -> usize {
+    xs.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_and_rng_are_deterministic() {
+        assert_eq!(held_out("abc", 1, 0.5), held_out("abc", 1, 0.5));
+        let share = (0..2000)
+            .filter(|i| held_out(&i.to_string(), 3, 0.1))
+            .count();
+        assert!((150..250).contains(&share), "{share}");
+        let (mut a, mut b) = (Rng::new(5), Rng::new(5));
+        assert_eq!(a.next_u64(), b.next_u64());
+    }
+}

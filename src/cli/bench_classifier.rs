@@ -1,0 +1,202 @@
+//! `switchyard bench-classifier`: classifier latency by input length (p50/p99, one request at a
+//! time) and throughput with concurrent clients through the gateway's batcher. JSON lines out,
+//! for benches/classifier.sh.
+
+use super::classifier_args::ClassifierArgs;
+use crate::classifier::batcher::{BatchSettings, Batcher};
+use crate::classifier::encoder::{Encoder, Kernels};
+use crate::classifier::{Classification, ClassifierError, RouterModel};
+use clap::Args;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct BenchClassifierArgs {
+    #[command(flatten)]
+    pub classifier: ClassifierArgs,
+    /// Input lengths in tokens (special tokens included).
+    #[arg(long, default_value = "16,64,128,256,512", value_delimiter = ',')]
+    pub lengths: Vec<usize>,
+    /// CPU threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Timed runs per length.
+    #[arg(long, default_value_t = 50)]
+    pub runs: usize,
+    /// Concurrent clients of the throughput run (0 skips it).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seconds of each throughput run.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Batch window of the throughput run, in microseconds.
+    #[arg(long, default_value_t = 500)]
+    pub window_us: u64,
+    /// Also time candle's BertModel (the reference implementation) one request at a time.
+    #[arg(long)]
+    pub reference: bool,
+}
+
+/// A router model over fixed token ids (the text is only a key into them).
+struct IdsModel {
+    encoder: Encoder,
+    ids: Vec<u32>,
+    batch: usize,
+}
+
+impl RouterModel for IdsModel {
+    fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>, ClassifierError> {
+        let batch: Vec<&[u32]> = texts.iter().map(|_| self.ids.as_slice()).collect();
+        let mut out = vec![];
+        for chunk in batch.chunks(self.batch.max(1)) {
+            for _ in self.encoder.embed(chunk)? {
+                out.push(Classification {
+                    categories: vec![],
+                    strong_score: 0.0,
+                    tokens: self.ids.len(),
+                    truncated: false,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn time_single(encoder: &Encoder, ids: &[u32], runs: usize) -> Result<(f64, f64), ClassifierError> {
+    for _ in 0..3 {
+        encoder.embed(&[ids])?;
+    }
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        encoder.embed(&[ids])?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((percentile(&ms, 0.5), percentile(&ms, 0.99)))
+}
+
+async fn throughput(batcher: Batcher, clients: usize, seconds: f64) -> f64 {
+    let stop = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let b = batcher.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < stop {
+                    if b.classify(String::new()).await.is_ok() {
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap_or(0);
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Runs the benchmark.
+pub fn run(args: BenchClassifierArgs) -> i32 {
+    if rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.max(1))
+        .build_global()
+        .is_err()
+    {
+        eprintln!("error: the thread pool was already started");
+        return 1;
+    }
+    let load = |k| Encoder::load_with(&args.classifier.encoder, k);
+    let (fast, reference) = match (
+        load(Kernels::Fast),
+        args.reference.then(|| load(Kernels::Reference)).transpose(),
+    ) {
+        (Ok(f), Ok(r)) => (f, r),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let mut fast = Some(fast);
+    for &len in &args.lengths {
+        let len = len.clamp(3, 512);
+        // [CLS], ordinary word pieces, [SEP].
+        let ids: Vec<u32> = std::iter::once(101)
+            .chain((0..len - 2).map(|i| 1000 + (i as u32 * 37) % 20000))
+            .chain(std::iter::once(102))
+            .collect();
+        let Some(encoder) = fast.take() else { return 1 };
+        let single = time_single(&encoder, &ids, args.runs);
+        let reference_single = reference
+            .as_ref()
+            .map(|r| time_single(r, &ids, args.runs.min(20)));
+        let (p50, p99) = match single {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        };
+        let mut line = json!({
+            "runtime": "switchyard", "threads": args.threads, "tokens": len,
+            "p50_ms": (p50 * 1000.0).round() / 1000.0, "p99_ms": (p99 * 1000.0).round() / 1000.0,
+        });
+        if let Some(Ok((r50, r99))) = reference_single {
+            line["candle_bert_p50_ms"] = json!((r50 * 1000.0).round() / 1000.0);
+            line["candle_bert_p99_ms"] = json!((r99 * 1000.0).round() / 1000.0);
+        }
+        let model = Arc::new(IdsModel {
+            encoder,
+            ids,
+            batch: 16,
+        });
+        if args.concurrency > 0 {
+            for (key, max_batch) in [("requests_per_s", 16), ("requests_per_s_unbatched", 1)] {
+                let b = Batcher::start(
+                    model.clone(),
+                    BatchSettings {
+                        window: Duration::from_micros(args.window_us),
+                        max_batch,
+                    },
+                );
+                let rps = rt.block_on(throughput(b, args.concurrency, args.seconds));
+                line[key] = json!((rps * 10.0).round() / 10.0);
+            }
+            line["concurrency"] = json!(args.concurrency);
+        }
+        println!("{line}");
+        // The batcher threads hold clones until their channels close.
+        std::thread::sleep(Duration::from_millis(20));
+        match Arc::try_unwrap(model) {
+            Ok(m) => fast = Some(m.encoder),
+            Err(_) => match load(Kernels::Fast) {
+                Ok(e) => fast = Some(e),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            },
+        }
+    }
+    0
+}

@@ -1,0 +1,80 @@
+//! Options shared by the commands that load the request classifier.
+
+use crate::classifier::encoder::Encoder;
+use crate::classifier::{Classifier, DEFAULT_MAX_TOKENS};
+use clap::Args;
+use std::path::PathBuf;
+
+/// Where the classifier comes from.
+#[derive(Debug, Clone, Args)]
+pub struct ClassifierArgs {
+    /// The encoder folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+    pub encoder: PathBuf,
+    /// A heads folder (heads.safetensors, labels.json); default: the heads built into the binary.
+    #[arg(long)]
+    pub heads: Option<PathBuf>,
+    /// Token budget of one input; longer inputs keep their head and tail [default: 128;
+    /// train-router: 256].
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+}
+
+impl ClassifierArgs {
+    /// Loads the classifier, or prints why not.
+    pub fn load(&self) -> Option<Classifier> {
+        let max_tokens = self.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        match Classifier::load(&self.encoder, self.heads.as_deref(), max_tokens) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot load the classifier ({}): {e}\n\
+                     hint: scripts/fetch-models.sh fetches the default encoder",
+                    self.encoder.display()
+                );
+                None
+            }
+        }
+    }
+}
+
+impl ClassifierArgs {
+    /// Loads only the encoder (for training), or prints why not.
+    pub fn load_encoder(&self) -> Option<Encoder> {
+        Encoder::load(&self.encoder)
+            .map_err(|e| {
+                eprintln!(
+                    "error: cannot load the encoder ({}): {e}\n\
+                     hint: scripts/fetch-models.sh fetches the default encoder",
+                    self.encoder.display()
+                )
+            })
+            .ok()
+    }
+}
+
+/// The cache folder of downloaded models and computed embeddings.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SWITCHYARD_CACHE") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("switchyard")
+}
+
+/// A progress line on stderr, rewritten in place on a terminal.
+pub fn progress(label: &str, done: usize, total: usize) {
+    use std::io::IsTerminal;
+    let stderr = std::io::stderr();
+    if stderr.is_terminal() {
+        eprint!("\r{label}: {done}/{total}");
+        if done >= total {
+            eprintln!();
+        }
+    } else {
+        eprintln!("{label}: {done}/{total}");
+    }
+}

@@ -1,0 +1,248 @@
+//! `switchyard eval-router`: routing quality of the strong score on RouteLLM's benchmarks and
+//! category accuracy on MT-Bench/Vicuna-Bench, beside a random router (and optionally the
+//! logistic-regression baseline).
+
+use super::classifier_args::{cache_dir, progress, ClassifierArgs};
+use crate::classifier::data::{self, category_index};
+use crate::classifier::embed_cache::EmbedCache;
+use crate::classifier::eval::{
+    apgr, category_scores, cpt, map_benchmark_category, pgr_curve, Outcome,
+};
+use crate::classifier::train::{argmax, logistic_regression, TrainConfig};
+use crate::classifier::{Classifier, ClassifierError, TRAIN_MAX_TOKENS};
+use clap::Args;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct EvalRouterArgs {
+    /// Evaluation data (the layout of ../shared/data/eval).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Also train and score the baseline: a logistic regression on the embeddings, trained on
+    /// this training folder's MMLU-Pro with the label "Llama-3.1-8B-Instruct wrong".
+    #[arg(long)]
+    pub baseline_train: Option<PathBuf>,
+    /// Do not read or write the embedding cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    #[command(flatten)]
+    pub classifier: ClassifierArgs,
+}
+
+/// One routing benchmark: prompts and outcomes.
+struct Bench {
+    name: &'static str,
+    prompts: Vec<String>,
+    outcomes: Vec<Outcome>,
+}
+
+fn rows(path: &Path) -> Result<Vec<Value>, ClassifierError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ClassifierError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .map_err(|e| ClassifierError::Format(format!("{}: {e}", path.display())))
+        })
+        .collect()
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    match v.get(key) {
+        Some(Value::Bool(b)) => f64::from(u8::from(*b)),
+        Some(x) => x.as_f64().unwrap_or(0.0),
+        None => 0.0,
+    }
+}
+
+fn load_bench(
+    dir: &Path,
+    name: &'static str,
+    weak: &str,
+    strong: &str,
+) -> Result<Bench, ClassifierError> {
+    let rows = rows(&dir.join(format!("routellm/{name}.jsonl")))?;
+    Ok(Bench {
+        name,
+        prompts: rows
+            .iter()
+            .map(|r| {
+                r.get("prompt")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect(),
+        outcomes: rows
+            .iter()
+            .map(|r| Outcome {
+                weak: num(r, weak),
+                strong: num(r, strong),
+            })
+            .collect(),
+    })
+}
+
+struct Scored {
+    apgr: f64,
+    cpt50: f64,
+    cpt80: f64,
+}
+
+fn score(scores: &[f64], outcomes: &[Outcome]) -> Scored {
+    let curve = pgr_curve(scores, outcomes);
+    Scored {
+        apgr: apgr(&curve),
+        cpt50: cpt(&curve, 0.5),
+        cpt80: cpt(&curve, 0.8),
+    }
+}
+
+/// Runs the command.
+pub fn run(args: EvalRouterArgs) -> i32 {
+    match eval(&args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
+    let benches = vec![
+        load_bench(&args.data, "mmlu", "weak_correct", "strong_correct")?,
+        load_bench(&args.data, "gsm8k", "weak_correct", "strong_correct")?,
+        load_bench(&args.data, "mt_bench", "weak_score", "strong_score")?,
+    ];
+    let categories = rows(&args.data.join("categories/mt_vicuna.jsonl"))?;
+    let Some(classifier) = args.classifier.load() else {
+        return Err(ClassifierError::Format("no classifier".into()));
+    };
+    let open_cache = |max_tokens: usize| {
+        let file = (!args.no_cache).then(|| {
+            EmbedCache::file_for(
+                &cache_dir().join("embeddings"),
+                &args.classifier.encoder,
+                max_tokens,
+            )
+        });
+        EmbedCache::open(file.as_deref(), classifier.encoder.dim)
+    };
+    let mut cache = open_cache(classifier.max_tokens);
+    // The baseline reads embeddings of inputs truncated at 256 tokens, whatever the budget.
+    let mut baseline_cache = open_cache(TRAIN_MAX_TOKENS);
+    let baseline = match &args.baseline_train {
+        Some(dir) => Some(train_baseline(dir, &classifier, &mut baseline_cache)?),
+        None => None,
+    };
+
+    println!(
+        "Strong score on RouteLLM's benchmarks (encoder {}, {} tokens)\n",
+        args.classifier.encoder.display(),
+        classifier.max_tokens
+    );
+    println!("| benchmark | prompts | router | APGR | CPT(50%) | CPT(80%) |");
+    println!("|---|---|---|---|---|---|");
+    for b in &benches {
+        let texts: Vec<&str> = b.prompts.iter().map(String::as_str).collect();
+        let emb = cache.embed(
+            &classifier.encoder,
+            classifier.max_tokens,
+            &texts,
+            |d, t| progress(b.name, d, t),
+        )?;
+        let heads = classifier.heads.apply(&emb)?;
+        let ours: Vec<f64> = heads.iter().map(|h| f64::from(h.strong_score)).collect();
+        let mut lines = vec![(
+            "random (expected)",
+            Scored {
+                apgr: 0.5,
+                cpt50: 0.5,
+                cpt80: 0.8,
+            },
+        )];
+        if let Some(base) = &baseline {
+            let emb =
+                baseline_cache.embed(&classifier.encoder, TRAIN_MAX_TOKENS, &texts, |_, _| {})?;
+            let s: Vec<f64> = emb.iter().map(|e| f64::from(base(e))).collect();
+            lines.push(("baseline (logistic regression)", score(&s, &b.outcomes)));
+        }
+        lines.push(("switchyard strong_score", score(&ours, &b.outcomes)));
+        for (name, s) in lines {
+            println!(
+                "| {} | {} | {name} | {:.3} | {:.1}% | {:.1}% |",
+                b.name,
+                b.prompts.len(),
+                s.apgr,
+                s.cpt50 * 100.0,
+                s.cpt80 * 100.0
+            );
+        }
+    }
+
+    let texts: Vec<&str> = categories
+        .iter()
+        .map(|r| r.get("prompt").and_then(Value::as_str).unwrap_or(""))
+        .collect();
+    let emb = cache.embed(
+        &classifier.encoder,
+        classifier.max_tokens,
+        &texts,
+        |d, t| progress("categories", d, t),
+    )?;
+    let outs = classifier.heads.apply(&emb)?;
+    let (mut gold, mut pred) = (vec![], vec![]);
+    let mut confusion: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for (r, o) in categories.iter().zip(&outs) {
+        let label = r.get("category").and_then(Value::as_str).unwrap_or("");
+        let Some(g) = map_benchmark_category(label).and_then(category_index) else {
+            continue;
+        };
+        let p = argmax(&o.categories);
+        gold.push(g);
+        pred.push(p);
+        if g != p {
+            *confusion
+                .entry((label.to_string(), data::CATEGORIES[p].to_string()))
+                .or_default() += 1;
+        }
+    }
+    let (acc, f1) = category_scores(&gold, &pred);
+    println!(
+        "\nCategories on MT-Bench + Vicuna-Bench ({} prompts): accuracy {acc:.3}, macro-F1 {f1:.3}",
+        gold.len()
+    );
+    let mistakes: Vec<String> = confusion
+        .iter()
+        .map(|((g, p), n)| format!("{g}->{p} {n}"))
+        .collect();
+    println!(
+        "mistakes (benchmark label -> predicted): {}",
+        mistakes.join(", ")
+    );
+    Ok(())
+}
+
+fn train_baseline(
+    dir: &Path,
+    classifier: &Classifier,
+    cache: &mut EmbedCache,
+) -> Result<impl Fn(&[f32]) -> f32, ClassifierError> {
+    let examples = data::load_mmlu_pro_label(dir, "Meta-Llama-3_1-8B-Instruct")?;
+    let texts: Vec<&str> = examples.iter().map(|(t, _)| t.as_str()).collect();
+    let emb = cache.embed(&classifier.encoder, TRAIN_MAX_TOKENS, &texts, |d, t| {
+        progress("baseline training data", d, t)
+    })?;
+    let labels: Vec<f32> = examples.iter().map(|(_, y)| *y).collect();
+    let cfg = TrainConfig {
+        epochs: 30,
+        weight_decay: 0.0,
+        ..TrainConfig::default()
+    };
+    logistic_regression(&emb, &labels, &cfg, &mut |line| eprintln!("{line}"))
+}

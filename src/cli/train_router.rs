@@ -1,0 +1,121 @@
+//! `switchyard train-router`: reproduce the routing heads from a training-data folder.
+
+use super::classifier_args::{cache_dir, progress, ClassifierArgs};
+use crate::classifier::embed_cache::EmbedCache;
+use crate::classifier::train::{train, TrainConfig};
+use crate::classifier::{data, TRAIN_MAX_TOKENS};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct TrainRouterArgs {
+    /// Training data (the layout of ../shared/data/train). Evaluation data is refused.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where to write heads.safetensors and labels.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the initial weights, the validation split and the batch order.
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
+    pub seed: u64,
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    pub epochs: usize,
+    /// Width of each head's hidden layer.
+    #[arg(long, default_value_t = TrainConfig::default().hidden)]
+    pub hidden: usize,
+    /// Do not read or write the embedding cache (under ~/.cache/switchyard/embeddings).
+    #[arg(long)]
+    pub no_cache: bool,
+    #[command(flatten)]
+    pub classifier: ClassifierArgs,
+}
+
+/// Runs the command.
+pub fn run(args: TrainRouterArgs) -> i32 {
+    let examples = match data::load(&args.data) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let mut by_source: Vec<(&str, usize)> = vec![];
+    for e in &examples {
+        match by_source.iter_mut().find(|(s, _)| *s == e.source) {
+            Some((_, n)) => *n += 1,
+            None => by_source.push((e.source, 1)),
+        }
+    }
+    let sources: Vec<String> = by_source.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    println!("examples: {} ({})", examples.len(), sources.join(", "));
+    let Some(encoder) = args.classifier.load_encoder() else {
+        return 1;
+    };
+    let max_tokens = args.classifier.max_tokens.unwrap_or(TRAIN_MAX_TOKENS);
+    let cache_file = (!args.no_cache).then(|| {
+        EmbedCache::file_for(
+            &cache_dir().join("embeddings"),
+            &args.classifier.encoder,
+            max_tokens,
+        )
+    });
+    let mut cache = EmbedCache::open(cache_file.as_deref(), encoder.dim);
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let embeddings = match cache.embed(&encoder, max_tokens, &texts, |d, t| {
+        progress("embedding", d, t)
+    }) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let cfg = TrainConfig {
+        seed: args.seed,
+        epochs: args.epochs,
+        hidden: args.hidden,
+        ..TrainConfig::default()
+    };
+    let encoder_name = args
+        .classifier
+        .encoder
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut log = |line: String| println!("{line}");
+    let (heads, report) = match train(
+        &examples,
+        &embeddings,
+        &cfg,
+        &encoder_name,
+        max_tokens,
+        &mut log,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    println!(
+        "validation ({} held out of {}): category accuracy {:.3}, macro-F1 {:.3}{}",
+        report.validation_examples,
+        report.validation_examples + report.train_examples,
+        report.category_accuracy,
+        report.category_macro_f1,
+        report
+            .mmlu_pro_apgr
+            .map(|a| format!(
+                ", MMLU-Pro APGR {a:.3} ({} vs {})",
+                data::MMLU_PAIR.0,
+                data::MMLU_PAIR.1
+            ))
+            .unwrap_or_default()
+    );
+    if let Err(e) = heads.save(&args.out) {
+        eprintln!("error: {e}");
+        return 1;
+    }
+    println!("wrote {}", args.out.display());
+    0
+}

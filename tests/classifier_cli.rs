@@ -1,0 +1,266 @@
+//! The classifier's commands, run as a user runs them: `classify` (text and JSONL), and
+//! `train-router` / `eval-router` on small fixtures written here.
+
+mod common;
+
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn switchyard(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .arg("--encoder")
+        .arg(common::encoder_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run switchyard");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("output")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn classify_prints_the_distribution_and_strong_score() {
+    let o = switchyard(
+        &[
+            "classify",
+            "--json",
+            "Write a bash script that deletes empty folders.",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(v["category"], "code");
+    let cats = v["categories"].as_object().expect("categories");
+    assert_eq!(cats.len(), 8);
+    let sum: f64 = cats.values().map(|p| p.as_f64().unwrap_or(0.0)).sum();
+    assert!((sum - 1.0).abs() < 0.01, "probabilities sum to 1: {sum}");
+    let s = v["strong_score"].as_f64().expect("strong");
+    assert!((0.0..=1.0).contains(&s));
+    assert!(v["tokens"].as_u64().expect("tokens") > 5);
+    assert_eq!(v["truncated"], false);
+    assert!(v["ms"].as_f64().expect("ms") > 0.0);
+
+    let table = switchyard(&["classify", "hello there"], None);
+    assert!(table.status.success());
+    let t = stdout(&table);
+    for label in ["category", "strong score", "tokens", "time"] {
+        assert!(t.contains(label), "{t}");
+    }
+}
+
+#[test]
+fn classify_reads_jsonl_rows_in_order_with_ids() {
+    let rows = [
+        json!({"id": "a", "prompt": "Solve 3x + 5 = 20 for x."}),
+        json!({"prompt": "hi!"}),
+        json!({"id": 7, "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Write a haiku about rain."}], "model": "auto"}),
+        json!({"id": "bad", "prompt": 42}),
+    ];
+    let mut input: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    input.push_str("{not json\n");
+    let o = switchyard(&["classify", "--batch", "2", "-"], Some(&input));
+    assert!(
+        !o.status.success(),
+        "bad rows make the exit status non-zero"
+    );
+    let out: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(out.len(), 5, "one result per row");
+    assert_eq!(out[0]["id"], "a");
+    assert_eq!(out[0]["category"], "math");
+    assert!(out[1].get("id").is_none());
+    assert_eq!(out[1]["category"], "chat");
+    assert_eq!(out[2]["id"], 7);
+    assert_eq!(out[2]["category"], "writing");
+    assert_eq!(out[3]["id"], "bad");
+    assert!(out[3]["error"].as_str().expect("error").contains("prompt"));
+    assert!(out[4]["error"]
+        .as_str()
+        .expect("error")
+        .contains("invalid JSON"));
+}
+
+/// A training folder in the layout of ../shared/data/train, with made-up rows.
+fn write_train_fixture(dir: &Path) {
+    let w = |rel: &str, text: String| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    };
+    let weak = switchyard::classifier::data::MMLU_WEAK;
+    let mut header = vec!["question_id", "category", "src"];
+    header.extend(weak.iter());
+    let mut questions = String::new();
+    let mut csv = header.join(",") + "\n";
+    for i in 0..40 {
+        let hard = i % 2 == 0;
+        let category = if i % 4 == 0 { "math" } else { "history" };
+        let q = if hard {
+            format!("Compute the {i}th derivative of a product of three special functions and simplify.")
+        } else {
+            format!("In which year did event number {i} happen?")
+        };
+        questions += &format!(
+            "{}\n",
+            json!({"question_id": i, "category": category, "question": q, "options": ["1", "2", "3", "4"]})
+        );
+        let cells: Vec<&str> = weak.iter().map(|_| if hard { "0" } else { "1" }).collect();
+        csv += &format!("{i},{category},x,{}\n", cells.join(","));
+    }
+    w("mmlu_pro/questions.jsonl", questions);
+    w("mmlu_pro/correctness.csv", csv);
+    let gsm: String = (0..20)
+        .map(|i| {
+            let steps = "<<1+1=2>>".repeat(i % 5 + 1);
+            format!("{}\n", json!({"question": format!("Tom has {i} apples and buys more. How many?"), "answer": steps}))
+        })
+        .collect();
+    w("gsm8k/train.jsonl", gsm);
+}
+
+#[test]
+fn train_router_is_deterministic_and_refuses_evaluation_data() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("train");
+    write_train_fixture(&data);
+    let run = |out: &str| {
+        let out_dir = tmp.path().join(out);
+        let o = switchyard(
+            &[
+                "train-router",
+                "--data",
+                data.to_str().expect("path"),
+                "--out",
+                out_dir.to_str().expect("path"),
+                "--epochs",
+                "10",
+                "--no-cache",
+            ],
+            None,
+        );
+        assert!(
+            o.status.success(),
+            "{}{}",
+            stdout(&o),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (stdout(&o), out_dir)
+    };
+    let (log, a) = run("a");
+    assert!(log.contains("examples: "), "{log}");
+    assert!(
+        log.contains("epoch   1") && log.contains("epoch  10"),
+        "training curve: {log}"
+    );
+    assert!(log.contains("validation"), "{log}");
+    let (_, b) = run("b");
+    for f in ["heads.safetensors", "labels.json"] {
+        let x = std::fs::read(a.join(f)).expect("read");
+        assert!(!x.is_empty());
+        assert_eq!(
+            x,
+            std::fs::read(b.join(f)).expect("read"),
+            "{f} differs between runs"
+        );
+    }
+    // The trained heads load and score text.
+    let o = switchyard(
+        &[
+            "classify",
+            "--json",
+            "--heads",
+            a.to_str().expect("path"),
+            "What is 2+2?",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let eval = tmp.path().join("eval");
+    std::fs::create_dir_all(eval.join("routellm")).expect("mkdir");
+    let o = switchyard(
+        &[
+            "train-router",
+            "--data",
+            eval.to_str().expect("path"),
+            "--out",
+            tmp.path().join("c").to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("evaluation data"));
+}
+
+#[test]
+fn eval_router_reports_apgr_beside_random() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let eval = tmp.path().join("eval");
+    std::fs::create_dir_all(eval.join("routellm")).expect("mkdir");
+    std::fs::create_dir_all(eval.join("categories")).expect("mkdir");
+    let bench = |name: &str, rows: Vec<Value>| {
+        let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(eval.join(format!("routellm/{name}.jsonl")), text).expect("write");
+    };
+    let mc = |i: usize, hard: bool| {
+        json!({"prompt": if hard { format!("Evaluate the contour integral number {i} around the unit circle.\nA. 0\nB. 1\nAnswer:") } else { format!("What colour is the sky on a clear day (case {i})?\nA. blue\nB. red\nAnswer:") },
+               "weak_correct": !hard, "strong_correct": true})
+    };
+    bench("mmlu", (0..10).map(|i| mc(i, i % 2 == 0)).collect());
+    bench("gsm8k", (0..10).map(|i| mc(i, i % 3 == 0)).collect());
+    bench(
+        "mt_bench",
+        vec![
+            json!({"prompt": "Write a haiku about spring.", "weak_score": 8.0, "strong_score": 9.0}),
+            json!({"prompt": "Prove that sqrt(2) is irrational.", "weak_score": 3.0, "strong_score": 9.0}),
+        ],
+    );
+    std::fs::write(
+        eval.join("categories/mt_vicuna.jsonl"),
+        format!(
+            "{}\n{}\n",
+            json!({"prompt": "Write a poem about cats.", "category": "writing"}),
+            json!({"prompt": "Write a C function that reverses a string.", "category": "coding"})
+        ),
+    )
+    .expect("write");
+    let o = switchyard(
+        &[
+            "eval-router",
+            "--data",
+            eval.to_str().expect("path"),
+            "--no-cache",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    for b in [
+        "| mmlu | 10 | random (expected) | 0.500 |",
+        "| gsm8k | 10 |",
+        "| mt_bench | 2 |",
+        "switchyard strong_score",
+        "macro-F1",
+    ] {
+        assert!(out.contains(b), "{b} missing:\n{out}");
+    }
+}
