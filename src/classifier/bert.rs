@@ -327,7 +327,9 @@ impl Bert {
                 }
             });
         };
-        if rayon::current_num_threads() > 1 && tasks.len() > 1 {
+        // Short sequences are cheaper than waking another thread.
+        let work: usize = spans.iter().map(|&(_, len)| len * len).sum::<usize>() * self.heads;
+        if rayon::current_num_threads() > 1 && tasks.len() > 1 && work >= 1 << 15 {
             tasks.par_iter().for_each(run);
         } else {
             tasks.iter().for_each(run);

@@ -1,6 +1,6 @@
 //! `y = x · W + b` for the encoder's dense layers. The weights are packed once, at load, into
 //! panels of 32 columns (each `k x 32`, row after row), so the AVX-512 kernel streams them with
-//! plain loads while 12 rows of `x` are broadcast against them into 24 vector accumulators.
+//! plain loads while 8 rows of `x` are broadcast against them into 16 vector accumulators.
 //! Machines without AVX-512 use the `gemm` crate on the unpacked weights. [`packed_product`] is
 //! the same kernel for operands packed per call (attention).
 
@@ -9,7 +9,7 @@ use gemm::Parallelism;
 /// Columns of one packed panel (two 16-lane vectors).
 pub const NR: usize = 32;
 /// Rows of `x` per kernel call.
-const MR: usize = 12;
+const MR: usize = 8;
 /// Rows of `x` per cache block.
 const ROW_BLOCK: usize = 96;
 
@@ -184,7 +184,7 @@ pub unsafe fn packed_product(
 ) {
     let n_panels = panels.len() / (k * NR).max(1);
     let full = rows / MR * MR;
-    // The last rows (fewer than 12) go through a zero-padded copy.
+    // The last rows (fewer than 8) go through a zero-padded copy.
     let mut tail = vec![];
     if full < rows {
         tail = vec![0.0f32; MR * k];
@@ -196,7 +196,7 @@ pub unsafe fn packed_product(
         let panel = panels.as_ptr().add(p * k * NR);
         let b = bias.map_or(std::ptr::null(), |b| b.as_ptr().add(p * NR));
         for r in (0..full).step_by(MR) {
-            kernel12(
+            kernel(
                 a.add(r * lda),
                 lda,
                 k,
@@ -208,7 +208,7 @@ pub unsafe fn packed_product(
         }
         if full < rows {
             let mut out = [0.0f32; MR * NR];
-            kernel12(tail.as_ptr(), k, k, panel, b, out.as_mut_ptr(), NR);
+            kernel(tail.as_ptr(), k, k, panel, b, out.as_mut_ptr(), NR);
             for i in 0..rows - full {
                 std::ptr::copy_nonoverlapping(
                     out.as_ptr().add(i * NR),
@@ -226,11 +226,13 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// `c[12, 32] = a[12, k] · panel[k, 32] + bias` (no bias when null), rows of `a` `lda` apart,
-/// rows of `c` `ldc` apart. Written out register by register (24 accumulators) so that no build profile spills them.
+/// `c[8, 32] = a[8, k] · panel[k, 32] + bias` (no bias when null), rows of `a` `lda` apart,
+/// rows of `c` `ldc` apart. Written out register by register (16 accumulators): with 12 rows
+/// (24 accumulators) the release build unrolled the loop and spilled them to the stack.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel12(
+#[inline(never)]
+unsafe fn kernel(
     a: *const f32,
     lda: usize,
     k: usize,
@@ -245,11 +247,11 @@ unsafe fn kernel12(
     } else {
         (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16)))
     };
-    let (mut l0, mut l1, mut l2, mut l3, mut l4, mut l5) = (b0, b0, b0, b0, b0, b0);
-    let (mut l6, mut l7, mut l8, mut l9, mut l10, mut l11) = (b0, b0, b0, b0, b0, b0);
-    let (mut h0, mut h1, mut h2, mut h3, mut h4, mut h5) = (b1, b1, b1, b1, b1, b1);
-    let (mut h6, mut h7, mut h8, mut h9, mut h10, mut h11) = (b1, b1, b1, b1, b1, b1);
-    let rows: [*const f32; 12] = std::array::from_fn(|r| a.add(r * lda));
+    let (mut l0, mut l1, mut l2, mut l3) = (b0, b0, b0, b0);
+    let (mut l4, mut l5, mut l6, mut l7) = (b0, b0, b0, b0);
+    let (mut h0, mut h1, mut h2, mut h3) = (b1, b1, b1, b1);
+    let (mut h4, mut h5, mut h6, mut h7) = (b1, b1, b1, b1);
+    let rows: [*const f32; MR] = std::array::from_fn(|r| a.add(r * lda));
     let mut w = panel;
     for p in 0..k {
         let w0 = _mm512_loadu_ps(w);
@@ -270,10 +272,6 @@ unsafe fn kernel12(
         row!(5, l5, h5);
         row!(6, l6, h6);
         row!(7, l7, h7);
-        row!(8, l8, h8);
-        row!(9, l9, h9);
-        row!(10, l10, h10);
-        row!(11, l11, h11);
     }
     let out = [
         (l0, h0),
@@ -284,10 +282,6 @@ unsafe fn kernel12(
         (l5, h5),
         (l6, h6),
         (l7, h7),
-        (l8, h8),
-        (l9, h9),
-        (l10, h10),
-        (l11, h11),
     ];
     for (r, (lo, hi)) in out.into_iter().enumerate() {
         _mm512_storeu_ps(c.add(r * ldc), lo);
