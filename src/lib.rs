@@ -13,3 +13,4 @@ pub mod features;
 pub mod local;
 pub mod policy;
 pub mod server;
+pub mod tuning;

@@ -4,8 +4,10 @@ pub mod bench_classifier;
 pub mod classifier_args;
 pub mod classify;
 pub mod eval_router;
+pub mod explain;
 pub mod generate;
 pub mod policy;
+pub mod replay;
 pub mod serve;
 pub mod train_router;
 
@@ -34,6 +36,10 @@ pub enum Command {
     TrainRouter(train_router::TrainRouterArgs),
     /// Measure the classifier's routing quality on the evaluation benchmarks.
     EvalRouter(eval_router::EvalRouterArgs),
+    /// Replay a policy over recorded or benchmark traffic: routes, costs, savings, quality.
+    Replay(replay::ReplayArgs),
+    /// Find the strong-score threshold that sends a given share of traffic to the cloud.
+    Calibrate(replay::CalibrateArgs),
     /// Measure the classifier's latency and throughput (see benches/classifier.sh).
     BenchClassifier(bench_classifier::BenchClassifierArgs),
 }
@@ -48,5 +54,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::TrainRouter(args) => train_router::run(args),
         Command::EvalRouter(args) => eval_router::run(args),
         Command::BenchClassifier(args) => bench_classifier::run(args),
+        Command::Replay(args) => replay::run_replay(args),
+        Command::Calibrate(args) => replay::run_calibrate(args),
     }
 }

@@ -1,4 +1,4 @@
-//! `switchyard policy check FILE`.
+//! `switchyard policy check FILE` and `switchyard policy explain`.
 
 use crate::policy;
 use clap::Subcommand;
@@ -11,10 +11,14 @@ pub enum PolicyCommand {
         /// The policy file.
         file: PathBuf,
     },
+    /// Show how a policy routes one request: its features, the classifier's outputs, every rule
+    /// with why it matched or not, the decision, the fallback chain and the cost on each model.
+    Explain(super::explain::ExplainArgs),
 }
 
 pub fn run(cmd: PolicyCommand) -> i32 {
     match cmd {
+        PolicyCommand::Explain(args) => super::explain::run(args),
         PolicyCommand::Check { file } => match policy::load(&file) {
             Ok(p) => {
                 println!(

@@ -149,6 +149,94 @@ impl Conditions {
         true
     }
 
+    /// Why a request with these features does not match: one line per condition that fails
+    /// (empty when the rule matches).
+    pub fn failures(&self, f: &Features) -> Vec<String> {
+        fn range<T: PartialOrd + Copy + std::fmt::Display>(r: &Range<T>) -> String {
+            match (r.above, r.below) {
+                (Some(a), Some(b)) => format!("above {a} and below {b}"),
+                (Some(a), None) => format!("above {a}"),
+                (None, Some(b)) => format!("below {b}"),
+                (None, None) => "any".into(),
+            }
+        }
+        let mut out = vec![];
+        if !self.models.contains(&f.requested_model) {
+            out.push(format!(
+                "model `{}` is not in [{}]",
+                f.requested_model,
+                self.models.join(", ")
+            ));
+        }
+        if let Some(r) = self.prompt_tokens.filter(|r| !r.contains(f.prompt_tokens)) {
+            out.push(format!(
+                "prompt_tokens {} is not {}",
+                f.prompt_tokens,
+                range(&r)
+            ));
+        }
+        if let Some(r) = self.messages.filter(|r| !r.contains(f.messages)) {
+            out.push(format!("messages {} is not {}", f.messages, range(&r)));
+        }
+        if let Some(want) = self.has_tools.filter(|w| *w != f.has_tools) {
+            out.push(format!(
+                "has_tools is {}, the rule wants {want}",
+                f.has_tools
+            ));
+        }
+        if let Some(want) = self.has_images.filter(|w| *w != f.has_images) {
+            out.push(format!(
+                "has_images is {}, the rule wants {want}",
+                f.has_images
+            ));
+        }
+        if let Some(t) = &self.tenants {
+            if !f.tenant.as_ref().is_some_and(|x| t.contains(x)) {
+                out.push(format!(
+                    "tenant {} is not in [{}]",
+                    f.tenant.as_deref().unwrap_or("(none)"),
+                    t.join(", ")
+                ));
+            }
+        }
+        if let Some(t) = &self.tags {
+            if !t.iter().any(|x| f.tags.contains(x)) {
+                out.push(format!(
+                    "no tag of [{}] in [{}]",
+                    t.join(", "),
+                    f.tags.join(", ")
+                ));
+            }
+        }
+        if let Some(cat) = &self.category {
+            match &f.classifier {
+                None => out.push("category: the request was not classified".into()),
+                Some(c) if !cat.one_of.contains(&c.category) => out.push(format!(
+                    "category `{}` is not in [{}]",
+                    c.category,
+                    cat.one_of.join(", ")
+                )),
+                Some(c) if c.probability < cat.min_probability => out.push(format!(
+                    "category probability {:.3} is below {}",
+                    c.probability, cat.min_probability
+                )),
+                Some(_) => {}
+            }
+        }
+        if let Some(r) = &self.strong_score {
+            match &f.classifier {
+                None => out.push("strong_score: the request was not classified".into()),
+                Some(c) if !r.contains(c.strong_score) => out.push(format!(
+                    "strong_score {:.3} is not {}",
+                    c.strong_score,
+                    range(r)
+                )),
+                Some(_) => {}
+            }
+        }
+        out
+    }
+
     /// Every request that matches `self` also matches `earlier`: a rule with these
     /// conditions placed after `earlier` can never fire.
     pub fn implies(&self, earlier: &Conditions) -> bool {

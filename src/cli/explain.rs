@@ -1,0 +1,187 @@
+//! `switchyard policy explain`: one request through a policy, step by step.
+
+use crate::classifier::{input, Classifier, RouterModel};
+use crate::engines::Usage;
+use crate::policy::{self, Policy};
+use crate::tuning::replay::route_of;
+use crate::tuning::traffic;
+use clap::Args;
+use serde_json::json;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The policy.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// A chat request (OpenAI JSON) to explain instead of TEXT.
+    #[arg(long)]
+    pub request: Option<PathBuf>,
+    /// Answer length assumed for the cost estimate (default: the request's max_tokens, else 256).
+    #[arg(long)]
+    pub output_tokens: Option<u64>,
+    /// The user message to explain, sent as `model: auto`.
+    pub text: Option<String>,
+}
+
+/// The explanation as text.
+pub fn explain(
+    policy: &Policy,
+    row: &traffic::Row,
+    classified: Option<String>,
+    output_tokens: u64,
+) -> String {
+    let f = &row.features;
+    let mut s = String::new();
+    let _ = writeln!(s, "request features:");
+    let _ = writeln!(
+        s,
+        "  model {}, ~{} prompt tokens, {} messages, tools {}, images {}, tenant {}, tags [{}]",
+        f.requested_model,
+        f.prompt_tokens,
+        f.messages,
+        f.has_tools,
+        f.has_images,
+        f.tenant.as_deref().unwrap_or("(none)"),
+        f.tags.join(", ")
+    );
+    match (&f.classifier, classified) {
+        (Some(c), Some(detail)) => {
+            let _ = writeln!(
+                s,
+                "classifier: top {} ({:.3}), strong_score {:.3}",
+                c.category, c.probability, c.strong_score
+            );
+            let _ = writeln!(s, "  {detail}");
+        }
+        _ if policy.uses_classifier() => {
+            let _ = writeln!(
+                s,
+                "classifier: not run (no rule it could change decides this request)"
+            );
+        }
+        _ => {
+            let _ = writeln!(s, "classifier: not used by this policy");
+        }
+    }
+    let _ = writeln!(s, "rules, in order:");
+    let mut decided = false;
+    for r in &policy.rules {
+        let why = r.when.failures(f);
+        let verdict = if decided {
+            "not evaluated (an earlier rule decided)".to_string()
+        } else if why.is_empty() {
+            decided = true;
+            format!("MATCHES -> {}", r.route.model)
+        } else {
+            format!("no: {}", why.join("; "))
+        };
+        let _ = writeln!(s, "  {} (line {}): {verdict}", r.name, r.line);
+    }
+    match policy::decide(policy, f) {
+        Ok(d) => {
+            let _ = writeln!(
+                s,
+                "decision: {} ({}) by rule `{}`",
+                d.model,
+                route_of(policy, &d.model),
+                d.rule
+            );
+            let chain: Vec<&str> = std::iter::once(d.model.as_str())
+                .chain(d.fallbacks.iter().map(String::as_str))
+                .collect();
+            let _ = writeln!(s, "fallback chain: {}", chain.join(" -> "));
+        }
+        Err(e) => {
+            let _ = writeln!(s, "decision: none: {e}");
+        }
+    }
+    let usage = Usage {
+        prompt_tokens: f.prompt_tokens,
+        completion_tokens: output_tokens,
+    };
+    let _ = writeln!(
+        s,
+        "estimated cost of this request ({} input + {} output tokens):",
+        usage.prompt_tokens, usage.completion_tokens
+    );
+    for m in policy.models.values() {
+        let b = crate::accounting::bill(policy, &m.name, usage);
+        let _ = writeln!(s, "  {}: ${:.6}", m.name, b.cost_usd);
+    }
+    s
+}
+
+/// Runs the command.
+pub fn run(args: ExplainArgs) -> i32 {
+    let policy = match policy::load(&args.policy) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let line = match (&args.request, &args.text) {
+        (Some(path), None) => match std::fs::read_to_string(path) {
+            Ok(t) => t.replace('\n', " "),
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", path.display());
+                return 1;
+            }
+        },
+        (None, Some(text)) => json!({"prompt": text}).to_string(),
+        _ => {
+            eprintln!("error: give either TEXT or --request FILE");
+            return 2;
+        }
+    };
+    let mut row = match traffic::parse_row(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let mut detail = None;
+    if policy::needs_classifier(&policy, &row.features) {
+        let s = &policy.classifier;
+        let classifier = match Classifier::load(&s.encoder, s.heads.as_deref(), s.max_tokens) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot load the classifier ({}): {e}",
+                    s.encoder.display()
+                );
+                return 1;
+            }
+        };
+        let text = input::text_of(&row.request.messages()).to_string();
+        match classifier.classify(&[text.as_str()]) {
+            Ok(mut v) if !v.is_empty() => {
+                let c = v.remove(0);
+                row.features.classifier = Some(c.output());
+                let cats: Vec<String> = c
+                    .categories
+                    .iter()
+                    .take(4)
+                    .map(|(k, p)| format!("{k} {p:.3}"))
+                    .collect();
+                detail = Some(format!(
+                    "categories: {}; {} tokens{}",
+                    cats.join(", "),
+                    c.tokens,
+                    if c.truncated { ", truncated" } else { "" }
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    }
+    let output_tokens = args.output_tokens.or(row.request.max_tokens).unwrap_or(256);
+    print!("{}", explain(&policy, &row, detail, output_tokens));
+    0
+}

@@ -1,0 +1,175 @@
+//! Recorded or benchmark traffic for `replay` and `calibrate`: one JSON object per line, either an
+//! OpenAI chat request or `{"prompt": ...}`, optionally with outcome labels
+//! (`weak_correct`/`strong_correct` or `weak_score`/`strong_score`), `tags`, `tenant` and the
+//! answer's `completion_tokens`.
+
+use crate::api::ChatRequest;
+use crate::classifier::eval::Outcome;
+use crate::features::{self, Features};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+/// One request of the traffic.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The row's `id`, when it has one.
+    pub id: Option<Value>,
+    pub request: ChatRequest,
+    pub features: Features,
+    /// How the small and the large model did on it, when labelled.
+    pub outcome: Option<Outcome>,
+    /// Tokens of the recorded answer, when known.
+    pub completion_tokens: Option<u64>,
+}
+
+/// Why traffic could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TrafficError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Row {
+        path: String,
+        line: usize,
+        message: String,
+    },
+}
+
+fn number(v: Option<&Value>) -> Option<f64> {
+    match v? {
+        Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        Value::Number(n) => n.as_f64(),
+        _ => None,
+    }
+}
+
+/// The outcome labels of a row, when it has both halves of a pair.
+fn outcome(row: &Map<String, Value>) -> Option<Outcome> {
+    for (w, s) in [
+        ("weak_correct", "strong_correct"),
+        ("weak_score", "strong_score"),
+    ] {
+        if let (Some(weak), Some(strong)) = (number(row.get(w)), number(row.get(s))) {
+            return Some(Outcome { weak, strong });
+        }
+    }
+    None
+}
+
+/// Parses one line of traffic.
+pub fn parse_row(line: &str) -> Result<Row, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(obj) = v else {
+        return Err("a row must be a JSON object".into());
+    };
+    let mut body = if let Some(p) = obj.get("prompt") {
+        let p = p.as_str().ok_or("`prompt` must be a string")?;
+        json!({"model": "auto", "messages": [{"role": "user", "content": p}]})
+    } else if obj.contains_key("messages") {
+        let mut b = obj.clone();
+        for k in [
+            "id",
+            "tags",
+            "tenant",
+            "completion_tokens",
+            "weak_correct",
+            "strong_correct",
+            "weak_score",
+            "strong_score",
+        ] {
+            b.remove(k);
+        }
+        Value::Object(b)
+    } else {
+        return Err("a row needs `messages` (an OpenAI chat request) or a `prompt` string".into());
+    };
+    if body.get("model").is_none() {
+        body["model"] = json!("auto");
+    }
+    let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+    let request = ChatRequest::parse(&bytes).map_err(|e| e.to_string())?;
+    let tags: Vec<String> = match obj.get("tags") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect(),
+        Some(Value::String(s)) => features::parse_tags(Some(s)),
+        _ => vec![],
+    };
+    let tenant = obj.get("tenant").and_then(Value::as_str);
+    let mut features = features::extract(&request, tenant, None);
+    features.tags = tags;
+    let completion_tokens = obj
+        .get("completion_tokens")
+        .or_else(|| obj.get("usage").and_then(|u| u.get("completion_tokens")))
+        .and_then(Value::as_u64);
+    Ok(Row {
+        id: obj.get("id").cloned(),
+        outcome: outcome(&obj),
+        request,
+        features,
+        completion_tokens,
+    })
+}
+
+/// Reads a JSONL traffic file; a bad row is an error naming its line.
+pub fn read(path: &Path) -> Result<Vec<Row>, TrafficError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| TrafficError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            parse_row(l).map_err(|message| TrafficError::Row {
+                path: p.clone(),
+                line: i + 1,
+                message,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_prompts_requests_and_labels() {
+        let r = parse_row(
+            r#"{"id": 3, "prompt": "hi", "weak_correct": true, "strong_correct": false}"#,
+        )
+        .expect("row");
+        assert_eq!(r.id, Some(json!(3)));
+        assert_eq!(r.features.requested_model, "auto");
+        assert_eq!(
+            r.outcome,
+            Some(Outcome {
+                weak: 1.0,
+                strong: 0.0
+            })
+        );
+        let r = parse_row(
+            r#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tags": ["premium"], "weak_score": 3, "strong_score": 9, "completion_tokens": 12}"#,
+        )
+        .expect("row");
+        assert_eq!(r.features.requested_model, "gpt-4o");
+        assert!(r.features.has_tools);
+        assert_eq!(r.features.tags, vec!["premium"]);
+        assert_eq!(
+            r.outcome,
+            Some(Outcome {
+                weak: 3.0,
+                strong: 9.0
+            })
+        );
+        assert_eq!(r.completion_tokens, Some(12));
+        assert!(parse_row(r#"{"text": "x"}"#).is_err());
+        assert!(parse_row("[1]").is_err());
+    }
+}
