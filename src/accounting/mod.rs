@@ -1,6 +1,7 @@
 //! Accounting on the way back: tokens, cost and savings of each request, into the metrics.
 
 pub mod metrics;
+pub mod recorder;
 
 pub use metrics::{LocalMetrics, Metrics};
 

@@ -83,6 +83,19 @@ pub fn run(args: ServeArgs) -> i32 {
             tracing::info!("no rule routes on the classifier: it is not loaded");
             gateway
         };
+        let gateway = match &gateway.policy.recording {
+            Some(r) => match crate::accounting::recorder::Recorder::start(r) {
+                Ok(rec) => {
+                    tracing::info!("recording requests to {}", r.path.display());
+                    gateway.with_recorder(rec)
+                }
+                Err(e) => {
+                    eprintln!("cannot open the request log {}: {e}", r.path.display());
+                    return 1;
+                }
+            },
+            None => gateway,
+        };
         report(&gateway, &args);
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,

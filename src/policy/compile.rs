@@ -4,8 +4,8 @@
 use super::conditions::{CategoryCondition, Conditions, Range};
 use super::env::expand;
 use super::model::{
-    ClassifierSettings, LocalSettings, Model, Policy, Price, Provider, Route, Rule, Secret, Tenant,
-    Timeouts,
+    ClassifierSettings, LocalSettings, Model, Policy, Price, Provider, RecordingSettings, Route,
+    Rule, Secret, Tenant, Timeouts,
 };
 use super::positions::Positions;
 use super::schema::{ConditionsSpec, ModelKind, PolicyFile, RangeSpec};
@@ -301,6 +301,32 @@ impl Compiler<'_> {
         };
 
         let classifier = self.classifier(spec.classifier.unwrap_or_default(), env);
+        let recording = spec.recording.and_then(|r| {
+            let path = match expand(&r.path, env) {
+                Ok(p) if !p.is_empty() => p,
+                Ok(_) => {
+                    self.error("recording.path", "`path` must not be empty");
+                    return None;
+                }
+                Err(var) => {
+                    self.error(
+                        "recording.path",
+                        format!("environment variable {var} is not set and the path gives no default (`${{{var}:-...}}`)"),
+                    );
+                    return None;
+                }
+            };
+            let max_bytes = r.max_bytes.unwrap_or(100 << 20);
+            if max_bytes < 1024 {
+                self.error("recording.max_bytes", "`max_bytes` must be at least 1024");
+            }
+            Some(RecordingSettings {
+                path: path.into(),
+                prompts: r.prompts,
+                max_bytes,
+                keep_files: r.keep_files.unwrap_or(5),
+            })
+        });
         Policy {
             models,
             reference_model,
@@ -309,6 +335,7 @@ impl Compiler<'_> {
             rules,
             default,
             classifier,
+            recording,
         }
     }
 

@@ -20,6 +20,17 @@ pub struct Policy {
     pub default: Route,
     /// How to run the request classifier.
     pub classifier: ClassifierSettings,
+    /// The request log, when enabled.
+    pub recording: Option<RecordingSettings>,
+}
+
+/// The request log's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingSettings {
+    pub path: std::path::PathBuf,
+    pub prompts: super::schema::PromptRecording,
+    pub max_bytes: u64,
+    pub keep_files: usize,
 }
 
 /// How to run the request classifier.

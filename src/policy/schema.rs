@@ -27,6 +27,38 @@ pub struct PolicyFile {
     /// The request classifier (used only when a rule has a `category` or `strong_score` condition).
     #[serde(default)]
     pub classifier: Option<ClassifierSpec>,
+    /// The request log for `replay` and `calibrate` (off unless set).
+    #[serde(default)]
+    pub recording: Option<RecordingSpec>,
+}
+
+/// Whether recorded requests keep their text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptRecording {
+    /// As sent.
+    #[default]
+    Keep,
+    /// SHA-256 of each text (replay can count and route, not classify).
+    Hash,
+    /// Replaced by an empty string.
+    Drop,
+}
+
+/// The request log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSpec {
+    /// The JSONL file (`${ENV}` expanded).
+    pub path: String,
+    #[serde(default)]
+    pub prompts: PromptRecording,
+    /// Rotate when the file would grow past this many bytes (default 100 MiB).
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept (`path.1` ... `path.N`, default 5).
+    #[serde(default)]
+    pub keep_files: Option<usize>,
 }
 
 /// Settings of the request classifier.

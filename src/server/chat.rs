@@ -5,6 +5,7 @@ use super::respond::{self, Body};
 use super::stream::{self, StreamAccount};
 use super::{Caller, Gateway};
 use crate::accounting;
+use crate::accounting::recorder::Entry;
 use crate::api::{ApiError, ChatRequest};
 use crate::classifier;
 use crate::engines::{EngineError, EngineRequest};
@@ -89,6 +90,17 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
             )
         }
     };
+    if let Some(rec) = &gateway.recorder {
+        rec.record(&Entry {
+            body: &parsed.body,
+            tags: &feats.tags,
+            tenant: caller.tenant.as_deref(),
+            route: route_of(&gateway, &decision.model),
+            model: &decision.model,
+            rule: &decision.rule,
+            prompt_tokens: feats.prompt_tokens,
+        });
+    }
     let mut resp = run(
         gateway,
         started,

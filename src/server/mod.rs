@@ -8,6 +8,7 @@ mod stream;
 
 pub use auth::{Auth, Caller};
 
+use crate::accounting::recorder::Recorder;
 use crate::accounting::Metrics;
 use crate::classifier::batcher::Batcher;
 use crate::engines::openai::OpenAiEngine;
@@ -55,6 +56,8 @@ pub struct Gateway {
     pub limits: Limits,
     /// The request classifier, when the policy routes on it.
     pub classifier: Option<Batcher>,
+    /// The request log, when the policy enables it.
+    pub recorder: Option<Recorder>,
     ready: AtomicBool,
 }
 
@@ -75,6 +78,7 @@ impl Gateway {
             metrics: Metrics::new(),
             limits: Limits::default(),
             classifier: None,
+            recorder: None,
             ready: AtomicBool::new(true),
         })
     }
@@ -88,6 +92,12 @@ impl Gateway {
     /// Sets the request classifier.
     pub fn with_classifier(mut self, classifier: Batcher) -> Gateway {
         self.classifier = Some(classifier);
+        self
+    }
+
+    /// Sets the request log.
+    pub fn with_recorder(mut self, recorder: Recorder) -> Gateway {
+        self.recorder = Some(recorder);
         self
     }
 

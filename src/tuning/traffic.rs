@@ -102,6 +102,10 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
     let tenant = obj.get("tenant").and_then(Value::as_str);
     let mut features = features::extract(&request, tenant, None);
     features.tags = tags;
+    // A recorded row keeps the gateway's own estimate (its text may be hashed or dropped).
+    if let Some(n) = obj.get("prompt_tokens").and_then(Value::as_u64) {
+        features.prompt_tokens = n;
+    }
     let completion_tokens = obj
         .get("completion_tokens")
         .or_else(|| obj.get("usage").and_then(|u| u.get("completion_tokens")))

@@ -335,6 +335,11 @@ pub async fn start_gateway_with(policy: &str, env: &[(&str, &str)], limits: Limi
             .unwrap_or_else(|e| panic!("classifier: {e}"));
         gateway = gateway.with_classifier(batcher);
     }
+    if let Some(r) = gateway.policy.recording.clone() {
+        let rec = switchyard::accounting::recorder::Recorder::start(&r)
+            .unwrap_or_else(|e| panic!("recorder: {e}"));
+        gateway = gateway.with_recorder(rec);
+    }
     let gateway = Arc::new(gateway);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await

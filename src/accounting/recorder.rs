@@ -1,0 +1,217 @@
+//! The request log: one JSON line per routed request (the request as sent, with the tags, tenant
+//! and decision), written by a background thread with size-based rotation. `switchyard replay`
+//! and `calibrate` read these files as they are. Opt-in in the policy (`recording`).
+
+use crate::policy::{PromptRecording, RecordingSettings};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+/// A handle to the log writer; cheap to clone. Rows are dropped (and counted in the log) when
+/// the writer falls behind by more than 10,000 rows, so a slow disk never stalls requests.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::SyncSender<Value>,
+    prompts: PromptRecording,
+}
+
+/// What the gateway knows of a request when it records it.
+pub struct Entry<'a> {
+    pub body: &'a Map<String, Value>,
+    pub tags: &'a [String],
+    pub tenant: Option<&'a str>,
+    pub route: &'a str,
+    pub model: &'a str,
+    pub rule: &'a str,
+    pub prompt_tokens: u64,
+}
+
+fn hashed(text: &str) -> Value {
+    json!(format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(text.as_bytes()))
+    ))
+}
+
+/// Applies the prompt setting to every message's text.
+fn redact(messages: &mut Value, mode: PromptRecording) {
+    let Value::Array(list) = messages else { return };
+    for m in list {
+        let Some(content) = m.get_mut("content") else {
+            continue;
+        };
+        match content {
+            Value::String(s) => {
+                *content = match mode {
+                    PromptRecording::Keep => return,
+                    PromptRecording::Hash => hashed(s),
+                    PromptRecording::Drop => json!(""),
+                }
+            }
+            Value::Array(parts) => {
+                for p in parts {
+                    if let Some(Value::String(t)) = p.get("text") {
+                        let new = match mode {
+                            PromptRecording::Keep => return,
+                            PromptRecording::Hash => hashed(t),
+                            PromptRecording::Drop => json!(""),
+                        };
+                        p["text"] = new;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Recorder {
+    /// Starts the writer thread for the policy's recording settings.
+    pub fn start(settings: &RecordingSettings) -> std::io::Result<Recorder> {
+        if let Some(parent) = settings.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut writer = Writer::open(
+            settings.path.clone(),
+            settings.max_bytes,
+            settings.keep_files,
+        )?;
+        let (tx, rx) = mpsc::sync_channel::<Value>(10_000);
+        std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || {
+                while let Ok(row) = rx.recv() {
+                    if let Err(e) = writer.write(&row) {
+                        tracing::warn!("request log: {e}");
+                    }
+                }
+            })?;
+        Ok(Recorder {
+            tx,
+            prompts: settings.prompts,
+        })
+    }
+
+    /// Queues one request for the log.
+    pub fn record(&self, e: &Entry) {
+        let mut row = e.body.clone();
+        if let Some(m) = row.get_mut("messages") {
+            redact(m, self.prompts);
+        }
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        row.insert("ts".into(), json!((ts * 1000.0).round() / 1000.0));
+        row.insert("tags".into(), json!(e.tags));
+        if let Some(t) = e.tenant {
+            row.insert("tenant".into(), json!(t));
+        }
+        row.insert("prompt_tokens".into(), json!(e.prompt_tokens));
+        row.insert(
+            "decision".into(),
+            json!({"route": e.route, "model": e.model, "rule": e.rule}),
+        );
+        if self.tx.try_send(Value::Object(row)).is_err() {
+            tracing::warn!("request log: writer behind, a row was dropped");
+        }
+    }
+}
+
+/// The file writer with rotation: `path` is renamed to `path.1` (and `.1` to `.2`...) when it
+/// would grow past `max_bytes`; at most `keep` old files stay.
+struct Writer {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_bytes: u64,
+    keep: usize,
+}
+
+fn rotated(path: &Path, n: usize) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+impl Writer {
+    fn open(path: PathBuf, max_bytes: u64, keep: usize) -> std::io::Result<Writer> {
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(Writer {
+            path,
+            file,
+            size,
+            max_bytes,
+            keep,
+        })
+    }
+
+    fn write(&mut self, row: &Value) -> std::io::Result<()> {
+        let mut line = row.to_string();
+        line.push('\n');
+        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        self.file.write_all(line.as_bytes())?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        if self.keep == 0 {
+            std::fs::remove_file(&self.path).ok();
+        } else {
+            std::fs::remove_file(rotated(&self.path, self.keep)).ok();
+            for n in (1..self.keep).rev() {
+                std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)).ok();
+            }
+            std::fs::rename(&self.path, rotated(&self.path, 1))?;
+        }
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_or_drops_prompt_text() {
+        let mut m = json!([{"role": "user", "content": "secret"}, {"role": "user", "content": [{"type": "text", "text": "also"}]}]);
+        redact(&mut m, PromptRecording::Hash);
+        assert!(m[0]["content"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sha256:") && !s.contains("secret")));
+        assert!(m[1]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sha256:")));
+        let mut d = json!([{"role": "user", "content": "secret"}]);
+        redact(&mut d, PromptRecording::Drop);
+        assert_eq!(d[0]["content"], "");
+    }
+
+    #[test]
+    fn rotates_by_size_and_keeps_a_bounded_number_of_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("log.jsonl");
+        let mut w = Writer::open(path.clone(), 100, 2).expect("open");
+        for i in 0..20 {
+            w.write(&json!({"i": i, "pad": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}))
+                .expect("write");
+        }
+        assert!(std::fs::metadata(&path).expect("current").len() <= 100);
+        assert!(rotated(&path, 1).exists() && rotated(&path, 2).exists());
+        assert!(!rotated(&path, 3).exists());
+        let last = std::fs::read_to_string(&path).expect("read");
+        assert!(last.lines().last().is_some_and(|l| l.contains("\"i\":19")));
+    }
+}

@@ -1,0 +1,110 @@
+//! The request log: `serve` records routed requests (text kept or hashed), and `replay` reads the
+//! file as it is.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Waits until the log has `n` lines (the writer is a background thread).
+fn lines_when_ready(path: &Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let rows: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if rows.len() >= n || Instant::now() > deadline {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn recording_policy(base: &str, path: &Path, prompts: &str) -> String {
+    policy(
+        base,
+        "  - name: premium\n    when: { tags: [premium] }\n    route: local-echo",
+    )
+    .replace(
+        "rules:",
+        &format!(
+            "recording:\n  path: {}\n  prompts: {prompts}\nrules:",
+            path.display()
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_records_requests_that_replay_reads() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = tmp.path().join("logs/requests.jsonl");
+    let policy_text = recording_policy(&up.base("ok"), &log, "keep");
+    let gw = start_gateway(&policy_text, KEY).await;
+    assert_eq!(
+        chat(&gw, ask("auto", "first question"), &[]).await.status,
+        200
+    );
+    assert_eq!(
+        chat(
+            &gw,
+            ask("auto", "second"),
+            &[("x-switchyard-tags", "premium")]
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(chat(&gw, ask("cloud", "third"), &[]).await.status, 200);
+    let rows = lines_when_ready(&log, 3);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["messages"][0]["content"], "first question");
+    assert_eq!(rows[1]["tags"][0], "premium");
+    assert_eq!(rows[1]["decision"]["rule"], "premium");
+    assert_eq!(rows[2]["model"], "cloud");
+    assert!(rows[0]["prompt_tokens"].as_u64().is_some_and(|n| n > 0));
+
+    // The same file, replayed offline with the same policy, gives the same decisions.
+    let policy_file = tmp.path().join("policy.yaml");
+    std::fs::write(&policy_file, policy_text.replace("${CLOUD_KEY}", "sk-x")).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["replay", "--json", "--policy"])
+        .arg(&policy_file)
+        .arg("--input")
+        .arg(&log)
+        .output()
+        .expect("replay");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["requests"], 3);
+    assert_eq!(r["by_rule"]["premium"]["requests"], 1);
+    assert_eq!(r["by_rule"]["default"]["requests"], 1);
+    assert_eq!(r["by_rule"]["cloud-on-request"]["requests"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashed_recording_keeps_no_prompt_text() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = tmp.path().join("requests.jsonl");
+    let gw = start_gateway(&recording_policy(&up.base("ok"), &log, "hash"), KEY).await;
+    assert_eq!(
+        chat(&gw, ask("auto", "my secret plan"), &[]).await.status,
+        200
+    );
+    let rows = lines_when_ready(&log, 1);
+    assert_eq!(rows.len(), 1);
+    let text = std::fs::read_to_string(&log).expect("read");
+    assert!(!text.contains("secret"), "{text}");
+    assert!(rows[0]["messages"][0]["content"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("sha256:")));
+}
