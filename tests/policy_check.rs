@@ -94,6 +94,31 @@ fn several_mistakes_are_all_reported() {
 }
 
 #[test]
+fn tuning_sections_are_checked() {
+    let (code, _, err) = check_text(&format!(
+        "{HEAD}budgets:\n  on_exhausted: later\ndefault: {{ route: small }}\n"
+    ));
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown variant `later`"), "{err}");
+    let (code, _, err) = check_text(&format!(
+        "{HEAD}budgets:\n  global: {{ daily_usd: -1 }}\n  tenants:\n    ghost: {{ monthly_usd: 5 }}\nclassifier:\n  max_tokens: 4\nrecording:\n  path: /tmp/x.jsonl\n  prompts: blur\ndefault: {{ route: small }}\n"
+    ));
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown variant `blur`"), "{err}");
+    let (code, _, err) = check_text(&format!(
+        "{HEAD}budgets:\n  global: {{ daily_usd: -1 }}\n  tenants:\n    ghost: {{ monthly_usd: 5 }}\nclassifier:\n  max_tokens: 4\ndefault: {{ route: small }}\n"
+    ));
+    assert_eq!(code, 1);
+    for what in [
+        "`daily_usd` must be a non-negative number of USD",
+        "unknown tenant `ghost`",
+        "`max_tokens` must be between 8 and 512",
+    ] {
+        assert!(err.contains(what), "expected `{what}` in:\n{err}");
+    }
+}
+
+#[test]
 fn a_missing_file_is_an_error() {
     let (code, _, err) = check("/nonexistent/policy.yaml");
     assert_eq!(code, 1);

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub model_available: IntGaugeVec,
     pub local: LocalMetrics,
     pub classifier: ClassifierMetrics,
+    /// `switchyard_budget_remaining_usd{tenant,period}` (`tenant="*"`: the whole gateway).
+    pub budget_remaining: prometheus::GaugeVec,
+    /// `switchyard_budget_exhausted_total{tenant}`: cloud requests a used-up budget refused.
+    pub budget_exhausted: IntCounterVec,
 }
 
 /// Metrics of the request classifier.
@@ -203,8 +207,24 @@ impl Metrics {
                 "Classifications that failed; those requests match no classifier condition.",
             )),
         };
+        let budget_remaining = must(prometheus::GaugeVec::new(
+            Opts::new(
+                "switchyard_budget_remaining_usd",
+                "USD left in each budget of the policy (tenant \"*\": the whole gateway), minus reservations in flight.",
+            ),
+            &["tenant", "period"],
+        ));
+        let budget_exhausted = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_budget_exhausted_total",
+                "Cloud requests a used-up budget refused (rejected or sent to the box), by the budget's tenant.",
+            ),
+            &["tenant"],
+        ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(budget_remaining.clone()),
+            Box::new(budget_exhausted.clone()),
             Box::new(classifier.duration.clone()),
             Box::new(classifier.strong_score.clone()),
             Box::new(classifier.truncated.clone()),
@@ -241,6 +261,8 @@ impl Metrics {
             model_available,
             local,
             classifier,
+            budget_remaining,
+            budget_exhausted,
         }
     }
 

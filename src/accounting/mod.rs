@@ -1,5 +1,6 @@
 //! Accounting on the way back: tokens, cost and savings of each request, into the metrics.
 
+pub mod budget;
 pub mod metrics;
 pub mod recorder;
 

@@ -80,6 +80,12 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// A spending budget is used up (429 `budget_exceeded`, `Retry-After` until the period ends).
+    #[error("{message}")]
+    BudgetExhausted {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// A bug: never expected, never with details (500).
     #[error("internal error")]
     Internal,
@@ -110,6 +116,7 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::BudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -137,6 +144,7 @@ impl ApiError {
             ApiError::GatewayTimeout(_) => (ErrorKind::Server, Some("upstream_timeout")),
             ApiError::Unavailable(_) => (ErrorKind::Server, Some("model_unavailable")),
             ApiError::Overloaded { .. } => (ErrorKind::Server, Some("model_overloaded")),
+            ApiError::BudgetExhausted { .. } => (ErrorKind::RateLimit, Some("budget_exceeded")),
             ApiError::Internal => (ErrorKind::Server, Some("internal_error")),
         }
     }
@@ -171,6 +179,9 @@ impl ApiError {
                 ..
             } => vec![(http::header::RETRY_AFTER, v.clone())],
             ApiError::Overloaded {
+                retry_after_secs, ..
+            }
+            | ApiError::BudgetExhausted {
                 retry_after_secs, ..
             } => vec![(
                 http::header::RETRY_AFTER,

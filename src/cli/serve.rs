@@ -117,6 +117,7 @@ pub fn run(args: ServeArgs) -> i32 {
 
 /// Logs what the gateway starts with: each model's state and the auth mode.
 fn report(gateway: &Gateway, args: &ServeArgs) {
+    gateway.publish_budgets();
     tracing::info!(
         "policy {}: {} models, {} rules",
         args.policy.display(),

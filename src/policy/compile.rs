@@ -4,8 +4,8 @@
 use super::conditions::{CategoryCondition, Conditions, Range};
 use super::env::expand;
 use super::model::{
-    ClassifierSettings, LocalSettings, Model, Policy, Price, Provider, RecordingSettings, Route,
-    Rule, Secret, Tenant, Timeouts,
+    BudgetSettings, ClassifierSettings, LocalSettings, Model, Policy, Price, Provider,
+    RecordingSettings, Route, Rule, Secret, Tenant, Timeouts,
 };
 use super::positions::Positions;
 use super::schema::{ConditionsSpec, ModelKind, PolicyFile, RangeSpec};
@@ -327,6 +327,42 @@ impl Compiler<'_> {
                 keep_files: r.keep_files.unwrap_or(5),
             })
         });
+        let budgets = spec.budgets.map(|b| {
+            let mut limits: Vec<(String, super::schema::BudgetLimits)> = vec![];
+            if let Some(g) = &b.global {
+                limits.push(("budgets.global".into(), *g));
+            }
+            for (name, l) in &b.tenants {
+                limits.push((format!("budgets.tenants.{name}"), *l));
+                if !tenant_names.contains(name) {
+                    self.error(
+                        &format!("budgets.tenants.{name}"),
+                        format!("unknown tenant `{name}` (not under `tenants`)"),
+                    );
+                }
+            }
+            for (path, l) in &limits {
+                for (field, v) in [("daily_usd", l.daily_usd), ("monthly_usd", l.monthly_usd)] {
+                    if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                        self.error(
+                            &format!("{path}.{field}"),
+                            format!("`{field}` must be a non-negative number of USD"),
+                        );
+                    }
+                }
+            }
+            if b.on_exhausted == super::schema::OnExhausted::Local && local_model.is_none() {
+                self.error(
+                    "budgets.on_exhausted",
+                    "`local` needs a `kind: local` model in the policy",
+                );
+            }
+            BudgetSettings {
+                global: b.global,
+                tenants: b.tenants.into_iter().collect(),
+                on_exhausted: b.on_exhausted,
+            }
+        });
         Policy {
             models,
             reference_model,
@@ -336,6 +372,7 @@ impl Compiler<'_> {
             default,
             classifier,
             recording,
+            budgets,
         }
     }
 

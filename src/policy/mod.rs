@@ -14,10 +14,10 @@ pub use compile::{load, parse, PolicyError, PolicyErrors};
 pub use conditions::{CategoryCondition, Conditions, Range};
 pub use decide::{decide, needs_classifier, DecideError, Decision};
 pub use model::{
-    ClassifierSettings, LocalSettings, Model, Policy, Price, Provider, RecordingSettings, Route,
-    Rule, Secret, Tenant, Timeouts,
+    BudgetSettings, ClassifierSettings, LocalSettings, Model, Policy, Price, Provider,
+    RecordingSettings, Route, Rule, Secret, Tenant, Timeouts,
 };
-pub use schema::{ModelKind, PromptRecording};
+pub use schema::{BudgetLimits, ModelKind, OnExhausted, PromptRecording};
 
 /// Classifier categories a policy may route on.
 pub const CATEGORIES: &[&str] = &[

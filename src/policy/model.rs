@@ -22,6 +22,16 @@ pub struct Policy {
     pub classifier: ClassifierSettings,
     /// The request log, when enabled.
     pub recording: Option<RecordingSettings>,
+    /// Spending limits, when set.
+    pub budgets: Option<BudgetSettings>,
+}
+
+/// Spending limits on cloud models.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetSettings {
+    pub global: Option<super::schema::BudgetLimits>,
+    pub tenants: Vec<(String, super::schema::BudgetLimits)>,
+    pub on_exhausted: super::schema::OnExhausted,
 }
 
 /// The request log's settings.

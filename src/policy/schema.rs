@@ -30,6 +30,44 @@ pub struct PolicyFile {
     /// The request log for `replay` and `calibrate` (off unless set).
     #[serde(default)]
     pub recording: Option<RecordingSpec>,
+    /// Spending limits on the cloud models.
+    #[serde(default)]
+    pub budgets: Option<BudgetsSpec>,
+}
+
+/// What happens to a cloud request when a budget is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExhausted {
+    /// Answer on the box (the policy's first local model).
+    #[default]
+    Local,
+    /// 429 with a message that says which budget.
+    Reject,
+}
+
+/// Limits in USD per UTC day and calendar month; either may be left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetLimits {
+    #[serde(default)]
+    pub daily_usd: Option<f64>,
+    #[serde(default)]
+    pub monthly_usd: Option<f64>,
+}
+
+/// Budgets.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetsSpec {
+    #[serde(default)]
+    pub on_exhausted: OnExhausted,
+    /// The whole gateway's spend.
+    #[serde(default)]
+    pub global: Option<BudgetLimits>,
+    /// Per tenant (names from `tenants`).
+    #[serde(default)]
+    pub tenants: indexmap::IndexMap<String, BudgetLimits>,
 }
 
 /// Whether recorded requests keep their text.

@@ -5,19 +5,20 @@ use super::respond::{self, Body};
 use super::stream::{self, StreamAccount};
 use super::{Caller, Gateway};
 use crate::accounting;
+use crate::accounting::budget::{Exhausted, Ticket};
 use crate::accounting::recorder::Entry;
 use crate::api::{ApiError, ChatRequest};
 use crate::classifier;
 use crate::engines::{EngineError, EngineRequest};
 use crate::features;
-use crate::policy::{self, DecideError, Decision, ModelKind};
+use crate::policy::{self, DecideError, Decision, ModelKind, OnExhausted};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The header that carries request tags for policies.
 pub const TAGS_HEADER: &str = "x-switchyard-tags";
@@ -114,6 +115,36 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
         resp.headers_mut().insert(CLASSIFIER_HEADER, v);
     }
     resp
+}
+
+/// Answer tokens a cloud reservation assumes when neither the request nor the model limits them.
+const RESERVED_OUTPUT_TOKENS: u64 = 4096;
+
+/// Reserves the worst-case cost of a cloud call against the budgets (`Ok(None)`: no budget
+/// applies).
+fn reserve(
+    gateway: &Gateway,
+    caller: &Caller,
+    req: &ChatRequest,
+    model: &str,
+    prompt_estimate: u64,
+) -> Result<Option<Ticket>, Exhausted> {
+    let (Some(budgets), Some(m)) = (&gateway.budgets, gateway.policy.models.get(model)) else {
+        return Ok(None);
+    };
+    if m.kind != ModelKind::Openai {
+        return Ok(None);
+    }
+    let cap = m.max_output_tokens.unwrap_or(u64::MAX);
+    let output = req
+        .max_tokens
+        .or(m.max_output_tokens)
+        .unwrap_or(RESERVED_OUTPUT_TOKENS)
+        .min(cap);
+    let amount = m.price.cost(prompt_estimate, output);
+    let ticket = budgets.reserve(caller.tenant.as_deref(), amount, SystemTime::now())?;
+    gateway.publish_budgets();
+    Ok(Some(ticket))
 }
 
 /// Runs the classifier when its outputs could change the decision and puts them into the
@@ -229,12 +260,27 @@ async fn run(
         fallbacks,
         rule,
     } = decision;
-    let candidates: Vec<&str> = std::iter::once(model.as_str())
+    let mut candidates: Vec<&str> = std::iter::once(model.as_str())
         .chain(fallbacks.iter().map(String::as_str))
         .collect();
+    // With `on_exhausted: local`, the box answers what a used-up budget refuses, even when the
+    // route does not list it; it is tried only after such a refusal.
+    let routed = candidates.len();
+    let budget_local = gateway
+        .policy
+        .budgets
+        .as_ref()
+        .filter(|b| b.on_exhausted == OnExhausted::Local)
+        .and(gateway.policy.local_model.as_deref())
+        .filter(|l| !candidates.contains(l));
+    candidates.extend(budget_local);
+    let mut refused_by_budget = false;
     let mut engine_time = Duration::ZERO;
     let mut last: Option<(&str, EngineError)> = None;
     for (i, &model) in candidates.iter().enumerate() {
+        if i >= routed && !refused_by_budget {
+            break;
+        }
         if let Some((from, _)) = &last {
             gateway
                 .metrics
@@ -255,6 +301,40 @@ async fn run(
             last = Some((model, EngineError::Unavailable(reason)));
             continue;
         }
+        let ticket = match reserve(&gateway, &caller, &req, model, prompt_estimate) {
+            Ok(t) => t,
+            Err(ex) => {
+                let tenant = ex.tenant.clone();
+                gateway
+                    .metrics
+                    .budget_exhausted
+                    .with_label_values(&[&tenant])
+                    .inc();
+                let on = gateway.policy.budgets.as_ref().map(|b| b.on_exhausted);
+                if on == Some(OnExhausted::Reject) {
+                    let error = ApiError::BudgetExhausted {
+                        message: ex.to_string(),
+                        retry_after_secs: ex.period.seconds_left(SystemTime::now()),
+                    };
+                    let routing = Routing {
+                        route,
+                        model,
+                        rule: &rule,
+                        cost_usd: 0.0,
+                    };
+                    return fail(&gateway, started, Some(&routing), &error);
+                }
+                refused_by_budget = true;
+                last = Some((model, EngineError::Unavailable(ex.to_string())));
+                continue;
+            }
+        };
+        let settle = |ticket: Option<Ticket>, cost: f64| {
+            if let (Some(t), Some(b)) = (ticket, &gateway.budgets) {
+                b.settle(t, cost);
+                gateway.publish_budgets();
+            }
+        };
         let engine_started = Instant::now();
         let ereq = EngineRequest { request: &req };
         if req.stream {
@@ -283,7 +363,8 @@ async fn run(
                         rule.clone(),
                         caller.label().to_string(),
                         prompt_estimate,
-                    );
+                    )
+                    .with_budget(ticket);
                     let mut resp = Response::new(stream::body(chunks, account, req.include_usage));
                     let h = resp.headers_mut();
                     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -299,6 +380,7 @@ async fn run(
                     return resp;
                 }
                 Err(e) => {
+                    settle(ticket, 0.0);
                     engine_time += engine_started.elapsed();
                     gateway
                         .metrics
@@ -323,6 +405,7 @@ async fn run(
                         caller.label(),
                         done.usage,
                     );
+                    settle(ticket, bill.cost_usd);
                     let routing = Routing {
                         route,
                         model,
@@ -348,6 +431,7 @@ async fn run(
                     return resp;
                 }
                 Err(e) => {
+                    settle(ticket, 0.0);
                     engine_time += engine_started.elapsed();
                     gateway
                         .metrics
@@ -371,9 +455,14 @@ async fn run(
         Some((m, e)) => (m, e.to_api(m)),
         None => (candidates[0], ApiError::Internal),
     };
+    let tried = if refused_by_budget {
+        &candidates[..]
+    } else {
+        &candidates[..routed]
+    };
     let error = match error {
-        ApiError::Unavailable(_) if candidates.len() > 1 => {
-            let reasons: Vec<String> = candidates
+        ApiError::Unavailable(_) if tried.len() > 1 => {
+            let reasons: Vec<String> = tried
                 .iter()
                 .map(|m| {
                     format!(

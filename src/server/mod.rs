@@ -8,6 +8,7 @@ mod stream;
 
 pub use auth::{Auth, Caller};
 
+use crate::accounting::budget::{BudgetStore, MemoryBudgets};
 use crate::accounting::recorder::Recorder;
 use crate::accounting::Metrics;
 use crate::classifier::batcher::Batcher;
@@ -58,6 +59,8 @@ pub struct Gateway {
     pub classifier: Option<Batcher>,
     /// The request log, when the policy enables it.
     pub recorder: Option<Recorder>,
+    /// Spending budgets, when the policy sets them.
+    pub budgets: Option<Arc<dyn BudgetStore>>,
     ready: AtomicBool,
 }
 
@@ -71,6 +74,10 @@ impl Gateway {
                 engines.insert(m.name.clone(), Arc::new(OpenAiEngine::new(m)?));
             }
         }
+        let budgets = policy
+            .budgets
+            .as_ref()
+            .map(|b| Arc::new(MemoryBudgets::new(b)) as Arc<dyn BudgetStore>);
         Ok(Gateway {
             auth: Auth::new(policy.tenants.clone()),
             policy: Arc::new(policy),
@@ -79,6 +86,7 @@ impl Gateway {
             limits: Limits::default(),
             classifier: None,
             recorder: None,
+            budgets,
             ready: AtomicBool::new(true),
         })
     }
@@ -93,6 +101,18 @@ impl Gateway {
     pub fn with_classifier(mut self, classifier: Batcher) -> Gateway {
         self.classifier = Some(classifier);
         self
+    }
+
+    /// Publishes every budget's remaining USD.
+    pub fn publish_budgets(&self) {
+        if let Some(b) = &self.budgets {
+            for (tenant, period, left) in b.remaining(std::time::SystemTime::now()) {
+                self.metrics
+                    .budget_remaining
+                    .with_label_values(&[&tenant, period.label()])
+                    .set(left);
+            }
+        }
     }
 
     /// Sets the request log.

@@ -4,6 +4,7 @@
 use super::respond::Body;
 use super::Gateway;
 use crate::accounting;
+use crate::accounting::budget::Ticket;
 use crate::api::{sse, ApiError};
 use crate::engines::{Chunk, ChunkStream, EngineError, Usage};
 use crate::features::estimate_text_tokens;
@@ -37,9 +38,17 @@ pub struct StreamAccount {
     text_bytes: u64,
     usage: Option<Usage>,
     outcome: Outcome,
+    /// The budget reservation to settle with the stream's cost.
+    ticket: Option<Ticket>,
 }
 
 impl StreamAccount {
+    /// Settles `ticket` with this stream's cost when it ends.
+    pub fn with_budget(mut self, ticket: Option<Ticket>) -> StreamAccount {
+        self.ticket = ticket;
+        self
+    }
+
     pub fn new(
         gateway: Arc<Gateway>,
         started: Instant,
@@ -61,6 +70,7 @@ impl StreamAccount {
             text_bytes: 0,
             usage: None,
             outcome: Outcome::Open,
+            ticket: None,
         }
     }
 
@@ -95,7 +105,11 @@ impl Drop for StreamAccount {
             completion_tokens: estimate_text_tokens(self.text_bytes),
         });
         let g = &self.gateway;
-        accounting::settle(&g.metrics, &g.policy, &self.model, &self.tenant, usage);
+        let bill = accounting::settle(&g.metrics, &g.policy, &self.model, &self.tenant, usage);
+        if let (Some(t), Some(b)) = (self.ticket.take(), &g.budgets) {
+            b.settle(t, bill.cost_usd);
+            g.publish_budgets();
+        }
         let status = match self.outcome {
             Outcome::Done => "200",
             Outcome::Failed => "stream_error",
