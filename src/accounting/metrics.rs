@@ -30,6 +30,8 @@ pub struct Metrics {
     pub budget_remaining: prometheus::GaugeVec,
     /// `switchyard_budget_exhausted_total{tenant}`: cloud requests a used-up budget refused.
     pub budget_exhausted: IntCounterVec,
+    /// `switchyard_policy_reloads_total{result}`: policy reloads, `success` or `error`.
+    pub policy_reloads: IntCounterVec,
 }
 
 /// Metrics of the request classifier.
@@ -221,8 +223,16 @@ impl Metrics {
             ),
             &["tenant"],
         ));
+        let policy_reloads = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_policy_reloads_total",
+                "Policy reloads (file change or SIGHUP): success, or error (the previous policy kept serving).",
+            ),
+            &["result"],
+        ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(policy_reloads.clone()),
             Box::new(budget_remaining.clone()),
             Box::new(budget_exhausted.clone()),
             Box::new(classifier.duration.clone()),
@@ -263,6 +273,7 @@ impl Metrics {
             classifier,
             budget_remaining,
             budget_exhausted,
+            policy_reloads,
         }
     }
 

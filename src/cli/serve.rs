@@ -109,7 +109,14 @@ pub fn run(args: ServeArgs) -> i32 {
             .map(|a| a.to_string())
             .unwrap_or_default();
         tracing::info!("listening on http://{addr}");
-        server::serve(listener, Arc::new(gateway), shutdown_signal()).await;
+        let handle = server::GatewayHandle::new(Arc::new(gateway));
+        let watcher = tokio::spawn(server::reload::watch(
+            handle.clone(),
+            args.policy.clone(),
+            std::time::Duration::from_secs(1),
+        ));
+        server::serve_handle(listener, handle, shutdown_signal()).await;
+        watcher.abort();
         tracing::info!("stopped");
         0
     })

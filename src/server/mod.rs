@@ -2,6 +2,7 @@
 
 mod auth;
 mod chat;
+pub mod reload;
 pub mod respond;
 mod routes;
 mod stream;
@@ -97,6 +98,18 @@ impl Gateway {
         self
     }
 
+    /// Shares another gateway's metrics (a reloaded gateway keeps counting in the same registry).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Gateway {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Sets the budget store.
+    pub fn with_budgets(mut self, budgets: Option<Arc<dyn BudgetStore>>) -> Gateway {
+        self.budgets = budgets;
+        self
+    }
+
     /// Sets the request classifier.
     pub fn with_classifier(mut self, classifier: Batcher) -> Gateway {
         self.classifier = Some(classifier);
@@ -166,10 +179,31 @@ impl Gateway {
     }
 }
 
+/// The gateway that serves new requests; a policy reload swaps it. A request keeps the gateway
+/// it started with (and so its policy) until it ends.
+#[derive(Clone)]
+pub struct GatewayHandle(Arc<std::sync::RwLock<Arc<Gateway>>>);
+
+impl GatewayHandle {
+    pub fn new(gateway: Arc<Gateway>) -> GatewayHandle {
+        GatewayHandle(Arc::new(std::sync::RwLock::new(gateway)))
+    }
+
+    /// The gateway new requests get.
+    pub fn current(&self) -> Arc<Gateway> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes `gateway` the one new requests get.
+    pub fn replace(&self, gateway: Arc<Gateway>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = gateway;
+    }
+}
+
 /// The tower service answering every route (behind [`AuthLayer`]).
 #[derive(Clone)]
 pub struct Routes {
-    gateway: Arc<Gateway>,
+    gateway: GatewayHandle,
 }
 
 impl Service<Request<Incoming>> for Routes {
@@ -182,7 +216,12 @@ impl Service<Request<Incoming>> for Routes {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let gateway = self.gateway.clone();
+        // The snapshot the auth layer took, so that one request sees one policy.
+        let gateway = req
+            .extensions()
+            .get::<Arc<Gateway>>()
+            .cloned()
+            .unwrap_or_else(|| self.gateway.current());
         Box::pin(async move { Ok(routes::handle(gateway, req).await) })
     }
 }
@@ -196,14 +235,14 @@ fn is_public(path: &str) -> bool {
 /// is read, and puts the [`Caller`] in the request's extensions.
 #[derive(Clone)]
 pub struct AuthLayer {
-    auth: Auth,
+    gateway: GatewayHandle,
 }
 
 impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> AuthService<S> {
         AuthService {
-            auth: self.auth.clone(),
+            gateway: self.gateway.clone(),
             inner,
         }
     }
@@ -212,7 +251,7 @@ impl<S> Layer<S> for AuthLayer {
 /// See [`AuthLayer`].
 #[derive(Clone)]
 pub struct AuthService<S> {
-    auth: Auth,
+    gateway: GatewayHandle,
     inner: S,
 }
 
@@ -230,12 +269,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let gateway = self.gateway.current();
         if !is_public(req.uri().path()) {
             let header = req
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes());
-            match self.auth.check(header) {
+            match gateway.auth.check(header) {
                 Ok(caller) => {
                     req.extensions_mut().insert(caller);
                 }
@@ -245,6 +285,7 @@ where
                 }
             }
         }
+        req.extensions_mut().insert(gateway);
         Box::pin(self.inner.call(req))
     }
 }
@@ -258,12 +299,21 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_handle(listener, GatewayHandle::new(gateway), shutdown).await
+}
+
+/// [`serve`] with a handle through which the gateway can be replaced while serving.
+pub async fn serve_handle(
+    listener: TcpListener,
+    handle: GatewayHandle,
+    shutdown: impl Future<Output = ()>,
+) {
     let service = ServiceBuilder::new()
         .layer(AuthLayer {
-            auth: gateway.auth.clone(),
+            gateway: handle.clone(),
         })
         .service(Routes {
-            gateway: gateway.clone(),
+            gateway: handle.clone(),
         });
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
@@ -291,7 +341,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         }
     }
-    gateway.ready.store(false, Ordering::Relaxed);
+    handle.current().ready.store(false, Ordering::Relaxed);
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await

@@ -1,0 +1,228 @@
+//! Policy reload while serving: a good policy takes over for new requests, a bad one is rejected
+//! with its line and column while the old one keeps serving, and a request in flight finishes
+//! under the policy it started with.
+
+mod common;
+
+use common::*;
+use http_body_util::BodyExt;
+use serde_json::json;
+use std::sync::Arc;
+use switchyard::server::{self, reload, Gateway, GatewayHandle};
+use tokio::net::TcpListener;
+
+fn version(base: &str, rule: &str) -> String {
+    policy(
+        base,
+        &format!("  - name: {rule}\n    when: {{ tags: [t] }}\n    route: cloud"),
+    )
+    .replace("${CLOUD_KEY}", "sk-upstream-secret")
+}
+
+/// Serves the policy file through a handle that `reload` can swap.
+async fn serve_file(
+    path: &std::path::Path,
+) -> (String, GatewayHandle, tokio::sync::oneshot::Sender<()>) {
+    let policy = switchyard::policy::load(path).unwrap_or_else(|e| panic!("{e}"));
+    let gateway = Gateway::new(policy)
+        .expect("gateway")
+        .with_engine("local-echo", Arc::new(EchoEngine::default()));
+    let handle = GatewayHandle::new(Arc::new(gateway));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server::serve_handle(listener, handle.clone(), async move {
+        let _ = rx.await;
+    }));
+    (url, handle, tx)
+}
+
+async fn rule_of(url: &str) -> String {
+    let r = request(
+        "POST",
+        &format!("{url}/v1/chat/completions"),
+        ask("auto", "hi").to_string(),
+        &[
+            ("content-type", "application/json"),
+            ("x-switchyard-tags", "t"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.header("x-switchyard-rule").to_string()
+}
+
+async fn reloads(url: &str, result: &str) -> f64 {
+    let text = request("GET", &format!("{url}/metrics"), "", &[]).await;
+    let sample = format!("switchyard_policy_reloads_total{{result=\"{result}\"}} ");
+    String::from_utf8_lossy(&text.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&sample).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn good_policies_take_over_and_bad_ones_are_rejected() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("policy.yaml");
+    std::fs::write(&path, version(&up.base("ok"), "first")).expect("write");
+    let (url, handle, _stop) = serve_file(&path).await;
+    assert_eq!(rule_of(&url).await, "first");
+
+    std::fs::write(&path, version(&up.base("ok"), "second")).expect("write");
+    reload::reload(&handle, &path).expect("reloaded");
+    assert_eq!(rule_of(&url).await, "second");
+    assert_eq!(reloads(&url, "success").await, 1.0);
+
+    // An unknown model: rejected with file, line and column; the second policy keeps serving.
+    std::fs::write(
+        &path,
+        version(&up.base("ok"), "third").replace(
+            "route: cloud\n  - name: cloud-on-request",
+            "route: clod\n  - name: cloud-on-request",
+        ),
+    )
+    .expect("write");
+    let err = reload::reload(&handle, &path).expect_err("invalid policy");
+    assert!(
+        err.contains(&format!("{}:", path.display())) && err.contains("unknown model `clod`"),
+        "{err}"
+    );
+    assert_eq!(rule_of(&url).await, "second");
+    assert_eq!(reloads(&url, "error").await, 1.0);
+    assert_eq!(reloads(&url, "success").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_finishes_under_its_policy() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("policy.yaml");
+    std::fs::write(&path, version(&up.base("gated"), "before")).expect("write");
+    let (url, handle, _stop) = serve_file(&path).await;
+    let mut body = ask("auto", "stream please");
+    body["stream"] = json!(true);
+    let resp = send(
+        "POST",
+        &format!("{url}/v1/chat/completions"),
+        body.to_string(),
+        &[
+            ("content-type", "application/json"),
+            ("x-switchyard-tags", "t"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.headers()["x-switchyard-rule"], "before");
+    // The new policy sends the same requests to the box.
+    std::fs::write(
+        &path,
+        version(&up.base("gated"), "after").replace(
+            "when: { tags: [t] }\n    route: cloud",
+            "when: { tags: [t] }\n    route: local-echo",
+        ),
+    )
+    .expect("write");
+    reload::reload(&handle, &path).expect("reloaded");
+    up.gate.notify_one();
+    let rest = tokio::time::timeout(TEST_TIMEOUT, resp.into_body().collect())
+        .await
+        .expect("stream ends in time")
+        .expect("stream body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.contains(" cloud") && text.contains("[DONE]"), "{text}");
+    let r = request(
+        "POST",
+        &format!("{url}/v1/chat/completions"),
+        ask("auto", "hi").to_string(),
+        &[
+            ("content-type", "application/json"),
+            ("x-switchyard-tags", "t"),
+        ],
+    )
+    .await;
+    assert_eq!(r.header("x-switchyard-rule"), "after");
+    assert_eq!(r.header("x-switchyard-route"), "local");
+}
+
+/// Polls `check` until it holds or the test timeout passes.
+async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_reloads_a_changed_file() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("policy.yaml");
+    std::fs::write(&path, version(&up.base("ok"), "first")).expect("write");
+    let (url, handle, _stop) = serve_file(&path).await;
+    let watcher = tokio::spawn(reload::watch(
+        handle.clone(),
+        path.clone(),
+        std::time::Duration::from_millis(20),
+    ));
+    std::fs::write(&path, version(&up.base("ok"), "watched")).expect("write");
+    assert!(eventually(async || rule_of(&url).await == "watched").await);
+    watcher.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reloads_on_sighup() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("policy.yaml");
+    // Cloud only: no on-box model to load.
+    let cloud_only = |rule: &str| {
+        format!(
+            "version: 1\nmodels:\n  cloud: {{ kind: openai, base_url: \"{}\", api_key: sk-x }}\nrules:\n  - {{ name: {rule}, when: {{ tags: [t] }}, route: cloud }}\ndefault: {{ route: cloud }}\n",
+            up.base("ok")
+        )
+    };
+    std::fs::write(&path, cloud_only("first")).expect("write");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--policy",
+        ])
+        .arg(&path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve");
+    let url = format!("http://127.0.0.1:{port}");
+    let up_now = eventually(async || {
+        client()
+            .request(
+                http::Request::get(format!("{url}/healthz"))
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .expect("request"),
+            )
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(up_now, "serve did not start");
+    assert_eq!(reloads(&url, "success").await, 0.0);
+    let killed = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert!(eventually(async || reloads(&url, "success").await == 1.0).await);
+    let _ = child.kill();
+    let _ = child.wait();
+}
