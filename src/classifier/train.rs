@@ -227,6 +227,12 @@ fn fit(
     Ok(best.1)
 }
 
+/// The rows `rows` of a `[n, dim]` tensor.
+fn select_rows(x: &Tensor, rows: &[usize]) -> candle_core::Result<Tensor> {
+    let ids: Vec<u32> = rows.iter().map(|&i| i as u32).collect();
+    x.index_select(&Tensor::from_vec(ids, rows.len(), &Device::Cpu)?, 0)
+}
+
 /// Example weights: every group's total weight is `share(group) / count(group)` per example.
 fn group_weights(keys: &[String], share: impl Fn(&str, usize) -> f64) -> Vec<f32> {
     let mut counts: HashMap<&str, usize> = HashMap::new();
@@ -311,14 +317,7 @@ pub fn train(
         1.0 / sources_per_class.get(class).copied().unwrap_or(1) as f64
     });
     let cat_task = Task {
-        x: x_all.index_select(
-            &Tensor::from_vec(
-                cat_rows.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-                cat_rows.len(),
-                &Device::Cpu,
-            )?,
-            0,
-        )?,
+        x: select_rows(&x_all, &cat_rows)?,
         targets: Tensor::from_vec(
             cat_rows
                 .iter()
@@ -353,14 +352,7 @@ pub fn train(
         .collect();
     let weights = group_weights(&keys, |k, _| strong_source_share(k));
     let strong_task = Task {
-        x: x_all.index_select(
-            &Tensor::from_vec(
-                strong_rows.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-                strong_rows.len(),
-                &Device::Cpu,
-            )?,
-            0,
-        )?,
+        x: select_rows(&x_all, &strong_rows)?,
         targets: Tensor::from_vec(
             strong_rows
                 .iter()

@@ -65,12 +65,20 @@ pub fn cache_dir() -> PathBuf {
     base.join("switchyard")
 }
 
-/// A progress line on stderr, rewritten in place on a terminal.
+/// A progress bar on stderr, redrawn in place on a terminal; plain lines otherwise.
 pub fn progress(label: &str, done: usize, total: usize) {
     use std::io::IsTerminal;
-    let stderr = std::io::stderr();
-    if stderr.is_terminal() {
-        eprint!("\r{label}: {done}/{total}");
+    if std::io::stderr().is_terminal() {
+        const WIDTH: usize = 30;
+        let filled = (done * WIDTH)
+            .checked_div(total)
+            .unwrap_or(WIDTH)
+            .min(WIDTH);
+        eprint!(
+            "\r{label} [{}{}] {done}/{total}",
+            "#".repeat(filled),
+            " ".repeat(WIDTH - filled)
+        );
         if done >= total {
             eprintln!();
         }

@@ -100,7 +100,8 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 /// Reloads on SIGHUP and whenever the file changes (checked every `every`), until the process
-/// ends. The SIGHUP handler is installed when this is called, not when the future first runs.
+/// ends. The SIGHUP handler is installed, and the file's version noted, when this is called, not
+/// when the future first runs.
 pub fn watch(
     handle: GatewayHandle,
     path: std::path::PathBuf,
@@ -110,7 +111,8 @@ pub fn watch(
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     #[cfg(not(unix))]
     let hup: Option<()> = None;
-    watch_loop(handle, path, every, hup)
+    let last = stamp(&path);
+    watch_loop(handle, path, every, hup, last)
 }
 
 #[cfg(unix)]
@@ -123,8 +125,8 @@ async fn watch_loop(
     path: std::path::PathBuf,
     every: Duration,
     mut hup: Hangup,
+    mut last: Option<(SystemTime, u64)>,
 ) {
-    let mut last = stamp(&path);
     let mut tick = tokio::time::interval(every);
     loop {
         #[cfg(unix)]
