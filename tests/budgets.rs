@@ -114,3 +114,24 @@ async fn a_used_up_budget_sends_cloud_requests_to_the_box() {
         2.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_nothing_can_serve_the_error_names_the_budget() {
+    let up = FakeUpstream::start().await;
+    // `box` is an on-box model without an engine: unavailable.
+    let policy = format!(
+        "version: 1\nmodels:\n  box: {{ kind: local }}\n  cloud: {{ kind: openai, base_url: \"{}\", api_key: sk-x, price: {{ input_per_million: 1 }} }}\nbudgets:\n  global: {{ daily_usd: 0 }}\ndefault: {{ route: cloud }}\n",
+        up.base("ok")
+    );
+    let gw = start_gateway(&policy, &[]).await;
+    let r = chat(&gw, ask_small(), &[]).await;
+    assert_eq!(r.status, 503);
+    let message = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        message.contains("cloud: the day budget of the gateway") && message.contains("box: "),
+        "{message}"
+    );
+}

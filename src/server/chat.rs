@@ -275,6 +275,8 @@ async fn run(
         .filter(|l| !candidates.contains(l));
     candidates.extend(budget_local);
     let mut refused_by_budget = false;
+    // Why each model a budget refused could not serve (others are asked for their availability).
+    let mut budget_reasons: Vec<(&str, String)> = vec![];
     let mut engine_time = Duration::ZERO;
     let mut last: Option<(&str, EngineError)> = None;
     for (i, &model) in candidates.iter().enumerate() {
@@ -325,6 +327,7 @@ async fn run(
                     return fail(&gateway, started, Some(&routing), &error);
                 }
                 refused_by_budget = true;
+                budget_reasons.push((model, ex.to_string()));
                 last = Some((model, EngineError::Unavailable(ex.to_string())));
                 continue;
             }
@@ -465,13 +468,13 @@ async fn run(
             let reasons: Vec<String> = tried
                 .iter()
                 .map(|m| {
-                    format!(
-                        "{m}: {}",
-                        gateway
-                            .availability(m)
-                            .err()
-                            .unwrap_or_else(|| "failed".into())
-                    )
+                    let reason = budget_reasons
+                        .iter()
+                        .find(|(b, _)| b == m)
+                        .map(|(_, r)| r.clone())
+                        .or_else(|| gateway.availability(m).err())
+                        .unwrap_or_else(|| "failed".into());
+                    format!("{m}: {reason}")
                 })
                 .collect();
             ApiError::Unavailable(format!(

@@ -148,7 +148,9 @@ async fn watch_loop(
         let now = stamp(&path);
         if forced || (now.is_some() && now != last) {
             last = now;
-            let _ = reload(&handle, &path);
+            // Loading a classifier or opening a log takes a while: off the runtime's threads.
+            let (h, p) = (handle.clone(), path.clone());
+            let _ = tokio::task::spawn_blocking(move || reload(&h, &p)).await;
         }
     }
 }
