@@ -221,14 +221,19 @@ impl Bert {
             layer.qkv.forward(x, rows, qkv, threads);
             self.attention(qkv, spans, ctx);
             layer.out.forward(ctx, rows, tmp, threads);
-            add(tmp, x);
-            layer_norm(tmp, h, &layer.ln1, self.eps);
+            rows_parallel(tmp, x, h, threads, |t, x| {
+                add(t, x);
+                layer_norm(t, h, &layer.ln1, self.eps);
+            });
             std::mem::swap(x, tmp);
             layer.up.forward(x, rows, up, threads);
-            gelu(up);
+            let width = up.len() / rows.max(1);
+            rows_parallel(up, &[], width, threads, |u, _| gelu(u));
             layer.down.forward(up, rows, tmp, threads);
-            add(tmp, x);
-            layer_norm(tmp, h, &layer.ln2, self.eps);
+            rows_parallel(tmp, x, h, threads, |t, x| {
+                add(t, x);
+                layer_norm(t, h, &layer.ln2, self.eps);
+            });
             std::mem::swap(x, tmp);
         }
         Ok(spans
@@ -422,6 +427,30 @@ struct SendPtr(*mut f32);
 // SAFETY: used only to hand disjoint regions of one buffer to parallel tasks.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
+
+/// Runs `f` on row blocks of `dst` (and the same rows of `src`, when given) on up to `threads`
+/// threads; each row is computed exactly as on one thread.
+fn rows_parallel(
+    dst: &mut [f32],
+    src: &[f32],
+    width: usize,
+    threads: usize,
+    f: impl Fn(&mut [f32], &[f32]) + Sync,
+) {
+    let rows = dst.len() / width.max(1);
+    if threads < 2 || rows < 32 {
+        f(dst, src);
+        return;
+    }
+    let per = rows.div_ceil(threads) * width;
+    let (d0, d1) = dst.split_at_mut(per.min(dst.len()));
+    let (s0, s1) = if src.is_empty() {
+        (src, src)
+    } else {
+        src.split_at(per.min(src.len()))
+    };
+    rayon::join(|| f(d0, s0), || f(d1, s1));
+}
 
 fn add(dst: &mut [f32], src: &[f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
