@@ -37,8 +37,9 @@ async fn serve_file(
     (url, handle, tx)
 }
 
-async fn rule_of(url: &str) -> String {
-    let r = request(
+/// A chat request with the tag the test rules match.
+async fn tagged(url: &str) -> Reply {
+    request(
         "POST",
         &format!("{url}/v1/chat/completions"),
         ask("auto", "hi").to_string(),
@@ -47,7 +48,11 @@ async fn rule_of(url: &str) -> String {
             ("x-switchyard-tags", "t"),
         ],
     )
-    .await;
+    .await
+}
+
+async fn rule_of(url: &str) -> String {
+    let r = tagged(url).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.header("x-switchyard-rule").to_string()
 }
@@ -132,16 +137,7 @@ async fn a_request_in_flight_finishes_under_its_policy() {
         .to_bytes();
     let text = String::from_utf8_lossy(&rest);
     assert!(text.contains(" cloud") && text.contains("[DONE]"), "{text}");
-    let r = request(
-        "POST",
-        &format!("{url}/v1/chat/completions"),
-        ask("auto", "hi").to_string(),
-        &[
-            ("content-type", "application/json"),
-            ("x-switchyard-tags", "t"),
-        ],
-    )
-    .await;
+    let r = tagged(&url).await;
     assert_eq!(r.header("x-switchyard-rule"), "after");
     assert_eq!(r.header("x-switchyard-route"), "local");
 }

@@ -55,7 +55,8 @@ fn read(path: &Path) -> Result<String, ClassifierError> {
     std::fs::read_to_string(path).map_err(io(path))
 }
 
-fn jsonl(path: &Path) -> Result<Vec<Value>, ClassifierError> {
+/// The rows of a JSONL file (blank lines skipped); a bad row names its line.
+pub fn jsonl(path: &Path) -> Result<Vec<Value>, ClassifierError> {
     read(path)?
         .lines()
         .filter(|l| !l.trim().is_empty())

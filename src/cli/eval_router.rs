@@ -37,20 +37,6 @@ struct Bench {
     outcomes: Vec<Outcome>,
 }
 
-fn rows(path: &Path) -> Result<Vec<Value>, ClassifierError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ClassifierError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l)
-                .map_err(|e| ClassifierError::Format(format!("{}: {e}", path.display())))
-        })
-        .collect()
-}
-
 fn num(v: &Value, key: &str) -> f64 {
     match v.get(key) {
         Some(Value::Bool(b)) => f64::from(u8::from(*b)),
@@ -65,7 +51,7 @@ fn load_bench(
     weak: &str,
     strong: &str,
 ) -> Result<Bench, ClassifierError> {
-    let rows = rows(&dir.join(format!("routellm/{name}.jsonl")))?;
+    let rows = data::jsonl(&dir.join(format!("routellm/{name}.jsonl")))?;
     Ok(Bench {
         name,
         prompts: rows
@@ -119,7 +105,7 @@ fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
         load_bench(&args.data, "gsm8k", "weak_correct", "strong_correct")?,
         load_bench(&args.data, "mt_bench", "weak_score", "strong_score")?,
     ];
-    let categories = rows(&args.data.join("categories/mt_vicuna.jsonl"))?;
+    let categories = data::jsonl(&args.data.join("categories/mt_vicuna.jsonl"))?;
     let Some(classifier) = args.classifier.load() else {
         return Err(ClassifierError::Format("no classifier".into()));
     };

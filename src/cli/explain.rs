@@ -3,7 +3,7 @@
 use crate::classifier::{input, Classifier, RouterModel};
 use crate::engines::Usage;
 use crate::policy::{self, Policy};
-use crate::tuning::replay::route_of;
+
 use crate::tuning::traffic;
 use clap::Args;
 use serde_json::json;
@@ -85,7 +85,7 @@ pub fn explain(
                 s,
                 "decision: {} ({}) by rule `{}`",
                 d.model,
-                route_of(policy, &d.model),
+                policy.route_of(&d.model),
                 d.rule
             );
             let chain: Vec<&str> = std::iter::once(d.model.as_str())

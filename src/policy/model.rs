@@ -76,6 +76,14 @@ impl Policy {
         self.rules.iter().any(|r| r.when.uses_classifier())
     }
 
+    /// Where a model runs: `local` (on the box) or `cloud`.
+    pub fn route_of(&self, model: &str) -> &'static str {
+        match self.models.get(model).map(|m| m.kind) {
+            Some(ModelKind::Local) => "local",
+            _ => "cloud",
+        }
+    }
+
     /// The reference model's price, if there is one.
     pub fn reference_price(&self) -> Option<Price> {
         self.reference_model

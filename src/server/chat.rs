@@ -27,10 +27,7 @@ pub const CLASSIFIER_HEADER: &str = "x-switchyard-classifier";
 
 /// Route label of a model (`local` or `cloud`).
 pub fn route_of(gateway: &Gateway, model: &str) -> &'static str {
-    match gateway.policy.models.get(model).map(|m| m.kind) {
-        Some(ModelKind::Local) => "local",
-        _ => "cloud",
-    }
+    gateway.policy.route_of(model)
 }
 
 /// What a request's response headers say about its routing.

@@ -1,7 +1,7 @@
 //! Calibration: the strong-score threshold of one rule that sends a chosen share of the traffic
 //! to the cloud (as RouteLLM calibrates its routers), from replayed decisions.
 
-use super::replay::{quality, route_of, Quality};
+use super::replay::{quality, Quality};
 use super::traffic::Row;
 use crate::policy::{self, Policy, Range};
 
@@ -68,7 +68,7 @@ pub fn calibrate(
             .ok_or(CalibrateError::NoStrongScoreRule)?,
     };
     let target = &policy.rules[index];
-    let fire_cloud = route_of(policy, &target.route.model) == "cloud";
+    let fire_cloud = policy.route_of(&target.route.model) == "cloud";
     // The policy without the rule decides the requests that pass it.
     let mut without = policy.clone();
     without.rules.remove(index);
@@ -86,7 +86,7 @@ pub fn calibrate(
         let fate = match (&f.classifier, reaches) {
             (Some(c), true) => {
                 let skip = policy::decide(&without, f)
-                    .map(|d| route_of(policy, &d.model) == "cloud")
+                    .map(|d| policy.route_of(&d.model) == "cloud")
                     .unwrap_or(false);
                 Fate::Open {
                     score: c.strong_score,
@@ -94,7 +94,7 @@ pub fn calibrate(
                     skip,
                 }
             }
-            _ => Fate::Fixed(route_of(policy, &d.model) == "cloud"),
+            _ => Fate::Fixed(policy.route_of(&d.model) == "cloud"),
         };
         fates.push((fate, row.outcome));
     }
@@ -183,7 +183,7 @@ pub fn calibrate(
         .filter_map(|r| {
             let o = r.outcome?;
             let d = policy::decide(&calibrated, &r.features).ok()?;
-            Some((o, route_of(policy, &d.model) == "cloud"))
+            Some((o, policy.route_of(&d.model) == "cloud"))
         })
         .collect();
     Ok(Calibration {

@@ -5,7 +5,7 @@ use super::traffic::Row;
 use crate::accounting;
 use crate::classifier::eval::Outcome;
 use crate::engines::Usage;
-use crate::policy::{self, ModelKind, Policy};
+use crate::policy::{self, Policy};
 use indexmap::IndexMap;
 use serde::Serialize;
 
@@ -56,14 +56,6 @@ pub struct Report {
     pub savings_usd: f64,
     pub savings_percent: f64,
     pub quality: Option<Quality>,
-}
-
-/// The route (`local` or `cloud`) of a model of the policy.
-pub fn route_of(policy: &Policy, model: &str) -> &'static str {
-    match policy.models.get(model).map(|m| m.kind) {
-        Some(ModelKind::Local) => "local",
-        _ => "cloud",
-    }
 }
 
 fn bump(map: &mut IndexMap<String, Share>, key: &str) {
@@ -128,7 +120,7 @@ pub fn replay(policy: &Policy, rows: &[Row], output_tokens: u64) -> Report {
                 continue;
             }
         };
-        let route = route_of(policy, &decision.model);
+        let route = policy.route_of(&decision.model);
         bump(&mut by_route, route);
         bump(&mut by_model, &decision.model);
         bump(&mut by_rule, &decision.rule);
