@@ -31,9 +31,14 @@ async fn serve_file(
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server::serve_handle(listener, handle.clone(), async move {
-        let _ = rx.await;
-    }));
+    tokio::spawn(server::serve_handle(
+        listener,
+        handle.clone(),
+        async move {
+            let _ = rx.await;
+        },
+        server::ServeOptions::default(),
+    ));
     (url, handle, tx)
 }
 

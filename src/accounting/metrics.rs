@@ -32,6 +32,18 @@ pub struct Metrics {
     pub budget_exhausted: IntCounterVec,
     /// `switchyard_policy_reloads_total{result}`: policy reloads, `success` or `error`.
     pub policy_reloads: IntCounterVec,
+    /// `switchyard_upstream_retries_total{model,reason}`: cloud calls sent again after a failure.
+    pub upstream_retries: IntCounterVec,
+    /// `switchyard_circuit_state{model}`: 0 closed, 1 half-open, 2 open.
+    pub circuit_state: IntGaugeVec,
+    /// `switchyard_rate_limited_total{tenant,limit}`: requests refused by a rate limit.
+    pub rate_limited: IntCounterVec,
+    /// `switchyard_open_connections`: client connections open now.
+    pub open_connections: prometheus::IntGauge,
+    /// `switchyard_rejected_connections_total`: connections over `limits.max_connections`.
+    pub rejected_connections: prometheus::IntCounter,
+    /// `switchyard_client_timeouts_total{phase}`: clients too slow to send headers or body.
+    pub client_timeouts: IntCounterVec,
 }
 
 /// Metrics of the request classifier.
@@ -230,8 +242,50 @@ impl Metrics {
             ),
             &["result"],
         ));
+        let upstream_retries = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_upstream_retries_total",
+                "Cloud calls sent again after a failure before the first byte, by model and the failure's kind.",
+            ),
+            &["model", "reason"],
+        ));
+        let circuit_state = must(IntGaugeVec::new(
+            Opts::new(
+                "switchyard_circuit_state",
+                "State of each cloud model's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ),
+            &["model"],
+        ));
+        let rate_limited = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_rate_limited_total",
+                "Requests refused by a tenant's rate limit, by tenant and limit (requests or tokens).",
+            ),
+            &["tenant", "limit"],
+        ));
+        let open_connections = must(prometheus::IntGauge::new(
+            "switchyard_open_connections",
+            "Client connections open now.",
+        ));
+        let rejected_connections = must(prometheus::IntCounter::new(
+            "switchyard_rejected_connections_total",
+            "Client connections answered 503 and closed because limits.max_connections were open.",
+        ));
+        let client_timeouts = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_client_timeouts_total",
+                "Requests whose client took too long to send them, by phase (body).",
+            ),
+            &["phase"],
+        ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_retries.clone()),
+            Box::new(circuit_state.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(open_connections.clone()),
+            Box::new(rejected_connections.clone()),
+            Box::new(client_timeouts.clone()),
             Box::new(policy_reloads.clone()),
             Box::new(budget_remaining.clone()),
             Box::new(budget_exhausted.clone()),
@@ -274,6 +328,12 @@ impl Metrics {
             budget_remaining,
             budget_exhausted,
             policy_reloads,
+            upstream_retries,
+            circuit_state,
+            rate_limited,
+            open_connections,
+            rejected_connections,
+            client_timeouts,
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod budget;
 pub mod metrics;
+pub mod rate_limit;
 pub mod recorder;
 
 pub use metrics::{LocalMetrics, Metrics};

@@ -86,6 +86,21 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// A tenant's rate limit refused the request (429 `rate_limit_exceeded` + `Retry-After`).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// The request headers are over the configured limit (431).
+    #[error("request headers are larger than the limit of {limit} bytes")]
+    HeadersTooLarge { limit: usize },
+    /// The client took too long to send its request (408).
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The gateway has as many connections open as it allows (503 + `Retry-After`).
+    #[error("the gateway is at its connection limit ({limit} open); retry later")]
+    TooManyConnections { limit: usize },
     /// A bug: never expected, never with details (500).
     #[error("internal error")]
     Internal,
@@ -116,7 +131,12 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ApiError::BudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BudgetExhausted { .. } | ApiError::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -145,6 +165,14 @@ impl ApiError {
             ApiError::Unavailable(_) => (ErrorKind::Server, Some("model_unavailable")),
             ApiError::Overloaded { .. } => (ErrorKind::Server, Some("model_overloaded")),
             ApiError::BudgetExhausted { .. } => (ErrorKind::RateLimit, Some("budget_exceeded")),
+            ApiError::RateLimited { .. } => (ErrorKind::RateLimit, Some("rate_limit_exceeded")),
+            ApiError::HeadersTooLarge { .. } => {
+                (ErrorKind::InvalidRequest, Some("request_headers_too_large"))
+            }
+            ApiError::RequestTimeout(_) => (ErrorKind::InvalidRequest, Some("request_timeout")),
+            ApiError::TooManyConnections { .. } => {
+                (ErrorKind::Server, Some("too_many_connections"))
+            }
             ApiError::Internal => (ErrorKind::Server, Some("internal_error")),
         }
     }
@@ -183,10 +211,16 @@ impl ApiError {
             }
             | ApiError::BudgetExhausted {
                 retry_after_secs, ..
+            }
+            | ApiError::RateLimited {
+                retry_after_secs, ..
             } => vec![(
                 http::header::RETRY_AFTER,
                 HeaderValue::from(*retry_after_secs),
             )],
+            ApiError::TooManyConnections { .. } => {
+                vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))]
+            }
             _ => vec![],
         }
     }

@@ -43,6 +43,8 @@ pub struct ChatRequest {
     pub message_count: u64,
     /// Bytes of text across all messages.
     pub text_bytes: u64,
+    /// Bytes of text of the longest message.
+    pub largest_message_bytes: u64,
     /// Bytes of the `tools` (and `functions`) definitions, 0 when there are none.
     pub tool_bytes: u64,
     pub image_count: u64,
@@ -209,10 +211,12 @@ impl ChatRequest {
             None => return Err(bad("missing required parameter `messages`", "messages")),
         };
         let mut text_bytes = 0u64;
+        let mut largest_message_bytes = 0u64;
         let mut image_count = 0u64;
         for (i, m) in messages.iter().enumerate() {
             let (t, img) = check_message(i, m)?;
             text_bytes += t;
+            largest_message_bytes = largest_message_bytes.max(t);
             image_count += img;
         }
         let message_count = messages.len() as u64;
@@ -224,6 +228,7 @@ impl ChatRequest {
             max_tokens,
             message_count,
             text_bytes,
+            largest_message_bytes,
             tool_bytes,
             image_count,
         })

@@ -1,7 +1,7 @@
 //! `switchyard serve`: load the policy, build the engines, serve until SIGINT/SIGTERM.
 
 use crate::policy;
-use crate::server::{self, Gateway, Limits};
+use crate::server::{self, Gateway, ServeOptions};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,9 +15,13 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Largest request body in bytes.
-    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
-    pub max_body_bytes: usize,
+    /// On SIGTERM or Ctrl-C, seconds that `/readyz` reports not ready while requests are still
+    /// served, so that a load balancer stops sending new ones.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain_delay_secs: f64,
+    /// Then, seconds that requests and streams in flight may run on before they are closed.
+    #[arg(long, default_value_t = 30.0)]
+    pub drain_timeout_secs: f64,
     /// Threads of the async runtime that serves HTTP. 1 (the default) runs everything on one
     /// thread, which measured less CPU per proxied request than two (docs/benchmarks.md);
     /// model work runs on threads of its own either way.
@@ -49,9 +53,7 @@ pub fn run(args: ServeArgs) -> i32 {
     };
     rt.block_on(async move {
         let gateway = match Gateway::new(policy) {
-            Ok(g) => g.with_limits(Limits {
-                max_body_bytes: args.max_body_bytes,
-            }),
+            Ok(g) => g,
             Err(e) => {
                 eprintln!("{e}");
                 return 1;
@@ -115,7 +117,13 @@ pub fn run(args: ServeArgs) -> i32 {
             args.policy.clone(),
             std::time::Duration::from_secs(1),
         ));
-        server::serve_handle(listener, handle, shutdown_signal()).await;
+        let seconds =
+            |s: f64| std::time::Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default();
+        let options = ServeOptions {
+            drain_delay: seconds(args.drain_delay_secs),
+            drain_timeout: seconds(args.drain_timeout_secs),
+        };
+        server::serve_handle(listener, handle, shutdown_signal(), options).await;
         watcher.abort();
         tracing::info!("stopped");
         0
@@ -164,5 +172,5 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutting down: draining in-flight requests");
+    tracing::info!("shutting down");
 }

@@ -1,7 +1,9 @@
 //! Chat engines: one trait for the on-box model and the cloud providers, so that fallbacks
 //! and accounting do not care which one answered.
 
+pub mod headers;
 pub mod openai;
+pub mod resilience;
 
 use crate::api::{ApiError, ChatRequest};
 use async_trait::async_trait;
@@ -51,6 +53,8 @@ pub type ChunkStream = BoxStream<'static, Result<Chunk, EngineError>>;
 #[derive(Debug, Clone, Copy)]
 pub struct EngineRequest<'a> {
     pub request: &'a ChatRequest,
+    /// The client's request headers (a cloud engine forwards its allow-list of them).
+    pub headers: &'a http::HeaderMap,
 }
 
 /// Why an engine could not answer.
@@ -59,6 +63,9 @@ pub enum EngineError {
     /// The engine is disabled or not loaded.
     #[error("{0}")]
     Unavailable(String),
+    /// The model's circuit breaker is open after too many failures.
+    #[error("{0}")]
+    CircuitOpen(String),
     /// The upstream could not be reached.
     #[error("cannot connect to the upstream: {0}")]
     Connect(String),
@@ -68,6 +75,9 @@ pub enum EngineError {
     /// The whole response took longer than the total timeout.
     #[error("the upstream response took longer than {0:?}")]
     TotalTimeout(Duration),
+    /// A stream sent nothing for longer than the idle limit.
+    #[error("the stream sent nothing for {0:?}")]
+    StreamIdle(Duration),
     /// The upstream answered with an error status.
     #[error("the upstream answered with status {status}")]
     Status {
@@ -109,9 +119,11 @@ impl EngineError {
     pub fn kind(&self) -> &'static str {
         match self {
             EngineError::Unavailable(_) => "unavailable",
+            EngineError::CircuitOpen(_) => "circuit_open",
             EngineError::Connect(_) => "connect",
             EngineError::FirstByteTimeout(_) => "first_byte_timeout",
             EngineError::TotalTimeout(_) => "total_timeout",
+            EngineError::StreamIdle(_) => "stream_idle",
             EngineError::Status { status, .. } if status.as_u16() == 429 => "status_429",
             EngineError::Status { status, .. } if status.is_server_error() => "status_5xx",
             EngineError::Status { .. } => "status_4xx",
@@ -137,11 +149,41 @@ impl EngineError {
         }
     }
 
+    /// Whether the same call may be tried again: the upstream could not be reached, or said
+    /// 429 or 5xx (nothing reached the client yet).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Connect(_) => true,
+            EngineError::Status { status, .. } => {
+                status.is_server_error() || status.as_u16() == 429
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this failure counts against the upstream's health (its circuit breaker); the
+    /// client's own mistakes and refusals on this side do not.
+    pub fn is_upstream_failure(&self) -> bool {
+        match self {
+            EngineError::Status { .. } => self.is_retryable(),
+            EngineError::Connect(_)
+            | EngineError::FirstByteTimeout(_)
+            | EngineError::TotalTimeout(_)
+            | EngineError::StreamIdle(_)
+            | EngineError::Transport(_)
+            | EngineError::Protocol(_)
+            | EngineError::InStream(_) => true,
+            _ => false,
+        }
+    }
+
     /// The error the client sees for this failure of `model`.
     pub fn to_api(&self, model: &str) -> ApiError {
         match self {
-            EngineError::Unavailable(reason) => ApiError::Unavailable(format!("model `{model}` is unavailable: {reason}")),
-            EngineError::FirstByteTimeout(_) | EngineError::TotalTimeout(_) => {
+            EngineError::Unavailable(reason) | EngineError::CircuitOpen(reason) => ApiError::Unavailable(format!("model `{model}` is unavailable: {reason}")),
+            EngineError::FirstByteTimeout(_)
+            | EngineError::TotalTimeout(_)
+            | EngineError::StreamIdle(_) => {
                 ApiError::GatewayTimeout(format!("model `{model}`: {self}"))
             }
             EngineError::Status { status, .. } if matches!(status.as_u16(), 401 | 403) => ApiError::BadGateway(format!(
@@ -175,6 +217,11 @@ impl EngineError {
 pub trait ChatEngine: Send + Sync {
     /// `Ok` when the engine can take requests, else why not.
     fn availability(&self) -> Result<(), String>;
+
+    /// The state of the engine's circuit breaker, when it has one.
+    fn circuit(&self) -> Option<resilience::CircuitState> {
+        None
+    }
 
     /// Answers a request in one piece.
     async fn infer(&self, req: EngineRequest<'_>) -> Result<Completion, EngineError>;

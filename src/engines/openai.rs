@@ -1,14 +1,16 @@
 //! OpenAI-compatible cloud provider: pooled hyper client, per-model timeouts, streaming
 //! forwarded chunk by chunk, usage taken from the upstream (asked for on streams).
 
+use super::resilience::{self, CircuitBreaker, CircuitState, Permit};
 use super::{ChatEngine, Chunk, ChunkStream, Completion, EngineError, EngineRequest, Usage};
+use crate::accounting::Metrics;
 use crate::api::sse;
 use crate::features::estimate_text_tokens;
-use crate::policy::{Model, Secret, Timeouts};
+use crate::policy::{Model, RetrySettings, Secret, Timeouts};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use http::{HeaderValue, Method, Request, Uri};
+use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -19,6 +21,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{timeout, timeout_at, Instant};
 
@@ -29,18 +32,23 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A cloud model behind an OpenAI-compatible API.
 pub struct OpenAiEngine {
+    name: String,
     endpoint: Uri,
     authorization: Option<HeaderValue>,
     key: Option<Secret>,
     upstream_model: String,
     timeouts: Timeouts,
+    retries: RetrySettings,
+    breaker: Option<Arc<CircuitBreaker>>,
+    forward_headers: Vec<HeaderName>,
     disabled: Option<String>,
     client: HttpClient,
+    retry_count: prometheus::IntCounterVec,
 }
 
 impl OpenAiEngine {
-    /// Builds the engine of a policy model of kind `openai`.
-    pub fn new(model: &Model) -> Result<OpenAiEngine, String> {
+    /// Builds the engine of a policy model of kind `openai`, counting its retries in `metrics`.
+    pub fn new(model: &Model, metrics: &Metrics) -> Result<OpenAiEngine, String> {
         let p = model.provider.as_ref().ok_or("not a cloud model")?;
         let endpoint: Uri = format!("{}/chat/completions", p.base_url)
             .parse()
@@ -75,14 +83,70 @@ impl OpenAiEngine {
             .pool_max_idle_per_host(1024)
             .build(https);
         Ok(OpenAiEngine {
+            name: model.name.clone(),
             endpoint,
             authorization,
             key: p.api_key.clone(),
             upstream_model: p.upstream_model.clone(),
             timeouts: p.timeouts,
+            retries: p.retries,
+            breaker: p.breaker.map(CircuitBreaker::new),
+            forward_headers: p.forward_headers.clone(),
             disabled: p.disabled_reason.clone(),
             client,
+            retry_count: metrics.upstream_retries.clone(),
         })
+    }
+
+    /// Sends the request, retrying connect errors, 429 and 5xx with backoff while the
+    /// deadline allows, and returns the first successful response head.
+    async fn call(
+        &self,
+        req: &EngineRequest<'_>,
+        stream: bool,
+        deadline: Instant,
+    ) -> Result<http::Response<Incoming>, EngineError> {
+        let mut retry = 0;
+        loop {
+            let error = match self.send(self.request(req, stream)?).await {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) => self.status_error(resp, deadline).await,
+                Err(e) => e,
+            };
+            if !error.is_retryable() || retry >= self.retries.max_retries {
+                return Err(error);
+            }
+            let retry_after = match &error {
+                EngineError::Status {
+                    retry_after: Some(v),
+                    ..
+                } => resilience::parse_retry_after(v, std::time::SystemTime::now()),
+                _ => None,
+            };
+            let Some(wait) = resilience::backoff(&self.retries, retry, retry_after) else {
+                return Err(error);
+            };
+            if Instant::now() + wait >= deadline {
+                return Err(error);
+            }
+            self.retry_count
+                .with_label_values(&[&self.name, error.kind()])
+                .inc();
+            tracing::debug!("model `{}`: {error}; retrying in {wait:?}", self.name);
+            tokio::time::sleep(wait).await;
+            retry += 1;
+        }
+    }
+
+    /// Lets a call through the circuit breaker (always, without one).
+    fn admit(&self) -> Result<Option<Permit>, EngineError> {
+        match &self.breaker {
+            None => Ok(None),
+            Some(b) => b
+                .admit(std::time::Instant::now())
+                .map(Some)
+                .map_err(|r| EngineError::CircuitOpen(circuit_open_reason(r.retry_in))),
+        }
     }
 
     fn request(
@@ -112,6 +176,9 @@ impl OpenAiEngine {
                 USER_AGENT,
                 concat!("switchyard/", env!("CARGO_PKG_VERSION")),
             );
+        for (name, value) in super::headers::forwarded(req.headers, &self.forward_headers) {
+            b = b.header(name, value);
+        }
         if let Some(auth) = &self.authorization {
             b = b.header(AUTHORIZATION, auth.clone());
         }
@@ -132,29 +199,11 @@ impl OpenAiEngine {
         }
     }
 
-    /// Replaces the provider key wherever an upstream echoes it.
-    fn redact(&self, body: Bytes) -> Bytes {
-        let Some(key) = self
-            .key
-            .as_ref()
-            .map(Secret::expose)
-            .filter(|k| k.len() >= 4)
-        else {
-            return body;
-        };
-        let text = String::from_utf8_lossy(&body);
-        if text.contains(key) {
-            Bytes::from(text.replace(key, "***"))
-        } else {
-            body
-        }
-    }
-
     async fn status_error(&self, resp: http::Response<Incoming>, deadline: Instant) -> EngineError {
         let status = resp.status();
         let retry_after = resp.headers().get(RETRY_AFTER).cloned();
         let body = match timeout_at(deadline, read_limited(resp.into_body(), 64 * 1024)).await {
-            Ok(Ok(b)) => self.redact(b),
+            Ok(Ok(b)) => redact(self.key.as_ref(), b),
             _ => Bytes::new(),
         };
         EngineError::Status {
@@ -163,6 +212,26 @@ impl OpenAiEngine {
             retry_after,
         }
     }
+}
+
+/// Replaces the provider key wherever an upstream echoes it.
+fn redact(key: Option<&Secret>, body: Bytes) -> Bytes {
+    let Some(key) = key.map(Secret::expose).filter(|k| k.len() >= 4) else {
+        return body;
+    };
+    let text = String::from_utf8_lossy(&body);
+    if text.contains(key) {
+        Bytes::from(text.replace(key, "***"))
+    } else {
+        body
+    }
+}
+
+fn circuit_open_reason(retry_in: Duration) -> String {
+    format!(
+        "its circuit breaker is open after repeated upstream failures (next trial call in {} s)",
+        retry_in.as_secs().max(1)
+    )
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -267,19 +336,79 @@ struct ChunkView<'a> {
 #[async_trait]
 impl ChatEngine for OpenAiEngine {
     fn availability(&self) -> Result<(), String> {
-        match &self.disabled {
-            Some(reason) => Err(reason.clone()),
+        if let Some(reason) = &self.disabled {
+            return Err(reason.clone());
+        }
+        match &self.breaker {
+            Some(b) => match b.admit_check(std::time::Instant::now()) {
+                Some(retry_in) => Err(circuit_open_reason(retry_in)),
+                None => Ok(()),
+            },
             None => Ok(()),
         }
     }
 
+    fn circuit(&self) -> Option<CircuitState> {
+        self.breaker
+            .as_ref()
+            .map(|b| b.state(std::time::Instant::now()))
+    }
+
     async fn infer(&self, req: EngineRequest<'_>) -> Result<Completion, EngineError> {
-        self.availability().map_err(EngineError::Unavailable)?;
-        let deadline = Instant::now() + self.timeouts.total;
-        let resp = self.send(self.request(&req, false)?).await?;
-        if !resp.status().is_success() {
-            return Err(self.status_error(resp, deadline).await);
+        if let Some(reason) = &self.disabled {
+            return Err(EngineError::Unavailable(reason.clone()));
         }
+        let permit = self.admit()?;
+        let result = self.complete(&req).await;
+        if let Some(p) = permit {
+            p.record(!result.as_ref().is_err_and(EngineError::is_upstream_failure));
+        }
+        result
+    }
+
+    async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<ChunkStream, EngineError> {
+        if let Some(reason) = &self.disabled {
+            return Err(EngineError::Unavailable(reason.clone()));
+        }
+        let permit = self.admit()?;
+        match self.open_stream(&req).await {
+            Ok(chunks) => Ok(match permit {
+                None => chunks,
+                Some(p) => report_end(chunks, p),
+            }),
+            Err(e) => {
+                if let Some(p) = permit {
+                    p.record(!e.is_upstream_failure());
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reports a stream's end to the circuit breaker: finished, or failed on the way.
+fn report_end(mut chunks: ChunkStream, permit: Permit) -> ChunkStream {
+    use futures_util::StreamExt;
+    Box::pin(async_stream::stream! {
+        let mut permit = Some(permit);
+        while let Some(item) = chunks.next().await {
+            if let Err(e) = &item {
+                if let Some(p) = permit.take() {
+                    p.record(!e.is_upstream_failure());
+                }
+            }
+            yield item;
+        }
+        if let Some(p) = permit.take() {
+            p.record(true);
+        }
+    })
+}
+
+impl OpenAiEngine {
+    async fn complete(&self, req: &EngineRequest<'_>) -> Result<Completion, EngineError> {
+        let deadline = Instant::now() + self.timeouts.total;
+        let resp = self.call(req, false, deadline).await?;
         let body = timeout_at(deadline, read_limited(resp.into_body(), MAX_RESPONSE_BYTES))
             .await
             .map_err(|_| EngineError::TotalTimeout(self.timeouts.total))??;
@@ -316,13 +445,9 @@ impl ChatEngine for OpenAiEngine {
         })
     }
 
-    async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<ChunkStream, EngineError> {
-        self.availability().map_err(EngineError::Unavailable)?;
+    async fn open_stream(&self, req: &EngineRequest<'_>) -> Result<ChunkStream, EngineError> {
         let deadline = Instant::now() + self.timeouts.total;
-        let resp = self.send(self.request(&req, true)?).await?;
-        if !resp.status().is_success() {
-            return Err(self.status_error(resp, deadline).await);
-        }
+        let resp = self.call(req, true, deadline).await?;
         let is_sse = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -334,6 +459,7 @@ impl ChatEngine for OpenAiEngine {
             ));
         }
         let total = self.timeouts.total;
+        let key = self.key.clone();
         let mut body = resp.into_body();
         Ok(Box::pin(async_stream::try_stream! {
             let mut decoder = sse::Decoder::default();
@@ -363,7 +489,10 @@ impl ChatEngine for OpenAiEngine {
                     if event.is_done() {
                         return;
                     }
-                    let chunk = parse_chunk(event.data)?;
+                    let chunk = match parse_chunk(event.data) {
+                        Err(EngineError::InStream(payload)) => Err(EngineError::InStream(redact(key.as_ref(), payload)))?,
+                        other => other?,
+                    };
                     if chunk.1 {
                         finished = true;
                     }

@@ -4,8 +4,9 @@
 use super::conditions::{CategoryCondition, Conditions, Range};
 use super::env::expand;
 use super::model::{
-    BudgetSettings, ClassifierSettings, LocalSettings, Model, Policy, Price, Provider,
-    RecordingSettings, Route, Rule, Secret, Tenant, Timeouts,
+    BreakerSettings, BudgetSettings, ClassifierSettings, Limits, LocalSettings, Model, Policy,
+    Price, Provider, Rate, RateLimitSettings, RecordingSettings, RetrySettings, Route, Rule,
+    Secret, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS,
 };
 use super::positions::Positions;
 use super::schema::{ConditionsSpec, ModelKind, PolicyFile, RangeSpec};
@@ -164,6 +165,9 @@ impl Compiler<'_> {
                                 || m.timeouts.first_byte_ms.is_some()
                                 || m.timeouts.total_ms.is_some(),
                         ),
+                        ("retries", m.retries.is_some()),
+                        ("circuit_breaker", m.circuit_breaker.is_some()),
+                        ("forward_headers", m.forward_headers.is_some()),
                     ] {
                         if set {
                             self.error(
@@ -363,6 +367,45 @@ impl Compiler<'_> {
                 on_exhausted: b.on_exhausted,
             }
         });
+        let limits = self.limits(spec.limits.unwrap_or_default());
+        let rate_limits = spec.rate_limits.map(|r| {
+            for name in r.tenants.keys() {
+                if !tenant_names.contains(name) {
+                    self.error(
+                        &format!("rate_limits.tenants.{name}"),
+                        format!("unknown tenant `{name}` (not under `tenants`)"),
+                    );
+                }
+            }
+            let mut rate = |path: String, r: &super::schema::RateSpec| {
+                for (field, v) in [
+                    ("requests_per_minute", r.requests_per_minute),
+                    ("tokens_per_minute", r.tokens_per_minute),
+                ] {
+                    if v == Some(0) {
+                        self.error(
+                            &format!("{path}.{field}"),
+                            format!("`{field}` must be at least 1 (leave it out for no limit)"),
+                        );
+                    }
+                }
+                Rate {
+                    requests_per_minute: r.requests_per_minute,
+                    tokens_per_minute: r.tokens_per_minute,
+                }
+            };
+            RateLimitSettings {
+                default: r
+                    .default
+                    .as_ref()
+                    .map(|d| rate("rate_limits.default".into(), d)),
+                tenants: r
+                    .tenants
+                    .iter()
+                    .map(|(name, t)| (name.clone(), rate(format!("rate_limits.tenants.{name}"), t)))
+                    .collect(),
+            }
+        });
         Policy {
             models,
             reference_model,
@@ -373,6 +416,8 @@ impl Compiler<'_> {
             classifier,
             recording,
             budgets,
+            limits,
+            rate_limits,
         }
     }
 
@@ -536,7 +581,129 @@ impl Compiler<'_> {
             disabled_reason,
             upstream_model: m.upstream_model.clone().unwrap_or_else(|| name.to_string()),
             timeouts,
+            retries: self.retries(path, m.retries.unwrap_or_default()),
+            breaker: self.breaker(path, m.circuit_breaker.unwrap_or_default()),
+            forward_headers: self.forward_headers(path, m.forward_headers.as_deref()),
         }
+    }
+
+    fn retries(&mut self, path: &str, r: super::schema::RetriesSpec) -> RetrySettings {
+        let d = RetrySettings::default();
+        let out = RetrySettings {
+            max_retries: r.max_retries.unwrap_or(d.max_retries),
+            initial_backoff: r
+                .initial_backoff_ms
+                .map_or(d.initial_backoff, Duration::from_millis),
+            max_backoff: r
+                .max_backoff_ms
+                .map_or(d.max_backoff, Duration::from_millis),
+        };
+        if out.max_retries > 10 {
+            self.error(
+                &format!("{path}.retries.max_retries"),
+                "`max_retries` must be at most 10",
+            );
+        }
+        if out.initial_backoff > out.max_backoff {
+            self.error(
+                &format!("{path}.retries.initial_backoff_ms"),
+                "`initial_backoff_ms` must not exceed `max_backoff_ms`",
+            );
+        }
+        out
+    }
+
+    fn breaker(&mut self, path: &str, b: super::schema::BreakerSpec) -> Option<BreakerSettings> {
+        let d = BreakerSettings::default();
+        let out = BreakerSettings {
+            failure_ratio: b.failure_ratio.unwrap_or(d.failure_ratio),
+            min_calls: b.min_calls.unwrap_or(d.min_calls),
+            window: b.window_ms.map_or(d.window, Duration::from_millis),
+            cooldown: b.cooldown_ms.map_or(d.cooldown, Duration::from_millis),
+        };
+        let p = format!("{path}.circuit_breaker");
+        if !(out.failure_ratio > 0.0 && out.failure_ratio <= 1.0) {
+            self.error(
+                &format!("{p}.failure_ratio"),
+                "`failure_ratio` must be above 0 and at most 1",
+            );
+        }
+        if out.min_calls == 0 {
+            self.error(&format!("{p}.min_calls"), "`min_calls` must be at least 1");
+        }
+        for (field, v) in [("window_ms", out.window), ("cooldown_ms", out.cooldown)] {
+            if v.is_zero() {
+                self.error(&format!("{p}.{field}"), format!("`{field}` must be > 0"));
+            }
+        }
+        b.enabled.unwrap_or(true).then_some(out)
+    }
+
+    fn forward_headers(&mut self, path: &str, names: Option<&[String]>) -> Vec<http::HeaderName> {
+        let names: Vec<String> = match names {
+            Some(n) => n.to_vec(),
+            None => DEFAULT_FORWARD_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let mut out = vec![];
+        for (i, raw) in names.iter().enumerate() {
+            let p = format!("{path}.forward_headers[{i}]");
+            let name = match http::HeaderName::from_bytes(raw.trim().as_bytes()) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.error(&p, format!("`{raw}` is not a valid header name"));
+                    continue;
+                }
+            };
+            if crate::engines::headers::is_never_forwarded(&name) {
+                self.error(
+                    &p,
+                    format!("`{name}` is never forwarded: it carries credentials, is hop-by-hop or is set by the gateway"),
+                );
+                continue;
+            }
+            out.push(name);
+        }
+        out
+    }
+
+    fn limits(&mut self, l: super::schema::ClientLimitsSpec) -> Limits {
+        let d = Limits::default();
+        let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+        let out = Limits {
+            max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
+            max_messages: l.max_messages.unwrap_or(d.max_messages),
+            max_message_bytes: l.max_message_bytes.unwrap_or(d.max_message_bytes),
+            max_tokens: l.max_tokens.unwrap_or(d.max_tokens),
+            max_header_bytes: l.max_header_bytes.unwrap_or(d.max_header_bytes),
+            header_timeout: ms(l.header_timeout_ms, d.header_timeout),
+            body_timeout: ms(l.body_timeout_ms, d.body_timeout),
+            stream_idle_timeout: ms(l.stream_idle_timeout_ms, d.stream_idle_timeout),
+            max_connections: l.max_connections.unwrap_or(d.max_connections),
+        };
+        for (field, zero) in [
+            ("max_body_bytes", out.max_body_bytes == 0),
+            ("max_messages", out.max_messages == 0),
+            ("max_message_bytes", out.max_message_bytes == 0),
+            ("max_tokens", out.max_tokens == 0),
+            ("max_connections", out.max_connections == 0),
+            ("header_timeout_ms", out.header_timeout.is_zero()),
+            ("body_timeout_ms", out.body_timeout.is_zero()),
+            ("stream_idle_timeout_ms", out.stream_idle_timeout.is_zero()),
+        ] {
+            if zero {
+                self.error(&format!("limits.{field}"), format!("`{field}` must be > 0"));
+            }
+        }
+        if out.max_header_bytes < 1024 {
+            self.error(
+                "limits.max_header_bytes",
+                "`max_header_bytes` must be at least 1024",
+            );
+        }
+        out
     }
 
     fn model_ref(&mut self, path: &str, name: &str, models: &indexmap::IndexMap<String, Model>) {

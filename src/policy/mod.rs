@@ -14,8 +14,9 @@ pub use compile::{load, parse, PolicyError, PolicyErrors};
 pub use conditions::{CategoryCondition, Conditions, Range};
 pub use decide::{decide, needs_classifier, DecideError, Decision};
 pub use model::{
-    BudgetSettings, ClassifierSettings, LocalSettings, Model, Policy, Price, Provider,
-    RecordingSettings, Route, Rule, Secret, Tenant, Timeouts,
+    BreakerSettings, BudgetSettings, ClassifierSettings, Limits, LocalSettings, Model, Policy,
+    Price, Provider, Rate, RateLimitSettings, RecordingSettings, RetrySettings, Route, Rule,
+    Secret, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS,
 };
 pub use schema::{BudgetLimits, ModelKind, OnExhausted, PromptRecording};
 

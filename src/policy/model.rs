@@ -24,6 +24,75 @@ pub struct Policy {
     pub recording: Option<RecordingSettings>,
     /// Spending limits, when set.
     pub budgets: Option<BudgetSettings>,
+    /// Limits on what a client may send and hold open.
+    pub limits: Limits,
+    /// Per-tenant rate limits, when set.
+    pub rate_limits: Option<RateLimitSettings>,
+}
+
+/// Limits on what a client controls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Most messages in one request.
+    pub max_messages: u64,
+    /// Largest text of one message, in bytes.
+    pub max_message_bytes: u64,
+    /// Largest `max_tokens` a client may ask for.
+    pub max_tokens: u64,
+    /// Largest total size of the request headers, in bytes.
+    pub max_header_bytes: usize,
+    /// Longest a client may take to send the request headers.
+    pub header_timeout: Duration,
+    /// Longest a client may take to send the request body.
+    pub body_timeout: Duration,
+    /// Longest a streamed answer may go without an event.
+    pub stream_idle_timeout: Duration,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_messages: 1024,
+            max_message_bytes: 1024 * 1024,
+            max_tokens: 32_768,
+            max_header_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            stream_idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Requests and tokens per minute (`None`: no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rate {
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// Per-tenant rate limits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateLimitSettings {
+    /// For every tenant without its own entry (and the anonymous caller).
+    pub default: Option<Rate>,
+    pub tenants: Vec<(String, Rate)>,
+}
+
+impl RateLimitSettings {
+    /// The rate that applies to `tenant`.
+    pub fn rate_of(&self, tenant: &str) -> Option<Rate> {
+        self.tenants
+            .iter()
+            .find(|(t, _)| t == tenant)
+            .map(|(_, r)| *r)
+            .or(self.default)
+    }
 }
 
 /// Spending limits on cloud models.
@@ -149,7 +218,53 @@ pub struct Provider {
     pub disabled_reason: Option<String>,
     pub upstream_model: String,
     pub timeouts: Timeouts,
+    pub retries: RetrySettings,
+    /// `None`: no circuit breaker.
+    pub breaker: Option<BreakerSettings>,
+    /// Client request headers passed on to the upstream (lower-case names).
+    pub forward_headers: Vec<http::HeaderName>,
 }
+
+/// Retries of failures before the first byte.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetrySettings {
+    pub max_retries: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            max_retries: 2,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// When a circuit breaker opens and how long it stays open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerSettings {
+    pub failure_ratio: f64,
+    pub min_calls: u64,
+    pub window: Duration,
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failure_ratio: 0.5,
+            min_calls: 10,
+            window: Duration::from_secs(30),
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Client headers forwarded when a policy does not list its own.
+pub const DEFAULT_FORWARD_HEADERS: [&str; 3] = ["x-request-id", "traceparent", "tracestate"];
 
 /// Upstream timeouts.
 #[derive(Debug, Clone, Copy, PartialEq)]

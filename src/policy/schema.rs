@@ -33,6 +33,68 @@ pub struct PolicyFile {
     /// Spending limits on the cloud models.
     #[serde(default)]
     pub budgets: Option<BudgetsSpec>,
+    /// Limits on what a client may send and hold open.
+    #[serde(default)]
+    pub limits: Option<ClientLimitsSpec>,
+    /// Requests and tokens per minute, per tenant.
+    #[serde(default)]
+    pub rate_limits: Option<RateLimitsSpec>,
+}
+
+/// Limits on what a client controls; every field has a default (docs/security.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientLimitsSpec {
+    /// Largest request body in bytes (default 4 MiB).
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// Most messages in one request (default 1024).
+    #[serde(default)]
+    pub max_messages: Option<u64>,
+    /// Largest text of one message, in bytes (default 1 MiB).
+    #[serde(default)]
+    pub max_message_bytes: Option<u64>,
+    /// Largest `max_tokens` / `max_completion_tokens` a client may ask for (default 32768).
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// Largest total size of the request headers, in bytes (default 16 KiB).
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+    /// Longest a client may take to send the request headers, in ms (default 10000).
+    #[serde(default)]
+    pub header_timeout_ms: Option<u64>,
+    /// Longest a client may take to send the request body, in ms (default 30000).
+    #[serde(default)]
+    pub body_timeout_ms: Option<u64>,
+    /// Longest a streamed answer may go without an event before it is ended, in ms (default 60000).
+    #[serde(default)]
+    pub stream_idle_timeout_ms: Option<u64>,
+    /// Most client connections open at once (default 1024); more are answered 503 and closed.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+/// Requests and tokens per minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSpec {
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Prompt plus answer tokens (the prompt estimated on arrival, settled with the real counts).
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// Per-tenant rate limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsSpec {
+    /// Applies to every tenant (and to the anonymous caller of an open gateway) without its own entry.
+    #[serde(default)]
+    pub default: Option<RateSpec>,
+    /// Per tenant (names from `tenants`).
+    #[serde(default)]
+    pub tenants: indexmap::IndexMap<String, RateSpec>,
 }
 
 /// What happens to a cloud request when a budget is used up.
@@ -166,6 +228,53 @@ pub struct ModelSpec {
     /// `local` only: CPU threads of the matrix kernels (process-wide; the first local model's wins).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// `openai` only: retries of failures before the first byte.
+    #[serde(default)]
+    pub retries: Option<RetriesSpec>,
+    /// `openai` only: the circuit breaker.
+    #[serde(default)]
+    pub circuit_breaker: Option<BreakerSpec>,
+    /// `openai` only: client request headers passed on to the upstream (an allow-list; default
+    /// `x-request-id`, `traceparent`, `tracestate`).
+    #[serde(default)]
+    pub forward_headers: Option<Vec<String>>,
+}
+
+/// Retries of a cloud call: connect errors, 429 and 5xx, before any byte reached the client.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesSpec {
+    /// Retries after the first attempt (default 2; 0 turns retries off).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// First backoff in ms, doubled each retry, with full jitter (default 100).
+    #[serde(default)]
+    pub initial_backoff_ms: Option<u64>,
+    /// Longest wait before a retry, in ms, `Retry-After` included (default 5000): an upstream
+    /// asking for longer is not retried.
+    #[serde(default)]
+    pub max_backoff_ms: Option<u64>,
+}
+
+/// A circuit breaker: opens on a failure ratio, half-opens after a cool-down.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSpec {
+    /// Failed share of the calls in the window that opens the circuit (default 0.5).
+    #[serde(default)]
+    pub failure_ratio: Option<f64>,
+    /// Calls the window needs before the ratio counts (default 10).
+    #[serde(default)]
+    pub min_calls: Option<u64>,
+    /// Length of the counting window in ms (default 30000).
+    #[serde(default)]
+    pub window_ms: Option<u64>,
+    /// How long the circuit stays open before one trial call, in ms (default 30000).
+    #[serde(default)]
+    pub cooldown_ms: Option<u64>,
+    /// Default true.
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 /// Prices in USD per million tokens.

@@ -6,9 +6,11 @@ use super::stream::{self, StreamAccount};
 use super::{Caller, Gateway};
 use crate::accounting;
 use crate::accounting::budget::{Exhausted, Ticket};
+use crate::accounting::rate_limit::TokenTicket;
 use crate::accounting::recorder::Entry;
 use crate::api::{ApiError, ChatRequest};
 use crate::classifier;
+use crate::engines::resilience::CircuitState;
 use crate::engines::{EngineError, EngineRequest};
 use crate::features;
 use crate::policy::{self, DecideError, Decision, ModelKind, OnExhausted};
@@ -24,6 +26,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub const TAGS_HEADER: &str = "x-switchyard-tags";
 /// The response header with the classifier's outputs: `category;p=0.91;strong=0.42`.
 pub const CLASSIFIER_HEADER: &str = "x-switchyard-classifier";
+/// The response header set when a fallback answered: `<model that failed>; reason=<kind>`.
+pub const FALLBACK_HEADER: &str = "x-switchyard-fallback";
 
 /// Route label of a model (`local` or `cloud`).
 pub fn route_of(gateway: &Gateway, model: &str) -> &'static str {
@@ -66,8 +70,15 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
         Ok(r) => r,
         Err(e) => return fail(&gateway, started, None, &e),
     };
+    if let Err(e) = check_limits(&gateway.limits, &parsed) {
+        return fail(&gateway, started, None, &e);
+    }
     let tags = parts.headers.get(TAGS_HEADER).and_then(|v| v.to_str().ok());
     let mut feats = features::extract(&parsed, caller.tenant.as_deref(), tags);
+    let tokens = match admit(&gateway, &caller, feats.prompt_tokens) {
+        Ok(t) => t,
+        Err(e) => return fail(&gateway, started, None, &e),
+    };
     let classified = classify(&gateway, &parsed, &mut feats).await;
     let decision = match policy::decide(&gateway.policy, &feats) {
         Ok(d) => d,
@@ -101,10 +112,14 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
     }
     let mut resp = run(
         gateway,
-        started,
-        caller,
-        parsed,
-        feats.prompt_tokens,
+        Call {
+            started,
+            caller,
+            req: parsed,
+            headers: parts.headers,
+            prompt_estimate: feats.prompt_tokens,
+            tokens,
+        },
         decision,
     )
     .await;
@@ -112,6 +127,78 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
         resp.headers_mut().insert(CLASSIFIER_HEADER, v);
     }
     resp
+}
+
+/// The limits on a parsed request that its parser does not know: messages, their size, `max_tokens`.
+fn check_limits(limits: &crate::policy::Limits, req: &ChatRequest) -> Result<(), ApiError> {
+    if req.message_count > limits.max_messages {
+        return Err(ApiError::bad_request(
+            format!(
+                "too many messages: {} (the limit is {})",
+                req.message_count, limits.max_messages
+            ),
+            Some("messages"),
+        ));
+    }
+    if req.largest_message_bytes > limits.max_message_bytes {
+        return Err(ApiError::bad_request(
+            format!(
+                "a message is {} bytes long (the limit is {} bytes per message)",
+                req.largest_message_bytes, limits.max_message_bytes
+            ),
+            Some("messages"),
+        ));
+    }
+    if let Some(n) = req.max_tokens.filter(|n| *n > limits.max_tokens) {
+        let param = if req.body.contains_key("max_completion_tokens") {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        return Err(ApiError::bad_request(
+            format!(
+                "`{param}` is {n}, above this gateway's limit of {}",
+                limits.max_tokens
+            ),
+            Some(param),
+        ));
+    }
+    Ok(())
+}
+
+/// Takes the request (and its estimated prompt tokens) from the caller's rate limits.
+fn admit(
+    gateway: &Gateway,
+    caller: &Caller,
+    prompt_estimate: u64,
+) -> Result<Option<TokenTicket>, ApiError> {
+    let Some(limiter) = &gateway.rate_limiter else {
+        return Ok(None);
+    };
+    limiter
+        .admit(caller.label(), prompt_estimate, std::time::Instant::now())
+        .map_err(|r| {
+            gateway
+                .metrics
+                .rate_limited
+                .with_label_values(&[caller.label(), r.limit.label()])
+                .inc();
+            ApiError::RateLimited {
+                message: r.to_string(),
+                retry_after_secs: r.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })
+}
+
+/// One request on its way to an engine.
+struct Call {
+    started: Instant,
+    caller: Caller,
+    req: ChatRequest,
+    headers: HeaderMap,
+    prompt_estimate: u64,
+    /// Its tokens taken from the caller's rate limit, settled when the answer ends.
+    tokens: Option<TokenTicket>,
 }
 
 /// Answer tokens a cloud reservation assumes when neither the request nor the model limits them.
@@ -200,7 +287,22 @@ async fn read(
         None => return Err(ApiError::UnsupportedMediaType("none".into())),
     }
     let limit = gateway.limits.max_body_bytes;
-    let bytes: Bytes = match Limited::new(body, limit).collect().await {
+    let wait = gateway.limits.body_timeout;
+    let collected = match tokio::time::timeout(wait, Limited::new(body, limit).collect()).await {
+        Ok(c) => c,
+        Err(_) => {
+            gateway
+                .metrics
+                .client_timeouts
+                .with_label_values(&["body"])
+                .inc();
+            return Err(ApiError::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                wait.as_secs_f64()
+            )));
+        }
+    };
+    let bytes: Bytes = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(ApiError::PayloadTooLarge { limit })
@@ -244,14 +346,15 @@ fn fail(
 }
 
 /// Tries the decision's model, then its fallbacks, and answers with the first that works.
-async fn run(
-    gateway: Arc<Gateway>,
-    started: Instant,
-    caller: Caller,
-    req: ChatRequest,
-    prompt_estimate: u64,
-    decision: Decision,
-) -> Response<Body> {
+async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<Body> {
+    let Call {
+        started,
+        caller,
+        req,
+        headers,
+        prompt_estimate,
+        mut tokens,
+    } = call;
     let Decision {
         model,
         fallbacks,
@@ -276,6 +379,8 @@ async fn run(
     let mut budget_reasons: Vec<(&str, String)> = vec![];
     let mut engine_time = Duration::ZERO;
     let mut last: Option<(&str, EngineError)> = None;
+    // The first model that could not answer, and why: said in `x-switchyard-fallback`.
+    let mut first_failure: Option<(&str, &'static str)> = None;
     for (i, &model) in candidates.iter().enumerate() {
         if i >= routed && !refused_by_budget {
             break;
@@ -292,12 +397,22 @@ async fn run(
             Some(e) => e.clone(),
             None => {
                 let reason = gateway.availability(model).err().unwrap_or_default();
-                last = Some((model, EngineError::Unavailable(reason)));
+                fail_over(
+                    &mut first_failure,
+                    &mut last,
+                    model,
+                    EngineError::Unavailable(reason),
+                );
                 continue;
             }
         };
         if let Err(reason) = engine.availability() {
-            last = Some((model, EngineError::Unavailable(reason)));
+            let e = if engine.circuit() == Some(CircuitState::Open) {
+                EngineError::CircuitOpen(reason)
+            } else {
+                EngineError::Unavailable(reason)
+            };
+            fail_over(&mut first_failure, &mut last, model, e);
             continue;
         }
         let ticket = match reserve(&gateway, &caller, &req, model, prompt_estimate) {
@@ -325,6 +440,7 @@ async fn run(
                 }
                 refused_by_budget = true;
                 budget_reasons.push((model, ex.to_string()));
+                first_failure.get_or_insert((model, "budget_exhausted"));
                 last = Some((model, EngineError::Unavailable(ex.to_string())));
                 continue;
             }
@@ -336,7 +452,10 @@ async fn run(
             }
         };
         let engine_started = Instant::now();
-        let ereq = EngineRequest { request: &req };
+        let ereq = EngineRequest {
+            request: &req,
+            headers: &headers,
+        };
         if req.stream {
             match engine.infer_stream(ereq).await {
                 Ok(chunks) => {
@@ -364,7 +483,8 @@ async fn run(
                         caller.label().to_string(),
                         prompt_estimate,
                     )
-                    .with_budget(ticket);
+                    .with_budget(ticket)
+                    .with_rate_tokens(tokens.take());
                     let mut resp = Response::new(stream::body(chunks, account, req.include_usage));
                     let h = resp.headers_mut();
                     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -373,6 +493,7 @@ async fn run(
                         HeaderValue::from_static("no-cache"),
                     );
                     routing.apply(h);
+                    say_fallback(h, first_failure);
                     gateway
                         .metrics
                         .gateway_overhead
@@ -388,7 +509,7 @@ async fn run(
                         .with_label_values(&[model, e.kind()])
                         .inc();
                     let retry = e.allows_fallback() && i + 1 < candidates.len();
-                    last = Some((model, e));
+                    fail_over(&mut first_failure, &mut last, model, e);
                     if !retry {
                         break;
                     }
@@ -406,6 +527,9 @@ async fn run(
                         done.usage,
                     );
                     settle(ticket, bill.cost_usd);
+                    if let Some(t) = tokens.take() {
+                        t.settle(done.usage.prompt_tokens + done.usage.completion_tokens);
+                    }
                     let routing = Routing {
                         route,
                         model,
@@ -415,6 +539,7 @@ async fn run(
                     let mut resp =
                         respond::with_body(StatusCode::OK, "application/json", done.body);
                     routing.apply(resp.headers_mut());
+                    say_fallback(resp.headers_mut(), first_failure);
                     let m = &gateway.metrics;
                     let elapsed = started.elapsed();
                     m.requests
@@ -439,7 +564,7 @@ async fn run(
                         .with_label_values(&[model, e.kind()])
                         .inc();
                     let retry = e.allows_fallback() && i + 1 < candidates.len();
-                    last = Some((model, e));
+                    fail_over(&mut first_failure, &mut last, model, e);
                     if !retry {
                         break;
                     }
@@ -488,4 +613,25 @@ async fn run(
         cost_usd: 0.0,
     };
     fail(&gateway, started, Some(&routing), &error)
+}
+
+/// Notes a model's failure: the last error (what the client sees if nothing answers) and the
+/// first (what `x-switchyard-fallback` names if a later model answers).
+fn fail_over<'a>(
+    first: &mut Option<(&'a str, &'static str)>,
+    last: &mut Option<(&'a str, EngineError)>,
+    model: &'a str,
+    e: EngineError,
+) {
+    first.get_or_insert((model, e.kind()));
+    *last = Some((model, e));
+}
+
+/// Sets `x-switchyard-fallback` when the answer comes from a fallback.
+fn say_fallback(headers: &mut HeaderMap, first_failure: Option<(&str, &str)>) {
+    if let Some((model, reason)) = first_failure {
+        if let Ok(v) = HeaderValue::from_str(&format!("{model}; reason={reason}")) {
+            headers.insert(FALLBACK_HEADER, v);
+        }
+    }
 }

@@ -10,6 +10,7 @@ mod stream;
 pub use auth::{Auth, Caller};
 
 use crate::accounting::budget::{BudgetStore, MemoryBudgets};
+use crate::accounting::rate_limit::RateLimiter;
 use crate::accounting::recorder::Recorder;
 use crate::accounting::Metrics;
 use crate::classifier::batcher::Batcher;
@@ -18,7 +19,7 @@ use crate::engines::ChatEngine;
 use crate::policy::{ModelKind, Policy};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -26,28 +27,16 @@ use respond::Body;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::{Layer, Service, ServiceBuilder};
 
-/// Server limits on what a client sends.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest request body in bytes.
-    pub max_body_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_body_bytes: 4 * 1024 * 1024,
-        }
-    }
-}
+pub use crate::policy::Limits;
 
 /// Everything a request needs: the policy, the engines, the metrics.
 pub struct Gateway {
@@ -62,45 +51,53 @@ pub struct Gateway {
     pub recorder: Option<Recorder>,
     /// Spending budgets, when the policy sets them.
     pub budgets: Option<Arc<dyn BudgetStore>>,
-    ready: AtomicBool,
+    /// Per-tenant rate limits, when the policy sets them.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
 }
 
 impl Gateway {
     /// A gateway for `policy`, with a cloud engine for every `openai` model. On-box models
     /// get their engine from [`Gateway::with_engine`].
     pub fn new(policy: Policy) -> Result<Gateway, String> {
+        Gateway::with_registry(policy, Metrics::new())
+    }
+
+    /// [`Gateway::new`] counting into existing metrics (a reloaded gateway keeps counting in
+    /// the same registry).
+    pub fn with_registry(policy: Policy, metrics: Metrics) -> Result<Gateway, String> {
         let mut engines: HashMap<String, Arc<dyn ChatEngine>> = HashMap::new();
         for m in policy.models.values() {
             if m.kind == ModelKind::Openai {
-                engines.insert(m.name.clone(), Arc::new(OpenAiEngine::new(m)?));
+                engines.insert(m.name.clone(), Arc::new(OpenAiEngine::new(m, &metrics)?));
             }
         }
         let budgets = policy
             .budgets
             .as_ref()
             .map(|b| Arc::new(MemoryBudgets::new(b)) as Arc<dyn BudgetStore>);
+        let rate_limiter = policy.rate_limits.clone().map(RateLimiter::new);
         Ok(Gateway {
             auth: Auth::new(policy.tenants.clone()),
+            limits: policy.limits,
             policy: Arc::new(policy),
             engines,
-            metrics: Metrics::new(),
-            limits: Limits::default(),
+            metrics,
             classifier: None,
             recorder: None,
             budgets,
-            ready: AtomicBool::new(true),
+            rate_limiter,
         })
+    }
+
+    /// Keeps another gateway's rate-limit buckets (same settings across a reload).
+    pub fn with_rate_limiter(mut self, limiter: Option<Arc<RateLimiter>>) -> Gateway {
+        self.rate_limiter = limiter;
+        self
     }
 
     /// Sets (or replaces) the engine of a model.
     pub fn with_engine(mut self, model: &str, engine: Arc<dyn ChatEngine>) -> Gateway {
         self.engines.insert(model.to_string(), engine);
-        self
-    }
-
-    /// Shares another gateway's metrics (a reloaded gateway keeps counting in the same registry).
-    pub fn with_metrics(mut self, metrics: Metrics) -> Gateway {
-        self.metrics = metrics;
         self
     }
 
@@ -134,7 +131,7 @@ impl Gateway {
         self
     }
 
-    /// Sets the client limits.
+    /// Sets the client limits (instead of the policy's).
     pub fn with_limits(mut self, limits: Limits) -> Gateway {
         self.limits = limits;
         self
@@ -162,17 +159,22 @@ impl Gateway {
                     .model_available
                     .with_label_values(&[name])
                     .set(i64::from(state.is_ok()));
+                if let Some(c) = self.engines.get(name).and_then(|e| e.circuit()) {
+                    self.metrics
+                        .circuit_state
+                        .with_label_values(&[name])
+                        .set(c as i64);
+                }
                 (name.clone(), state)
             })
             .collect()
     }
 
-    /// Ready: not shutting down, the classifier loaded if the policy routes on it, and the
-    /// default route has a model that can answer.
+    /// Ready: the classifier loaded if the policy routes on it, and the default route has a
+    /// model that can answer. (A draining server is not ready either: see [`GatewayHandle`].)
     pub fn is_ready(&self) -> bool {
         let d = &self.policy.default;
-        self.ready.load(Ordering::Relaxed)
-            && (self.classifier.is_some() || !self.policy.uses_classifier())
+        (self.classifier.is_some() || !self.policy.uses_classifier())
             && std::iter::once(&d.model)
                 .chain(&d.fallbacks)
                 .any(|m| self.availability(m).is_ok())
@@ -180,23 +182,37 @@ impl Gateway {
 }
 
 /// The gateway that serves new requests; a policy reload swaps it. A request keeps the gateway
-/// it started with (and so its policy) until it ends.
+/// it started with (and so its policy) until it ends. Also says whether the server is draining.
 #[derive(Clone)]
-pub struct GatewayHandle(Arc<std::sync::RwLock<Arc<Gateway>>>);
+pub struct GatewayHandle {
+    gateway: Arc<std::sync::RwLock<Arc<Gateway>>>,
+    draining: Arc<AtomicBool>,
+}
 
 impl GatewayHandle {
     pub fn new(gateway: Arc<Gateway>) -> GatewayHandle {
-        GatewayHandle(Arc::new(std::sync::RwLock::new(gateway)))
+        GatewayHandle {
+            gateway: Arc::new(std::sync::RwLock::new(gateway)),
+            draining: Arc::default(),
+        }
     }
 
     /// The gateway new requests get.
     pub fn current(&self) -> Arc<Gateway> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.gateway
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Makes `gateway` the one new requests get.
     pub fn replace(&self, gateway: Arc<Gateway>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = gateway;
+        *self.gateway.write().unwrap_or_else(|e| e.into_inner()) = gateway;
+    }
+
+    /// Whether shutdown has begun (`/readyz` then reports not ready).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 }
 
@@ -222,7 +238,8 @@ impl Service<Request<Incoming>> for Routes {
             .get::<Arc<Gateway>>()
             .cloned()
             .unwrap_or_else(|| self.gateway.current());
-        Box::pin(async move { Ok(routes::handle(gateway, req).await) })
+        let draining = self.gateway.is_draining();
+        Box::pin(async move { Ok(routes::handle(gateway, req, draining).await) })
     }
 }
 
@@ -270,6 +287,11 @@ where
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let gateway = self.gateway.current();
+        let limit = gateway.limits.max_header_bytes;
+        if header_bytes(req.headers()) > limit {
+            let resp = respond::error(&crate::api::ApiError::HeadersTooLarge { limit });
+            return Box::pin(async move { Ok(resp) });
+        }
         if !is_public(req.uri().path()) {
             let header = req
                 .headers()
@@ -290,8 +312,32 @@ where
     }
 }
 
-/// How long in-flight requests may run on after shutdown starts.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Size of request headers as sent: names, values and the `: ` and line end of each.
+fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+/// How shutdown proceeds.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// After the shutdown signal, how long `/readyz` reports not ready while new requests are
+    /// still served, so that a load balancer stops sending them.
+    pub drain_delay: Duration,
+    /// How long in-flight requests and streams may then run on before they are closed.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            drain_delay: Duration::ZERO,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// Serves `gateway` on `listener` until `shutdown` completes, then drains connections.
 pub async fn serve(
@@ -299,14 +345,36 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_handle(listener, GatewayHandle::new(gateway), shutdown).await
+    serve_handle(
+        listener,
+        GatewayHandle::new(gateway),
+        shutdown,
+        ServeOptions::default(),
+    )
+    .await
 }
 
-/// [`serve`] with a handle through which the gateway can be replaced while serving.
+/// Counts a connection as open until dropped.
+struct OpenConnection {
+    open: Arc<AtomicUsize>,
+    gauge: prometheus::IntGauge,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
+    }
+}
+
+/// [`serve`] with a handle through which the gateway can be replaced while serving. On
+/// `shutdown`: readiness goes false, requests are still served for `drain_delay`, then the
+/// listener closes and open requests get `drain_timeout` to finish.
 pub async fn serve_handle(
     listener: TcpListener,
     handle: GatewayHandle,
     shutdown: impl Future<Output = ()>,
+    options: ServeOptions,
 ) {
     let service = ServiceBuilder::new()
         .layer(AuthLayer {
@@ -315,38 +383,108 @@ pub async fn serve_handle(
         .service(Routes {
             gateway: handle.clone(),
         });
-    let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
+    let open = Arc::new(AtomicUsize::new(0));
+    let accept = |stream: tokio::net::TcpStream| {
+        let gateway = handle.current();
+        let limits = gateway.limits;
+        let _ = stream.set_nodelay(true);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size((limits.max_header_bytes * 2).max(8192) + 16 * 1024);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX));
+        let count = OpenConnection {
+            open: open.clone(),
+            gauge: gateway.metrics.open_connections.clone(),
+        };
+        let was_open = open.fetch_add(1, Ordering::Relaxed);
+        count.gauge.inc();
+        if was_open >= limits.max_connections {
+            gateway.metrics.rejected_connections.inc();
+            let limit = limits.max_connections;
+            let busy = hyper::service::service_fn(move |_req| async move {
+                let mut resp = respond::error(&crate::api::ApiError::TooManyConnections { limit });
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+                Ok::<_, Infallible>(resp)
+            });
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), busy)
+                .into_owned();
+            tokio::spawn(async move {
+                let _count = count;
+                let _ = tokio::time::timeout(limits.header_timeout, conn).await;
+            });
+            return;
+        }
+        let conn = builder.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(service.clone()),
+        );
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            let _count = count;
+            if let Err(e) = conn.await {
+                tracing::debug!("connection ended with an error: {e}");
+            }
+        });
+    };
+    let accept_or_log = |accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>| {
+        let ok = accepted.is_ok();
+        match accepted {
+            Ok((stream, _)) => accept(stream),
+            Err(e) => tracing::warn!("accept failed: {e}"),
+        }
+        ok
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()));
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection ended with an error: {e}");
-                    }
-                });
+                if !accept_or_log(accepted) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
             _ = &mut shutdown => break,
         }
     }
-    handle.current().ready.store(false, Ordering::Relaxed);
+    handle.draining.store(true, Ordering::Relaxed);
+    tracing::info!(
+        "draining: /readyz reports not ready; new requests are served for {:?} more",
+        options.drain_delay
+    );
+    let delay = tokio::time::sleep(options.drain_delay);
+    tokio::pin!(delay);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if !accept_or_log(accepted) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            _ = &mut delay => break,
+        }
+    }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    tracing::info!(
+        "stopped accepting; waiting up to {:?} for requests in flight",
+        options.drain_timeout
+    );
+    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+        tracing::warn!(
+            "connections still open after {:?}; closing them",
+            options.drain_timeout
+        );
     }
 }

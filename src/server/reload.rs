@@ -32,9 +32,11 @@ pub fn rebuild(old: &Gateway, policy: policy::Policy) -> Result<Gateway, String>
     let same_budgets = old.policy.budgets == policy.budgets;
     let same_classifier = old.policy.classifier == policy.classifier;
     let same_recording = old.policy.recording == policy.recording;
-    let mut g = Gateway::new(policy)?
-        .with_metrics(old.metrics.clone())
-        .with_limits(old.limits);
+    let same_rates = old.policy.rate_limits == policy.rate_limits;
+    let mut g = Gateway::with_registry(policy, old.metrics.clone())?;
+    if same_rates {
+        g = g.with_rate_limiter(old.rate_limiter.clone());
+    }
     for (name, engine) in &old.engines {
         if g.policy.models.get(name).map(|m| m.kind) == Some(ModelKind::Local) {
             g = g.with_engine(name, engine.clone());

@@ -9,8 +9,12 @@ use hyper::body::Incoming;
 use serde_json::json;
 use std::sync::Arc;
 
-/// Answers one request.
-pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
+/// Answers one request; `draining`: shutdown has begun.
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    req: Request<Incoming>,
+    draining: bool,
+) -> Response<Body> {
     let path = req.uri().path();
     let allow = match path {
         "/v1/chat/completions" => "POST",
@@ -36,7 +40,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
     }
     match path {
         "/healthz" => respond::json(StatusCode::OK, &json!({"status": "ok"})),
-        "/readyz" => readyz(&gateway),
+        "/readyz" => readyz(&gateway, draining),
         "/metrics" => {
             gateway.model_states();
             respond::with_body(
@@ -50,7 +54,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
     }
 }
 
-fn readyz(gateway: &Gateway) -> Response<Body> {
+fn readyz(gateway: &Gateway, draining: bool) -> Response<Body> {
     let models: serde_json::Map<String, serde_json::Value> = gateway
         .model_states()
         .into_iter()
@@ -62,16 +66,14 @@ fn readyz(gateway: &Gateway) -> Response<Body> {
             (name, v)
         })
         .collect();
-    let ready = gateway.is_ready();
-    let status = if ready {
-        StatusCode::OK
+    let (status, word) = if draining {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if gateway.is_ready() {
+        (StatusCode::OK, "ready")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
     };
-    respond::json(
-        status,
-        &json!({"status": if ready { "ready" } else { "not_ready" }, "models": models}),
-    )
+    respond::json(status, &json!({"status": word, "models": models}))
 }
 
 fn models(gateway: &Gateway) -> Response<Body> {

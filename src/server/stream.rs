@@ -5,6 +5,7 @@ use super::respond::Body;
 use super::Gateway;
 use crate::accounting;
 use crate::accounting::budget::Ticket;
+use crate::accounting::rate_limit::TokenTicket;
 use crate::api::{sse, ApiError};
 use crate::engines::{Chunk, ChunkStream, EngineError, Usage};
 use crate::features::estimate_text_tokens;
@@ -40,12 +41,20 @@ pub struct StreamAccount {
     outcome: Outcome,
     /// The budget reservation to settle with the stream's cost.
     ticket: Option<Ticket>,
+    /// The rate-limit tokens to settle with the stream's token count.
+    rate_tokens: Option<TokenTicket>,
 }
 
 impl StreamAccount {
     /// Settles `ticket` with this stream's cost when it ends.
     pub fn with_budget(mut self, ticket: Option<Ticket>) -> StreamAccount {
         self.ticket = ticket;
+        self
+    }
+
+    /// Settles `tokens` with this stream's token count when it ends.
+    pub fn with_rate_tokens(mut self, tokens: Option<TokenTicket>) -> StreamAccount {
+        self.rate_tokens = tokens;
         self
     }
 
@@ -71,6 +80,7 @@ impl StreamAccount {
             usage: None,
             outcome: Outcome::Open,
             ticket: None,
+            rate_tokens: None,
         }
     }
 
@@ -110,6 +120,9 @@ impl Drop for StreamAccount {
             b.settle(t, bill.cost_usd);
             g.publish_budgets();
         }
+        if let Some(t) = self.rate_tokens.take() {
+            t.settle(usage.prompt_tokens + usage.completion_tokens);
+        }
         let status = match self.outcome {
             Outcome::Done => "200",
             Outcome::Failed => "stream_error",
@@ -136,7 +149,9 @@ fn error_payload(e: &EngineError, model: &str) -> Bytes {
         EngineError::InStream(payload) => payload.clone(),
         other => {
             let api: ApiError = match other {
-                EngineError::TotalTimeout(_) | EngineError::FirstByteTimeout(_) => {
+                EngineError::TotalTimeout(_)
+                | EngineError::FirstByteTimeout(_)
+                | EngineError::StreamIdle(_) => {
                     ApiError::GatewayTimeout(format!("model `{model}`: {other}"))
                 }
                 _ => ApiError::BadGateway(format!("model `{model}`: {other}")),
@@ -146,11 +161,24 @@ fn error_payload(e: &EngineError, model: &str) -> Bytes {
     }
 }
 
-/// The response body of a stream: SSE events, then `[DONE]`, or an error event and a close.
-/// Chunks that are ready together (one upstream read often holds several) go out as one frame.
+/// The next chunk, or a [`EngineError::StreamIdle`] when none comes within `idle`.
+async fn next_within(
+    chunks: &mut ChunkStream,
+    idle: std::time::Duration,
+) -> Option<Result<Chunk, EngineError>> {
+    match tokio::time::timeout(idle, chunks.next()).await {
+        Ok(item) => item,
+        Err(_) => Some(Err(EngineError::StreamIdle(idle))),
+    }
+}
+
+/// The response body of a stream: SSE events, then `[DONE]`, or an error event and a close
+/// (also when the engine sends nothing for `limits.stream_idle_timeout`). Chunks that are ready
+/// together (one upstream read often holds several) go out as one frame.
 pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: bool) -> Body {
+    let idle = account.gateway.limits.stream_idle_timeout;
     let events = async_stream::stream! {
-        while let Some(first) = chunks.next().await {
+        while let Some(first) = next_within(&mut chunks, idle).await {
             let mut out = BytesMut::new();
             let mut item = Some(first);
             while let Some(next) = item.take() {
