@@ -214,17 +214,17 @@ impl OpenAiEngine {
     }
 }
 
-/// Replaces the provider key wherever an upstream echoes it.
+/// Replaces the provider key wherever an upstream echoes it (in any body that reaches the
+/// client: answers, stream events, errors).
 fn redact(key: Option<&Secret>, body: Bytes) -> Bytes {
     let Some(key) = key.map(Secret::expose).filter(|k| k.len() >= 4) else {
         return body;
     };
-    let text = String::from_utf8_lossy(&body);
-    if text.contains(key) {
-        Bytes::from(text.replace(key, "***"))
-    } else {
-        body
+    if memchr::memmem::find(&body, key.as_bytes()).is_none() {
+        return body;
     }
+    let text = String::from_utf8_lossy(&body);
+    Bytes::from(text.replace(key, "***"))
 }
 
 fn circuit_open_reason(retry_in: Duration) -> String {
@@ -412,6 +412,7 @@ impl OpenAiEngine {
         let body = timeout_at(deadline, read_limited(resp.into_body(), MAX_RESPONSE_BYTES))
             .await
             .map_err(|_| EngineError::TotalTimeout(self.timeouts.total))??;
+        let body = redact(self.key.as_ref(), body);
         let view: CompletionView = serde_json::from_slice(&body).map_err(|e| {
             EngineError::Protocol(format!("the response is not a chat completion: {e}"))
         })?;
@@ -489,10 +490,7 @@ impl OpenAiEngine {
                     if event.is_done() {
                         return;
                     }
-                    let chunk = match parse_chunk(event.data) {
-                        Err(EngineError::InStream(payload)) => Err(EngineError::InStream(redact(key.as_ref(), payload)))?,
-                        other => other?,
-                    };
+                    let chunk = parse_chunk(redact(key.as_ref(), event.data))?;
                     if chunk.1 {
                         finished = true;
                     }

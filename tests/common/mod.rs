@@ -111,6 +111,86 @@ impl FakeUpstream {
             .as_bool()
             .unwrap_or(false);
         let model = body["model"].as_str().unwrap_or("").to_string();
+        // `flaky-N`: the first N requests of this behaviour get a 503, the rest are answered.
+        // `limited-N`: the first N get a 429 asking to retry after 1 s.
+        let seen = {
+            let p = format!("/{behaviour}/");
+            self.recorded()
+                .iter()
+                .filter(|r| r.path.starts_with(&p))
+                .count()
+        };
+        for (prefix, status) in [("flaky-", 503u16), ("limited-", 429)] {
+            if let Some(n) = behaviour
+                .strip_prefix(prefix)
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                if seen <= n {
+                    let mut r = full_response(
+                        StatusCode::from_u16(status).expect("status"),
+                        "application/json",
+                        json!({"error": {"message": "try again", "type": "server_error"}})
+                            .to_string(),
+                    );
+                    if status == 429 {
+                        r.headers_mut()
+                            .insert("retry-after", "1".parse().expect("header"));
+                    }
+                    return r;
+                }
+            }
+        }
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if behaviour == "leaky" {
+            // Echoes the credentials it got: in a response header and body, or in a stream's
+            // error event.
+            let mut r = if stream {
+                let mut r = full_response(
+                    StatusCode::OK,
+                    "text/event-stream",
+                    format!(
+                        "data: {}\n\ndata: {}\n\n",
+                        chunk(&model, json!({"content": "Hi"}), None),
+                        json!({"error": {"message": format!("quota exceeded for key {auth}"), "type": "server_error"}})
+                    ),
+                );
+                r.headers_mut()
+                    .insert("content-type", "text/event-stream".parse().expect("header"));
+                r
+            } else {
+                let mut v = completion(&model, true);
+                v["choices"][0]["message"]["content"] = json!("fine");
+                v["system_fingerprint"] = json!(format!("served for {auth}"));
+                full_response(StatusCode::OK, "application/json", v.to_string())
+            };
+            if let Ok(v) = auth.parse() {
+                r.headers_mut().insert("x-echo-authorization", v);
+            }
+            return r;
+        }
+        if behaviour == "huge" {
+            // Larger than any limit: 40 MiB of JSON, or one 9 MiB stream event.
+            return if stream {
+                let mut r = full_response(
+                    StatusCode::OK,
+                    "text/event-stream",
+                    format!("data: {{\"pad\": \"{}\"}}\n\n", "x".repeat(9 << 20)),
+                );
+                r.headers_mut()
+                    .insert("content-type", "text/event-stream".parse().expect("header"));
+                r
+            } else {
+                full_response(
+                    StatusCode::OK,
+                    "application/json",
+                    format!("{{\"pad\": \"{}\"}}", "x".repeat(40 << 20)),
+                )
+            };
+        }
         if let Some(code) = behaviour.strip_prefix("status-") {
             let status = StatusCode::from_u16(code.parse().unwrap_or(500))
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -288,6 +368,24 @@ impl ChatEngine for EchoEngine {
     }
 }
 
+/// An on-box engine whose every generation fails (wired to the model `local-broken`).
+pub struct BrokenEngine;
+
+#[async_trait]
+impl ChatEngine for BrokenEngine {
+    fn availability(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn infer(&self, _: EngineRequest<'_>) -> Result<Completion, EngineError> {
+        Err(EngineError::Failed("the model crashed".into()))
+    }
+
+    async fn infer_stream(&self, _: EngineRequest<'_>) -> Result<ChunkStream, EngineError> {
+        Err(EngineError::Failed("the model crashed".into()))
+    }
+}
+
 /// A gateway serving on a loopback port.
 pub struct TestGateway {
     pub url: String,
@@ -331,6 +429,9 @@ pub async fn start_gateway_with(
     }
     if has_local {
         gateway = gateway.with_engine("local-echo", local.clone());
+    }
+    if gateway.policy.models.contains_key("local-broken") {
+        gateway = gateway.with_engine("local-broken", Arc::new(BrokenEngine));
     }
     for (name, engine) in
         switchyard::local::engine::start_all(&gateway.policy, &gateway.metrics.local)
