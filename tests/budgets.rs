@@ -135,3 +135,40 @@ async fn when_nothing_can_serve_the_error_names_the_budget() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn tenants_see_only_their_own_budgets() {
+    use sha2::{Digest, Sha256};
+    let up = FakeUpstream::start().await;
+    let sha = |k: &str| hex::encode(Sha256::digest(k.as_bytes()));
+    let policy = budget_policy(
+        &up.base("ok"),
+        "  on_exhausted: reject\n  global: { daily_usd: 1000 }\n  tenants:\n    team-a: { daily_usd: 100 }\n    team-b: { monthly_usd: 500 }",
+    )
+    .replace(
+        "rules:",
+        &format!(
+            "tenants:\n  - {{ name: team-a, key_sha256: \"{}\" }}\n  - {{ name: team-b, key_sha256: \"{}\" }}\nrules:",
+            sha("key-a"),
+            sha("key-b")
+        ),
+    );
+    let gw = start_gateway(&policy, KEY).await;
+    let r = chat(&gw, ask_small(), &[("authorization", "Bearer key-a")]).await;
+    assert_eq!(r.status, 200);
+    let url = format!("{}/v1/switchyard/budget", gw.url);
+    let a = request("GET", &url, "", &[("authorization", "Bearer key-a")]).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.json(),
+        json!({"object": "budget", "tenant": "team-a", "budgets": [{"period": "day", "remaining_usd": 71.0}]})
+    );
+    let b = request("GET", &url, "", &[("authorization", "Bearer key-b")]).await;
+    assert_eq!(
+        b.json()["budgets"],
+        json!([{"period": "month", "remaining_usd": 500.0}]),
+        "team-b sees neither team-a's spend nor the gateway's"
+    );
+    let anonymous = request("GET", &url, "", &[]).await;
+    assert_eq!(anonymous.status, 401);
+}

@@ -61,9 +61,9 @@ impl Default for Limits {
             max_message_bytes: 1024 * 1024,
             max_tokens: 32_768,
             max_header_bytes: 16 * 1024,
-            header_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
-            stream_idle_timeout: Duration::from_secs(60),
+            stream_idle_timeout: Duration::from_secs(120),
             max_connections: 1024,
         }
     }

@@ -60,13 +60,13 @@ pub struct ClientLimitsSpec {
     /// Largest total size of the request headers, in bytes (default 16 KiB).
     #[serde(default)]
     pub max_header_bytes: Option<usize>,
-    /// Longest a client may take to send the request headers, in ms (default 10000).
+    /// Longest a client may take to send the request headers, in ms (default 30000).
     #[serde(default)]
     pub header_timeout_ms: Option<u64>,
     /// Longest a client may take to send the request body, in ms (default 30000).
     #[serde(default)]
     pub body_timeout_ms: Option<u64>,
-    /// Longest a streamed answer may go without an event before it is ended, in ms (default 60000).
+    /// Longest a streamed answer may go without an event before it is ended, in ms (default 120000).
     #[serde(default)]
     pub stream_idle_timeout_ms: Option<u64>,
     /// Most client connections open at once (default 1024); more are answered 503 and closed.

@@ -1,7 +1,7 @@
 //! Routing of paths and methods, and the small endpoints (health, readiness, metrics, models).
 
 use super::respond::{self, Body};
-use super::{chat, Gateway};
+use super::{chat, Caller, Gateway};
 use crate::api::ApiError;
 use crate::policy::{ModelKind, AUTO, LOCAL};
 use http::{Method, Request, Response, StatusCode};
@@ -18,7 +18,7 @@ pub async fn handle(
     let path = req.uri().path();
     let allow = match path {
         "/v1/chat/completions" => "POST",
-        "/v1/models" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
+        "/v1/models" | "/v1/switchyard/budget" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
         _ => {
             return respond::error(&ApiError::NoRoute {
                 method: req.method().to_string(),
@@ -50,6 +50,7 @@ pub async fn handle(
             )
         }
         "/v1/models" => models(&gateway),
+        "/v1/switchyard/budget" => budget(&gateway, &req),
         _ => chat::handle(gateway, req).await,
     }
 }
@@ -93,4 +94,27 @@ fn models(gateway: &Gateway) -> Response<Body> {
         ));
     }
     respond::json(StatusCode::OK, &json!({"object": "list", "data": data}))
+}
+
+/// The caller's own budgets: a tenant sees its limits only (not other tenants', nor the
+/// gateway-wide one); the anonymous caller of an open gateway sees the gateway-wide ones.
+fn budget(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
+    let caller = req.extensions().get::<Caller>();
+    let tenant = caller.and_then(|c| c.tenant.clone());
+    let own = tenant
+        .clone()
+        .unwrap_or_else(|| crate::accounting::budget::GLOBAL.to_string());
+    let budgets: Vec<serde_json::Value> = gateway
+        .budgets
+        .as_ref()
+        .map(|b| b.remaining(std::time::SystemTime::now()))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(who, _, _)| *who == own)
+        .map(|(_, period, left)| json!({"period": period.label(), "remaining_usd": left}))
+        .collect();
+    respond::json(
+        StatusCode::OK,
+        &json!({"object": "budget", "tenant": tenant, "budgets": budgets}),
+    )
 }
