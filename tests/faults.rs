@@ -309,6 +309,11 @@ async fn the_circuit_opens_sends_traffic_to_the_fallback_and_closes_again() {
         .as_str()
         .unwrap()
         .contains("circuit breaker is open"));
+    let ready = request("GET", &format!("{}/readyz", gw.url), "", &[]).await;
+    assert_eq!(
+        ready.status, 200,
+        "an open circuit is the upstream's state, not this instance's"
+    );
     // After the cool-down the circuit half-opens; one trial call succeeds and closes it.
     let deadline = Instant::now() + TEST_TIMEOUT;
     while metric(&gw, state).await != 1.0 {

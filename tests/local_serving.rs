@@ -291,6 +291,7 @@ async fn a_full_queue_spills_to_the_cloud_or_answers_503() {
     let r = chat(&gw, ask("auto", "hello"), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-switchyard-route"), "cloud");
+    assert_eq!(r.header("x-switchyard-fallback"), "smol; reason=overloaded");
     assert_eq!(
         metric(
             &gw,

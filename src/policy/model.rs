@@ -47,7 +47,7 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Longest a client may take to send the request body.
     pub body_timeout: Duration,
-    /// Longest a streamed answer may go without an event.
+    /// Longest a streamed cloud answer may go without an event.
     pub stream_idle_timeout: Duration,
     /// Most client connections open at once.
     pub max_connections: usize,

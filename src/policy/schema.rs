@@ -66,7 +66,7 @@ pub struct ClientLimitsSpec {
     /// Longest a client may take to send the request body, in ms (default 30000).
     #[serde(default)]
     pub body_timeout_ms: Option<u64>,
-    /// Longest a streamed answer may go without an event before it is ended, in ms (default 120000).
+    /// Longest a streamed cloud answer may go without an event before it is ended, in ms (default 120000).
     #[serde(default)]
     pub stream_idle_timeout_ms: Option<u64>,
     /// Most client connections open at once (default 1024); more are answered 503 and closed.

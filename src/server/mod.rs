@@ -27,7 +27,6 @@ use respond::Body;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -170,6 +169,15 @@ impl Gateway {
             .collect()
     }
 
+    /// Whether `model` is unavailable only because its circuit breaker is open: the instance is
+    /// fine, its upstream is not (every replica shares it), so readiness does not change.
+    fn circuit_tripped(&self, model: &str) -> bool {
+        self.engines
+            .get(model)
+            .and_then(|e| e.circuit())
+            .is_some_and(|c| c != crate::engines::resilience::CircuitState::Closed)
+    }
+
     /// Ready: the classifier loaded if the policy routes on it, and the default route has a
     /// model that can answer. (A draining server is not ready either: see [`GatewayHandle`].)
     pub fn is_ready(&self) -> bool {
@@ -177,7 +185,7 @@ impl Gateway {
         (self.classifier.is_some() || !self.policy.uses_classifier())
             && std::iter::once(&d.model)
                 .chain(&d.fallbacks)
-                .any(|m| self.availability(m).is_ok())
+                .any(|m| self.availability(m).is_ok() || self.circuit_tripped(m))
     }
 }
 
@@ -320,6 +328,27 @@ fn header_bytes(headers: &http::HeaderMap) -> usize {
         .sum()
 }
 
+/// Hands each accepted connection to `accept` until `until` completes.
+async fn accept_until(
+    listener: &TcpListener,
+    accept: &impl Fn(tokio::net::TcpStream),
+    until: impl Future<Output = ()>,
+) {
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => accept(stream),
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = &mut until => return,
+        }
+    }
+}
+
 /// How shutdown proceeds.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
@@ -437,42 +466,13 @@ pub async fn serve_handle(
             }
         });
     };
-    let accept_or_log = |accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>| {
-        let ok = accepted.is_ok();
-        match accepted {
-            Ok((stream, _)) => accept(stream),
-            Err(e) => tracing::warn!("accept failed: {e}"),
-        }
-        ok
-    };
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                if !accept_or_log(accepted) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-            _ = &mut shutdown => break,
-        }
-    }
+    accept_until(&listener, &accept, shutdown).await;
     handle.draining.store(true, Ordering::Relaxed);
     tracing::info!(
         "draining: /readyz reports not ready; new requests are served for {:?} more",
         options.drain_delay
     );
-    let delay = tokio::time::sleep(options.drain_delay);
-    tokio::pin!(delay);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                if !accept_or_log(accepted) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-            _ = &mut delay => break,
-        }
-    }
+    accept_until(&listener, &accept, tokio::time::sleep(options.drain_delay)).await;
     drop(listener);
     tracing::info!(
         "stopped accepting; waiting up to {:?} for requests in flight",

@@ -166,6 +166,9 @@ async fn next_within(
     chunks: &mut ChunkStream,
     idle: std::time::Duration,
 ) -> Option<Result<Chunk, EngineError>> {
+    if idle == std::time::Duration::MAX {
+        return chunks.next().await;
+    }
     match tokio::time::timeout(idle, chunks.next()).await {
         Ok(item) => item,
         Err(_) => Some(Err(EngineError::StreamIdle(idle))),
@@ -173,10 +176,16 @@ async fn next_within(
 }
 
 /// The response body of a stream: SSE events, then `[DONE]`, or an error event and a close
-/// (also when the engine sends nothing for `limits.stream_idle_timeout`). Chunks that are ready
+/// (also when a cloud stream sends nothing for `limits.stream_idle_timeout`). Chunks that are ready
 /// together (one upstream read often holds several) go out as one frame.
 pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: bool) -> Body {
-    let idle = account.gateway.limits.stream_idle_timeout;
+    // Cloud streams only: an on-box stream may wait its turn in the engine's queue, which has
+    // its own bound, and its generation is bounded by max_tokens.
+    let idle = if account.route == "cloud" {
+        account.gateway.limits.stream_idle_timeout
+    } else {
+        std::time::Duration::MAX
+    };
     let events = async_stream::stream! {
         while let Some(first) = next_within(&mut chunks, idle).await {
             let mut out = BytesMut::new();
