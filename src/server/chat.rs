@@ -1,11 +1,12 @@
 //! `POST /v1/chat/completions`: parse -> features -> policy decision -> engine (with
 //! fallbacks) -> response or stream, with accounting on the way back.
 
+use super::admission;
 use super::respond::{self, Body};
 use super::stream::{self, StreamAccount};
 use super::{Caller, Gateway};
 use crate::accounting;
-use crate::accounting::budget::{Exhausted, Ticket};
+use crate::accounting::budget::Ticket;
 use crate::accounting::rate_limit::TokenTicket;
 use crate::accounting::recorder::Entry;
 use crate::api::{ApiError, ChatRequest};
@@ -13,7 +14,7 @@ use crate::classifier;
 use crate::engines::resilience::CircuitState;
 use crate::engines::{EngineError, EngineRequest};
 use crate::features;
-use crate::policy::{self, DecideError, Decision, ModelKind, OnExhausted};
+use crate::policy::{self, DecideError, Decision, OnExhausted};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -70,12 +71,12 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
         Ok(r) => r,
         Err(e) => return fail(&gateway, started, None, &e),
     };
-    if let Err(e) = check_limits(&gateway.limits, &parsed) {
+    if let Err(e) = admission::check_limits(&gateway.limits, &parsed) {
         return fail(&gateway, started, None, &e);
     }
     let tags = parts.headers.get(TAGS_HEADER).and_then(|v| v.to_str().ok());
     let mut feats = features::extract(&parsed, caller.tenant.as_deref(), tags);
-    let tokens = match admit(&gateway, &caller, feats.prompt_tokens) {
+    let tokens = match admission::admit(&gateway, &caller, feats.prompt_tokens) {
         Ok(t) => t,
         Err(e) => return fail(&gateway, started, None, &e),
     };
@@ -129,67 +130,6 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
     resp
 }
 
-/// The limits on a parsed request that its parser does not know: messages, their size, `max_tokens`.
-fn check_limits(limits: &crate::policy::Limits, req: &ChatRequest) -> Result<(), ApiError> {
-    if req.message_count > limits.max_messages {
-        return Err(ApiError::bad_request(
-            format!(
-                "too many messages: {} (the limit is {})",
-                req.message_count, limits.max_messages
-            ),
-            Some("messages"),
-        ));
-    }
-    if req.largest_message_bytes > limits.max_message_bytes {
-        return Err(ApiError::bad_request(
-            format!(
-                "a message is {} bytes long (the limit is {} bytes per message)",
-                req.largest_message_bytes, limits.max_message_bytes
-            ),
-            Some("messages"),
-        ));
-    }
-    if let Some(n) = req.max_tokens.filter(|n| *n > limits.max_tokens) {
-        let param = if req.body.contains_key("max_completion_tokens") {
-            "max_completion_tokens"
-        } else {
-            "max_tokens"
-        };
-        return Err(ApiError::bad_request(
-            format!(
-                "`{param}` is {n}, above this gateway's limit of {}",
-                limits.max_tokens
-            ),
-            Some(param),
-        ));
-    }
-    Ok(())
-}
-
-/// Takes the request (and its estimated prompt tokens) from the caller's rate limits.
-fn admit(
-    gateway: &Gateway,
-    caller: &Caller,
-    prompt_estimate: u64,
-) -> Result<Option<TokenTicket>, ApiError> {
-    let Some(limiter) = &gateway.rate_limiter else {
-        return Ok(None);
-    };
-    limiter
-        .admit(caller.label(), prompt_estimate, std::time::Instant::now())
-        .map_err(|r| {
-            gateway
-                .metrics
-                .rate_limited
-                .with_label_values(&[caller.label(), r.limit.label()])
-                .inc();
-            ApiError::RateLimited {
-                message: r.to_string(),
-                retry_after_secs: r.retry_after.as_secs_f64().ceil().max(1.0) as u64,
-            }
-        })
-}
-
 /// One request on its way to an engine.
 struct Call {
     started: Instant,
@@ -199,36 +139,6 @@ struct Call {
     prompt_estimate: u64,
     /// Its tokens taken from the caller's rate limit, settled when the answer ends.
     tokens: Option<TokenTicket>,
-}
-
-/// Answer tokens a cloud reservation assumes when neither the request nor the model limits them.
-const RESERVED_OUTPUT_TOKENS: u64 = 4096;
-
-/// Reserves the worst-case cost of a cloud call against the budgets (`Ok(None)`: no budget
-/// applies).
-fn reserve(
-    gateway: &Gateway,
-    caller: &Caller,
-    req: &ChatRequest,
-    model: &str,
-    prompt_estimate: u64,
-) -> Result<Option<Ticket>, Exhausted> {
-    let (Some(budgets), Some(m)) = (&gateway.budgets, gateway.policy.models.get(model)) else {
-        return Ok(None);
-    };
-    if m.kind != ModelKind::Openai {
-        return Ok(None);
-    }
-    let cap = m.max_output_tokens.unwrap_or(u64::MAX);
-    let output = req
-        .max_tokens
-        .or(m.max_output_tokens)
-        .unwrap_or(RESERVED_OUTPUT_TOKENS)
-        .min(cap);
-    let amount = m.price.cost(prompt_estimate, output);
-    let ticket = budgets.reserve(caller.tenant.as_deref(), amount, SystemTime::now())?;
-    gateway.publish_budgets();
-    Ok(Some(ticket))
 }
 
 /// Runs the classifier when its outputs could change the decision and puts them into the
@@ -415,7 +325,7 @@ async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<
             fail_over(&mut first_failure, &mut last, model, e);
             continue;
         }
-        let ticket = match reserve(&gateway, &caller, &req, model, prompt_estimate) {
+        let ticket = match admission::reserve(&gateway, &caller, &req, model, prompt_estimate) {
             Ok(t) => t,
             Err(ex) => {
                 let tenant = ex.tenant.clone();

@@ -1,13 +1,16 @@
 //! The HTTP server: one tower stack (auth, then routes) on hyper, with graceful shutdown.
 
+mod admission;
 mod auth;
 mod chat;
+mod listen;
 pub mod reload;
 pub mod respond;
 mod routes;
 mod stream;
 
 pub use auth::{Auth, Caller};
+pub use listen::{serve, serve_handle, ServeOptions};
 
 use crate::accounting::budget::{BudgetStore, MemoryBudgets};
 use crate::accounting::rate_limit::RateLimiter;
@@ -19,21 +22,15 @@ use crate::engines::ChatEngine;
 use crate::policy::{ModelKind, Policy};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use respond::Body;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tower::{Layer, Service, ServiceBuilder};
+use tower::{Layer, Service};
 
 pub use crate::policy::Limits;
 
@@ -326,165 +323,4 @@ fn header_bytes(headers: &http::HeaderMap) -> usize {
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum()
-}
-
-/// Hands each accepted connection to `accept` until `until` completes.
-async fn accept_until(
-    listener: &TcpListener,
-    accept: &impl Fn(tokio::net::TcpStream),
-    until: impl Future<Output = ()>,
-) {
-    tokio::pin!(until);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => accept(stream),
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            _ = &mut until => return,
-        }
-    }
-}
-
-/// How shutdown proceeds.
-#[derive(Debug, Clone, Copy)]
-pub struct ServeOptions {
-    /// After the shutdown signal, how long `/readyz` reports not ready while new requests are
-    /// still served, so that a load balancer stops sending them.
-    pub drain_delay: Duration,
-    /// How long in-flight requests and streams may then run on before they are closed.
-    pub drain_timeout: Duration,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        ServeOptions {
-            drain_delay: Duration::ZERO,
-            drain_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Serves `gateway` on `listener` until `shutdown` completes, then drains connections.
-pub async fn serve(
-    listener: TcpListener,
-    gateway: Arc<Gateway>,
-    shutdown: impl Future<Output = ()>,
-) {
-    serve_handle(
-        listener,
-        GatewayHandle::new(gateway),
-        shutdown,
-        ServeOptions::default(),
-    )
-    .await
-}
-
-/// Counts a connection as open until dropped.
-struct OpenConnection {
-    open: Arc<AtomicUsize>,
-    gauge: prometheus::IntGauge,
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
-        self.gauge.dec();
-    }
-}
-
-/// [`serve`] with a handle through which the gateway can be replaced while serving. On
-/// `shutdown`: readiness goes false, requests are still served for `drain_delay`, then the
-/// listener closes and open requests get `drain_timeout` to finish.
-pub async fn serve_handle(
-    listener: TcpListener,
-    handle: GatewayHandle,
-    shutdown: impl Future<Output = ()>,
-    options: ServeOptions,
-) {
-    let service = ServiceBuilder::new()
-        .layer(AuthLayer {
-            gateway: handle.clone(),
-        })
-        .service(Routes {
-            gateway: handle.clone(),
-        });
-    let graceful = GracefulShutdown::new();
-    let open = Arc::new(AtomicUsize::new(0));
-    let accept = |stream: tokio::net::TcpStream| {
-        let gateway = handle.current();
-        let limits = gateway.limits;
-        let _ = stream.set_nodelay(true);
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .max_buf_size((limits.max_header_bytes * 2).max(8192) + 16 * 1024);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX));
-        let count = OpenConnection {
-            open: open.clone(),
-            gauge: gateway.metrics.open_connections.clone(),
-        };
-        let was_open = open.fetch_add(1, Ordering::Relaxed);
-        count.gauge.inc();
-        if was_open >= limits.max_connections {
-            gateway.metrics.rejected_connections.inc();
-            let limit = limits.max_connections;
-            let busy = hyper::service::service_fn(move |_req| async move {
-                let mut resp = respond::error(&crate::api::ApiError::TooManyConnections { limit });
-                resp.headers_mut().insert(
-                    http::header::CONNECTION,
-                    http::HeaderValue::from_static("close"),
-                );
-                Ok::<_, Infallible>(resp)
-            });
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), busy)
-                .into_owned();
-            tokio::spawn(async move {
-                let _count = count;
-                let _ = tokio::time::timeout(limits.header_timeout, conn).await;
-            });
-            return;
-        }
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(service.clone()),
-        );
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            let _count = count;
-            if let Err(e) = conn.await {
-                tracing::debug!("connection ended with an error: {e}");
-            }
-        });
-    };
-    accept_until(&listener, &accept, shutdown).await;
-    handle.draining.store(true, Ordering::Relaxed);
-    tracing::info!(
-        "draining: /readyz reports not ready; new requests are served for {:?} more",
-        options.drain_delay
-    );
-    accept_until(&listener, &accept, tokio::time::sleep(options.drain_delay)).await;
-    drop(listener);
-    tracing::info!(
-        "stopped accepting; waiting up to {:?} for requests in flight",
-        options.drain_timeout
-    );
-    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "connections still open after {:?}; closing them",
-            options.drain_timeout
-        );
-    }
 }
