@@ -35,7 +35,7 @@ pub struct OpenAiEngine {
     name: String,
     endpoint: Uri,
     authorization: Option<HeaderValue>,
-    key: Option<Secret>,
+    redactor: Redactor,
     upstream_model: String,
     timeouts: Timeouts,
     retries: RetrySettings,
@@ -86,7 +86,7 @@ impl OpenAiEngine {
             name: model.name.clone(),
             endpoint,
             authorization,
-            key: p.api_key.clone(),
+            redactor: Redactor::new(p.api_key.as_ref()),
             upstream_model: p.upstream_model.clone(),
             timeouts: p.timeouts,
             retries: p.retries,
@@ -203,7 +203,7 @@ impl OpenAiEngine {
         let status = resp.status();
         let retry_after = resp.headers().get(RETRY_AFTER).cloned();
         let body = match timeout_at(deadline, read_limited(resp.into_body(), 64 * 1024)).await {
-            Ok(Ok(b)) => redact(self.key.as_ref(), b),
+            Ok(Ok(b)) => self.redactor.apply(b),
             _ => Bytes::new(),
         };
         EngineError::Status {
@@ -216,15 +216,28 @@ impl OpenAiEngine {
 
 /// Replaces the provider key wherever an upstream echoes it (in any body that reaches the
 /// client: answers, stream events, errors).
-fn redact(key: Option<&Secret>, body: Bytes) -> Bytes {
-    let Some(key) = key.map(Secret::expose).filter(|k| k.len() >= 4) else {
-        return body;
-    };
-    if memchr::memmem::find(&body, key.as_bytes()).is_none() {
-        return body;
+#[derive(Clone)]
+struct Redactor(Option<Arc<(memchr::memmem::Finder<'static>, Secret)>>);
+
+impl Redactor {
+    fn new(key: Option<&Secret>) -> Redactor {
+        Redactor(key.filter(|k| k.expose().len() >= 4).map(|k| {
+            let finder = memchr::memmem::Finder::new(k.expose().as_bytes()).into_owned();
+            Arc::new((finder, k.clone()))
+        }))
     }
-    let text = String::from_utf8_lossy(&body);
-    Bytes::from(text.replace(key, "***"))
+
+    fn apply(&self, body: Bytes) -> Bytes {
+        let Some(inner) = &self.0 else {
+            return body;
+        };
+        let (finder, key) = &**inner;
+        if finder.find(&body).is_none() {
+            return body;
+        }
+        let text = String::from_utf8_lossy(&body);
+        Bytes::from(text.replace(key.expose(), "***"))
+    }
 }
 
 fn circuit_open_reason(retry_in: Duration) -> String {
@@ -386,22 +399,37 @@ impl ChatEngine for OpenAiEngine {
     }
 }
 
-/// Reports a stream's end to the circuit breaker: finished, or failed on the way.
-fn report_end(mut chunks: ChunkStream, permit: Permit) -> ChunkStream {
-    use futures_util::StreamExt;
-    Box::pin(async_stream::stream! {
-        let mut permit = Some(permit);
-        while let Some(item) = chunks.next().await {
-            if let Err(e) = &item {
-                if let Some(p) = permit.take() {
-                    p.record(!e.is_upstream_failure());
-                }
-            }
-            yield item;
+/// A stream that reports its end to the circuit breaker: finished, or failed on the way.
+/// Dropped before either (the client went away), its permit counts as neither.
+struct Reporting {
+    chunks: ChunkStream,
+    permit: Option<Permit>,
+}
+
+impl futures_util::Stream for Reporting {
+    type Item = Result<Chunk, EngineError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let item = std::task::ready!(self.chunks.as_mut().poll_next(cx));
+        let success = match &item {
+            Some(Ok(_)) => None,
+            Some(Err(e)) => Some(!e.is_upstream_failure()),
+            None => Some(true),
+        };
+        if let (Some(success), Some(p)) = (success, self.permit.take()) {
+            p.record(success);
         }
-        if let Some(p) = permit.take() {
-            p.record(true);
-        }
+        std::task::Poll::Ready(item)
+    }
+}
+
+fn report_end(chunks: ChunkStream, permit: Permit) -> ChunkStream {
+    Box::pin(Reporting {
+        chunks,
+        permit: Some(permit),
     })
 }
 
@@ -412,7 +440,7 @@ impl OpenAiEngine {
         let body = timeout_at(deadline, read_limited(resp.into_body(), MAX_RESPONSE_BYTES))
             .await
             .map_err(|_| EngineError::TotalTimeout(self.timeouts.total))??;
-        let body = redact(self.key.as_ref(), body);
+        let body = self.redactor.apply(body);
         let view: CompletionView = serde_json::from_slice(&body).map_err(|e| {
             EngineError::Protocol(format!("the response is not a chat completion: {e}"))
         })?;
@@ -460,7 +488,7 @@ impl OpenAiEngine {
             ));
         }
         let total = self.timeouts.total;
-        let key = self.key.clone();
+        let redactor = self.redactor.clone();
         let mut body = resp.into_body();
         Ok(Box::pin(async_stream::try_stream! {
             let mut decoder = sse::Decoder::default();
@@ -490,7 +518,7 @@ impl OpenAiEngine {
                     if event.is_done() {
                         return;
                     }
-                    let chunk = parse_chunk(redact(key.as_ref(), event.data))?;
+                    let chunk = parse_chunk(redactor.apply(event.data))?;
                     if chunk.1 {
                         finished = true;
                     }
