@@ -69,15 +69,20 @@ pub async fn serve(
     .await
 }
 
-/// Counts a connection as open until dropped.
+/// Longest a connection over `limits.max_connections` is kept to be told so.
+const REFUSED_CONNECTION_TIME: Duration = Duration::from_secs(2);
+
+/// Counts a connection as open until dropped: in the gauge, and (when served) against the limit.
 struct OpenConnection {
-    open: Arc<AtomicUsize>,
+    served: Option<Arc<AtomicUsize>>,
     gauge: prometheus::IntGauge,
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(served) = &self.served {
+            served.fetch_sub(1, Ordering::Relaxed);
+        }
         self.gauge.dec();
     }
 }
@@ -99,7 +104,7 @@ pub async fn serve_handle(
             gateway: handle.clone(),
         });
     let graceful = GracefulShutdown::new();
-    let open = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
     let accept = |stream: tokio::net::TcpStream| {
         let gateway = handle.current();
         let limits = gateway.limits;
@@ -114,13 +119,17 @@ pub async fn serve_handle(
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX));
+        // Connections are accepted one at a time, so the check and the count cannot race.
+        let over = served.load(Ordering::Relaxed) >= limits.max_connections;
         let count = OpenConnection {
-            open: open.clone(),
+            served: (!over).then(|| served.clone()),
             gauge: gateway.metrics.open_connections.clone(),
         };
-        let was_open = open.fetch_add(1, Ordering::Relaxed);
+        if !over {
+            served.fetch_add(1, Ordering::Relaxed);
+        }
         count.gauge.inc();
-        if was_open >= limits.max_connections {
+        if over {
             gateway.metrics.rejected_connections.inc();
             let limit = limits.max_connections;
             let busy = hyper::service::service_fn(move |_req| async move {
@@ -134,9 +143,12 @@ pub async fn serve_handle(
             let conn = builder
                 .serve_connection(TokioIo::new(stream), busy)
                 .into_owned();
+            // Refused connections do not count against the limit, so they get little time: long
+            // enough to send a request and read the 503.
+            let wait = limits.header_timeout.min(REFUSED_CONNECTION_TIME);
             tokio::spawn(async move {
                 let _count = count;
-                let _ = tokio::time::timeout(limits.header_timeout, conn).await;
+                let _ = tokio::time::timeout(wait, conn).await;
             });
             return;
         }
