@@ -360,3 +360,39 @@ default:
         2.0
     );
 }
+
+#[tokio::test]
+async fn a_connect_that_never_completes_hits_the_connect_timeout() {
+    // A listener that never accepts, with its accept queue filled: further SYNs are dropped, so
+    // connecting hangs until the client gives up.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let _listener = socket.listen(0).expect("listen");
+    let mut fillers = vec![];
+    while let Ok(Ok(s)) = tokio::time::timeout(
+        Duration::from_millis(200),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    {
+        fillers.push(s);
+        assert!(fillers.len() < 64, "the accept queue never filled");
+    }
+    let policy = faulty(&format!("http://{addr}/v1"), NO_BREAKER)
+        .replace("connect_ms: 2000", "connect_ms: 200")
+        .replace("max_retries: 2", "max_retries: 0");
+    let gw = start_gateway(&policy, KEY).await;
+    let r = chat(&gw, ask("auto", "x"), &[]).await;
+    assert_eq!(r.status, 502, "{:?}", r.body);
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("cannot connect") && message.contains("deadline has elapsed"),
+        "{message}"
+    );
+    assert_eq!(errors(&gw, "connect").await, 1.0);
+    let r = chat(&gw, ask("auto", "x"), &[FALLBACK]).await;
+    assert_eq!(r.header("x-switchyard-fallback"), "cloud; reason=connect");
+}
