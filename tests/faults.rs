@@ -273,7 +273,7 @@ async fn huge_responses_are_refused_not_buffered() {
 #[tokio::test]
 async fn the_circuit_opens_sends_traffic_to_the_fallback_and_closes_again() {
     let up = FakeUpstream::start().await;
-    let breaker = "{ failure_ratio: 0.5, min_calls: 2, window_ms: 60000, cooldown_ms: 300 }";
+    let breaker = "{ failure_ratio: 0.5, min_calls: 2, window_ms: 60000, cooldown_ms: 1000 }";
     // Three failing calls (one try each, retries off), then the upstream answers.
     let gw = start_gateway(
         &faulty(&up.base("flaky-2"), breaker).replace("max_retries: 2", "max_retries: 0"),
@@ -305,6 +305,12 @@ async fn the_circuit_opens_sends_traffic_to_the_fallback_and_closes_again() {
     // Without a fallback, the client gets a 503 that says the circuit is open.
     let r = chat(&gw, ask("auto", "x"), &[]).await;
     assert_eq!(r.status, 503);
+    assert_eq!(r.error_code(), "model_unavailable");
+    assert_eq!(
+        r.header("retry-after"),
+        "1",
+        "until the trial call (cool-down 1 s)"
+    );
     assert!(r.json()["error"]["message"]
         .as_str()
         .unwrap()

@@ -74,6 +74,13 @@ pub enum ApiError {
     /// No model of the route can serve right now (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The model's circuit breaker is open (503 `model_unavailable` + `Retry-After` until its
+    /// next trial call).
+    #[error("{message}")]
+    CircuitOpen {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// The model is busy; the client should retry after `retry_after_secs` (503 + `Retry-After`).
     #[error("{message}")]
     Overloaded {
@@ -128,9 +135,9 @@ impl ApiError {
             ApiError::Upstream { status, .. } => *status,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable(_)
+            | ApiError::Overloaded { .. }
+            | ApiError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BudgetExhausted { .. } | ApiError::RateLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -162,7 +169,9 @@ impl ApiError {
             ApiError::Upstream { .. } => (ErrorKind::InvalidRequest, Some("upstream_error")),
             ApiError::BadGateway(_) => (ErrorKind::Server, Some("upstream_error")),
             ApiError::GatewayTimeout(_) => (ErrorKind::Server, Some("upstream_timeout")),
-            ApiError::Unavailable(_) => (ErrorKind::Server, Some("model_unavailable")),
+            ApiError::Unavailable(_) | ApiError::CircuitOpen { .. } => {
+                (ErrorKind::Server, Some("model_unavailable"))
+            }
             ApiError::Overloaded { .. } => (ErrorKind::Server, Some("model_overloaded")),
             ApiError::BudgetExhausted { .. } => (ErrorKind::RateLimit, Some("budget_exceeded")),
             ApiError::RateLimited { .. } => (ErrorKind::RateLimit, Some("rate_limit_exceeded")),
@@ -213,6 +222,9 @@ impl ApiError {
                 retry_after_secs, ..
             }
             | ApiError::RateLimited {
+                retry_after_secs, ..
+            }
+            | ApiError::CircuitOpen {
                 retry_after_secs, ..
             } => vec![(
                 http::header::RETRY_AFTER,

@@ -64,8 +64,12 @@ pub enum EngineError {
     #[error("{0}")]
     Unavailable(String),
     /// The model's circuit breaker is open after too many failures.
-    #[error("{0}")]
-    CircuitOpen(String),
+    #[error("{reason}")]
+    CircuitOpen {
+        reason: String,
+        /// Until the breaker lets a trial call through.
+        retry_after_secs: u64,
+    },
     /// The upstream could not be reached.
     #[error("cannot connect to the upstream: {0}")]
     Connect(String),
@@ -119,7 +123,7 @@ impl EngineError {
     pub fn kind(&self) -> &'static str {
         match self {
             EngineError::Unavailable(_) => "unavailable",
-            EngineError::CircuitOpen(_) => "circuit_open",
+            EngineError::CircuitOpen { .. } => "circuit_open",
             EngineError::Connect(_) => "connect",
             EngineError::FirstByteTimeout(_) => "first_byte_timeout",
             EngineError::TotalTimeout(_) => "total_timeout",
@@ -180,7 +184,11 @@ impl EngineError {
     /// The error the client sees for this failure of `model`.
     pub fn to_api(&self, model: &str) -> ApiError {
         match self {
-            EngineError::Unavailable(reason) | EngineError::CircuitOpen(reason) => ApiError::Unavailable(format!("model `{model}` is unavailable: {reason}")),
+            EngineError::Unavailable(reason) => ApiError::Unavailable(format!("model `{model}` is unavailable: {reason}")),
+            EngineError::CircuitOpen { reason, retry_after_secs } => ApiError::CircuitOpen {
+                message: format!("model `{model}` is unavailable: {reason}"),
+                retry_after_secs: *retry_after_secs,
+            },
             EngineError::FirstByteTimeout(_)
             | EngineError::TotalTimeout(_)
             | EngineError::StreamIdle(_) => {
@@ -220,6 +228,11 @@ pub trait ChatEngine: Send + Sync {
 
     /// The state of the engine's circuit breaker, when it has one.
     fn circuit(&self) -> Option<resilience::CircuitState> {
+        None
+    }
+
+    /// When the circuit breaker refuses calls now: how long until it lets one through.
+    fn circuit_retry_in(&self) -> Option<Duration> {
         None
     }
 

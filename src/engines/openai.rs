@@ -145,7 +145,7 @@ impl OpenAiEngine {
             Some(b) => b
                 .admit(std::time::Instant::now())
                 .map(Some)
-                .map_err(|r| EngineError::CircuitOpen(circuit_open_reason(r.retry_in))),
+                .map_err(|r| circuit_open(r.retry_in)),
         }
     }
 
@@ -243,8 +243,20 @@ impl Redactor {
 fn circuit_open_reason(retry_in: Duration) -> String {
     format!(
         "its circuit breaker is open after repeated upstream failures (next trial call in {} s)",
-        retry_in.as_secs().max(1)
+        retry_after_secs(retry_in)
     )
+}
+
+fn retry_after_secs(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// The error of a call the circuit breaker refused.
+fn circuit_open(retry_in: Duration) -> EngineError {
+    EngineError::CircuitOpen {
+        reason: circuit_open_reason(retry_in),
+        retry_after_secs: retry_after_secs(retry_in),
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -359,6 +371,12 @@ impl ChatEngine for OpenAiEngine {
             },
             None => Ok(()),
         }
+    }
+
+    fn circuit_retry_in(&self) -> Option<Duration> {
+        self.breaker
+            .as_ref()
+            .and_then(|b| b.admit_check(std::time::Instant::now()))
     }
 
     fn circuit(&self) -> Option<CircuitState> {

@@ -11,7 +11,6 @@ use crate::accounting::rate_limit::TokenTicket;
 use crate::accounting::recorder::Entry;
 use crate::api::{ApiError, ChatRequest};
 use crate::classifier;
-use crate::engines::resilience::CircuitState;
 use crate::engines::{EngineError, EngineRequest};
 use crate::features;
 use crate::policy::{self, DecideError, Decision, OnExhausted};
@@ -317,10 +316,12 @@ async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<
             }
         };
         if let Err(reason) = engine.availability() {
-            let e = if engine.circuit() == Some(CircuitState::Open) {
-                EngineError::CircuitOpen(reason)
-            } else {
-                EngineError::Unavailable(reason)
+            let e = match engine.circuit_retry_in() {
+                Some(wait) => EngineError::CircuitOpen {
+                    reason,
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                },
+                None => EngineError::Unavailable(reason),
             };
             fail_over(&mut first_failure, &mut last, model, e);
             continue;
