@@ -227,3 +227,30 @@ async fn serve_reloads_on_sighup() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn unchanged_cloud_engines_carry_over_a_reload_with_their_state() {
+    let policy = |other_timeout: u64| {
+        let text = format!(
+            r#"
+version: 1
+models:
+  local-echo: {{ kind: local }}
+  cloud: {{ kind: openai, base_url: "http://127.0.0.1:9/v1", api_key: k }}
+  other: {{ kind: openai, base_url: "http://127.0.0.1:9/v1", api_key: k, timeouts: {{ total_ms: {other_timeout} }} }}
+default: {{ route: cloud }}
+"#
+        );
+        switchyard::policy::parse(&text, "p.yaml", &|_| None).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let old = Gateway::new(policy(1000)).expect("gateway");
+    let new = switchyard::server::reload::rebuild(&old, policy(2000)).expect("rebuild");
+    assert!(
+        Arc::ptr_eq(&old.engines["cloud"], &new.engines["cloud"]),
+        "the unchanged model keeps its engine (pool, circuit breaker)"
+    );
+    assert!(
+        !Arc::ptr_eq(&old.engines["other"], &new.engines["other"]),
+        "the changed model gets a new engine"
+    );
+}

@@ -163,7 +163,7 @@ impl Policy {
 }
 
 /// A routable model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Model {
     pub name: String,
     pub kind: ModelKind,
@@ -208,7 +208,7 @@ impl Price {
 }
 
 /// How to reach an OpenAI-compatible provider.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Provider {
     /// Base URL without a trailing slash, e.g. `https://api.openai.com/v1`.
     pub base_url: String,

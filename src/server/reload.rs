@@ -1,5 +1,6 @@
 //! Policy reload while serving: a new gateway is built from the new policy, reusing what did not
-//! change (on-box engines, classifier, request log, budget state), and swapped in for new
+//! change (on-box engines, unchanged cloud engines with their connection pools and circuit
+//! breakers, classifier, request log, budget and rate-limit state), and swapped in for new
 //! requests; requests in flight finish under the policy they started with. A policy that fails
 //! validation, or that would need a restart (a changed on-box model), is rejected and the old one
 //! keeps serving. `switchyard_policy_reloads_total{result}` counts both.
@@ -37,8 +38,16 @@ pub fn rebuild(old: &Gateway, policy: policy::Policy) -> Result<Gateway, String>
     if same_rates {
         g = g.with_rate_limiter(old.rate_limiter.clone());
     }
+    // On-box engines always carry over (a changed one was refused above); a cloud engine carries
+    // over when its model's settings did not change, and with it its connection pool and the
+    // state of its circuit breaker.
     for (name, engine) in &old.engines {
-        if g.policy.models.get(name).map(|m| m.kind) == Some(ModelKind::Local) {
+        let kept = match g.policy.models.get(name) {
+            Some(m) if m.kind == ModelKind::Local => true,
+            Some(m) => old.policy.models.get(name) == Some(m),
+            None => false,
+        };
+        if kept {
             g = g.with_engine(name, engine.clone());
         }
     }
