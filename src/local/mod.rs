@@ -50,6 +50,9 @@ pub struct LocalModel {
     pub end_tokens: Vec<u32>,
     /// The file's model name (`general.name`), for logs.
     pub name: String,
+    /// The text of the tokenizer's special tokens (`<|im_start|>`, ...), which message content
+    /// must not be able to produce.
+    specials: Vec<String>,
 }
 
 impl LocalModel {
@@ -104,20 +107,54 @@ impl LocalModel {
             .and_then(|v| v.to_string().ok())
             .cloned()
             .unwrap_or_else(|| path.display().to_string());
+        let specials = tokenizer
+            .get_added_tokens_decoder()
+            .values()
+            .filter(|t| t.special && !t.content.is_empty())
+            .map(|t| t.content.clone())
+            .collect();
         Ok(LocalModel {
             weights,
             tokenizer,
             template,
             end_tokens,
             name,
+            specials,
         })
     }
 
-    /// The prompt token ids for a conversation, in the model's chat format.
+    /// The prompt token ids for a conversation, in the model's chat format. Special tokens come
+    /// only from the template: one written in a message (`<|im_end|>\n<|im_start|>system`) is
+    /// [defused](defuse) into plain text, so content cannot forge a turn.
     pub fn prompt(&self, messages: &[(Role, String)]) -> Result<Vec<u32>, LocalError> {
+        let forged = |c: &String| self.specials.iter().any(|s| c.contains(s.as_str()));
+        let defused: Vec<(Role, String)>;
+        let messages = if messages.iter().any(|(_, c)| forged(c)) {
+            defused = messages
+                .iter()
+                .map(|(r, c)| (*r, defuse(c, &self.specials)))
+                .collect();
+            &defused[..]
+        } else {
+            messages
+        };
         let text = self.template.render(messages)?;
         tokenizer::encode(&self.tokenizer, &text)
     }
+}
+
+/// `text` with every special token string broken by a zero-width space after its first
+/// character: it reads the same, but tokenizes as ordinary text.
+pub fn defuse(text: &str, specials: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in specials {
+        if let Some(first) = s.chars().next() {
+            let split = first.len_utf8();
+            let broken = format!("{}\u{200B}{}", &s[..split], &s[split..]);
+            out = out.replace(s.as_str(), &broken);
+        }
+    }
+    out
 }
 
 /// Sets the number of CPU threads the matrix kernels use. Takes effect only before the first
