@@ -80,7 +80,7 @@ impl std::fmt::Display for RateLimited {
             "rate limit reached: {} {} per minute; retry in {} s",
             self.per_minute,
             self.limit.label(),
-            self.retry_after.as_secs().max(1)
+            crate::api::retry_after_secs(self.retry_after)
         )
     }
 }

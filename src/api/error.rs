@@ -238,6 +238,11 @@ impl ApiError {
     }
 }
 
+/// Whole seconds for a `Retry-After` header (rounded up, at least 1).
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
 /// Whether a body already is an OpenAI-shaped error object.
 fn is_openai_error(body: &[u8]) -> bool {
     #[derive(serde::Deserialize)]

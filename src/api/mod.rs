@@ -4,5 +4,5 @@ mod error;
 mod request;
 pub mod sse;
 
-pub use error::{ApiError, ErrorKind};
+pub use error::{retry_after_secs, ApiError, ErrorKind};
 pub use request::{ChatRequest, Role};

@@ -153,6 +153,17 @@ impl EngineError {
         }
     }
 
+    /// A call the circuit breaker refused; the next trial call may go in `retry_in`.
+    pub fn circuit_open(retry_in: Duration) -> EngineError {
+        let secs = crate::api::retry_after_secs(retry_in);
+        EngineError::CircuitOpen {
+            reason: format!(
+                "its circuit breaker is open after repeated upstream failures (next trial call in {secs} s)"
+            ),
+            retry_after_secs: secs,
+        }
+    }
+
     /// Whether the same call may be tried again: the upstream could not be reached, or said
     /// 429 or 5xx (nothing reached the client yet).
     pub fn is_retryable(&self) -> bool {

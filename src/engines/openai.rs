@@ -145,7 +145,7 @@ impl OpenAiEngine {
             Some(b) => b
                 .admit(std::time::Instant::now())
                 .map(Some)
-                .map_err(|r| circuit_open(r.retry_in)),
+                .map_err(|r| EngineError::circuit_open(r.retry_in)),
         }
     }
 
@@ -237,25 +237,6 @@ impl Redactor {
         }
         let text = String::from_utf8_lossy(&body);
         Bytes::from(text.replace(key.expose(), "***"))
-    }
-}
-
-fn circuit_open_reason(retry_in: Duration) -> String {
-    format!(
-        "its circuit breaker is open after repeated upstream failures (next trial call in {} s)",
-        retry_after_secs(retry_in)
-    )
-}
-
-fn retry_after_secs(d: Duration) -> u64 {
-    d.as_secs_f64().ceil().max(1.0) as u64
-}
-
-/// The error of a call the circuit breaker refused.
-fn circuit_open(retry_in: Duration) -> EngineError {
-    EngineError::CircuitOpen {
-        reason: circuit_open_reason(retry_in),
-        retry_after_secs: retry_after_secs(retry_in),
     }
 }
 
@@ -366,7 +347,7 @@ impl ChatEngine for OpenAiEngine {
         }
         match &self.breaker {
             Some(b) => match b.admit_check(std::time::Instant::now()) {
-                Some(retry_in) => Err(circuit_open_reason(retry_in)),
+                Some(retry_in) => Err(EngineError::circuit_open(retry_in).to_string()),
                 None => Ok(()),
             },
             None => Ok(()),

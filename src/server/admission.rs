@@ -64,7 +64,7 @@ pub fn admit(
                 .inc();
             ApiError::RateLimited {
                 message: r.to_string(),
-                retry_after_secs: r.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+                retry_after_secs: crate::api::retry_after_secs(r.retry_after),
             }
         })
 }

@@ -70,7 +70,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
         Ok(r) => r,
         Err(e) => return fail(&gateway, started, None, &e),
     };
-    if let Err(e) = admission::check_limits(&gateway.limits, &parsed) {
+    if let Err(e) = admission::check_limits(&gateway.policy.limits, &parsed) {
         return fail(&gateway, started, None, &e);
     }
     let tags = parts.headers.get(TAGS_HEADER).and_then(|v| v.to_str().ok());
@@ -195,8 +195,8 @@ async fn read(
         }
         None => return Err(ApiError::UnsupportedMediaType("none".into())),
     }
-    let limit = gateway.limits.max_body_bytes;
-    let wait = gateway.limits.body_timeout;
+    let limit = gateway.policy.limits.max_body_bytes;
+    let wait = gateway.policy.limits.body_timeout;
     let collected = match tokio::time::timeout(wait, Limited::new(body, limit).collect()).await {
         Ok(c) => c,
         Err(_) => {
@@ -317,10 +317,7 @@ async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<
         };
         if let Err(reason) = engine.availability() {
             let e = match engine.circuit_retry_in() {
-                Some(wait) => EngineError::CircuitOpen {
-                    reason,
-                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-                },
+                Some(wait) => EngineError::circuit_open(wait),
                 None => EngineError::Unavailable(reason),
             };
             fail_over(&mut first_failure, &mut last, model, e);

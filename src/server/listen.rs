@@ -107,7 +107,7 @@ pub async fn serve_handle(
     let served = Arc::new(AtomicUsize::new(0));
     let accept = |stream: tokio::net::TcpStream| {
         let gateway = handle.current();
-        let limits = gateway.limits;
+        let limits = gateway.policy.limits;
         let _ = stream.set_nodelay(true);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder

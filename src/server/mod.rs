@@ -32,15 +32,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
-pub use crate::policy::Limits;
-
 /// Everything a request needs: the policy, the engines, the metrics.
 pub struct Gateway {
     pub policy: Arc<Policy>,
     pub engines: HashMap<String, Arc<dyn ChatEngine>>,
     pub metrics: Metrics,
     pub auth: Auth,
-    pub limits: Limits,
     /// The request classifier, when the policy routes on it.
     pub classifier: Option<Batcher>,
     /// The request log, when the policy enables it.
@@ -74,7 +71,6 @@ impl Gateway {
         let rate_limiter = policy.rate_limits.clone().map(RateLimiter::new);
         Ok(Gateway {
             auth: Auth::new(policy.tenants.clone()),
-            limits: policy.limits,
             policy: Arc::new(policy),
             engines,
             metrics,
@@ -124,12 +120,6 @@ impl Gateway {
     /// Sets the request log.
     pub fn with_recorder(mut self, recorder: Recorder) -> Gateway {
         self.recorder = Some(recorder);
-        self
-    }
-
-    /// Sets the client limits (instead of the policy's).
-    pub fn with_limits(mut self, limits: Limits) -> Gateway {
-        self.limits = limits;
         self
     }
 
@@ -292,7 +282,7 @@ where
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let gateway = self.gateway.current();
-        let limit = gateway.limits.max_header_bytes;
+        let limit = gateway.policy.limits.max_header_bytes;
         if header_bytes(req.headers()) > limit {
             let resp = respond::error(&crate::api::ApiError::HeadersTooLarge { limit });
             return Box::pin(async move { Ok(resp) });

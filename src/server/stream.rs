@@ -182,7 +182,7 @@ pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: 
     // Cloud streams only: an on-box stream may wait its turn in the engine's queue, which has
     // its own bound, and its generation is bounded by max_tokens.
     let idle = if account.route == "cloud" {
-        account.gateway.limits.stream_idle_timeout
+        account.gateway.policy.limits.stream_idle_timeout
     } else {
         std::time::Duration::MAX
     };

@@ -20,7 +20,7 @@ use std::time::Duration;
 use switchyard::engines::{
     ChatEngine, Chunk, ChunkStream, Completion, EngineError, EngineRequest, Usage,
 };
-use switchyard::server::{self, Gateway, Limits};
+use switchyard::server::{self, Gateway};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Notify};
 
@@ -405,15 +405,6 @@ impl Drop for TestGateway {
 /// Starts a gateway on `policy` (YAML, `${VAR}` resolved from `env`), with the echo engine
 /// for the model named `local-echo` when the policy has it.
 pub async fn start_gateway(policy: &str, env: &[(&str, &str)]) -> TestGateway {
-    start_gateway_with(policy, env, None).await
-}
-
-/// [`start_gateway`] with client limits other than the policy's.
-pub async fn start_gateway_with(
-    policy: &str,
-    env: &[(&str, &str)],
-    limits: Option<Limits>,
-) -> TestGateway {
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -424,9 +415,6 @@ pub async fn start_gateway_with(
     let has_local = policy.models.contains_key("local-echo");
     let local = Arc::new(EchoEngine::default());
     let mut gateway = Gateway::new(policy).expect("gateway");
-    if let Some(limits) = limits {
-        gateway = gateway.with_limits(limits);
-    }
     if has_local {
         gateway = gateway.with_engine("local-echo", local.clone());
     }
