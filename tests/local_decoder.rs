@@ -1,6 +1,7 @@
 //! The on-box decoder against candle's reference implementations of the same architectures, on
 //! the real weights (SmolLM2: llama; Qwen2.5-Coder: qwen2): with candle's kernels, the same
-//! next-token logits and greedy continuation; with the project's Q4_1 kernel, the same greedy
+//! next-token logits and greedy continuation; with the project's block kernels (Q4_1 for SmolLM2;
+//! Q5_0 and Q8_0 for Qwen), the same greedy
 //! continuation.
 
 mod common;
@@ -102,10 +103,10 @@ fn decoder_matches_candles_llama_on_smollm2() {
     compare(&path, Kernels::Portable, 1e-2, &mut reference);
 }
 
-/// The AVX2 Q4_1 kernel quantises activations like llama.cpp (candle's kernel does too, with
-/// 16-bit scales), so logits drift apart a little over 30 layers; the answer must not.
+/// The project's Q4_1 kernel quantises activations like llama.cpp (candle's kernel does too,
+/// with 16-bit scales), so logits drift apart a little over 30 layers; the answer must not.
 #[test]
-fn q4_1_kernel_keeps_smollm2_greedy_answer() {
+fn block_kernels_keep_smollm2_greedy_answer() {
     let path = common::smollm2_path();
     let (ct, mut file) = open(&path);
     let mut reference =

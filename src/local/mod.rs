@@ -5,8 +5,8 @@
 
 pub mod engine;
 pub mod generate;
+mod kernels;
 pub mod model;
-mod q4_1;
 pub mod template;
 pub mod tokenizer;
 

@@ -2,7 +2,7 @@
 //! GGUF metadata). The weights are read-only and shared by every worker; each generation owns a
 //! [`Session`] with its own KV cache, so several can decode at once on one copy of the weights.
 
-use super::q4_1::Q41Matrix;
+use super::kernels::QuantMatrix;
 use super::LocalError;
 use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
@@ -38,16 +38,17 @@ impl Arch {
     }
 }
 
-/// A weight matrix: Q4_1 on the project's AVX2 kernel, anything else on candle's.
+/// A weight matrix: 32-value block formats on the project's AVX2 kernels, the rest on candle's.
 enum Linear {
-    Q41(Q41Matrix),
+    Block(QuantMatrix),
     Candle(QMatMul),
 }
 
 /// Which matrix kernels to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
-    /// The project's AVX2 kernel for Q4_1 weights where the CPU has it, candle's for the rest.
+    /// The project's AVX2 kernels for 32-value block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
+    /// where the CPU has AVX2, candle's for the rest.
     Fast,
     /// candle's kernels for every format (for comparisons with candle's own models).
     Portable,
@@ -56,18 +57,18 @@ pub enum Kernels {
 impl Linear {
     fn new(t: candle_core::quantized::QTensor, kernels: Kernels) -> candle_core::Result<Linear> {
         let fast = match kernels {
-            Kernels::Fast => Q41Matrix::from_qtensor(&t),
+            Kernels::Fast => QuantMatrix::from_qtensor(&t),
             Kernels::Portable => None,
         };
         match fast {
-            Some(m) => Ok(Linear::Q41(m)),
+            Some(m) => Ok(Linear::Block(m)),
             None => Ok(Linear::Candle(QMatMul::from_qtensor(t)?)),
         }
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Linear::Q41(m) => m.forward(x),
+            Linear::Block(m) => m.forward(x),
             Linear::Candle(m) => m.forward(x),
         }
     }

@@ -1,0 +1,249 @@
+//! Matrix products with 32-value block weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) on AVX2.
+//!
+//! candle 0.11 multiplies most of these formats with a portable scalar loop (Q5_0, the bulk of
+//! Qwen2.5's Q4_K_M file, and Q4_1, SmolLM2's). Here the activations are quantised to 8 bits
+//! per block of 32 once per product (as ggml's `quantize_row_q8_1`), and the weights, repacked
+//! at load eight rows to a group (see [`formats`]), are multiplied with integer dot products:
+//! `vpdpbusd` where the CPU has VNNI, `vpmaddubsw` otherwise. Groups of weight rows are spread
+//! over candle's CPU worker pool. With several activation rows (a prompt, or a batch of
+//! generations) each weight block is unpacked once for four rows, and a task walks its groups
+//! against every activation row, so the weights stay in cache.
+
+mod formats;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use formats::{Format, Kernel, GROUP, QK};
+
+/// Row groups per task: small enough to spread over threads, large enough to amortise.
+const GROUPS_PER_TASK: usize = 2;
+/// Activation rows each weight block is unpacked for at once.
+const ROW_GROUP: usize = 4;
+
+/// A block-quantised weight matrix of `rows` x `cols` (the layer computes `x @ W^T`), repacked.
+pub struct QuantMatrix {
+    data: Vec<u8>,
+    dtype: GgmlDType,
+    kernel: Kernel,
+    rows: usize,
+    cols: usize,
+}
+
+/// One block of activations quantised to 8 bits.
+#[derive(Clone, Copy)]
+pub struct Q8Block {
+    /// Scale.
+    d: f32,
+    /// Scale times the sum of the values (for formats with a minimum).
+    s: f32,
+    /// Minus the weight format's offset times the sum of the values (for formats stored with
+    /// an offset).
+    corr: i32,
+    /// Values.
+    qs: [i8; QK],
+}
+
+/// A format's [`formats::repack`].
+type Repack = fn(&[u8], usize, usize) -> Vec<u8>;
+
+impl QuantMatrix {
+    /// The matrix of a tensor, or `None` for formats these kernels do not run, row counts that
+    /// are not a multiple of 8, or a CPU without AVX2, FMA and F16C.
+    pub fn from_qtensor(t: &QTensor) -> Option<QuantMatrix> {
+        let kernel = Kernel::detect()?;
+        let (rows, cols) = t.shape().dims2().ok()?;
+        if cols % QK != 0 || rows % GROUP != 0 {
+            return None;
+        }
+        let raw = t.data().ok()?;
+        let blocks = cols / QK;
+        let (bytes, data): (usize, Repack) = match t.dtype() {
+            GgmlDType::Q4_0 => (formats::Q4_0::BLOCK_BYTES, formats::repack::<formats::Q4_0>),
+            GgmlDType::Q4_1 => (formats::Q4_1::BLOCK_BYTES, formats::repack::<formats::Q4_1>),
+            GgmlDType::Q5_0 => (formats::Q5_0::BLOCK_BYTES, formats::repack::<formats::Q5_0>),
+            GgmlDType::Q5_1 => (formats::Q5_1::BLOCK_BYTES, formats::repack::<formats::Q5_1>),
+            GgmlDType::Q8_0 => (formats::Q8_0::BLOCK_BYTES, formats::repack::<formats::Q8_0>),
+            _ => return None,
+        };
+        if raw.len() != rows * blocks * bytes {
+            return None;
+        }
+        Some(QuantMatrix {
+            data: data(&raw, rows, blocks),
+            dtype: t.dtype(),
+            kernel,
+            rows,
+            cols,
+        })
+    }
+
+    /// `x @ W^T` for `x` of shape `(.., cols)`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let k = *dims.last().unwrap_or(&0);
+        if k != self.cols {
+            candle_core::bail!("matmul: input width {k}, weights {}", self.cols);
+        }
+        let m = x.elem_count() / k.max(1);
+        let input: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let mut result = vec![0f32; m * self.rows];
+        match self.dtype {
+            GgmlDType::Q4_0 => self.product::<formats::Q4_0>(&input, m, &mut result),
+            GgmlDType::Q4_1 => self.product::<formats::Q4_1>(&input, m, &mut result),
+            GgmlDType::Q5_0 => self.product::<formats::Q5_0>(&input, m, &mut result),
+            GgmlDType::Q5_1 => self.product::<formats::Q5_1>(&input, m, &mut result),
+            GgmlDType::Q8_0 => self.product::<formats::Q8_0>(&input, m, &mut result),
+            other => candle_core::bail!("no block kernel for {other:?}"),
+        }
+        let mut shape = dims;
+        if let Some(last) = shape.last_mut() {
+            *last = self.rows;
+        }
+        Tensor::from_vec(result, shape, &Device::Cpu)
+    }
+
+    /// Fills `out` (`m` x `rows`) with the products of the `m` activation rows in `input`.
+    fn product<F: Format>(&self, input: &[f32], m: usize, out: &mut [f32]) {
+        debug_assert_eq!(F::DTYPE, self.dtype);
+        let n = self.rows;
+        let bpr = self.cols / QK;
+        let empty = Q8Block {
+            d: 0.0,
+            s: 0.0,
+            corr: 0,
+            qs: [0; QK],
+        };
+        let mut q8 = vec![empty; m * bpr];
+        for (row, blocks) in input.chunks_exact(self.cols).zip(q8.chunks_exact_mut(bpr)) {
+            quantize_row(row, blocks, F::OFFSET);
+        }
+        let group_bytes = bpr * F::GROUP_BYTES;
+        let groups = n / GROUP;
+        let out = OutPtr(out.as_mut_ptr());
+        let q8 = &q8;
+        let act = |i: usize| &q8[i * bpr..][..bpr];
+        // candle's spin-then-park pool, the caller included: no hand-off per product.
+        let tasks = groups.div_ceil(GROUPS_PER_TASK);
+        candle_core::utils::barrier_pool().execute_chunked(tasks, |tiles| {
+            let out = &out;
+            for tile in tiles {
+                let mine = tile * GROUPS_PER_TASK..((tile + 1) * GROUPS_PER_TASK).min(groups);
+                let mut i = 0;
+                while i < m {
+                    let rows = (m - i).min(ROW_GROUP);
+                    for g in mine.clone() {
+                        let w = &self.data[g * group_bytes..][..group_bytes];
+                        // SAFETY: the kernel was detected when the matrix was built, `w` holds
+                        // `bpr` group blocks of `F`; each task writes only its own groups'
+                        // eight columns of rows `i..i + rows`, inside `out`.
+                        unsafe {
+                            let at = out.0.add(i * n + g * GROUP);
+                            if rows == ROW_GROUP {
+                                let x = [act(i), act(i + 1), act(i + 2), act(i + 3)];
+                                self.kernel.dot_group::<F, ROW_GROUP>(w, x, at, n);
+                            } else {
+                                for j in 0..rows {
+                                    let x = [act(i + j)];
+                                    self.kernel.dot_group::<F, 1>(w, x, at.add(j * n), n);
+                                }
+                            }
+                        }
+                    }
+                    i += rows;
+                }
+            }
+        });
+    }
+}
+
+/// The output buffer, shared by the pool's threads, which write disjoint cells.
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint cells and the buffer outlives `execute_chunked`.
+unsafe impl Sync for OutPtr {}
+unsafe impl Send for OutPtr {}
+
+/// Quantises one row of activations to 8-bit blocks (as ggml's `quantize_row_q8_1`), for
+/// weights stored with `offset`.
+fn quantize_row(x: &[f32], out: &mut [Q8Block], offset: i32) {
+    for (xs, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in b.qs.iter_mut().zip(xs) {
+            let r = (v * inv).round() as i32;
+            *q = r as i8;
+            sum += r;
+        }
+        b.d = d;
+        b.s = d * sum as f32;
+        b.corr = -offset * sum;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(rows: usize, cols: usize, seed: usize) -> Tensor {
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * seed % 1000) as f32 / 500.0) - 1.0)
+            .collect();
+        Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
+    }
+
+    /// Each format's product, on every kernel this CPU has, against the exact product of the
+    /// same quantised weights, for a single activation row, a group of four with a remainder,
+    /// and a prompt-sized block.
+    #[test]
+    fn matches_the_exact_product_of_the_quantised_weights() {
+        if Kernel::detect().is_none() {
+            return;
+        }
+        let (n, k) = (72, 256);
+        let w = tensor(n, k, 7919);
+        for dtype in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
+            GgmlDType::Q8_0,
+        ] {
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let mut ours = QuantMatrix::from_qtensor(&q).expect("supported format");
+            let dense = q.dequantize(&Device::Cpu).unwrap();
+            let kernels = [Kernel::Avx2, Kernel::AvxVnni, Kernel::Avx512Vnni];
+            for (kernel, m) in kernels
+                .into_iter()
+                .filter(|k| k.available())
+                .flat_map(|k| [1usize, 7, 40].map(|m| (k, m)))
+            {
+                ours.kernel = kernel;
+                let x = tensor(m, k, 104729).reshape((1, m, k)).unwrap();
+                let values =
+                    |t: Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+                let a = values(ours.forward(&x).unwrap());
+                let b = values(x.broadcast_matmul(&dense.t().unwrap()).unwrap());
+                assert_eq!(a.len(), m * n);
+                let scale = b.iter().fold(0f32, |s, v| s.max(v.abs()));
+                for (x, y) in a.iter().zip(&b) {
+                    // 8-bit activations: about 0.4% of the largest output.
+                    assert!(
+                        (x - y).abs() <= 1e-2 * scale.max(1.0),
+                        "{dtype:?} on {kernel:?}: {x} vs {y} (m={m})"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Matrices these kernels cannot run are left to candle's.
+    #[test]
+    fn declines_other_formats_and_shapes() {
+        let q = |rows, dtype| QTensor::quantize(&tensor(rows, 256, 31), dtype).unwrap();
+        assert!(QuantMatrix::from_qtensor(&q(12, GgmlDType::Q5_0)).is_none());
+        assert!(QuantMatrix::from_qtensor(&q(16, GgmlDType::Q4K)).is_none());
+        let supported = QuantMatrix::from_qtensor(&q(16, GgmlDType::Q5_0)).is_some();
+        assert_eq!(supported, Kernel::detect().is_some());
+    }
+}
