@@ -17,6 +17,8 @@ use formats::{Format, Kernel, GROUP, QK};
 
 /// Row groups per task: small enough to spread over threads, large enough to amortise.
 const GROUPS_PER_TASK: usize = 2;
+/// Products over fewer weight bytes (times activation rows) than this run on the calling thread.
+const INLINE_BYTES: usize = 256 << 10;
 /// Activation rows each weight block is unpacked for at once.
 const ROW_GROUP: usize = 4;
 
@@ -122,9 +124,8 @@ impl QuantMatrix {
         let out = OutPtr(out.as_mut_ptr());
         let q8 = &q8;
         let act = |i: usize| &q8[i * bpr..][..bpr];
-        // candle's spin-then-park pool, the caller included: no hand-off per product.
         let tasks = groups.div_ceil(GROUPS_PER_TASK);
-        candle_core::utils::barrier_pool().execute_chunked(tasks, |tiles| {
+        let run = |tiles: std::ops::Range<usize>| {
             let out = &out;
             for tile in tiles {
                 let mine = tile * GROUPS_PER_TASK..((tile + 1) * GROUPS_PER_TASK).min(groups);
@@ -152,7 +153,14 @@ impl QuantMatrix {
                     i += rows;
                 }
             }
-        });
+        };
+        if m * self.data.len() < INLINE_BYTES {
+            // Too little work to pay for waking the other threads.
+            run(0..tasks);
+        } else {
+            // candle's spin-then-park pool, the caller included: no hand-off per product.
+            candle_core::utils::barrier_pool().execute_chunked(tasks, run);
+        }
     }
 }
 
