@@ -168,10 +168,13 @@ impl Weights {
             )));
         }
         let norm = RmsNorm::from_qtensor(t("output_norm.weight")?, eps)?;
-        let output = match t("output.weight") {
-            Ok(w) => Linear::new(w, kernels)?,
-            // Tied embeddings: the output projection is the embedding matrix.
-            Err(_) => Linear::new(t("token_embd.weight")?, kernels)?,
+        // Tied embeddings (no `output.weight`): the output projection is the embedding matrix.
+        // Asked before reading: a missing tensor's error would carry a backtrace, which with
+        // RUST_BACKTRACE set costs seconds and tens of MB to resolve.
+        let output = if ct.tensor_infos.contains_key("output.weight") {
+            Linear::new(t("output.weight")?, kernels)?
+        } else {
+            Linear::new(t("token_embd.weight")?, kernels)?
         };
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
