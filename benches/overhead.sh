@@ -58,4 +58,6 @@ for mode in json stream; do
   fi
   TARGET_PIDS="${pids[*]}" MODES="$mode" OUT_DIR="$OUT/$mode" "$BENCH/run-overhead.sh" "${targets[@]}"
 done
+# The added p50/p99 against nginx's at full precision (the table above rounds to 10 us).
+has nginx && python3 "$ROOT/benches/overhead_ratios.py" "$OUT" | tee "$OUT/ratios.md"
 echo "results: $OUT" >&2

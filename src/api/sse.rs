@@ -61,7 +61,7 @@ impl Decoder {
             return Ok(Some(e));
         }
         loop {
-            let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else {
+            let Some(nl) = memchr::memchr(b'\n', &self.buf) else {
                 if self.buf.len() > Self::MAX_LINE {
                     return Err(LineTooLong(Self::MAX_LINE));
                 }
@@ -109,9 +109,11 @@ impl Decoder {
         if self.has_data || !self.buf.starts_with(b"data: ") {
             return None;
         }
-        let end = self.buf.windows(2).position(|w| w == b"\n\n")?;
-        let line = &self.buf[..end];
-        if line.contains(&b'\r') || line.contains(&b'\n') {
+        // The line's end must also end the event; `\r` endings go the slow way.
+        let end = memchr::memchr(b'\n', &self.buf)?;
+        if self.buf.get(end + 1) != Some(&b'\n')
+            || memchr::memchr(b'\r', &self.buf[..end]).is_some()
+        {
             return None;
         }
         let mut event = self.buf.split_to(end + 2);
