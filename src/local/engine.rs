@@ -163,11 +163,14 @@ impl LocalEngine {
     }
 
     /// Queues a generation; its events arrive on the returned receiver.
-    fn submit(&self, req: &ChatRequest) -> Result<UnboundedReceiver<Event>, EngineError> {
+    async fn submit(&self, req: &ChatRequest) -> Result<UnboundedReceiver<Event>, EngineError> {
         let params = self.params(req)?;
-        let prompt = self
-            .model
-            .prompt(&req.messages())
+        // Templating and tokenising a long prompt takes a while (about 0.25 s per MB here):
+        // off the runtime thread, which serves every other connection meanwhile.
+        let (model, messages) = (self.model.clone(), req.messages());
+        let prompt = tokio::task::spawn_blocking(move || model.prompt(&messages))
+            .await
+            .map_err(|e| EngineError::Failed(format!("tokenising the prompt: {e}")))?
             .map_err(|e| EngineError::Failed(e.to_string()))?;
         let context = self.model.weights.context_length;
         if prompt.len() >= context {
@@ -407,7 +410,7 @@ impl ChatEngine for LocalEngine {
     }
 
     async fn infer(&self, req: EngineRequest<'_>) -> Result<Completion, EngineError> {
-        let mut rx = self.submit(req.request)?;
+        let mut rx = self.submit(req.request).await?;
         let mut text = String::new();
         loop {
             match rx.recv().await {
@@ -440,7 +443,7 @@ impl ChatEngine for LocalEngine {
     }
 
     async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<ChunkStream, EngineError> {
-        let mut rx = self.submit(req.request)?;
+        let mut rx = self.submit(req.request).await?;
         let id = completion_id();
         let created = now_secs();
         let model = self.name.clone();
