@@ -1,5 +1,6 @@
 //! The on-box route with the real SmolLM2 weights, through the HTTP API: answers streamed and
-//! not, determinism, seeds, stop strings, max_tokens, usage, cancellation, a full queue.
+//! not, determinism, seeds, stop strings, max_tokens, usage, cancellation, a full queue, batching,
+//! and long prompts run in pieces beside running streams.
 
 mod common;
 
@@ -335,4 +336,44 @@ async fn batched_generations_answer_as_they_would_alone() {
     for (reply, expected) in together.iter().zip(&alone) {
         assert_eq!(&content(reply), expected);
     }
+}
+
+/// A long prompt that arrives while another generation streams runs in pieces between that
+/// generation's steps: the stream goes on before the newcomer's answer, instead of pausing for
+/// the whole prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_prompt_runs_between_a_streams_steps() {
+    let up = FakeUpstream::start().await;
+    let policy = local_policy(&up.base("ok"))
+        .replace("workers: 1", "workers: 2")
+        .replace("queue: 1", "queue: 4");
+    let gw = start_gateway(&policy, KEY).await;
+    let mut running = long_stream(&gw).await;
+    let events = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = events.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(frame)) = running.body_mut().frame().await {
+            if let Ok(d) = frame.into_data() {
+                let n = String::from_utf8_lossy(&d).matches("data: ").count();
+                counter.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    // About 1,500 tokens: some 47 pieces of 32.
+    let long = "The river runs past old stone bridges. ".repeat(190);
+    let before = events.load(std::sync::atomic::Ordering::SeqCst);
+    let r = chat(&gw, greedy("local", &long, 1), &[]).await;
+    let after = events.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.json()["usage"]["prompt_tokens"].as_u64().unwrap() > 1000,
+        "a long prompt"
+    );
+    // Without pieces the stream would get at most a token or two while the prompt runs.
+    assert!(
+        after - before >= 10,
+        "the running stream got {} events while the long prompt ran",
+        after - before
+    );
+    reader.abort();
 }

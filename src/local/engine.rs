@@ -278,8 +278,21 @@ fn report(
     }
 }
 
-/// The decode thread: admits queued jobs while fewer than `slots` run (each new one's prompt
-/// runs on its own), then steps every running generation by one token in one batch.
+/// Prompt tokens run per decode step while other generations are running: their streams go on
+/// between the pieces of a long prompt instead of pausing for all of it.
+const PREFILL_PIECE: usize = 32;
+
+/// A generation whose prompt is still running.
+struct Prefilling<'m> {
+    generation: Generation<'m>,
+    prompt: Vec<u32>,
+    events: UnboundedSender<Event>,
+    started: Instant,
+}
+
+/// The decode thread: admits a queued job when a slot is free and no other prompt is running,
+/// runs its prompt (alone: all of it at once; beside running generations: a piece per step),
+/// and steps every running generation by one token in one batch.
 fn decode_loop(
     name: &str,
     model: &LocalModel,
@@ -289,8 +302,9 @@ fn decode_loop(
     metrics: &LocalMetrics,
 ) {
     let mut active: Vec<Active> = Vec::with_capacity(slots);
+    let mut prefilling: Option<Prefilling> = None;
     loop {
-        while active.len() < slots {
+        while prefilling.is_none() && active.len() < slots {
             let job = if active.is_empty() {
                 match jobs.recv() {
                     Ok(job) => job,
@@ -311,28 +325,20 @@ fn decode_loop(
                 continue;
             }
             let started = Instant::now();
-            let first = Generation::start(model, &job.prompt, &job.params).and_then(
-                |(mut generation, logits)| {
-                    let next = generation.advance(&logits, &mut emitter(&job.events))?;
-                    Ok((generation, next))
-                },
-            );
-            match first {
-                Ok((generation, next)) => {
-                    let a = Active {
+            match Generation::new(model, job.prompt.len(), &job.params) {
+                Ok(generation) => {
+                    prefilling = Some(Prefilling {
                         generation,
+                        prompt: job.prompt,
                         events: job.events,
-                        next: next.unwrap_or(0),
                         started,
-                    };
-                    if next.is_some() {
-                        active.push(a);
-                    } else {
-                        conclude(name, metrics, a);
-                    }
+                    })
                 }
                 Err(e) => report(name, metrics, &job.events, started, Err(e)),
             }
+        }
+        if let Some(p) = prefilling.take() {
+            prefilling = prefill_step(name, metrics, p, active.is_empty(), &mut active);
         }
         if active.is_empty() {
             continue;
@@ -372,6 +378,57 @@ fn decode_loop(
             }
         }
     }
+}
+
+/// Runs the next piece of a prompt (all that is left when `alone`). Returns the generation while
+/// its prompt is unfinished; once it is, the first token goes out and the generation joins
+/// `active` (or ends there).
+fn prefill_step<'m>(
+    name: &str,
+    metrics: &LocalMetrics,
+    mut p: Prefilling<'m>,
+    alone: bool,
+    active: &mut Vec<Active<'m>>,
+) -> Option<Prefilling<'m>> {
+    if p.events.is_closed() {
+        let result = p.generation.cancel();
+        report(name, metrics, &p.events, p.started, result);
+        return None;
+    }
+    let done = p.generation.prefilled();
+    let end = if alone {
+        p.prompt.len()
+    } else {
+        (done + PREFILL_PIECE).min(p.prompt.len())
+    };
+    let logits = match p.generation.prefill(&p.prompt[done..end]) {
+        Ok(logits) => logits,
+        Err(e) => {
+            report(name, metrics, &p.events, p.started, Err(e));
+            return None;
+        }
+    };
+    if end < p.prompt.len() {
+        return Some(p);
+    }
+    let first = p.generation.advance(&logits, &mut emitter(&p.events));
+    match first {
+        Ok(next) => {
+            let a = Active {
+                generation: p.generation,
+                events: p.events,
+                next: next.unwrap_or(0),
+                started: p.started,
+            };
+            if next.is_some() {
+                active.push(a);
+            } else {
+                conclude(name, metrics, a);
+            }
+        }
+        Err(e) => report(name, metrics, &p.events, p.started, Err(e)),
+    }
+    None
 }
 
 fn now_secs() -> u64 {

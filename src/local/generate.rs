@@ -199,15 +199,27 @@ impl<'m> Generation<'m> {
         prompt: &[u32],
         params: &Params,
     ) -> Result<(Generation<'m>, Vec<f32>), LocalError> {
+        let mut generation = Generation::new(model, prompt.len(), params)?;
+        let logits = generation.prefill(prompt)?;
+        Ok((generation, logits))
+    }
+
+    /// A generation for a prompt of `prompt_len` tokens, which [`Generation::prefill`] then
+    /// runs (in one piece or several).
+    pub fn new(
+        model: &'m LocalModel,
+        prompt_len: usize,
+        params: &Params,
+    ) -> Result<Generation<'m>, LocalError> {
         let context = model.weights.context_length;
-        if prompt.len() >= context {
+        if prompt_len >= context {
             return Err(LocalError::PromptTooLong {
-                prompt: prompt.len(),
+                prompt: prompt_len,
                 context,
             });
         }
-        let max_tokens = params.max_tokens.min(context - prompt.len()).max(1);
-        let mut session = model.weights.session(prompt.len() + max_tokens);
+        let max_tokens = params.max_tokens.min(context - prompt_len).max(1);
+        let session = model.weights.session(prompt_len + max_tokens);
         let sampling = if params.temperature <= 0.0 {
             Sampling::ArgMax
         } else if params.top_p < 1.0 {
@@ -220,9 +232,7 @@ impl<'m> Generation<'m> {
                 temperature: params.temperature,
             }
         };
-        let started = Instant::now();
-        let logits = model.weights.forward(&mut session, prompt)?;
-        let generation = Generation {
+        Ok(Generation {
             model,
             session,
             sampler: LogitsProcessor::from_sampling(params.seed, sampling),
@@ -238,11 +248,36 @@ impl<'m> Generation<'m> {
             generated: 0,
             finish: None,
             by_stop_string: false,
-            prompt_tokens: prompt.len(),
-            started,
-            prefill: started.elapsed(),
-        };
-        Ok((generation, logits))
+            prompt_tokens: prompt_len,
+            started: Instant::now(),
+            prefill: Duration::ZERO,
+        })
+    }
+
+    /// Runs the next `tokens` of the prompt; returns the logits after the last of them (the
+    /// first token's, once the whole prompt has run). The prefill time reported at the end is
+    /// the time from [`Generation::new`] to the end of the last piece.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>, LocalError> {
+        if self.session.len() + tokens.len() > self.prompt_tokens {
+            return Err(LocalError::Format(format!(
+                "prefill past the prompt's {} tokens",
+                self.prompt_tokens
+            )));
+        }
+        let logits = self.model.weights.forward(&mut self.session, tokens)?;
+        self.prefill = self.started.elapsed();
+        Ok(logits)
+    }
+
+    /// Prompt tokens run so far.
+    pub fn prefilled(&self) -> usize {
+        self.session.len().min(self.prompt_tokens)
+    }
+
+    /// Ends a generation whose client went away before its first token.
+    pub fn cancel(mut self) -> Result<Outcome, LocalError> {
+        self.finish = Some(Finish::Cancelled);
+        self.finish(&mut |_| false)
     }
 
     /// Samples the next token from `logits` and hands out its text through `emit` (which
