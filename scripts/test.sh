@@ -8,6 +8,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 export SWITCHYARD_PYTHON="${SWITCHYARD_PYTHON:-$CACHE/venv/bin/python}"
 export SWITCHYARD_PROMTOOL="${SWITCHYARD_PROMTOOL:-$(command -v promtool || echo promtool)}"
 scripts/setup.sh --test
+# The build cache is shared between runs: test binaries and incremental state of earlier builds
+# pile up in it (tens of GB over weeks). Drop those untouched for two days; a current one that
+# is dropped is only linked again.
+for d in "$CARGO_TARGET_DIR/debug/deps" "$CARGO_TARGET_DIR/debug/incremental"; do
+  [ -d "$d" ] || continue
+  find "$d" -mindepth 1 -maxdepth 1 -mtime +2 \( -type d -o \( -type f -executable ! -name '*.so' \) \) \
+    -exec rm -rf {} + 2>/dev/null || true
+done
 export SWITCHYARD_PROMTOOL="$(command -v promtool)"
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
