@@ -359,14 +359,14 @@ async fn a_long_prompt_runs_between_a_streams_steps() {
             }
         }
     });
-    // About 1,500 tokens: some 47 pieces of 32.
-    let long = "The river runs past old stone bridges. ".repeat(190);
+    // About 800 tokens: some 25 pieces of 32.
+    let long = "The river runs past old stone bridges. ".repeat(100);
     let before = events.load(std::sync::atomic::Ordering::SeqCst);
     let r = chat(&gw, greedy("local", &long, 1), &[]).await;
     let after = events.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert!(
-        r.json()["usage"]["prompt_tokens"].as_u64().unwrap() > 1000,
+        r.json()["usage"]["prompt_tokens"].as_u64().unwrap() > 500,
         "a long prompt"
     );
     // Without pieces the stream would get at most a token or two while the prompt runs.
