@@ -263,6 +263,7 @@ impl Bert {
             .flat_map(|&(start, len)| (0..self.heads).map(move |head| (start, len, head)))
             .collect();
         let out = SendPtr(ctx.as_mut_ptr());
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
         let packed = dense::avx512() && dh == dense::NR;
         let run = |&(start, len, head): &(usize, usize, usize)| {
             #[cfg(target_arch = "x86_64")]

@@ -9,8 +9,10 @@ use gemm::Parallelism;
 /// Columns of one packed panel (two 16-lane vectors).
 pub const NR: usize = 32;
 /// Rows of `x` per kernel call.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MR: usize = 8;
 /// Rows of `x` per cache block.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const ROW_BLOCK: usize = 96;
 
 /// A dense layer's weight `[k, n]` and bias `[n]`, packed for [`Dense::forward`].
@@ -20,6 +22,7 @@ pub struct Dense {
     /// Row-major `[k, n]`, for the portable path.
     w: Vec<f32>,
     /// `n / 32` panels of `k x 32`; empty when the fast kernel does not apply.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     panels: Vec<f32>,
     bias: Vec<f32>,
 }
@@ -154,6 +157,7 @@ pub fn avx512() -> bool {
 }
 
 /// Packs a row-major `[k, n]` matrix (rows `ld` apart, `n` a multiple of 32) into panels.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub fn pack(m: &[f32], k: usize, n: usize, ld: usize, out: &mut Vec<f32>) {
     out.clear();
     for j in (0..n).step_by(NR) {
@@ -221,6 +225,7 @@ pub unsafe fn packed_product(
 }
 
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct SendPtr(*mut f32);
 // SAFETY: hands disjoint column ranges of one output buffer to parallel tasks.
 unsafe impl Send for SendPtr {}

@@ -202,10 +202,13 @@ pub trait Isa {
 }
 
 /// AVX2: `vpmaddubsw` (pairs into `i16`), then `vpmaddwd` with ones (pairs of those into `i32`).
+#[cfg(target_arch = "x86_64")]
 pub struct Avx2;
 /// AVX-VNNI's `vpdpbusd` (256-bit, VEX): one instruction.
+#[cfg(target_arch = "x86_64")]
 pub struct AvxVnni;
 /// AVX-512 VNNI's `vpdpbusd` on 256-bit registers (AVX-512 VL).
+#[cfg(target_arch = "x86_64")]
 pub struct Avx512Vnni;
 
 #[cfg(target_arch = "x86_64")]
