@@ -4,7 +4,7 @@
     benches/overhead_ratios.py RESULTS_DIR [GATEWAY] [FLOOR]
 
 RESULTS_DIR is a `benches/overhead.sh` output folder (its json/ and stream/ hold oha's JSON per
-mode, concurrency and target). For each mode and concurrency, prints the p50 and p99 that GATEWAY
+mode, concurrency and target), or the OUT_DIR of one `../shared/bench/run-overhead.sh` run. For each mode and concurrency, prints the p50 and p99 that GATEWAY
 (default `switchyard`) and FLOOR (default `nginx-proxy`) add over the direct calls of the same
 level, and their ratio (the target is at most 2). The harness's table rounds to 10 us, which at
 concurrency 1 is about the size of what nginx adds.
@@ -24,7 +24,9 @@ def main(out, gateway="switchyard", floor="nginx-proxy"):
     print("|---|---:|---|---:|---:|---:|")
     for mode in ("json", "stream"):
         for conc in (1, 16, 64):
-            files = {n: out / mode / f"{mode}-c{conc}-{n}.json" for n in ("direct", gateway, floor)}
+            # overhead.sh keeps each mode in its own folder; run-overhead.sh alone, in OUT_DIR.
+            folder = out / mode if (out / mode).is_dir() else out
+            files = {n: folder / f"{mode}-c{conc}-{n}.json" for n in ("direct", gateway, floor)}
             if not all(f.exists() for f in files.values()):
                 continue
             p = {n: percentiles(f) for n, f in files.items()}

@@ -338,7 +338,7 @@ fn decode_loop(
             }
         }
         if let Some(p) = prefilling.take() {
-            prefilling = prefill_step(name, metrics, p, active.is_empty(), &mut active);
+            prefilling = prefill_step(name, metrics, p, &mut active);
         }
         if active.is_empty() {
             continue;
@@ -380,14 +380,13 @@ fn decode_loop(
     }
 }
 
-/// Runs the next piece of a prompt (all that is left when `alone`). Returns the generation while
-/// its prompt is unfinished; once it is, the first token goes out and the generation joins
-/// `active` (or ends there).
+/// Runs the next piece of a prompt (all that is left when nothing else runs). Returns the
+/// generation while its prompt is unfinished; once it is, the first token goes out and the
+/// generation joins `active` (or ends there).
 fn prefill_step<'m>(
     name: &str,
     metrics: &LocalMetrics,
     mut p: Prefilling<'m>,
-    alone: bool,
     active: &mut Vec<Active<'m>>,
 ) -> Option<Prefilling<'m>> {
     if p.events.is_closed() {
@@ -396,7 +395,7 @@ fn prefill_step<'m>(
         return None;
     }
     let done = p.generation.prefilled();
-    let end = if alone {
+    let end = if active.is_empty() {
         p.prompt.len()
     } else {
         (done + PREFILL_PIECE).min(p.prompt.len())
