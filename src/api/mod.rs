@@ -2,6 +2,7 @@
 
 mod error;
 mod request;
+pub mod skim;
 pub mod sse;
 
 pub use error::{retry_after_secs, ApiError, ErrorKind};

@@ -1,8 +1,11 @@
 //! `POST /v1/chat/completions` request: parsed once, validated, with the counts the
 //! policy needs, and every field kept so that the cloud receives what the client sent.
 
+use super::skim::{self, Kind, RawStr, Reader, SkimError};
 use super::ApiError;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::ops::Range;
 
 /// A message author.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,10 +33,18 @@ impl Role {
 }
 
 /// A validated chat completion request.
+///
+/// The body is kept as it came, with the place of each top-level member: the cloud receives
+/// every member byte for byte (only `model` and, on streams, `stream_options` are rewritten),
+/// and nothing is built from the messages on the way.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
-    /// The whole request object as sent (forwarded upstream with `model` replaced).
-    pub body: Map<String, Value>,
+    raw: String,
+    /// Top-level members in order. A repeated key is forwarded as sent; the gateway reads its
+    /// last value, as JSON parsers do.
+    members: Vec<Member>,
+    /// Index in `members` of the last member named each of [`KNOWN`] ([`NONE`] if absent).
+    known: [usize; KNOWN.len()],
     pub model: String,
     pub stream: bool,
     /// `stream_options.include_usage`.
@@ -50,8 +61,36 @@ pub struct ChatRequest {
     pub image_count: u64,
 }
 
+/// A top-level member: where its key (between the quotes, as sent) and its value are in the body.
+#[derive(Debug, Clone)]
+struct Member {
+    key: Range<usize>,
+    key_escaped: bool,
+    value: Range<usize>,
+}
+
+/// The members the gateway reads, found in the parsing pass.
+const KNOWN: [&str; 11] = [
+    "model",
+    "stream",
+    "stream_options",
+    "max_completion_tokens",
+    "max_tokens",
+    "n",
+    "temperature",
+    "top_p",
+    "stop",
+    "tools",
+    "functions",
+];
+const NONE: usize = usize::MAX;
+
 fn bad(message: impl Into<String>, param: &str) -> ApiError {
     ApiError::bad_request(message, Some(param))
+}
+
+fn not_json(e: SkimError) -> ApiError {
+    ApiError::bad_request(format!("the request body is not valid JSON: {e}"), None)
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -65,42 +104,150 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// Offset of `part` (a slice of `whole`) in `whole`.
+fn offset_in(whole: &str, part: &str) -> usize {
+    part.as_ptr() as usize - whole.as_ptr() as usize
+}
+
 impl ChatRequest {
     /// Parses and validates a request body.
     pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            if std::str::from_utf8(body).is_err() {
-                ApiError::bad_request("the request body is not valid UTF-8", None)
-            } else {
-                ApiError::bad_request(format!("the request body is not valid JSON: {e}"), None)
-            }
-        })?;
-        let Value::Object(body) = value else {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::bad_request("the request body is not valid UTF-8", None))?;
+        let mut r = Reader::of(text);
+        let kind = r.peek().map_err(not_json)?;
+        if kind != Kind::Object {
+            r.skip().and_then(|()| r.end()).map_err(not_json)?;
             return Err(ApiError::bad_request(
                 format!(
                     "the request body must be a JSON object, got {}",
-                    type_name(&value)
+                    kind.described()
                 ),
                 None,
             ));
+        }
+        // One pass: the place of every member, and the messages validated and counted on the
+        // way (their errors wait until the whole body is known to be JSON).
+        let mut members: Vec<Member> = Vec::with_capacity(16);
+        let mut known = [NONE; KNOWN.len()];
+        let mut messages = None;
+        r.object(|r, key| {
+            let start = r.value_start();
+            let name = key.decoded();
+            if name == "messages" {
+                messages = Some(count_messages(r)?);
+            } else {
+                r.skip()?;
+            }
+            if let Some(k) = KNOWN.iter().position(|k| *k == name) {
+                known[k] = members.len();
+            }
+            let key_start = offset_in(text, key.raw);
+            members.push(Member {
+                key: key_start..key_start + key.raw.len(),
+                key_escaped: key.escaped,
+                value: start..r.offset(),
+            });
+            Ok(())
+        })
+        .and_then(|()| r.end())
+        .map_err(not_json)?;
+        let mut req = ChatRequest {
+            raw: text.to_owned(),
+            members,
+            known,
+            model: String::new(),
+            stream: false,
+            include_usage: false,
+            max_tokens: None,
+            message_count: 0,
+            text_bytes: 0,
+            largest_message_bytes: 0,
+            tool_bytes: 0,
+            image_count: 0,
         };
-        Self::from_object(body)
+        req.validate()?;
+        let counts = match messages {
+            None => return Err(bad("missing required parameter `messages`", "messages")),
+            Some(counts) => counts?,
+        };
+        req.message_count = counts.messages;
+        req.text_bytes = counts.text_bytes;
+        req.largest_message_bytes = counts.largest;
+        req.image_count = counts.images;
+        Ok(req)
     }
 
-    fn from_object(body: Map<String, Value>) -> Result<ChatRequest, ApiError> {
-        let model = match body.get("model") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+    /// The raw JSON of a top-level member.
+    fn member(&self, name: &str) -> Option<&str> {
+        let text = self.raw.as_str();
+        let m = match KNOWN.iter().position(|k| *k == name) {
+            Some(k) => self.members.get(self.known[k])?,
+            None => self.members.iter().rfind(|m| key_of(text, m) == name)?,
+        };
+        Some(&text[m.value.clone()])
+    }
+
+    /// Whether the request has a top-level member `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.member(name).is_some()
+    }
+
+    /// A top-level member, parsed.
+    pub fn field(&self, name: &str) -> Option<Value> {
+        serde_json::from_str(self.member(name)?).ok()
+    }
+
+    /// The whole request object, parsed (for the request log and the on-box engine; the cloud
+    /// path does not need it).
+    pub fn body(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.raw).unwrap_or_default()
+    }
+
+    /// Writes the request as sent to a cloud model: `model` replaced by `model`, every other
+    /// member as the client sent it, and on streams `stream_options.include_usage` set.
+    pub fn write_upstream(&self, model: &str, stream: bool, out: &mut Vec<u8>) {
+        let text = self.raw.as_str();
+        out.reserve(self.raw.len() + model.len() + 48);
+        out.extend_from_slice(b"{\"model\":");
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, model);
+        for m in &self.members {
+            let key = key_of(text, m);
+            if key == "model" || (stream && key == "stream_options") {
+                continue;
+            }
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(text[m.key.clone()].as_bytes());
+            out.extend_from_slice(b"\":");
+            out.extend_from_slice(text[m.value.clone()].as_bytes());
+        }
+        if stream {
+            let mut opts = match self.field("stream_options") {
+                Some(Value::Object(o)) => o,
+                _ => Map::new(),
+            };
+            opts.insert("include_usage".into(), Value::Bool(true));
+            out.extend_from_slice(b",\"stream_options\":");
+            let _ = serde_json::to_writer(&mut *out, &opts);
+        }
+        out.push(b'}');
+    }
+
+    fn validate(&mut self) -> Result<(), ApiError> {
+        self.model = match self.field("model") {
+            Some(Value::String(s)) if !s.is_empty() => s,
             Some(Value::String(_)) => return Err(bad("`model` must not be empty", "model")),
             Some(v) => {
                 return Err(bad(
-                    format!("`model` must be a string, got {}", type_name(v)),
+                    format!("`model` must be a string, got {}", type_name(&v)),
                     "model",
                 ))
             }
             None => return Err(bad("missing required parameter `model`", "model")),
         };
-        let stream = opt_bool(&body, "stream")?.unwrap_or(false);
-        let include_usage = match body.get("stream_options") {
+        self.stream = self.opt_bool("stream")?.unwrap_or(false);
+        self.include_usage = match self.field("stream_options") {
             None | Some(Value::Null) => false,
             Some(Value::Object(o)) => match o.get("include_usage") {
                 None | Some(Value::Null) => false,
@@ -117,36 +264,36 @@ impl ChatRequest {
             },
             Some(v) => {
                 return Err(bad(
-                    format!("`stream_options` must be an object, got {}", type_name(v)),
+                    format!("`stream_options` must be an object, got {}", type_name(&v)),
                     "stream_options",
                 ))
             }
         };
-        if include_usage && !stream {
+        if self.include_usage && !self.stream {
             return Err(bad(
                 "`stream_options` is only allowed when `stream` is true",
                 "stream_options",
             ));
         }
-        let max_tokens = match opt_u64(&body, "max_completion_tokens")? {
+        self.max_tokens = match self.opt_u64("max_completion_tokens")? {
             Some(n) => Some(n),
-            None => opt_u64(&body, "max_tokens")?,
+            None => self.opt_u64("max_tokens")?,
         };
-        if max_tokens == Some(0) {
-            let param = if body.contains_key("max_completion_tokens") {
+        if self.max_tokens == Some(0) {
+            let param = if self.has("max_completion_tokens") {
                 "max_completion_tokens"
             } else {
                 "max_tokens"
             };
             return Err(bad(format!("`{param}` must be at least 1"), param));
         }
-        if let Some(n) = opt_u64(&body, "n")? {
+        if let Some(n) = self.opt_u64("n")? {
             if n == 0 {
                 return Err(bad("`n` must be at least 1", "n"));
             }
         }
         for (name, max) in [("temperature", 2.0), ("top_p", 1.0)] {
-            match body.get(name) {
+            match self.field(name) {
                 None | Some(Value::Null) => {}
                 Some(Value::Number(x)) => {
                     let x = x.as_f64().unwrap_or(f64::NAN);
@@ -159,13 +306,13 @@ impl ChatRequest {
                 }
                 Some(v) => {
                     return Err(bad(
-                        format!("`{name}` must be a number, got {}", type_name(v)),
+                        format!("`{name}` must be a number, got {}", type_name(&v)),
                         name,
                     ))
                 }
             }
         }
-        match body.get("stop") {
+        match self.field("stop") {
             None | Some(Value::Null) | Some(Value::String(_)) => {}
             Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
             Some(_) => {
@@ -175,68 +322,57 @@ impl ChatRequest {
                 ))
             }
         }
-        let mut tool_bytes = 0u64;
+        self.tool_bytes = 0;
         for name in ["tools", "functions"] {
-            match body.get(name) {
-                None | Some(Value::Null) => {}
-                Some(Value::Array(a)) => {
-                    if !a.is_empty() {
-                        tool_bytes += serde_json::to_string(a)
-                            .map(|s| s.len() as u64)
-                            .unwrap_or(0);
-                    }
-                }
-                Some(v) => {
+            let Some(raw) = self.member(name) else {
+                continue;
+            };
+            match Reader::of(raw).peek() {
+                Ok(Kind::Null) => {}
+                Ok(Kind::Array) => self.tool_bytes += skim::compact_len(raw) as u64,
+                Ok(kind) => {
                     return Err(bad(
-                        format!("`{name}` must be an array, got {}", type_name(v)),
+                        format!("`{name}` must be an array, got {}", kind.described()),
                         name,
                     ))
                 }
+                Err(e) => return Err(not_json(e)),
             }
         }
-        let messages = match body.get("messages") {
-            Some(Value::Array(m)) if m.is_empty() => {
-                return Err(bad(
-                    "`messages` must contain at least one message",
-                    "messages",
-                ))
-            }
-            Some(Value::Array(m)) => m,
-            Some(v) => {
-                return Err(bad(
-                    format!("`messages` must be an array, got {}", type_name(v)),
-                    "messages",
-                ))
-            }
-            None => return Err(bad("missing required parameter `messages`", "messages")),
-        };
-        let mut text_bytes = 0u64;
-        let mut largest_message_bytes = 0u64;
-        let mut image_count = 0u64;
-        for (i, m) in messages.iter().enumerate() {
-            let (t, img) = check_message(i, m)?;
-            text_bytes += t;
-            largest_message_bytes = largest_message_bytes.max(t);
-            image_count += img;
+        Ok(())
+    }
+
+    fn opt_bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.field(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(v) => Err(bad(
+                format!("`{name}` must be a boolean, got {}", type_name(&v)),
+                name,
+            )),
         }
-        let message_count = messages.len() as u64;
-        Ok(ChatRequest {
-            body,
-            model,
-            stream,
-            include_usage,
-            max_tokens,
-            message_count,
-            text_bytes,
-            largest_message_bytes,
-            tool_bytes,
-            image_count,
-        })
+    }
+
+    fn opt_u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.field(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) => Ok(Some(v)),
+                None => Err(bad(
+                    format!("`{name}` must be a non-negative integer, got {n}"),
+                    name,
+                )),
+            },
+            Some(v) => Err(bad(
+                format!("`{name}` must be an integer, got {}", type_name(&v)),
+                name,
+            )),
+        }
     }
 
     /// The messages as (role, text) pairs, text parts joined; for engines that need plain text.
     pub fn messages(&self) -> Vec<(Role, String)> {
-        let Some(Value::Array(messages)) = self.body.get("messages") else {
+        let Some(Value::Array(messages)) = self.field("messages") else {
             return vec![];
         };
         messages
@@ -258,105 +394,259 @@ impl ChatRequest {
     }
 }
 
-fn opt_bool(body: &Map<String, Value>, name: &str) -> Result<Option<bool>, ApiError> {
-    match body.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(v) => Err(bad(
-            format!("`{name}` must be a boolean, got {}", type_name(v)),
-            name,
-        )),
+/// The key of a member, as its value (borrowed unless it was sent with escapes).
+fn key_of<'t>(text: &'t str, m: &Member) -> Cow<'t, str> {
+    let raw = &text[m.key.clone()];
+    RawStr {
+        raw,
+        escaped: m.key_escaped,
     }
+    .decoded()
 }
 
-fn opt_u64(body: &Map<String, Value>, name: &str) -> Result<Option<u64>, ApiError> {
-    match body.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(v) => Ok(Some(v)),
-            None => Err(bad(
-                format!("`{name}` must be a non-negative integer, got {n}"),
-                name,
-            )),
-        },
-        Some(v) => Err(bad(
-            format!("`{name}` must be an integer, got {}", type_name(v)),
-            name,
-        )),
-    }
+/// What the policy needs to know of the messages.
+#[derive(Default)]
+struct MessageCounts {
+    messages: u64,
+    text_bytes: u64,
+    largest: u64,
+    images: u64,
 }
 
-/// Validates one message; returns its text bytes and image count.
-fn check_message(i: usize, m: &Value) -> Result<(u64, u64), ApiError> {
-    let param = format!("messages[{i}]");
-    let Value::Object(m) = m else {
-        return Err(bad(
-            format!("`{param}` must be an object, got {}", type_name(m)),
-            &param,
-        ));
+/// Reads the `messages` array, validating every message and counting what the policy needs
+/// without building the messages. The outer error is malformed JSON, the inner one invalid
+/// messages (the first invalid one).
+fn count_messages(r: &mut Reader) -> Result<Result<MessageCounts, ApiError>, SkimError> {
+    let kind = r.peek()?;
+    if kind != Kind::Array {
+        r.skip()?;
+        return Ok(Err(bad(
+            format!("`messages` must be an array, got {}", kind.described()),
+            "messages",
+        )));
+    }
+    let mut counts = MessageCounts::default();
+    let mut invalid: Option<ApiError> = None;
+    r.array(|r| {
+        let i = counts.messages as usize;
+        counts.messages += 1;
+        if invalid.is_some() {
+            return r.skip();
+        }
+        match check_message(r, i)? {
+            Ok((text, images)) => {
+                counts.text_bytes += text;
+                counts.largest = counts.largest.max(text);
+                counts.images += images;
+            }
+            Err(e) => invalid = Some(e),
+        }
+        Ok(())
+    })?;
+    if let Some(e) = invalid {
+        return Ok(Err(e));
+    }
+    if counts.messages == 0 {
+        return Ok(Err(bad(
+            "`messages` must contain at least one message",
+            "messages",
+        )));
+    }
+    Ok(Ok(counts))
+}
+
+/// What a message's `content` turned out to be.
+enum Content {
+    Absent,
+    Text(u64, u64),
+    Invalid(ApiError),
+}
+
+/// Reads one message; the outer error is malformed JSON, the inner one an invalid message.
+/// On success, its text bytes and image count. (Parameter names are built only for errors.)
+fn check_message(r: &mut Reader, i: usize) -> Result<Result<(u64, u64), ApiError>, SkimError> {
+    let param = || format!("messages[{i}]");
+    let kind = r.peek()?;
+    if kind != Kind::Object {
+        r.skip()?;
+        return Ok(Err(bad(
+            format!("`{}` must be an object, got {}", param(), kind.described()),
+            &param(),
+        )));
+    }
+    let mut role: Option<Result<RawStr, Kind>> = None;
+    let mut content = Content::Absent;
+    r.object(|r, key| {
+        if key.is("role") {
+            role = Some(match r.peek()? {
+                Kind::String => Ok(r.string()?),
+                kind => {
+                    r.skip()?;
+                    Err(kind)
+                }
+            });
+            return Ok(());
+        }
+        if key.is("content") {
+            content = read_content(r, i)?;
+            return Ok(());
+        }
+        r.skip()
+    })?;
+    let role_param = || format!("messages[{i}].role");
+    let role = match role {
+        Some(Ok(raw)) => {
+            let r = raw.decoded();
+            match Role::parse(&r) {
+                Some(role) => role,
+                None => return Ok(Err(bad(
+                    format!("`{}` is `{r}`, which is not one of system, developer, user, assistant, tool, function", role_param()),
+                    &role_param(),
+                ))),
+            }
+        }
+        Some(Err(kind)) => {
+            return Ok(Err(bad(
+                format!(
+                    "`{}` must be a string, got {}",
+                    role_param(),
+                    kind.described()
+                ),
+                &role_param(),
+            )))
+        }
+        None => {
+            return Ok(Err(bad(
+                format!("`{}` is missing `role`", param()),
+                &role_param(),
+            )))
+        }
     };
-    let role = match m.get("role") {
-        Some(Value::String(r)) => Role::parse(r).ok_or_else(|| {
-            bad(
-                format!("`{param}.role` is `{r}`, which is not one of system, developer, user, assistant, tool, function"),
-                &format!("{param}.role"),
-            )
-        })?,
-        Some(v) => return Err(bad(format!("`{param}.role` must be a string, got {}", type_name(v)), &format!("{param}.role"))),
-        None => return Err(bad(format!("`{param}` is missing `role`"), &format!("{param}.role"))),
-    };
-    let content_param = format!("{param}.content");
-    match m.get("content") {
-        Some(Value::String(s)) => Ok((s.len() as u64, 0)),
-        None | Some(Value::Null) => {
+    Ok(match content {
+        Content::Text(text, images) => Ok((text, images)),
+        Content::Invalid(e) => Err(e),
+        Content::Absent => {
             if role == Role::Assistant || role == Role::Tool || role == Role::Function {
                 Ok((0, 0))
             } else {
+                let content_param = format!("messages[{i}].content");
                 Err(bad(
                     format!("`{content_param}` is required for role {role:?}").to_lowercase(),
                     &content_param,
                 ))
             }
         }
-        Some(Value::Array(parts)) => {
-            let (mut text, mut images) = (0u64, 0u64);
-            for (j, p) in parts.iter().enumerate() {
-                let pp = format!("{content_param}[{j}]");
-                let ty = p.get("type").and_then(Value::as_str).ok_or_else(|| {
-                    bad(
-                        format!("`{pp}` must be an object with a string `type`"),
-                        &pp,
-                    )
-                })?;
-                match ty {
-                    "text" => match p.get("text") {
-                        Some(Value::String(s)) => text += s.len() as u64,
-                        _ => {
-                            return Err(bad(
-                                format!("`{pp}.text` must be a string"),
-                                &format!("{pp}.text"),
-                            ))
-                        }
-                    },
-                    "image_url" | "input_image" | "image" => images += 1,
-                    _ => {}
-                }
-            }
-            Ok((text, images))
+    })
+}
+
+/// Reads a message's `content`: a string, null, or an array of parts.
+fn read_content(r: &mut Reader, i: usize) -> Result<Content, SkimError> {
+    let content_param = || format!("messages[{i}].content");
+    match r.peek()? {
+        Kind::String => Ok(Content::Text(r.string()?.len() as u64, 0)),
+        Kind::Null => {
+            r.skip()?;
+            Ok(Content::Absent)
         }
-        Some(v) => Err(bad(
-            format!(
-                "`{content_param}` must be a string or an array of content parts, got {}",
-                type_name(v)
-            ),
-            &content_param,
-        )),
+        Kind::Array => {
+            let (mut text, mut images) = (0u64, 0u64);
+            let mut invalid = None;
+            let mut j = 0;
+            r.array(|r| {
+                let part = j;
+                let pp = || format!("{}[{part}]", content_param());
+                j += 1;
+                if invalid.is_some() {
+                    return r.skip();
+                }
+                match read_part(r, pp)? {
+                    Ok((t, img)) => {
+                        text += t;
+                        images += img;
+                    }
+                    Err(e) => invalid = Some(e),
+                }
+                Ok(())
+            })?;
+            Ok(match invalid {
+                Some(e) => Content::Invalid(e),
+                None => Content::Text(text, images),
+            })
+        }
+        kind => {
+            r.skip()?;
+            Ok(Content::Invalid(bad(
+                format!(
+                    "`{}` must be a string or an array of content parts, got {}",
+                    content_param(),
+                    kind.described()
+                ),
+                &content_param(),
+            )))
+        }
     }
+}
+
+/// Reads one content part: its text bytes and image count, or why it is invalid.
+fn read_part(
+    r: &mut Reader,
+    pp: impl Fn() -> String,
+) -> Result<Result<(u64, u64), ApiError>, SkimError> {
+    let no_type = || {
+        bad(
+            format!("`{}` must be an object with a string `type`", pp()),
+            &pp(),
+        )
+    };
+    if r.peek()? != Kind::Object {
+        r.skip()?;
+        return Ok(Err(no_type()));
+    }
+    let mut ty: Option<RawStr> = None;
+    let mut text: Option<Option<u64>> = None;
+    r.object(|r, key| {
+        if key.is("type") {
+            ty = match r.peek()? {
+                Kind::String => Some(r.string()?),
+                _ => {
+                    r.skip()?;
+                    None
+                }
+            };
+            return Ok(());
+        }
+        if key.is("text") {
+            text = Some(match r.peek()? {
+                Kind::String => Some(r.string()?.len() as u64),
+                _ => {
+                    r.skip()?;
+                    None
+                }
+            });
+            return Ok(());
+        }
+        r.skip()
+    })?;
+    let Some(ty) = ty else {
+        return Ok(Err(no_type()));
+    };
+    Ok(match ty.decoded().as_ref() {
+        "text" => match text {
+            Some(Some(n)) => Ok((n, 0)),
+            _ => Err(bad(
+                format!("`{}.text` must be a string", pp()),
+                &format!("{}.text", pp()),
+            )),
+        },
+        "image_url" | "input_image" | "image" => Ok((0, 1)),
+        _ => Ok((0, 0)),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn err(body: &str) -> ApiError {
         ChatRequest::parse(body.as_bytes()).unwrap_err()
@@ -371,8 +661,63 @@ mod tests {
         assert_eq!((r.message_count, r.text_bytes, r.image_count), (2, 10, 1));
         assert!(r.tool_bytes > 0 && r.stream && r.include_usage);
         assert_eq!(r.max_tokens, Some(5));
-        assert!(r.body.contains_key("logit_bias"));
+        assert!(r.has("logit_bias"));
         assert_eq!(r.messages()[1], (Role::User, "hi".to_string()));
+    }
+
+    #[test]
+    fn upstream_body_replaces_model_keeps_the_rest_and_asks_for_usage_on_streams() {
+        let sent = br#"{ "model" : "auto", "messages":[{"role":"user","content":"h\u00e9"}],
+            "stream":true,"stream_options":{"x":1},"seed":7,"n\u0061me":"a"}"#;
+        let r = ChatRequest::parse(sent).unwrap();
+        let upstream = |model: &str, stream: bool| {
+            let mut out = vec![];
+            r.write_upstream(model, stream, &mut out);
+            serde_json::from_slice::<Value>(&out).unwrap()
+        };
+        let out = upstream("gpt-4o", true);
+        assert_eq!(out["model"], "gpt-4o");
+        assert_eq!(
+            (out["seed"].clone(), out["name"].clone()),
+            (json!(7), json!("a"))
+        );
+        assert_eq!(out["messages"][0]["content"], "h\u{e9}");
+        assert_eq!(
+            out["stream_options"],
+            json!({"x": 1, "include_usage": true})
+        );
+        let out = upstream("m\"x", false);
+        assert_eq!(out["model"], "m\"x");
+        assert_eq!(out["stream_options"], json!({"x": 1}));
+        let mut keys: Vec<String> = out.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "messages",
+                "model",
+                "name",
+                "seed",
+                "stream",
+                "stream_options"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_reads_as_its_last_value() {
+        let r = ChatRequest::parse(
+            br#"{"model":"a","model":"b","messages":[{"role":"user","content":"x"}],"max_tokens":3,"max_tokens":5}"#,
+        )
+        .unwrap();
+        assert_eq!((r.model.as_str(), r.max_tokens), ("b", Some(5)));
+        let mut out = vec![];
+        r.write_upstream("up", false, &mut out);
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (out["model"].clone(), out["max_tokens"].clone()),
+            (json!("up"), json!(5))
+        );
     }
 
     #[test]

@@ -100,7 +100,7 @@ impl LocalEngine {
 
     /// Sampling settings from the request, with OpenAI's defaults.
     fn params(&self, req: &ChatRequest) -> Result<Params, EngineError> {
-        let body = &req.body;
+        let body = req.body();
         let invalid =
             |message: String, param: &'static str| EngineError::Invalid { message, param };
         if let Some(n) = body.get("n").and_then(Value::as_u64) {

@@ -29,7 +29,7 @@ pub fn check_limits(limits: &crate::policy::Limits, req: &ChatRequest) -> Result
         ));
     }
     if let Some(n) = req.max_tokens.filter(|n| *n > limits.max_tokens) {
-        let param = if req.body.contains_key("max_completion_tokens") {
+        let param = if req.has("max_completion_tokens") {
             "max_completion_tokens"
         } else {
             "max_tokens"

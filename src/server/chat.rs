@@ -16,7 +16,7 @@ use crate::features;
 use crate::policy::{self, DecideError, Decision, OnExhausted};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -42,17 +42,22 @@ pub struct Routing<'a> {
     pub cost_usd: f64,
 }
 
+const ROUTE_HEADER: HeaderName = HeaderName::from_static("x-switchyard-route");
+const MODEL_HEADER: HeaderName = HeaderName::from_static("x-switchyard-model");
+const RULE_HEADER: HeaderName = HeaderName::from_static("x-switchyard-rule");
+const COST_HEADER: HeaderName = HeaderName::from_static("x-switchyard-cost-usd");
+
 impl Routing<'_> {
     fn apply(&self, headers: &mut HeaderMap) {
-        headers.insert("x-switchyard-route", HeaderValue::from_static(self.route));
+        headers.insert(ROUTE_HEADER, HeaderValue::from_static(self.route));
         if let Ok(v) = HeaderValue::from_str(self.model) {
-            headers.insert("x-switchyard-model", v);
+            headers.insert(MODEL_HEADER, v);
         }
         if let Ok(v) = HeaderValue::from_str(self.rule) {
-            headers.insert("x-switchyard-rule", v);
+            headers.insert(RULE_HEADER, v);
         }
         if let Ok(v) = HeaderValue::from_str(&format!("{:.8}", self.cost_usd)) {
-            headers.insert("x-switchyard-cost-usd", v);
+            headers.insert(COST_HEADER, v);
         }
     }
 }
@@ -101,7 +106,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
     };
     if let Some(rec) = &gateway.recorder {
         rec.record(&Entry {
-            body: &parsed.body,
+            body: &parsed.body(),
             tags: &feats.tags,
             tenant: caller.tenant.as_deref(),
             route: route_of(&gateway, &decision.model),
