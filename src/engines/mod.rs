@@ -1,9 +1,11 @@
 //! Chat engines: one trait for the on-box model and the cloud providers, so that fallbacks
 //! and accounting do not care which one answered.
 
+mod framing;
 pub mod headers;
 pub mod openai;
 pub mod resilience;
+mod upstream;
 
 use crate::api::{ApiError, ChatRequest};
 use async_trait::async_trait;

@@ -1,7 +1,8 @@
-//! OpenAI-compatible cloud provider: pooled hyper client, per-model timeouts, streaming
+//! OpenAI-compatible cloud provider: pooled keep-alive connections, per-model timeouts, streaming
 //! forwarded chunk by chunk, usage taken from the upstream (asked for on streams).
 
 use super::resilience::{self, CircuitBreaker, CircuitState, Permit};
+use super::upstream::{self, Upstream, UpstreamError};
 use super::{ChatEngine, Chunk, ChunkStream, Completion, EngineError, EngineRequest, Usage};
 use crate::accounting::Metrics;
 use crate::api::skim::{self, Kind, Reader, SkimError};
@@ -10,14 +11,8 @@ use crate::features::estimate_text_tokens;
 use crate::policy::{Model, RetrySettings, Secret, Timeouts};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use http::{HeaderName, HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -27,13 +22,9 @@ use tokio::time::{timeout, timeout_at, Instant};
 /// Largest non-streaming upstream response accepted.
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// A cloud model behind an OpenAI-compatible API.
 pub struct OpenAiEngine {
     name: String,
-    endpoint: Uri,
-    authorization: Option<HeaderValue>,
     redactor: Redactor,
     upstream_model: String,
     timeouts: Timeouts,
@@ -41,7 +32,9 @@ pub struct OpenAiEngine {
     breaker: Option<Arc<CircuitBreaker>>,
     forward_headers: Vec<HeaderName>,
     disabled: Option<String>,
-    client: HttpClient,
+    upstream: Arc<Upstream>,
+    /// The request head up to the forwarded headers, for non-streaming and streaming calls.
+    head_prefix: [Vec<u8>; 2],
     retry_count: prometheus::IntCounterVec,
 }
 
@@ -66,25 +59,26 @@ impl OpenAiEngine {
             }
             None => None,
         };
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(p.timeouts.connect));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| format!("TLS set-up failed: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(https);
+        let upstream = Upstream::new(&endpoint, p.timeouts.connect)
+            .map_err(|e| format!("model `{}`: {e}", model.name))?;
+        let head_prefix = [false, true].map(|stream| {
+            let mut h = format!(
+                "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\naccept: {}\r\nuser-agent: switchyard/{}\r\n",
+                endpoint.path_and_query().map_or("/", |p| p.as_str()),
+                upstream.authority(),
+                if stream { "text/event-stream" } else { "application/json" },
+                env!("CARGO_PKG_VERSION"),
+            )
+            .into_bytes();
+            if let Some(auth) = &authorization {
+                h.extend_from_slice(b"authorization: ");
+                h.extend_from_slice(auth.as_bytes());
+                h.extend_from_slice(b"\r\n");
+            }
+            h
+        });
         Ok(OpenAiEngine {
             name: model.name.clone(),
-            endpoint,
-            authorization,
             redactor: Redactor::new(p.api_key.as_ref()),
             upstream_model: p.upstream_model.clone(),
             timeouts: p.timeouts,
@@ -92,7 +86,8 @@ impl OpenAiEngine {
             breaker: p.breaker.map(CircuitBreaker::new),
             forward_headers: p.forward_headers.clone(),
             disabled: p.disabled_reason.clone(),
-            client,
+            upstream,
+            head_prefix,
             retry_count: metrics.upstream_retries.clone(),
         })
     }
@@ -104,11 +99,12 @@ impl OpenAiEngine {
         req: &EngineRequest<'_>,
         stream: bool,
         deadline: Instant,
-    ) -> Result<http::Response<Incoming>, EngineError> {
+    ) -> Result<upstream::Response, EngineError> {
+        let (head, body) = self.request(req, stream);
         let mut retry = 0;
         loop {
-            let error = match self.send(self.request(req, stream)?).await {
-                Ok(resp) if resp.status().is_success() => return Ok(resp),
+            let error = match self.send(&head, &body).await {
+                Ok(resp) if resp.status.is_success() => return Ok(resp),
                 Ok(resp) => self.status_error(resp, deadline).await,
                 Err(e) => e,
             };
@@ -148,57 +144,38 @@ impl OpenAiEngine {
         }
     }
 
-    fn request(
-        &self,
-        req: &EngineRequest<'_>,
-        stream: bool,
-    ) -> Result<Request<Full<Bytes>>, EngineError> {
+    /// The request as sent upstream: its head and its body.
+    fn request(&self, req: &EngineRequest<'_>, stream: bool) -> (Vec<u8>, Vec<u8>) {
         let mut body = Vec::new();
         req.request
             .write_upstream(&self.upstream_model, stream, &mut body);
-        let mut out = Request::new(Full::new(Bytes::from(body)));
-        *out.method_mut() = Method::POST;
-        *out.uri_mut() = self.endpoint.clone();
-        let h = out.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(
-            ACCEPT,
-            HeaderValue::from_static(if stream {
-                "text/event-stream"
-            } else {
-                "application/json"
-            }),
-        );
-        h.insert(
-            USER_AGENT,
-            HeaderValue::from_static(concat!("switchyard/", env!("CARGO_PKG_VERSION"))),
-        );
+        let prefix = &self.head_prefix[usize::from(stream)];
+        let mut head = Vec::with_capacity(prefix.len() + 64);
+        head.extend_from_slice(prefix);
         for (name, value) in super::headers::forwarded(req.headers, &self.forward_headers) {
-            h.append(name.clone(), value.clone());
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
         }
-        if let Some(auth) = &self.authorization {
-            h.insert(AUTHORIZATION, auth.clone());
-        }
-        Ok(out)
+        head.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+        (head, body)
     }
 
     /// Sends the request and waits for the response head.
-    async fn send(
-        &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<http::Response<Incoming>, EngineError> {
-        match timeout(self.timeouts.first_byte, self.client.request(req)).await {
+    async fn send(&self, head: &[u8], body: &[u8]) -> Result<upstream::Response, EngineError> {
+        match timeout(self.timeouts.first_byte, self.upstream.send(head, body)).await {
             Err(_) => Err(EngineError::FirstByteTimeout(self.timeouts.first_byte)),
-            Ok(Err(e)) if e.is_connect() => Err(EngineError::Connect(error_chain(&e))),
-            Ok(Err(e)) => Err(EngineError::Transport(error_chain(&e))),
+            Ok(Err(UpstreamError::Connect(e))) => Err(EngineError::Connect(e)),
+            Ok(Err(UpstreamError::Transport(e))) => Err(EngineError::Transport(e)),
             Ok(Ok(resp)) => Ok(resp),
         }
     }
 
-    async fn status_error(&self, resp: http::Response<Incoming>, deadline: Instant) -> EngineError {
-        let status = resp.status();
-        let retry_after = resp.headers().get(RETRY_AFTER).cloned();
-        let body = match timeout_at(deadline, read_limited(resp.into_body(), 64 * 1024)).await {
+    async fn status_error(&self, resp: upstream::Response, deadline: Instant) -> EngineError {
+        let status = resp.status;
+        let retry_after = resp.headers.get(RETRY_AFTER).cloned();
+        let body = match timeout_at(deadline, read_limited(resp.body, 64 * 1024)).await {
             Ok(Ok(b)) => self.redactor.apply(b),
             _ => Bytes::new(),
         };
@@ -236,23 +213,13 @@ impl Redactor {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}
-
 /// Reads a body up to `limit` bytes.
-async fn read_limited(mut body: Incoming, limit: usize) -> Result<Bytes, EngineError> {
+async fn read_limited(mut body: upstream::Body, limit: usize) -> Result<Bytes, EngineError> {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| EngineError::Transport(error_chain(&e)))?;
-        if let Ok(data) = frame.into_data() {
+        let frame = frame.map_err(|e| EngineError::Transport(e.to_string()))?;
+        {
+            let data = frame;
             if buf.len() + data.len() > limit {
                 return Err(EngineError::Protocol(format!(
                     "the response is larger than {limit} bytes"
@@ -387,7 +354,7 @@ impl OpenAiEngine {
     async fn complete(&self, req: &EngineRequest<'_>) -> Result<Completion, EngineError> {
         let deadline = Instant::now() + self.timeouts.total;
         let resp = self.call(req, false, deadline).await?;
-        let body = timeout_at(deadline, read_limited(resp.into_body(), MAX_RESPONSE_BYTES))
+        let body = timeout_at(deadline, read_limited(resp.body, MAX_RESPONSE_BYTES))
             .await
             .map_err(|_| EngineError::TotalTimeout(self.timeouts.total))??;
         let body = self.redactor.apply(body);
@@ -428,7 +395,7 @@ impl OpenAiEngine {
         let deadline = Instant::now() + self.timeouts.total;
         let resp = self.call(req, true, deadline).await?;
         let is_sse = resp
-            .headers()
+            .headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
@@ -439,7 +406,7 @@ impl OpenAiEngine {
         }
         let total = self.timeouts.total;
         let redactor = self.redactor.clone();
-        let mut body = resp.into_body();
+        let mut body = resp.body;
         Ok(Box::pin(async_stream::try_stream! {
             let mut decoder = sse::Decoder::default();
             let mut finished = false;
@@ -451,8 +418,8 @@ impl OpenAiEngine {
                         ended = true;
                         None
                     }
-                    Ok(Some(Err(e))) => Err(EngineError::Transport(error_chain(&e)))?,
-                    Ok(Some(Ok(frame))) => frame.into_data().ok(),
+                    Ok(Some(Err(e))) => Err(EngineError::Transport(e.to_string()))?,
+                    Ok(Some(Ok(frame))) => Some(frame),
                 };
                 if let Some(data) = frame {
                     decoder.push(&data);
