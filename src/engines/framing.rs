@@ -3,7 +3,7 @@
 //! end. Pure (bytes in, pieces out), so every split of the input can be tested.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 
 /// Largest response head accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -21,11 +21,12 @@ fn err<T>(what: impl Into<String>) -> Result<T, FramingError> {
     Err(FramingError(what.into()))
 }
 
-/// A parsed response head.
+/// A parsed response head: what the gateway reads of it (it forwards no upstream header).
 #[derive(Debug)]
 pub struct Head {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub content_type: Option<HeaderValue>,
+    pub retry_after: Option<HeaderValue>,
     /// How the body is delimited.
     pub framing: Framing,
     /// Whether the connection can carry another request after this response.
@@ -65,73 +66,69 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, FramingError> {
             buf.advance(len);
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(resp.headers.len());
-        for h in resp.headers.iter() {
-            let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(h.name.as_bytes()),
-                HeaderValue::from_bytes(h.value),
-            ) else {
-                return err(format!("invalid response header `{}`", h.name));
-            };
-            headers.append(name, value);
-        }
-        let http11 = resp.version == Some(1);
-        buf.advance(len);
-        let framing = framing_of(status, &headers)?;
-        let closes = headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .any(|v| has_token(v, "close"));
-        let keep_alive = http11 && !closes && framing != Framing::Close;
-        return Ok(Some(Head {
+        let mut head = Head {
             status,
-            headers,
-            framing,
-            keep_alive,
-        }));
+            content_type: None,
+            retry_after: None,
+            framing: Framing::Close,
+            keep_alive: resp.version == Some(1),
+        };
+        // The last Transfer-Encoding line's last coding, and the one Content-Length.
+        let mut chunked = None;
+        let mut length = None;
+        let value =
+            |v: &[u8]| HeaderValue::from_bytes(v).or_else(|_| err("invalid response header value"));
+        for h in resp.headers.iter() {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case("content-length") {
+                for part in h.value.split(|&b| b == b',') {
+                    let n = std::str::from_utf8(part.trim_ascii())
+                        .ok()
+                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok());
+                    match (n, length) {
+                        (None, _) => return err("invalid Content-Length"),
+                        (Some(n), Some(seen)) if n != seen => {
+                            return err("conflicting Content-Length")
+                        }
+                        (Some(n), _) => length = Some(n),
+                    }
+                }
+            } else if name.eq_ignore_ascii_case("connection") {
+                if has_token(h.value, "close") {
+                    head.keep_alive = false;
+                }
+            } else if name.eq_ignore_ascii_case("content-type") {
+                head.content_type = Some(value(h.value)?);
+            } else if name.eq_ignore_ascii_case("retry-after") {
+                head.retry_after = Some(value(h.value)?);
+            }
+        }
+        buf.advance(len);
+        // RFC 9112 section 6.3.
+        head.framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Framing::Length(0)
+        } else {
+            match (chunked, length) {
+                (Some(true), _) => Framing::Chunked,
+                (Some(false), _) | (None, None) => Framing::Close,
+                (None, Some(n)) => Framing::Length(n),
+            }
+        };
+        if head.framing == Framing::Close {
+            head.keep_alive = false;
+        }
+        return Ok(Some(head));
     }
 }
 
 /// Whether a comma-separated header value lists `token` (case-insensitively).
-fn has_token(v: &HeaderValue, token: &str) -> bool {
-    v.as_bytes()
-        .split(|&b| b == b',')
+fn has_token(v: &[u8], token: &str) -> bool {
+    v.split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
-/// The body framing of a response (RFC 9112 section 6.3).
-fn framing_of(status: StatusCode, headers: &HeaderMap) -> Result<Framing, FramingError> {
-    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(Framing::Length(0));
-    }
-    let encodings = headers.get_all(http::header::TRANSFER_ENCODING);
-    if let Some(last) = encodings.iter().next_back() {
-        let chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        return Ok(if chunked {
-            Framing::Chunked
-        } else {
-            Framing::Close
-        });
-    }
-    let mut length = None;
-    for v in headers.get_all(http::header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let n = std::str::from_utf8(part.trim_ascii())
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok());
-            match (n, length) {
-                (None, _) => return err("invalid Content-Length"),
-                (Some(n), Some(seen)) if n != seen => return err("conflicting Content-Length"),
-                (Some(n), _) => length = Some(n),
-            }
-        }
-    }
-    Ok(length.map_or(Framing::Close, Framing::Length))
 }
 
 /// Cuts a body out of the bytes read, by its framing.
@@ -349,6 +346,11 @@ mod tests {
         let (head, body) = decode(wire, 20, true).unwrap();
         assert_eq!((head.framing, head.keep_alive), (Framing::Close, false));
         assert_eq!(body, b"data: 1\n\n");
+        assert_eq!(head.content_type.unwrap(), "text/event-stream");
+        let busy = b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: 0\r\n\r\n";
+        let (head, _) = decode(busy, 9, false).unwrap();
+        assert_eq!((head.status.as_u16(), head.keep_alive), (429, true));
+        assert_eq!(head.retry_after.unwrap(), "7");
         let old = b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx";
         assert!(!decode(old, 0, false).unwrap().0.keep_alive);
     }

@@ -11,7 +11,6 @@ use crate::features::estimate_text_tokens;
 use crate::policy::{Model, RetrySettings, Secret, Timeouts};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -174,7 +173,7 @@ impl OpenAiEngine {
 
     async fn status_error(&self, resp: upstream::Response, deadline: Instant) -> EngineError {
         let status = resp.status;
-        let retry_after = resp.headers.get(RETRY_AFTER).cloned();
+        let retry_after = resp.retry_after.clone();
         let body = match timeout_at(deadline, read_limited(resp.body, 64 * 1024)).await {
             Ok(Ok(b)) => self.redactor.apply(b),
             _ => Bytes::new(),
@@ -395,8 +394,8 @@ impl OpenAiEngine {
         let deadline = Instant::now() + self.timeouts.total;
         let resp = self.call(req, true, deadline).await?;
         let is_sse = resp
-            .headers
-            .get(CONTENT_TYPE)
+            .content_type
+            .as_ref()
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         if !is_sse {

@@ -5,7 +5,7 @@
 
 use super::framing::{self, BodyDecoder, Framing, Head, Step};
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, StatusCode, Uri};
+use http::{HeaderValue, StatusCode, Uri};
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -153,7 +153,8 @@ pub struct Upstream {
 /// The response head, and the body still to be read off the connection.
 pub struct Response {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub content_type: Option<HeaderValue>,
+    pub retry_after: Option<HeaderValue>,
     pub body: Body,
 }
 
@@ -353,7 +354,8 @@ impl Upstream {
         };
         let Head {
             status,
-            headers,
+            content_type,
+            retry_after,
             framing,
             keep_alive,
         } = head;
@@ -368,7 +370,8 @@ impl Upstream {
         }
         Ok(Response {
             status,
-            headers,
+            content_type,
+            retry_after,
             body,
         })
     }
