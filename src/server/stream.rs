@@ -175,6 +175,9 @@ async fn next_within(
     }
 }
 
+/// Initial capacity of an outgoing frame.
+const FRAME_CAPACITY: usize = 4096;
+
 /// The response body of a stream: SSE events, then `[DONE]`, or an error event and a close
 /// (also when a cloud stream sends nothing for `limits.stream_idle_timeout`). Chunks that are ready
 /// together (one upstream read often holds several) go out as one frame.
@@ -188,7 +191,9 @@ pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: 
     };
     let events = async_stream::stream! {
         while let Some(first) = next_within(&mut chunks, idle).await {
-            let mut out = BytesMut::new();
+            // Room for a few events at once (one upstream read often holds several), so the
+            // frame is not regrown event by event.
+            let mut out = BytesMut::with_capacity(FRAME_CAPACITY);
             let mut item = Some(first);
             while let Some(next) = item.take() {
                 match next {
