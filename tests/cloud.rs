@@ -60,6 +60,8 @@ async fn streaming_is_forwarded_chunk_by_chunk() {
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["x-switchyard-route"], "cloud");
     assert_eq!(resp.headers()["x-switchyard-rule"], "default");
+    // A stream still running when its head goes out is chunked, not sized.
+    assert!(resp.headers().get("content-length").is_none());
     let mut body = resp.into_body();
     // The upstream holds the rest of its stream until the gate opens: "Hello" must arrive
     // before that, or the gateway is buffering.

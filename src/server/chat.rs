@@ -398,7 +398,11 @@ async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<
                     )
                     .with_budget(ticket)
                     .with_rate_tokens(tokens.take());
-                    let mut resp = Response::new(stream::body(chunks, account, req.include_usage));
+                    let mut resp = Response::new(stream::take_ready(stream::body(
+                        chunks,
+                        account,
+                        req.include_usage,
+                    )));
                     let h = resp.headers_mut();
                     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
                     h.insert(

@@ -221,3 +221,77 @@ pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: 
     };
     StreamBody::new(events).boxed_unsync()
 }
+
+/// Takes what a stream body has ready now, without waiting. If the stream has already ended (a
+/// short answer that the upstream sent in one piece with its head), the whole answer goes out as
+/// one sized body (`Content-Length`), as it would through a plain proxy. Clients read a sized body
+/// with less work than a chunked one, and nothing is held back by it. Otherwise the ready part
+/// goes out first and the rest streams as it comes.
+pub fn take_ready(mut body: Body) -> Body {
+    let mut ready = BytesMut::new();
+    loop {
+        match body.frame().now_or_never() {
+            Some(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    ready.extend_from_slice(&data);
+                }
+            }
+            Some(Some(Err(never))) => match never {},
+            Some(None) => {
+                return http_body_util::Full::new(ready.freeze())
+                    .map_err(|never| match never {})
+                    .boxed_unsync()
+            }
+            None => break,
+        }
+    }
+    if ready.is_empty() {
+        return body;
+    }
+    let first = futures_util::stream::once(std::future::ready(Ok(Frame::data(ready.freeze()))));
+    StreamBody::new(first.chain(http_body_util::BodyStream::new(body))).boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+
+    fn body_of(stream: impl futures_util::Stream<Item = Bytes> + Send + 'static) -> Body {
+        StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b)))).boxed_unsync()
+    }
+
+    #[tokio::test]
+    async fn a_stream_already_ended_goes_out_sized() {
+        let parts = [
+            Bytes::from_static(b"data: 1\n\n"),
+            Bytes::from_static(sse::DONE),
+        ];
+        let body = take_ready(body_of(futures_util::stream::iter(parts)));
+        assert_eq!(body.size_hint().exact(), Some(9 + sse::DONE.len() as u64));
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"data: 1\n\ndata: [DONE]\n\n");
+    }
+
+    #[tokio::test]
+    async fn a_stream_still_running_sends_its_ready_part_then_streams() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        tx.send(Bytes::from_static(b"data: a\n\n")).unwrap();
+        tx.send(Bytes::from_static(b"data: b\n\n")).unwrap();
+        let rest =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
+            );
+        let mut body = take_ready(body_of(rest));
+        assert_eq!(body.size_hint().exact(), None);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"data: a\n\ndata: b\n\n");
+        // Nothing more until the stream sends it.
+        assert!(body.frame().now_or_never().is_none());
+        tx.send(Bytes::from_static(b"data: c\n\n")).unwrap();
+        drop(tx);
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"data: c\n\n");
+    }
+}
