@@ -533,14 +533,15 @@ mod tests {
     const HEAD: &[u8] =
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n";
 
+    fn plain(port: u16) -> Arc<Upstream> {
+        let endpoint = format!("http://127.0.0.1:{port}/v1").parse().unwrap();
+        Upstream::new(&endpoint, Duration::from_secs(5)).unwrap()
+    }
+
     #[tokio::test]
     async fn a_connection_is_reused_once_its_body_is_read() {
         let (port, accepted) = listen(OK, false, None).await;
-        let up = Upstream::new(
-            &format!("http://127.0.0.1:{port}/v1").parse().unwrap(),
-            Duration::from_secs(5),
-        )
-        .unwrap();
+        let up = plain(port);
         for _ in 0..3 {
             let resp = up.send(HEAD, b"{}").await.unwrap();
             assert_eq!(resp.status, StatusCode::OK);
@@ -557,11 +558,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_replaced() {
         let (port, accepted) = listen(OK, true, None).await;
-        let up = Upstream::new(
-            &format!("http://127.0.0.1:{port}/v1").parse().unwrap(),
-            Duration::from_secs(5),
-        )
-        .unwrap();
+        let up = plain(port);
         for _ in 0..3 {
             assert_eq!(
                 body_of(up.send(HEAD, b"{}").await.unwrap()).await,
