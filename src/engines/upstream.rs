@@ -256,20 +256,48 @@ impl Upstream {
         idle.push(Idle { conn, since: now });
     }
 
-    async fn connect(&self) -> Result<Conn, UpstreamError> {
+    /// A TCP connection to one of the host's addresses. The connect timeout is shared out
+    /// among them (as hyper's connector does), so that an address that drops packets (a broken
+    /// IPv6 route, say) does not use it all up.
+    async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
         let t = &self.target;
-        let tcp = tokio::time::timeout(
-            t.connect_timeout,
-            TcpStream::connect((t.host.as_str(), t.port)),
-        )
-        .await
-        .map_err(|_| {
+        let timed_out = || {
             UpstreamError::Connect(format!(
                 "no connection to {}:{} within {:?}",
                 t.host, t.port, t.connect_timeout
             ))
-        })?
-        .map_err(|e| UpstreamError::Connect(format!("{}:{}: {e}", t.host, t.port)))?;
+        };
+        let started = Instant::now();
+        let addrs: Vec<_> = tokio::time::timeout(
+            t.connect_timeout,
+            tokio::net::lookup_host((t.host.as_str(), t.port)),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| UpstreamError::Connect(format!("{}:{}: {e}", t.host, t.port)))?
+        .collect();
+        let mut last = None;
+        for (i, addr) in addrs.iter().enumerate() {
+            let left = t.connect_timeout.saturating_sub(started.elapsed());
+            let share = left / (addrs.len() - i) as u32;
+            match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => return Ok(tcp),
+                Ok(Err(e)) => last = Some(format!("{}:{} ({addr}): {e}", t.host, t.port)),
+                Err(_) => last = None,
+            }
+        }
+        Err(match last {
+            Some(e) => UpstreamError::Connect(e),
+            None if addrs.is_empty() => {
+                UpstreamError::Connect(format!("{}: no address found", t.host))
+            }
+            None => timed_out(),
+        })
+    }
+
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
+        let t = &self.target;
+        let tcp = self.connect_tcp().await?;
         let _ = tcp.set_nodelay(true);
         let io = match &t.tls {
             None => Io::Plain(tcp),
