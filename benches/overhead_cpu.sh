@@ -5,8 +5,10 @@
 # interleaved rounds of REQUESTS requests per target at concurrency CONCURRENCY, for JSON and SSE,
 # with ../shared/bench's mock upstream and nginx proxy, loopback only.
 #   benches/overhead_cpu.sh          # knobs: ROUNDS (3), REQUESTS (20000), CONCURRENCY (1),
-#                                    # MODES ("json stream"), SWITCHYARD (binary), BENCH_DIR
-# Prints one line per round: CPU us/request and oha's p50 for each target.
+#                                    # MODES ("json stream"), SWITCHYARD (binary), BENCH_DIR,
+#                                    # BASELINE (a second Switchyard binary, e.g. an older build)
+# Prints one line per round: CPU us/request and oha's p50 for each target, and the CPU ratio
+# to nginx's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -25,17 +27,27 @@ if [ -z "${SWITCHYARD:-}" ]; then
 fi
 
 cleanup() {
-  [ -n "${SY_PID:-}" ] && kill "$SY_PID" 2>/dev/null && wait "$SY_PID" 2>/dev/null || true
+  for p in ${SY_PID:-} ${BASE_PID:-}; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
   "$BENCH/peers/nginx-proxy.sh" stop >/dev/null 2>&1 || true
   "$BENCH/mock-upstream/stop.sh" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 "$BENCH/mock-upstream/start.sh" >&2
 "$BENCH/peers/nginx-proxy.sh" start >&2
-"$SWITCHYARD" serve --policy "$ROOT/benches/overhead-policy.yaml" --listen "127.0.0.1:$PORT" \
-  --threads 1 2>/dev/null &
-SY_PID=$!
-for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" && break; sleep 0.1; done
+start() {  # BINARY PORT -> pid in $!
+  "$1" serve --policy "$ROOT/benches/overhead-policy.yaml" --listen "127.0.0.1:$2" --threads 1 \
+    2>/dev/null &
+}
+start "$SWITCHYARD" "$PORT"; SY_PID=$!
+targets=("switchyard:$SY_PID:$PORT")
+if [ -n "${BASELINE:-}" ]; then
+  start "$BASELINE" "$((PORT + 2))"; BASE_PID=$!
+  targets+=("baseline:$BASE_PID:$((PORT + 2))")
+fi
+for t in "${targets[@]}"; do
+  port="${t##*:}"
+  for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" && break; sleep 0.1; done
+done
 # nginx serves from its one worker process, the master's child.
 NGINX_PID="$(pgrep -P "$("$BENCH/peers/nginx-proxy.sh" pid)" | head -1)"
 
@@ -51,16 +63,24 @@ run_ns() {  # PID URL BODY -> prints "cpu_ns p50_seconds" for one measured run
   echo "$((after - before)) $p50"
 }
 
-echo "| mode | conc | round | Switchyard CPU us/req | nginx CPU us/req | ratio | Switchyard p50 us | nginx p50 us |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| mode | conc | round | target | CPU us/req | CPU ratio to nginx | p50 us |"
+echo "|---|---:|---:|---|---:|---:|---:|"
 for mode in ${MODES:-json stream}; do
   body="$BENCH/body.json" nginx_port=18090
   [ "$mode" = stream ] && body="$BENCH/body-stream.json" nginx_port=18091
   for r in $(seq "$ROUNDS"); do
-    read -r sy_ns sy_p50 <<<"$(run_ns "$SY_PID" "http://127.0.0.1:$PORT/v1/chat/completions" "$body")"
-    read -r ng_ns ng_p50 <<<"$(run_ns "$NGINX_PID" "http://127.0.0.1:$nginx_port/v1/chat/completions" "$body")"
-    python3 -c "
-sy, ng = $sy_ns / $REQUESTS / 1e3, $ng_ns / $REQUESTS / 1e3
-print(f'| $mode | $C | $r | {sy:.1f} | {ng:.1f} | {sy / ng:.2f} | {$sy_p50 * 1e6:.1f} | {$ng_p50 * 1e6:.1f} |')"
+    rows=()
+    for t in "${targets[@]}" "nginx:$NGINX_PID:$nginx_port"; do
+      IFS=: read -r name pid port <<<"$t"
+      read -r ns p50 <<<"$(run_ns "$pid" "http://127.0.0.1:$port/v1/chat/completions" "$body")"
+      rows+=("$name $ns $p50")
+    done
+    printf '%s\n' "${rows[@]}" | python3 -c "
+import sys
+rows = [l.split() for l in sys.stdin if l.strip()]
+nginx = float(rows[-1][1])
+for name, ns, p50 in rows:
+    us = float(ns) / $REQUESTS / 1e3
+    print(f'| $mode | $C | $r | {name} | {us:.1f} | {float(ns) / nginx:.2f} | {float(p50) * 1e6:.1f} |')"
   done
 done

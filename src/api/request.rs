@@ -94,14 +94,7 @@ fn not_json(e: SkimError) -> ApiError {
 }
 
 fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    Kind::from(v).described()
 }
 
 /// Offset of `part` (a slice of `whole`) in `whole`.

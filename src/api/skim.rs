@@ -30,6 +30,20 @@ pub enum Kind {
     Object,
 }
 
+impl From<&serde_json::Value> for Kind {
+    fn from(v: &serde_json::Value) -> Kind {
+        use serde_json::Value;
+        match v {
+            Value::Null => Kind::Null,
+            Value::Bool(_) => Kind::Bool,
+            Value::Number(_) => Kind::Number,
+            Value::String(_) => Kind::String,
+            Value::Array(_) => Kind::Array,
+            Value::Object(_) => Kind::Object,
+        }
+    }
+}
+
 impl Kind {
     /// The kind as an error message says it ("a string", "an object", ...).
     pub fn described(self) -> &'static str {
