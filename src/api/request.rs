@@ -216,13 +216,14 @@ impl ChatRequest {
             out.extend_from_slice(text[m.value.clone()].as_bytes());
         }
         if stream {
-            let mut opts = match self.field("stream_options") {
-                Some(Value::Object(o)) => o,
-                _ => Map::new(),
-            };
-            opts.insert("include_usage".into(), Value::Bool(true));
             out.extend_from_slice(b",\"stream_options\":");
-            let _ = serde_json::to_writer(&mut *out, &opts);
+            match self.field("stream_options") {
+                Some(Value::Object(mut opts)) => {
+                    opts.insert("include_usage".into(), Value::Bool(true));
+                    let _ = serde_json::to_writer(&mut *out, &opts);
+                }
+                _ => out.extend_from_slice(b"{\"include_usage\":true}"),
+            }
         }
         out.push(b'}');
     }

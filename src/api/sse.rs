@@ -36,6 +36,9 @@ impl Event {
 /// Incremental SSE decoder: feed bytes as they arrive, take complete events out.
 #[derive(Debug, Default)]
 pub struct Decoder {
+    /// A pushed piece taken as it is, while nothing was left over before it: its events come
+    /// out as slices of it, without a copy. Never set together with `buf`.
+    ready: Bytes,
     buf: BytesMut,
     data: BytesMut,
     has_data: bool,
@@ -52,13 +55,43 @@ impl Decoder {
 
     /// Appends bytes from the stream.
     pub fn push(&mut self, chunk: &[u8]) {
+        self.spill();
         self.buf.extend_from_slice(chunk);
+    }
+
+    /// Appends a piece of the stream, kept without a copy when nothing is left over before it.
+    pub fn push_bytes(&mut self, chunk: Bytes) {
+        if self.buf.is_empty() && self.ready.is_empty() {
+            self.ready = chunk;
+        } else {
+            self.push(&chunk);
+        }
+    }
+
+    /// Moves the piece kept as it is into the buffer, for the general decoding.
+    fn spill(&mut self) {
+        if !self.ready.is_empty() {
+            self.buf.extend_from_slice(&self.ready);
+            self.ready = Bytes::new();
+        }
     }
 
     /// The next complete event, if one is buffered.
     pub fn next_event(&mut self) -> Result<Option<Event>, LineTooLong> {
-        if let Some(e) = self.single_data_line() {
-            return Ok(Some(e));
+        if !self.ready.is_empty() {
+            if let Some(end) = single_data_line(&self.ready, self.has_data) {
+                let mut data = self.ready.split_to(end + 2);
+                data.truncate(end);
+                data.advance(6);
+                return Ok(Some(Event { data }));
+            }
+            self.spill();
+        }
+        if let Some(end) = single_data_line(&self.buf, self.has_data) {
+            let mut event = self.buf.split_to(end + 2);
+            event.truncate(end);
+            let data = event.split_off(6).freeze();
+            return Ok(Some(Event { data }));
         }
         loop {
             let Some(nl) = memchr::memchr(b'\n', &self.buf) else {
@@ -103,27 +136,9 @@ impl Decoder {
         }
     }
 
-    /// Fast path for the common event, one `data: ` line and a blank line (`\n` endings):
-    /// taken out of the buffer without copying.
-    fn single_data_line(&mut self) -> Option<Event> {
-        if self.has_data || !self.buf.starts_with(b"data: ") {
-            return None;
-        }
-        // The line's end must also end the event; `\r` endings go the slow way.
-        let end = memchr::memchr(b'\n', &self.buf)?;
-        if self.buf.get(end + 1) != Some(&b'\n')
-            || memchr::memchr(b'\r', &self.buf[..end]).is_some()
-        {
-            return None;
-        }
-        let mut event = self.buf.split_to(end + 2);
-        event.truncate(end);
-        let data = event.split_off(6).freeze();
-        Some(Event { data })
-    }
-
     /// An event left without its closing blank line when the stream ended.
     pub fn finish(&mut self) -> Option<Event> {
+        self.spill();
         if !self.buf.is_empty() {
             self.buf.extend_from_slice(b"\n\n");
             if let Ok(Some(e)) = self.next_event() {
@@ -139,6 +154,20 @@ impl Decoder {
     }
 }
 
+/// The common event, one `data: ` line and a blank line (`\n` endings), at the start of `buf`
+/// (with no data lines pending before it): the end of its line. Others go the general way.
+fn single_data_line(buf: &[u8], has_data: bool) -> Option<usize> {
+    if has_data || !buf.starts_with(b"data: ") {
+        return None;
+    }
+    // The line's end must also end the event; `\r` endings go the general way.
+    let end = memchr::memchr(b'\n', buf)?;
+    if buf.get(end + 1) != Some(&b'\n') || memchr::memchr(b'\r', &buf[..end]).is_some() {
+        return None;
+    }
+    Some(end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,23 +175,46 @@ mod tests {
     #[test]
     fn decodes_events_split_anywhere() {
         let stream = b": keep-alive\n\ndata: {\"a\":1}\r\n\r\nevent: x\ndata: line1\ndata: line2\n\ndata: [DONE]\n\n";
-        for split in 0..stream.len() {
-            let mut d = Decoder::default();
-            let mut events = vec![];
-            for part in [&stream[..split], &stream[split..]] {
-                d.push(part);
-                while let Some(e) = d.next_event().unwrap() {
-                    events.push(e);
+        // Pieces pushed as slices (copied) or as `Bytes` (kept), split at every two points.
+        for (a, b) in (0..=stream.len()).flat_map(|a| (a..=stream.len()).map(move |b| (a, b))) {
+            for shared in [false, true] {
+                let mut d = Decoder::default();
+                let mut events = vec![];
+                for part in [&stream[..a], &stream[a..b], &stream[b..]] {
+                    if shared {
+                        d.push_bytes(Bytes::copy_from_slice(part));
+                    } else {
+                        d.push(part);
+                    }
+                    while let Some(e) = d.next_event().unwrap() {
+                        events.push(e);
+                    }
                 }
+                let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_ref()).collect();
+                assert_eq!(
+                    data,
+                    vec![&b"{\"a\":1}"[..], b"line1\nline2", b"[DONE]"],
+                    "split at {a} and {b}, shared {shared}"
+                );
+                assert!(events[2].is_done());
             }
-            let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_ref()).collect();
-            assert_eq!(
-                data,
-                vec![&b"{\"a\":1}"[..], b"line1\nline2", b"[DONE]"],
-                "split at {split}"
-            );
-            assert!(events[2].is_done());
         }
+    }
+
+    #[test]
+    fn plain_events_pushed_whole_come_out_of_the_piece_itself() {
+        let piece = Bytes::from_static(b"data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: {\"c\"");
+        let mut d = Decoder::default();
+        d.push_bytes(piece.clone());
+        let first = d.next_event().unwrap().unwrap();
+        assert_eq!(first.data.as_ref(), b"{\"a\":1}");
+        assert_eq!(first.data.as_ptr(), piece[6..].as_ptr(), "not copied");
+        assert_eq!(d.next_event().unwrap().unwrap().data.as_ref(), b"{\"b\":2}");
+        // The unfinished event waits for the rest.
+        assert_eq!(d.next_event().unwrap(), None);
+        d.push_bytes(Bytes::from_static(b":3}\n\n"));
+        assert_eq!(d.next_event().unwrap().unwrap().data.as_ref(), b"{\"c\":3}");
+        assert_eq!(d.next_event().unwrap(), None);
     }
 
     #[test]

@@ -85,10 +85,10 @@ pub fn explain(
                 s,
                 "decision: {} ({}) by rule `{}`",
                 d.model,
-                policy.route_of(&d.model),
+                policy.route_of(d.model),
                 d.rule
             );
-            let chain: Vec<&str> = std::iter::once(d.model.as_str())
+            let chain: Vec<&str> = std::iter::once(d.model)
                 .chain(d.fallbacks.iter().map(String::as_str))
                 .collect();
             let _ = writeln!(s, "fallback chain: {}", chain.join(" -> "));

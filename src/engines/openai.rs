@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -157,7 +158,8 @@ impl OpenAiEngine {
             head.extend_from_slice(value.as_bytes());
             head.extend_from_slice(b"\r\n");
         }
-        head.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(head, "content-length: {}\r\n\r\n", body.len());
         (head, body)
     }
 
@@ -418,7 +420,7 @@ impl OpenAiEngine {
                     Ok(Some(Ok(frame))) => Some(frame),
                 };
                 if let Some(data) = frame {
-                    decoder.push(&data);
+                    decoder.push_bytes(data);
                 }
                 loop {
                     let event = match decoder.next_event() {

@@ -250,9 +250,12 @@ impl Upstream {
         if idle.len() >= MAX_IDLE {
             return;
         }
-        // The oldest are dropped once they expire; the newest are reused first.
+        // The newest are reused first, so the list is oldest first: once its first has
+        // expired, the expired ones are dropped.
         let now = Instant::now();
-        idle.retain(|i| now - i.since < IDLE_TIMEOUT);
+        if idle.first().is_some_and(|i| now - i.since >= IDLE_TIMEOUT) {
+            idle.retain(|i| now - i.since < IDLE_TIMEOUT);
+        }
         idle.push(Idle { conn, since: now });
     }
 

@@ -4,15 +4,15 @@ use super::model::Policy;
 use super::{AUTO, LOCAL};
 use crate::features::Features;
 
-/// Where a request goes and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+/// Where a request goes and why, in names borrowed from the policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision<'p> {
     /// The target model.
-    pub model: String,
+    pub model: &'p str,
     /// Models to try, in order, when the target is unavailable or fails before its first byte.
-    pub fallbacks: Vec<String>,
+    pub fallbacks: &'p [String],
     /// The rule that decided: a rule name, `default`, or `requested` (the client named the model).
-    pub rule: String,
+    pub rule: &'p str,
 }
 
 /// Why no decision could be made.
@@ -29,38 +29,41 @@ pub enum DecideError {
 /// Decides the route of a request. Rules apply to the requested models they list
 /// (`auto` when they list none); the first match wins. Otherwise `auto` takes the default
 /// route, `local` the policy's first local model, and a named model goes to itself.
-pub fn decide(policy: &Policy, f: &Features) -> Result<Decision, DecideError> {
+pub fn decide<'p>(policy: &'p Policy, f: &Features) -> Result<Decision<'p>, DecideError> {
     let requested = f.requested_model.as_str();
-    if requested != AUTO && requested != LOCAL && !policy.models.contains_key(requested) {
-        return Err(DecideError::ModelNotFound(requested.to_string()));
-    }
+    let named = match requested {
+        AUTO | LOCAL => None,
+        name => match policy.models.get_key_value(name) {
+            Some((name, _)) => Some(name.as_str()),
+            None => return Err(DecideError::ModelNotFound(name.to_string())),
+        },
+    };
     if let Some(rule) = policy.rules.iter().find(|r| r.when.matches(f)) {
         return Ok(Decision {
-            model: rule.route.model.clone(),
-            fallbacks: rule.route.fallbacks.clone(),
-            rule: rule.name.clone(),
+            model: &rule.route.model,
+            fallbacks: &rule.route.fallbacks,
+            rule: &rule.name,
         });
     }
-    let (model, fallbacks, rule) = match requested {
-        AUTO => (
-            policy.default.model.clone(),
-            policy.default.fallbacks.clone(),
-            "default",
-        ),
-        LOCAL => (
-            policy
+    Ok(match named {
+        Some(model) => Decision {
+            model,
+            fallbacks: &[],
+            rule: "requested",
+        },
+        None if requested == LOCAL => Decision {
+            model: policy
                 .local_model
-                .clone()
+                .as_deref()
                 .ok_or(DecideError::NoLocalModel)?,
-            vec![],
-            "requested",
-        ),
-        named => (named.to_string(), vec![], "requested"),
-    };
-    Ok(Decision {
-        model,
-        fallbacks,
-        rule: rule.to_string(),
+            fallbacks: &[],
+            rule: "requested",
+        },
+        None => Decision {
+            model: &policy.default.model,
+            fallbacks: &policy.default.fallbacks,
+            rule: "default",
+        },
     })
 }
 
@@ -114,7 +117,7 @@ tenants:
     }
 
     fn rule_of(p: &Policy, f: &Features) -> String {
-        decide(p, f).unwrap().rule
+        decide(p, f).unwrap().rule.to_string()
     }
 
     #[test]
@@ -124,9 +127,9 @@ tenants:
         assert_eq!(
             d,
             Decision {
-                model: "small".into(),
-                fallbacks: vec!["big".into()],
-                rule: "default".into()
+                model: "small",
+                fallbacks: &["big".to_string()],
+                rule: "default"
             }
         );
     }
@@ -279,7 +282,7 @@ tenants:
         )
         .unwrap();
         assert_eq!(
-            (d.model.as_str(), d.rule.as_str()),
+            (d.model, d.rule),
             ("big", "requested"),
             "rules default to model auto"
         );

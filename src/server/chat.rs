@@ -19,6 +19,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -56,7 +57,17 @@ impl Routing<'_> {
         if let Ok(v) = HeaderValue::from_str(self.rule) {
             headers.insert(RULE_HEADER, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&format!("{:.8}", self.cost_usd)) {
+        // Written on the stack; a cost too long for it (never a real one) is formatted apart.
+        let mut cost = std::io::Cursor::new([0u8; 48]);
+        let long;
+        let text = if write!(cost, "{:.8}", self.cost_usd).is_ok() {
+            let len = cost.position() as usize;
+            &cost.get_ref()[..len]
+        } else {
+            long = format!("{:.8}", self.cost_usd);
+            long.as_bytes()
+        };
+        if let Ok(v) = HeaderValue::from_bytes(text) {
             headers.insert(COST_HEADER, v);
         }
     }
@@ -109,14 +120,14 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
             body: &parsed.body(),
             tags: &feats.tags,
             tenant: caller.tenant.as_deref(),
-            route: route_of(&gateway, &decision.model),
-            model: &decision.model,
-            rule: &decision.rule,
+            route: route_of(&gateway, decision.model),
+            model: decision.model,
+            rule: decision.rule,
             prompt_tokens: feats.prompt_tokens,
         });
     }
     let mut resp = run(
-        gateway,
+        &gateway,
         Call {
             started,
             caller,
@@ -260,7 +271,7 @@ fn fail(
 }
 
 /// Tries the decision's model, then its fallbacks, and answers with the first that works.
-async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<Body> {
+async fn run(gateway: &Arc<Gateway>, call: Call, decision: Decision<'_>) -> Response<Body> {
     let Call {
         started,
         caller,
@@ -274,7 +285,7 @@ async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<
         fallbacks,
         rule,
     } = decision;
-    let mut candidates: Vec<&str> = std::iter::once(model.as_str())
+    let mut candidates: Vec<&str> = std::iter::once(model)
         .chain(fallbacks.iter().map(String::as_str))
         .collect();
     // With `on_exhausted: local`, the box answers what a used-up budget refuses, even when the
@@ -306,7 +317,7 @@ async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<
                 .with_label_values(&[from, model])
                 .inc();
         }
-        let route = route_of(&gateway, model);
+        let route = route_of(gateway, model);
         let engine = match gateway.engines.get(model) {
             Some(e) => e.clone(),
             None => {
@@ -328,7 +339,7 @@ async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<
             fail_over(&mut first_failure, &mut last, model, e);
             continue;
         }
-        let ticket = match admission::reserve(&gateway, &caller, &req, model, prompt_estimate) {
+        let ticket = match admission::reserve(gateway, &caller, &req, model, prompt_estimate) {
             Ok(t) => t,
             Err(ex) => {
                 let tenant = ex.tenant.clone();
@@ -346,10 +357,10 @@ async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<
                     let routing = Routing {
                         route,
                         model,
-                        rule: &rule,
+                        rule,
                         cost_usd: 0.0,
                     };
-                    return fail(&gateway, started, Some(&routing), &error);
+                    return fail(gateway, started, Some(&routing), &error);
                 }
                 refused_by_budget = true;
                 budget_reasons.push((model, ex.to_string()));
@@ -384,7 +395,7 @@ async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<
                     let routing = Routing {
                         route,
                         model,
-                        rule: &rule,
+                        rule,
                         cost_usd: estimate.cost_usd,
                     };
                     let account = StreamAccount::new(
@@ -392,7 +403,7 @@ async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<
                         started,
                         route,
                         model.to_string(),
-                        rule.clone(),
+                        rule.to_string(),
                         caller.label().to_string(),
                         prompt_estimate,
                     )
@@ -450,7 +461,7 @@ async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<
                     let routing = Routing {
                         route,
                         model,
-                        rule: &rule,
+                        rule,
                         cost_usd: bill.cost_usd,
                     };
                     let mut resp =
@@ -460,7 +471,7 @@ async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<
                     let m = &gateway.metrics;
                     let elapsed = started.elapsed();
                     m.requests
-                        .with_label_values(&[route, model, &rule, "200"])
+                        .with_label_values(&[route, model, rule, "200"])
                         .inc();
                     m.request_duration
                         .with_label_values(&[route])
@@ -524,12 +535,12 @@ async fn run(gateway: Arc<Gateway>, call: Call, decision: Decision) -> Response<
         e => e,
     };
     let routing = Routing {
-        route: route_of(&gateway, model),
+        route: route_of(gateway, model),
         model,
-        rule: &rule,
+        rule,
         cost_usd: 0.0,
     };
-    fail(&gateway, started, Some(&routing), &error)
+    fail(gateway, started, Some(&routing), &error)
 }
 
 /// Notes a model's failure: the last error (what the client sees if nothing answers) and the

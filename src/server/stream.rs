@@ -169,6 +169,10 @@ async fn next_within(
     if idle == std::time::Duration::MAX {
         return chunks.next().await;
     }
+    // A chunk that is already there needs no timer (nor a read of the clock to arm one).
+    if let Some(item) = chunks.next().now_or_never() {
+        return item;
+    }
     match tokio::time::timeout(idle, chunks.next()).await {
         Ok(item) => item,
         Err(_) => Some(Err(EngineError::StreamIdle(idle))),
@@ -195,6 +199,7 @@ pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: 
             // frame is not regrown event by event.
             let mut out = BytesMut::with_capacity(FRAME_CAPACITY);
             let mut item = Some(first);
+            let mut ended = false;
             while let Some(next) = item.take() {
                 match next {
                     Ok(chunk) => {
@@ -210,7 +215,17 @@ pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: 
                         return;
                     }
                 }
-                item = chunks.next().now_or_never().flatten();
+                match chunks.next().now_or_never() {
+                    Some(None) => ended = true,
+                    ready => item = ready.flatten(),
+                }
+            }
+            // A stream that has ended already sends its `[DONE]` in the same frame.
+            if ended {
+                account.finish();
+                out.extend_from_slice(sse::DONE);
+                yield Ok(Frame::data(out.freeze()));
+                return;
             }
             if !out.is_empty() {
                 yield Ok(Frame::data(out.freeze()));
@@ -228,17 +243,22 @@ pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: 
 /// with less work than a chunked one, and nothing is held back by it. Otherwise the ready part
 /// goes out first and the rest streams as it comes.
 pub fn take_ready(mut body: Body) -> Body {
-    let mut ready = BytesMut::new();
+    // Most often one frame, taken as it is; several are joined.
+    let mut ready = Bytes::new();
     loop {
         match body.frame().now_or_never() {
             Some(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
-                    ready.extend_from_slice(&data);
+                    ready = if ready.is_empty() {
+                        data
+                    } else {
+                        [ready, data].concat().into()
+                    };
                 }
             }
             Some(Some(Err(never))) => match never {},
             Some(None) => {
-                return http_body_util::Full::new(ready.freeze())
+                return http_body_util::Full::new(ready)
                     .map_err(|never| match never {})
                     .boxed_unsync()
             }
@@ -248,7 +268,7 @@ pub fn take_ready(mut body: Body) -> Body {
     if ready.is_empty() {
         return body;
     }
-    let first = futures_util::stream::once(std::future::ready(Ok(Frame::data(ready.freeze()))));
+    let first = futures_util::stream::once(std::future::ready(Ok(Frame::data(ready))));
     StreamBody::new(first.chain(http_body_util::BodyStream::new(body))).boxed_unsync()
 }
 

@@ -86,7 +86,7 @@ pub fn calibrate(
         let fate = match (&f.classifier, reaches) {
             (Some(c), true) => {
                 let skip = policy::decide(&without, f)
-                    .map(|d| policy.route_of(&d.model) == "cloud")
+                    .map(|d| policy.route_of(d.model) == "cloud")
                     .unwrap_or(false);
                 Fate::Open {
                     score: c.strong_score,
@@ -94,7 +94,7 @@ pub fn calibrate(
                     skip,
                 }
             }
-            _ => Fate::Fixed(policy.route_of(&d.model) == "cloud"),
+            _ => Fate::Fixed(policy.route_of(d.model) == "cloud"),
         };
         fates.push((fate, row.outcome));
     }
@@ -183,7 +183,7 @@ pub fn calibrate(
         .filter_map(|r| {
             let o = r.outcome?;
             let d = policy::decide(&calibrated, &r.features).ok()?;
-            Some((o, policy.route_of(&d.model) == "cloud"))
+            Some((o, policy.route_of(d.model) == "cloud"))
         })
         .collect();
     Ok(Calibration {

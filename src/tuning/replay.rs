@@ -120,10 +120,10 @@ pub fn replay(policy: &Policy, rows: &[Row], output_tokens: u64) -> Report {
                 continue;
             }
         };
-        let route = policy.route_of(&decision.model);
+        let route = policy.route_of(decision.model);
         bump(&mut by_route, route);
-        bump(&mut by_model, &decision.model);
-        bump(&mut by_rule, &decision.rule);
+        bump(&mut by_model, decision.model);
+        bump(&mut by_rule, decision.rule);
         let usage = Usage {
             prompt_tokens: row.features.prompt_tokens,
             completion_tokens: row
@@ -131,8 +131,8 @@ pub fn replay(policy: &Policy, rows: &[Row], output_tokens: u64) -> Report {
                 .or(row.request.max_tokens.map(|m| m.min(output_tokens)))
                 .unwrap_or(output_tokens),
         };
-        let bill = accounting::bill(policy, &decision.model, usage);
-        let c = cost_by_model.entry(decision.model.clone()).or_default();
+        let bill = accounting::bill(policy, decision.model, usage);
+        let c = cost_by_model.entry(decision.model.to_string()).or_default();
         c.requests += 1;
         c.input_tokens += usage.prompt_tokens;
         c.output_tokens += usage.completion_tokens;
