@@ -300,10 +300,10 @@ impl ChatEngine for OpenAiEngine {
         }
         let permit = self.admit()?;
         match self.open_stream(&req).await {
-            Ok(chunks) => Ok(match permit {
-                None => chunks,
-                Some(p) => report_end(chunks, p),
-            }),
+            Ok(mut chunks) => {
+                chunks.permit = permit;
+                Ok(Box::pin(chunks))
+            }
             Err(e) => {
                 if let Some(p) = permit {
                     p.record(!e.is_upstream_failure());
@@ -314,38 +314,111 @@ impl ChatEngine for OpenAiEngine {
     }
 }
 
-/// A stream that reports its end to the circuit breaker: finished, or failed on the way.
-/// Dropped before either (the client went away), its permit counts as neither.
-struct Reporting {
-    chunks: ChunkStream,
+/// The chunks of a cloud stream, decoded from its SSE body as it arrives. The stream ends at
+/// `[DONE]`; it ends with an error when the body breaks or is not SSE, when the deadline
+/// passes, or when the body ends before a choice has finished. Its end, or its error, is
+/// reported to the circuit breaker; dropped before either (the client went away), its permit
+/// counts as neither.
+struct SseChunks {
+    body: upstream::Body,
+    decoder: sse::Decoder,
+    redactor: Redactor,
+    deadline: Instant,
+    total: Duration,
+    /// The deadline's timer, armed the first time the body has nothing ready.
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     permit: Option<Permit>,
+    /// A choice has finished.
+    finished: bool,
+    /// The body has been read to its end.
+    ended: bool,
+    /// The stream has ended.
+    done: bool,
 }
 
-impl futures_util::Stream for Reporting {
-    type Item = Result<Chunk, EngineError>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        let item = std::task::ready!(self.chunks.as_mut().poll_next(cx));
-        let success = match &item {
-            Some(Ok(_)) => None,
-            Some(Err(e)) => Some(!e.is_upstream_failure()),
-            None => Some(true),
+impl SseChunks {
+    /// The next item from what has been read; `None` when more must be read first.
+    fn decoded(&mut self) -> Option<Option<Result<Chunk, EngineError>>> {
+        let event = match self.decoder.next_event() {
+            Ok(Some(e)) => e,
+            Ok(None) if self.ended => match self.decoder.finish() {
+                Some(e) => e,
+                None if self.finished => return Some(self.end()),
+                None => {
+                    return Some(Some(self.fail(EngineError::Transport(
+                        "the upstream closed the stream before it finished".into(),
+                    ))))
+                }
+            },
+            Ok(None) => return None,
+            Err(e) => return Some(Some(self.fail(EngineError::Protocol(e.to_string())))),
         };
-        if let (Some(success), Some(p)) = (success, self.permit.take()) {
-            p.record(success);
+        if event.is_done() {
+            return Some(self.end());
         }
-        std::task::Poll::Ready(item)
+        Some(Some(match parse_chunk(self.redactor.apply(event.data)) {
+            Ok((chunk, finished)) => {
+                self.finished |= finished;
+                Ok(chunk)
+            }
+            Err(e) => self.fail(e),
+        }))
+    }
+
+    fn end(&mut self) -> Option<Result<Chunk, EngineError>> {
+        self.done = true;
+        if let Some(p) = self.permit.take() {
+            p.record(true);
+        }
+        None
+    }
+
+    fn fail(&mut self, e: EngineError) -> Result<Chunk, EngineError> {
+        self.done = true;
+        if let Some(p) = self.permit.take() {
+            p.record(!e.is_upstream_failure());
+        }
+        Err(e)
     }
 }
 
-fn report_end(chunks: ChunkStream, permit: Permit) -> ChunkStream {
-    Box::pin(Reporting {
-        chunks,
-        permit: Some(permit),
-    })
+impl futures_util::Stream for SseChunks {
+    type Item = Result<Chunk, EngineError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(item) = this.decoded() {
+                return Poll::Ready(item);
+            }
+            match this.body.poll_frame(cx) {
+                Poll::Ready(Some(Ok(data))) => this.decoder.push_bytes(data),
+                Poll::Ready(None) => this.ended = true,
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(this.fail(EngineError::Transport(e.to_string()))))
+                }
+                Poll::Pending => {
+                    let deadline = this.deadline;
+                    let timer = this
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let e = EngineError::TotalTimeout(this.total);
+                    return Poll::Ready(Some(this.fail(e)));
+                }
+            }
+        }
+    }
 }
 
 impl OpenAiEngine {
@@ -389,7 +462,7 @@ impl OpenAiEngine {
         })
     }
 
-    async fn open_stream(&self, req: &EngineRequest<'_>) -> Result<ChunkStream, EngineError> {
+    async fn open_stream(&self, req: &EngineRequest<'_>) -> Result<SseChunks, EngineError> {
         let deadline = Instant::now() + self.timeouts.total;
         let resp = self.call(req, true, deadline).await?;
         let is_sse = resp
@@ -402,48 +475,18 @@ impl OpenAiEngine {
                 "the upstream did not answer the stream request with text/event-stream".into(),
             ));
         }
-        let total = self.timeouts.total;
-        let redactor = self.redactor.clone();
-        let mut body = resp.body;
-        Ok(Box::pin(async_stream::try_stream! {
-            let mut decoder = sse::Decoder::default();
-            let mut finished = false;
-            let mut ended = false;
-            while !ended {
-                let frame = match timeout_at(deadline, body.frame()).await {
-                    Err(_) => Err(EngineError::TotalTimeout(total))?,
-                    Ok(None) => {
-                        ended = true;
-                        None
-                    }
-                    Ok(Some(Err(e))) => Err(EngineError::Transport(e.to_string()))?,
-                    Ok(Some(Ok(frame))) => Some(frame),
-                };
-                if let Some(data) = frame {
-                    decoder.push_bytes(data);
-                }
-                loop {
-                    let event = match decoder.next_event() {
-                        Ok(Some(e)) => Some(e),
-                        Ok(None) if ended => decoder.finish(),
-                        Ok(None) => None,
-                        Err(e) => Err(EngineError::Protocol(e.to_string()))?,
-                    };
-                    let Some(event) = event else { break };
-                    if event.is_done() {
-                        return;
-                    }
-                    let chunk = parse_chunk(redactor.apply(event.data))?;
-                    if chunk.1 {
-                        finished = true;
-                    }
-                    yield chunk.0;
-                }
-            }
-            if !finished {
-                Err(EngineError::Transport("the upstream closed the stream before it finished".into()))?;
-            }
-        }))
+        Ok(SseChunks {
+            body: resp.body,
+            decoder: sse::Decoder::default(),
+            redactor: self.redactor.clone(),
+            deadline,
+            total: self.timeouts.total,
+            timer: None,
+            permit: None,
+            finished: false,
+            ended: false,
+            done: false,
+        })
     }
 }
 

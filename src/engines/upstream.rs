@@ -424,38 +424,52 @@ impl Failure {
 impl Body {
     /// The next piece of the body; `None` at its end.
     pub async fn frame(&mut self) -> Option<Result<Bytes, UpstreamError>> {
+        std::future::poll_fn(|cx| self.poll_frame(cx)).await
+    }
+
+    /// [`Body::frame`] as a poll, for streams that read the body themselves.
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, UpstreamError>>> {
         loop {
-            let conn = self.conn.as_mut()?;
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
             match self.decoder.step(&mut conn.buf) {
                 Ok(Step::Data(d)) => {
                     if self.decoder.is_done() {
                         self.release();
                     }
-                    return Some(Ok(d));
+                    return Poll::Ready(Some(Ok(d)));
                 }
                 Ok(Step::Done) => {
                     self.release();
-                    return None;
+                    return Poll::Ready(None);
                 }
                 Ok(Step::NeedMore) => {}
                 Err(e) => {
                     self.conn = None;
-                    return Some(Err(UpstreamError::Transport(e.to_string())));
+                    return Poll::Ready(Some(Err(UpstreamError::Transport(e.to_string()))));
                 }
             }
             conn.buf.reserve(READ_CHUNK);
-            match conn.io.read_buf(&mut conn.buf).await {
+            match std::task::ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut conn.io),
+                cx,
+                &mut conn.buf
+            )) {
                 Ok(0) => {
                     self.keep_alive = false;
                     if let Err(e) = self.decoder.at_eof() {
                         self.conn = None;
-                        return Some(Err(UpstreamError::Transport(e.to_string())));
+                        return Poll::Ready(Some(Err(UpstreamError::Transport(e.to_string()))));
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     self.conn = None;
-                    return Some(Err(UpstreamError::Transport(e.to_string())));
+                    return Poll::Ready(Some(Err(UpstreamError::Transport(e.to_string()))));
                 }
             }
         }
