@@ -333,6 +333,34 @@ async fn the_circuit_opens_sends_traffic_to_the_fallback_and_closes_again() {
 }
 
 #[tokio::test]
+async fn streams_report_their_end_to_the_circuit_breaker() {
+    let up = FakeUpstream::start().await;
+    let breaker = "{ failure_ratio: 0.5, min_calls: 2, window_ms: 60000, cooldown_ms: 60000 }";
+    let state = r#"switchyard_circuit_state{model="cloud"}"#;
+    // Streams that finish count as successes: the circuit stays closed.
+    let gw = start_gateway(&faulty(&up.base("ok"), breaker), KEY).await;
+    for _ in 0..3 {
+        let r = chat(&gw, streamed("x"), &[]).await;
+        assert_eq!(r.events().last().map(String::as_str), Some("[DONE]"));
+    }
+    assert_eq!(metric(&gw, state).await, 0.0);
+    // Streams that break after their head count as failures: two of two open it.
+    let gw = start_gateway(&faulty(&up.base("badsse"), breaker), KEY).await;
+    for _ in 0..2 {
+        let r = chat(&gw, streamed("x"), &[]).await;
+        assert_eq!(r.status, 200, "the head went out before the break");
+        assert_eq!(error_event(&r)["error"]["code"], "upstream_error");
+    }
+    assert_eq!(metric(&gw, state).await, 2.0, "open after 2 broken streams");
+    let r = chat(&gw, streamed("x"), &[]).await;
+    assert_eq!(r.status, 503);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("circuit breaker is open"));
+}
+
+#[tokio::test]
 async fn a_failing_local_engine_falls_back_to_the_cloud() {
     let up = FakeUpstream::start().await;
     let policy = format!(
