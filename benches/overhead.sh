@@ -48,15 +48,35 @@ for p in "$PORT" "$((PORT + 1))"; do
 done
 echo "$("$CARGO_TARGET_DIR/release/switchyard" --version): :$PORT (1 thread, pid $SY_PID), :$((PORT + 1)) (2 threads, pid $SY2_PID)" | tee "$OUT/info.txt"
 
+# LiteLLM runs last at each level, and the next level starts once it has gone idle: at its cap it
+# is still working through the requests oha gave up on, and that work must not overlap another
+# target's run. So the harness runs one level at a time; the levels' results are joined per mode.
+litellm_busy() {  # CPU ticks of LiteLLM's processes so far
+  local pid; pid="$("$BENCH/peers/litellm.sh" pid)"
+  cat "/proc/$pid/stat" $(pgrep -P "$pid" | sed 's|.*|/proc/&/stat|') 2>/dev/null | awk '{s += $14 + $15} END {print s + 0}'
+}
+wait_litellm_idle() {  # until a second passes without LiteLLM using CPU (at most 60 s)
+  local before after
+  for _ in $(seq 60); do
+    before="$(litellm_busy)"; sleep 1; after="$(litellm_busy)"
+    [ "$after" = "$before" ] && return
+  done
+}
 for mode in json stream; do
-  targets=(); pids=()
-  if has litellm; then targets+=(http://127.0.0.1:4000 litellm); pids+=("$("$BENCH/peers/litellm.sh" pid)"); fi
-  targets+=("http://127.0.0.1:$PORT" switchyard "http://127.0.0.1:$((PORT + 1))" switchyard-2t); pids+=("$SY_PID" "$SY2_PID")
-  if has nginx; then
-    port=18090; [ "$mode" = stream ] && port=18091
-    targets+=("http://127.0.0.1:$port" nginx-proxy); pids+=("$("$BENCH/peers/nginx-proxy.sh" pid)")
-  fi
-  TARGET_PIDS="${pids[*]}" MODES="$mode" OUT_DIR="$OUT/$mode" "$BENCH/run-overhead.sh" "${targets[@]}"
+  mkdir -p "$OUT/$mode"
+  for c in $CONCURRENCY; do
+    targets=("http://127.0.0.1:$PORT" switchyard "http://127.0.0.1:$((PORT + 1))" switchyard-2t); pids=("$SY_PID" "$SY2_PID")
+    if has nginx; then
+      port=18090; [ "$mode" = stream ] && port=18091
+      targets+=("http://127.0.0.1:$port" nginx-proxy); pids+=("$("$BENCH/peers/nginx-proxy.sh" pid)")
+    fi
+    if has litellm; then targets+=(http://127.0.0.1:4000 litellm); pids+=("$("$BENCH/peers/litellm.sh" pid)"); fi
+    CONCURRENCY="$c" TARGET_PIDS="${pids[*]}" MODES="$mode" OUT_DIR="$OUT/$mode/c$c" \
+      "$BENCH/run-overhead.sh" "${targets[@]}" >"$OUT/$mode/c$c.log"
+    if has litellm; then wait_litellm_idle; fi
+  done
+  cat "$OUT/$mode"/c*/manifest.tsv >"$OUT/$mode/manifest.tsv"
+  python3 "$BENCH/summarize.py" "$OUT/$mode" | tee "$OUT/$mode/table.md"
 done
 # The added p50/p99 against nginx's at full precision (the table above rounds to 10 us).
 has nginx && python3 "$ROOT/benches/overhead_ratios.py" "$OUT" | tee "$OUT/ratios.md"

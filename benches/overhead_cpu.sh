@@ -7,8 +7,8 @@
 #   benches/overhead_cpu.sh          # knobs: ROUNDS (3), REQUESTS (20000), CONCURRENCY (1),
 #                                    # MODES ("json stream"), SWITCHYARD (binary), BENCH_DIR,
 #                                    # BASELINE (a second Switchyard binary, e.g. an older build)
-# Prints one line per round: CPU us/request and oha's p50 for each target, and the CPU ratio
-# to nginx's.
+# Prints one line per round: CPU us/request (also split into user and kernel time) and oha's
+# p50 for each target, and the CPU ratio to nginx's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -51,20 +51,29 @@ done
 # nginx serves from its one worker process, the master's child.
 NGINX_PID="$(pgrep -P "$("$BENCH/peers/nginx-proxy.sh" pid)" | head -1)"
 
-run_ns() {  # PID URL BODY -> prints "cpu_ns p50_seconds" for one measured run
-  local pid=$1 url=$2 body=$3 before after p50
+ticks() {  # PID -> user and kernel CPU time so far, in clock ticks (/proc/PID/stat)
+  awk '{print $14, $15}' "/proc/$1/stat"
+}
+
+run_ns() {  # PID URL BODY -> prints "cpu_ns p50_seconds user_ticks kernel_ticks" for one measured run
+  local pid=$1 url=$2 body=$3 before after p50 u0 k0 u1 k1
   "$OHA" -n 1000 -c "$C" --no-tui -m POST -H "Authorization: Bearer $KEY" \
     -H 'content-type: application/json' -D "$body" "$url" >/dev/null
   before="$(cut -d' ' -f1 "/proc/$pid/schedstat")"
+  read -r u0 k0 <<<"$(ticks "$pid")"
   p50="$("$OHA" -n "$REQUESTS" -c "$C" --no-tui --output-format json -m POST \
     -H "Authorization: Bearer $KEY" -H 'content-type: application/json' -D "$body" "$url" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["latencyPercentiles"]["p50"])')"
   after="$(cut -d' ' -f1 "/proc/$pid/schedstat")"
-  echo "$((after - before)) $p50"
+  read -r u1 k1 <<<"$(ticks "$pid")"
+  echo "$((after - before)) $p50 $((u1 - u0)) $((k1 - k0))"
 }
 
-echo "| mode | conc | round | target | CPU us/req | CPU ratio to nginx | p50 us |"
-echo "|---|---:|---:|---|---:|---:|---:|"
+# User and kernel shares come from clock ticks (getconf CLK_TCK a second, 10 ms here): coarse for
+# short runs, which REQUESTS sets.
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+echo "| mode | conc | round | target | CPU us/req | CPU ratio to nginx | user us/req | kernel us/req | p50 us |"
+echo "|---|---:|---:|---|---:|---:|---:|---:|---:|"
 for mode in ${MODES:-json stream}; do
   body="$BENCH/body.json" nginx_port=18090
   [ "$mode" = stream ] && body="$BENCH/body-stream.json" nginx_port=18091
@@ -72,15 +81,16 @@ for mode in ${MODES:-json stream}; do
     rows=()
     for t in "${targets[@]}" "nginx:$NGINX_PID:$nginx_port"; do
       IFS=: read -r name pid port <<<"$t"
-      read -r ns p50 <<<"$(run_ns "$pid" "http://127.0.0.1:$port/v1/chat/completions" "$body")"
-      rows+=("$name $ns $p50")
+      read -r ns p50 user kernel <<<"$(run_ns "$pid" "http://127.0.0.1:$port/v1/chat/completions" "$body")"
+      rows+=("$name $ns $p50 $user $kernel")
     done
     printf '%s\n' "${rows[@]}" | python3 -c "
 import sys
 rows = [l.split() for l in sys.stdin if l.strip()]
 nginx = float(rows[-1][1])
-for name, ns, p50 in rows:
+for name, ns, p50, user, kernel in rows:
     us = float(ns) / $REQUESTS / 1e3
-    print(f'| $mode | $C | $r | {name} | {us:.1f} | {float(ns) / nginx:.2f} | {float(p50) * 1e6:.1f} |')"
+    u, k = (int(t) * $TICK_US / $REQUESTS for t in (user, kernel))
+    print(f'| $mode | $C | $r | {name} | {us:.1f} | {float(ns) / nginx:.2f} | {u:.1f} | {k:.1f} | {float(p50) * 1e6:.1f} |')"
   done
 done

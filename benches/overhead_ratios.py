@@ -4,10 +4,10 @@
     benches/overhead_ratios.py [--gateway NAME] [--floor NAME] RESULTS_DIR [RESULTS_DIR ...]
 
 RESULTS_DIR is a `benches/overhead.sh` output folder (its json/ and stream/ hold oha's JSON per
-mode, concurrency and target), or the OUT_DIR of one `../shared/bench/run-overhead.sh` run. For
-each mode and concurrency, prints the p50 and p99 that the gateway (default `switchyard`) and the
-floor (default `nginx-proxy`) add over the direct calls of the same level, and their ratio (the
-target is at most 2). The harness's table rounds to 10 us, which at concurrency 1 is about the
+mode, concurrency and target, a folder per concurrency), or the OUT_DIR of one
+`../shared/bench/run-overhead.sh` run. For each mode and concurrency, prints the p50 and p99
+that the gateway (default `switchyard`) and the floor (default `nginx-proxy`) add over the
+direct calls of the same level, and their ratio (the target is at most 2). The harness's table rounds to 10 us, which at concurrency 1 is about the
 size of what nginx adds.
 
 With several folders (repeated runs, e.g. `benches/overhead_repeat.sh`), prints per cell the
@@ -30,8 +30,11 @@ def cells(out, gateway, floor):
     found = {}
     for mode in ("json", "stream"):
         for conc in (1, 16, 64):
-            # overhead.sh keeps each mode in its own folder; run-overhead.sh alone, in OUT_DIR.
-            folder = out / mode if (out / mode).is_dir() else out
+            # overhead.sh keeps each mode and level in its own folder; run-overhead.sh alone
+            # writes them all to OUT_DIR.
+            folder = next(
+                (f for f in (out / mode / f"c{conc}", out / mode) if f.is_dir()), out
+            )
             files = {n: folder / f"{mode}-c{conc}-{n}.json" for n in ("direct", gateway, floor)}
             if not all(f.exists() for f in files.values()):
                 continue
