@@ -244,27 +244,37 @@ pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: 
 /// goes out first and the rest streams as it comes.
 pub fn take_ready(mut body: Body) -> Body {
     // Most often one frame, taken as it is; several are joined.
-    let mut ready = Bytes::new();
-    loop {
+    let (mut first, mut joined) = (Bytes::new(), BytesMut::new());
+    let ready = loop {
         match body.frame().now_or_never() {
             Some(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    ready = if ready.is_empty() {
-                        data
-                    } else {
-                        [ready, data].concat().into()
-                    };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if first.is_empty() && joined.is_empty() {
+                    first = data;
+                } else {
+                    if joined.is_empty() {
+                        joined.extend_from_slice(&std::mem::take(&mut first));
+                    }
+                    joined.extend_from_slice(&data);
                 }
             }
             Some(Some(Err(never))) => match never {},
             Some(None) => {
-                return http_body_util::Full::new(ready)
+                let all = if joined.is_empty() {
+                    first
+                } else {
+                    joined.freeze()
+                };
+                return http_body_util::Full::new(all)
                     .map_err(|never| match never {})
-                    .boxed_unsync()
+                    .boxed_unsync();
             }
-            None => break,
+            None if joined.is_empty() => break first,
+            None => break joined.freeze(),
         }
-    }
+    };
     if ready.is_empty() {
         return body;
     }
@@ -291,6 +301,16 @@ mod tests {
         assert_eq!(body.size_hint().exact(), Some(9 + sse::DONE.len() as u64));
         let all = body.collect().await.unwrap().to_bytes();
         assert_eq!(&all[..], b"data: 1\n\ndata: [DONE]\n\n");
+    }
+
+    #[tokio::test]
+    async fn one_ready_frame_goes_out_as_it_is() {
+        let frame = Bytes::from_static(b"data: 1\n\ndata: [DONE]\n\n");
+        let mut body = take_ready(body_of(futures_util::stream::iter([frame.clone()])));
+        assert_eq!(body.size_hint().exact(), Some(frame.len() as u64));
+        let out = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(out.as_ptr(), frame.as_ptr(), "not copied");
+        assert!(body.frame().await.is_none());
     }
 
     #[tokio::test]
