@@ -8,8 +8,7 @@
 # numpy under ~/.cache/switchyard/bench-venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+source benches/env.sh
 THREADS="${THREADS:-1 2}"
 LENGTHS="${LENGTHS:-16,64,128,256,512}"
 RUNS="${RUNS:-50}"

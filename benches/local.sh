@@ -7,8 +7,7 @@
 # Knobs: THREADS ("1 2"), CONCURRENCY ("1 2 4"), LLAMA_BENCH (path to llama-bench), REPEAT (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+source benches/env.sh
 THREADS="${THREADS:-1 2}" CONCURRENCY="${CONCURRENCY:-1 2 4}" REPEAT="${REPEAT:-3}"
 MODELS=("$@"); [ ${#MODELS[@]} -gt 0 ] || MODELS=(models/SmolLM2-135M-Instruct.Q4_1.gguf)
 scripts/fetch-models.sh >/dev/null

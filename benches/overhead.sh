@@ -8,10 +8,8 @@
 # Prints two tables (json, stream); raw results under /tmp/bench-results/switchyard-<time>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT="$PWD"
+source benches/env.sh
 BENCH="$(cd "${BENCH_DIR:-../shared/bench}" && pwd)"
-CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 export REQUESTS="${REQUESTS:-20000}" CONCURRENCY="${CONCURRENCY:-1 16 64}" MAX_SECONDS="${MAX_SECONDS:-60}"
 PEERS="${PEERS:-litellm nginx}"
 PORT="${SWITCHYARD_BENCH_PORT:-18100}"

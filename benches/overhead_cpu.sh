@@ -11,10 +11,8 @@
 # p50 for each target, and the CPU ratio to nginx's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT="$PWD"
+source benches/env.sh
 BENCH="$(cd "${BENCH_DIR:-../shared/bench}" && pwd)"
-CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 ROUNDS="${ROUNDS:-3}" REQUESTS="${REQUESTS:-20000}" C="${CONCURRENCY:-1}"
 PORT="${SWITCHYARD_BENCH_PORT:-18100}"
 OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"

@@ -7,10 +7,8 @@
 # The JSON report goes to stdout and /tmp/bench-results/soak-<time>.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT="$PWD"
+source benches/env.sh
 BENCH="$(cd "${BENCH_DIR:-../shared/bench}" && pwd)"
-CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 PORT="${SWITCHYARD_SOAK_PORT:-18110}"
 OUT="/tmp/bench-results/soak-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"

@@ -19,7 +19,6 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -57,17 +56,7 @@ impl Routing<'_> {
         if let Ok(v) = HeaderValue::from_str(self.rule) {
             headers.insert(RULE_HEADER, v);
         }
-        // Written on the stack; a cost too long for it (never a real one) is formatted apart.
-        let mut cost = std::io::Cursor::new([0u8; 48]);
-        let long;
-        let text = if write!(cost, "{:.8}", self.cost_usd).is_ok() {
-            let len = cost.position() as usize;
-            &cost.get_ref()[..len]
-        } else {
-            long = format!("{:.8}", self.cost_usd);
-            long.as_bytes()
-        };
-        if let Ok(v) = HeaderValue::from_bytes(text) {
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.8}", self.cost_usd)) {
             headers.insert(COST_HEADER, v);
         }
     }
