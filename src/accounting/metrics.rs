@@ -1,10 +1,15 @@
-//! The Prometheus registry of the gateway (names and labels: docs/metrics.md).
+//! The Prometheus registry of the gateway (names and labels: docs/metrics.md). Every labelled
+//! sample is written here, through a verb that names what happened (a request done, an upstream
+//! error, a fallback, ...), so the order of each metric's labels lives in this file only.
 
+use super::Bill;
+use crate::api::Usage;
 use prometheus::core::{AtomicF64, GenericCounterVec};
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::time::Duration;
 
 /// A float counter with labels.
 pub type CounterVec = GenericCounterVec<AtomicF64>;
@@ -13,66 +18,66 @@ pub type CounterVec = GenericCounterVec<AtomicF64>;
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub tokens: IntCounterVec,
-    pub cost: CounterVec,
-    pub savings: CounterVec,
-    pub overspend: CounterVec,
-    pub request_duration: HistogramVec,
-    pub ttft: HistogramVec,
-    pub upstream_errors: IntCounterVec,
-    pub fallbacks: IntCounterVec,
-    pub gateway_overhead: Histogram,
-    pub model_available: IntGaugeVec,
-    pub local: LocalMetrics,
-    pub classifier: ClassifierMetrics,
+    requests: IntCounterVec,
+    tokens: IntCounterVec,
+    cost: CounterVec,
+    savings: CounterVec,
+    overspend: CounterVec,
+    request_duration: HistogramVec,
+    ttft: HistogramVec,
+    upstream_errors: IntCounterVec,
+    fallbacks: IntCounterVec,
+    gateway_overhead: Histogram,
+    model_available: IntGaugeVec,
+    local: LocalMetrics,
+    classifier: ClassifierMetrics,
     /// `switchyard_budget_remaining_usd{tenant,period}` (`tenant="*"`: the whole gateway).
-    pub budget_remaining: prometheus::GaugeVec,
+    budget_remaining: prometheus::GaugeVec,
     /// `switchyard_budget_exhausted_total{tenant}`: cloud requests a used-up budget refused.
-    pub budget_exhausted: IntCounterVec,
+    budget_exhausted: IntCounterVec,
     /// `switchyard_policy_reloads_total{result}`: policy reloads, `success` or `error`.
-    pub policy_reloads: IntCounterVec,
+    policy_reloads: IntCounterVec,
     /// `switchyard_upstream_retries_total{model,reason}`: cloud calls sent again after a failure.
-    pub upstream_retries: IntCounterVec,
+    upstream_retries: IntCounterVec,
     /// `switchyard_circuit_state{model}`: 0 closed, 1 half-open, 2 open.
-    pub circuit_state: IntGaugeVec,
+    circuit_state: IntGaugeVec,
     /// `switchyard_rate_limited_total{tenant,limit}`: requests refused by a rate limit.
-    pub rate_limited: IntCounterVec,
+    rate_limited: IntCounterVec,
     /// `switchyard_open_connections`: client connections open now.
-    pub open_connections: prometheus::IntGauge,
+    open_connections: prometheus::IntGauge,
     /// `switchyard_rejected_connections_total`: connections over `limits.max_connections`.
-    pub rejected_connections: prometheus::IntCounter,
+    rejected_connections: prometheus::IntCounter,
     /// `switchyard_client_timeouts_total{phase}`: clients too slow to send headers or body.
-    pub client_timeouts: IntCounterVec,
+    client_timeouts: IntCounterVec,
 }
 
 /// Metrics of the request classifier.
 #[derive(Clone)]
-pub struct ClassifierMetrics {
+struct ClassifierMetrics {
     /// `switchyard_classifier_duration_seconds`: time a request waited for its classification
     /// (batching included).
-    pub duration: Histogram,
+    duration: Histogram,
     /// `switchyard_classifier_strong_score`: the strong scores given.
-    pub strong_score: Histogram,
+    strong_score: Histogram,
     /// `switchyard_classifier_truncated_total`: inputs longer than the token budget.
-    pub truncated: prometheus::IntCounter,
+    truncated: prometheus::IntCounter,
     /// `switchyard_classifier_errors_total`: classifications that failed (the request is routed
     /// as if no classifier condition matched).
-    pub errors: prometheus::IntCounter,
+    errors: prometheus::IntCounter,
 }
 
 /// Metrics of the on-box engines (handed to each engine).
 #[derive(Clone)]
 pub struct LocalMetrics {
     /// `switchyard_local_queue_depth{model}`: requests waiting for a decode worker.
-    pub queue_depth: IntGaugeVec,
+    queue_depth: IntGaugeVec,
     /// `switchyard_local_tokens_per_second{model,phase}`: prefill and decode speed per generation.
-    pub tokens_per_second: HistogramVec,
+    tokens_per_second: HistogramVec,
     /// `switchyard_local_generation_seconds{model}`: time a worker spent on a generation.
-    pub generation_seconds: HistogramVec,
+    generation_seconds: HistogramVec,
     /// `switchyard_local_generations_total{model,finish}`: generations by how they ended
     /// (stop, length, cancelled by a client that went away, error).
-    pub generations: IntCounterVec,
+    generations: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -337,11 +342,191 @@ impl Metrics {
         }
     }
 
+    /// A request has ended: `switchyard_requests_total{route,model,rule,status}`,
+    /// `switchyard_request_duration_seconds{route}` (`took`, request to the end of the response)
+    /// and, when text came, `switchyard_time_to_first_token_seconds{route}`.
+    pub fn request_done(
+        &self,
+        route: &str,
+        model: &str,
+        rule: &str,
+        status: &str,
+        took: Duration,
+        first_text: Option<Duration>,
+    ) {
+        self.requests
+            .with_label_values(&[route, model, rule, status])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+        if let Some(t) = first_text {
+            self.ttft
+                .with_label_values(&[route])
+                .observe(t.as_secs_f64());
+        }
+    }
+
+    /// A request's tokens and their price: `switchyard_tokens_total{model,direction}`,
+    /// `switchyard_cost_usd_total{model,tenant}`, and the savings against the reference model in
+    /// `switchyard_savings_usd_total{tenant}` (or, when negative, `switchyard_overspend_usd_total`).
+    pub fn billed(&self, model: &str, tenant: &str, usage: Usage, bill: Bill) {
+        self.tokens
+            .with_label_values(&[model, "input"])
+            .inc_by(usage.prompt_tokens);
+        self.tokens
+            .with_label_values(&[model, "output"])
+            .inc_by(usage.completion_tokens);
+        self.cost
+            .with_label_values(&[model, tenant])
+            .inc_by(bill.cost_usd);
+        if bill.savings_usd >= 0.0 {
+            self.savings
+                .with_label_values(&[tenant])
+                .inc_by(bill.savings_usd);
+        } else {
+            self.overspend
+                .with_label_values(&[tenant])
+                .inc_by(-bill.savings_usd);
+        }
+    }
+
+    /// Time a request spent inside the gateway, upstream and model time excluded.
+    pub fn gateway_overhead(&self, took: Duration) {
+        self.gateway_overhead.observe(took.as_secs_f64());
+    }
+
+    /// A model's engine failed: `switchyard_upstream_errors_total{model,kind}`.
+    pub fn upstream_error(&self, model: &str, kind: &str) {
+        self.upstream_errors.with_label_values(&[model, kind]).inc();
+    }
+
+    /// A request moved on from a failed or unavailable model: `switchyard_fallbacks_total{from,to}`.
+    pub fn fallback(&self, from: &str, to: &str) {
+        self.fallbacks.with_label_values(&[from, to]).inc();
+    }
+
+    /// A model's state: `switchyard_model_available{model}`, and its circuit breaker's state
+    /// (0 closed, 1 half-open, 2 open) in `switchyard_circuit_state{model}` when it has one.
+    pub fn model_state(&self, model: &str, available: bool, circuit: Option<i64>) {
+        self.model_available
+            .with_label_values(&[model])
+            .set(i64::from(available));
+        if let Some(c) = circuit {
+            self.circuit_state.with_label_values(&[model]).set(c);
+        }
+    }
+
+    /// USD left in a budget: `switchyard_budget_remaining_usd{tenant,period}`.
+    pub fn budget_remaining(&self, tenant: &str, period: &str, usd: f64) {
+        self.budget_remaining
+            .with_label_values(&[tenant, period])
+            .set(usd);
+    }
+
+    /// A used-up budget refused a cloud call: `switchyard_budget_exhausted_total{tenant}`.
+    pub fn budget_exhausted(&self, tenant: &str) {
+        self.budget_exhausted.with_label_values(&[tenant]).inc();
+    }
+
+    /// A policy reload: `switchyard_policy_reloads_total{result}`, `success` or `error`.
+    pub fn policy_reload(&self, succeeded: bool) {
+        let result = if succeeded { "success" } else { "error" };
+        self.policy_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// The retry counter of one cloud model (handed to its engine).
+    pub fn retry_counter(&self, model: &str) -> RetryCounter {
+        RetryCounter {
+            retries: self.upstream_retries.clone(),
+            model: model.to_string(),
+        }
+    }
+
+    /// A rate limit refused a request: `switchyard_rate_limited_total{tenant,limit}`.
+    pub fn rate_limited(&self, tenant: &str, limit: &str) {
+        self.rate_limited.with_label_values(&[tenant, limit]).inc();
+    }
+
+    /// `switchyard_open_connections`, kept by the listener.
+    pub fn open_connections(&self) -> prometheus::IntGauge {
+        self.open_connections.clone()
+    }
+
+    /// A connection over `limits.max_connections` was refused.
+    pub fn connection_rejected(&self) {
+        self.rejected_connections.inc();
+    }
+
+    /// A client was too slow to send its request: `switchyard_client_timeouts_total{phase}`.
+    pub fn client_timeout(&self, phase: &str) {
+        self.client_timeouts.with_label_values(&[phase]).inc();
+    }
+
+    /// A request was classified after waiting `waited` (batching included).
+    pub fn classified(&self, waited: Duration, strong_score: f64, truncated: bool) {
+        let c = &self.classifier;
+        c.duration.observe(waited.as_secs_f64());
+        c.strong_score.observe(strong_score);
+        if truncated {
+            c.truncated.inc();
+        }
+    }
+
+    /// A classification failed (the request is routed as if no classifier condition matched).
+    pub fn classifier_failed(&self) {
+        self.classifier.errors.inc();
+    }
+
+    /// The metrics of the on-box engines.
+    pub fn local(&self) -> &LocalMetrics {
+        &self.local
+    }
+
     /// The Prometheus text exposition of all metrics.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl LocalMetrics {
+    /// Requests of on-box model `model` waiting for a decode worker now.
+    pub fn queue_depth(&self, model: &str, waiting: usize) {
+        self.queue_depth
+            .with_label_values(&[model])
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// A generation of `model` ended after `took` on a decode worker, by `finish` (`stop`,
+    /// `length`, `cancelled` or `error`).
+    pub fn generation_done(&self, model: &str, took: Duration, finish: &str) {
+        self.generation_seconds
+            .with_label_values(&[model])
+            .observe(took.as_secs_f64());
+        self.generations.with_label_values(&[model, finish]).inc();
+    }
+
+    /// Speed of one generation's `phase` (`prefill` or `decode`), in tokens per second.
+    pub fn speed(&self, model: &str, phase: &str, tokens_per_second: f64) {
+        self.tokens_per_second
+            .with_label_values(&[model, phase])
+            .observe(tokens_per_second);
+    }
+}
+
+/// `switchyard_upstream_retries_total` of one cloud model, for its engine.
+#[derive(Clone)]
+pub struct RetryCounter {
+    retries: IntCounterVec,
+    model: String,
+}
+
+impl RetryCounter {
+    /// The model's call is sent again after a failure of `reason` (its kind).
+    pub fn retried(&self, reason: &str) {
+        self.retries.with_label_values(&[&self.model, reason]).inc();
     }
 }
 

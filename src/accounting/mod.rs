@@ -1,14 +1,69 @@
-//! Accounting on the way back: tokens, cost and savings of each request, into the metrics.
+//! Accounting: what each request costs and may spend. A [`Ledger`] holds a gateway's prices
+//! (its policy), metrics, budgets and rate limits; a [`Settlement`] per request reserves from
+//! them on the way in and settles tokens, cost, budgets and metrics once, however the request ends.
 
 pub mod budget;
 pub mod metrics;
 pub mod rate_limit;
 pub mod recorder;
+mod settlement;
 
 pub use metrics::{LocalMetrics, Metrics};
+pub use settlement::{End, Settlement, ANONYMOUS, NONE, RESERVED_OUTPUT_TOKENS};
 
-use crate::engines::Usage;
+use crate::api::Usage;
 use crate::policy::Policy;
+use budget::{BudgetStore, MemoryBudgets};
+use rate_limit::RateLimiter;
+use std::sync::Arc;
+
+/// The accounting state of one gateway: prices (the policy), metrics, budgets, rate limits.
+pub struct Ledger {
+    pub policy: Arc<Policy>,
+    pub metrics: Metrics,
+    /// Spending budgets, when the policy sets them.
+    pub budgets: Option<Arc<dyn BudgetStore>>,
+    /// Per-tenant rate limits, when the policy sets them.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+}
+
+impl Ledger {
+    /// The ledger of `policy`, counting into `metrics`. Budget and rate-limit state carry over
+    /// from `previous` when their settings did not change (a policy reload), else start empty.
+    pub fn new(policy: Arc<Policy>, metrics: Metrics, previous: Option<&Ledger>) -> Ledger {
+        let budgets = match previous {
+            Some(p) if p.policy.budgets == policy.budgets => p.budgets.clone(),
+            _ => policy
+                .budgets
+                .as_ref()
+                .map(|b| Arc::new(MemoryBudgets::new(b)) as Arc<dyn BudgetStore>),
+        };
+        let rate_limiter = match previous {
+            Some(p) if p.policy.rate_limits == policy.rate_limits => p.rate_limiter.clone(),
+            _ => policy.rate_limits.clone().map(RateLimiter::new),
+        };
+        Ledger {
+            policy,
+            metrics,
+            budgets,
+            rate_limiter,
+        }
+    }
+
+    /// Prices `usage` served by `model` at this policy's prices.
+    pub fn bill(&self, model: &str, usage: Usage) -> Bill {
+        bill(&self.policy, model, usage)
+    }
+
+    /// Publishes every budget's remaining USD (`switchyard_budget_remaining_usd`).
+    pub fn publish_budgets(&self) {
+        if let Some(b) = &self.budgets {
+            for (tenant, period, left) in b.remaining(std::time::SystemTime::now()) {
+                self.metrics.budget_remaining(&tenant, period.label(), left);
+            }
+        }
+    }
+}
 
 /// Cost of one request and what it saved against the reference model.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -39,35 +94,6 @@ pub fn bill(policy: &Policy, model: &str, usage: Usage) -> Bill {
         cost_usd,
         savings_usd,
     }
-}
-
-/// Records a settled request in the metrics.
-pub fn settle(metrics: &Metrics, policy: &Policy, model: &str, tenant: &str, usage: Usage) -> Bill {
-    let b = bill(policy, model, usage);
-    metrics
-        .tokens
-        .with_label_values(&[model, "input"])
-        .inc_by(usage.prompt_tokens);
-    metrics
-        .tokens
-        .with_label_values(&[model, "output"])
-        .inc_by(usage.completion_tokens);
-    metrics
-        .cost
-        .with_label_values(&[model, tenant])
-        .inc_by(b.cost_usd);
-    if b.savings_usd >= 0.0 {
-        metrics
-            .savings
-            .with_label_values(&[tenant])
-            .inc_by(b.savings_usd);
-    } else {
-        metrics
-            .overspend
-            .with_label_values(&[tenant])
-            .inc_by(-b.savings_usd);
-    }
-    b
 }
 
 #[cfg(test)]

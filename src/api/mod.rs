@@ -1,9 +1,13 @@
-//! The OpenAI wire format: request parsing and validation, SSE framing, and errors.
+//! The OpenAI wire format: request parsing and validation, usage, the headers that never go
+//! upstream, SSE framing, and errors.
 
 mod error;
+pub mod headers;
 mod request;
 pub mod skim;
 pub mod sse;
+mod usage;
 
 pub use error::{retry_after_secs, ApiError, ErrorKind};
 pub use request::{ChatRequest, Role};
+pub use usage::Usage;

@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 pub const BUILTIN_HEADS: &[u8] = include_bytes!("trained/heads.safetensors");
 /// Their label map.
 pub const BUILTIN_LABELS: &str = include_str!("trained/labels.json");
-/// Default token budget of the classifier's input when serving and scoring, chosen from the
-/// measured quality/latency trade-off (docs/router-quality.md#truncation).
-pub const DEFAULT_MAX_TOKENS: usize = 128;
+/// Default token budget of the classifier's input when serving and scoring (the policy's
+/// default: [`ClassifierSettings::DEFAULT_MAX_TOKENS`]).
+pub const DEFAULT_MAX_TOKENS: usize = ClassifierSettings::DEFAULT_MAX_TOKENS;
 /// Token budget of the training embeddings (more of each example for the heads to learn from).
 pub const TRAIN_MAX_TOKENS: usize = 256;
 

@@ -1,7 +1,7 @@
 //! `switchyard policy explain`: one request through a policy, step by step.
 
+use crate::api::Usage;
 use crate::classifier::{input, Classifier, RouterModel};
-use crate::engines::Usage;
 use crate::policy::{self, Policy};
 
 use crate::tuning::traffic;

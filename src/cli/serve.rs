@@ -1,5 +1,6 @@
 //! `switchyard serve`: load the policy, build the engines, serve until SIGINT/SIGTERM.
 
+use crate::accounting::Metrics;
 use crate::policy;
 use crate::server::{self, Gateway, ServeOptions};
 use clap::Args;
@@ -52,51 +53,12 @@ pub fn run(args: ServeArgs) -> i32 {
         }
     };
     rt.block_on(async move {
-        let gateway = match Gateway::new(policy) {
+        let gateway = match Gateway::build(policy, Metrics::new(), None) {
             Ok(g) => g,
             Err(e) => {
                 eprintln!("{e}");
                 return 1;
             }
-        };
-        let gateway = match crate::local::engine::start_all(&gateway.policy, &gateway.metrics.local)
-        {
-            Ok(engines) => engines
-                .into_iter()
-                .fold(gateway, |g, (name, e)| g.with_engine(&name, e)),
-            Err(e) => {
-                eprintln!("cannot load the on-box model: {e}");
-                return 1;
-            }
-        };
-        let gateway = if gateway.policy.uses_classifier() {
-            match crate::classifier::start(&gateway.policy.classifier) {
-                Ok(b) => gateway.with_classifier(b),
-                Err(e) => {
-                    eprintln!(
-                        "cannot load the request classifier ({}): {e}\n\
-                         hint: scripts/fetch-models.sh fetches the default encoder",
-                        gateway.policy.classifier.encoder.display()
-                    );
-                    return 1;
-                }
-            }
-        } else {
-            tracing::info!("no rule routes on the classifier: it is not loaded");
-            gateway
-        };
-        let gateway = match &gateway.policy.recording {
-            Some(r) => match crate::accounting::recorder::Recorder::start(r) {
-                Ok(rec) => {
-                    tracing::info!("recording requests to {}", r.path.display());
-                    gateway.with_recorder(rec)
-                }
-                Err(e) => {
-                    eprintln!("cannot open the request log {}: {e}", r.path.display());
-                    return 1;
-                }
-            },
-            None => gateway,
         };
         report(&gateway, &args);
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
@@ -132,7 +94,6 @@ pub fn run(args: ServeArgs) -> i32 {
 
 /// Logs what the gateway starts with: each model's state and the auth mode.
 fn report(gateway: &Gateway, args: &ServeArgs) {
-    gateway.publish_budgets();
     tracing::info!(
         "policy {}: {} models, {} rules",
         args.policy.display(),

@@ -2,7 +2,6 @@
 //! and accounting do not care which one answered.
 
 mod framing;
-pub mod headers;
 pub mod openai;
 pub mod resilience;
 mod upstream;
@@ -12,17 +11,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use http::{HeaderValue, StatusCode};
-use serde::Deserialize;
 use std::time::Duration;
 
-/// Token counts of one request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct Usage {
-    #[serde(default)]
-    pub prompt_tokens: u64,
-    #[serde(default)]
-    pub completion_tokens: u64,
-}
+pub use crate::api::Usage;
 
 /// A finished non-streaming answer.
 #[derive(Debug, Clone)]

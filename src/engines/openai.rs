@@ -4,7 +4,7 @@
 use super::resilience::{self, CircuitBreaker, CircuitState, Permit};
 use super::upstream::{self, Upstream, UpstreamError};
 use super::{ChatEngine, Chunk, ChunkStream, Completion, EngineError, EngineRequest, Usage};
-use crate::accounting::Metrics;
+use crate::accounting::metrics::RetryCounter;
 use crate::api::skim::{self, Kind, Reader, SkimError};
 use crate::api::sse;
 use crate::features::estimate_text_tokens;
@@ -35,12 +35,12 @@ pub struct OpenAiEngine {
     upstream: Arc<Upstream>,
     /// The request head up to the forwarded headers, for non-streaming and streaming calls.
     head_prefix: [Vec<u8>; 2],
-    retry_count: prometheus::IntCounterVec,
+    retry_count: RetryCounter,
 }
 
 impl OpenAiEngine {
-    /// Builds the engine of a policy model of kind `openai`, counting its retries in `metrics`.
-    pub fn new(model: &Model, metrics: &Metrics) -> Result<OpenAiEngine, String> {
+    /// Builds the engine of a policy model of kind `openai`, counting its retries in `retries`.
+    pub fn new(model: &Model, retries: RetryCounter) -> Result<OpenAiEngine, String> {
         let p = model.provider.as_ref().ok_or("not a cloud model")?;
         let endpoint: Uri = format!("{}/chat/completions", p.base_url)
             .parse()
@@ -88,7 +88,7 @@ impl OpenAiEngine {
             disabled: p.disabled_reason.clone(),
             upstream,
             head_prefix,
-            retry_count: metrics.upstream_retries.clone(),
+            retry_count: retries,
         })
     }
 
@@ -124,9 +124,7 @@ impl OpenAiEngine {
             if Instant::now() + wait >= deadline {
                 return Err(error);
             }
-            self.retry_count
-                .with_label_values(&[&self.name, error.kind()])
-                .inc();
+            self.retry_count.retried(error.kind());
             tracing::debug!("model `{}`: {error}; retrying in {wait:?}", self.name);
             tokio::time::sleep(wait).await;
             retry += 1;
@@ -152,7 +150,7 @@ impl OpenAiEngine {
         let prefix = &self.head_prefix[usize::from(stream)];
         let mut head = Vec::with_capacity(prefix.len() + 64);
         head.extend_from_slice(prefix);
-        for (name, value) in super::headers::forwarded(req.headers, &self.forward_headers) {
+        for (name, value) in crate::api::headers::forwarded(req.headers, &self.forward_headers) {
             head.extend_from_slice(name.as_str().as_bytes());
             head.extend_from_slice(b": ");
             head.extend_from_slice(value.as_bytes());

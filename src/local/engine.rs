@@ -82,7 +82,7 @@ impl LocalEngine {
                 })
                 .map_err(|e| format!("cannot start the decode thread: {e}"))?;
         }
-        metrics.queue_depth.with_label_values(&[name]).set(0);
+        metrics.queue_depth(name, 0);
         Ok(LocalEngine {
             name: name.to_string(),
             model,
@@ -207,9 +207,7 @@ impl LocalEngine {
 
     fn publish_depth(&self) {
         self.metrics
-            .queue_depth
-            .with_label_values(&[&self.name])
-            .set(self.waiting.load(Ordering::SeqCst) as i64);
+            .queue_depth(&self.name, self.waiting.load(Ordering::SeqCst));
     }
 }
 
@@ -248,30 +246,18 @@ fn report(
     started: Instant,
     result: Result<Outcome, super::LocalError>,
 ) {
-    metrics
-        .generation_seconds
-        .with_label_values(&[name])
-        .observe(started.elapsed().as_secs_f64());
+    let took = started.elapsed();
     match result {
         Ok(outcome) => {
-            metrics
-                .generations
-                .with_label_values(&[name, outcome.finish.label()])
-                .inc();
-            let tps = &metrics.tokens_per_second;
-            tps.with_label_values(&[name, "prefill"])
-                .observe(outcome.prefill_rate());
+            metrics.generation_done(name, took, outcome.finish.label());
+            metrics.speed(name, "prefill", outcome.prefill_rate());
             if outcome.completion_tokens > 1 {
-                tps.with_label_values(&[name, "decode"])
-                    .observe(outcome.decode_rate());
+                metrics.speed(name, "decode", outcome.decode_rate());
             }
             let _ = events.send(Event::Done(outcome));
         }
         Err(e) => {
-            metrics
-                .generations
-                .with_label_values(&[name, "error"])
-                .inc();
+            metrics.generation_done(name, took, "error");
             tracing::error!(model = name, "on-box generation failed: {e}");
             let _ = events.send(Event::Failed(e.to_string()));
         }
@@ -317,10 +303,7 @@ fn decode_loop(
                 }
             };
             let left = waiting.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-            metrics
-                .queue_depth
-                .with_label_values(&[name])
-                .set(left as i64);
+            metrics.queue_depth(name, left);
             if job.events.is_closed() {
                 continue;
             }
@@ -574,14 +557,15 @@ impl ChatEngine for LocalEngine {
 /// Default decode workers' threads: see docs/benchmarks.md (on-box model) for the measurement.
 pub const DEFAULT_THREADS: usize = 2;
 
-/// Loads every `local` model of the policy that has a `path` and starts its engine.
-pub fn start_all(
-    policy: &crate::policy::Policy,
+/// Loads every `local` model of `models` that has a `path` and starts its engine; the first
+/// one's `threads` sets the process's compute threads.
+pub fn start_all<'a>(
+    models: impl IntoIterator<Item = &'a crate::policy::Model>,
     metrics: &LocalMetrics,
 ) -> Result<Vec<(String, Arc<LocalEngine>)>, String> {
     let mut engines = vec![];
     let mut threads_set = false;
-    for m in policy.models.values() {
+    for m in models {
         let Some(local) = &m.local else { continue };
         let Some(path) = &local.path else { continue };
         if !threads_set {

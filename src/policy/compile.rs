@@ -657,7 +657,7 @@ impl Compiler<'_> {
                     continue;
                 }
             };
-            if crate::engines::headers::is_never_forwarded(&name) {
+            if crate::api::headers::is_never_forwarded(&name) {
                 self.error(
                     &p,
                     format!("`{name}` is never forwarded: it carries credentials, is hop-by-hop or is set by the gateway"),

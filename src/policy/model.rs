@@ -127,12 +127,18 @@ pub struct ClassifierSettings {
     pub max_batch: usize,
 }
 
+impl ClassifierSettings {
+    /// Default token budget of the classifier's input when serving and scoring, chosen from the
+    /// measured quality/latency trade-off (docs/router-quality.md#truncation).
+    pub const DEFAULT_MAX_TOKENS: usize = 128;
+}
+
 impl Default for ClassifierSettings {
     fn default() -> Self {
         ClassifierSettings {
             encoder: "models/all-MiniLM-L6-v2".into(),
             heads: None,
-            max_tokens: crate::classifier::DEFAULT_MAX_TOKENS,
+            max_tokens: ClassifierSettings::DEFAULT_MAX_TOKENS,
             batch_window: Duration::from_micros(500),
             max_batch: 16,
         }

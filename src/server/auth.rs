@@ -1,22 +1,25 @@
 //! Gateway keys: `Authorization: Bearer <key>` checked against the policy's tenants
-//! (SHA-256 hashes, compared in constant time) before any other work is done.
+//! (SHA-256 hashes, compared in constant time) before any other work is done, by the
+//! [`AuthLayer`] at the top of the tower stack.
 
+use super::respond::{self, Body};
+use super::GatewayHandle;
 use crate::api::ApiError;
 use crate::policy::Tenant;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use subtle::ConstantTimeEq;
+use tower::{Layer, Service};
 
 /// Who sent a request: the tenant of its gateway key, or nobody on an open gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub tenant: Option<String>,
-}
-
-impl Caller {
-    /// The tenant label for metrics (`anonymous` on an open gateway).
-    pub fn label(&self) -> &str {
-        self.tenant.as_deref().unwrap_or("anonymous")
-    }
 }
 
 /// The key check of one policy.
@@ -62,6 +65,89 @@ impl Auth {
             _ => Err(ApiError::Unauthorized),
         }
     }
+}
+
+/// Paths any caller may reach without a gateway key: probes and the metrics scrape.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Checks the gateway key of every request but the [public](is_public) ones, before the body
+/// is read, and puts the [`Caller`] in the request's extensions.
+#[derive(Clone)]
+pub struct AuthLayer {
+    gateway: GatewayHandle,
+}
+
+impl AuthLayer {
+    pub fn new(gateway: GatewayHandle) -> AuthLayer {
+        AuthLayer { gateway }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            gateway: self.gateway.clone(),
+            inner,
+        }
+    }
+}
+
+/// See [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    gateway: GatewayHandle,
+    inner: S,
+}
+
+impl<S> Service<Request<Incoming>> for AuthService<S>
+where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let gateway = self.gateway.current();
+        let limit = gateway.policy.limits.max_header_bytes;
+        if header_bytes(req.headers()) > limit {
+            let resp = respond::error(&crate::api::ApiError::HeadersTooLarge { limit });
+            return Box::pin(async move { Ok(resp) });
+        }
+        if !is_public(req.uri().path()) {
+            let header = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            match gateway.auth.check(header) {
+                Ok(caller) => {
+                    req.extensions_mut().insert(caller);
+                }
+                Err(e) => {
+                    let resp = respond::error(&e);
+                    return Box::pin(async move { Ok(resp) });
+                }
+            }
+        }
+        req.extensions_mut().insert(gateway);
+        Box::pin(self.inner.call(req))
+    }
+}
+
+/// Size of request headers as sent: names, values and the `: ` and line end of each.
+fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
 }
 
 #[cfg(test)]

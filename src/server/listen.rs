@@ -97,12 +97,8 @@ pub async fn serve_handle(
     options: ServeOptions,
 ) {
     let service = ServiceBuilder::new()
-        .layer(AuthLayer {
-            gateway: handle.clone(),
-        })
-        .service(Routes {
-            gateway: handle.clone(),
-        });
+        .layer(AuthLayer::new(handle.clone()))
+        .service(Routes::new(handle.clone()));
     let graceful = GracefulShutdown::new();
     let served = Arc::new(AtomicUsize::new(0));
     let accept = |stream: tokio::net::TcpStream| {
@@ -123,14 +119,14 @@ pub async fn serve_handle(
         let over = served.load(Ordering::Relaxed) >= limits.max_connections;
         let count = OpenConnection {
             served: (!over).then(|| served.clone()),
-            gauge: gateway.metrics.open_connections.clone(),
+            gauge: gateway.metrics().open_connections(),
         };
         if !over {
             served.fetch_add(1, Ordering::Relaxed);
         }
         count.gauge.inc();
         if over {
-            gateway.metrics.rejected_connections.inc();
+            gateway.metrics().connection_rejected();
             let limit = limits.max_connections;
             let busy = hyper::service::service_fn(move |_req| async move {
                 let mut resp = respond::error(&crate::api::ApiError::TooManyConnections { limit });

@@ -1,137 +1,157 @@
 //! The HTTP server: one tower stack (auth, then routes) on hyper, with graceful shutdown.
 
-mod admission;
 mod auth;
 mod chat;
+mod limits;
 mod listen;
 pub mod reload;
 pub mod respond;
 mod routes;
 mod stream;
 
-pub use auth::{Auth, Caller};
+pub use auth::{Auth, AuthLayer, AuthService, Caller};
 pub use listen::{serve, serve_handle, ServeOptions};
 
-use crate::accounting::budget::{BudgetStore, MemoryBudgets};
-use crate::accounting::rate_limit::RateLimiter;
 use crate::accounting::recorder::Recorder;
-use crate::accounting::Metrics;
+use crate::accounting::{Ledger, Metrics};
 use crate::classifier::batcher::Batcher;
+use crate::dispatch::Engines;
 use crate::engines::openai::OpenAiEngine;
 use crate::engines::ChatEngine;
-use crate::policy::{ModelKind, Policy};
+use crate::policy::{Model, ModelKind, Policy};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use respond::Body;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tower::{Layer, Service};
+use tower::Service;
 
-/// Everything a request needs: the policy, the engines, the metrics.
+/// Everything a request needs: the policy, its engines, classifier and request log, and the
+/// ledger (metrics, budgets, rate limits).
 pub struct Gateway {
     pub policy: Arc<Policy>,
-    pub engines: HashMap<String, Arc<dyn ChatEngine>>,
-    pub metrics: Metrics,
+    pub engines: Engines,
+    pub ledger: Arc<Ledger>,
     pub auth: Auth,
     /// The request classifier, when the policy routes on it.
     pub classifier: Option<Batcher>,
     /// The request log, when the policy enables it.
     pub recorder: Option<Recorder>,
-    /// Spending budgets, when the policy sets them.
-    pub budgets: Option<Arc<dyn BudgetStore>>,
-    /// Per-tenant rate limits, when the policy sets them.
-    pub rate_limiter: Option<Arc<RateLimiter>>,
 }
 
 impl Gateway {
-    /// A gateway for `policy`, with a cloud engine for every `openai` model. On-box models
-    /// get their engine from [`Gateway::with_engine`].
-    pub fn new(policy: Policy) -> Result<Gateway, String> {
-        Gateway::with_registry(policy, Metrics::new())
-    }
-
-    /// [`Gateway::new`] counting into existing metrics (a reloaded gateway keeps counting in
-    /// the same registry).
-    pub fn with_registry(policy: Policy, metrics: Metrics) -> Result<Gateway, String> {
-        let mut engines: HashMap<String, Arc<dyn ChatEngine>> = HashMap::new();
+    /// Builds the gateway of `policy`, counting into `metrics`, for `serve`, a policy reload
+    /// and the tests alike. One rule decides what comes from `previous` (the gateway serving
+    /// until now, on a reload): a part carries over when the policy settings it was built from
+    /// did not change, and is built anew otherwise. That covers each model's engine (a cloud
+    /// engine keeps its connection pool and circuit breaker; an on-box engine its loaded
+    /// weights), the classifier, the request log, and budget and rate-limit state. On-box
+    /// models with a `path` are loaded here, and the classifier when a rule routes on it.
+    ///
+    /// Errors: a message naming the part that could not be built (an invalid cloud model, an
+    /// on-box model or classifier that cannot be loaded, a request log that cannot be opened).
+    pub fn build(
+        policy: Policy,
+        metrics: Metrics,
+        previous: Option<&Gateway>,
+    ) -> Result<Gateway, String> {
+        let policy = Arc::new(policy);
+        let carried = |m: &Model| -> Option<Arc<dyn ChatEngine>> {
+            let p = previous?;
+            let before = p.policy.models.get(&m.name)?;
+            let same = match m.kind {
+                ModelKind::Local => before.kind == m.kind && before.local == m.local,
+                _ => before == m,
+            };
+            same.then(|| p.engines.get(&m.name).cloned()).flatten()
+        };
+        let mut engines = Engines::new();
+        let mut to_load = vec![];
         for m in policy.models.values() {
-            if m.kind == ModelKind::Openai {
-                engines.insert(m.name.clone(), Arc::new(OpenAiEngine::new(m, &metrics)?));
+            if let Some(e) = carried(m) {
+                engines.insert(m.name.clone(), e);
+            } else if m.kind == ModelKind::Openai {
+                let retries = metrics.retry_counter(&m.name);
+                engines.insert(m.name.clone(), Arc::new(OpenAiEngine::new(m, retries)?));
+            } else {
+                to_load.push(m);
             }
         }
-        let budgets = policy
-            .budgets
-            .as_ref()
-            .map(|b| Arc::new(MemoryBudgets::new(b)) as Arc<dyn BudgetStore>);
-        let rate_limiter = policy.rate_limits.clone().map(RateLimiter::new);
+        for (name, e) in crate::local::engine::start_all(to_load, metrics.local())
+            .map_err(|e| format!("cannot load the on-box model: {e}"))?
+        {
+            engines.insert(name, e);
+        }
+        let classifier = if !policy.uses_classifier() {
+            tracing::info!("no rule routes on the classifier: it is not loaded");
+            None
+        } else {
+            match previous {
+                Some(p) if p.policy.classifier == policy.classifier && p.classifier.is_some() => {
+                    p.classifier.clone()
+                }
+                _ => Some(crate::classifier::start(&policy.classifier).map_err(|e| {
+                    format!(
+                        "cannot load the request classifier ({}): {e}\n\
+                         hint: scripts/fetch-models.sh fetches the default encoder",
+                        policy.classifier.encoder.display()
+                    )
+                })?),
+            }
+        };
+        let recorder = match (&policy.recording, previous) {
+            (None, _) => None,
+            (Some(r), Some(p))
+                if p.policy.recording.as_ref() == Some(r) && p.recorder.is_some() =>
+            {
+                p.recorder.clone()
+            }
+            (Some(r), _) => {
+                let rec = Recorder::start(r).map_err(|e| {
+                    format!("cannot open the request log {}: {e}", r.path.display())
+                })?;
+                tracing::info!("recording requests to {}", r.path.display());
+                Some(rec)
+            }
+        };
+        let ledger = Ledger::new(policy.clone(), metrics, previous.map(|p| &*p.ledger));
+        ledger.publish_budgets();
         Ok(Gateway {
             auth: Auth::new(policy.tenants.clone()),
-            policy: Arc::new(policy),
+            policy,
             engines,
-            metrics,
-            classifier: None,
-            recorder: None,
-            budgets,
-            rate_limiter,
+            ledger: Arc::new(ledger),
+            classifier,
+            recorder,
         })
     }
 
-    /// Keeps another gateway's rate-limit buckets (same settings across a reload).
-    pub fn with_rate_limiter(mut self, limiter: Option<Arc<RateLimiter>>) -> Gateway {
-        self.rate_limiter = limiter;
-        self
-    }
-
-    /// Sets (or replaces) the engine of a model.
+    /// Sets (or replaces) the engine of a model: the seam for engines the policy cannot
+    /// describe (the tests' scripted ones).
     pub fn with_engine(mut self, model: &str, engine: Arc<dyn ChatEngine>) -> Gateway {
         self.engines.insert(model.to_string(), engine);
         self
     }
 
-    /// Sets the budget store.
-    pub fn with_budgets(mut self, budgets: Option<Arc<dyn BudgetStore>>) -> Gateway {
-        self.budgets = budgets;
-        self
-    }
-
-    /// Sets the request classifier.
+    /// Sets (or replaces) the request classifier (any [`crate::classifier::RouterModel`]
+    /// behind a batcher).
     pub fn with_classifier(mut self, classifier: Batcher) -> Gateway {
         self.classifier = Some(classifier);
         self
     }
 
-    /// Publishes every budget's remaining USD.
-    pub fn publish_budgets(&self) {
-        if let Some(b) = &self.budgets {
-            for (tenant, period, left) in b.remaining(std::time::SystemTime::now()) {
-                self.metrics
-                    .budget_remaining
-                    .with_label_values(&[&tenant, period.label()])
-                    .set(left);
-            }
-        }
-    }
-
-    /// Sets the request log.
-    pub fn with_recorder(mut self, recorder: Recorder) -> Gateway {
-        self.recorder = Some(recorder);
-        self
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.ledger.metrics
     }
 
     /// Whether `model` can take requests now; `Err` says why not.
     pub fn availability(&self, model: &str) -> Result<(), String> {
-        match self.engines.get(model) {
-            Some(e) => e.availability(),
-            None => Err(match self.policy.models.get(model).map(|m| m.kind) {
-                Some(ModelKind::Local) => "no on-box engine is loaded for this model".to_string(),
-                _ => "no engine for this model".to_string(),
-            }),
-        }
+        crate::dispatch::availability(&self.policy, &self.engines, model)
     }
 
     /// Availability of every model, in policy order, also published as a metric.
@@ -141,16 +161,9 @@ impl Gateway {
             .keys()
             .map(|name| {
                 let state = self.availability(name);
-                self.metrics
-                    .model_available
-                    .with_label_values(&[name])
-                    .set(i64::from(state.is_ok()));
-                if let Some(c) = self.engines.get(name).and_then(|e| e.circuit()) {
-                    self.metrics
-                        .circuit_state
-                        .with_label_values(&[name])
-                        .set(c as i64);
-                }
+                let circuit = self.engines.get(name).and_then(|e| e.circuit());
+                self.metrics()
+                    .model_state(name, state.is_ok(), circuit.map(|c| c as i64));
                 (name.clone(), state)
             })
             .collect()
@@ -217,6 +230,12 @@ pub struct Routes {
     gateway: GatewayHandle,
 }
 
+impl Routes {
+    pub fn new(gateway: GatewayHandle) -> Routes {
+        Routes { gateway }
+    }
+}
+
 impl Service<Request<Incoming>> for Routes {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -236,81 +255,4 @@ impl Service<Request<Incoming>> for Routes {
         let draining = self.gateway.is_draining();
         Box::pin(async move { Ok(routes::handle(gateway, req, draining).await) })
     }
-}
-
-/// Paths any caller may reach without a gateway key: probes and the metrics scrape.
-fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
-}
-
-/// Checks the gateway key of every request but the [public](is_public) ones, before the body
-/// is read, and puts the [`Caller`] in the request's extensions.
-#[derive(Clone)]
-pub struct AuthLayer {
-    gateway: GatewayHandle,
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-    fn layer(&self, inner: S) -> AuthService<S> {
-        AuthService {
-            gateway: self.gateway.clone(),
-            inner,
-        }
-    }
-}
-
-/// See [`AuthLayer`].
-#[derive(Clone)]
-pub struct AuthService<S> {
-    gateway: GatewayHandle,
-    inner: S,
-}
-
-impl<S> Service<Request<Incoming>> for AuthService<S>
-where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        let gateway = self.gateway.current();
-        let limit = gateway.policy.limits.max_header_bytes;
-        if header_bytes(req.headers()) > limit {
-            let resp = respond::error(&crate::api::ApiError::HeadersTooLarge { limit });
-            return Box::pin(async move { Ok(resp) });
-        }
-        if !is_public(req.uri().path()) {
-            let header = req
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(|v| v.as_bytes());
-            match gateway.auth.check(header) {
-                Ok(caller) => {
-                    req.extensions_mut().insert(caller);
-                }
-                Err(e) => {
-                    let resp = respond::error(&e);
-                    return Box::pin(async move { Ok(resp) });
-                }
-            }
-        }
-        req.extensions_mut().insert(gateway);
-        Box::pin(self.inner.call(req))
-    }
-}
-
-/// Size of request headers as sent: names, values and the `: ` and line end of each.
-fn header_bytes(headers: &http::HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum()
 }

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Builds the gateway for `policy`, reusing the parts of `old` whose settings did not change.
+/// Builds the gateway for `policy` with [`Gateway::build`], which reuses the parts of `old` whose
+/// settings did not change. An on-box model that is new or changed is refused: loading one
+/// while serving would hold two models' weights at once, so that takes a restart.
 pub fn rebuild(old: &Gateway, policy: policy::Policy) -> Result<Gateway, String> {
     for m in policy
         .models
@@ -30,52 +32,7 @@ pub fn rebuild(old: &Gateway, policy: policy::Policy) -> Result<Gateway, String>
             ));
         }
     }
-    let same_budgets = old.policy.budgets == policy.budgets;
-    let same_classifier = old.policy.classifier == policy.classifier;
-    let same_recording = old.policy.recording == policy.recording;
-    let same_rates = old.policy.rate_limits == policy.rate_limits;
-    let mut g = Gateway::with_registry(policy, old.metrics.clone())?;
-    if same_rates {
-        g = g.with_rate_limiter(old.rate_limiter.clone());
-    }
-    // On-box engines always carry over (a changed one was refused above); a cloud engine carries
-    // over when its model's settings did not change, and with it its connection pool and the
-    // state of its circuit breaker.
-    for (name, engine) in &old.engines {
-        let kept = match g.policy.models.get(name) {
-            Some(m) if m.kind == ModelKind::Local => true,
-            Some(m) => old.policy.models.get(name) == Some(m),
-            None => false,
-        };
-        if kept {
-            g = g.with_engine(name, engine.clone());
-        }
-    }
-    if same_budgets {
-        g = g.with_budgets(old.budgets.clone());
-    }
-    if g.policy.uses_classifier() {
-        match (&old.classifier, same_classifier) {
-            (Some(c), true) => g = g.with_classifier(c.clone()),
-            _ => {
-                let c = crate::classifier::start(&g.policy.classifier)
-                    .map_err(|e| format!("cannot load the request classifier: {e}"))?;
-                g = g.with_classifier(c);
-            }
-        }
-    }
-    if let Some(r) = g.policy.recording.clone() {
-        match (&old.recorder, same_recording) {
-            (Some(rec), true) => g = g.with_recorder(rec.clone()),
-            _ => {
-                let rec = crate::accounting::recorder::Recorder::start(&r).map_err(|e| {
-                    format!("cannot open the request log {}: {e}", r.path.display())
-                })?;
-                g = g.with_recorder(rec);
-            }
-        }
-    }
-    Ok(g)
+    Gateway::build(policy, old.metrics().clone(), Some(old))
 }
 
 /// Reloads the policy file into `handle`; on failure the old policy keeps serving. Logs and
@@ -85,11 +42,9 @@ pub fn reload(handle: &GatewayHandle, path: &Path) -> Result<(), String> {
     let result = policy::load(path)
         .map_err(|e| e.to_string())
         .and_then(|p| rebuild(&old, p));
-    let label = if result.is_ok() { "success" } else { "error" };
-    old.metrics.policy_reloads.with_label_values(&[label]).inc();
+    old.metrics().policy_reload(result.is_ok());
     match result {
         Ok(g) => {
-            g.publish_budgets();
             handle.replace(Arc::new(g));
             tracing::info!("policy {} reloaded", path.display());
             Ok(())

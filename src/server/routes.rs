@@ -46,7 +46,7 @@ pub async fn handle(
             respond::with_body(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                gateway.metrics.render(),
+                gateway.metrics().render(),
             )
         }
         "/v1/models" => models(&gateway),
@@ -105,6 +105,7 @@ fn budget(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
         .clone()
         .unwrap_or_else(|| crate::accounting::budget::GLOBAL.to_string());
     let budgets: Vec<serde_json::Value> = gateway
+        .ledger
         .budgets
         .as_ref()
         .map(|b| b.remaining(std::time::SystemTime::now()))

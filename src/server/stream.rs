@@ -1,147 +1,17 @@
-//! The SSE response of a streamed answer: chunks forwarded as they arrive, and the
-//! request settled when the stream ends, however it ends (done, error, client gone).
+//! The SSE response of a streamed answer: chunks forwarded as they arrive. The body owns the
+//! request's [`Settlement`], so the request is settled when the stream ends, however it ends
+//! (done, error, or the client gone: the body is dropped).
 
 use super::respond::Body;
-use super::Gateway;
-use crate::accounting;
-use crate::accounting::budget::Ticket;
-use crate::accounting::rate_limit::TokenTicket;
+use crate::accounting::{End, Settlement};
 use crate::api::{sse, ApiError};
-use crate::engines::{Chunk, ChunkStream, EngineError, Usage};
-use crate::features::estimate_text_tokens;
+use crate::engines::{Chunk, ChunkStream, EngineError};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Instant;
-
-/// How a stream ended, as the `status` label of `switchyard_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    /// Still running (when dropped: the client went away).
-    Open,
-    Done,
-    Failed,
-}
-
-/// Accounting of one stream, settled on drop.
-pub struct StreamAccount {
-    gateway: Arc<Gateway>,
-    started: Instant,
-    route: &'static str,
-    model: String,
-    rule: String,
-    tenant: String,
-    prompt_estimate: u64,
-    first_text: Option<Instant>,
-    text_bytes: u64,
-    usage: Option<Usage>,
-    outcome: Outcome,
-    /// The budget reservation to settle with the stream's cost.
-    ticket: Option<Ticket>,
-    /// The rate-limit tokens to settle with the stream's token count.
-    rate_tokens: Option<TokenTicket>,
-}
-
-impl StreamAccount {
-    /// Settles `ticket` with this stream's cost when it ends.
-    pub fn with_budget(mut self, ticket: Option<Ticket>) -> StreamAccount {
-        self.ticket = ticket;
-        self
-    }
-
-    /// Settles `tokens` with this stream's token count when it ends.
-    pub fn with_rate_tokens(mut self, tokens: Option<TokenTicket>) -> StreamAccount {
-        self.rate_tokens = tokens;
-        self
-    }
-
-    pub fn new(
-        gateway: Arc<Gateway>,
-        started: Instant,
-        route: &'static str,
-        model: String,
-        rule: String,
-        tenant: String,
-        prompt_estimate: u64,
-    ) -> StreamAccount {
-        StreamAccount {
-            gateway,
-            started,
-            route,
-            model,
-            rule,
-            tenant,
-            prompt_estimate,
-            first_text: None,
-            text_bytes: 0,
-            usage: None,
-            outcome: Outcome::Open,
-            ticket: None,
-            rate_tokens: None,
-        }
-    }
-
-    fn on_chunk(&mut self, c: &Chunk) {
-        if c.text_bytes > 0 && self.first_text.is_none() {
-            self.first_text = Some(Instant::now());
-        }
-        self.text_bytes += c.text_bytes;
-        if c.usage.is_some() {
-            self.usage = c.usage;
-        }
-    }
-
-    fn finish(&mut self) {
-        self.outcome = Outcome::Done;
-    }
-
-    fn on_error(&mut self, e: &EngineError) {
-        self.outcome = Outcome::Failed;
-        self.gateway
-            .metrics
-            .upstream_errors
-            .with_label_values(&[&self.model, e.kind()])
-            .inc();
-    }
-}
-
-impl Drop for StreamAccount {
-    fn drop(&mut self) {
-        let usage = self.usage.unwrap_or(Usage {
-            prompt_tokens: self.prompt_estimate,
-            completion_tokens: estimate_text_tokens(self.text_bytes),
-        });
-        let g = &self.gateway;
-        let bill = accounting::settle(&g.metrics, &g.policy, &self.model, &self.tenant, usage);
-        if let (Some(t), Some(b)) = (self.ticket.take(), &g.budgets) {
-            b.settle(t, bill.cost_usd);
-            g.publish_budgets();
-        }
-        if let Some(t) = self.rate_tokens.take() {
-            t.settle(usage.prompt_tokens + usage.completion_tokens);
-        }
-        let status = match self.outcome {
-            Outcome::Done => "200",
-            Outcome::Failed => "stream_error",
-            Outcome::Open => "client_closed",
-        };
-        let m = &g.metrics;
-        m.requests
-            .with_label_values(&[self.route, &self.model, &self.rule, status])
-            .inc();
-        m.request_duration
-            .with_label_values(&[self.route])
-            .observe(self.started.elapsed().as_secs_f64());
-        if let Some(t) = self.first_text {
-            m.ttft
-                .with_label_values(&[self.route])
-                .observe((t - self.started).as_secs_f64());
-        }
-    }
-}
+use std::time::Duration;
 
 /// The payload of the error event sent when a stream breaks after its head.
 fn error_payload(e: &EngineError, model: &str) -> Bytes {
@@ -164,9 +34,9 @@ fn error_payload(e: &EngineError, model: &str) -> Bytes {
 /// The next chunk, or a [`EngineError::StreamIdle`] when none comes within `idle`.
 async fn next_within(
     chunks: &mut ChunkStream,
-    idle: std::time::Duration,
+    idle: Duration,
 ) -> Option<Result<Chunk, EngineError>> {
-    if idle == std::time::Duration::MAX {
+    if idle == Duration::MAX {
         return chunks.next().await;
     }
     // A chunk that is already there needs no timer (nor a read of the clock to arm one).
@@ -183,16 +53,15 @@ async fn next_within(
 const FRAME_CAPACITY: usize = 4096;
 
 /// The response body of a stream: SSE events, then `[DONE]`, or an error event and a close
-/// (also when a cloud stream sends nothing for `limits.stream_idle_timeout`). Chunks that are ready
-/// together (one upstream read often holds several) go out as one frame.
-pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: bool) -> Body {
-    // Cloud streams only: an on-box stream may wait its turn in the engine's queue, which has
-    // its own bound, and its generation is bounded by max_tokens.
-    let idle = if account.route == "cloud" {
-        account.gateway.policy.limits.stream_idle_timeout
-    } else {
-        std::time::Duration::MAX
-    };
+/// (also when the stream sends nothing for `idle`; `Duration::MAX`: no limit). Chunks that are
+/// ready together (one upstream read often holds several) go out as one frame. The usage-only
+/// chunk goes out only when `include_usage`.
+pub fn body(
+    mut chunks: ChunkStream,
+    mut settlement: Settlement,
+    include_usage: bool,
+    idle: Duration,
+) -> Body {
     let events = async_stream::stream! {
         while let Some(first) = next_within(&mut chunks, idle).await {
             // Room for a few events at once (one upstream read often holds several), so the
@@ -203,14 +72,14 @@ pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: 
             while let Some(next) = item.take() {
                 match next {
                     Ok(chunk) => {
-                        account.on_chunk(&chunk);
+                        settlement.on_chunk(chunk.text_bytes, chunk.usage);
                         if !chunk.usage_only || include_usage {
                             sse::write_event(&mut out, &chunk.payload);
                         }
                     }
                     Err(e) => {
-                        account.on_error(&e);
-                        sse::write_event(&mut out, &error_payload(&e, &account.model));
+                        sse::write_event(&mut out, &error_payload(&e, settlement.model()));
+                        settlement.finish(End::StreamFailed(e.kind()));
                         yield Ok::<_, Infallible>(Frame::data(out.freeze()));
                         return;
                     }
@@ -222,7 +91,7 @@ pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: 
             }
             // A stream that has ended already sends its `[DONE]` in the same frame.
             if ended {
-                account.finish();
+                settlement.finish(End::StreamDone);
                 out.extend_from_slice(sse::DONE);
                 yield Ok(Frame::data(out.freeze()));
                 return;
@@ -231,7 +100,7 @@ pub fn body(mut chunks: ChunkStream, mut account: StreamAccount, include_usage: 
                 yield Ok(Frame::data(out.freeze()));
             }
         }
-        account.finish();
+        settlement.finish(End::StreamDone);
         yield Ok(Frame::data(Bytes::from_static(sse::DONE)));
     };
     StreamBody::new(events).boxed_unsync()

@@ -6,15 +6,18 @@ pub mod plot;
 pub mod replay;
 pub mod traffic;
 
-use crate::classifier::{input, Classifier, ClassifierError};
+use crate::classifier::{input, ClassifierError, RouterModel};
 use crate::policy::{self, Policy};
 use traffic::Row;
 
-/// Classifies, in batches, the rows whose decision the classifier can change; `progress` is
-/// told how many of those are done.
+/// Texts per call of the router model.
+const BATCH: usize = 32;
+
+/// Classifies, in batches, the rows whose decision the classifier can change, with the same
+/// [`RouterModel`] seam the gateway uses; `progress` is told how many of those are done.
 pub fn classify_rows(
     policy: &Policy,
-    classifier: &Classifier,
+    classifier: &dyn RouterModel,
     rows: &mut [Row],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(), ClassifierError> {
@@ -23,17 +26,16 @@ pub fn classify_rows(
         .collect();
     let total = need.len();
     progress(0, total);
-    for (n, chunk) in need.chunks(256).enumerate() {
+    for (n, chunk) in need.chunks(BATCH).enumerate() {
         let texts: Vec<String> = chunk
             .iter()
             .map(|&i| input::text_of(&rows[i].request.messages()).to_string())
             .collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let embedded = classifier.embed_all(&refs, 32)?;
-        for (&i, c) in chunk.iter().zip(classifier.finish(embedded)?) {
+        for (&i, c) in chunk.iter().zip(classifier.classify(&refs)?) {
             rows[i].features.classifier = Some(c.output());
         }
-        progress((n * 256 + chunk.len()).min(total), total);
+        progress((n * BATCH + chunk.len()).min(total), total);
     }
     Ok(())
 }

@@ -3,8 +3,8 @@
 
 use super::traffic::Row;
 use crate::accounting;
+use crate::api::Usage;
 use crate::classifier::eval::Outcome;
-use crate::engines::Usage;
 use crate::policy::{self, Policy};
 use indexmap::IndexMap;
 use serde::Serialize;

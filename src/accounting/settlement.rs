@@ -1,0 +1,305 @@
+//! The end of a request, settled once: a [`Settlement`] is opened when a chat request arrives,
+//! takes the rate-limit and budget reservations on its way, learns the request's labels, tokens
+//! and text, and is finished exactly once, however the request ends: a JSON answer, a stream's
+//! end or error, an error response, or the client going away (its `Drop`).
+
+use super::budget::{Exhausted, Ticket};
+use super::rate_limit::TokenTicket;
+use super::{Bill, Ledger};
+use crate::api::{ApiError, Usage};
+use crate::features::estimate_text_tokens;
+use crate::policy::{Model, ModelKind};
+use http::StatusCode;
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The label value of a request that has no route, model or rule (yet).
+pub const NONE: &str = "none";
+/// The tenant label of a caller on an open gateway.
+pub const ANONYMOUS: &str = "anonymous";
+/// Answer tokens a cloud reservation assumes when neither the request nor the model limits them.
+pub const RESERVED_OUTPUT_TOKENS: u64 = 4096;
+
+/// How a request ended, as the `status` label of `switchyard_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// A complete (non-streaming) answer with the model's token counts: `200`.
+    Complete(Usage),
+    /// A stream that reached its end: `200`.
+    StreamDone,
+    /// A stream whose engine failed after its head (`kind`: the failure's
+    /// `switchyard_upstream_errors_total` kind): `stream_error`.
+    StreamFailed(&'static str),
+    /// An error response with this status.
+    Error(StatusCode),
+    /// The client went away before the end (the settlement was dropped): `client_closed`.
+    ClientClosed,
+}
+
+/// Where the request's current model call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// No model is working on the request.
+    None,
+    /// A model has the request and has not answered yet (it may have read the prompt).
+    InFlight,
+    /// A model is answering (a complete answer, or a stream whose head went out).
+    Answering,
+}
+
+/// The accounting of one request. See the module documentation.
+pub struct Settlement {
+    ledger: Arc<Ledger>,
+    started: Instant,
+    tenant: Option<String>,
+    prompt_estimate: u64,
+    route: &'static str,
+    model: Cow<'static, str>,
+    rule: Cow<'static, str>,
+    /// Tokens taken from the caller's rate limit, replaced by the real count at the end.
+    rate: Option<TokenTicket>,
+    /// The budget reservation of the call in flight, replaced by its cost at the end.
+    budget: Option<Ticket>,
+    call: Call,
+    engine_time: Duration,
+    first_text: Option<Instant>,
+    text_bytes: u64,
+    usage: Option<Usage>,
+    settled: bool,
+}
+
+impl Ledger {
+    /// Opens the settlement of a request that arrived at `started`.
+    pub fn open(self: &Arc<Self>, started: Instant) -> Settlement {
+        Settlement {
+            ledger: self.clone(),
+            started,
+            tenant: None,
+            prompt_estimate: 0,
+            route: NONE,
+            model: Cow::Borrowed(NONE),
+            rule: Cow::Borrowed(NONE),
+            rate: None,
+            budget: None,
+            call: Call::None,
+            engine_time: Duration::ZERO,
+            first_text: None,
+            text_bytes: 0,
+            usage: None,
+            settled: false,
+        }
+    }
+}
+
+impl Settlement {
+    /// Admits the request of `tenant` (`None`: an open gateway) with `prompt_estimate` tokens:
+    /// takes it from the tenant's rate limits.
+    ///
+    /// Errors: [`ApiError::RateLimited`] (429, with `Retry-After`) when a limit refuses it,
+    /// counted in `switchyard_rate_limited_total`.
+    pub fn admit(&mut self, tenant: Option<&str>, prompt_estimate: u64) -> Result<(), ApiError> {
+        self.tenant = tenant.map(str::to_string);
+        self.prompt_estimate = prompt_estimate;
+        let Some(limiter) = &self.ledger.rate_limiter else {
+            return Ok(());
+        };
+        let label = self.tenant_label();
+        match limiter.admit(label, prompt_estimate, Instant::now()) {
+            Ok(ticket) => {
+                self.rate = ticket;
+                Ok(())
+            }
+            Err(r) => {
+                self.ledger.metrics.rate_limited(label, r.limit.label());
+                Err(ApiError::RateLimited {
+                    message: r.to_string(),
+                    retry_after_secs: crate::api::retry_after_secs(r.retry_after),
+                })
+            }
+        }
+    }
+
+    /// The tenant label of metrics (`anonymous` on an open gateway).
+    pub fn tenant_label(&self) -> &str {
+        self.tenant.as_deref().unwrap_or(ANONYMOUS)
+    }
+
+    /// The request's estimated prompt tokens.
+    pub fn prompt_estimate(&self) -> u64 {
+        self.prompt_estimate
+    }
+
+    /// The rule that decided the request's route.
+    pub fn decided(&mut self, rule: &str) {
+        self.rule = Cow::Owned(rule.to_string());
+    }
+
+    /// The model tried now, on `route` (`local` or `cloud`): the request's labels from here on.
+    pub fn target(&mut self, route: &'static str, model: &str) {
+        self.route = route;
+        if self.model != model {
+            self.model = Cow::Owned(model.to_string());
+        }
+    }
+
+    /// The model the request is labelled with (the one tried now, or `none`).
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The request moves on from model `from`, which could not answer, to `to`.
+    pub fn moved_on(&self, from: &str, to: &str) {
+        self.ledger.metrics.fallback(from, to);
+    }
+
+    /// Reserves the worst-case cost of a call to the cloud `model` against the budgets: the
+    /// prompt estimate and `max_tokens` (else the model's `max_output_tokens`, else
+    /// [`RESERVED_OUTPUT_TOKENS`], capped by `max_output_tokens`) at the model's prices. An
+    /// on-box model, or a policy without budgets, reserves nothing.
+    ///
+    /// Errors: the first budget that cannot take it ([`Exhausted`]), counted in
+    /// `switchyard_budget_exhausted_total`; nothing is reserved then.
+    pub fn reserve(&mut self, model: &Model, max_tokens: Option<u64>) -> Result<(), Exhausted> {
+        self.release();
+        let Some(budgets) = &self.ledger.budgets else {
+            return Ok(());
+        };
+        if model.kind != ModelKind::Openai {
+            return Ok(());
+        }
+        let cap = model.max_output_tokens.unwrap_or(u64::MAX);
+        let output = max_tokens
+            .or(model.max_output_tokens)
+            .unwrap_or(RESERVED_OUTPUT_TOKENS)
+            .min(cap);
+        let amount = model.price.cost(self.prompt_estimate, output);
+        match budgets.reserve(self.tenant.as_deref(), amount, SystemTime::now()) {
+            Ok(ticket) => {
+                self.budget = Some(ticket);
+                self.ledger.publish_budgets();
+                Ok(())
+            }
+            Err(ex) => {
+                self.ledger.metrics.budget_exhausted(&ex.tenant);
+                Err(ex)
+            }
+        }
+    }
+
+    /// Gives back the budget reservation of a call that spent nothing.
+    fn release(&mut self) {
+        if let (Some(t), Some(b)) = (self.budget.take(), &self.ledger.budgets) {
+            b.settle(t, 0.0);
+            self.ledger.publish_budgets();
+        }
+    }
+
+    /// The current model has the request (its engine is called now).
+    pub fn call_started(&mut self) {
+        self.call = Call::InFlight;
+    }
+
+    /// The current model failed before answering, after `took` in its engine, with `kind` (its
+    /// `switchyard_upstream_errors_total` kind): its budget reservation is given back.
+    pub fn call_failed(&mut self, kind: &str, took: Duration) {
+        self.engine_time += took;
+        self.call = Call::None;
+        self.ledger.metrics.upstream_error(&self.model, kind);
+        self.release();
+    }
+
+    /// The current model answers (a complete answer, or a stream's head), after `took` in its
+    /// engine.
+    pub fn answering(&mut self, took: Duration) {
+        self.engine_time += took;
+        self.call = Call::Answering;
+    }
+
+    /// The route and its fallbacks are done with (answered or exhausted): the time spent in the
+    /// gateway until now, engine time excluded, goes into `switchyard_gateway_overhead_seconds`.
+    pub fn dispatched(&self) {
+        let inside = self.started.elapsed().saturating_sub(self.engine_time);
+        self.ledger.metrics.gateway_overhead(inside);
+    }
+
+    /// A stream chunk went out with `text_bytes` of generated text, and `usage` when it carries
+    /// the stream's token counts.
+    pub fn on_chunk(&mut self, text_bytes: u64, usage: Option<Usage>) {
+        if text_bytes > 0 && self.first_text.is_none() {
+            self.first_text = Some(Instant::now());
+        }
+        self.text_bytes += text_bytes;
+        if usage.is_some() {
+            self.usage = usage;
+        }
+    }
+
+    /// Settles the request: its tokens and cost (when a model had it) into the metrics, the
+    /// budget reservation replaced by the cost, the rate-limit tokens by the real count, and the
+    /// request counted with its status and durations. Only the first call counts; later ones
+    /// return what the first billed.
+    ///
+    /// Tokens are the model's `usage` when it reported one, else estimated: the prompt estimate
+    /// and a quarter of the bytes of text sent ([`estimate_text_tokens`]). A call cut short
+    /// (the client went away) is billed that estimate, so it never holds more budget than the
+    /// prompt and the text it was sent.
+    pub fn finish(&mut self, end: End) -> Bill {
+        if self.settled {
+            return Bill::default();
+        }
+        self.settled = true;
+        if let End::Complete(usage) = end {
+            self.usage = Some(usage);
+        }
+        let ledger = self.ledger.clone();
+        let metrics = &ledger.metrics;
+        let mut bill = Bill::default();
+        if self.call != Call::None {
+            let usage = self.usage.unwrap_or(Usage {
+                prompt_tokens: self.prompt_estimate,
+                completion_tokens: estimate_text_tokens(self.text_bytes),
+            });
+            bill = ledger.bill(&self.model, usage);
+            metrics.billed(&self.model, self.tenant_label(), usage, bill);
+            if let (Some(t), Some(b)) = (self.budget.take(), &ledger.budgets) {
+                b.settle(t, bill.cost_usd);
+                ledger.publish_budgets();
+            }
+            if let Some(t) = self.rate.take() {
+                t.settle(usage.total());
+            }
+        } else {
+            self.release();
+        }
+        let status = match end {
+            End::Complete(_) | End::StreamDone => Cow::Borrowed("200"),
+            End::StreamFailed(kind) => {
+                metrics.upstream_error(&self.model, kind);
+                Cow::Borrowed("stream_error")
+            }
+            End::Error(s) => Cow::Owned(s.as_str().to_string()),
+            End::ClientClosed => Cow::Borrowed("client_closed"),
+        };
+        let took = self.started.elapsed();
+        let first_text = match end {
+            End::Complete(_) => Some(took),
+            _ => self.first_text.map(|t| t - self.started),
+        };
+        metrics.request_done(
+            self.route,
+            &self.model,
+            &self.rule,
+            &status,
+            took,
+            first_text,
+        );
+        bill
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        self.finish(End::ClientClosed);
+    }
+}
