@@ -264,7 +264,7 @@ async fn shutdown_reports_not_ready_first_then_drains_streams_in_flight() {
         Some("sk-upstream-secret".into())
     })
     .expect("policy");
-    let gateway = Gateway::new(policy)
+    let gateway = Gateway::build(policy, Default::default(), None)
         .expect("gateway")
         .with_engine("local-echo", Arc::new(EchoEngine::default()));
     let handle = GatewayHandle::new(Arc::new(gateway));

@@ -24,7 +24,7 @@ async fn serve_file(
     path: &std::path::Path,
 ) -> (String, GatewayHandle, tokio::sync::oneshot::Sender<()>) {
     let policy = switchyard::policy::load(path).unwrap_or_else(|e| panic!("{e}"));
-    let gateway = Gateway::new(policy)
+    let gateway = Gateway::build(policy, Default::default(), None)
         .expect("gateway")
         .with_engine("local-echo", Arc::new(EchoEngine::default()));
     let handle = GatewayHandle::new(Arc::new(gateway));
@@ -243,7 +243,7 @@ default: {{ route: cloud }}
         );
         switchyard::policy::parse(&text, "p.yaml", &|_| None).unwrap_or_else(|e| panic!("{e}"))
     };
-    let old = Gateway::new(policy(1000)).expect("gateway");
+    let old = Gateway::build(policy(1000), Default::default(), None).expect("gateway");
     let new = switchyard::server::reload::rebuild(&old, policy(2000)).expect("rebuild");
     assert!(
         Arc::ptr_eq(&old.engines["cloud"], &new.engines["cloud"]),

@@ -414,28 +414,13 @@ pub async fn start_gateway(policy: &str, env: &[(&str, &str)]) -> TestGateway {
         .unwrap_or_else(|e| panic!("{e}"));
     let has_local = policy.models.contains_key("local-echo");
     let local = Arc::new(EchoEngine::default());
-    let mut gateway = Gateway::new(policy).expect("gateway");
+    let mut gateway =
+        Gateway::build(policy, Default::default(), None).unwrap_or_else(|e| panic!("{e}"));
     if has_local {
         gateway = gateway.with_engine("local-echo", local.clone());
     }
     if gateway.policy.models.contains_key("local-broken") {
         gateway = gateway.with_engine("local-broken", Arc::new(BrokenEngine));
-    }
-    for (name, engine) in
-        switchyard::local::engine::start_all(&gateway.policy, &gateway.metrics.local)
-            .unwrap_or_else(|e| panic!("{e}"))
-    {
-        gateway = gateway.with_engine(&name, engine);
-    }
-    if gateway.policy.uses_classifier() {
-        let batcher = switchyard::classifier::start(&gateway.policy.classifier)
-            .unwrap_or_else(|e| panic!("classifier: {e}"));
-        gateway = gateway.with_classifier(batcher);
-    }
-    if let Some(r) = gateway.policy.recording.clone() {
-        let rec = switchyard::accounting::recorder::Recorder::start(&r)
-            .unwrap_or_else(|e| panic!("recorder: {e}"));
-        gateway = gateway.with_recorder(rec);
     }
     let gateway = Arc::new(gateway);
     let listener = TcpListener::bind("127.0.0.1:0")
