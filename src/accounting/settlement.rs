@@ -303,3 +303,124 @@ impl Drop for Settlement {
         self.finish(End::ClientClosed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::Metrics;
+    use crate::policy::Policy;
+
+    /// A cloud model at $1 per input and $2 per output token, a $1000 daily budget and 60
+    /// requests a minute for everyone.
+    fn ledger() -> Arc<Ledger> {
+        let yaml = "version: 1\nmodels:\n  cloud: { kind: openai, base_url: 'http://127.0.0.1:9/v1', api_key: k, price: { input_per_million: 1000000, output_per_million: 2000000 } }\nbudgets:\n  global: { daily_usd: 1000 }\nrate_limits:\n  default: { requests_per_minute: 60 }\ndefault: { route: cloud }\n";
+        let policy: Policy = crate::policy::parse(yaml, "t.yaml", &|_| None).unwrap();
+        Arc::new(Ledger::new(Arc::new(policy), Metrics::new(), None))
+    }
+
+    fn day_left(l: &Ledger) -> f64 {
+        let b = l.budgets.as_ref().unwrap();
+        b.remaining(SystemTime::now())
+            .into_iter()
+            .find(|(_, p, _)| p.label() == "day")
+            .unwrap()
+            .2
+    }
+
+    fn sample(l: &Ledger, name: &str) -> Option<f64> {
+        l.metrics.render().lines().find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.parse().ok())
+        })
+    }
+
+    /// A request for the cloud with 8 prompt tokens and `max_tokens: 20`, in flight.
+    fn in_flight(l: &Arc<Ledger>) -> Settlement {
+        let mut s = l.open(Instant::now());
+        s.admit(None, 8).unwrap();
+        s.decided("default");
+        s.target("cloud", "cloud");
+        s.reserve(&l.policy.models["cloud"], Some(20)).unwrap();
+        s.call_started();
+        s
+    }
+
+    const OK: &str =
+        r#"switchyard_requests_total{model="cloud",route="cloud",rule="default",status="200"}"#;
+    const GONE: &str = r#"switchyard_requests_total{model="cloud",route="cloud",rule="default",status="client_closed"}"#;
+
+    #[test]
+    fn a_request_is_settled_once_however_often_it_is_finished() {
+        let l = ledger();
+        let mut s = in_flight(&l);
+        assert_eq!(day_left(&l), 1000.0 - 48.0, "8 + 20 x 2 reserved");
+        s.answering(Duration::ZERO);
+        let usage = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 3,
+        };
+        let bill = s.finish(End::Complete(usage));
+        assert_eq!(bill.cost_usd, 16.0);
+        assert_eq!(s.finish(End::StreamDone), Bill::default());
+        drop(s);
+        assert_eq!(day_left(&l), 1000.0 - 16.0);
+        assert_eq!(sample(&l, OK), Some(1.0));
+        assert_eq!(sample(&l, GONE), None);
+        let input = r#"switchyard_tokens_total{direction="input",model="cloud"}"#;
+        assert_eq!(sample(&l, input), Some(10.0));
+    }
+
+    #[test]
+    fn a_request_dropped_mid_call_settles_its_prompt_only() {
+        let l = ledger();
+        drop(in_flight(&l));
+        assert_eq!(day_left(&l), 1000.0 - 8.0);
+        assert_eq!(sample(&l, GONE), Some(1.0));
+        let cost = r#"switchyard_cost_usd_total{model="cloud",tenant="anonymous"}"#;
+        assert_eq!(sample(&l, cost), Some(8.0));
+    }
+
+    #[test]
+    fn a_failed_call_gives_its_reservation_back_and_is_not_billed() {
+        let l = ledger();
+        let mut s = in_flight(&l);
+        s.call_failed("status_5xx", Duration::ZERO);
+        assert_eq!(day_left(&l), 1000.0);
+        s.finish(End::Error(StatusCode::BAD_GATEWAY));
+        let failed =
+            r#"switchyard_requests_total{model="cloud",route="cloud",rule="default",status="502"}"#;
+        assert_eq!(sample(&l, failed), Some(1.0));
+        let errors = r#"switchyard_upstream_errors_total{kind="status_5xx",model="cloud"}"#;
+        assert_eq!(sample(&l, errors), Some(1.0));
+        assert_eq!(
+            sample(
+                &l,
+                r#"switchyard_cost_usd_total{model="cloud",tenant="anonymous"}"#
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_stream_bills_its_reported_usage_or_else_the_text_it_sent() {
+        let l = ledger();
+        let mut s = in_flight(&l);
+        s.answering(Duration::ZERO);
+        s.on_chunk(40, None);
+        drop(s);
+        // 8 prompt tokens ($8) and 40 bytes of text, about 10 tokens ($20).
+        assert_eq!(day_left(&l), 1000.0 - 28.0);
+        let mut s = in_flight(&l);
+        s.answering(Duration::ZERO);
+        s.on_chunk(40, None);
+        let usage = Usage {
+            prompt_tokens: 9,
+            completion_tokens: 12,
+        };
+        s.on_chunk(0, Some(usage));
+        s.finish(End::StreamDone);
+        assert_eq!(day_left(&l), 1000.0 - 28.0 - 33.0);
+        assert_eq!(sample(&l, OK), Some(1.0));
+    }
+}

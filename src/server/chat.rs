@@ -137,12 +137,16 @@ fn respond(
         fallback,
         reply,
     } = answer;
+    let mut routing = Routing {
+        route,
+        model,
+        rule,
+        cost_usd: 0.0,
+    };
     let mut resp = match reply {
         Reply::Complete(done) => {
-            let bill = settlement.finish(End::Complete(done.usage));
-            let mut resp = respond::with_body(StatusCode::OK, "application/json", done.body);
-            routing(route, model, rule, bill.cost_usd).apply(resp.headers_mut());
-            resp
+            routing.cost_usd = settlement.finish(End::Complete(done.usage)).cost_usd;
+            respond::with_body(StatusCode::OK, "application/json", done.body)
         }
         Reply::Stream(chunks) => {
             // A stream's head goes out before any tokens exist: its cost header is the prompt's.
@@ -150,7 +154,7 @@ fn respond(
                 prompt_tokens: settlement.prompt_estimate(),
                 completion_tokens: 0,
             };
-            let estimate = gateway.ledger.bill(model, prompt);
+            routing.cost_usd = gateway.ledger.bill(model, prompt).cost_usd;
             // Cloud streams only: an on-box stream may wait its turn in the engine's queue,
             // which has its own bound, and its generation is bounded by max_tokens.
             let idle = if route == "cloud" {
@@ -163,25 +167,16 @@ fn respond(
             let h = resp.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            routing(route, model, rule, estimate.cost_usd).apply(h);
             resp
         }
     };
+    routing.apply(resp.headers_mut());
     if let Some((model, reason)) = fallback {
         if let Ok(v) = HeaderValue::from_str(&format!("{model}; reason={reason}")) {
             resp.headers_mut().insert(FALLBACK_HEADER, v);
         }
     }
     resp
-}
-
-fn routing<'a>(route: &'static str, model: &'a str, rule: &'a str, cost_usd: f64) -> Routing<'a> {
-    Routing {
-        route,
-        model,
-        rule,
-        cost_usd,
-    }
 }
 
 /// The error response of a request that ends without an answer, settled with its status.
