@@ -313,7 +313,7 @@ mod tests {
     /// A cloud model at $1 per input and $2 per output token, a $1000 daily budget and 60
     /// requests a minute for everyone.
     fn ledger() -> Arc<Ledger> {
-        let yaml = "version: 1\nmodels:\n  cloud: { kind: openai, base_url: 'http://127.0.0.1:9/v1', api_key: k, price: { input_per_million: 1000000, output_per_million: 2000000 } }\nbudgets:\n  global: { daily_usd: 1000 }\nrate_limits:\n  default: { requests_per_minute: 60 }\ndefault: { route: cloud }\n";
+        let yaml = "version: 1\nmodels:\n  cloud: { kind: openai, base_url: 'http://127.0.0.1:9/v1', api_key: k, price: { input_per_million: 1000000, output_per_million: 2000000 } }\nbudgets:\n  global: { daily_usd: 1000 }\n  on_exhausted: reject\nrate_limits:\n  default: { requests_per_minute: 60 }\ndefault: { route: cloud }\n";
         let policy: Policy = crate::policy::parse(yaml, "t.yaml", &|_| None).unwrap();
         Arc::new(Ledger::new(Arc::new(policy), Metrics::new(), None))
     }
