@@ -161,7 +161,7 @@ async fn gateway_keys_are_required_and_never_forwarded() {
         let r = chat(&gw, ask("cloud", "hi"), &h).await;
         assert_eq!(r.status, 401, "{auth:?}");
         assert_eq!(r.error_code(), "invalid_api_key");
-        for path in ["/v1/models", "/v1/unknown", "/anything"] {
+        for path in ["/v1/models", "/v1/models/auto", "/v1/unknown", "/anything"] {
             let r = request("GET", &format!("{}{path}", gw.url), "", &h).await;
             assert_eq!(r.status, 401, "{path} {auth:?}");
         }

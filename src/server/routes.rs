@@ -16,9 +16,11 @@ pub async fn handle(
     draining: bool,
 ) -> Response<Body> {
     let path = req.uri().path();
+    let model_id = path.strip_prefix("/v1/models/").filter(|id| !id.is_empty());
     let allow = match path {
         "/v1/chat/completions" => "POST",
         "/v1/models" | "/v1/switchyard/budget" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
+        _ if model_id.is_some() => "GET, HEAD",
         _ => {
             return respond::error(&ApiError::NoRoute {
                 method: req.method().to_string(),
@@ -37,6 +39,9 @@ pub async fn handle(
             path: path.to_string(),
             allow,
         });
+    }
+    if let Some(id) = model_id {
+        return model(&gateway, id);
     }
     match path {
         "/healthz" => respond::json(StatusCode::OK, &json!({"status": "ok"})),
@@ -77,23 +82,40 @@ fn readyz(gateway: &Gateway, draining: bool) -> Response<Body> {
     respond::json(status, &json!({"status": word, "models": models}))
 }
 
-fn models(gateway: &Gateway) -> Response<Body> {
+/// The models a client may name, as OpenAI model objects (`GET /v1/models`): `auto`, `local`
+/// when the policy has an on-box model, then the policy's models in order.
+fn model_objects(gateway: &Gateway) -> impl Iterator<Item = serde_json::Value> + '_ {
     let entry = |id: &str, owned_by: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": owned_by});
-    let mut data = vec![entry(AUTO, "switchyard")];
-    if gateway.policy.local_model.is_some() {
-        data.push(entry(LOCAL, "switchyard"));
-    }
-    for m in gateway.policy.models.values() {
-        data.push(entry(
-            &m.name,
-            if m.kind == ModelKind::Local {
+    let local = gateway
+        .policy
+        .local_model
+        .as_ref()
+        .map(|_| entry(LOCAL, "switchyard"));
+    std::iter::once(entry(AUTO, "switchyard"))
+        .chain(local)
+        .chain(gateway.policy.models.values().map(move |m| {
+            let owned_by = if m.kind == ModelKind::Local {
                 "switchyard-local"
             } else {
                 "switchyard-cloud"
-            },
-        ));
-    }
+            };
+            entry(&m.name, owned_by)
+        }))
+}
+
+fn models(gateway: &Gateway) -> Response<Body> {
+    let data: Vec<serde_json::Value> = model_objects(gateway).collect();
     respond::json(StatusCode::OK, &json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models/{id}`: the model object of a listed model, else 404 `model_not_found`.
+fn model(gateway: &Gateway, id: &str) -> Response<Body> {
+    match model_objects(gateway).find(|m| m["id"] == id) {
+        Some(m) => respond::json(StatusCode::OK, &m),
+        None => respond::error(&ApiError::ModelNotFound(
+            crate::policy::DecideError::ModelNotFound(id.to_string()).to_string(),
+        )),
+    }
 }
 
 /// The caller's own budgets: a tenant sees its limits only (not other tenants', nor the

@@ -49,6 +49,17 @@ assert text == "echo: Say hello", text
 # Models list.
 ids = [m.id for m in client.models.list()]
 assert ids[:2] == ["auto", "local"], ids
+# Each listed model can be looked up by id; any other id is the SDK's NotFoundError.
+for id in ids:
+    model = client.models.retrieve(id)
+    assert model.id == id and model.object == "model", model
+assert client.models.retrieve("cloud").owned_by == "switchyard-cloud"
+try:
+    client.models.retrieve("no-such-model")
+    raise AssertionError("expected NotFoundError")
+except openai.NotFoundError as e:
+    assert e.body["code"] == "model_not_found", e.body
+    assert "no-such-model" in e.body["message"], e.body
 
 # Errors surface as the SDK's typed exceptions.
 try:
