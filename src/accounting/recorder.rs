@@ -27,6 +27,8 @@ pub struct Entry<'a> {
     pub model: &'a str,
     pub rule: &'a str,
     pub prompt_tokens: u64,
+    /// The request's `x-request-id`.
+    pub request_id: Option<&'a str>,
 }
 
 fn hashed(text: &str) -> Value {
@@ -109,6 +111,9 @@ impl Recorder {
         row.insert("tags".into(), json!(e.tags));
         if let Some(t) = e.tenant {
             row.insert("tenant".into(), json!(t));
+        }
+        if let Some(id) = e.request_id {
+            row.insert("request_id".into(), json!(id));
         }
         row.insert("prompt_tokens".into(), json!(e.prompt_tokens));
         row.insert(

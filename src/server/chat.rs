@@ -6,14 +6,15 @@
 use super::limits;
 use super::respond::{self, Body};
 use super::stream;
-use super::{Caller, Gateway};
+use super::{Caller, Gateway, REQUEST_ID};
 use crate::accounting::recorder::Entry;
 use crate::accounting::{End, Settlement};
 use crate::api::{ApiError, ChatRequest, Usage};
+use crate::classifier;
 use crate::dispatch::{self, Answer, Reply};
 use crate::engines::EngineRequest;
 use crate::features::{self, Features};
-use crate::{classifier, policy};
+use crate::policy::{self, Decision};
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
@@ -89,14 +90,8 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
             )
         }
     };
-    record(
-        &gateway,
-        &parsed,
-        &feats,
-        &caller,
-        decision.model,
-        decision.rule,
-    );
+    let request_id = parts.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
+    record(&gateway, &parsed, &feats, &caller, request_id, decision);
     let request = EngineRequest {
         request: &parsed,
         headers: &parts.headers,
@@ -195,18 +190,19 @@ fn record(
     req: &ChatRequest,
     feats: &Features,
     caller: &Caller,
-    model: &str,
-    rule: &str,
+    request_id: Option<&str>,
+    decision: Decision,
 ) {
     if let Some(rec) = &gateway.recorder {
         rec.record(&Entry {
             body: &req.body(),
             tags: &feats.tags,
             tenant: caller.tenant.as_deref(),
-            route: gateway.policy.route_of(model),
-            model,
-            rule,
+            route: gateway.policy.route_of(decision.model),
+            model: decision.model,
+            rule: decision.rule,
             prompt_tokens: feats.prompt_tokens,
+            request_id,
         });
     }
 }

@@ -1,7 +1,7 @@
 //! Accepting connections (with the connection limit and the HTTP settings of `limits`) and
 //! shutting down: readiness first, then the listener, then the requests in flight.
 
-use super::{respond, AuthLayer, Gateway, GatewayHandle, Routes};
+use super::{respond, AuthLayer, Gateway, GatewayHandle, RequestIdLayer, Routes};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -97,6 +97,7 @@ pub async fn serve_handle(
     options: ServeOptions,
 ) {
     let service = ServiceBuilder::new()
+        .layer(RequestIdLayer)
         .layer(AuthLayer::new(handle.clone()))
         .service(Routes::new(handle.clone()));
     let graceful = GracefulShutdown::new();

@@ -5,12 +5,14 @@ mod chat;
 mod limits;
 mod listen;
 pub mod reload;
+mod request_id;
 pub mod respond;
 mod routes;
 mod stream;
 
 pub use auth::{Auth, AuthLayer, AuthService, Caller};
 pub use listen::{serve, serve_handle, ServeOptions};
+pub use request_id::{RequestIdLayer, REQUEST_ID};
 
 use crate::accounting::recorder::Recorder;
 use crate::accounting::{Ledger, Metrics};

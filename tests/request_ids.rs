@@ -1,0 +1,183 @@
+//! Request ids: every response carries `x-request-id` (the client's when sane, else a new one),
+//! the upstream gets the same id, and the gateway's log lines and request log name it.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use switchyard::classifier::batcher::{BatchSettings, Batcher};
+use switchyard::classifier::{Classification, ClassifierError, RouterModel};
+use switchyard::server::{self, Gateway};
+
+fn is_generated(id: &str) -> bool {
+    id.len() == 36 && id.starts_with("req_") && id[4..].bytes().all(|c| c.is_ascii_hexdigit())
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_that_the_upstream_gets_too() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up.base("ok"), ""), KEY).await;
+
+    let own = chat(&gw, ask("cloud", "hi"), &[("x-request-id", "trace-42")]).await;
+    assert_eq!(own.status, 200);
+    assert_eq!(own.header("x-request-id"), "trace-42");
+    let made = chat(&gw, ask("cloud", "hi"), &[]).await;
+    let id = made.header("x-request-id").to_string();
+    assert!(is_generated(&id), "{id}");
+    let long = "x".repeat(129);
+    for insane in [long.as_str(), "has space", ""] {
+        let r = chat(&gw, ask("cloud", "hi"), &[("x-request-id", insane)]).await;
+        let got = r.header("x-request-id");
+        assert!(is_generated(got), "{insane:?} -> {got}");
+    }
+    let seen: Vec<String> = up
+        .recorded()
+        .iter()
+        .map(|r| r.headers["x-request-id"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen[..2], ["trace-42".to_string(), id]);
+    assert!(seen[2..].iter().all(|s| is_generated(s)), "{seen:?}");
+
+    // Errors carry one too: bad input, an unknown route, a method not allowed, a probe.
+    let bad = chat(&gw, serde_json::json!({"model": "auto"}), &[]).await;
+    assert_eq!(bad.status, 400);
+    assert!(is_generated(bad.header("x-request-id")));
+    for (method, path, status) in [
+        ("GET", "/v1/nothing", 404),
+        ("DELETE", "/v1/models", 405),
+        ("GET", "/healthz", 200),
+    ] {
+        let r = request(
+            method,
+            &format!("{}{path}", gw.url),
+            "",
+            &[("x-request-id", "e-1")],
+        )
+        .await;
+        assert_eq!(
+            (r.status.as_u16(), r.header("x-request-id")),
+            (status, "e-1")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refused_gateway_key_gets_a_request_id() {
+    let gw = start_gateway(
+        "version: 1\nmodels:\n  local-echo: { kind: local }\ntenants:\n  - { name: a, key_sha256: 0000000000000000000000000000000000000000000000000000000000000000 }\ndefault: { route: local-echo }\n",
+        &[],
+    )
+    .await;
+    let r = chat(&gw, ask("auto", "hi"), &[("x-request-id", "who-1")]).await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("x-request-id")),
+        (401, "who-1")
+    );
+}
+
+#[tokio::test]
+async fn the_request_log_names_each_request_by_its_id() {
+    let up = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("requests.jsonl");
+    let policy = policy(&up.base("ok"), "").replace(
+        "rules:",
+        &format!("recording:\n  path: {}\nrules:", log.display()),
+    );
+    let gw = start_gateway(&policy, KEY).await;
+    let a = chat(&gw, ask("cloud", "one"), &[("x-request-id", "log-1")]).await;
+    let b = chat(&gw, ask("cloud", "two"), &[]).await;
+    let ids = [a.header("x-request-id"), b.header("x-request-id")];
+    let deadline = std::time::Instant::now() + TEST_TIMEOUT;
+    let rows: Vec<Value> = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let rows: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if rows.len() == 2 {
+            break rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "log rows: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let logged: Vec<&str> = rows
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(logged, ids);
+}
+
+/// A router model that always fails: the gateway logs a warning inside the request.
+struct Failing;
+
+impl RouterModel for Failing {
+    fn classify(&self, _: &[&str]) -> Result<Vec<Classification>, ClassifierError> {
+        Err(ClassifierError::Format("no scores today".into()))
+    }
+}
+
+/// Log output of this test binary.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_gateways_log_lines_for_a_request_name_its_id() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    let text = format!(
+        "version: 1\nmodels:\n  local-echo: {{ kind: local }}\nclassifier:\n  encoder: {}\nrules:\n  - name: hard\n    when: {{ strong_score: {{ above: 0.5 }} }}\n    route: local-echo\ndefault: {{ route: local-echo }}\n",
+        encoder_path().display()
+    );
+    let policy = switchyard::policy::parse(&text, "p.yaml", &|_| None).expect("policy");
+    let gateway = Gateway::build(policy, Default::default(), None)
+        .expect("gateway")
+        .with_engine("local-echo", Arc::new(EchoEngine::default()))
+        .with_classifier(Batcher::start(Arc::new(Failing), BatchSettings::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(server::serve(listener, Arc::new(gateway), async move {
+        let _ = stopped.await;
+    }));
+    let r = request(
+        "POST",
+        &format!("{url}/v1/chat/completions"),
+        ask("auto", "hi").to_string(),
+        &[
+            ("content-type", "application/json"),
+            ("x-request-id", "logged-7"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.status, 200,
+        "a classifier failure routes as if it had no score"
+    );
+    let _ = stop.send(());
+    let _ = served.await;
+    let out = String::from_utf8_lossy(&logs.0.lock().expect("lock")).to_string();
+    let line = out
+        .lines()
+        .find(|l| l.contains("request classifier failed"))
+        .unwrap_or_else(|| panic!("no warning logged:\n{out}"));
+    assert!(line.contains("id=logged-7"), "{line}");
+}
