@@ -59,6 +59,9 @@ impl Failure {
 pub struct Attempt<'p> {
     pub model: &'p str,
     pub failure: Failure,
+    /// When the model's circuit breaker refuses calls after this failure: how long until it
+    /// lets one through.
+    pub circuit_retry_in: Option<std::time::Duration>,
 }
 
 /// No model answered.
@@ -102,6 +105,11 @@ impl<'p> DispatchError<'p> {
         let error = match &last.failure {
             Failure::Engine(e) => e.to_api(last.model),
             Failure::Budget(ex) => EngineError::Unavailable(ex.to_string()).to_api(last.model),
+        };
+        // The upstream's Retry-After, or the breaker's when that is longer.
+        let error = match last.circuit_retry_in {
+            Some(wait) => error.retry_after_at_least(wait),
+            None => error,
         };
         match error {
             ApiError::Unavailable(_) if tried.len() > 1 => {
@@ -216,6 +224,7 @@ async fn try_route<'p>(
                 tried.push(Attempt {
                     model,
                     failure: Failure::Engine(e),
+                    circuit_retry_in: None,
                 });
                 continue;
             }
@@ -229,6 +238,7 @@ async fn try_route<'p>(
                 tried.push(Attempt {
                     model,
                     failure: Failure::Budget(exhausted),
+                    circuit_retry_in: None,
                 });
                 continue;
             }
@@ -256,6 +266,7 @@ async fn try_route<'p>(
                 tried.push(Attempt {
                     model,
                     failure: Failure::Engine(e),
+                    circuit_retry_in: engine.circuit_retry_in(),
                 });
                 if !go_on {
                     break;

@@ -186,7 +186,8 @@ async fn upstream_client_errors_pass_through_and_server_errors_become_502() {
     let gw = start_gateway(&no_fallback, KEY).await;
     let r = chat(&gw, ask("auto", "x"), &[("x-switchyard-tags", "only")]).await;
     assert_eq!(r.status, 502);
-    assert_eq!(r.error_code(), "upstream_error");
+    assert_eq!(r.header("x-switchyard-upstream-status"), "500");
+    assert_eq!(r.error_code(), "upstream_code", "the upstream's own error");
     assert_eq!(r.header("x-switchyard-rule"), "only-cloud");
 }
 

@@ -142,7 +142,8 @@ async fn server_errors_are_retried_and_then_passed_on_as_502() {
     let before = up.recorded().len();
     let r = chat(&gw, streamed("x"), &[]).await;
     assert_eq!(r.status, 502);
-    assert_eq!(r.error_code(), "upstream_error");
+    assert_eq!(r.header("x-switchyard-upstream-status"), "500");
+    assert_eq!(r.error_code(), "upstream_code", "the upstream's own error");
     assert_eq!(up.recorded().len() - before, 3);
     assert_eq!(errors(&gw, "status_5xx").await, 1.0);
     assert_eq!(

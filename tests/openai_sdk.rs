@@ -55,3 +55,17 @@ async fn official_openai_sdk_works_with_the_on_box_model() {
     let gw = start_gateway(&policy, &[]).await;
     run_sdk_script("check_openai_sdk_local.py", &gw).await;
 }
+
+/// The SDK retries a 429 twice by itself; the gateway then tries each call once, so the
+/// upstream sees three calls, not nine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdks_retries_are_not_multiplied_by_the_gateways() {
+    let up = FakeUpstream::start().await;
+    let policy = format!(
+        "version: 1\nmodels:\n  cloud:\n    kind: openai\n    base_url: {}\n    api_key: ${{CLOUD_KEY}}\n    retries: {{ max_retries: 2, initial_backoff_ms: 10, max_backoff_ms: 2000 }}\n    circuit_breaker: {{ enabled: false }}\ndefault:\n  route: cloud\n",
+        up.base("limited-100")
+    );
+    let gw = start_gateway(&policy, KEY).await;
+    run_sdk_script("check_openai_sdk_retries.py", &gw).await;
+    assert_eq!(up.recorded().len(), 3);
+}

@@ -58,12 +58,24 @@ pub enum ApiError {
     /// Not `application/json` (415).
     #[error("unsupported content type `{0}`: send `Content-Type: application/json`")]
     UnsupportedMediaType(String),
-    /// The upstream answered with its own client error; status and (redacted) body pass through.
-    #[error("upstream returned status {status}")]
+    /// The upstream answered with an error status once retries and fallbacks were used up.
+    /// The client gets `status` (the upstream's, or 502 for a 500, 501 or an unknown 5xx:
+    /// [`client_status`]), the upstream's (redacted) body when it is an OpenAI error object
+    /// (else `message` in that shape), its `Retry-After`, and `x-switchyard-upstream-status`.
+    #[error("{message}")]
     Upstream {
         status: StatusCode,
+        upstream: StatusCode,
         body: Bytes,
         retry_after: Option<HeaderValue>,
+        message: String,
+    },
+    /// The upstream refused this gateway's provider credentials (its 401 or 403): not the
+    /// client's fault, so 502, with `x-switchyard-upstream-status`.
+    #[error("{message}")]
+    ProviderRejected {
+        message: String,
+        upstream: StatusCode,
     },
     /// The upstream failed, was unreachable or spoke nonsense (502).
     #[error("{0}")]
@@ -133,7 +145,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Upstream { status, .. } => *status,
-            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::BadGateway(_) | ApiError::ProviderRejected { .. } => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_)
             | ApiError::Overloaded { .. }
@@ -166,8 +178,13 @@ impl ApiError {
             ApiError::Upstream { status, .. } if status.as_u16() == 429 => {
                 (ErrorKind::RateLimit, Some("upstream_rate_limited"))
             }
+            ApiError::Upstream { status, .. } if status.is_server_error() => {
+                (ErrorKind::Server, Some("upstream_error"))
+            }
             ApiError::Upstream { .. } => (ErrorKind::InvalidRequest, Some("upstream_error")),
-            ApiError::BadGateway(_) => (ErrorKind::Server, Some("upstream_error")),
+            ApiError::BadGateway(_) | ApiError::ProviderRejected { .. } => {
+                (ErrorKind::Server, Some("upstream_error"))
+            }
             ApiError::GatewayTimeout(_) => (ErrorKind::Server, Some("upstream_timeout")),
             ApiError::Unavailable(_) | ApiError::CircuitOpen { .. } => {
                 (ErrorKind::Server, Some("model_unavailable"))
@@ -197,6 +214,41 @@ impl ApiError {
         json!({"error": {"message": self.to_string(), "type": kind.as_str(), "param": param, "code": code}})
     }
 
+    /// This error with a `Retry-After` of at least `wait` (for an upstream's error: the longer of
+    /// its own and `wait`). Errors that carry no `Retry-After` are returned as they are.
+    pub fn retry_after_at_least(self, wait: std::time::Duration) -> ApiError {
+        let secs = retry_after_secs(wait);
+        match self {
+            ApiError::Upstream {
+                status,
+                upstream,
+                body,
+                retry_after,
+                message,
+            } => {
+                let own = retry_after.as_ref().and_then(|v| {
+                    let now = std::time::SystemTime::now();
+                    parse_retry_after(v, now)
+                });
+                let retry_after = match own {
+                    Some(d) if retry_after_secs(d) >= secs => retry_after,
+                    _ if status.is_server_error() || status.as_u16() == 429 => {
+                        Some(HeaderValue::from(secs))
+                    }
+                    _ => retry_after,
+                };
+                ApiError::Upstream {
+                    status,
+                    upstream,
+                    body,
+                    retry_after,
+                    message,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The response body: the upstream's own body for passed-through errors, else ours.
     pub fn body(&self) -> Bytes {
         match self {
@@ -205,16 +257,26 @@ impl ApiError {
         }
     }
 
-    /// Extra headers this error needs (`Allow`, `Retry-After`).
+    /// Extra headers this error needs (`Allow`, `Retry-After`, `x-switchyard-upstream-status`).
     pub fn headers(&self) -> Vec<(http::header::HeaderName, HeaderValue)> {
         match self {
             ApiError::MethodNotAllowed { allow, .. } => {
                 vec![(http::header::ALLOW, HeaderValue::from_static(allow))]
             }
             ApiError::Upstream {
-                retry_after: Some(v),
+                upstream,
+                retry_after,
                 ..
-            } => vec![(http::header::RETRY_AFTER, v.clone())],
+            } => {
+                let mut h = vec![(UPSTREAM_STATUS, HeaderValue::from(upstream.as_u16()))];
+                if let Some(v) = retry_after {
+                    h.push((http::header::RETRY_AFTER, v.clone()));
+                }
+                h
+            }
+            ApiError::ProviderRejected { upstream, .. } => {
+                vec![(UPSTREAM_STATUS, HeaderValue::from(upstream.as_u16()))]
+            }
             ApiError::Overloaded {
                 retry_after_secs, ..
             }
@@ -236,6 +298,34 @@ impl ApiError {
             _ => vec![],
         }
     }
+}
+
+/// The response header with the upstream's own status, on errors that come from one.
+pub const UPSTREAM_STATUS: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-switchyard-upstream-status");
+
+/// The status a client gets for an upstream's error status: a 4xx as it is; 502, 503 and 504 as
+/// they are (bad gateway, unavailable and timeout mean the same one hop further); any other
+/// 5xx (500, 501, ...) becomes 502, the gateway's word for "the upstream failed".
+pub fn client_status(upstream: StatusCode) -> StatusCode {
+    match upstream.as_u16() {
+        400..=499 | 502..=504 => upstream,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// Reads a `Retry-After` value (RFC 9110, section 10.2.3): a delay in seconds, or an HTTP date
+/// (then the time from `now` until it, zero when it has passed). `None` when it is neither.
+pub fn parse_retry_after(
+    v: &HeaderValue,
+    now: std::time::SystemTime,
+) -> Option<std::time::Duration> {
+    let s = v.to_str().ok()?.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(s).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
 }
 
 /// Whole seconds for a `Retry-After` header (rounded up, at least 1).
@@ -263,6 +353,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn upstream_statuses_keep_their_class() {
+        for (upstream, client) in [
+            (400, 400),
+            (404, 404),
+            (422, 422),
+            (429, 429),
+            (500, 502),
+            (501, 502),
+            (502, 502),
+            (503, 503),
+            (504, 504),
+            (507, 502),
+        ] {
+            let s = StatusCode::from_u16(upstream).unwrap();
+            assert_eq!(client_status(s).as_u16(), client, "{upstream}");
+        }
+    }
+
+    #[test]
     fn errors_have_openai_shape() {
         let e = ApiError::bad_request("messages must not be empty", Some("messages"));
         let v = e.body_json();
@@ -279,20 +388,19 @@ mod tests {
     fn upstream_body_passes_through_only_when_openai_shaped() {
         let shaped =
             Bytes::from_static(br#"{"error":{"message":"bad","type":"invalid_request_error"}}"#);
-        let e = ApiError::Upstream {
+        let upstream = |body: Bytes| ApiError::Upstream {
             status: StatusCode::BAD_REQUEST,
-            body: shaped.clone(),
+            upstream: StatusCode::BAD_REQUEST,
+            body,
             retry_after: None,
+            message: "model `m`: the upstream answered with status 400".into(),
         };
-        assert_eq!(e.body(), shaped);
-        let e = ApiError::Upstream {
-            status: StatusCode::BAD_REQUEST,
-            body: Bytes::from_static(b"<html>"),
-            retry_after: None,
-        };
-        assert!(
-            serde_json::from_slice::<serde_json::Value>(&e.body()).unwrap()["error"]["message"]
-                .is_string()
+        assert_eq!(upstream(shaped.clone()).body(), shaped);
+        let ours = upstream(Bytes::from_static(b"<html>")).body();
+        let v: serde_json::Value = serde_json::from_slice(&ours).unwrap();
+        assert_eq!(
+            v["error"]["message"],
+            "model `m`: the upstream answered with status 400"
         );
     }
 }

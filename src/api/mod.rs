@@ -8,6 +8,8 @@ pub mod skim;
 pub mod sse;
 mod usage;
 
-pub use error::{retry_after_secs, ApiError, ErrorKind};
+pub use error::{
+    client_status, parse_retry_after, retry_after_secs, ApiError, ErrorKind, UPSTREAM_STATUS,
+};
 pub use request::{ChatRequest, Role};
 pub use usage::Usage;

@@ -198,12 +198,17 @@ impl EngineError {
             | EngineError::StreamIdle(_) => {
                 ApiError::GatewayTimeout(format!("model `{model}`: {self}"))
             }
-            EngineError::Status { status, .. } if matches!(status.as_u16(), 401 | 403) => ApiError::BadGateway(format!(
-                "model `{model}`: the upstream rejected this gateway's provider credentials (status {status})"
-            )),
-            EngineError::Status { status, body, retry_after } if status.is_client_error() => {
-                ApiError::Upstream { status: *status, body: body.clone(), retry_after: retry_after.clone() }
-            }
+            EngineError::Status { status, .. } if matches!(status.as_u16(), 401 | 403) => ApiError::ProviderRejected {
+                message: format!("model `{model}`: the upstream rejected this gateway's provider credentials (status {status})"),
+                upstream: *status,
+            },
+            EngineError::Status { status, body, retry_after } => ApiError::Upstream {
+                status: crate::api::client_status(*status),
+                upstream: *status,
+                body: body.clone(),
+                retry_after: retry_after.clone(),
+                message: format!("model `{model}`: the upstream answered with status {status}"),
+            },
             EngineError::Overloaded { retry_after_secs, .. } => ApiError::Overloaded {
                 message: format!("model `{model}`: {self}; retry later"),
                 retry_after_secs: *retry_after_secs,

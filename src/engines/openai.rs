@@ -19,6 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{timeout, timeout_at, Instant};
 
+/// The request header in which the OpenAI SDKs count their own retries of a call.
+const CLIENT_RETRY_COUNT: &str = "x-stainless-retry-count";
+
 /// Largest non-streaming upstream response accepted.
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
@@ -101,6 +104,10 @@ impl OpenAiEngine {
         deadline: Instant,
     ) -> Result<upstream::Response, EngineError> {
         let (head, body) = self.request(req, stream);
+        // A client that retries by itself (the OpenAI SDKs say so with `x-stainless-retry-count`)
+        // gets one try per call for an error status: its retries take the place of ours, instead
+        // of multiplying them. Connections that fail are still retried here.
+        let client_retries = req.headers.contains_key(CLIENT_RETRY_COUNT);
         let mut retry = 0;
         loop {
             let error = match self.send(&head, &body).await {
@@ -108,14 +115,15 @@ impl OpenAiEngine {
                 Ok(resp) => self.status_error(resp, deadline).await,
                 Err(e) => e,
             };
-            if !error.is_retryable() || retry >= self.retries.max_retries {
+            let by_client = client_retries && matches!(error, EngineError::Status { .. });
+            if !error.is_retryable() || by_client || retry >= self.retries.max_retries {
                 return Err(error);
             }
             let retry_after = match &error {
                 EngineError::Status {
                     retry_after: Some(v),
                     ..
-                } => resilience::parse_retry_after(v, std::time::SystemTime::now()),
+                } => crate::api::parse_retry_after(v, std::time::SystemTime::now()),
                 _ => None,
             };
             let Some(wait) = resilience::backoff(&self.retries, retry, retry_after) else {

@@ -1,9 +1,8 @@
 //! Retries with jittered exponential backoff, and a circuit breaker per upstream model.
 
 use crate::policy::{BreakerSettings, RetrySettings};
-use http::HeaderValue;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How long to wait before retry number `retry` (0-based): full jitter over an exponential
 /// ceiling, and at least what the upstream's `Retry-After` asks. `None`: do not retry (the
@@ -19,16 +18,6 @@ pub fn backoff(s: &RetrySettings, retry: u32, retry_after: Option<Duration>) -> 
         Some(d) => Some(d.max(jitter)),
         None => Some(jitter),
     }
-}
-
-/// Reads a `Retry-After` value: delay in seconds, or an HTTP date.
-pub fn parse_retry_after(v: &HeaderValue, now: SystemTime) -> Option<Duration> {
-    let s = v.to_str().ok()?.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(s).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// A circuit's state, as the value of `switchyard_circuit_state{model}`.
@@ -213,6 +202,9 @@ impl CircuitBreaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::parse_retry_after;
+    use http::HeaderValue;
+    use std::time::SystemTime;
 
     fn breaker() -> Arc<CircuitBreaker> {
         CircuitBreaker::new(BreakerSettings {

@@ -191,7 +191,15 @@ impl FakeUpstream {
                 )
             };
         }
+        // `status-N`: status N with an OpenAI error body that echoes the credentials;
+        // `status-N-after-S`: with `Retry-After: S`; `html-N`: status N with an HTML page.
+        if let Some(code) = behaviour.strip_prefix("html-") {
+            let status = StatusCode::from_u16(code.parse().unwrap_or(500))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return full_response(status, "text/html", "<html>oops</html>".into());
+        }
         if let Some(code) = behaviour.strip_prefix("status-") {
+            let (code, after) = code.split_once("-after-").unwrap_or((code, ""));
             let status = StatusCode::from_u16(code.parse().unwrap_or(500))
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let auth = headers
@@ -201,7 +209,10 @@ impl FakeUpstream {
                 .to_string();
             let msg = format!("upstream says no ({code}); you sent {auth}");
             let mut r = full_response(status, "application/json", json!({"error": {"message": msg, "type": "invalid_request_error", "code": "upstream_code"}}).to_string());
-            if status.as_u16() == 429 {
+            if !after.is_empty() {
+                r.headers_mut()
+                    .insert("retry-after", after.parse().expect("header"));
+            } else if status.as_u16() == 429 {
                 r.headers_mut()
                     .insert("retry-after", "7".parse().expect("header"));
             }
