@@ -219,21 +219,6 @@ async fn long_stream(gw: &TestGateway) -> http::Response<hyper::body::Incoming> 
     resp
 }
 
-/// Waits (bounded) until a metric sample reaches `value`.
-async fn wait_metric(gw: &TestGateway, sample: &str, value: f64) {
-    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
-    loop {
-        if metric(gw, sample).await >= value {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{sample} did not reach {value}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_stops_its_generation() {
     let up = FakeUpstream::start().await;
@@ -251,19 +236,21 @@ async fn a_client_that_goes_away_stops_its_generation() {
     let r = chat(&gw, greedy("local", "Say hi.", 3), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-switchyard-route"), "local");
-    assert_eq!(
-        metric(
-            &gw,
-            r#"switchyard_local_generations_total{finish="length",model="smol"}"#
-        )
-        .await
-            + metric(
-                &gw,
-                r#"switchyard_local_generations_total{finish="stop",model="smol"}"#
-            )
-            .await,
-        1.0
-    );
+    let generations = |finish: &str| {
+        format!(r#"switchyard_local_generations_total{{finish="{finish}",model="smol"}}"#)
+    };
+    assert_eq!(metric(&gw, &generations("cancelled")).await, 1.0);
+    let finish = r.json()["choices"][0]["finish_reason"]
+        .as_str()
+        .expect("finish_reason")
+        .to_string();
+    let other = match finish.as_str() {
+        "length" => "stop",
+        "stop" => "length",
+        f => panic!("finish_reason {f}"),
+    };
+    assert_eq!(metric(&gw, &generations(&finish)).await, 1.0);
+    assert_metric_absent(&gw, &generations(other)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

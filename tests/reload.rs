@@ -62,13 +62,8 @@ async fn rule_of(url: &str) -> String {
     r.header("x-switchyard-rule").to_string()
 }
 
-async fn reloads(url: &str, result: &str) -> f64 {
-    let text = request("GET", &format!("{url}/metrics"), "", &[]).await;
-    let sample = format!("switchyard_policy_reloads_total{{result=\"{result}\"}} ");
-    String::from_utf8_lossy(&text.body)
-        .lines()
-        .find_map(|l| l.strip_prefix(&sample).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+fn reloads(result: &str) -> String {
+    format!("switchyard_policy_reloads_total{{result=\"{result}\"}}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +78,8 @@ async fn good_policies_take_over_and_bad_ones_are_rejected() {
     std::fs::write(&path, version(&up.base("ok"), "second")).expect("write");
     reload::reload(&handle, &path).expect("reloaded");
     assert_eq!(rule_of(&url).await, "second");
-    assert_eq!(reloads(&url, "success").await, 1.0);
+    assert_eq!(metric_at(&url, &reloads("success")).await, 1.0);
+    assert_eq!(metric_opt_at(&url, &reloads("error")).await, None);
 
     // An unknown model: rejected with file, line and column; the second policy keeps serving.
     std::fs::write(
@@ -100,8 +96,8 @@ async fn good_policies_take_over_and_bad_ones_are_rejected() {
         "{err}"
     );
     assert_eq!(rule_of(&url).await, "second");
-    assert_eq!(reloads(&url, "error").await, 1.0);
-    assert_eq!(reloads(&url, "success").await, 1.0);
+    assert_eq!(metric_at(&url, &reloads("error")).await, 1.0);
+    assert_eq!(metric_at(&url, &reloads("success")).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,13 +213,14 @@ async fn serve_reloads_on_sighup() {
     })
     .await;
     assert!(up_now, "serve did not start");
-    assert_eq!(reloads(&url, "success").await, 0.0);
+    assert_eq!(metric_opt_at(&url, &reloads("success")).await, None);
     let killed = std::process::Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(killed.success());
-    assert!(eventually(async || reloads(&url, "success").await == 1.0).await);
+    wait_metric_at(&url, &reloads("success"), 1.0).await;
+    assert_eq!(metric_at(&url, &reloads("success")).await, 1.0);
     let _ = child.kill();
     let _ = child.wait();
 }

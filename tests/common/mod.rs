@@ -564,17 +564,85 @@ pub fn ask(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
 }
 
-/// Reads `/metrics` and returns the value of one sample (`name{labels}`), 0 when absent.
+/// The value of one sample (`name{labels}`, labels as the exposition writes them) in a
+/// Prometheus text exposition, `None` when it is not there.
+pub fn sample_value(exposition: &str, sample: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        let v = l.strip_prefix(sample)?.strip_prefix(' ')?.trim();
+        Some(
+            v.parse()
+                .unwrap_or_else(|e| panic!("sample {sample} has value {v:?}: {e}")),
+        )
+    })
+}
+
+/// The `/metrics` text of the server at `url`.
+pub async fn metrics_text(url: &str) -> String {
+    let r = request("GET", &format!("{url}/metrics"), "", &[]).await;
+    assert_eq!(r.status, 200, "GET {url}/metrics");
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// One sample from the server at `url`, `None` when absent. For waiting on a sample, or for
+/// a labelled sample that may not exist yet (Prometheus shows a label set once it is used).
+pub async fn metric_opt_at(url: &str, sample: &str) -> Option<f64> {
+    sample_value(&metrics_text(url).await, sample)
+}
+
+/// One sample from the server at `url`; a sample that is not there fails the test, naming it
+/// and listing the samples of its family that are there.
+pub async fn metric_at(url: &str, sample: &str) -> f64 {
+    let text = metrics_text(url).await;
+    sample_value(&text, sample).unwrap_or_else(|| {
+        let name = sample.split('{').next().unwrap_or(sample);
+        let family = ["_count", "_sum", "_bucket"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        let present: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(family))
+            .collect();
+        panic!("no metric sample `{sample}` in /metrics; samples of `{family}` there: {present:#?}")
+    })
+}
+
+/// Reads `/metrics` and returns the value of one sample (`name{labels}`); fails the test when
+/// the sample is absent.
 pub async fn metric(gw: &TestGateway, sample: &str) -> f64 {
-    let text = request("GET", &format!("{}/metrics", gw.url), "", &[]).await;
-    String::from_utf8_lossy(&text.body)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
+    metric_at(&gw.url, sample).await
+}
+
+/// Reads `/metrics` and returns one sample, `None` when absent.
+pub async fn metric_opt(gw: &TestGateway, sample: &str) -> Option<f64> {
+    metric_opt_at(&gw.url, sample).await
+}
+
+/// Asserts that a sample is absent (e.g. a labelled counter nothing has touched).
+pub async fn assert_metric_absent(gw: &TestGateway, sample: &str) {
+    let v = metric_opt(gw, sample).await;
+    assert_eq!(v, None, "metric sample `{sample}` should be absent");
+}
+
+/// Waits (bounded by `TEST_TIMEOUT`) until a sample exists and reaches `value`.
+pub async fn wait_metric(gw: &TestGateway, sample: &str, value: f64) {
+    wait_metric_at(&gw.url, sample, value).await;
+}
+
+/// As `wait_metric`, for the server at `url`.
+pub async fn wait_metric_at(url: &str, sample: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    loop {
+        let now = metric_opt_at(url, sample).await;
+        if now.is_some_and(|v| v >= value) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sample} did not reach {value} in {TEST_TIMEOUT:?} (it is {now:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A two-model policy: `local-echo` on the box, `cloud` at `base_url` with key `sk-upstream-secret`.
