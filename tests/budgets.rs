@@ -7,14 +7,12 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// `limits` goes under `budgets:`; the default route is the cloud (price: $1 per input token,
-/// $2 per output token; the fake upstream reports 21 + 4 tokens, i.e. $29 a request).
-fn budget_policy(base: &str, budgets: &str) -> String {
-    policy(
-        base,
-        "  - name: solo\n    when: { tags: [solo] }\n    route: cloud",
-    )
-    .replace("rules:", &format!("budgets:\n{budgets}\nrules:"))
+/// The standard policy, whose default route is the cloud (price: $1 per input token, $2 per
+/// output token; the fake upstream reports 21 + 4 tokens, i.e. $29 a request), with a rule
+/// `solo` for the tag `solo` that goes to the cloud without a fallback. Budgets are added by
+/// each test.
+fn budget_policy(base: &str) -> PolicyBuilder {
+    PolicyBuilder::standard(base).rule("solo", "{ tags: [solo] }", "cloud", &[])
 }
 
 /// A cloud request whose reservation (8 prompt tokens + 20 max tokens: $48) covers its cost ($29).
@@ -25,14 +23,11 @@ fn ask_small() -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_cannot_overspend_and_the_rest_get_429() {
     let up = FakeUpstream::start().await;
-    let gw = start_gateway(
-        &budget_policy(
-            &up.base("ok"),
-            "  on_exhausted: reject\n  global: { daily_usd: 100 }",
-        ),
-        KEY,
-    )
-    .await;
+    let policy = budget_policy(&up.base("ok"))
+        .on_exhausted("reject")
+        .global_budget("{ daily_usd: 100 }")
+        .render();
+    let gw = start_gateway(&policy, KEY).await;
     let tasks: Vec<_> = (0..12)
         .map(|_| {
             let url = gw.url.clone();
@@ -93,14 +88,11 @@ async fn concurrent_requests_cannot_overspend_and_the_rest_get_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_used_up_budget_sends_cloud_requests_to_the_box() {
     let up = FakeUpstream::start().await;
-    let gw = start_gateway(
-        &budget_policy(
-            &up.base("ok"),
-            "  on_exhausted: local\n  global: { daily_usd: 0 }",
-        ),
-        KEY,
-    )
-    .await;
+    let policy = budget_policy(&up.base("ok"))
+        .on_exhausted("local")
+        .global_budget("{ daily_usd: 0 }")
+        .render();
+    let gw = start_gateway(&policy, KEY).await;
     // The default route lists the box as a fallback; the `solo` rule does not.
     for tags in ["", "solo"] {
         let r = chat(&gw, ask_small(), &[("x-switchyard-tags", tags)]).await;
@@ -119,10 +111,14 @@ async fn a_used_up_budget_sends_cloud_requests_to_the_box() {
 async fn when_nothing_can_serve_the_error_names_the_budget() {
     let up = FakeUpstream::start().await;
     // `box` is an on-box model without an engine: unavailable.
-    let policy = format!(
-        "version: 1\nmodels:\n  box: {{ kind: local }}\n  cloud: {{ kind: openai, base_url: \"{}\", api_key: sk-x, price: {{ input_per_million: 1 }} }}\nbudgets:\n  global: {{ daily_usd: 0 }}\ndefault: {{ route: cloud }}\n",
-        up.base("ok")
-    );
+    let policy = PolicyBuilder::new()
+        .local("box")
+        .cloud("cloud", &up.base("ok"))
+        .model_field("cloud", "api_key", "sk-x")
+        .model_field("cloud", "price", "{ input_per_million: 1 }")
+        .global_budget("{ daily_usd: 0 }")
+        .default_route("cloud", &[])
+        .render();
     let gw = start_gateway(&policy, &[]).await;
     let r = chat(&gw, ask_small(), &[]).await;
     assert_eq!(r.status, 503);
@@ -138,21 +134,15 @@ async fn when_nothing_can_serve_the_error_names_the_budget() {
 
 #[tokio::test]
 async fn tenants_see_only_their_own_budgets() {
-    use sha2::{Digest, Sha256};
     let up = FakeUpstream::start().await;
-    let sha = |k: &str| hex::encode(Sha256::digest(k.as_bytes()));
-    let policy = budget_policy(
-        &up.base("ok"),
-        "  on_exhausted: reject\n  global: { daily_usd: 1000 }\n  tenants:\n    team-a: { daily_usd: 100 }\n    team-b: { monthly_usd: 500 }",
-    )
-    .replace(
-        "rules:",
-        &format!(
-            "tenants:\n  - {{ name: team-a, key_sha256: \"{}\" }}\n  - {{ name: team-b, key_sha256: \"{}\" }}\nrules:",
-            sha("key-a"),
-            sha("key-b")
-        ),
-    );
+    let policy = budget_policy(&up.base("ok"))
+        .tenant("team-a", "key-a")
+        .tenant("team-b", "key-b")
+        .on_exhausted("reject")
+        .global_budget("{ daily_usd: 1000 }")
+        .tenant_budget("team-a", "{ daily_usd: 100 }")
+        .tenant_budget("team-b", "{ monthly_usd: 500 }")
+        .render();
     let gw = start_gateway(&policy, KEY).await;
     let r = chat(&gw, ask_small(), &[("authorization", "Bearer key-a")]).await;
     assert_eq!(r.status, 200);

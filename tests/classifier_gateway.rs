@@ -8,31 +8,27 @@ use common::*;
 use serde_json::json;
 
 /// Category rule first, then strong score; everything else stays on the box.
+fn classifier_builder(base_url: &str) -> PolicyBuilder {
+    PolicyBuilder::standard(base_url)
+        .classifier(&[("batch_window_us", "300")])
+        .rule("tools-first", "{ has_tools: true }", "cloud", &[])
+        .rule(
+            "code-to-cloud",
+            "{ category: { in: [code], min_probability: 0.5 } }",
+            "cloud",
+            &["local-echo"],
+        )
+        .rule(
+            "hard-to-cloud",
+            "{ strong_score: { above: 0.5 } }",
+            "cloud",
+            &["local-echo"],
+        )
+        .default_route("local-echo", &[])
+}
+
 fn classifier_policy(base_url: &str) -> String {
-    let rules = r#"
-  - name: tools-first
-    when: { has_tools: true }
-    route: cloud
-  - name: code-to-cloud
-    when: { category: { in: [code], min_probability: 0.5 } }
-    route: cloud
-    fallbacks: [local-echo]
-  - name: hard-to-cloud
-    when: { strong_score: { above: 0.5 } }
-    route: cloud
-    fallbacks: [local-echo]"#;
-    policy(base_url, rules)
-        .replace(
-            "default:\n  route: cloud\n  fallbacks: [local-echo]",
-            "default:\n  route: local-echo",
-        )
-        .replace(
-            "rules:",
-            &format!(
-                "classifier:\n  encoder: {}\n  batch_window_us: 300\nrules:",
-                encoder_path().display()
-            ),
-        )
+    classifier_builder(base_url).render()
 }
 
 /// (category, probability, strong score) from the header.
@@ -129,7 +125,7 @@ async fn requests_decided_without_the_classifier_do_not_pay_for_it() {
     );
 
     // A policy with no classifier condition never loads it.
-    let plain = start_gateway(&policy(&up.base("ok"), ""), KEY).await;
+    let plain = start_gateway(&PolicyBuilder::standard(&up.base("ok")).render(), KEY).await;
     assert!(plain.gateway.classifier.is_none());
     let r = chat(&plain, ask("auto", "Write a Rust function."), &[]).await;
     assert_eq!(r.status, 200);

@@ -10,30 +10,33 @@ use serde_json::{json, Value};
 use switchyard::api::Role;
 use switchyard::local::LocalModel;
 
-/// A policy with the real SmolLM2 as `smol` (one worker, one waiting request) and the fake
-/// cloud as `cloud`; `auto` goes to `smol`, spilling to `cloud`.
+/// A policy with the real SmolLM2 as `smol` (`workers` decoded together, `queue` waiting) and
+/// the fake cloud as `cloud`; `auto` goes to `smol`, spilling to `cloud`.
+fn local_policy_with(cloud_base: &str, workers: usize, queue: usize) -> String {
+    PolicyBuilder::new()
+        .model(
+            "smol",
+            &[
+                ("kind", "local"),
+                ("path", &quoted(&smollm2_path().display().to_string())),
+                ("workers", &workers.to_string()),
+                ("queue", &queue.to_string()),
+                ("limits", "{ max_output_tokens: 4000 }"),
+            ],
+        )
+        .cloud("cloud", cloud_base)
+        .model_field(
+            "cloud",
+            "price",
+            "{ input_per_million: 1, output_per_million: 2 }",
+        )
+        .default_route("smol", &["cloud"])
+        .render()
+}
+
+/// One worker, one waiting request.
 fn local_policy(cloud_base: &str) -> String {
-    format!(
-        r#"
-version: 1
-models:
-  smol:
-    kind: local
-    path: {path}
-    workers: 1
-    queue: 1
-    limits: {{ max_output_tokens: 4000 }}
-  cloud:
-    kind: openai
-    base_url: {cloud_base}
-    api_key: ${{CLOUD_KEY}}
-    price: {{ input_per_million: 1, output_per_million: 2 }}
-default:
-  route: smol
-  fallbacks: [cloud]
-"#,
-        path = smollm2_path().display()
-    )
+    local_policy_with(cloud_base, 1, 1)
 }
 
 fn greedy(model: &str, text: &str, max_tokens: u64) -> Value {
@@ -305,9 +308,7 @@ async fn a_full_queue_spills_to_the_cloud_or_answers_503() {
 async fn batched_generations_answer_as_they_would_alone() {
     let up = FakeUpstream::start().await;
     // Two generations decoded together in one batch.
-    let policy = local_policy(&up.base("ok"))
-        .replace("workers: 1", "workers: 2")
-        .replace("queue: 1", "queue: 4");
+    let policy = local_policy_with(&up.base("ok"), 2, 4);
     let gw = start_gateway(&policy, KEY).await;
     let prompts = ["Name a fruit.", "Write one sentence about the sea."];
     let mut alone = vec![];
@@ -331,9 +332,7 @@ async fn batched_generations_answer_as_they_would_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_prompt_runs_between_a_streams_steps() {
     let up = FakeUpstream::start().await;
-    let policy = local_policy(&up.base("ok"))
-        .replace("workers: 1", "workers: 2")
-        .replace("queue: 1", "queue: 4");
+    let policy = local_policy_with(&up.base("ok"), 2, 4);
     let gw = start_gateway(&policy, KEY).await;
     let mut running = long_stream(&gw).await;
     let events = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

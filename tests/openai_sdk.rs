@@ -41,17 +41,23 @@ async fn run_sdk_script(script: &str, gw: &TestGateway) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_sdk_works_unchanged() {
     let up = FakeUpstream::start().await;
-    let gw = start_gateway(&policy(&up.base("ok"), ""), KEY).await;
+    let gw = start_gateway(&PolicyBuilder::standard(&up.base("ok")).render(), KEY).await;
     run_sdk_script("check_openai_sdk.py", &gw).await;
 }
 
 /// The same SDK against the real on-box model (SmolLM2) as `model: "local"`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_sdk_works_with_the_on_box_model() {
-    let policy = format!(
-        "version: 1\nmodels:\n  smol:\n    kind: local\n    path: {}\ndefault:\n  route: smol\n",
-        smollm2_path().display()
-    );
+    let policy = PolicyBuilder::new()
+        .model(
+            "smol",
+            &[
+                ("kind", "local"),
+                ("path", &quoted(&smollm2_path().display().to_string())),
+            ],
+        )
+        .default_route("smol", &[])
+        .render();
     let gw = start_gateway(&policy, &[]).await;
     run_sdk_script("check_openai_sdk_local.py", &gw).await;
 }

@@ -11,12 +11,16 @@ use std::sync::Arc;
 use switchyard::server::{self, reload, Gateway, GatewayHandle};
 use tokio::net::TcpListener;
 
+/// The standard policy (its key written in) with a rule `rule` for the tag `t` routing to `route`.
+fn version_to(base: &str, rule: &str, route: &str) -> String {
+    PolicyBuilder::standard(base)
+        .model_field("cloud", "api_key", &quoted("sk-upstream-secret"))
+        .rule(rule, "{ tags: [t] }", route, &[])
+        .render()
+}
+
 fn version(base: &str, rule: &str) -> String {
-    policy(
-        base,
-        &format!("  - name: {rule}\n    when: {{ tags: [t] }}\n    route: cloud"),
-    )
-    .replace("${CLOUD_KEY}", "sk-upstream-secret")
+    version_to(base, rule, "cloud")
 }
 
 /// Serves the policy file through a handle that `reload` can swap.
@@ -82,14 +86,7 @@ async fn good_policies_take_over_and_bad_ones_are_rejected() {
     assert_eq!(metric_opt_at(&url, &reloads("error")).await, None);
 
     // An unknown model: rejected with file, line and column; the second policy keeps serving.
-    std::fs::write(
-        &path,
-        version(&up.base("ok"), "third").replace(
-            "route: cloud\n  - name: cloud-on-request",
-            "route: clod\n  - name: cloud-on-request",
-        ),
-    )
-    .expect("write");
+    std::fs::write(&path, version_to(&up.base("ok"), "third", "clod")).expect("write");
     let err = reload::reload(&handle, &path).expect_err("invalid policy");
     assert!(
         err.contains(&format!("{}:", path.display())) && err.contains("unknown model `clod`"),
@@ -121,14 +118,7 @@ async fn a_request_in_flight_finishes_under_its_policy() {
     .await;
     assert_eq!(resp.headers()["x-switchyard-rule"], "before");
     // The new policy sends the same requests to the box.
-    std::fs::write(
-        &path,
-        version(&up.base("gated"), "after").replace(
-            "when: { tags: [t] }\n    route: cloud",
-            "when: { tags: [t] }\n    route: local-echo",
-        ),
-    )
-    .expect("write");
+    std::fs::write(&path, version_to(&up.base("gated"), "after", "local-echo")).expect("write");
     reload::reload(&handle, &path).expect("reloaded");
     up.gate.notify_one();
     let rest = tokio::time::timeout(TEST_TIMEOUT, resp.into_body().collect())
@@ -179,10 +169,12 @@ async fn serve_reloads_on_sighup() {
     let path = tmp.path().join("policy.yaml");
     // Cloud only: no on-box model to load.
     let cloud_only = |rule: &str| {
-        format!(
-            "version: 1\nmodels:\n  cloud: {{ kind: openai, base_url: \"{}\", api_key: sk-x }}\nrules:\n  - {{ name: {rule}, when: {{ tags: [t] }}, route: cloud }}\ndefault: {{ route: cloud }}\n",
-            up.base("ok")
-        )
+        PolicyBuilder::new()
+            .cloud("cloud", &up.base("ok"))
+            .model_field("cloud", "api_key", "sk-x")
+            .rule(rule, "{ tags: [t] }", "cloud", &[])
+            .default_route("cloud", &[])
+            .render()
     };
     std::fs::write(&path, cloud_only("first")).expect("write");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -228,16 +220,19 @@ async fn serve_reloads_on_sighup() {
 #[test]
 fn unchanged_cloud_engines_carry_over_a_reload_with_their_state() {
     let policy = |other_timeout: u64| {
-        let text = format!(
-            r#"
-version: 1
-models:
-  local-echo: {{ kind: local }}
-  cloud: {{ kind: openai, base_url: "http://127.0.0.1:9/v1", api_key: k }}
-  other: {{ kind: openai, base_url: "http://127.0.0.1:9/v1", api_key: k, timeouts: {{ total_ms: {other_timeout} }} }}
-default: {{ route: cloud }}
-"#
-        );
+        let text = PolicyBuilder::new()
+            .local("local-echo")
+            .cloud("cloud", "http://127.0.0.1:9/v1")
+            .model_field("cloud", "api_key", "k")
+            .cloud("other", "http://127.0.0.1:9/v1")
+            .model_field("other", "api_key", "k")
+            .model_field(
+                "other",
+                "timeouts",
+                &format!("{{ total_ms: {other_timeout} }}"),
+            )
+            .default_route("cloud", &[])
+            .render();
         switchyard::policy::parse(&text, "p.yaml", &|_| None).unwrap_or_else(|e| panic!("{e}"))
     };
     let old = Gateway::new(policy(1000)).expect("gateway");

@@ -3,6 +3,10 @@
 //! a scripted on-box engine, and a plain HTTP client.
 #![allow(dead_code)]
 
+pub mod policy_builder;
+#[allow(unused_imports)]
+pub use policy_builder::{key_sha256, quoted, PolicyBuilder};
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -643,33 +647,6 @@ pub async fn wait_metric_at(url: &str, sample: &str, value: f64) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A two-model policy: `local-echo` on the box, `cloud` at `base_url` with key `sk-upstream-secret`.
-pub fn policy(base_url: &str, extra_rules: &str) -> String {
-    format!(
-        r#"
-version: 1
-models:
-  local-echo: {{ kind: local }}
-  cloud:
-    kind: openai
-    base_url: {base_url}
-    api_key: ${{CLOUD_KEY}}
-    upstream_model: upstream-model-x
-    price: {{ input_per_million: 1000000, output_per_million: 2000000 }}
-    timeouts: {{ connect_ms: 2000, first_byte_ms: 1500, total_ms: 3000 }}
-rules:
-{extra_rules}
-  - name: cloud-on-request
-    when: {{ model: [cloud] }}
-    route: cloud
-    fallbacks: [local-echo]
-default:
-  route: cloud
-  fallbacks: [local-echo]
-"#
-    )
 }
 
 /// Environment with the cloud key set.
