@@ -26,7 +26,7 @@ use switchyard::engines::{
 };
 use switchyard::server::{self, Gateway};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 /// Upper bound for anything a test waits on; reaching it fails the test instead of hanging.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -45,8 +45,10 @@ pub struct Recorded {
 pub struct FakeUpstream {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
-    /// Released by a test to let a `gated` stream go on.
+    /// Released by a test to let a `gated` stream go on, or `held` requests be answered.
     pub gate: Arc<Notify>,
+    /// How many requests have been recorded (for waiting on arrivals).
+    arrived: Arc<watch::Sender<usize>>,
 }
 
 impl FakeUpstream {
@@ -58,6 +60,7 @@ impl FakeUpstream {
             addr: listener.local_addr().expect("addr"),
             requests: Arc::default(),
             gate: Arc::new(Notify::new()),
+            arrived: Arc::new(watch::Sender::new(0)),
         };
         let state = up.clone();
         tokio::spawn(async move {
@@ -89,6 +92,28 @@ impl FakeUpstream {
         self.requests.lock().expect("lock").clone()
     }
 
+    /// Waits (bounded by `TEST_TIMEOUT`) until at least `n` requests have been recorded, and
+    /// returns how many there are then.
+    pub async fn wait_for_requests(&self, n: usize) -> usize {
+        let mut rx = self.arrived.subscribe();
+        let seen = tokio::time::timeout(TEST_TIMEOUT, rx.wait_for(|&got| got >= n))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the upstream got {} requests, not {n}, in {TEST_TIMEOUT:?}",
+                    self.recorded().len()
+                )
+            })
+            .map(|got| *got)
+            .expect("the upstream is running");
+        seen
+    }
+
+    /// Answers every `held` request that has been recorded so far.
+    pub fn release_held(&self) {
+        self.gate.notify_waiters();
+    }
+
     async fn respond(&self, req: Request<Incoming>) -> Response<BoxBody> {
         let path = req.uri().path().to_string();
         let headers = req.headers().clone();
@@ -99,17 +124,29 @@ impl FakeUpstream {
             .map(|c| c.to_bytes())
             .unwrap_or_default();
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        self.requests.lock().expect("lock").push(Recorded {
-            path: path.clone(),
-            headers: headers.clone(),
-            body: body.clone(),
-        });
         let behaviour = path
             .trim_start_matches('/')
             .split('/')
             .next()
             .unwrap_or("")
             .to_string();
+        // `held`: answered (like `ok`) once the test calls `release_held`. The wait is registered
+        // before the request is recorded, so a test that sees it recorded can release it.
+        let gate = self.gate.clone();
+        let held = gate.notified();
+        tokio::pin!(held);
+        if behaviour == "held" {
+            held.as_mut().enable();
+        }
+        self.requests.lock().expect("lock").push(Recorded {
+            path: path.clone(),
+            headers: headers.clone(),
+            body: body.clone(),
+        });
+        self.arrived.send_modify(|n| *n += 1);
+        if behaviour == "held" {
+            held.await;
+        }
         let stream = body["stream"].as_bool().unwrap_or(false);
         let include_usage = body["stream_options"]["include_usage"]
             .as_bool()
