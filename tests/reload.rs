@@ -162,26 +162,59 @@ async fn the_watcher_reloads_a_changed_file() {
     watcher.abort();
 }
 
+/// Writes `text` to `path` keeping the file's modification time and size (`text` must be as long
+/// as what is there), so that a watcher comparing those sees no change. The new version is
+/// renamed into place, so that the file never shows a changed time in between.
+fn replace_unnoticed(path: &std::path::Path, text: &str) {
+    let before = std::fs::metadata(path).expect("metadata");
+    assert_eq!(before.len(), text.len() as u64, "the same size");
+    let next = path.with_extension("next");
+    std::fs::write(&next, text).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(&next)
+        .and_then(|f| f.set_modified(before.modified()?))
+        .expect("set the modification time");
+    std::fs::rename(&next, path).expect("rename");
+    let after = std::fs::metadata(path).expect("metadata");
+    assert_eq!(
+        (after.modified().ok(), after.len()),
+        (before.modified().ok(), before.len())
+    );
+}
+
+/// A child process, killed when the test ends (also when it fails).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reloads_on_sighup() {
     let up = FakeUpstream::start().await;
     let tmp = tempfile::tempdir().expect("tmp");
     let path = tmp.path().join("policy.yaml");
-    // Cloud only: no on-box model to load.
-    let cloud_only = |rule: &str| {
+    // Cloud only (no on-box model to load): the rule for tag `t` names one of two cloud models.
+    let cloud_only = |rule: &str, route: &str| {
         PolicyBuilder::new()
-            .cloud("cloud", &up.base("ok"))
-            .model_field("cloud", "api_key", "sk-x")
-            .rule(rule, "{ tags: [t] }", "cloud", &[])
-            .default_route("cloud", &[])
+            .cloud("cloud-a", &up.base("ok"))
+            .model_field("cloud-a", "api_key", "sk-x")
+            .cloud("cloud-b", &up.base("ok"))
+            .model_field("cloud-b", "api_key", "sk-x")
+            .rule(rule, "{ tags: [t] }", route, &[])
+            .default_route("cloud-a", &[])
             .render()
     };
-    std::fs::write(&path, cloud_only("first")).expect("write");
+    std::fs::write(&path, cloud_only("first", "cloud-a")).expect("write");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args([
             "serve",
             "--listen",
@@ -191,6 +224,7 @@ async fn serve_reloads_on_sighup() {
         .arg(&path)
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(Running)
         .expect("serve");
     let url = format!("http://127.0.0.1:{port}");
     let up_now = eventually(async || {
@@ -205,16 +239,40 @@ async fn serve_reloads_on_sighup() {
     })
     .await;
     assert!(up_now, "serve did not start");
+    let r = tagged(&url).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        (
+            r.header("x-switchyard-rule"),
+            r.header("x-switchyard-model")
+        ),
+        ("first", "cloud-a")
+    );
     assert_eq!(metric_opt_at(&url, &reloads("success")).await, None);
+
+    // `serve` also reloads a file whose time or size changed; this change keeps both, so only
+    // the signal can make the new rule decide.
+    replace_unnoticed(&path, &cloud_only("other", "cloud-b"));
     let killed = std::process::Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
+        .args(["-HUP", &child.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(killed.success());
-    wait_metric_at(&url, &reloads("success"), 1.0).await;
+    // (The reload is counted just before the new policy takes over: wait for the decision.)
+    assert!(
+        eventually(async || rule_of(&url).await == "other").await,
+        "the rule of the file as it is at SIGHUP never decided"
+    );
+    let r = tagged(&url).await;
+    assert_eq!(
+        (
+            r.header("x-switchyard-rule"),
+            r.header("x-switchyard-model")
+        ),
+        ("other", "cloud-b")
+    );
     assert_eq!(metric_at(&url, &reloads("success")).await, 1.0);
-    let _ = child.kill();
-    let _ = child.wait();
+    assert_eq!(metric_opt_at(&url, &reloads("error")).await, None);
 }
 
 #[test]
