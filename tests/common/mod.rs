@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use switchyard::classifier::batcher::Batcher;
 use switchyard::engines::{
     ChatEngine, Chunk, ChunkStream, Completion, EngineError, EngineRequest, Usage,
 };
@@ -446,6 +447,16 @@ impl Drop for TestGateway {
 /// Starts a gateway on `policy` (YAML, `${VAR}` resolved from `env`), with the echo engine
 /// for the model named `local-echo` when the policy has it.
 pub async fn start_gateway(policy: &str, env: &[(&str, &str)]) -> TestGateway {
+    start_gateway_with(policy, env, None).await
+}
+
+/// As `start_gateway`, with `classifier` as the request classifier instead of the one the
+/// policy's `classifier:` section would load.
+pub async fn start_gateway_with(
+    policy: &str,
+    env: &[(&str, &str)],
+    classifier: Option<Batcher>,
+) -> TestGateway {
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -468,7 +479,9 @@ pub async fn start_gateway(policy: &str, env: &[(&str, &str)]) -> TestGateway {
     {
         gateway = gateway.with_engine(&name, engine);
     }
-    if gateway.policy.uses_classifier() {
+    if let Some(batcher) = classifier {
+        gateway = gateway.with_classifier(batcher);
+    } else if gateway.policy.uses_classifier() {
         let batcher = switchyard::classifier::start(&gateway.policy.classifier)
             .unwrap_or_else(|e| panic!("classifier: {e}"));
         gateway = gateway.with_classifier(batcher);
