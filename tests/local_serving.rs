@@ -124,13 +124,37 @@ async fn max_tokens_seed_and_stop_strings() {
     assert_eq!(v["usage"]["completion_tokens"], 5);
 
     // The same seed gives the same sample; temperature 1 samples.
-    let sampled = |seed: u64| {
-        json!({"model": "local", "temperature": 1.0, "top_p": 0.95, "seed": seed, "max_tokens": 20,
-               "messages": [{"role": "user", "content": "Tell me something about cats."}]})
+    let cats = |temperature: f64, seed: Option<u64>| {
+        let mut body = json!({"model": "local", "temperature": temperature, "top_p": 0.95, "max_tokens": 20,
+               "messages": [{"role": "user", "content": "Tell me something about cats."}]});
+        if let Some(seed) = seed {
+            body["seed"] = json!(seed);
+        }
+        body
     };
-    let s1 = content(&chat(&gw, sampled(7), &[]).await);
-    let s2 = content(&chat(&gw, sampled(7), &[]).await);
+    let s1 = content(&chat(&gw, cats(1.0, Some(7)), &[]).await);
+    let s2 = content(&chat(&gw, cats(1.0, Some(7)), &[]).await);
     assert_eq!(s1, s2, "same seed, same output");
+    // Other seeds draw other samples (a sampler that ignored the seed, or was always greedy,
+    // would give one answer for all four).
+    let mut samples = std::collections::BTreeSet::from([s1]);
+    for seed in [8, 9, 10] {
+        samples.insert(content(&chat(&gw, cats(1.0, Some(seed)), &[]).await));
+    }
+    assert!(samples.len() >= 2, "four seeds, one answer: {samples:?}");
+    // Temperature 0 is greedy: the seed makes no difference.
+    let greedy_answer = content(&chat(&gw, cats(0.0, None), &[]).await);
+    for seed in [7, 8] {
+        assert_eq!(
+            content(&chat(&gw, cats(0.0, Some(seed)), &[]).await),
+            greedy_answer,
+            "temperature 0 with seed {seed}"
+        );
+    }
+    assert!(
+        samples.iter().any(|s| *s != greedy_answer),
+        "temperature 1 samples, it does not decode greedily: {samples:?}"
+    );
 
     // Stop strings: the answer ends right before the first occurrence and never contains it.
     let full = content(&chat(&gw, greedy("local", "List the days of the week.", 40), &[]).await);
