@@ -6,19 +6,17 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// Limits of the test gateway (small, so that tests can cross them cheaply).
-const LIMITS: &str = r#"
-limits:
-  max_body_bytes: 262144
-  max_messages: 100
-  max_message_bytes: 4096
-  max_tokens: 4096
-  max_header_bytes: 4096
-"#;
-
+/// The test gateway, with small limits so that tests can cross them cheaply.
 async fn gateway() -> TestGateway {
     let up = FakeUpstream::start().await;
-    start_gateway(&format!("{}{LIMITS}", policy(&up.base("ok"), "")), KEY).await
+    let policy = PolicyBuilder::standard(&up.base("ok"))
+        .limit("max_body_bytes", "262144")
+        .limit("max_messages", "100")
+        .limit("max_message_bytes", "4096")
+        .limit("max_tokens", "4096")
+        .limit("max_header_bytes", "4096")
+        .render();
+    start_gateway(&policy, KEY).await
 }
 
 async fn post(

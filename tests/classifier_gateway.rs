@@ -6,33 +6,32 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use std::sync::{Arc, Mutex};
+use switchyard::classifier::batcher::{BatchSettings, Batcher};
+use switchyard::classifier::{Classification, Classifier, ClassifierError, RouterModel};
 
 /// Category rule first, then strong score; everything else stays on the box.
+fn classifier_builder(base_url: &str) -> PolicyBuilder {
+    PolicyBuilder::standard(base_url)
+        .classifier(&[("batch_window_us", "300")])
+        .rule("tools-first", "{ has_tools: true }", "cloud", &[])
+        .rule(
+            "code-to-cloud",
+            "{ category: { in: [code], min_probability: 0.5 } }",
+            "cloud",
+            &["local-echo"],
+        )
+        .rule(
+            "hard-to-cloud",
+            "{ strong_score: { above: 0.5 } }",
+            "cloud",
+            &["local-echo"],
+        )
+        .default_route("local-echo", &[])
+}
+
 fn classifier_policy(base_url: &str) -> String {
-    let rules = r#"
-  - name: tools-first
-    when: { has_tools: true }
-    route: cloud
-  - name: code-to-cloud
-    when: { category: { in: [code], min_probability: 0.5 } }
-    route: cloud
-    fallbacks: [local-echo]
-  - name: hard-to-cloud
-    when: { strong_score: { above: 0.5 } }
-    route: cloud
-    fallbacks: [local-echo]"#;
-    policy(base_url, rules)
-        .replace(
-            "default:\n  route: cloud\n  fallbacks: [local-echo]",
-            "default:\n  route: local-echo",
-        )
-        .replace(
-            "rules:",
-            &format!(
-                "classifier:\n  encoder: {}\n  batch_window_us: 300\nrules:",
-                encoder_path().display()
-            ),
-        )
+    classifier_builder(base_url).render()
 }
 
 /// (category, probability, strong score) from the header.
@@ -51,61 +50,60 @@ fn parse_header(h: &str) -> (String, f64, f64) {
     )
 }
 
+const HARD_QUESTION: &str = "Which of the following is a consequence of the Heisenberg uncertainty principle for the ground-state energy of a harmonic oscillator?\nA. zero\nB. nonzero\nC. negative\nD. undefined\nAnswer:";
+
+/// Prompts whose category is clear-cut for the heads built into the binary (top probability
+/// 0.93 or more, strong score at least 0.2 from 0.5), with the rule that must decide each:
+/// (prompt, category, strong score above 0.5, rule, route).
+const PINNED: &[(&str, &str, bool, &str, &str)] = &[
+    (
+        "Write a Rust function that parses a CSV line into fields, handling quoted commas.",
+        "code",
+        false,
+        "code-to-cloud",
+        "cloud",
+    ),
+    ("Calculate 15% of 240.", "math", false, "default", "local"),
+    ("hey, how is it going?", "chat", false, "default", "local"),
+    (
+        "Write a short poem about the sea.",
+        "writing",
+        false,
+        "default",
+        "local",
+    ),
+    (HARD_QUESTION, "knowledge", true, "hard-to-cloud", "cloud"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_route_on_category_and_strong_score() {
     let up = FakeUpstream::start().await;
     let gw = start_gateway(&classifier_policy(&up.base("ok")), KEY).await;
-
-    let code = chat(
-        &gw,
-        ask(
-            "auto",
-            "Write a Rust function that parses a CSV line into fields, handling quoted commas.",
-        ),
-        &[],
-    )
-    .await;
-    assert_eq!(code.status, 200);
-    let (cat, p, strong) = parse_header(code.header("x-switchyard-classifier"));
-    assert_eq!(cat, "code", "{}", code.header("x-switchyard-classifier"));
-    assert!((0.5..=1.0).contains(&p));
-    assert!((0.0..=1.0).contains(&strong));
-    assert_eq!(code.header("x-switchyard-rule"), "code-to-cloud");
-    assert_eq!(code.header("x-switchyard-route"), "cloud");
-
-    let hello = chat(&gw, ask("auto", "hey, how is it going?"), &[]).await;
-    assert_eq!(hello.status, 200);
-    let (cat, _, strong) = parse_header(hello.header("x-switchyard-classifier"));
-    assert_eq!(cat, "chat");
-    assert!(strong <= 0.5, "small talk is easy: {strong}");
-    assert_eq!(hello.header("x-switchyard-rule"), "default");
-    assert_eq!(hello.header("x-switchyard-route"), "local");
-
-    // Whatever the scores, the decision follows them.
-    for text in [
-        "Prove that there are infinitely many primes p such that p + 2 is also prime, or explain why this is open.",
-        "A store sells pencils at 3 for $1. Tom buys 4 boxes of 12 pencils and pays with a $20 bill. How much change does he get, and how many more pencils could he have bought?",
-        "What is the capital of France?",
-    ] {
+    for &(text, category, hard, rule, route) in PINNED {
         let r = chat(&gw, ask("auto", text), &[]).await;
-        assert_eq!(r.status, 200);
-        let (cat, p, strong) = parse_header(r.header("x-switchyard-classifier"));
-        let want = if cat == "code" && p >= 0.5 {
-            "code-to-cloud"
-        } else if strong > 0.5 {
-            "hard-to-cloud"
-        } else {
-            "default"
-        };
-        assert_eq!(r.header("x-switchyard-rule"), want, "{text}: {cat} {p} {strong}");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let header = r.header("x-switchyard-classifier");
+        let (cat, p, strong) = parse_header(header);
+        assert_eq!(cat, category, "{text}: {header}");
+        assert!((0.9..=1.0).contains(&p), "{text}: {header}");
+        assert_eq!(strong > 0.5, hard, "{text}: {header}");
+        assert_eq!(
+            (
+                r.header("x-switchyard-rule"),
+                r.header("x-switchyard-route")
+            ),
+            (rule, route),
+            "{text}: {header}"
+        );
     }
+    let n = PINNED.len() as f64;
     assert_eq!(
         metric(&gw, "switchyard_classifier_duration_seconds_count").await,
-        5.0
+        n
     );
     assert_eq!(
         metric(&gw, "switchyard_classifier_strong_score_count").await,
-        5.0
+        n
     );
 }
 
@@ -129,55 +127,11 @@ async fn requests_decided_without_the_classifier_do_not_pay_for_it() {
     );
 
     // A policy with no classifier condition never loads it.
-    let plain = start_gateway(&policy(&up.base("ok"), ""), KEY).await;
+    let plain = start_gateway(&PolicyBuilder::standard(&up.base("ok")).render(), KEY).await;
     assert!(plain.gateway.classifier.is_none());
     let r = chat(&plain, ask("auto", "Write a Rust function."), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-switchyard-classifier"), "");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
-    let up = FakeUpstream::start().await;
-    let gw = start_gateway(&classifier_policy(&up.base("ok")), KEY).await;
-    let texts = [
-        "hi!",
-        "Write a Python function that reverses a linked list.",
-        "Translate 'good night' into Spanish.",
-        "Write a short poem about the sea.",
-    ];
-    // Each text alone first.
-    let mut alone = vec![];
-    for t in texts {
-        alone.push(
-            chat(&gw, ask("auto", t), &[])
-                .await
-                .header("x-switchyard-classifier")
-                .to_string(),
-        );
-    }
-    // Then 16 at once, each text four times.
-    let tasks: Vec<_> = (0..16)
-        .map(|i| {
-            let url = gw.url.clone();
-            let text = texts[i % texts.len()];
-            tokio::spawn(async move {
-                let r = send_chat(&url, ask("auto", text)).await;
-                (i % texts.len(), r)
-            })
-        })
-        .collect();
-    for t in tasks {
-        let (k, header) = t.await.expect("task");
-        let (c1, p1, s1) = parse_header(&header);
-        let (c2, p2, s2) = parse_header(&alone[k]);
-        assert_eq!(c1, c2, "{}", texts[k]);
-        assert!(
-            (p1 - p2).abs() <= 0.011 && (s1 - s2).abs() <= 0.011,
-            "{header} vs {}",
-            alone[k]
-        );
-    }
 }
 
 /// Sends one chat request and returns its classifier header.
@@ -191,6 +145,88 @@ async fn send_chat(url: &str, body: serde_json::Value) -> String {
     .await;
     assert_eq!(r.status, 200);
     r.header("x-switchyard-classifier").to_string()
+}
+
+/// The real classifier, recording the size of each batch it is given.
+struct CountingBatches {
+    inner: Classifier,
+    sizes: Mutex<Vec<usize>>,
+}
+
+impl RouterModel for CountingBatches {
+    fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>, ClassifierError> {
+        self.sizes.lock().expect("lock").push(texts.len());
+        self.inner.classify(texts)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
+    let up = FakeUpstream::start().await;
+    let text = classifier_policy(&up.base("ok"));
+    let settings = switchyard::policy::parse(&text, "p.yaml", &|_| Some("k".into()))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .classifier;
+    let inner = Classifier::load(
+        &settings.encoder,
+        settings.heads.as_deref(),
+        settings.max_tokens,
+    )
+    .unwrap_or_else(|e| panic!("classifier: {e}"));
+    // One of each category, so that an answer given to the wrong request shows.
+    let texts = [
+        ("hi!", "chat"),
+        (
+            "Write a Python function that reverses a linked list.",
+            "code",
+        ),
+        ("Translate 'good night' into Spanish.", "transform"),
+        ("Write a short poem about the sea.", "writing"),
+    ];
+    // Each text alone first, straight from the classifier.
+    let alone: Vec<String> = texts
+        .iter()
+        .map(|(t, _)| inner.classify(&[t]).expect("classified")[0].header())
+        .collect();
+    let model = Arc::new(CountingBatches {
+        inner,
+        sizes: Mutex::default(),
+    });
+    // A batch is classified once it holds 4 texts, and its window is longer than the test may
+    // take (far wider than a policy may set): 8 requests at once must make two batches of 4,
+    // however they arrive.
+    let batcher = Batcher::start(
+        model.clone(),
+        BatchSettings {
+            window: 3 * TEST_TIMEOUT,
+            max_batch: 4,
+        },
+    );
+    let gw = start_gateway_with(&text, KEY, Some(batcher)).await;
+    // Then 8 at once, each text twice.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let url = gw.url.clone();
+            let text = texts[i % texts.len()].0;
+            tokio::spawn(async move {
+                let r = send_chat(&url, ask("auto", text)).await;
+                (i % texts.len(), r)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (k, header) = t.await.expect("task");
+        let (c1, p1, s1) = parse_header(&header);
+        let (c2, p2, s2) = parse_header(&alone[k]);
+        assert_eq!(c1, texts[k].1, "{}: {header}", texts[k].0);
+        assert_eq!(c1, c2, "{}", texts[k].0);
+        assert!(
+            (p1 - p2).abs() <= 0.011 && (s1 - s2).abs() <= 0.011,
+            "{header} vs {}",
+            alone[k]
+        );
+    }
+    assert_eq!(*model.sizes.lock().expect("lock"), vec![4, 4]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn non_streaming_answer_is_forwarded_with_routing_headers() {
     let up = FakeUpstream::start().await;
-    let gw = start_gateway(&policy(&up.base("ok"), ""), KEY).await;
+    let gw = start_gateway(&PolicyBuilder::standard(&up.base("ok")).render(), KEY).await;
     let mut body = ask("auto", "hello there");
     body["logit_bias"] = json!({"50256": -100});
     body["user"] = json!("u-1");
@@ -52,7 +52,7 @@ async fn non_streaming_answer_is_forwarded_with_routing_headers() {
 #[tokio::test]
 async fn streaming_is_forwarded_chunk_by_chunk() {
     let up = FakeUpstream::start().await;
-    let gw = start_gateway(&policy(&up.base("gated"), ""), KEY).await;
+    let gw = start_gateway(&PolicyBuilder::standard(&up.base("gated")).render(), KEY).await;
     let mut body = ask("auto", "stream please");
     body["stream"] = json!(true);
     let resp = open_chat(&gw, &body).await;
@@ -106,7 +106,7 @@ async fn streaming_is_forwarded_chunk_by_chunk() {
 #[tokio::test]
 async fn include_usage_is_honoured() {
     let up = FakeUpstream::start().await;
-    let gw = start_gateway(&policy(&up.base("ok"), ""), KEY).await;
+    let gw = start_gateway(&PolicyBuilder::standard(&up.base("ok")).render(), KEY).await;
     let mut body = ask("auto", "count me");
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
@@ -121,7 +121,7 @@ async fn include_usage_is_honoured() {
 #[tokio::test]
 async fn missing_upstream_usage_is_estimated() {
     let up = FakeUpstream::start().await;
-    let gw = start_gateway(&policy(&up.base("nousage"), ""), KEY).await;
+    let gw = start_gateway(&PolicyBuilder::standard(&up.base("nousage")).render(), KEY).await;
     let r = chat(&gw, ask("auto", "a prompt of some length to estimate"), &[]).await;
     assert_eq!(r.status, 200);
     let output = metric(
@@ -142,7 +142,7 @@ async fn missing_upstream_usage_is_estimated() {
 #[tokio::test]
 async fn upstream_client_errors_pass_through_and_server_errors_become_502() {
     let up = FakeUpstream::start().await;
-    let rules = |b: &str| policy(&up.base(b), "");
+    let rules = |b: &str| PolicyBuilder::standard(&up.base(b)).render();
     let gw = start_gateway(&rules("status-400"), KEY).await;
     let r = chat(&gw, ask("cloud", "x"), &[]).await;
     assert_eq!(r.status, 400);
@@ -179,10 +179,9 @@ async fn upstream_client_errors_pass_through_and_server_errors_become_502() {
     );
 
     // ...and is a 502 when it has none.
-    let no_fallback = policy(
-        &up.base("status-500"),
-        "  - { name: only-cloud, when: { tags: [only] }, route: cloud }",
-    );
+    let no_fallback = PolicyBuilder::standard(&up.base("status-500"))
+        .rule("only-cloud", "{ tags: [only] }", "cloud", &[])
+        .render();
     let gw = start_gateway(&no_fallback, KEY).await;
     let r = chat(&gw, ask("auto", "x"), &[("x-switchyard-tags", "only")]).await;
     assert_eq!(r.status, 502);
@@ -194,13 +193,17 @@ async fn upstream_client_errors_pass_through_and_server_errors_become_502() {
 #[tokio::test]
 async fn upstream_429_keeps_retry_after_and_401_is_a_gateway_error() {
     let up = FakeUpstream::start().await;
-    let only = "  - { name: only-cloud, when: { tags: [only] }, route: cloud }";
-    let gw = start_gateway(&policy(&up.base("status-429"), only), KEY).await;
+    let only = |b: &str| {
+        PolicyBuilder::standard(&up.base(b))
+            .rule("only-cloud", "{ tags: [only] }", "cloud", &[])
+            .render()
+    };
+    let gw = start_gateway(&only("status-429"), KEY).await;
     let r = chat(&gw, ask("auto", "x"), &[("x-switchyard-tags", "only")]).await;
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after"), "7");
 
-    let gw = start_gateway(&policy(&up.base("status-401"), only), KEY).await;
+    let gw = start_gateway(&only("status-401"), KEY).await;
     let r = chat(&gw, ask("auto", "x"), &[("x-switchyard-tags", "only")]).await;
     assert_eq!(
         r.status, 502,
@@ -212,7 +215,7 @@ async fn upstream_429_keeps_retry_after_and_401_is_a_gateway_error() {
 #[tokio::test]
 async fn without_a_key_the_cloud_is_disabled_and_requests_are_served_locally() {
     let up = FakeUpstream::start().await;
-    let gw = start_gateway(&policy(&up.base("ok"), ""), &[]).await;
+    let gw = start_gateway(&PolicyBuilder::standard(&up.base("ok")).render(), &[]).await;
     let r = chat(&gw, ask("auto", "hello"), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-switchyard-route"), "local");

@@ -5,17 +5,23 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Instant;
 use switchyard::server::{self, Gateway, GatewayHandle, ServeOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn local_policy(extra: &str) -> String {
-    format!(
-        "version: 1\nmodels:\n  local-echo: {{ kind: local }}\ndefault:\n  route: local-echo\n{extra}"
-    )
+/// The echo engine alone, with these `limits:`.
+fn local_policy(limits: &[(&str, &str)]) -> String {
+    limits
+        .iter()
+        .fold(
+            PolicyBuilder::new()
+                .local("local-echo")
+                .default_route("local-echo", &[]),
+            |p, (k, v)| p.limit(k, v),
+        )
+        .render()
 }
 
 fn addr(gw: &TestGateway) -> String {
@@ -56,7 +62,7 @@ const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
 
 #[tokio::test]
 async fn connections_over_the_limit_get_503_and_are_closed() {
-    let gw = start_gateway(&local_policy("limits: { max_connections: 2 }\n"), &[]).await;
+    let gw = start_gateway(&local_policy(&[("max_connections", "2")]), &[]).await;
     let mut held = vec![];
     for _ in 0..2 {
         let mut s = TcpStream::connect(addr(&gw)).await.expect("connect");
@@ -97,7 +103,7 @@ async fn connections_over_the_limit_get_503_and_are_closed() {
 #[tokio::test]
 async fn slow_headers_are_cut_off_and_slow_bodies_get_408() {
     let gw = start_gateway(
-        &local_policy("limits: { header_timeout_ms: 300, body_timeout_ms: 300 }\n"),
+        &local_policy(&[("header_timeout_ms", "300"), ("body_timeout_ms", "300")]),
         &[],
     )
     .await;
@@ -128,31 +134,17 @@ async fn slow_headers_are_cut_off_and_slow_bodies_get_408() {
     assert_eq!(r.status, 200);
 }
 
-fn sha(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
-
 #[tokio::test]
 async fn rate_limits_are_per_tenant_on_requests_and_tokens() {
     let up = FakeUpstream::start().await;
-    let policy = format!(
-        r#"
-version: 1
-models:
-  cloud: {{ kind: openai, base_url: "{}", api_key: "${{CLOUD_KEY}}" }}
-default: {{ route: cloud }}
-tenants:
-  - {{ name: team-a, key_sha256: "{}" }}
-  - {{ name: team-b, key_sha256: "{}" }}
-rate_limits:
-  default: {{ tokens_per_minute: 40 }}
-  tenants:
-    team-a: {{ requests_per_minute: 2 }}
-"#,
-        up.base("ok"),
-        sha("key-a"),
-        sha("key-b")
-    );
+    let policy = PolicyBuilder::new()
+        .cloud("cloud", &up.base("ok"))
+        .default_route("cloud", &[])
+        .tenant("team-a", "key-a")
+        .tenant("team-b", "key-b")
+        .default_rate_limit("{ tokens_per_minute: 40 }")
+        .tenant_rate_limit("team-a", "{ requests_per_minute: 2 }")
+        .render();
     let gw = start_gateway(&policy, KEY).await;
     let a = ("authorization", "Bearer key-a");
     let b = ("authorization", "Bearer key-b");
@@ -203,16 +195,15 @@ rate_limits:
 #[tokio::test]
 async fn only_allow_listed_client_headers_reach_the_upstream() {
     let up = FakeUpstream::start().await;
-    let policy = format!(
-        r#"
-version: 1
-models:
-  cloud: {{ kind: openai, base_url: "{0}", api_key: "${{CLOUD_KEY}}" }}
-  custom: {{ kind: openai, base_url: "{0}", api_key: "${{CLOUD_KEY}}", forward_headers: [x-custom] }}
-default: {{ route: cloud }}
-"#,
-        up.base("ok")
-    );
+    let with_custom = |forward: &str| {
+        PolicyBuilder::new()
+            .cloud("cloud", &up.base("ok"))
+            .cloud("custom", &up.base("ok"))
+            .model_field("custom", "forward_headers", forward)
+            .default_route("cloud", &[])
+            .render()
+    };
+    let policy = with_custom("[x-custom]");
     let gw = start_gateway(&policy, KEY).await;
     let client_headers = [
         ("authorization", "Bearer client-gateway-key"),
@@ -249,7 +240,7 @@ default: {{ route: cloud }}
     );
 
     // A policy cannot allow-list credentials or hop-by-hop headers.
-    let bad = policy.replace("[x-custom]", "[authorization, connection]");
+    let bad = with_custom("[authorization, connection]");
     let err = switchyard::policy::parse(&bad, "p.yaml", &|_| Some("k".into()))
         .expect_err("refused")
         .to_string();
@@ -260,9 +251,11 @@ default: {{ route: cloud }}
 #[tokio::test]
 async fn shutdown_reports_not_ready_first_then_drains_streams_in_flight() {
     let up = FakeUpstream::start().await;
-    let policy = switchyard::policy::parse(&policy(&up.base("gated"), ""), "p.yaml", &|_| {
-        Some("sk-upstream-secret".into())
-    })
+    let policy = switchyard::policy::parse(
+        &PolicyBuilder::standard(&up.base("gated")).render(),
+        "p.yaml",
+        &|_| Some("sk-upstream-secret".into()),
+    )
     .expect("policy");
     let gateway = Gateway::build(policy, Default::default(), None)
         .expect("gateway")

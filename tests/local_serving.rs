@@ -10,30 +10,33 @@ use serde_json::{json, Value};
 use switchyard::api::Role;
 use switchyard::local::LocalModel;
 
-/// A policy with the real SmolLM2 as `smol` (one worker, one waiting request) and the fake
-/// cloud as `cloud`; `auto` goes to `smol`, spilling to `cloud`.
+/// A policy with the real SmolLM2 as `smol` (`workers` decoded together, `queue` waiting) and
+/// the fake cloud as `cloud`; `auto` goes to `smol`, spilling to `cloud`.
+fn local_policy_with(cloud_base: &str, workers: usize, queue: usize) -> String {
+    PolicyBuilder::new()
+        .model(
+            "smol",
+            &[
+                ("kind", "local"),
+                ("path", &quoted(&smollm2_path().display().to_string())),
+                ("workers", &workers.to_string()),
+                ("queue", &queue.to_string()),
+                ("limits", "{ max_output_tokens: 4000 }"),
+            ],
+        )
+        .cloud("cloud", cloud_base)
+        .model_field(
+            "cloud",
+            "price",
+            "{ input_per_million: 1, output_per_million: 2 }",
+        )
+        .default_route("smol", &["cloud"])
+        .render()
+}
+
+/// One worker, one waiting request.
 fn local_policy(cloud_base: &str) -> String {
-    format!(
-        r#"
-version: 1
-models:
-  smol:
-    kind: local
-    path: {path}
-    workers: 1
-    queue: 1
-    limits: {{ max_output_tokens: 4000 }}
-  cloud:
-    kind: openai
-    base_url: {cloud_base}
-    api_key: ${{CLOUD_KEY}}
-    price: {{ input_per_million: 1, output_per_million: 2 }}
-default:
-  route: smol
-  fallbacks: [cloud]
-"#,
-        path = smollm2_path().display()
-    )
+    local_policy_with(cloud_base, 1, 1)
 }
 
 fn greedy(model: &str, text: &str, max_tokens: u64) -> Value {
@@ -121,13 +124,37 @@ async fn max_tokens_seed_and_stop_strings() {
     assert_eq!(v["usage"]["completion_tokens"], 5);
 
     // The same seed gives the same sample; temperature 1 samples.
-    let sampled = |seed: u64| {
-        json!({"model": "local", "temperature": 1.0, "top_p": 0.95, "seed": seed, "max_tokens": 20,
-               "messages": [{"role": "user", "content": "Tell me something about cats."}]})
+    let cats = |temperature: f64, seed: Option<u64>| {
+        let mut body = json!({"model": "local", "temperature": temperature, "top_p": 0.95, "max_tokens": 20,
+               "messages": [{"role": "user", "content": "Tell me something about cats."}]});
+        if let Some(seed) = seed {
+            body["seed"] = json!(seed);
+        }
+        body
     };
-    let s1 = content(&chat(&gw, sampled(7), &[]).await);
-    let s2 = content(&chat(&gw, sampled(7), &[]).await);
+    let s1 = content(&chat(&gw, cats(1.0, Some(7)), &[]).await);
+    let s2 = content(&chat(&gw, cats(1.0, Some(7)), &[]).await);
     assert_eq!(s1, s2, "same seed, same output");
+    // Other seeds draw other samples (a sampler that ignored the seed, or was always greedy,
+    // would give one answer for all four).
+    let mut samples = std::collections::BTreeSet::from([s1]);
+    for seed in [8, 9, 10] {
+        samples.insert(content(&chat(&gw, cats(1.0, Some(seed)), &[]).await));
+    }
+    assert!(samples.len() >= 2, "four seeds, one answer: {samples:?}");
+    // Temperature 0 is greedy: the seed makes no difference.
+    let greedy_answer = content(&chat(&gw, cats(0.0, None), &[]).await);
+    for seed in [7, 8] {
+        assert_eq!(
+            content(&chat(&gw, cats(0.0, Some(seed)), &[]).await),
+            greedy_answer,
+            "temperature 0 with seed {seed}"
+        );
+    }
+    assert!(
+        samples.iter().any(|s| *s != greedy_answer),
+        "temperature 1 samples, it does not decode greedily: {samples:?}"
+    );
 
     // Stop strings: the answer ends right before the first occurrence and never contains it.
     let full = content(&chat(&gw, greedy("local", "List the days of the week.", 40), &[]).await);
@@ -219,21 +246,6 @@ async fn long_stream(gw: &TestGateway) -> http::Response<hyper::body::Incoming> 
     resp
 }
 
-/// Waits (bounded) until a metric sample reaches `value`.
-async fn wait_metric(gw: &TestGateway, sample: &str, value: f64) {
-    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
-    loop {
-        if metric(gw, sample).await >= value {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{sample} did not reach {value}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_stops_its_generation() {
     let up = FakeUpstream::start().await;
@@ -251,19 +263,21 @@ async fn a_client_that_goes_away_stops_its_generation() {
     let r = chat(&gw, greedy("local", "Say hi.", 3), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-switchyard-route"), "local");
-    assert_eq!(
-        metric(
-            &gw,
-            r#"switchyard_local_generations_total{finish="length",model="smol"}"#
-        )
-        .await
-            + metric(
-                &gw,
-                r#"switchyard_local_generations_total{finish="stop",model="smol"}"#
-            )
-            .await,
-        1.0
-    );
+    let generations = |finish: &str| {
+        format!(r#"switchyard_local_generations_total{{finish="{finish}",model="smol"}}"#)
+    };
+    assert_eq!(metric(&gw, &generations("cancelled")).await, 1.0);
+    let finish = r.json()["choices"][0]["finish_reason"]
+        .as_str()
+        .expect("finish_reason")
+        .to_string();
+    let other = match finish.as_str() {
+        "length" => "stop",
+        "stop" => "length",
+        f => panic!("finish_reason {f}"),
+    };
+    assert_eq!(metric(&gw, &generations(&finish)).await, 1.0);
+    assert_metric_absent(&gw, &generations(other)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,9 +332,7 @@ async fn a_full_queue_spills_to_the_cloud_or_answers_503() {
 async fn batched_generations_answer_as_they_would_alone() {
     let up = FakeUpstream::start().await;
     // Two generations decoded together in one batch.
-    let policy = local_policy(&up.base("ok"))
-        .replace("workers: 1", "workers: 2")
-        .replace("queue: 1", "queue: 4");
+    let policy = local_policy_with(&up.base("ok"), 2, 4);
     let gw = start_gateway(&policy, KEY).await;
     let prompts = ["Name a fruit.", "Write one sentence about the sea."];
     let mut alone = vec![];
@@ -344,9 +356,7 @@ async fn batched_generations_answer_as_they_would_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_prompt_runs_between_a_streams_steps() {
     let up = FakeUpstream::start().await;
-    let policy = local_policy(&up.base("ok"))
-        .replace("workers: 1", "workers: 2")
-        .replace("queue: 1", "queue: 4");
+    let policy = local_policy_with(&up.base("ok"), 2, 4);
     let gw = start_gateway(&policy, KEY).await;
     let mut running = long_stream(&gw).await;
     let events = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -17,10 +17,9 @@ fn promtool() -> String {
 async fn metrics_after_traffic_are_right_and_valid() {
     let up = FakeUpstream::start().await;
     let gw = start_gateway(
-        &policy(
-            &up.base("ok"),
-            "  - { name: local-tag, when: { tags: [local] }, route: local-echo }",
-        ),
+        &PolicyBuilder::standard(&up.base("ok"))
+            .rule("local-tag", "{ tags: [local] }", "local-echo", &[])
+            .render(),
         KEY,
     )
     .await;

@@ -41,17 +41,23 @@ async fn run_sdk_script(script: &str, gw: &TestGateway) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_sdk_works_unchanged() {
     let up = FakeUpstream::start().await;
-    let gw = start_gateway(&policy(&up.base("ok"), ""), KEY).await;
+    let gw = start_gateway(&PolicyBuilder::standard(&up.base("ok")).render(), KEY).await;
     run_sdk_script("check_openai_sdk.py", &gw).await;
 }
 
 /// The same SDK against the real on-box model (SmolLM2) as `model: "local"`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_sdk_works_with_the_on_box_model() {
-    let policy = format!(
-        "version: 1\nmodels:\n  smol:\n    kind: local\n    path: {}\ndefault:\n  route: smol\n",
-        smollm2_path().display()
-    );
+    let policy = PolicyBuilder::new()
+        .model(
+            "smol",
+            &[
+                ("kind", "local"),
+                ("path", &quoted(&smollm2_path().display().to_string())),
+            ],
+        )
+        .default_route("smol", &[])
+        .render();
     let gw = start_gateway(&policy, &[]).await;
     run_sdk_script("check_openai_sdk_local.py", &gw).await;
 }
@@ -61,10 +67,16 @@ async fn official_openai_sdk_works_with_the_on_box_model() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdks_retries_are_not_multiplied_by_the_gateways() {
     let up = FakeUpstream::start().await;
-    let policy = format!(
-        "version: 1\nmodels:\n  cloud:\n    kind: openai\n    base_url: {}\n    api_key: ${{CLOUD_KEY}}\n    retries: {{ max_retries: 2, initial_backoff_ms: 10, max_backoff_ms: 2000 }}\n    circuit_breaker: {{ enabled: false }}\ndefault:\n  route: cloud\n",
-        up.base("limited-100")
-    );
+    let policy = PolicyBuilder::new()
+        .cloud("cloud", &up.base("limited-100"))
+        .model_field(
+            "cloud",
+            "retries",
+            "{ max_retries: 2, initial_backoff_ms: 10, max_backoff_ms: 2000 }",
+        )
+        .model_field("cloud", "circuit_breaker", "{ enabled: false }")
+        .default_route("cloud", &[])
+        .render();
     let gw = start_gateway(&policy, KEY).await;
     run_sdk_script("check_openai_sdk_retries.py", &gw).await;
     assert_eq!(up.recorded().len(), 3);

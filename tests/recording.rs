@@ -25,17 +25,10 @@ fn lines_when_ready(path: &Path, n: usize) -> Vec<Value> {
 }
 
 fn recording_policy(base: &str, path: &Path, prompts: &str) -> String {
-    policy(
-        base,
-        "  - name: premium\n    when: { tags: [premium] }\n    route: local-echo",
-    )
-    .replace(
-        "rules:",
-        &format!(
-            "recording:\n  path: {}\n  prompts: {prompts}\nrules:",
-            path.display()
-        ),
-    )
+    PolicyBuilder::standard(base)
+        .recording(path, Some(prompts))
+        .rule("premium", "{ tags: [premium] }", "local-echo", &[])
+        .render()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ fn is_generated(id: &str) -> bool {
 #[tokio::test]
 async fn every_response_carries_a_request_id_that_the_upstream_gets_too() {
     let up = FakeUpstream::start().await;
-    let gw = start_gateway(&policy(&up.base("ok"), ""), KEY).await;
+    let gw = start_gateway(&PolicyBuilder::standard(&up.base("ok")).render(), KEY).await;
 
     let own = chat(&gw, ask("cloud", "hi"), &[("x-request-id", "trace-42")]).await;
     assert_eq!(own.status, 200);
@@ -65,11 +65,12 @@ async fn every_response_carries_a_request_id_that_the_upstream_gets_too() {
 
 #[tokio::test]
 async fn a_refused_gateway_key_gets_a_request_id() {
-    let gw = start_gateway(
-        "version: 1\nmodels:\n  local-echo: { kind: local }\ntenants:\n  - { name: a, key_sha256: 0000000000000000000000000000000000000000000000000000000000000000 }\ndefault: { route: local-echo }\n",
-        &[],
-    )
-    .await;
+    let policy = PolicyBuilder::new()
+        .local("local-echo")
+        .tenant("a", "sk-gateway-a")
+        .default_route("local-echo", &[])
+        .render();
+    let gw = start_gateway(&policy, &[]).await;
     let r = chat(&gw, ask("auto", "hi"), &[("x-request-id", "who-1")]).await;
     assert_eq!(
         (r.status.as_u16(), r.header("x-request-id")),
@@ -82,10 +83,9 @@ async fn the_request_log_names_each_request_by_its_id() {
     let up = FakeUpstream::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("requests.jsonl");
-    let policy = policy(&up.base("ok"), "").replace(
-        "rules:",
-        &format!("recording:\n  path: {}\nrules:", log.display()),
-    );
+    let policy = PolicyBuilder::standard(&up.base("ok"))
+        .recording(&log, None)
+        .render();
     let gw = start_gateway(&policy, KEY).await;
     let a = chat(&gw, ask("cloud", "one"), &[("x-request-id", "log-1")]).await;
     let b = chat(&gw, ask("cloud", "two"), &[]).await;
@@ -141,10 +141,17 @@ async fn the_gateways_log_lines_for_a_request_name_its_id() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .init();
-    let text = format!(
-        "version: 1\nmodels:\n  local-echo: {{ kind: local }}\nclassifier:\n  encoder: {}\nrules:\n  - name: hard\n    when: {{ strong_score: {{ above: 0.5 }} }}\n    route: local-echo\ndefault: {{ route: local-echo }}\n",
-        encoder_path().display()
-    );
+    let text = PolicyBuilder::new()
+        .local("local-echo")
+        .classifier(&[])
+        .rule(
+            "hard",
+            "{ strong_score: { above: 0.5 } }",
+            "local-echo",
+            &[],
+        )
+        .default_route("local-echo", &[])
+        .render();
     let policy = switchyard::policy::parse(&text, "p.yaml", &|_| None).expect("policy");
     let gateway = Gateway::build(policy, Default::default(), None)
         .expect("gateway")

@@ -5,44 +5,29 @@ mod common;
 use common::*;
 use serde_json::json;
 
-const RULES: &str = r#"
-  - name: by-tools
-    when: { has_tools: true }
-    route: cloud
-  - name: by-images
-    when: { has_images: true }
-    route: cloud
-  - name: by-length
-    when: { prompt_tokens: { above: 200 } }
-    route: cloud
-  - name: by-messages
-    when: { messages: { above: 3 } }
-    route: cloud
-  - name: by-tag
-    when: { tags: [premium] }
-    route: cloud
-  - name: by-tenant
-    when: { tenant: [team-b] }
-    route: cloud
-  - name: chat-stays-local
-    when: { model: [auto] }
-    route: local-echo
-"#;
-
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+/// One rule per condition, each routing to the cloud; plain `auto` chat stays on the box.
+fn routing_policy(base_url: &str) -> String {
+    PolicyBuilder::standard(base_url)
+        .tenant("team-a", "key-a")
+        .tenant("team-b", "key-b")
+        .rule("by-tools", "{ has_tools: true }", "cloud", &[])
+        .rule("by-images", "{ has_images: true }", "cloud", &[])
+        .rule(
+            "by-length",
+            "{ prompt_tokens: { above: 200 } }",
+            "cloud",
+            &[],
+        )
+        .rule("by-messages", "{ messages: { above: 3 } }", "cloud", &[])
+        .rule("by-tag", "{ tags: [premium] }", "cloud", &[])
+        .rule("by-tenant", "{ tenant: [team-b] }", "cloud", &[])
+        .rule("chat-stays-local", "{ model: [auto] }", "local-echo", &[])
+        .render()
 }
 
 async fn gateway() -> (FakeUpstream, TestGateway) {
     let up = FakeUpstream::start().await;
-    let tenants = format!(
-        "tenants:\n  - {{ name: team-a, key_sha256: {} }}\n  - {{ name: team-b, key_sha256: {} }}\n",
-        sha256_hex("key-a"),
-        sha256_hex("key-b")
-    );
-    let policy = policy(&up.base("ok"), RULES).replace("rules:", &format!("{tenants}rules:"));
-    let gw = start_gateway(&policy, KEY).await;
+    let gw = start_gateway(&routing_policy(&up.base("ok")), KEY).await;
     (up, gw)
 }
 

@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -36,7 +35,6 @@ async fn no_key_appears_in_responses_metrics_logs_or_the_request_log() {
     let up = FakeUpstream::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("requests.jsonl");
-    let mut models = String::new();
     let behaviours = [
         "ok",
         "leaky",
@@ -45,17 +43,23 @@ async fn no_key_appears_in_responses_metrics_logs_or_the_request_log() {
         "status-429",
         "status-500",
     ];
+    let mut policy = PolicyBuilder::new();
     for b in behaviours {
-        models.push_str(&format!(
-            "  cloud-{b}: {{ kind: openai, base_url: \"{}\", api_key: \"${{SECRET_KEY}}\", retries: {{ max_retries: 1, initial_backoff_ms: 1 }} }}\n",
-            up.base(b)
-        ));
+        policy = policy.model(
+            &format!("cloud-{b}"),
+            &[
+                ("kind", "openai"),
+                ("base_url", &quoted(&up.base(b))),
+                ("api_key", &quoted("${SECRET_KEY}")),
+                ("retries", "{ max_retries: 1, initial_backoff_ms: 1 }"),
+            ],
+        );
     }
-    let policy = format!(
-        "version: 1\nmodels:\n{models}default: {{ route: cloud-ok }}\ntenants:\n  - {{ name: team, key_sha256: \"{}\" }}\nrecording: {{ path: \"{}\" }}\n",
-        hex::encode(Sha256::digest(GATEWAY_KEY.as_bytes())),
-        log.display()
-    );
+    let policy = policy
+        .default_route("cloud-ok", &[])
+        .tenant("team", GATEWAY_KEY)
+        .recording(&log, None)
+        .render();
     let policy_path = dir.path().join("policy.yaml");
     std::fs::write(&policy_path, policy).expect("write policy");
 

@@ -36,12 +36,14 @@ async fn until_left(gw: &TestGateway, what: &str, check: impl Fn(f64) -> bool) -
 async fn a_client_that_goes_away_mid_request_leaves_only_its_prompt_spent() {
     let up = FakeUpstream::start().await;
     // The upstream never answers; the gateway would give up on it after a minute.
-    let policy = policy(&up.base("hang"), "")
-        .replace(
-            "first_byte_ms: 1500, total_ms: 3000",
-            "first_byte_ms: 60000, total_ms: 60000",
+    let policy = PolicyBuilder::standard(&up.base("hang"))
+        .model_field(
+            "cloud",
+            "timeouts",
+            "{ connect_ms: 2000, first_byte_ms: 60000, total_ms: 60000 }",
         )
-        .replace("rules:", "budgets:\n  global: { daily_usd: 1000 }\nrules:");
+        .global_budget("{ daily_usd: 1000 }")
+        .render();
     let gw = start_gateway(&policy, KEY).await;
     assert_eq!(day_left(&gw).await, 1000.0);
 

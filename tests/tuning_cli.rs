@@ -19,26 +19,33 @@ fn out(o: &Output) -> String {
 
 /// A policy with a classifier rule, and eight labelled prompts.
 fn fixtures(dir: &std::path::Path) -> (String, String) {
-    let policy = format!(
-        r#"version: 1
-reference_model: big
-models:
-  small: {{ kind: local, price: {{ input_per_million: 0, output_per_million: 0 }} }}
-  big: {{ kind: openai, base_url: "http://127.0.0.1:1/v1", price: {{ input_per_million: 10, output_per_million: 30 }} }}
-classifier:
-  encoder: {}
-rules:
-  - name: tagged
-    when: {{ tags: [premium] }}
-    route: big
-  - name: hard
-    when: {{ strong_score: {{ above: 0.5 }} }}
-    route: big
-    fallbacks: [small]
-default: {{ route: small }}
-"#,
-        common::encoder_path().display()
-    );
+    let policy = common::PolicyBuilder::new()
+        .reference_model("big")
+        .model(
+            "small",
+            &[
+                ("kind", "local"),
+                ("price", "{ input_per_million: 0, output_per_million: 0 }"),
+            ],
+        )
+        .model(
+            "big",
+            &[
+                ("kind", "openai"),
+                ("base_url", &common::quoted("http://127.0.0.1:1/v1")),
+                ("price", "{ input_per_million: 10, output_per_million: 30 }"),
+            ],
+        )
+        .classifier(&[])
+        .rule("tagged", "{ tags: [premium] }", "big", &[])
+        .rule(
+            "hard",
+            "{ strong_score: { above: 0.5 } }",
+            "big",
+            &["small"],
+        )
+        .default_route("small", &[])
+        .render();
     let prompts = [
         ("hi there", true, true),
         ("Thanks, that helps!", true, true),

@@ -7,22 +7,17 @@ use common::*;
 
 /// `cloud` at `base` with no retries (so each row shows one upstream answer) and, unless
 /// `breaker` says otherwise, no circuit breaker; nothing to fall back to.
-fn only_cloud(base: &str, breaker: &str) -> String {
-    format!(
-        r#"
-version: 1
-models:
-  cloud:
-    kind: openai
-    base_url: {base}
-    api_key: ${{CLOUD_KEY}}
-    timeouts: {{ connect_ms: 1000, first_byte_ms: 800, total_ms: 2000 }}
-    retries: {{ max_retries: 0 }}
-    circuit_breaker: {breaker}
-default:
-  route: cloud
-"#
-    )
+fn only_cloud(base: &str, breaker: &str) -> PolicyBuilder {
+    PolicyBuilder::new()
+        .cloud("cloud", base)
+        .model_field(
+            "cloud",
+            "timeouts",
+            "{ connect_ms: 1000, first_byte_ms: 800, total_ms: 2000 }",
+        )
+        .model_field("cloud", "retries", "{ max_retries: 0 }")
+        .model_field("cloud", "circuit_breaker", breaker)
+        .default_route("cloud", &[])
 }
 
 const NO_BREAKER: &str = "{ enabled: false }";
@@ -152,7 +147,11 @@ async fn each_upstream_failure_reaches_the_client_as_the_table_says() {
         },
     ];
     for row in rows {
-        let gw = start_gateway(&only_cloud(&up.base(row.upstream), NO_BREAKER), KEY).await;
+        let gw = start_gateway(
+            &only_cloud(&up.base(row.upstream), NO_BREAKER).render(),
+            KEY,
+        )
+        .await;
         let r = chat(&gw, ask("auto", "hi"), &[]).await;
         let what = row.upstream;
         assert_eq!(r.status.as_u16(), row.status, "{what}");
@@ -178,7 +177,7 @@ async fn each_upstream_failure_reaches_the_client_as_the_table_says() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = format!("http://{}/v1", closed.local_addr().expect("addr"));
     drop(closed);
-    let gw = start_gateway(&only_cloud(&dead, NO_BREAKER), KEY).await;
+    let gw = start_gateway(&only_cloud(&dead, NO_BREAKER).render(), KEY).await;
     let r = chat(&gw, ask("auto", "hi"), &[]).await;
     assert_eq!(
         (r.status.as_u16(), r.error_code().as_str()),
@@ -192,7 +191,11 @@ async fn the_breakers_retry_after_wins_when_it_is_longer() {
     let up = FakeUpstream::start().await;
     // Opens on the first failure, for two minutes.
     let breaker = "{ failure_ratio: 0.5, min_calls: 1, window_ms: 60000, cooldown_ms: 120000 }";
-    let gw = start_gateway(&only_cloud(&up.base("status-503-after-30"), breaker), KEY).await;
+    let gw = start_gateway(
+        &only_cloud(&up.base("status-503-after-30"), breaker).render(),
+        KEY,
+    )
+    .await;
     let r = chat(&gw, ask("auto", "hi"), &[]).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.header("x-switchyard-upstream-status"), "503");
@@ -204,11 +207,17 @@ async fn the_breakers_retry_after_wins_when_it_is_longer() {
 async fn a_client_that_retries_by_itself_is_not_retried_for_as_well() {
     let up = FakeUpstream::start().await;
     let retrying = only_cloud(&up.base("limited-100"), NO_BREAKER)
-        .replace(
-            "max_retries: 0",
-            "max_retries: 2, initial_backoff_ms: 10, max_backoff_ms: 2000",
+        .model_field(
+            "cloud",
+            "retries",
+            "{ max_retries: 2, initial_backoff_ms: 10, max_backoff_ms: 2000 }",
         )
-        .replace("total_ms: 2000", "total_ms: 10000");
+        .model_field(
+            "cloud",
+            "timeouts",
+            "{ connect_ms: 1000, first_byte_ms: 800, total_ms: 10000 }",
+        )
+        .render();
     let gw = start_gateway(&retrying, KEY).await;
     // A client without retries of its own gets the gateway's (Retry-After: 1 each time).
     let r = chat(&gw, ask("auto", "plain"), &[]).await;

@@ -3,6 +3,10 @@
 //! a scripted on-box engine, and a plain HTTP client.
 #![allow(dead_code)]
 
+pub mod policy_builder;
+#[allow(unused_imports)]
+pub use policy_builder::{key_sha256, quoted, PolicyBuilder};
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -17,12 +21,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use switchyard::classifier::batcher::Batcher;
 use switchyard::engines::{
     ChatEngine, Chunk, ChunkStream, Completion, EngineError, EngineRequest, Usage,
 };
 use switchyard::server::{self, Gateway};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 /// Upper bound for anything a test waits on; reaching it fails the test instead of hanging.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -41,8 +46,10 @@ pub struct Recorded {
 pub struct FakeUpstream {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
-    /// Released by a test to let a `gated` stream go on.
+    /// Released by a test to let a `gated` stream go on, or `held` requests be answered.
     pub gate: Arc<Notify>,
+    /// How many requests have been recorded (for waiting on arrivals).
+    arrived: Arc<watch::Sender<usize>>,
 }
 
 impl FakeUpstream {
@@ -54,6 +61,7 @@ impl FakeUpstream {
             addr: listener.local_addr().expect("addr"),
             requests: Arc::default(),
             gate: Arc::new(Notify::new()),
+            arrived: Arc::new(watch::Sender::new(0)),
         };
         let state = up.clone();
         tokio::spawn(async move {
@@ -85,6 +93,28 @@ impl FakeUpstream {
         self.requests.lock().expect("lock").clone()
     }
 
+    /// Waits (bounded by `TEST_TIMEOUT`) until at least `n` requests have been recorded, and
+    /// returns how many there are then.
+    pub async fn wait_for_requests(&self, n: usize) -> usize {
+        let mut rx = self.arrived.subscribe();
+        let seen = tokio::time::timeout(TEST_TIMEOUT, rx.wait_for(|&got| got >= n))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the upstream got {} requests, not {n}, in {TEST_TIMEOUT:?}",
+                    self.recorded().len()
+                )
+            })
+            .map(|got| *got)
+            .expect("the upstream is running");
+        seen
+    }
+
+    /// Answers every `held` request that has been recorded so far.
+    pub fn release_held(&self) {
+        self.gate.notify_waiters();
+    }
+
     async fn respond(&self, req: Request<Incoming>) -> Response<BoxBody> {
         let path = req.uri().path().to_string();
         let headers = req.headers().clone();
@@ -95,17 +125,29 @@ impl FakeUpstream {
             .map(|c| c.to_bytes())
             .unwrap_or_default();
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        self.requests.lock().expect("lock").push(Recorded {
-            path: path.clone(),
-            headers: headers.clone(),
-            body: body.clone(),
-        });
         let behaviour = path
             .trim_start_matches('/')
             .split('/')
             .next()
             .unwrap_or("")
             .to_string();
+        // `held`: answered (like `ok`) once the test calls `release_held`. The wait is registered
+        // before the request is recorded, so a test that sees it recorded can release it.
+        let gate = self.gate.clone();
+        let held = gate.notified();
+        tokio::pin!(held);
+        if behaviour == "held" {
+            held.as_mut().enable();
+        }
+        self.requests.lock().expect("lock").push(Recorded {
+            path: path.clone(),
+            headers: headers.clone(),
+            body: body.clone(),
+        });
+        self.arrived.send_modify(|n| *n += 1);
+        if behaviour == "held" {
+            held.await;
+        }
         let stream = body["stream"].as_bool().unwrap_or(false);
         let include_usage = body["stream_options"]["include_usage"]
             .as_bool()
@@ -416,6 +458,16 @@ impl Drop for TestGateway {
 /// Starts a gateway on `policy` (YAML, `${VAR}` resolved from `env`), with the echo engine
 /// for the model named `local-echo` when the policy has it.
 pub async fn start_gateway(policy: &str, env: &[(&str, &str)]) -> TestGateway {
+    start_gateway_with(policy, env, None).await
+}
+
+/// As `start_gateway`, with `classifier` as the request classifier instead of the one the
+/// policy's `classifier:` section would load.
+pub async fn start_gateway_with(
+    policy: &str,
+    env: &[(&str, &str)],
+    classifier: Option<Batcher>,
+) -> TestGateway {
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -432,6 +484,9 @@ pub async fn start_gateway(policy: &str, env: &[(&str, &str)]) -> TestGateway {
     }
     if gateway.policy.models.contains_key("local-broken") {
         gateway = gateway.with_engine("local-broken", Arc::new(BrokenEngine));
+    }
+    if let Some(batcher) = classifier {
+        gateway = gateway.with_classifier(batcher);
     }
     let gateway = Arc::new(gateway);
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -560,44 +615,85 @@ pub fn ask(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
 }
 
-/// Reads `/metrics` and returns the value of one sample (`name{labels}`), 0 when absent.
-pub async fn metric(gw: &TestGateway, sample: &str) -> f64 {
-    let text = request("GET", &format!("{}/metrics", gw.url), "", &[]).await;
-    String::from_utf8_lossy(&text.body)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
+/// The value of one sample (`name{labels}`, labels as the exposition writes them) in a
+/// Prometheus text exposition, `None` when it is not there.
+pub fn sample_value(exposition: &str, sample: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        let v = l.strip_prefix(sample)?.strip_prefix(' ')?.trim();
+        Some(
+            v.parse()
+                .unwrap_or_else(|e| panic!("sample {sample} has value {v:?}: {e}")),
+        )
+    })
 }
 
-/// A two-model policy: `local-echo` on the box, `cloud` at `base_url` with key `sk-upstream-secret`.
-pub fn policy(base_url: &str, extra_rules: &str) -> String {
-    format!(
-        r#"
-version: 1
-models:
-  local-echo: {{ kind: local }}
-  cloud:
-    kind: openai
-    base_url: {base_url}
-    api_key: ${{CLOUD_KEY}}
-    upstream_model: upstream-model-x
-    price: {{ input_per_million: 1000000, output_per_million: 2000000 }}
-    timeouts: {{ connect_ms: 2000, first_byte_ms: 1500, total_ms: 3000 }}
-rules:
-{extra_rules}
-  - name: cloud-on-request
-    when: {{ model: [cloud] }}
-    route: cloud
-    fallbacks: [local-echo]
-default:
-  route: cloud
-  fallbacks: [local-echo]
-"#
-    )
+/// The `/metrics` text of the server at `url`.
+pub async fn metrics_text(url: &str) -> String {
+    let r = request("GET", &format!("{url}/metrics"), "", &[]).await;
+    assert_eq!(r.status, 200, "GET {url}/metrics");
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// One sample from the server at `url`, `None` when absent. For waiting on a sample, or for
+/// a labelled sample that may not exist yet (Prometheus shows a label set once it is used).
+pub async fn metric_opt_at(url: &str, sample: &str) -> Option<f64> {
+    sample_value(&metrics_text(url).await, sample)
+}
+
+/// One sample from the server at `url`; a sample that is not there fails the test, naming it
+/// and listing the samples of its family that are there.
+pub async fn metric_at(url: &str, sample: &str) -> f64 {
+    let text = metrics_text(url).await;
+    sample_value(&text, sample).unwrap_or_else(|| {
+        let name = sample.split('{').next().unwrap_or(sample);
+        let family = ["_count", "_sum", "_bucket"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        let present: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(family))
+            .collect();
+        panic!("no metric sample `{sample}` in /metrics; samples of `{family}` there: {present:#?}")
+    })
+}
+
+/// Reads `/metrics` and returns the value of one sample (`name{labels}`); fails the test when
+/// the sample is absent.
+pub async fn metric(gw: &TestGateway, sample: &str) -> f64 {
+    metric_at(&gw.url, sample).await
+}
+
+/// Reads `/metrics` and returns one sample, `None` when absent.
+pub async fn metric_opt(gw: &TestGateway, sample: &str) -> Option<f64> {
+    metric_opt_at(&gw.url, sample).await
+}
+
+/// Asserts that a sample is absent (e.g. a labelled counter nothing has touched).
+pub async fn assert_metric_absent(gw: &TestGateway, sample: &str) {
+    let v = metric_opt(gw, sample).await;
+    assert_eq!(v, None, "metric sample `{sample}` should be absent");
+}
+
+/// Waits (bounded by `TEST_TIMEOUT`) until a sample exists and reaches `value`.
+pub async fn wait_metric(gw: &TestGateway, sample: &str, value: f64) {
+    wait_metric_at(&gw.url, sample, value).await;
+}
+
+/// As `wait_metric`, for the server at `url`.
+pub async fn wait_metric_at(url: &str, sample: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    loop {
+        let now = metric_opt_at(url, sample).await;
+        if now.is_some_and(|v| v >= value) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sample} did not reach {value} in {TEST_TIMEOUT:?} (it is {now:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Environment with the cloud key set.
