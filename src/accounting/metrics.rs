@@ -49,6 +49,8 @@ pub struct Metrics {
     rejected_connections: prometheus::IntCounter,
     /// `switchyard_client_timeouts_total{phase}`: clients too slow to send headers or body.
     client_timeouts: IntCounterVec,
+    /// `switchyard_usage_estimated_total{model}`: requests settled with estimated token counts.
+    usage_estimated: IntCounterVec,
 }
 
 /// Metrics of the request classifier.
@@ -283,8 +285,16 @@ impl Metrics {
             ),
             &["phase"],
         ));
+        let usage_estimated = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_usage_estimated_total",
+                "Requests settled with estimated token counts, in whole or in part, because the model reported none or reported them unreadably.",
+            ),
+            &["model"],
+        ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(usage_estimated.clone()),
             Box::new(upstream_retries.clone()),
             Box::new(circuit_state.clone()),
             Box::new(rate_limited.clone()),
@@ -339,7 +349,13 @@ impl Metrics {
             open_connections,
             rejected_connections,
             client_timeouts,
+            usage_estimated,
         }
+    }
+
+    /// A request of `model` was settled with estimated token counts.
+    pub fn usage_estimated(&self, model: &str) {
+        self.usage_estimated.with_label_values(&[model]).inc();
     }
 
     /// A request has ended: `switchyard_requests_total{route,model,rule,status}`,

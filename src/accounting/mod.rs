@@ -25,6 +25,8 @@ pub struct Ledger {
     pub budgets: Option<Arc<dyn BudgetStore>>,
     /// Per-tenant rate limits, when the policy sets them.
     pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Models whose estimated token counts were logged already (once per model).
+    warned: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Ledger {
@@ -47,12 +49,27 @@ impl Ledger {
             metrics,
             budgets,
             rate_limiter,
+            warned: Default::default(),
         }
     }
 
     /// Prices `usage` served by `model` at this policy's prices.
     pub fn bill(&self, model: &str, usage: Usage) -> Bill {
         bill(&self.policy, model, usage)
+    }
+
+    /// A request of `model` was settled with token counts that were estimated, in whole or in
+    /// part, because the model reported none or reported them unreadably: counted in
+    /// `switchyard_usage_estimated_total{model}`, and logged at warn level once per model.
+    pub fn usage_estimated(&self, model: &str) {
+        self.metrics.usage_estimated(model);
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if !warned.contains(model) {
+            warned.insert(model.to_string());
+            tracing::warn!(
+                "model `{model}` reported no usable token counts (usage missing, null or not an integer): they are estimated; see switchyard_usage_estimated_total"
+            );
+        }
     }
 
     /// Publishes every budget's remaining USD (`switchyard_budget_remaining_usd`).

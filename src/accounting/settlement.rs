@@ -6,7 +6,7 @@
 use super::budget::{Exhausted, Ticket};
 use super::rate_limit::TokenTicket;
 use super::{Bill, Ledger};
-use crate::api::{ApiError, Usage};
+use crate::api::{ApiError, Reported, Usage};
 use crate::features::estimate_text_tokens;
 use crate::policy::{Model, ModelKind};
 use http::StatusCode;
@@ -24,8 +24,9 @@ pub const RESERVED_OUTPUT_TOKENS: u64 = 4096;
 /// How a request ended, as the `status` label of `switchyard_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
-    /// A complete (non-streaming) answer with the model's token counts: `200`.
-    Complete(Usage),
+    /// A complete (non-streaming) answer with its token counts, and whether the engine had to
+    /// estimate some of them (the upstream left them out or garbled them): `200`.
+    Complete(Usage, bool),
     /// A stream that reached its end: `200`.
     StreamDone,
     /// A stream whose engine failed after its head (`kind`: the failure's
@@ -65,7 +66,9 @@ pub struct Settlement {
     engine_time: Duration,
     first_text: Option<Instant>,
     text_bytes: u64,
-    usage: Option<Usage>,
+    usage: Option<Reported>,
+    /// Whether the complete answer's counts were estimated by its engine.
+    usage_estimated: bool,
     settled: bool,
 }
 
@@ -87,6 +90,7 @@ impl Ledger {
             first_text: None,
             text_bytes: 0,
             usage: None,
+            usage_estimated: false,
             settled: false,
         }
     }
@@ -225,7 +229,7 @@ impl Settlement {
 
     /// A stream chunk went out with `text_bytes` of generated text, and `usage` when it carries
     /// the stream's token counts.
-    pub fn on_chunk(&mut self, text_bytes: u64, usage: Option<Usage>) {
+    pub fn on_chunk(&mut self, text_bytes: u64, usage: Option<Reported>) {
         if text_bytes > 0 && self.first_text.is_none() {
             self.first_text = Some(Instant::now());
         }
@@ -249,17 +253,20 @@ impl Settlement {
             return Bill::default();
         }
         self.settled = true;
-        if let End::Complete(usage) = end {
-            self.usage = Some(usage);
+        if let End::Complete(usage, estimated) = end {
+            self.usage = Some(usage.into());
+            self.usage_estimated = estimated;
         }
         let ledger = self.ledger.clone();
         let metrics = &ledger.metrics;
         let mut bill = Bill::default();
         if self.call != Call::None {
-            let usage = self.usage.unwrap_or(Usage {
-                prompt_tokens: self.prompt_estimate,
-                completion_tokens: estimate_text_tokens(self.text_bytes),
-            });
+            let reported = self.usage.unwrap_or_default();
+            let (usage, estimated) =
+                reported.resolve(self.prompt_estimate, estimate_text_tokens(self.text_bytes));
+            if estimated || self.usage_estimated {
+                ledger.usage_estimated(&self.model);
+            }
             bill = ledger.bill(&self.model, usage);
             metrics.billed(&self.model, self.tenant_label(), usage, bill);
             if let (Some(t), Some(b)) = (self.budget.take(), &ledger.budgets) {
@@ -273,7 +280,7 @@ impl Settlement {
             self.release();
         }
         let status = match end {
-            End::Complete(_) | End::StreamDone => Cow::Borrowed("200"),
+            End::Complete(..) | End::StreamDone => Cow::Borrowed("200"),
             End::StreamFailed(kind) => {
                 metrics.upstream_error(&self.model, kind);
                 Cow::Borrowed("stream_error")
@@ -283,7 +290,7 @@ impl Settlement {
         };
         let took = self.started.elapsed();
         let first_text = match end {
-            End::Complete(_) => Some(took),
+            End::Complete(..) => Some(took),
             _ => self.first_text.map(|t| t - self.started),
         };
         metrics.request_done(
@@ -360,7 +367,7 @@ mod tests {
             prompt_tokens: 10,
             completion_tokens: 3,
         };
-        let bill = s.finish(End::Complete(usage));
+        let bill = s.finish(End::Complete(usage, false));
         assert_eq!(bill.cost_usd, 16.0);
         assert_eq!(s.finish(End::StreamDone), Bill::default());
         drop(s);
@@ -418,7 +425,7 @@ mod tests {
             prompt_tokens: 9,
             completion_tokens: 12,
         };
-        s.on_chunk(0, Some(usage));
+        s.on_chunk(0, Some(usage.into()));
         s.finish(End::StreamDone);
         assert_eq!(day_left(&l), 1000.0 - 28.0 - 33.0);
         assert_eq!(sample(&l, OK), Some(1.0));

@@ -6,10 +6,10 @@ pub mod headers;
 mod request;
 pub mod skim;
 pub mod sse;
-mod usage;
+pub mod usage;
 
 pub use error::{
     client_status, parse_retry_after, retry_after_secs, ApiError, ErrorKind, UPSTREAM_STATUS,
 };
 pub use request::{ChatRequest, Role};
-pub use usage::Usage;
+pub use usage::{Reported, Usage};

@@ -4,13 +4,11 @@ use serde::Deserialize;
 
 /// Token counts of one request: the `usage` object of a `chat.completion` or of the last
 /// `chat.completion.chunk` of a stream (OpenAI API reference, "The chat completion object").
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Tokens of the prompt (`usage.prompt_tokens`).
-    #[serde(default)]
     pub prompt_tokens: u64,
     /// Tokens generated (`usage.completion_tokens`).
-    #[serde(default)]
     pub completion_tokens: u64,
 }
 
@@ -18,5 +16,195 @@ impl Usage {
     /// Prompt and completion tokens together.
     pub fn total(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// A `usage` object as an upstream sent it, read leniently: a count that is missing, `null`,
+/// negative, fractional or not a number is `None`; an integral float (`7.0`) is read as the
+/// integer. A finished answer is never failed because of its bookkeeping: what is missing is
+/// estimated when the request is settled ([`Reported::resolve`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Reported {
+    #[serde(default, deserialize_with = "count")]
+    pub prompt_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    pub completion_tokens: Option<u64>,
+}
+
+impl From<Usage> for Reported {
+    fn from(u: Usage) -> Reported {
+        Reported {
+            prompt_tokens: Some(u.prompt_tokens),
+            completion_tokens: Some(u.completion_tokens),
+        }
+    }
+}
+
+impl Reported {
+    /// Reads the `usage` member's raw JSON: `None` when it is `null` or not an object.
+    pub fn from_json(raw: &str) -> Option<Reported> {
+        let mut de = serde_json::Deserializer::from_str(raw);
+        reported(&mut de).ok().flatten()
+    }
+
+    /// The counts, with what is missing taken from the estimates; `true` when any was missing.
+    pub fn resolve(self, prompt_estimate: u64, completion_estimate: u64) -> (Usage, bool) {
+        let usage = Usage {
+            prompt_tokens: self.prompt_tokens.unwrap_or(prompt_estimate),
+            completion_tokens: self.completion_tokens.unwrap_or(completion_estimate),
+        };
+        let estimated = self.prompt_tokens.is_none() || self.completion_tokens.is_none();
+        (usage, estimated)
+    }
+}
+
+/// Reads a `usage` member leniently (for `#[serde(deserialize_with)]`): an object is a
+/// [`Reported`], anything else (`null`, a string, a number, an array) is `None`, never an error.
+pub fn reported<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Reported>, D::Error> {
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+    struct Lenient;
+    impl<'de> Visitor<'de> for Lenient {
+        type Value = Option<Reported>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a usage object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Option<Reported>, A::Error> {
+            Reported::deserialize(serde::de::value::MapAccessDeserializer::new(a)).map(Some)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Lenient)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Option<Reported>, A::Error> {
+            while a.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Option<Reported>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Option<Reported>, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Option<Reported>, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Option<Reported>, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Option<Reported>, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Option<Reported>, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Option<Reported>, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Lenient)
+}
+
+/// A token count: a non-negative integer, or a float with no fractional part; anything else
+/// (null, a string, an object, `7.5`) reads as `None` rather than as an error.
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct Count;
+    impl<'de> serde::de::Visitor<'de> for Count {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a token count")
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Option<u64>, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Option<u64>, E> {
+            Ok(u64::try_from(v).ok())
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Option<u64>, E> {
+            // Integral and within the integers an f64 holds exactly (2^53).
+            let exact = v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_992.0;
+            Ok(exact.then_some(v as u64))
+        }
+        fn visit_unit<E>(self) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<u64>, D::Error> {
+            d.deserialize_any(Count)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Option<u64>, A::Error> {
+            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Option<u64>, A::Error> {
+            while a
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_read_leniently() {
+        let r = |s: &str| Reported::from_json(s);
+        let both = |p, c| {
+            Some(Reported {
+                prompt_tokens: p,
+                completion_tokens: c,
+            })
+        };
+        assert_eq!(
+            r(r#"{"prompt_tokens": 3, "completion_tokens": 4}"#),
+            both(Some(3), Some(4))
+        );
+        assert_eq!(
+            r(r#"{"prompt_tokens": 3.0, "completion_tokens": 7e0}"#),
+            both(Some(3), Some(7))
+        );
+        assert_eq!(
+            r(r#"{"prompt_tokens": null, "completion_tokens": 4}"#),
+            both(None, Some(4))
+        );
+        assert_eq!(r(r#"{"completion_tokens": 4}"#), both(None, Some(4)));
+        assert_eq!(
+            r(r#"{"prompt_tokens": "many", "completion_tokens": 2.5, "total_tokens": 9}"#),
+            both(None, None)
+        );
+        assert_eq!(
+            r(r#"{"prompt_tokens": -1, "completion_tokens": [1], "x": {"y": 1}}"#),
+            both(None, None)
+        );
+        assert_eq!(
+            r(r#"{"prompt_tokens": {"n": 1}, "completion_tokens": 1e300}"#),
+            both(None, None)
+        );
+        assert_eq!(r("null"), None);
+        assert_eq!(r("\"usage\""), None);
+        let (u, estimated) = both(None, Some(4)).unwrap().resolve(10, 20);
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, estimated),
+            (10, 4, true)
+        );
+        let (u, estimated) = both(Some(1), Some(2)).unwrap().resolve(10, 20);
+        assert_eq!((u.total(), estimated), (3, false));
     }
 }

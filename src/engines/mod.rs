@@ -13,7 +13,7 @@ use futures_util::stream::BoxStream;
 use http::{HeaderValue, StatusCode};
 use std::time::Duration;
 
-pub use crate::api::Usage;
+pub use crate::api::{Reported, Usage};
 
 /// A finished non-streaming answer.
 #[derive(Debug, Clone)]
@@ -33,8 +33,8 @@ pub struct Chunk {
     pub payload: Bytes,
     /// Bytes of generated text in this chunk.
     pub text_bytes: u64,
-    /// Usage, when this chunk carries it.
-    pub usage: Option<Usage>,
+    /// Usage, when this chunk carries it (counts the upstream left out or garbled are `None`).
+    pub usage: Option<Reported>,
     /// The chunk carries only usage (no choices): sent only to clients that asked for it.
     pub usage_only: bool,
 }

@@ -3,10 +3,11 @@
 
 use super::resilience::{self, CircuitBreaker, CircuitState, Permit};
 use super::upstream::{self, Upstream, UpstreamError};
-use super::{ChatEngine, Chunk, ChunkStream, Completion, EngineError, EngineRequest, Usage};
+use super::{ChatEngine, Chunk, ChunkStream, Completion, EngineError, EngineRequest};
 use crate::accounting::metrics::RetryCounter;
 use crate::api::skim::{self, Kind, Reader, SkimError};
 use crate::api::sse;
+use crate::api::Reported;
 use crate::features::estimate_text_tokens;
 use crate::policy::{Model, RetrySettings, Secret, Timeouts};
 use async_trait::async_trait;
@@ -236,15 +237,9 @@ async fn read_limited(mut body: upstream::Body, limit: usize) -> Result<Bytes, E
 }
 
 #[derive(Deserialize)]
-struct UsageOf {
-    #[serde(default)]
-    usage: Option<Usage>,
-}
-
-#[derive(Deserialize)]
 struct CompletionView<'a> {
-    #[serde(default)]
-    usage: Option<Usage>,
+    #[serde(default, deserialize_with = "crate::api::usage::reported")]
+    usage: Option<Reported>,
     #[serde(default, borrow)]
     choices: Vec<ChoiceView<'a>>,
 }
@@ -438,29 +433,21 @@ impl OpenAiEngine {
         let view: CompletionView = serde_json::from_slice(&body).map_err(|e| {
             EngineError::Protocol(format!("the response is not a chat completion: {e}"))
         })?;
-        let (usage, usage_estimated) = match view.usage {
-            Some(u) => (u, false),
-            None => {
-                let text: u64 = view
-                    .choices
-                    .iter()
-                    .filter_map(|c| c.message.as_ref()?.content.as_ref().map(|s| s.len() as u64))
-                    .sum();
-                let prompt = crate::features::estimate_prompt_tokens(
-                    req.request.text_bytes,
-                    req.request.message_count,
-                    req.request.tool_bytes,
-                    req.request.image_count,
-                );
-                (
-                    Usage {
-                        prompt_tokens: prompt,
-                        completion_tokens: estimate_text_tokens(text),
-                    },
-                    true,
-                )
-            }
-        };
+        // What the upstream did not count (or counted unreadably) is estimated: the prompt from
+        // the request, the answer from its text.
+        let reported = view.usage.unwrap_or_default();
+        let text: u64 = view
+            .choices
+            .iter()
+            .filter_map(|c| c.message.as_ref()?.content.as_ref().map(|s| s.len() as u64))
+            .sum();
+        let prompt = crate::features::estimate_prompt_tokens(
+            req.request.text_bytes,
+            req.request.message_count,
+            req.request.tool_bytes,
+            req.request.image_count,
+        );
+        let (usage, usage_estimated) = reported.resolve(prompt, estimate_text_tokens(text));
         Ok(Completion {
             body,
             usage,
@@ -573,7 +560,6 @@ fn read_chunk(payload: Bytes) -> Result<(Chunk, bool), EngineError> {
     let mut r = Reader::new(&payload).map_err(not_json)?;
     let (mut text_bytes, mut finished, mut choices, mut usage, mut error) =
         (0, false, 0, None, false);
-    let mut usage_error = None;
     r.object(|r, key| {
         if key.is("choices") {
             if r.null()? {
@@ -602,11 +588,7 @@ fn read_chunk(payload: Bytes) -> Result<(Chunk, bool), EngineError> {
             });
         }
         if key.is("usage") {
-            let raw = r.raw()?;
-            match serde_json::from_str::<Option<Usage>>(raw) {
-                Ok(u) => usage = u,
-                Err(e) => usage_error = Some(e),
-            }
+            usage = Reported::from_json(r.raw()?);
             return Ok(());
         }
         if key.is("error") && r.peek()? != Kind::Null {
@@ -616,11 +598,6 @@ fn read_chunk(payload: Bytes) -> Result<(Chunk, bool), EngineError> {
     })
     .and_then(|()| r.end())
     .map_err(not_json)?;
-    if let Some(e) = usage_error {
-        return Err(EngineError::Protocol(format!(
-            "a stream event has an unreadable `usage`: {e}"
-        )));
-    }
     if error {
         return Err(EngineError::InStream(payload));
     }
@@ -634,11 +611,6 @@ fn read_chunk(payload: Bytes) -> Result<(Chunk, bool), EngineError> {
         },
         finished || usage_only,
     ))
-}
-
-/// Reads `usage` from a completion body (for engines and tests).
-pub fn usage_of(body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<UsageOf>(body).ok()?.usage
 }
 
 #[cfg(test)]
@@ -688,11 +660,19 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.usage,
-            Some(Usage {
-                prompt_tokens: 3,
-                completion_tokens: 4
+            Some(Reported {
+                prompt_tokens: Some(3),
+                completion_tokens: Some(4)
             })
         );
+        assert!(c.usage_only && fin);
+        // A usage chunk with a count that is null or not an integer still ends the stream well:
+        // the count is left for the settlement to estimate.
+        let (c, fin) = parse_chunk(Bytes::from_static(
+            br#"{"choices":[],"usage":{"prompt_tokens":null,"completion_tokens":"4"}}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.usage, Some(Reported::default()));
         assert!(c.usage_only && fin);
         assert!(matches!(
             parse_chunk(Bytes::from_static(br#"{"error":{"message":"x"}}"#)),
@@ -716,7 +696,6 @@ mod tests {
             &br#"{"choices":[{"delta":{"content":"x"}}],}"#[..],
             br#"{"choices":[{"delta":{"content":"x"}}]} x"#,
             br#"{"choices":{}}"#,
-            br#"{"usage":{"prompt_tokens":"many"}}"#,
             b"[1]",
         ] {
             assert!(

@@ -534,7 +534,7 @@ impl ChatEngine for LocalEngine {
                         yield Ok(Chunk {
                             payload: envelope(json!([]), Some(usage_json(usage))),
                             text_bytes: 0,
-                            usage: Some(usage),
+                            usage: Some(usage.into()),
                             usage_only: true,
                         });
                         return;

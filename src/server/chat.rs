@@ -140,7 +140,9 @@ fn respond(
     };
     let mut resp = match reply {
         Reply::Complete(done) => {
-            routing.cost_usd = settlement.finish(End::Complete(done.usage)).cost_usd;
+            routing.cost_usd = settlement
+                .finish(End::Complete(done.usage, done.usage_estimated))
+                .cost_usd;
             respond::with_body(StatusCode::OK, "application/json", done.body)
         }
         Reply::Stream(chunks) => {

@@ -267,11 +267,13 @@ impl FakeUpstream {
                 "application/json",
                 completion(&model, true).to_string(),
             ),
-            _ if !stream => full_response(
-                StatusCode::OK,
-                "application/json",
-                completion(&model, behaviour != "nousage").to_string(),
-            ),
+            _ if !stream => {
+                let mut v = completion(&model, behaviour != "nousage");
+                if let Some(u) = odd_usage(&behaviour) {
+                    v["usage"] = u;
+                }
+                full_response(StatusCode::OK, "application/json", v.to_string())
+            }
             _ => self.sse(&behaviour, &model, include_usage),
         }
     }
@@ -302,8 +304,11 @@ impl FakeUpstream {
             yield frame(chunk(&model, json!({"content": " cloud"}), None));
             yield frame(chunk(&model, json!({}), Some("stop")));
             if include_usage && behaviour != "nousage" {
+                let usage = odd_usage(&behaviour).unwrap_or_else(
+                    || json!({"prompt_tokens": 21, "completion_tokens": 4, "total_tokens": 25}),
+                );
                 yield frame(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
-                    "choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 4, "total_tokens": 25}}));
+                    "choices": [], "usage": usage}));
             }
             yield Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")));
         };
@@ -326,6 +331,19 @@ fn full_response(status: StatusCode, ct: &str, body: String) -> Response<BoxBody
     r.headers_mut()
         .insert("content-type", ct.parse().expect("header"));
     r
+}
+
+/// The `usage` of the `usage-*` behaviours, which answer as `ok` with odd token counts:
+/// `usage-nocompletion` (no `completion_tokens`), `usage-nullprompt` (`prompt_tokens: null`),
+/// `usage-float` (`completion_tokens: 4.0`), `usage-text` (`usage: "n/a"`).
+fn odd_usage(behaviour: &str) -> Option<Value> {
+    Some(match behaviour.strip_prefix("usage-")? {
+        "nocompletion" => json!({"prompt_tokens": 21, "total_tokens": 21}),
+        "nullprompt" => json!({"prompt_tokens": null, "completion_tokens": 4, "total_tokens": 4}),
+        "float" => json!({"prompt_tokens": 21, "completion_tokens": 4.0, "total_tokens": 25.0}),
+        "text" => json!("n/a"),
+        _ => return None,
+    })
 }
 
 fn completion(model: &str, usage: bool) -> Value {
@@ -414,7 +432,7 @@ impl ChatEngine for EchoEngine {
         chunks.push(Ok(Chunk {
             payload: Bytes::from(u.to_string()),
             text_bytes: 0,
-            usage: Some(usage),
+            usage: Some(usage.into()),
             usage_only: true,
         }));
         Ok(futures_util::stream::iter(chunks).boxed())
