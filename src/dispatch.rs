@@ -336,6 +336,7 @@ mod tests {
                     usage: Usage {
                         prompt_tokens: 10,
                         completion_tokens: 5,
+                        cached_prompt_tokens: 0,
                     },
                     usage_estimated: false,
                 }),

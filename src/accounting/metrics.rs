@@ -103,7 +103,7 @@ impl Metrics {
         let tokens = must(IntCounterVec::new(
             Opts::new(
                 "switchyard_tokens_total",
-                "Tokens processed, by model and direction (input or output).",
+                "Tokens processed, by model and direction (input, output, and cached_input: the part of input served from the provider's prompt cache).",
             ),
             &["model", "direction"],
         ));
@@ -393,6 +393,11 @@ impl Metrics {
         self.tokens
             .with_label_values(&[model, "output"])
             .inc_by(usage.completion_tokens);
+        if usage.cached_prompt_tokens > 0 {
+            self.tokens
+                .with_label_values(&[model, "cached_input"])
+                .inc_by(usage.cached_prompt_tokens);
+        }
         self.cost
             .with_label_values(&[model, tenant])
             .inc_by(bill.cost_usd);

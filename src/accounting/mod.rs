@@ -99,9 +99,14 @@ pub fn bill(policy: &Policy, model: &str, usage: Usage) -> Bill {
         .get(model)
         .map(|m| m.price)
         .unwrap_or_default();
-    let cost_usd = price.cost(usage.prompt_tokens, usage.completion_tokens);
+    let (input, cached, output) = (
+        usage.prompt_tokens,
+        usage.cached_prompt_tokens,
+        usage.completion_tokens,
+    );
+    let cost_usd = price.cost_of(input, cached, output);
     let reference = policy.reference_price().unwrap_or_default();
-    let reference_usd = reference.cost(usage.prompt_tokens, usage.completion_tokens);
+    let reference_usd = reference.cost_of(input, cached, output);
     let savings_usd = if policy.reference_model.is_some() {
         reference_usd - cost_usd
     } else {
@@ -128,6 +133,7 @@ mod tests {
         let u = Usage {
             prompt_tokens: 1_000_000,
             completion_tokens: 500_000,
+            cached_prompt_tokens: 0,
         };
         assert_eq!(
             bill(&p, "small", u),

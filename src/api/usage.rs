@@ -10,6 +10,9 @@ pub struct Usage {
     pub prompt_tokens: u64,
     /// Tokens generated (`usage.completion_tokens`).
     pub completion_tokens: u64,
+    /// Of `prompt_tokens`, those served from the provider's prompt cache
+    /// (`usage.prompt_tokens_details.cached_tokens`), priced at the cached input price.
+    pub cached_prompt_tokens: u64,
 }
 
 impl Usage {
@@ -29,6 +32,9 @@ pub struct Reported {
     pub prompt_tokens: Option<u64>,
     #[serde(default, deserialize_with = "count")]
     pub completion_tokens: Option<u64>,
+    /// `prompt_tokens_details.cached_tokens`.
+    #[serde(default, rename = "prompt_tokens_details", deserialize_with = "cached")]
+    pub cached_tokens: Option<u64>,
 }
 
 impl From<Usage> for Reported {
@@ -36,6 +42,7 @@ impl From<Usage> for Reported {
         Reported {
             prompt_tokens: Some(u.prompt_tokens),
             completion_tokens: Some(u.completion_tokens),
+            cached_tokens: Some(u.cached_prompt_tokens),
         }
     }
 }
@@ -49,9 +56,11 @@ impl Reported {
 
     /// The counts, with what is missing taken from the estimates; `true` when any was missing.
     pub fn resolve(self, prompt_estimate: u64, completion_estimate: u64) -> (Usage, bool) {
+        let prompt_tokens = self.prompt_tokens.unwrap_or(prompt_estimate);
         let usage = Usage {
-            prompt_tokens: self.prompt_tokens.unwrap_or(prompt_estimate),
+            prompt_tokens,
             completion_tokens: self.completion_tokens.unwrap_or(completion_estimate),
+            cached_prompt_tokens: self.cached_tokens.unwrap_or(0).min(prompt_tokens),
         };
         let estimated = self.prompt_tokens.is_none() || self.completion_tokens.is_none();
         (usage, estimated)
@@ -100,6 +109,59 @@ pub fn reported<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Reporte
             Ok(None)
         }
     }
+    d.deserialize_any(Lenient)
+}
+
+/// `prompt_tokens_details` read leniently: its `cached_tokens` count, else `None`.
+fn cached<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Details {
+        #[serde(default, deserialize_with = "count")]
+        cached_tokens: Option<u64>,
+    }
+    struct Lenient;
+    impl<'de> serde::de::Visitor<'de> for Lenient {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("prompt token details")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<Option<u64>, A::Error> {
+            let d = Details::deserialize(serde::de::value::MapAccessDeserializer::new(a))?;
+            Ok(d.cached_tokens)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<u64>, D::Error> {
+            d.deserialize_any(Lenient)
+        }
+        fn visit_none<E>(self) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Option<u64>, A::Error> {
+            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+    }
+    // Anything but an object is no details.
     d.deserialize_any(Lenient)
 }
 
@@ -170,6 +232,7 @@ mod tests {
             Some(Reported {
                 prompt_tokens: p,
                 completion_tokens: c,
+                cached_tokens: None,
             })
         };
         assert_eq!(
@@ -196,6 +259,17 @@ mod tests {
         assert_eq!(
             r(r#"{"prompt_tokens": {"n": 1}, "completion_tokens": 1e300}"#),
             both(None, None)
+        );
+        let cached = r(r#"{"prompt_tokens": 1000, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 900, "audio_tokens": 0}}"#).unwrap();
+        assert_eq!(cached.cached_tokens, Some(900));
+        assert_eq!(cached.resolve(0, 0).0.cached_prompt_tokens, 900);
+        let odd = r(r#"{"prompt_tokens": 10, "prompt_tokens_details": "x"}"#).unwrap();
+        assert_eq!((odd.prompt_tokens, odd.cached_tokens), (Some(10), None));
+        let over = r(r#"{"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 50}}"#);
+        assert_eq!(
+            over.unwrap().resolve(0, 0).0.cached_prompt_tokens,
+            10,
+            "capped"
         );
         assert_eq!(r("null"), None);
         assert_eq!(r("\"usage\""), None);

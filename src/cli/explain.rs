@@ -100,6 +100,7 @@ pub fn explain(
     let usage = Usage {
         prompt_tokens: f.prompt_tokens,
         completion_tokens: output_tokens,
+        cached_prompt_tokens: 0,
     };
     let _ = writeln!(
         s,

@@ -662,7 +662,8 @@ mod tests {
             c.usage,
             Some(Reported {
                 prompt_tokens: Some(3),
-                completion_tokens: Some(4)
+                completion_tokens: Some(4),
+                cached_tokens: None,
             })
         );
         assert!(c.usage_only && fin);

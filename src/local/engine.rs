@@ -434,6 +434,7 @@ fn usage_of(o: &Outcome) -> Usage {
     Usage {
         prompt_tokens: o.prompt_tokens as u64,
         completion_tokens: o.completion_tokens as u64,
+        cached_prompt_tokens: 0,
     }
 }
 

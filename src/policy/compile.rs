@@ -141,10 +141,15 @@ impl Compiler<'_> {
             let price = Price {
                 input_per_million: m.price.input_per_million,
                 output_per_million: m.price.output_per_million,
+                cached_input_per_million: m
+                    .price
+                    .cached_input_per_million
+                    .unwrap_or(m.price.input_per_million),
             };
             for (field, v) in [
                 ("input_per_million", price.input_per_million),
                 ("output_per_million", price.output_per_million),
+                ("cached_input_per_million", price.cached_input_per_million),
             ] {
                 if !v.is_finite() || v < 0.0 {
                     self.error(

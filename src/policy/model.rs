@@ -202,12 +202,26 @@ pub struct LocalSettings {
 pub struct Price {
     pub input_per_million: f64,
     pub output_per_million: f64,
+    /// Input tokens served from the provider's prompt cache (the policy's default: the input
+    /// price).
+    pub cached_input_per_million: f64,
 }
 
 impl Price {
-    /// Cost in USD of the given token counts.
+    /// Cost in USD of the given token counts, every input token at the full input price (the
+    /// worst case, for reservations).
     pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        (input_tokens as f64 * self.input_per_million
+        self.cost_of(input_tokens, 0, output_tokens)
+    }
+
+    /// Cost in USD: `(input - cached) × input_per_million + cached × cached_input_per_million +
+    /// output × output_per_million`, over 10⁶. `cached` is the part of `input` served from the
+    /// provider's prompt cache (OpenAI's `usage.prompt_tokens_details.cached_tokens`); it is
+    /// capped at `input`.
+    pub fn cost_of(&self, input_tokens: u64, cached_tokens: u64, output_tokens: u64) -> f64 {
+        let cached = cached_tokens.min(input_tokens);
+        ((input_tokens - cached) as f64 * self.input_per_million
+            + cached as f64 * self.cached_input_per_million
             + output_tokens as f64 * self.output_per_million)
             / 1_000_000.0
     }

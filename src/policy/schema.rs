@@ -285,6 +285,9 @@ pub struct PriceSpec {
     pub input_per_million: f64,
     #[serde(default)]
     pub output_per_million: f64,
+    /// Input tokens served from the provider's prompt cache (default: `input_per_million`).
+    #[serde(default)]
+    pub cached_input_per_million: Option<f64>,
 }
 
 /// Size limits of a model.

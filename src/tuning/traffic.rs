@@ -20,6 +20,9 @@ pub struct Row {
     pub outcome: Option<Outcome>,
     /// Tokens of the recorded answer, when known.
     pub completion_tokens: Option<u64>,
+    /// Of the prompt, the tokens a provider's prompt cache served (priced at the cached input
+    /// price), when the row says.
+    pub cached_prompt_tokens: Option<u64>,
 }
 
 /// Why traffic could not be read.
@@ -75,6 +78,7 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
             "tags",
             "tenant",
             "completion_tokens",
+            "cached_prompt_tokens",
             "weak_correct",
             "strong_correct",
             "weak_score",
@@ -110,12 +114,21 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
         .get("completion_tokens")
         .or_else(|| obj.get("usage").and_then(|u| u.get("completion_tokens")))
         .and_then(Value::as_u64);
+    let cached_prompt_tokens = obj
+        .get("cached_prompt_tokens")
+        .or_else(|| {
+            obj.get("usage")
+                .and_then(|u| u.get("prompt_tokens_details"))
+                .and_then(|d| d.get("cached_tokens"))
+        })
+        .and_then(Value::as_u64);
     Ok(Row {
         id: obj.get("id").cloned(),
         outcome: outcome(&obj),
         request,
         features,
         completion_tokens,
+        cached_prompt_tokens,
     })
 }
 

@@ -335,13 +335,16 @@ fn full_response(status: StatusCode, ct: &str, body: String) -> Response<BoxBody
 
 /// The `usage` of the `usage-*` behaviours, which answer as `ok` with odd token counts:
 /// `usage-nocompletion` (no `completion_tokens`), `usage-nullprompt` (`prompt_tokens: null`),
-/// `usage-float` (`completion_tokens: 4.0`), `usage-text` (`usage: "n/a"`).
+/// `usage-float` (`completion_tokens: 4.0`), `usage-text` (`usage: "n/a"`), `usage-cached`
+/// (900 of 1000 prompt tokens from the prompt cache, 10 answer tokens).
 fn odd_usage(behaviour: &str) -> Option<Value> {
     Some(match behaviour.strip_prefix("usage-")? {
         "nocompletion" => json!({"prompt_tokens": 21, "total_tokens": 21}),
         "nullprompt" => json!({"prompt_tokens": null, "completion_tokens": 4, "total_tokens": 4}),
         "float" => json!({"prompt_tokens": 21, "completion_tokens": 4.0, "total_tokens": 25.0}),
         "text" => json!("n/a"),
+        "cached" => json!({"prompt_tokens": 1000, "completion_tokens": 10, "total_tokens": 1010,
+            "prompt_tokens_details": {"cached_tokens": 900}}),
         _ => return None,
     })
 }
@@ -382,6 +385,7 @@ impl EchoEngine {
             Usage {
                 prompt_tokens: prompt,
                 completion_tokens: text.split_whitespace().count() as u64,
+                cached_prompt_tokens: 0,
             },
         )
     }
