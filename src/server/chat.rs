@@ -79,7 +79,8 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
     if let Err(e) = settlement.admit(caller.tenant.as_deref(), feats.prompt_tokens) {
         return refuse(&mut settlement, &e, None);
     }
-    let classified = classify(&gateway, &parsed, &mut feats).await;
+    let request_id = parts.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
+    let classified = classify(&gateway, &parsed, &mut feats, request_id).await;
     let decision = match policy::decide(&gateway.policy, &feats) {
         Ok(d) => d,
         Err(e) => {
@@ -90,7 +91,6 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
             )
         }
     };
-    let request_id = parts.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
     record(&gateway, &parsed, &feats, &caller, request_id, decision);
     let request = EngineRequest {
         request: &parsed,
@@ -213,7 +213,12 @@ fn record(
 /// Runs the classifier when its outputs could change the decision and puts them into the
 /// features; returns the `x-switchyard-classifier` header value. A classifier failure is
 /// counted and logged, and the request is routed as if no classifier condition matched.
-async fn classify(gateway: &Gateway, req: &ChatRequest, feats: &mut Features) -> Option<String> {
+async fn classify(
+    gateway: &Gateway,
+    req: &ChatRequest,
+    feats: &mut Features,
+    request_id: Option<&str>,
+) -> Option<String> {
     let batcher = gateway.classifier.as_ref()?;
     if !policy::needs_classifier(&gateway.policy, feats) {
         return None;
@@ -229,7 +234,8 @@ async fn classify(gateway: &Gateway, req: &ChatRequest, feats: &mut Features) ->
         }
         Err(e) => {
             gateway.ledger.metrics.classifier_failed();
-            tracing::warn!("request classifier failed: {e}");
+            let request_id = request_id.unwrap_or_default();
+            tracing::warn!(request_id, "request classifier failed: {e}");
             None
         }
     }
