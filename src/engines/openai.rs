@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::time::{timeout, timeout_at, Instant};
 
 /// The request header in which the OpenAI SDKs count their own retries of a call.
-const CLIENT_RETRY_COUNT: &str = "x-stainless-retry-count";
+const CLIENT_RETRY_COUNT: HeaderName = HeaderName::from_static("x-stainless-retry-count");
 
 /// Largest non-streaming upstream response accepted.
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
