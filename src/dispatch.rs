@@ -64,6 +64,16 @@ pub struct Attempt<'p> {
     pub circuit_retry_in: Option<std::time::Duration>,
 }
 
+impl<'p> Attempt<'p> {
+    fn new(model: &'p str, failure: Failure) -> Attempt<'p> {
+        Attempt {
+            model,
+            failure,
+            circuit_retry_in: None,
+        }
+    }
+}
+
 /// No model answered.
 #[derive(Debug)]
 pub enum DispatchError<'p> {
@@ -221,11 +231,7 @@ async fn try_route<'p>(
         let engine = match ready(policy, engines, model) {
             Ok(e) => e,
             Err(e) => {
-                tried.push(Attempt {
-                    model,
-                    failure: Failure::Engine(e),
-                    circuit_retry_in: None,
-                });
+                tried.push(Attempt::new(model, Failure::Engine(e)));
                 continue;
             }
         };
@@ -235,11 +241,7 @@ async fn try_route<'p>(
                     return Err(DispatchError::BudgetRejected { model, exhausted });
                 }
                 refused_by_budget = true;
-                tried.push(Attempt {
-                    model,
-                    failure: Failure::Budget(exhausted),
-                    circuit_retry_in: None,
-                });
+                tried.push(Attempt::new(model, Failure::Budget(exhausted)));
                 continue;
             }
         }
@@ -264,9 +266,8 @@ async fn try_route<'p>(
                 settlement.call_failed(e.kind(), started.elapsed());
                 let go_on = e.allows_fallback();
                 tried.push(Attempt {
-                    model,
-                    failure: Failure::Engine(e),
                     circuit_retry_in: engine.circuit_retry_in(),
+                    ..Attempt::new(model, Failure::Engine(e))
                 });
                 if !go_on {
                     break;

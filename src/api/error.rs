@@ -216,37 +216,22 @@ impl ApiError {
 
     /// This error with a `Retry-After` of at least `wait` (for an upstream's error: the longer of
     /// its own and `wait`). Errors that carry no `Retry-After` are returned as they are.
-    pub fn retry_after_at_least(self, wait: std::time::Duration) -> ApiError {
+    pub fn retry_after_at_least(mut self, wait: std::time::Duration) -> ApiError {
         let secs = retry_after_secs(wait);
-        match self {
-            ApiError::Upstream {
-                status,
-                upstream,
-                body,
-                retry_after,
-                message,
-            } => {
-                let own = retry_after.as_ref().and_then(|v| {
-                    let now = std::time::SystemTime::now();
-                    parse_retry_after(v, now)
-                });
-                let retry_after = match own {
-                    Some(d) if retry_after_secs(d) >= secs => retry_after,
-                    _ if status.is_server_error() || status.as_u16() == 429 => {
-                        Some(HeaderValue::from(secs))
-                    }
-                    _ => retry_after,
-                };
-                ApiError::Upstream {
-                    status,
-                    upstream,
-                    body,
-                    retry_after,
-                    message,
-                }
+        if let ApiError::Upstream {
+            status,
+            retry_after,
+            ..
+        } = &mut self
+        {
+            let now = std::time::SystemTime::now();
+            let own = retry_after.as_ref().and_then(|v| parse_retry_after(v, now));
+            let shorter = own.is_none_or(|d| retry_after_secs(d) < secs);
+            if shorter && (status.is_server_error() || status.as_u16() == 429) {
+                *retry_after = Some(HeaderValue::from(secs));
             }
-            other => other,
         }
+        self
     }
 
     /// The response body: the upstream's own body for passed-through errors, else ours.

@@ -70,46 +70,7 @@ impl Reported {
 /// Reads a `usage` member leniently (for `#[serde(deserialize_with)]`): an object is a
 /// [`Reported`], anything else (`null`, a string, a number, an array) is `None`, never an error.
 pub fn reported<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Reported>, D::Error> {
-    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-    struct Lenient;
-    impl<'de> Visitor<'de> for Lenient {
-        type Value = Option<Reported>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a usage object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Option<Reported>, A::Error> {
-            Reported::deserialize(serde::de::value::MapAccessDeserializer::new(a)).map(Some)
-        }
-        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(Lenient)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Option<Reported>, A::Error> {
-            while a.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(None)
-        }
-        fn visit_none<E>(self) -> Result<Option<Reported>, E> {
-            Ok(None)
-        }
-        fn visit_unit<E>(self) -> Result<Option<Reported>, E> {
-            Ok(None)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Option<Reported>, E> {
-            Ok(None)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Option<Reported>, E> {
-            Ok(None)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Option<Reported>, E> {
-            Ok(None)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Option<Reported>, E> {
-            Ok(None)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Option<Reported>, E> {
-            Ok(None)
-        }
-    }
-    d.deserialize_any(Lenient)
+    d.deserialize_any(ObjectOrNone(std::marker::PhantomData))
 }
 
 /// `prompt_tokens_details` read leniently: its `cached_tokens` count, else `None`.
@@ -119,50 +80,49 @@ fn cached<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Erro
         #[serde(default, deserialize_with = "count")]
         cached_tokens: Option<u64>,
     }
-    struct Lenient;
-    impl<'de> serde::de::Visitor<'de> for Lenient {
-        type Value = Option<u64>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("prompt token details")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<Option<u64>, A::Error> {
-            let d = Details::deserialize(serde::de::value::MapAccessDeserializer::new(a))?;
-            Ok(d.cached_tokens)
-        }
-        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<u64>, D::Error> {
-            d.deserialize_any(Lenient)
-        }
-        fn visit_none<E>(self) -> Result<Option<u64>, E> {
-            Ok(None)
-        }
-        fn visit_unit<E>(self) -> Result<Option<u64>, E> {
-            Ok(None)
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut a: A,
-        ) -> Result<Option<u64>, A::Error> {
-            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-            Ok(None)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Option<u64>, E> {
-            Ok(None)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Option<u64>, E> {
-            Ok(None)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Option<u64>, E> {
-            Ok(None)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Option<u64>, E> {
-            Ok(None)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Option<u64>, E> {
-            Ok(None)
-        }
+    let details = d.deserialize_any(ObjectOrNone::<Details>(std::marker::PhantomData))?;
+    Ok(details.and_then(|d| d.cached_tokens))
+}
+
+/// A visitor that reads an object as `T` and any other JSON value as `None`.
+struct ObjectOrNone<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOrNone<T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
     }
-    // Anything but an object is no details.
-    d.deserialize_any(Lenient)
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<Option<T>, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(a)).map(Some)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Option<T>, A::Error> {
+        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_none<E>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Option<T>, E> {
+        Ok(None)
+    }
 }
 
 /// A token count: a non-negative integer, or a float with no fractional part; anything else
