@@ -372,7 +372,17 @@ async fn a_long_prompt_runs_between_a_streams_steps() {
     // About 800 tokens: some 25 pieces of 32.
     let long = "The river runs past old stone bridges. ".repeat(100);
     let before = events.load(std::sync::atomic::Ordering::SeqCst);
-    let r = chat(&gw, greedy("local", &long, 1), &[]).await;
+    // An upper bound only, wider than the usual one: on a busy two-core machine the other tests
+    // of this file decode at the same time, and 800 prompt tokens between a stream's steps take
+    // a while there.
+    let r = request_within(
+        TEST_TIMEOUT * 4,
+        "POST",
+        &format!("{}/v1/chat/completions", gw.url),
+        greedy("local", &long, 1).to_string(),
+        &[("content-type", "application/json")],
+    )
+    .await;
     let after = events.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert!(

@@ -576,12 +576,23 @@ pub async fn send(
     body: impl Into<Bytes>,
     headers: &[(&str, &str)],
 ) -> Response<Incoming> {
+    send_within(TEST_TIMEOUT, method, url, body, headers).await
+}
+
+/// [`send`] with another bound on the wait for the response head.
+pub async fn send_within(
+    limit: Duration,
+    method: &str,
+    url: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Response<Incoming> {
     let mut b = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
     let req = b.body(Full::new(body.into())).expect("request");
-    tokio::time::timeout(TEST_TIMEOUT, client().request(req))
+    tokio::time::timeout(limit, client().request(req))
         .await
         .expect("response head in time")
         .expect("response head")
@@ -594,9 +605,20 @@ pub async fn request(
     body: impl Into<Bytes>,
     headers: &[(&str, &str)],
 ) -> Reply {
-    let resp = send(method, url, body, headers).await;
+    request_within(TEST_TIMEOUT, method, url, body, headers).await
+}
+
+/// [`request`] with another bound on each wait (head, then body).
+pub async fn request_within(
+    limit: Duration,
+    method: &str,
+    url: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let resp = send_within(limit, method, url, body, headers).await;
     let (parts, body) = resp.into_parts();
-    let body = tokio::time::timeout(TEST_TIMEOUT, body.collect())
+    let body = tokio::time::timeout(limit, body.collect())
         .await
         .expect("body in time")
         .map(|c| c.to_bytes())
