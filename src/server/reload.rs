@@ -42,14 +42,16 @@ pub fn reload(handle: &GatewayHandle, path: &Path) -> Result<(), String> {
     let result = policy::load(path)
         .map_err(|e| e.to_string())
         .and_then(|p| rebuild(&old, p));
-    old.metrics().policy_reload(result.is_ok());
+    // Counted once the outcome holds: a success only after new requests get the new policy.
     match result {
         Ok(g) => {
             handle.replace(Arc::new(g));
+            old.metrics().policy_reload(true);
             tracing::info!("policy {} reloaded", path.display());
             Ok(())
         }
         Err(e) => {
+            old.metrics().policy_reload(false);
             tracing::error!(
                 "policy {} rejected, the previous one keeps serving:\n{e}",
                 path.display()
