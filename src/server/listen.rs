@@ -1,6 +1,7 @@
 //! Accepting connections (with the connection limit and the HTTP settings of `limits`) and
 //! shutting down: readiness first, then the listener, then the requests in flight.
 
+use super::linger::{self, Lingering};
 use super::{respond, AuthLayer, Gateway, GatewayHandle, RequestIdLayer, Routes};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -106,6 +107,8 @@ pub async fn serve_handle(
         let gateway = handle.current();
         let limits = gateway.policy.limits;
         let _ = stream.set_nodelay(true);
+        // Its shutdown reads and discards what the client still sends, within bounds.
+        let stream = Lingering::new(stream, linger::Bounds::of(&limits));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
