@@ -119,7 +119,7 @@ where
         let gateway = self.gateway.current();
         let limit = gateway.policy.limits.max_header_bytes;
         if header_bytes(req.headers()) > limit {
-            let resp = respond::error(&crate::api::ApiError::HeadersTooLarge { limit });
+            let resp = respond::refusal(&ApiError::HeadersTooLarge { limit }, &req);
             return Box::pin(async move { Ok(resp) });
         }
         if !is_public(req.uri().path()) {
@@ -132,7 +132,7 @@ where
                     req.extensions_mut().insert(caller);
                 }
                 Err(e) => {
-                    let resp = respond::error(&e);
+                    let resp = respond::refusal(&e, &req);
                     return Box::pin(async move { Ok(resp) });
                 }
             }

@@ -18,6 +18,7 @@ use crate::policy::{self, Decision};
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -67,9 +68,16 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
         .cloned()
         .unwrap_or(Caller { tenant: None });
     let (parts, body) = req.into_parts();
+    let has_body = !body.is_end_stream();
     let parsed = match read(&gateway, &parts.headers, body).await {
         Ok(r) => r,
-        Err(e) => return refuse(&mut settlement, &e, None),
+        Err(e) => {
+            let mut resp = refuse(&mut settlement, &e, None);
+            if has_body && stops_reading(&e) {
+                respond::close_after(&mut resp, parts.version);
+            }
+            return resp;
+        }
     };
     if let Err(e) = limits::check(&gateway.policy.limits, &parsed) {
         return refuse(&mut settlement, &e, None);
@@ -239,6 +247,17 @@ async fn classify(
             None
         }
     }
+}
+
+/// Whether [`read`] gave up on the body before its end with this error: a body it does not
+/// take, over the limit, or too slow. (A body that does not parse was read whole.)
+fn stops_reading(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::UnsupportedMediaType(_)
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::RequestTimeout(_)
+    )
 }
 
 /// Reads and parses the body: JSON content type, size limit, valid request.

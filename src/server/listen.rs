@@ -1,6 +1,7 @@
 //! Accepting connections (with the connection limit and the HTTP settings of `limits`) and
 //! shutting down: readiness first, then the listener, then the requests in flight.
 
+use super::linger::{self, Lingering};
 use super::{respond, AuthLayer, Gateway, GatewayHandle, RequestIdLayer, Routes};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -69,6 +70,20 @@ pub async fn serve(
     .await
 }
 
+/// How many times `limits.max_header_bytes` a request head may take and still be parsed, so
+/// that it gets the gateway's own 431 (in the OpenAI shape, from the auth layer).
+const HEAD_BUFFER_MULTIPLE: usize = 16;
+
+/// The HTTP parser's buffer for a request head ([`HEAD_BUFFER_MULTIPLE`] times the limit).
+/// It grows to this only while a head that large is read; a larger head gets the parser's
+/// own 431, without a body.
+fn head_buffer(max_header_bytes: usize) -> usize {
+    // hyper refuses a buffer under 8 KiB.
+    max_header_bytes
+        .saturating_mul(HEAD_BUFFER_MULTIPLE)
+        .max(8192)
+}
+
 /// Longest a connection over `limits.max_connections` is kept to be told so.
 const REFUSED_CONNECTION_TIME: Duration = Duration::from_secs(2);
 
@@ -106,16 +121,19 @@ pub async fn serve_handle(
         let gateway = handle.current();
         let limits = gateway.policy.limits;
         let _ = stream.set_nodelay(true);
+        // Its shutdown reads and discards what the client still sends, within bounds.
+        let stream = Lingering::new(stream, linger::Bounds::of(&limits));
+        let head = head_buffer(limits.max_header_bytes);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .max_buf_size((limits.max_header_bytes * 2).max(8192) + 16 * 1024);
+            .max_buf_size(head);
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX));
         // Connections are accepted one at a time, so the check and the count cannot race.
         let over = served.load(Ordering::Relaxed) >= limits.max_connections;
         let count = OpenConnection {

@@ -3,6 +3,7 @@
 mod auth;
 mod chat;
 mod limits;
+mod linger;
 mod listen;
 pub mod reload;
 mod request_id;

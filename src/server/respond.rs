@@ -2,8 +2,9 @@
 
 use crate::api::ApiError;
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Response, StatusCode};
+use http::header::{CONNECTION, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use std::convert::Infallible;
@@ -41,4 +42,29 @@ pub fn error(e: &ApiError) -> Response<Body> {
         r.headers_mut().insert(name, value);
     }
     r
+}
+
+/// Makes `resp` the last response of its HTTP/1 connection (`Connection: close`). For a refusal
+/// answered before the request's body was read to its end: the rest of the body cannot be
+/// parsed as the next request, so the connection ends, and its lingering close
+/// ([`super::linger`]) reads and discards what the client still sends, so that the client gets
+/// to read the refusal. HTTP/2 needs neither (it ends the one stream).
+pub fn close_after(resp: &mut Response<Body>, version: Version) {
+    if matches!(
+        version,
+        Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
+    ) {
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+/// The response of an error answered before the request's body was read: when there is a
+/// body, the connection ends after it ([`close_after`]).
+pub fn refusal(e: &ApiError, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+    let mut resp = error(e);
+    if !req.body().is_end_stream() {
+        close_after(&mut resp, req.version());
+    }
+    resp
 }

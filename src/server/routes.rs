@@ -22,10 +22,11 @@ pub async fn handle(
         "/v1/models" | "/v1/switchyard/budget" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
         _ if model_id.is_some() => "GET, HEAD",
         _ => {
-            return respond::error(&ApiError::NoRoute {
+            let e = ApiError::NoRoute {
                 method: req.method().to_string(),
                 path: path.to_string(),
-            });
+            };
+            return respond::refusal(&e, &req);
         }
     };
     let method = req.method();
@@ -34,11 +35,12 @@ pub async fn handle(
         _ => method == Method::GET || method == Method::HEAD,
     };
     if !allowed {
-        return respond::error(&ApiError::MethodNotAllowed {
+        let e = ApiError::MethodNotAllowed {
             method: method.to_string(),
             path: path.to_string(),
             allow,
-        });
+        };
+        return respond::refusal(&e, &req);
     }
     if let Some(id) = model_id {
         return model(&gateway, id);
