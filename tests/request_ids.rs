@@ -187,4 +187,8 @@ async fn the_gateways_log_lines_for_a_request_name_its_id() {
         .find(|l| l.contains("request classifier failed"))
         .unwrap_or_else(|| panic!("no warning logged:\n{out}"));
     assert!(line.contains("request_id=\"logged-7\""), "{line}");
+    assert!(
+        line.contains("request classifier failed: invalid classifier files: no scores today"),
+        "the model's error, said once: {line}"
+    );
 }

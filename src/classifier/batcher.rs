@@ -63,7 +63,7 @@ impl Batcher {
             .map_err(|_| ClassifierError::Closed)?;
         match rx.await {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(ClassifierError::Format(e)),
+            Ok(Err(e)) => Err(ClassifierError::Batch(e)),
             Err(_) => Err(ClassifierError::Closed),
         }
     }

@@ -47,6 +47,9 @@ pub enum ClassifierError {
     Compute(#[from] candle_core::Error),
     #[error("the classifier is shut down")]
     Closed,
+    /// The batch a request was part of failed (the message of the model's error).
+    #[error("{0}")]
+    Batch(String),
 }
 
 /// What the classifier says about one text.
