@@ -165,7 +165,7 @@ impl Settlement {
     /// Errors: the first budget that cannot take it ([`Exhausted`]), counted in
     /// `switchyard_budget_exhausted_total`; nothing is reserved then.
     pub fn reserve(&mut self, model: &Model, max_tokens: Option<u64>) -> Result<(), Exhausted> {
-        self.release();
+        Settlement::release(&mut self.budget, &self.ledger);
         let Some(budgets) = &self.ledger.budgets else {
             return Ok(());
         };
@@ -192,10 +192,10 @@ impl Settlement {
     }
 
     /// Gives back the budget reservation of a call that spent nothing.
-    fn release(&mut self) {
-        if let (Some(t), Some(b)) = (self.budget.take(), &self.ledger.budgets) {
+    fn release(budget: &mut Option<Ticket>, ledger: &Ledger) {
+        if let (Some(t), Some(b)) = (budget.take(), &ledger.budgets) {
             b.settle(t, 0.0);
-            self.ledger.publish_budgets();
+            ledger.publish_budgets();
         }
     }
 
@@ -210,7 +210,7 @@ impl Settlement {
         self.engine_time += took;
         self.call = Call::None;
         self.ledger.metrics.upstream_error(&self.model, kind);
-        self.release();
+        Settlement::release(&mut self.budget, &self.ledger);
     }
 
     /// The current model answers (a complete answer, or a stream's head), after `took` in its
@@ -242,7 +242,7 @@ impl Settlement {
     /// Settles the request: its tokens and cost (when a model had it) into the metrics, the
     /// budget reservation replaced by the cost, the rate-limit tokens by the real count, and the
     /// request counted with its status and durations. Only the first call counts; later ones
-    /// return what the first billed.
+    /// change nothing and return a zero bill.
     ///
     /// Tokens are the model's `usage` when it reported one, else estimated: the prompt estimate
     /// and a quarter of the bytes of text sent ([`estimate_text_tokens`]). A call cut short
@@ -257,7 +257,7 @@ impl Settlement {
             self.usage = Some(usage.into());
             self.usage_estimated = estimated;
         }
-        let ledger = self.ledger.clone();
+        let ledger = &self.ledger;
         let metrics = &ledger.metrics;
         let mut bill = Bill::default();
         if self.call != Call::None {
@@ -277,7 +277,7 @@ impl Settlement {
                 t.settle(usage.total());
             }
         } else {
-            self.release();
+            Settlement::release(&mut self.budget, ledger);
         }
         let status = match end {
             End::Complete(..) | End::StreamDone => Cow::Borrowed("200"),
