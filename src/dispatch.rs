@@ -9,7 +9,7 @@
 use crate::accounting::budget::Exhausted;
 use crate::accounting::Settlement;
 use crate::api::ApiError;
-use crate::engines::{ChatEngine, ChunkStream, Completion, EngineError, EngineRequest};
+use crate::engines::{ChatEngine, Completion, EngineError, EngineRequest, Streaming};
 use crate::policy::{Decision, OnExhausted, Policy};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ pub struct Answer<'p> {
 pub enum Reply {
     Complete(Completion),
     /// Its first byte is certain: a later failure ends the stream with an error event.
-    Stream(ChunkStream),
+    Stream(Streaming),
 }
 
 /// Why one model did not answer.
@@ -340,16 +340,17 @@ mod tests {
                         cached_prompt_tokens: 0,
                     },
                     usage_estimated: false,
+                    headers: http::HeaderMap::new(),
                 }),
             }
         }
-        async fn infer_stream(&self, _: EngineRequest<'_>) -> Result<ChunkStream, EngineError> {
+        async fn infer_stream(&self, _: EngineRequest<'_>) -> Result<Streaming, EngineError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             match &self.fails {
                 Some(e) => Err(e.clone()),
-                None => Ok(Box::pin(futures_util::stream::empty::<
+                None => Ok(Streaming::new(Box::pin(futures_util::stream::empty::<
                     Result<Chunk, EngineError>,
-                >())),
+                >()))),
             }
         }
     }
@@ -359,6 +360,7 @@ mod tests {
             status: StatusCode::from_u16(code).unwrap(),
             body: Bytes::from_static(br#"{"error":{"message":"no"}}"#),
             retry_after: None,
+            headers: Box::default(),
         }
     }
 

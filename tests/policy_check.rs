@@ -124,3 +124,19 @@ fn a_missing_file_is_an_error() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot read the policy file"), "{err}");
 }
+
+#[test]
+fn response_headers_that_frame_carry_cookies_or_belong_to_the_gateway_are_refused() {
+    let (code, _, err) = check_text(
+        "version: 1\nmodels:\n  big: { kind: openai, base_url: 'http://127.0.0.1:9/v1', response_headers: [x-ratelimit-*, set-cookie, 'x-switchyard-*', 'content-*', 'bad name'] }\ndefault: { route: big }\n",
+    );
+    assert_eq!(code, 1, "{err}");
+    for refused in ["set-cookie", "x-switchyard-*", "content-*"] {
+        assert!(
+            err.contains(&format!("`{refused}` is never passed back")),
+            "{refused}: {err}"
+        );
+    }
+    assert!(err.contains("`bad name` is not a header name"), "{err}");
+    assert!(!err.contains("x-ratelimit"), "{err}");
+}

@@ -192,3 +192,56 @@ async fn the_gateways_log_lines_for_a_request_name_its_id() {
         "the model's error, said once: {line}"
     );
 }
+
+#[tokio::test]
+async fn the_providers_request_id_and_allowed_headers_come_back_on_answers_streams_and_errors() {
+    let up = FakeUpstream::start().await;
+    let policy = PolicyBuilder::standard(&up.base("ok"))
+        .cloud("limited", &up.base("status-429"))
+        .model_field("limited", "retries", "{ max_retries: 0 }")
+        .render();
+    let gw = start_gateway(&policy, KEY).await;
+
+    let json = chat(&gw, ask("cloud", "hi"), &[("x-request-id", "mine-1")]).await;
+    let mut stream_req = ask("cloud", "hi");
+    stream_req["stream"] = serde_json::json!(true);
+    let stream = chat(&gw, stream_req, &[("x-request-id", "mine-2")]).await;
+    let error = chat(&gw, ask("limited", "hi"), &[("x-request-id", "mine-3")]).await;
+    let statuses = [json.status, stream.status, error.status].map(|s| s.as_u16());
+    assert_eq!(statuses, [200, 200, 429]);
+    assert!(stream.events().iter().any(|e| e == "[DONE]"));
+    for (n, r) in [(1, &json), (2, &stream), (3, &error)] {
+        // The client's id stays the gateway's; the provider's comes back beside it.
+        assert_eq!(r.header("x-request-id"), format!("mine-{n}"));
+        assert_eq!(
+            r.header("x-switchyard-upstream-request-id"),
+            format!("req_fake_{n}")
+        );
+        assert_eq!(r.header("x-ratelimit-limit-requests"), "500");
+        assert_eq!(
+            r.header("x-ratelimit-remaining-requests"),
+            format!("{}", 500 - n)
+        );
+        assert_eq!(r.header("x-ratelimit-reset-tokens"), "6m0s");
+        assert_eq!(r.header("openai-processing-ms"), "42");
+        // Not on the default list: cookies never, the organization only when listed.
+        assert_eq!(r.header("set-cookie"), "");
+        assert_eq!(r.header("openai-organization"), "");
+    }
+
+    // A policy's own list replaces the default one.
+    let listed = PolicyBuilder::standard(&up.base("ok"))
+        .model_field("cloud", "response_headers", "[openai-organization]")
+        .render();
+    let gw = start_gateway(&listed, KEY).await;
+    let r = chat(&gw, ask("cloud", "hi"), &[]).await;
+    assert_eq!(r.header("openai-organization"), "org-fake");
+    assert_eq!(r.header("x-ratelimit-limit-requests"), "");
+    assert!(r
+        .header("x-switchyard-upstream-request-id")
+        .starts_with("req_fake_"));
+    // The on-box model has no provider: no provider headers.
+    let local = chat(&gw, ask("local-echo", "hi"), &[]).await;
+    assert_eq!(local.status, 200);
+    assert_eq!(local.header("x-switchyard-upstream-request-id"), "");
+}

@@ -68,6 +68,9 @@ pub enum ApiError {
         upstream: StatusCode,
         body: Bytes,
         retry_after: Option<HeaderValue>,
+        /// Upstream response headers passed back (the model's `response_headers`, and
+        /// `x-switchyard-upstream-request-id`).
+        headers: Box<http::HeaderMap>,
         message: String,
     },
     /// The upstream refused this gateway's provider credentials (its 401 or 403): not the
@@ -251,9 +254,14 @@ impl ApiError {
             ApiError::Upstream {
                 upstream,
                 retry_after,
+                headers,
                 ..
             } => {
-                let mut h = vec![(UPSTREAM_STATUS, HeaderValue::from(upstream.as_u16()))];
+                let mut h: Vec<_> = headers
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect();
+                h.push((UPSTREAM_STATUS, HeaderValue::from(upstream.as_u16())));
                 if let Some(v) = retry_after {
                     h.push((http::header::RETRY_AFTER, v.clone()));
                 }
@@ -378,6 +386,7 @@ mod tests {
             upstream: StatusCode::BAD_REQUEST,
             body,
             retry_after: None,
+            headers: Box::default(),
             message: "model `m`: the upstream answered with status 400".into(),
         };
         assert_eq!(upstream(shaped.clone()).body(), shaped);

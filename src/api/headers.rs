@@ -1,5 +1,8 @@
-//! Which client request headers may reach a cloud upstream: only those a policy allow-lists,
-//! and never credentials, hop-by-hop headers or headers the gateway sets itself.
+//! Which headers cross the gateway. Client request headers reach a cloud upstream only when a
+//! policy allow-lists them (`forward_headers`), and never credentials, hop-by-hop headers or
+//! headers the gateway sets itself. Upstream response headers reach the client the same way
+//! (`response_headers`), and the provider's request id comes back as
+//! `x-switchyard-upstream-request-id`.
 
 use http::{HeaderMap, HeaderName};
 
@@ -44,9 +47,127 @@ pub fn forwarded<'a>(
         .flat_map(move |n| from.get_all(n).iter().map(move |v| (n, v)))
 }
 
+/// The response header that carries the provider's own request id (its `x-request-id`).
+pub const UPSTREAM_REQUEST_ID: HeaderName =
+    HeaderName::from_static("x-switchyard-upstream-request-id");
+
+/// Upstream response headers that are never passed back, whatever a policy lists: framing and
+/// hop-by-hop headers, cookies and authentication challenges, and headers the gateway sets.
+const NEVER_PASSED_BACK: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "set-cookie",
+    "www-authenticate",
+    "proxy-authenticate",
+    "authorization",
+    "retry-after",
+    "x-request-id",
+];
+
+/// Whether an upstream response header `name` may never reach the client (also
+/// `x-switchyard-*`, the gateway's own headers).
+pub fn is_never_passed_back(name: &str) -> bool {
+    NEVER_PASSED_BACK.contains(&name) || name.starts_with("x-switchyard-")
+}
+
+/// The upstream response headers a model passes back to the client: exact lower-case names,
+/// and prefixes (a pattern ending in `*`, such as `x-ratelimit-*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassBack {
+    exact: Vec<HeaderName>,
+    prefixes: Vec<String>,
+}
+
+impl PassBack {
+    /// The allow-list of `patterns` (lower-cased). Errors: the pattern that is not a header
+    /// name (or a name's prefix followed by `*`), or one that may never be passed back.
+    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<PassBack, String> {
+        let mut out = PassBack::default();
+        for raw in patterns {
+            let p = raw.trim().to_ascii_lowercase();
+            let (name, prefix) = match p.strip_suffix('*') {
+                Some(stem) => (stem, true),
+                None => (p.as_str(), false),
+            };
+            if name.is_empty() || HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(format!(
+                    "`{raw}` is not a header name or a name prefix ending in `*`"
+                ));
+            }
+            let blocked = if prefix {
+                NEVER_PASSED_BACK.iter().any(|n| n.starts_with(name))
+                    || "x-switchyard-".starts_with(name)
+                    || name.starts_with("x-switchyard-")
+            } else {
+                is_never_passed_back(name)
+            };
+            if blocked {
+                return Err(format!(
+                    "`{raw}` is never passed back: it frames the response, carries credentials or cookies, or is set by the gateway"
+                ));
+            }
+            match prefix {
+                true => out.prefixes.push(name.to_string()),
+                false => out
+                    .exact
+                    .push(HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the upstream response header `name` (lower-case, as parsed) goes back to the
+    /// client.
+    pub fn allows(&self, name: &str) -> bool {
+        self.exact
+            .iter()
+            .any(|n| n.as_str().eq_ignore_ascii_case(name))
+            || self.prefixes.iter().any(|p| {
+                name.len() >= p.len()
+                    && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            })
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pass_back_matches_names_and_prefixes_and_refuses_framing_and_credentials() {
+        let p = PassBack::new(["X-RateLimit-*", "openai-processing-ms"]).unwrap();
+        assert!(p.allows("x-ratelimit-remaining-tokens"));
+        assert!(p.allows("X-Ratelimit-Limit-Requests"));
+        assert!(p.allows("openai-processing-ms"));
+        assert!(!p.allows("openai-processing"));
+        assert!(!p.allows("x-ratelimit"));
+        assert!(!p.allows("set-cookie"));
+        for bad in [
+            "set-cookie",
+            "content-*",
+            "x-switchyard-*",
+            "x-*",
+            "*",
+            "x-request-id",
+            "a b",
+        ] {
+            assert!(PassBack::new([bad]).is_err(), "{bad} was accepted");
+        }
+        assert!(PassBack::new(["x-ratelimit-*"]).is_ok());
+    }
 
     #[test]
     fn only_allowed_headers_pass_and_credentials_never_do() {

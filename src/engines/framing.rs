@@ -2,8 +2,9 @@
 //! far, and the body cut out of them by `Content-Length`, chunked encoding, or the connection's
 //! end. Pure (bytes in, pieces out), so every split of the input can be tested.
 
+use crate::api::headers::{PassBack, UPSTREAM_REQUEST_ID};
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// Largest response head accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -21,12 +22,15 @@ fn err<T>(what: impl Into<String>) -> Result<T, FramingError> {
     Err(FramingError(what.into()))
 }
 
-/// A parsed response head: what the gateway reads of it (it forwards no upstream header).
+/// A parsed response head: what the gateway reads of it.
 #[derive(Debug)]
 pub struct Head {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
     pub retry_after: Option<HeaderValue>,
+    /// The headers that go back to the client: those the pass-back list allows, and the
+    /// provider's `x-request-id` as `x-switchyard-upstream-request-id`.
+    pub passed: HeaderMap,
     /// How the body is delimited.
     pub framing: Framing,
     /// Whether the connection can carry another request after this response.
@@ -45,8 +49,8 @@ pub enum Framing {
 }
 
 /// Parses a response head from the start of `buf`, removing it. `Ok(None)`: more bytes needed.
-/// Interim (1xx) responses are skipped.
-pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, FramingError> {
+/// Interim (1xx) responses are skipped. Headers `pass` allows are kept for the client.
+pub fn parse_head(buf: &mut BytesMut, pass: &PassBack) -> Result<Option<Head>, FramingError> {
     loop {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut slots);
@@ -70,6 +74,7 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, FramingError> {
             status,
             content_type: None,
             retry_after: None,
+            passed: HeaderMap::new(),
             framing: Framing::Close,
             keep_alive: resp.version == Some(1),
         };
@@ -105,6 +110,18 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, FramingError> {
                 head.content_type = Some(value(h.value)?);
             } else if name.eq_ignore_ascii_case("retry-after") {
                 head.retry_after = Some(value(h.value)?);
+            } else if name.eq_ignore_ascii_case("x-request-id") {
+                // A value that is not a valid header value is not worth failing the answer for.
+                if let Ok(v) = HeaderValue::from_bytes(h.value) {
+                    head.passed.insert(UPSTREAM_REQUEST_ID, v);
+                }
+            } else if pass.allows(name) {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_bytes(h.value),
+                ) {
+                    head.passed.append(n, v);
+                }
             }
         }
         buf.advance(len);
@@ -280,7 +297,7 @@ mod tests {
         let mut buf = BytesMut::new();
         let mut parts = [&wire[..at], &wire[at..]].into_iter();
         let head = loop {
-            if let Some(h) = parse_head(&mut buf)? {
+            if let Some(h) = parse_head(&mut buf, &PassBack::default())? {
                 break h;
             }
             match parts.next() {
@@ -375,6 +392,6 @@ mod tests {
         }
         let mut huge = BytesMut::from(&b"HTTP/1.1 200 OK\r\n"[..]);
         huge.extend_from_slice(&vec![b'x'; MAX_HEAD_BYTES + 1]);
-        assert!(parse_head(&mut huge).is_err());
+        assert!(parse_head(&mut huge, &PassBack::default()).is_err());
     }
 }

@@ -10,7 +10,7 @@ use crate::api::{ApiError, ChatRequest};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use std::time::Duration;
 
 pub use crate::api::{Reported, Usage};
@@ -24,6 +24,8 @@ pub struct Completion {
     pub usage: Usage,
     /// Whether `usage` is an estimate because the engine reported none.
     pub usage_estimated: bool,
+    /// Upstream response headers that go back to the client (empty for the on-box model).
+    pub headers: HeaderMap,
 }
 
 /// One `chat.completion.chunk` of a stream.
@@ -41,6 +43,23 @@ pub struct Chunk {
 
 /// A stream of chunks; it ends with `None` after the last chunk, or with an error.
 pub type ChunkStream = BoxStream<'static, Result<Chunk, EngineError>>;
+
+/// A stream whose head is certain: its chunks, and the upstream response headers that go back
+/// to the client with the stream's head (empty for the on-box model).
+pub struct Streaming {
+    pub chunks: ChunkStream,
+    pub headers: HeaderMap,
+}
+
+impl Streaming {
+    /// A stream with no headers to pass back.
+    pub fn new(chunks: ChunkStream) -> Streaming {
+        Streaming {
+            chunks,
+            headers: HeaderMap::new(),
+        }
+    }
+}
 
 /// What an engine needs to answer a request.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +100,8 @@ pub enum EngineError {
         status: StatusCode,
         body: Bytes,
         retry_after: Option<HeaderValue>,
+        /// Upstream response headers that go back to the client.
+        headers: Box<HeaderMap>,
     },
     /// The connection failed while the response was being read.
     #[error("the upstream connection failed: {0}")]
@@ -202,11 +223,12 @@ impl EngineError {
                 message: format!("model `{model}`: the upstream rejected this gateway's provider credentials (status {status})"),
                 upstream: *status,
             },
-            EngineError::Status { status, body, retry_after } => ApiError::Upstream {
+            EngineError::Status { status, body, retry_after, headers } => ApiError::Upstream {
                 status: crate::api::client_status(*status),
                 upstream: *status,
                 body: body.clone(),
                 retry_after: retry_after.clone(),
+                headers: headers.clone(),
                 message: format!("model `{model}`: the upstream answered with status {status}"),
             },
             EngineError::Overloaded { retry_after_secs, .. } => ApiError::Overloaded {
@@ -250,5 +272,5 @@ pub trait ChatEngine: Send + Sync {
 
     /// Answers a request as a stream. Returns once the first byte of the answer is
     /// certain (for a cloud model: the response head), so that failures before it can fall back.
-    async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<ChunkStream, EngineError>;
+    async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<Streaming, EngineError>;
 }

@@ -3,7 +3,7 @@
 
 use super::resilience::{self, CircuitBreaker, CircuitState, Permit};
 use super::upstream::{self, Upstream, UpstreamError};
-use super::{ChatEngine, Chunk, ChunkStream, Completion, EngineError, EngineRequest};
+use super::{ChatEngine, Chunk, Completion, EngineError, EngineRequest, Streaming};
 use crate::accounting::metrics::RetryCounter;
 use crate::api::skim::{self, Kind, Reader, SkimError};
 use crate::api::sse;
@@ -63,7 +63,7 @@ impl OpenAiEngine {
             }
             None => None,
         };
-        let upstream = Upstream::new(&endpoint, p.timeouts.connect)
+        let upstream = Upstream::new(&endpoint, p.timeouts.connect, p.response_headers.clone())
             .map_err(|e| format!("model `{}`: {e}", model.name))?;
         let head_prefix = [false, true].map(|stream| {
             let mut h = format!(
@@ -183,6 +183,7 @@ impl OpenAiEngine {
     async fn status_error(&self, resp: upstream::Response, deadline: Instant) -> EngineError {
         let status = resp.status;
         let retry_after = resp.retry_after.clone();
+        let headers = Box::new(resp.passed.clone());
         let body = match timeout_at(deadline, read_limited(resp.body, 64 * 1024)).await {
             Ok(Ok(b)) => self.redactor.apply(b),
             _ => Bytes::new(),
@@ -191,6 +192,7 @@ impl OpenAiEngine {
             status,
             body,
             retry_after,
+            headers,
         }
     }
 }
@@ -295,15 +297,18 @@ impl ChatEngine for OpenAiEngine {
         result
     }
 
-    async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<ChunkStream, EngineError> {
+    async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<Streaming, EngineError> {
         if let Some(reason) = &self.disabled {
             return Err(EngineError::Unavailable(reason.clone()));
         }
         let permit = self.admit()?;
         match self.open_stream(&req).await {
-            Ok(mut chunks) => {
+            Ok((mut chunks, headers)) => {
                 chunks.permit = permit;
-                Ok(Box::pin(chunks))
+                Ok(Streaming {
+                    chunks: Box::pin(chunks),
+                    headers,
+                })
             }
             Err(e) => {
                 if let Some(p) = permit {
@@ -426,6 +431,7 @@ impl OpenAiEngine {
     async fn complete(&self, req: &EngineRequest<'_>) -> Result<Completion, EngineError> {
         let deadline = Instant::now() + self.timeouts.total;
         let resp = self.call(req, false, deadline).await?;
+        let headers = resp.passed;
         let body = timeout_at(deadline, read_limited(resp.body, MAX_RESPONSE_BYTES))
             .await
             .map_err(|_| EngineError::TotalTimeout(self.timeouts.total))??;
@@ -452,10 +458,14 @@ impl OpenAiEngine {
             body,
             usage,
             usage_estimated,
+            headers,
         })
     }
 
-    async fn open_stream(&self, req: &EngineRequest<'_>) -> Result<SseChunks, EngineError> {
+    async fn open_stream(
+        &self,
+        req: &EngineRequest<'_>,
+    ) -> Result<(SseChunks, http::HeaderMap), EngineError> {
         let deadline = Instant::now() + self.timeouts.total;
         let resp = self.call(req, true, deadline).await?;
         let is_sse = resp
@@ -468,7 +478,7 @@ impl OpenAiEngine {
                 "the upstream did not answer the stream request with text/event-stream".into(),
             ));
         }
-        Ok(SseChunks {
+        let chunks = SseChunks {
             body: resp.body,
             decoder: sse::Decoder::default(),
             redactor: self.redactor.clone(),
@@ -479,7 +489,8 @@ impl OpenAiEngine {
             finished: false,
             ended: false,
             done: false,
-        })
+        };
+        Ok((chunks, resp.passed))
     }
 }
 

@@ -4,6 +4,7 @@
 //! no channel between it and the request, which on this path costs as much as the HTTP work.
 
 use super::framing::{self, BodyDecoder, Framing, Head, Step};
+use crate::api::headers::PassBack;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, StatusCode, Uri};
 use std::io::IoSlice;
@@ -148,6 +149,8 @@ struct Target {
 pub struct Upstream {
     target: Target,
     idle: Mutex<Vec<Idle>>,
+    /// The response headers that go back to the client.
+    pass_back: PassBack,
 }
 
 /// The response head, and the body still to be read off the connection.
@@ -155,6 +158,8 @@ pub struct Response {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
     pub retry_after: Option<HeaderValue>,
+    /// The response headers that go back to the client ([`framing::Head::passed`]).
+    pub passed: http::HeaderMap,
     pub body: Body,
 }
 
@@ -170,11 +175,15 @@ pub struct Body {
 
 impl Upstream {
     /// A pool for the upstream of `endpoint` (`http://` or `https://`, verified against the
-    /// Mozilla root certificates).
-    pub fn new(endpoint: &Uri, connect_timeout: Duration) -> Result<Arc<Upstream>, String> {
+    /// Mozilla root certificates), passing back the response headers `pass_back` allows.
+    pub fn new(
+        endpoint: &Uri,
+        connect_timeout: Duration,
+        pass_back: PassBack,
+    ) -> Result<Arc<Upstream>, String> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        Upstream::with_roots(endpoint, connect_timeout, roots)
+        Upstream::with_roots(endpoint, connect_timeout, roots, pass_back)
     }
 
     /// [`Upstream::new`] trusting `roots` for TLS.
@@ -182,6 +191,7 @@ impl Upstream {
         endpoint: &Uri,
         connect_timeout: Duration,
         roots: rustls::RootCertStore,
+        pass_back: PassBack,
     ) -> Result<Arc<Upstream>, String> {
         let host = endpoint
             .host()
@@ -226,6 +236,7 @@ impl Upstream {
                 connect_timeout,
             },
             idle: Mutex::new(Vec::new()),
+            pass_back,
         }))
     }
 
@@ -361,7 +372,7 @@ impl Upstream {
         }
         let mut answered = false;
         let head = loop {
-            match framing::parse_head(&mut conn.buf) {
+            match framing::parse_head(&mut conn.buf, &self.pass_back) {
                 Ok(Some(h)) => break h,
                 Ok(None) => {}
                 Err(e) => return Err(Failure::After(UpstreamError::Transport(e.to_string()))),
@@ -387,6 +398,7 @@ impl Upstream {
             status,
             content_type,
             retry_after,
+            passed,
             framing,
             keep_alive,
         } = head;
@@ -403,6 +415,7 @@ impl Upstream {
             status,
             content_type,
             retry_after,
+            passed,
             body,
         })
     }
@@ -580,7 +593,7 @@ mod tests {
 
     fn plain(port: u16) -> Arc<Upstream> {
         let endpoint = format!("http://127.0.0.1:{port}/v1").parse().unwrap();
-        Upstream::new(&endpoint, Duration::from_secs(5)).unwrap()
+        Upstream::new(&endpoint, Duration::from_secs(5), PassBack::default()).unwrap()
     }
 
     #[tokio::test]
@@ -630,13 +643,19 @@ mod tests {
         let endpoint: Uri = format!("https://localhost:{port}/v1").parse().unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).unwrap();
-        let trusted = Upstream::with_roots(&endpoint, Duration::from_secs(5), roots).unwrap();
+        let trusted = Upstream::with_roots(
+            &endpoint,
+            Duration::from_secs(5),
+            roots,
+            PassBack::default(),
+        )
+        .unwrap();
         for _ in 0..2 {
             let resp = trusted.send(HEAD, b"{}").await.unwrap();
             assert_eq!(body_of(resp).await, b"{\"a\":1}");
         }
         // The public roots do not vouch for this certificate.
-        let public = Upstream::new(&endpoint, Duration::from_secs(5)).unwrap();
+        let public = Upstream::new(&endpoint, Duration::from_secs(5), PassBack::default()).unwrap();
         match public.send(HEAD, b"{}").await {
             Err(UpstreamError::Connect(e)) => assert!(e.contains("certificate"), "{e}"),
             Err(e) => panic!("{e}"),

@@ -8,9 +8,7 @@ use super::generate::{Finish, Generation, Outcome, Params};
 use super::LocalModel;
 use crate::accounting::LocalMetrics;
 use crate::api::ChatRequest;
-use crate::engines::{
-    ChatEngine, Chunk, ChunkStream, Completion, EngineError, EngineRequest, Usage,
-};
+use crate::engines::{ChatEngine, Chunk, Completion, EngineError, EngineRequest, Streaming, Usage};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -474,6 +472,7 @@ impl ChatEngine for LocalEngine {
                         body: Bytes::from(body.to_string()),
                         usage,
                         usage_estimated: false,
+                        headers: http::HeaderMap::new(),
                     });
                 }
                 Some(Event::Failed(e)) => return Err(EngineError::Failed(e)),
@@ -482,7 +481,7 @@ impl ChatEngine for LocalEngine {
         }
     }
 
-    async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<ChunkStream, EngineError> {
+    async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<Streaming, EngineError> {
         let mut rx = self.submit(req.request).await?;
         let id = completion_id();
         let created = now_secs();
@@ -551,7 +550,7 @@ impl ChatEngine for LocalEngine {
                 }
             }
         };
-        Ok(Box::pin(stream))
+        Ok(Streaming::new(Box::pin(stream)))
     }
 }
 

@@ -6,11 +6,12 @@ use super::env::expand;
 use super::model::{
     BreakerSettings, BudgetSettings, ClassifierSettings, Limits, LocalSettings, Model, Policy,
     Price, Provider, Rate, RateLimitSettings, RecordingSettings, RetrySettings, Route, Rule,
-    Secret, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS,
+    Secret, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS, DEFAULT_RESPONSE_HEADERS,
 };
 use super::positions::Positions;
 use super::schema::{ConditionsSpec, ModelKind, PolicyFile, RangeSpec};
 use super::{AUTO, CATEGORIES, LOCAL};
+use crate::api::headers::PassBack;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
@@ -173,6 +174,7 @@ impl Compiler<'_> {
                         ("retries", m.retries.is_some()),
                         ("circuit_breaker", m.circuit_breaker.is_some()),
                         ("forward_headers", m.forward_headers.is_some()),
+                        ("response_headers", m.response_headers.is_some()),
                     ] {
                         if set {
                             self.error(
@@ -589,6 +591,7 @@ impl Compiler<'_> {
             retries: self.retries(path, m.retries.unwrap_or_default()),
             breaker: self.breaker(path, m.circuit_breaker.unwrap_or_default()),
             forward_headers: self.forward_headers(path, m.forward_headers.as_deref()),
+            response_headers: self.response_headers(path, m.response_headers.as_deref()),
         }
     }
 
@@ -672,6 +675,21 @@ impl Compiler<'_> {
             out.push(name);
         }
         out
+    }
+
+    fn response_headers(&mut self, path: &str, patterns: Option<&[String]>) -> PassBack {
+        let patterns: Vec<&str> = match patterns {
+            Some(p) => p.iter().map(String::as_str).collect(),
+            None => DEFAULT_RESPONSE_HEADERS.to_vec(),
+        };
+        let mut ok = vec![];
+        for (i, raw) in patterns.iter().enumerate() {
+            match PassBack::new([*raw]) {
+                Ok(_) => ok.push(*raw),
+                Err(e) => self.error(&format!("{path}.response_headers[{i}]"), e),
+            }
+        }
+        PassBack::new(ok).unwrap_or_default()
     }
 
     fn limits(&mut self, l: super::schema::ClientLimitsSpec) -> Limits {

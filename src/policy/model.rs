@@ -243,6 +243,9 @@ pub struct Provider {
     pub breaker: Option<BreakerSettings>,
     /// Client request headers passed on to the upstream (lower-case names).
     pub forward_headers: Vec<http::HeaderName>,
+    /// Upstream response headers passed back to the client (besides the provider's request id,
+    /// always passed as `x-switchyard-upstream-request-id`).
+    pub response_headers: crate::api::headers::PassBack,
 }
 
 /// Retries of failures before the first byte.
@@ -285,6 +288,11 @@ impl Default for BreakerSettings {
 
 /// Client headers forwarded when a policy does not list its own.
 pub const DEFAULT_FORWARD_HEADERS: [&str; 3] = ["x-request-id", "traceparent", "tracestate"];
+
+/// Upstream response headers a cloud model passes back unless its policy lists others: the
+/// provider's rate-limit state and timings, which the OpenAI SDKs and their users read.
+pub const DEFAULT_RESPONSE_HEADERS: [&str; 3] =
+    ["x-ratelimit-*", "openai-processing-ms", "retry-after-ms"];
 
 /// Upstream timeouts.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -238,6 +238,11 @@ pub struct ModelSpec {
     /// `x-request-id`, `traceparent`, `tracestate`).
     #[serde(default)]
     pub forward_headers: Option<Vec<String>>,
+    /// `openai` only: upstream response headers passed back to the client (an allow-list of
+    /// names, or prefixes ending in `*`; default `x-ratelimit-*`, `openai-processing-ms`,
+    /// `retry-after-ms`).
+    #[serde(default)]
+    pub response_headers: Option<Vec<String>>,
 }
 
 /// Retries of a cloud call: connect errors, 429 and 5xx, before any byte reached the client.

@@ -151,9 +151,11 @@ fn respond(
             routing.cost_usd = settlement
                 .finish(End::Complete(done.usage, done.usage_estimated))
                 .cost_usd;
-            respond::with_body(StatusCode::OK, "application/json", done.body)
+            let mut resp = respond::with_body(StatusCode::OK, "application/json", done.body);
+            resp.headers_mut().extend(done.headers);
+            resp
         }
-        Reply::Stream(chunks) => {
+        Reply::Stream(streaming) => {
             // A stream's head goes out before any tokens exist: its cost header is the prompt's.
             let prompt = Usage {
                 prompt_tokens: settlement.prompt_estimate(),
@@ -168,9 +170,10 @@ fn respond(
             } else {
                 Duration::MAX
             };
-            let body = stream::body(chunks, settlement, req.include_usage, idle);
+            let body = stream::body(streaming.chunks, settlement, req.include_usage, idle);
             let mut resp = Response::new(stream::take_ready(body));
             let h = resp.headers_mut();
+            h.extend(streaming.headers);
             h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             resp

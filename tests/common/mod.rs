@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard::classifier::batcher::Batcher;
 use switchyard::engines::{
-    ChatEngine, Chunk, ChunkStream, Completion, EngineError, EngineRequest, Usage,
+    ChatEngine, Chunk, Completion, EngineError, EngineRequest, Streaming, Usage,
 };
 use switchyard::server::{self, Gateway};
 use tokio::net::TcpListener;
@@ -73,7 +73,11 @@ impl FakeUpstream {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(state.respond(req).await) }
+                        async move {
+                            let mut resp = state.respond(req).await;
+                            provider_headers(resp.headers_mut(), state.recorded().len());
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -321,6 +325,26 @@ impl FakeUpstream {
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
+/// The response headers an OpenAI upstream sends with every answer, errors included: its
+/// request id (`req_fake_<n>`, n counting requests), rate-limit state, timing, and two that a
+/// gateway must not pass back by default (a cookie and the organization).
+fn provider_headers(h: &mut HeaderMap, n: usize) {
+    for (name, value) in [
+        ("x-request-id", format!("req_fake_{n}")),
+        ("x-ratelimit-limit-requests", "500".into()),
+        ("x-ratelimit-remaining-requests", format!("{}", 500 - n)),
+        ("x-ratelimit-reset-tokens", "6m0s".into()),
+        ("openai-processing-ms", "42".into()),
+        ("openai-organization", "org-fake".into()),
+        ("set-cookie", "__cf_bm=upstream-session; path=/".into()),
+    ] {
+        h.insert(
+            http::HeaderName::from_static(name),
+            value.parse().expect("header"),
+        );
+    }
+}
+
 fn full_response(status: StatusCode, ct: &str, body: String) -> Response<BoxBody> {
     let mut r = Response::new(
         Full::new(Bytes::from(body))
@@ -408,10 +432,11 @@ impl ChatEngine for EchoEngine {
             body: Bytes::from(body.to_string()),
             usage,
             usage_estimated: false,
+            headers: http::HeaderMap::new(),
         })
     }
 
-    async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<ChunkStream, EngineError> {
+    async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<Streaming, EngineError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let (text, usage) = Self::answer(&req);
         let mut chunks: Vec<Result<Chunk, EngineError>> = text
@@ -439,7 +464,7 @@ impl ChatEngine for EchoEngine {
             usage: Some(usage.into()),
             usage_only: true,
         }));
-        Ok(futures_util::stream::iter(chunks).boxed())
+        Ok(Streaming::new(futures_util::stream::iter(chunks).boxed()))
     }
 }
 
@@ -456,7 +481,7 @@ impl ChatEngine for BrokenEngine {
         Err(EngineError::Failed("the model crashed".into()))
     }
 
-    async fn infer_stream(&self, _: EngineRequest<'_>) -> Result<ChunkStream, EngineError> {
+    async fn infer_stream(&self, _: EngineRequest<'_>) -> Result<Streaming, EngineError> {
         Err(EngineError::Failed("the model crashed".into()))
     }
 }
