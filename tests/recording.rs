@@ -101,3 +101,65 @@ async fn hashed_recording_keeps_no_prompt_text() {
         .as_str()
         .is_some_and(|s| s.starts_with("sha256:")));
 }
+
+/// A row is written when the request is settled, with what it cost: the answer's usage (cached
+/// prompt tokens included), its cost at the cached input price, and how it ended; `replay`
+/// prices the recorded tokens the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_carry_the_answers_usage_and_cost_and_replay_prices_them_alike() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = tmp.path().join("requests.jsonl");
+    // $1 per input token, $0.10 per cached one, $2 per output token.
+    let price = "{ input_per_million: 1000000, cached_input_per_million: 100000, output_per_million: 2000000 }";
+    let policy_text = PolicyBuilder::standard(&up.base("usage-cached"))
+        .model_field("cloud", "price", price)
+        .recording(&log, Some("keep"))
+        .default_route("cloud", &[])
+        .render();
+    let gw = start_gateway(&policy_text, KEY).await;
+    let plain = chat(&gw, ask("auto", "hi"), &[("x-request-id", "plain")]).await;
+    let mut body = ask("auto", "hi");
+    body["stream"] = serde_json::json!(true);
+    let streamed = chat(&gw, body, &[("x-request-id", "streamed")]).await;
+    assert_eq!(
+        (plain.status.as_u16(), streamed.status.as_u16()),
+        (200, 200)
+    );
+    let rows = lines_when_ready(&log, 2);
+    assert_eq!(rows.len(), 2);
+    for id in ["plain", "streamed"] {
+        let row = rows
+            .iter()
+            .find(|r| r["request_id"] == id)
+            .unwrap_or_else(|| panic!("no row for {id}: {rows:?}"));
+        // 1000 prompt tokens, 900 of them cached, and 10 answer tokens:
+        // 100 x $1 + 900 x $0.10 + 10 x $2.
+        assert_eq!(row["usage"]["prompt_tokens"], 1000, "{row}");
+        assert_eq!(row["usage"]["completion_tokens"], 10, "{row}");
+        assert_eq!(row["usage"]["prompt_tokens_details"]["cached_tokens"], 900);
+        assert_eq!(row["cost_usd"], 210.0, "{row}");
+        assert_eq!(row["result"]["status"], "200");
+        assert_eq!(row["result"]["model"], "cloud");
+        assert_eq!(row["result"]["usage_estimated"], false);
+        assert_eq!(row["decision"]["model"], "cloud");
+    }
+
+    let policy_file = tmp.path().join("policy.yaml");
+    std::fs::write(&policy_file, policy_text.replace("${CLOUD_KEY}", "sk-x")).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["replay", "--json", "--policy"])
+        .arg(&policy_file)
+        .arg("--input")
+        .arg(&log)
+        .output()
+        .expect("replay");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["requests"], 2);
+    assert_eq!(r["cost_usd"], 420.0, "{r}");
+}

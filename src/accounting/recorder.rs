@@ -1,6 +1,9 @@
 //! The request log: one JSON line per routed request (the request as sent, with the tags, tenant
-//! and decision), written by a background thread with size-based rotation. `switchyard replay`
-//! and `calibrate` read these files as they are. Opt-in in the policy (`recording`).
+//! and decision, and how it ended: status, answering model, token usage and cost), written by a
+//! background thread with size-based rotation. A row is started when the request is decided and
+//! written when its [`crate::accounting::Settlement`] finishes, however the request ends.
+//! `switchyard replay` and `calibrate` read these files as they are. Opt-in in the policy
+//! (`recording`).
 
 use crate::policy::{PromptRecording, RecordingSettings};
 use serde_json::{json, Map, Value};
@@ -97,8 +100,8 @@ impl Recorder {
         })
     }
 
-    /// Queues one request for the log.
-    pub fn record(&self, e: &Entry) {
+    /// The row of one request, written by [`Row::finish`].
+    pub fn row(&self, e: &Entry) -> Row {
         let mut row = e.body.clone();
         if let Some(m) = row.get_mut("messages") {
             redact(m, self.prompts);
@@ -120,7 +123,57 @@ impl Recorder {
             "decision".into(),
             json!({"route": e.route, "model": e.model, "rule": e.rule}),
         );
-        if self.tx.try_send(Value::Object(row)).is_err() {
+        Row {
+            tx: self.tx.clone(),
+            row,
+        }
+    }
+}
+
+/// How a recorded request ended.
+pub struct Outcome<'a> {
+    /// The `status` label of `switchyard_requests_total` (`200`, `stream_error`, `429`, ...).
+    pub status: &'a str,
+    /// The route and model that answered (or were tried last).
+    pub route: &'a str,
+    pub model: &'a str,
+    /// The tokens billed, when a model was called: reported by it or estimated.
+    pub usage: Option<crate::api::Usage>,
+    /// Whether some of those counts are estimates.
+    pub usage_estimated: bool,
+    /// USD spent, at the model's price.
+    pub cost_usd: f64,
+}
+
+/// The row of one request, started when it is decided.
+pub struct Row {
+    tx: mpsc::SyncSender<Value>,
+    row: Map<String, Value>,
+}
+
+impl Row {
+    /// Adds how the request ended and queues the row: `usage` in the OpenAI shape (with
+    /// `prompt_tokens_details.cached_tokens`), `cost_usd`, and `result` (status, route, model,
+    /// `usage_estimated`).
+    pub fn finish(mut self, o: &Outcome) {
+        if let Some(u) = o.usage {
+            self.row.insert(
+                "usage".into(),
+                json!({
+                    "prompt_tokens": u.prompt_tokens,
+                    "completion_tokens": u.completion_tokens,
+                    "total_tokens": u.total(),
+                    "prompt_tokens_details": {"cached_tokens": u.cached_prompt_tokens},
+                }),
+            );
+        }
+        self.row.insert("cost_usd".into(), json!(o.cost_usd));
+        self.row.insert(
+            "result".into(),
+            json!({"status": o.status, "route": o.route, "model": o.model,
+                   "usage_estimated": o.usage_estimated}),
+        );
+        if self.tx.try_send(Value::Object(self.row)).is_err() {
             tracing::warn!("request log: writer behind, a row was dropped");
         }
     }

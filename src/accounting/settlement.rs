@@ -69,6 +69,8 @@ pub struct Settlement {
     usage: Option<Reported>,
     /// Whether the complete answer's counts were estimated by its engine.
     usage_estimated: bool,
+    /// The request's row of the request log, written when it is settled.
+    log: Option<super::recorder::Row>,
     settled: bool,
 }
 
@@ -91,6 +93,7 @@ impl Ledger {
             text_bytes: 0,
             usage: None,
             usage_estimated: false,
+            log: None,
             settled: false,
         }
     }
@@ -239,10 +242,16 @@ impl Settlement {
         }
     }
 
+    /// Writes the request's row of the request log when it is settled, with its outcome.
+    pub fn log(&mut self, row: super::recorder::Row) {
+        self.log = Some(row);
+    }
+
     /// Settles the request: its tokens and cost (when a model had it) into the metrics, the
     /// budget reservation replaced by the cost, the rate-limit tokens by the real count, and the
     /// request counted with its status and durations. Only the first call counts; later ones
-    /// change nothing and return a zero bill.
+    /// change nothing and return a zero bill. The request log's row, when there is one, is
+    /// written with the outcome.
     ///
     /// Tokens are the model's `usage` when it reported one, else estimated: the prompt estimate
     /// and a quarter of the bytes of text sent ([`estimate_text_tokens`]). A call cut short
@@ -260,13 +269,16 @@ impl Settlement {
         let ledger = &self.ledger;
         let metrics = &ledger.metrics;
         let mut bill = Bill::default();
+        let mut billed = None;
         if self.call != Call::None {
             let reported = self.usage.unwrap_or_default();
             let (usage, estimated) =
                 reported.resolve(self.prompt_estimate, estimate_text_tokens(self.text_bytes));
-            if estimated || self.usage_estimated {
+            let estimated = estimated || self.usage_estimated;
+            if estimated {
                 ledger.usage_estimated(&self.model);
             }
+            billed = Some((usage, estimated));
             bill = ledger.bill(&self.model, usage);
             metrics.billed(&self.model, self.tenant_label(), usage, bill);
             if let (Some(t), Some(b)) = (self.budget.take(), &ledger.budgets) {
@@ -301,6 +313,16 @@ impl Settlement {
             took,
             first_text,
         );
+        if let Some(row) = self.log.take() {
+            row.finish(&super::recorder::Outcome {
+                status: &status,
+                route: self.route,
+                model: &self.model,
+                usage: billed.map(|(u, _)| u),
+                usage_estimated: billed.is_some_and(|(_, e)| e),
+                cost_usd: bill.cost_usd,
+            });
+        }
         bill
     }
 }

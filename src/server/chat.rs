@@ -99,7 +99,15 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
             )
         }
     };
-    record(&gateway, &parsed, &feats, &caller, request_id, decision);
+    record(
+        &gateway,
+        &mut settlement,
+        &parsed,
+        &feats,
+        &caller,
+        request_id,
+        decision,
+    );
     let request = EngineRequest {
         request: &parsed,
         headers: &parts.headers,
@@ -198,9 +206,11 @@ fn refuse(settlement: &mut Settlement, e: &ApiError, routing: Option<&Routing>) 
     resp
 }
 
-/// Writes the request to the request log, when the policy keeps one.
+/// Starts the request's row of the request log, when the policy keeps one; the settlement
+/// writes it with the outcome.
 fn record(
     gateway: &Gateway,
+    settlement: &mut Settlement,
     req: &ChatRequest,
     feats: &Features,
     caller: &Caller,
@@ -208,7 +218,7 @@ fn record(
     decision: Decision,
 ) {
     if let Some(rec) = &gateway.recorder {
-        rec.record(&Entry {
+        settlement.log(rec.row(&Entry {
             body: &req.body(),
             tags: &feats.tags,
             tenant: caller.tenant.as_deref(),
@@ -217,7 +227,7 @@ fn record(
             rule: decision.rule,
             prompt_tokens: feats.prompt_tokens,
             request_id,
-        });
+        }));
     }
 }
 

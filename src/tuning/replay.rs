@@ -125,7 +125,9 @@ pub fn replay(policy: &Policy, rows: &[Row], output_tokens: u64) -> Report {
         bump(&mut by_model, decision.model);
         bump(&mut by_rule, decision.rule);
         let usage = Usage {
-            prompt_tokens: row.features.prompt_tokens,
+            prompt_tokens: row
+                .billed_prompt_tokens
+                .unwrap_or(row.features.prompt_tokens),
             completion_tokens: row
                 .completion_tokens
                 .or(row.request.max_tokens.map(|m| m.min(output_tokens)))

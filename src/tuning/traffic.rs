@@ -20,6 +20,9 @@ pub struct Row {
     pub outcome: Option<Outcome>,
     /// Tokens of the recorded answer, when known.
     pub completion_tokens: Option<u64>,
+    /// The prompt's tokens as the answering model counted them (`usage.prompt_tokens` of a
+    /// request-log row), when known; routing still uses the gateway's estimate.
+    pub billed_prompt_tokens: Option<u64>,
     /// Of the prompt, the tokens a provider's prompt cache served (priced at the cached input
     /// price), when the row says.
     pub cached_prompt_tokens: Option<u64>,
@@ -79,6 +82,14 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
             "tenant",
             "completion_tokens",
             "cached_prompt_tokens",
+            // What the request log adds to the request.
+            "ts",
+            "request_id",
+            "prompt_tokens",
+            "decision",
+            "usage",
+            "cost_usd",
+            "result",
             "weak_correct",
             "strong_correct",
             "weak_score",
@@ -114,6 +125,10 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
         .get("completion_tokens")
         .or_else(|| obj.get("usage").and_then(|u| u.get("completion_tokens")))
         .and_then(Value::as_u64);
+    let billed_prompt_tokens = obj
+        .get("usage")
+        .and_then(|u| u.get("prompt_tokens"))
+        .and_then(Value::as_u64);
     let cached_prompt_tokens = obj
         .get("cached_prompt_tokens")
         .or_else(|| {
@@ -128,6 +143,7 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
         request,
         features,
         completion_tokens,
+        billed_prompt_tokens,
         cached_prompt_tokens,
     })
 }
