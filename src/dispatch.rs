@@ -1,7 +1,8 @@
 //! Dispatch: from a routing decision to an answer. The decision's model is tried, then its
 //! fallbacks in order, and last, when a budget refused a cloud call and the policy says
-//! `on_exhausted: local`, the on-box model. A model is skipped when it has no engine, is
-//! unavailable, its circuit breaker is open, or a budget cannot take its worst-case cost; a call
+//! `on_exhausted: local`, the on-box model. A model is skipped when it lacks a capability the
+//! request needs, has no engine, is unavailable, its circuit breaker is open, or a budget
+//! cannot take its worst-case cost; a call
 //! that fails before its first byte moves on to the next model unless the failure is the
 //! client's own. The first model that answers gives the [`Answer`]; when none does, the
 //! [`DispatchError`] carries every tried model's reason. Nothing here speaks HTTP.
@@ -223,6 +224,11 @@ async fn try_route<'p>(
         if extra && !refused_by_budget {
             break;
         }
+        // A fallback that lacks what the request needs is never tried (the decision's own
+        // model has it all).
+        if crate::policy::lacking(policy, req.request.needs, model).is_some() {
+            continue;
+        }
         if let Some(from) = tried.last() {
             settlement.moved_on(from.model, model);
         }
@@ -258,7 +264,10 @@ async fn try_route<'p>(
                 return Ok(Answer {
                     model,
                     route,
-                    fallback: tried.first().map(|a| (a.model, a.failure.kind())),
+                    fallback: decision
+                        .skipped
+                        .map(|(m, c)| (m, c.lacking()))
+                        .or_else(|| tried.first().map(|a| (a.model, a.failure.kind()))),
                     reply,
                 });
             }
@@ -400,6 +409,7 @@ mod tests {
                 model: &policy.default.model,
                 fallbacks: &policy.default.fallbacks,
                 rule: "default",
+                skipped: None,
             };
             let mut settlement = self.ledger.open(Instant::now());
             settlement.admit(None, 5).unwrap();

@@ -25,6 +25,8 @@ pub struct Features {
     pub messages: u64,
     pub has_tools: bool,
     pub has_images: bool,
+    /// What the request needs of the model that answers it (tools, JSON modes, ...).
+    pub needs: crate::api::Capabilities,
     /// Tenant of the gateway key, when keys are configured.
     pub tenant: Option<String>,
     /// Tags from the `x-switchyard-tags` header.
@@ -78,6 +80,7 @@ pub fn extract(req: &ChatRequest, tenant: Option<&str>, tags_header: Option<&str
         messages: req.message_count,
         has_tools: req.tool_bytes > 0,
         has_images: req.image_count > 0,
+        needs: req.needs,
         tenant: tenant.map(str::to_string),
         tags: parse_tags(tags_header),
         classifier: None,

@@ -216,6 +216,20 @@ async fn bad_local_requests_get_clear_errors() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["param"], "n");
 
+    // Content the on-box engine cannot read is refused, never dropped.
+    let nope = json!({"model": "local", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "hi"}, {"type": "nope", "nope": 1}]}]});
+    let r = chat(&gw, nope, &[]).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let message = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        message.contains("`messages[0].content[1]` is a content part of type `nope`"),
+        "{message}"
+    );
+
     // Longer than the 8192-token context: 400 on `local`, the cloud on `auto`.
     let long = "lorem ipsum ".repeat(5000);
     let r = chat(&gw, ask("local", &long), &[]).await;

@@ -1,6 +1,7 @@
 //! The OpenAI wire format: request parsing and validation, usage, the headers that never go
 //! upstream, SSE framing, and errors.
 
+pub mod capabilities;
 mod error;
 pub mod headers;
 mod request;
@@ -8,8 +9,9 @@ pub mod skim;
 pub mod sse;
 pub mod usage;
 
+pub use capabilities::{Capabilities, Capability};
 pub use error::{
     client_status, parse_retry_after, retry_after_secs, ApiError, ErrorKind, UPSTREAM_STATUS,
 };
-pub use request::{ChatRequest, Role};
+pub use request::{ChatRequest, Role, UnknownPart};
 pub use usage::{Reported, Usage};

@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions` request: parsed once, validated, with the counts the
 //! policy needs, and every field kept so that the cloud receives what the client sent.
 
+use super::capabilities::{Capabilities, Capability};
 use super::skim::{self, Kind, RawStr, Reader, SkimError};
 use super::ApiError;
 use serde_json::{Map, Value};
@@ -59,6 +60,20 @@ pub struct ChatRequest {
     /// Bytes of the `tools` (and `functions`) definitions, 0 when there are none.
     pub tool_bytes: u64,
     pub image_count: u64,
+    /// What the request needs of the model that answers it ([`ChatRequest::needs`]).
+    pub needs: Capabilities,
+    /// The first content part of a type the gateway does not know, when there is one.
+    pub unknown_part: Option<UnknownPart>,
+}
+
+/// A content part of a type the gateway does not know: passed to a cloud provider as it is,
+/// refused by the on-box engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownPart {
+    /// Its `type`, as sent (at most 64 characters).
+    pub kind: String,
+    /// Where it is: `messages[i].content[j]`.
+    pub param: String,
 }
 
 /// A top-level member: where its key (between the quotes, as sent) and its value are in the body.
@@ -70,7 +85,7 @@ struct Member {
 }
 
 /// The members the gateway reads, found in the parsing pass.
-const KNOWN: [&str; 11] = [
+const KNOWN: [&str; 15] = [
     "model",
     "stream",
     "stream_options",
@@ -82,6 +97,10 @@ const KNOWN: [&str; 11] = [
     "stop",
     "tools",
     "functions",
+    "response_format",
+    "tool_choice",
+    "logprobs",
+    "top_logprobs",
 ];
 const NONE: usize = usize::MAX;
 
@@ -158,6 +177,8 @@ impl ChatRequest {
             largest_message_bytes: 0,
             tool_bytes: 0,
             image_count: 0,
+            needs: Capabilities::NONE,
+            unknown_part: None,
         };
         req.validate()?;
         let counts = match messages {
@@ -168,7 +189,50 @@ impl ChatRequest {
         req.text_bytes = counts.text_bytes;
         req.largest_message_bytes = counts.largest;
         req.image_count = counts.images;
+        req.needs = req.needs_of(&counts);
+        req.unknown_part = counts.unknown_part;
         Ok(req)
+    }
+
+    /// What the request needs of a model (see [`Capability`] for where each comes from).
+    fn needs_of(&self, counts: &MessageCounts) -> Capabilities {
+        let mut needs = Capabilities::NONE;
+        let tool_choice_none =
+            matches!(self.field("tool_choice"), Some(Value::String(s)) if s == "none");
+        let listed = |name| match self.field(name) {
+            None | Some(Value::Null) => false,
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(_) => true,
+        };
+        if (listed("tools") || listed("functions")) && !tool_choice_none {
+            needs = needs.with(Capability::Tools);
+        }
+        if let Some(Value::Object(f)) = self.field("response_format") {
+            match f.get("type").and_then(Value::as_str) {
+                Some("json_object") => needs = needs.with(Capability::JsonObject),
+                Some("json_schema") => needs = needs.with(Capability::JsonSchema),
+                _ => {}
+            }
+        }
+        let logprobs = matches!(self.field("logprobs"), Some(Value::Bool(true)));
+        let top =
+            matches!(self.field("top_logprobs"), Some(Value::Number(n)) if n.as_u64() != Some(0));
+        if logprobs || top {
+            needs = needs.with(Capability::Logprobs);
+        }
+        if matches!(self.field("n"), Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 1)) {
+            needs = needs.with(Capability::N);
+        }
+        for (count, c) in [
+            (counts.images, Capability::Images),
+            (counts.audio, Capability::Audio),
+            (counts.files, Capability::Files),
+        ] {
+            if count > 0 {
+                needs = needs.with(c);
+            }
+        }
+        needs
     }
 
     /// The raw JSON of a top-level member.
@@ -405,6 +469,27 @@ struct MessageCounts {
     text_bytes: u64,
     largest: u64,
     images: u64,
+    audio: u64,
+    files: u64,
+    unknown_part: Option<UnknownPart>,
+}
+
+/// The content parts of one message, by kind.
+#[derive(Default)]
+struct Parts {
+    images: u64,
+    audio: u64,
+    files: u64,
+    unknown: Option<UnknownPart>,
+}
+
+/// A content part's kind.
+enum PartKind {
+    Text,
+    Image,
+    Audio,
+    File,
+    Unknown(String),
 }
 
 /// Reads the `messages` array, validating every message and counting what the policy needs
@@ -428,10 +513,15 @@ fn count_messages(r: &mut Reader) -> Result<Result<MessageCounts, ApiError>, Ski
             return r.skip();
         }
         match check_message(r, i)? {
-            Ok((text, images)) => {
+            Ok((text, parts)) => {
                 counts.text_bytes += text;
                 counts.largest = counts.largest.max(text);
-                counts.images += images;
+                counts.images += parts.images;
+                counts.audio += parts.audio;
+                counts.files += parts.files;
+                if counts.unknown_part.is_none() {
+                    counts.unknown_part = parts.unknown;
+                }
             }
             Err(e) => invalid = Some(e),
         }
@@ -452,13 +542,13 @@ fn count_messages(r: &mut Reader) -> Result<Result<MessageCounts, ApiError>, Ski
 /// What a message's `content` turned out to be.
 enum Content {
     Absent,
-    Text(u64, u64),
+    Text(u64, Parts),
     Invalid(ApiError),
 }
 
 /// Reads one message; the outer error is malformed JSON, the inner one an invalid message.
-/// On success, its text bytes and image count. (Parameter names are built only for errors.)
-fn check_message(r: &mut Reader, i: usize) -> Result<Result<(u64, u64), ApiError>, SkimError> {
+/// On success, its text bytes and content parts. (Parameter names are built only for errors.)
+fn check_message(r: &mut Reader, i: usize) -> Result<Result<(u64, Parts), ApiError>, SkimError> {
     let param = || format!("messages[{i}]");
     let kind = r.peek()?;
     if kind != Kind::Object {
@@ -517,11 +607,11 @@ fn check_message(r: &mut Reader, i: usize) -> Result<Result<(u64, u64), ApiError
         }
     };
     Ok(match content {
-        Content::Text(text, images) => Ok((text, images)),
+        Content::Text(text, parts) => Ok((text, parts)),
         Content::Invalid(e) => Err(e),
         Content::Absent => {
             if role == Role::Assistant || role == Role::Tool || role == Role::Function {
-                Ok((0, 0))
+                Ok((0, Parts::default()))
             } else {
                 let content_param = format!("messages[{i}].content");
                 Err(bad(
@@ -537,13 +627,13 @@ fn check_message(r: &mut Reader, i: usize) -> Result<Result<(u64, u64), ApiError
 fn read_content(r: &mut Reader, i: usize) -> Result<Content, SkimError> {
     let content_param = || format!("messages[{i}].content");
     match r.peek()? {
-        Kind::String => Ok(Content::Text(r.string()?.len() as u64, 0)),
+        Kind::String => Ok(Content::Text(r.string()?.len() as u64, Parts::default())),
         Kind::Null => {
             r.skip()?;
             Ok(Content::Absent)
         }
         Kind::Array => {
-            let (mut text, mut images) = (0u64, 0u64);
+            let (mut text, mut parts) = (0u64, Parts::default());
             let mut invalid = None;
             let mut j = 0;
             r.array(|r| {
@@ -554,9 +644,19 @@ fn read_content(r: &mut Reader, i: usize) -> Result<Content, SkimError> {
                     return r.skip();
                 }
                 match read_part(r, pp)? {
-                    Ok((t, img)) => {
+                    Ok((t, kind)) => {
                         text += t;
-                        images += img;
+                        match kind {
+                            PartKind::Text => {}
+                            PartKind::Image => parts.images += 1,
+                            PartKind::Audio => parts.audio += 1,
+                            PartKind::File => parts.files += 1,
+                            PartKind::Unknown(kind) => {
+                                parts
+                                    .unknown
+                                    .get_or_insert(UnknownPart { kind, param: pp() });
+                            }
+                        }
                     }
                     Err(e) => invalid = Some(e),
                 }
@@ -564,7 +664,7 @@ fn read_content(r: &mut Reader, i: usize) -> Result<Content, SkimError> {
             })?;
             Ok(match invalid {
                 Some(e) => Content::Invalid(e),
-                None => Content::Text(text, images),
+                None => Content::Text(text, parts),
             })
         }
         kind => {
@@ -581,11 +681,11 @@ fn read_content(r: &mut Reader, i: usize) -> Result<Content, SkimError> {
     }
 }
 
-/// Reads one content part: its text bytes and image count, or why it is invalid.
+/// Reads one content part: its text bytes and kind, or why it is invalid.
 fn read_part(
     r: &mut Reader,
     pp: impl Fn() -> String,
-) -> Result<Result<(u64, u64), ApiError>, SkimError> {
+) -> Result<Result<(u64, PartKind), ApiError>, SkimError> {
     let no_type = || {
         bad(
             format!("`{}` must be an object with a string `type`", pp()),
@@ -626,14 +726,16 @@ fn read_part(
     };
     Ok(match ty.decoded().as_ref() {
         "text" => match text {
-            Some(Some(n)) => Ok((n, 0)),
+            Some(Some(n)) => Ok((n, PartKind::Text)),
             _ => Err(bad(
                 format!("`{}.text` must be a string", pp()),
                 &format!("{}.text", pp()),
             )),
         },
-        "image_url" | "input_image" | "image" => Ok((0, 1)),
-        _ => Ok((0, 0)),
+        "image_url" | "input_image" | "image" => Ok((0, PartKind::Image)),
+        "input_audio" | "audio" => Ok((0, PartKind::Audio)),
+        "file" | "input_file" => Ok((0, PartKind::File)),
+        other => Ok((0, PartKind::Unknown(other.chars().take(64).collect()))),
     })
 }
 
@@ -644,6 +746,43 @@ mod tests {
 
     fn err(body: &str) -> ApiError {
         ChatRequest::parse(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn needs_come_from_the_fields_that_ask_for_them() {
+        let needs = |extra: &str, content: &str| {
+            let body = format!(
+                r#"{{"model":"auto","messages":[{{"role":"user","content":{content}}}]{extra}}}"#
+            );
+            let r = ChatRequest::parse(body.as_bytes()).unwrap();
+            (r.needs.names(), r.unknown_part.map(|p| (p.kind, p.param)))
+        };
+        let none = ("none".to_string(), None);
+        assert_eq!(needs("", r#""hi""#), none);
+        for quiet in [
+            r#","tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"none""#,
+            r#","tools":[]"#,
+            r#","response_format":{"type":"text"}"#,
+            r#","logprobs":false,"top_logprobs":0"#,
+            r#","n":1"#,
+        ] {
+            assert_eq!(needs(quiet, r#""hi""#), none, "{quiet}");
+        }
+        let asks = needs(
+            r#","tools":[{"type":"function","function":{"name":"f"}}],"response_format":{"type":"json_schema","json_schema":{"name":"a"}},"top_logprobs":2,"n":2"#,
+            r#"[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"u"}},{"type":"input_audio","input_audio":{}},{"type":"file","file":{}},{"type":"video","v":1}]"#,
+        );
+        assert_eq!(
+            asks,
+            (
+                "tools, json_schema, logprobs, n, images, audio, files".to_string(),
+                Some(("video".to_string(), "messages[0].content[4]".to_string()))
+            )
+        );
+        assert_eq!(
+            needs(r#","response_format":{"type":"json_object"}"#, r#""hi""#).0,
+            "json_object"
+        );
     }
 
     #[test]

@@ -37,12 +37,13 @@ pub fn explain(
     let _ = writeln!(s, "request features:");
     let _ = writeln!(
         s,
-        "  model {}, ~{} prompt tokens, {} messages, tools {}, images {}, tenant {}, tags [{}]",
+        "  model {}, ~{} prompt tokens, {} messages, tools {}, images {}, needs {}, tenant {}, tags [{}]",
         f.requested_model,
         f.prompt_tokens,
         f.messages,
         f.has_tools,
         f.has_images,
+        f.needs.names(),
         f.tenant.as_deref().unwrap_or("(none)"),
         f.tags.join(", ")
     );
@@ -88,9 +89,19 @@ pub fn explain(
                 policy.route_of(d.model),
                 d.rule
             );
-            let chain: Vec<&str> = std::iter::once(d.model)
-                .chain(d.fallbacks.iter().map(String::as_str))
-                .collect();
+            if let Some((model, c)) = d.skipped {
+                let _ = writeln!(
+                    s,
+                    "  passed over: {model} cannot do `{c}`, which this request needs"
+                );
+            }
+            let mut chain = vec![d.model.to_string()];
+            for m in d.fallbacks {
+                match policy::lacking(policy, f.needs, m) {
+                    None => chain.push(m.clone()),
+                    Some(c) => chain.push(format!("({m}: skipped, cannot do `{c}`)")),
+                }
+            }
             let _ = writeln!(s, "fallback chain: {}", chain.join(" -> "));
         }
         Err(e) => {

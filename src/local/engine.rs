@@ -7,7 +7,7 @@
 use super::generate::{Finish, Generation, Outcome, Params};
 use super::LocalModel;
 use crate::accounting::LocalMetrics;
-use crate::api::ChatRequest;
+use crate::api::{Capabilities, ChatRequest};
 use crate::engines::{ChatEngine, Chunk, Completion, EngineError, EngineRequest, Streaming, Usage};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -101,13 +101,22 @@ impl LocalEngine {
         let body = req.body();
         let invalid =
             |message: String, param: &'static str| EngineError::Invalid { message, param };
-        if let Some(n) = body.get("n").and_then(Value::as_u64) {
-            if n != 1 {
-                return Err(invalid(
-                    format!("`n` must be 1 on the on-box model, got {n}"),
-                    "n",
-                ));
-            }
+        // Routing never sends a request here that needs what this engine lacks; a request
+        // that still does (a custom dispatch, a test) is refused, never answered without it.
+        if let Some(c) = req.needs.first_missing(capabilities()) {
+            return Err(invalid(
+                format!("the on-box model cannot serve requests that need `{c}`"),
+                c.param(),
+            ));
+        }
+        if let Some(part) = &req.unknown_part {
+            return Err(invalid(
+                format!(
+                    "`{}` is a content part of type `{}`, which the on-box model cannot read (it reads `text` parts)",
+                    part.param, part.kind
+                ),
+                "messages",
+            ));
         }
         let seed = match body.get("seed") {
             None | Some(Value::Null) => SystemTime::now()
@@ -439,6 +448,13 @@ fn usage_of(o: &Outcome) -> Usage {
 fn usage_json(u: Usage) -> Value {
     json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
            "total_tokens": u.prompt_tokens + u.completion_tokens})
+}
+
+/// What the on-box engine supports beyond plain text chat: nothing yet (no tools, JSON modes,
+/// log probabilities, several choices, images, audio or files). Policies default an on-box
+/// model's capabilities to this, and cannot claim more.
+pub fn capabilities() -> Capabilities {
+    Capabilities::NONE
 }
 
 #[async_trait]

@@ -4,6 +4,7 @@
 //! serves it to the gateway through a bounded queue and a pool of decode workers.
 
 pub mod engine;
+pub use engine::capabilities;
 pub mod generate;
 mod kernels;
 pub mod model;

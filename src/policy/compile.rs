@@ -12,6 +12,7 @@ use super::positions::Positions;
 use super::schema::{ConditionsSpec, ModelKind, PolicyFile, RangeSpec};
 use super::{AUTO, CATEGORIES, LOCAL};
 use crate::api::headers::PassBack;
+use crate::api::{Capabilities, Capability};
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
@@ -204,6 +205,7 @@ impl Compiler<'_> {
                 }
             };
             let local = (m.kind == ModelKind::Local).then(|| self.local(&path, &m, env));
+            let capabilities = self.capabilities(&path, m.kind, m.capabilities.as_deref());
             models.insert(
                 name.clone(),
                 Model {
@@ -214,6 +216,7 @@ impl Compiler<'_> {
                     max_output_tokens: m.limits.max_output_tokens,
                     provider,
                     local,
+                    capabilities,
                 },
             );
         }
@@ -673,6 +676,45 @@ impl Compiler<'_> {
                 continue;
             }
             out.push(name);
+        }
+        out
+    }
+
+    /// A model's capabilities: declared, or its kind's default. An on-box model cannot claim
+    /// what the on-box engine does not support.
+    fn capabilities(
+        &mut self,
+        path: &str,
+        kind: ModelKind,
+        declared: Option<&[String]>,
+    ) -> Capabilities {
+        let engine = match kind {
+            ModelKind::Local => crate::local::capabilities(),
+            ModelKind::Openai => Capabilities::all(),
+        };
+        let Some(names) = declared else {
+            return engine;
+        };
+        let mut out = Capabilities::NONE;
+        for (i, name) in names.iter().enumerate() {
+            let p = format!("{path}.capabilities[{i}]");
+            match Capability::parse(name.trim()) {
+                None => self.error(
+                    &p,
+                    format!(
+                        "unknown capability `{name}` (capabilities: {})",
+                        Capabilities::all().names()
+                    ),
+                ),
+                Some(c) if !engine.has(c) => self.error(
+                    &p,
+                    format!(
+                        "the on-box engine cannot do `{c}` (it supports: {})",
+                        engine.names()
+                    ),
+                ),
+                Some(c) => out = out.with(c),
+            }
         }
         out
     }

@@ -2,6 +2,7 @@
 
 use super::model::Policy;
 use super::{AUTO, LOCAL};
+use crate::api::{Capabilities, Capability};
 use crate::features::Features;
 
 /// Where a request goes and why, in names borrowed from the policy.
@@ -13,6 +14,9 @@ pub struct Decision<'p> {
     pub fallbacks: &'p [String],
     /// The rule that decided: a rule name, `default`, or `requested` (the client named the model).
     pub rule: &'p str,
+    /// The route's first model, when it was passed over because it lacks a capability the
+    /// request needs (and which one): `model` is then the first of its fallbacks that has them.
+    pub skipped: Option<(&'p str, Capability)>,
 }
 
 /// Why no decision could be made.
@@ -24,12 +28,87 @@ pub enum DecideError {
     /// `local` was requested but the policy has no local model.
     #[error("the policy has no local model, so `local` cannot be served")]
     NoLocalModel,
+    /// No model of the route has every capability the request needs: each model with the
+    /// first one it lacks, in route order.
+    #[error("{}", unservable_message(.0))]
+    Unservable(Vec<(String, Capability)>),
+}
+
+fn unservable_message(lacking: &[(String, Capability)]) -> String {
+    let which: Vec<String> = lacking
+        .iter()
+        .map(|(m, c)| format!("`{m}` cannot do `{c}`"))
+        .collect();
+    let first = lacking.first().map(|(_, c)| *c);
+    match first {
+        Some(c) => format!(
+            "this request needs `{c}` (set by `{}`), and no model it may be routed to can serve it: {}",
+            c.param(),
+            which.join(", ")
+        ),
+        None => "no model can serve this request".into(),
+    }
+}
+
+impl DecideError {
+    /// The capability the client asked for that no model can give, for an unservable request.
+    pub fn missing_capability(&self) -> Option<Capability> {
+        match self {
+            DecideError::Unservable(l) => l.first().map(|(_, c)| *c),
+            _ => None,
+        }
+    }
 }
 
 /// Decides the route of a request. Rules apply to the requested models they list
 /// (`auto` when they list none); the first match wins. Otherwise `auto` takes the default
 /// route, `local` the policy's first local model, and a named model goes to itself.
+///
+/// A route's target that lacks a capability the request needs ([`Features::needs`]) is passed
+/// over for the first of its fallbacks that has them all ([`Decision::skipped`] says so); when
+/// none has, the request cannot be served ([`DecideError::Unservable`]).
 pub fn decide<'p>(policy: &'p Policy, f: &Features) -> Result<Decision<'p>, DecideError> {
+    let decision = route(policy, f)?;
+    capable(policy, f.needs, decision)
+}
+
+/// The first model a request needing `needs` lacks, for `model`.
+pub fn lacking(policy: &Policy, needs: Capabilities, model: &str) -> Option<Capability> {
+    let has = policy
+        .models
+        .get(model)
+        .map_or(Capabilities::NONE, |m| m.capabilities);
+    needs.first_missing(has)
+}
+
+/// The decision moved to the first model of its route that can serve `needs`.
+fn capable<'p>(
+    policy: &'p Policy,
+    needs: Capabilities,
+    d: Decision<'p>,
+) -> Result<Decision<'p>, DecideError> {
+    let Some(missing) = lacking(policy, needs, d.model) else {
+        return Ok(d);
+    };
+    let mut lacks = vec![(d.model.to_string(), missing)];
+    for (i, f) in d.fallbacks.iter().enumerate() {
+        match lacking(policy, needs, f) {
+            None => {
+                return Ok(Decision {
+                    model: f,
+                    fallbacks: &d.fallbacks[i + 1..],
+                    rule: d.rule,
+                    skipped: Some((d.model, missing)),
+                })
+            }
+            Some(c) => lacks.push((f.clone(), c)),
+        }
+    }
+    Err(DecideError::Unservable(lacks))
+}
+
+/// The route of a request, before capabilities are considered.
+fn route<'p>(policy: &'p Policy, f: &Features) -> Result<Decision<'p>, DecideError> {
     let requested = f.requested_model.as_str();
     let named = match requested {
         AUTO | LOCAL => None,
@@ -43,6 +122,7 @@ pub fn decide<'p>(policy: &'p Policy, f: &Features) -> Result<Decision<'p>, Deci
             model: &rule.route.model,
             fallbacks: &rule.route.fallbacks,
             rule: &rule.name,
+            skipped: None,
         });
     }
     Ok(match named {
@@ -50,6 +130,7 @@ pub fn decide<'p>(policy: &'p Policy, f: &Features) -> Result<Decision<'p>, Deci
             model,
             fallbacks: &[],
             rule: "requested",
+            skipped: None,
         },
         None if requested == LOCAL => Decision {
             model: policy
@@ -58,11 +139,13 @@ pub fn decide<'p>(policy: &'p Policy, f: &Features) -> Result<Decision<'p>, Deci
                 .ok_or(DecideError::NoLocalModel)?,
             fallbacks: &[],
             rule: "requested",
+            skipped: None,
         },
         None => Decision {
             model: &policy.default.model,
             fallbacks: &policy.default.fallbacks,
             rule: "default",
+            skipped: None,
         },
     })
 }
@@ -116,6 +199,60 @@ tenants:
         }
     }
 
+    fn needing(model: &str, c: Capability) -> Features {
+        Features {
+            requested_model: model.into(),
+            needs: Capabilities::NONE.with(c),
+            ..auto()
+        }
+    }
+
+    #[test]
+    fn a_target_lacking_a_needed_capability_is_passed_over_for_a_fallback_that_has_it() {
+        let p = policy("  - { name: r, when: { has_tools: true }, route: big }");
+        let d = decide(&p, &needing("auto", Capability::JsonSchema)).unwrap();
+        assert_eq!((d.model, d.rule), ("big", "default"));
+        assert_eq!(d.skipped, Some(("small", Capability::JsonSchema)));
+        assert!(d.fallbacks.is_empty());
+        // Nothing needed: the route as written.
+        let d = decide(&p, &auto()).unwrap();
+        assert_eq!((d.model, d.skipped), ("small", None));
+        // The on-box model, named or as `local`, cannot serve it: nothing to fall back to.
+        for requested in ["small", "local"] {
+            let e = decide(&p, &needing(requested, Capability::Logprobs)).unwrap_err();
+            assert_eq!(
+                e,
+                DecideError::Unservable(vec![("small".into(), Capability::Logprobs)])
+            );
+            assert_eq!(e.missing_capability(), Some(Capability::Logprobs));
+            assert!(
+                e.to_string().contains("`small` cannot do `logprobs`"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn declared_capabilities_replace_a_cloud_models_default() {
+        let src = format!(
+            "{}default: {{ route: small, fallbacks: [big] }}\n",
+            MODELS.replace(
+                "    kind: openai\n",
+                "    kind: openai\n    capabilities: [tools, json_object]\n"
+            )
+        );
+        let p = parse(&src, "test.yaml", &|_| None).unwrap();
+        assert!(decide(&p, &needing("auto", Capability::JsonObject)).is_ok());
+        let e = decide(&p, &needing("auto", Capability::Images)).unwrap_err();
+        assert_eq!(
+            e,
+            DecideError::Unservable(vec![
+                ("small".into(), Capability::Images),
+                ("big".into(), Capability::Images)
+            ])
+        );
+    }
+
     fn rule_of(p: &Policy, f: &Features) -> String {
         decide(p, f).unwrap().rule.to_string()
     }
@@ -129,7 +266,8 @@ tenants:
             Decision {
                 model: "small",
                 fallbacks: &["big".to_string()],
-                rule: "default"
+                rule: "default",
+                skipped: None,
             }
         );
     }

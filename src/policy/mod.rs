@@ -12,7 +12,7 @@ pub mod schema;
 
 pub use compile::{load, parse, PolicyError, PolicyErrors};
 pub use conditions::{CategoryCondition, Conditions, Range};
-pub use decide::{decide, needs_classifier, DecideError, Decision};
+pub use decide::{decide, lacking, needs_classifier, DecideError, Decision};
 pub use model::{
     BreakerSettings, BudgetSettings, ClassifierSettings, Limits, LocalSettings, Model, Policy,
     Price, Provider, Rate, RateLimitSettings, RecordingSettings, RetrySettings, Route, Rule,

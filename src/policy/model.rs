@@ -180,6 +180,10 @@ pub struct Model {
     pub provider: Option<Provider>,
     /// Engine settings, for `local` models.
     pub local: Option<LocalSettings>,
+    /// What the model can do: declared in the policy, else for a cloud model every
+    /// capability the gateway knows (the provider refuses what its model lacks), and for an
+    /// on-box model what the on-box engine supports ([`crate::local::capabilities`]).
+    pub capabilities: crate::api::Capabilities,
 }
 
 /// How to run an on-box model.

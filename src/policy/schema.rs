@@ -201,6 +201,10 @@ pub struct ModelSpec {
     pub price: PriceSpec,
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// What the model can do (`tools`, `json_object`, `json_schema`, `logprobs`, `n`, `images`,
+    /// `audio`, `files`); default: everything for `openai`, the on-box engine's own for `local`.
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
     /// `openai` only: base URL of the API (`.../v1`); `${ENV}` and `${ENV:-default}` are expanded.
     #[serde(default)]
     pub base_url: Option<String>,

@@ -91,13 +91,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
     let classified = classify(&gateway, &parsed, &mut feats, request_id).await;
     let decision = match policy::decide(&gateway.policy, &feats) {
         Ok(d) => d,
-        Err(e) => {
-            return refuse(
-                &mut settlement,
-                &ApiError::ModelNotFound(e.to_string()),
-                None,
-            )
-        }
+        Err(e) => return refuse(&mut settlement, &undecided(&e), None),
     };
     record(
         &gateway,
@@ -194,6 +188,19 @@ fn respond(
         }
     }
     resp
+}
+
+/// The client's error for a request the policy cannot route: an unknown model (404), or a
+/// capability no model of the route has (400, naming it and its request parameter).
+fn undecided(e: &policy::DecideError) -> ApiError {
+    match e.missing_capability() {
+        Some(c) => ApiError::BadRequest {
+            message: e.to_string(),
+            param: Some(c.param().into()),
+            code: Some("unsupported_capability"),
+        },
+        None => ApiError::ModelNotFound(e.to_string()),
+    }
 }
 
 /// The error response of a request that ends without an answer, settled with its status.

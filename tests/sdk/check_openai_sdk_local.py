@@ -41,4 +41,23 @@ try:
     raise AssertionError("expected BadRequestError")
 except openai.BadRequestError as e:
     assert e.body["param"] == "n", e.body
+
+# What the on-box engine cannot do is refused with a 400 naming it, never answered without it.
+json_schema = {"type": "json_schema", "json_schema": {"name": "a", "strict": True, "schema": {
+    "type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
+    "additionalProperties": False}}}
+for extra, param in [({"response_format": json_schema}, "response_format"),
+                     ({"response_format": {"type": "json_object"}}, "response_format"),
+                     ({"logprobs": True}, "logprobs")]:
+    try:
+        client.chat.completions.create(**{**settings, **extra})
+        raise AssertionError(f"expected BadRequestError for {extra}")
+    except openai.BadRequestError as e:
+        assert e.code == "unsupported_capability" and e.body["param"] == param, e.body
+try:
+    client.chat.completions.create(**{**settings, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "nope"}]}]})
+    raise AssertionError("expected BadRequestError for an unknown content part")
+except openai.BadRequestError as e:
+    assert "type `nope`" in e.message, e.message
 print("ok")

@@ -1,0 +1,173 @@
+//! Capabilities: what a request needs of the model that answers it, and what a model can do.
+//! A request's needs are read from its OpenAI fields; a model's capabilities are declared in the
+//! policy (or reported by its engine), and routing never sends a request to a model that lacks
+//! one it needs.
+
+use std::fmt;
+
+/// One thing a request can need of a model. The names are the policy's (`capabilities: [...]`)
+/// and the OpenAI request fields they come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// `tools` (or `functions`) the model may call, unless `tool_choice` is `"none"`.
+    Tools,
+    /// `response_format: {"type": "json_object"}`.
+    JsonObject,
+    /// `response_format: {"type": "json_schema", ...}`.
+    JsonSchema,
+    /// `logprobs: true` or `top_logprobs`.
+    Logprobs,
+    /// `n` above 1 (several choices).
+    N,
+    /// Image content parts (`image_url`).
+    Images,
+    /// Audio content parts (`input_audio`).
+    Audio,
+    /// File content parts (`file`).
+    Files,
+}
+
+impl Capability {
+    /// Every capability, in the order of the bit set.
+    pub const ALL: [Capability; 8] = [
+        Capability::Tools,
+        Capability::JsonObject,
+        Capability::JsonSchema,
+        Capability::Logprobs,
+        Capability::N,
+        Capability::Images,
+        Capability::Audio,
+        Capability::Files,
+    ];
+
+    /// The policy's name of the capability.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Tools => "tools",
+            Capability::JsonObject => "json_object",
+            Capability::JsonSchema => "json_schema",
+            Capability::Logprobs => "logprobs",
+            Capability::N => "n",
+            Capability::Images => "images",
+            Capability::Audio => "audio",
+            Capability::Files => "files",
+        }
+    }
+
+    /// The reason label when a model is skipped for lacking it (`x-switchyard-fallback`).
+    pub fn lacking(self) -> &'static str {
+        match self {
+            Capability::Tools => "lacks_tools",
+            Capability::JsonObject => "lacks_json_object",
+            Capability::JsonSchema => "lacks_json_schema",
+            Capability::Logprobs => "lacks_logprobs",
+            Capability::N => "lacks_n",
+            Capability::Images => "lacks_images",
+            Capability::Audio => "lacks_audio",
+            Capability::Files => "lacks_files",
+        }
+    }
+
+    /// The request parameter a client sets to need it (the `param` of the error).
+    pub fn param(self) -> &'static str {
+        match self {
+            Capability::Tools => "tools",
+            Capability::JsonObject | Capability::JsonSchema => "response_format",
+            Capability::Logprobs => "logprobs",
+            Capability::N => "n",
+            Capability::Images | Capability::Audio | Capability::Files => "messages",
+        }
+    }
+
+    /// The capability of a policy name.
+    pub fn parse(name: &str) -> Option<Capability> {
+        Capability::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of capabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Capabilities(u16);
+
+impl Capabilities {
+    /// No capability: what a plain text chat request needs.
+    pub const NONE: Capabilities = Capabilities(0);
+
+    /// Every capability the gateway knows: a cloud model's default (its provider refuses what
+    /// the model behind it lacks).
+    pub fn all() -> Capabilities {
+        Capability::ALL.into_iter().collect()
+    }
+
+    pub fn with(self, c: Capability) -> Capabilities {
+        Capabilities(self.0 | c.bit())
+    }
+
+    pub fn has(self, c: Capability) -> bool {
+        self.0 & c.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The first capability of `self` (a request's needs) that `model` lacks.
+    pub fn first_missing(self, model: Capabilities) -> Option<Capability> {
+        self.iter().find(|c| !model.has(*c))
+    }
+
+    /// The capabilities in the set, in [`Capability::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Capability> {
+        Capability::ALL.into_iter().filter(move |c| self.has(*c))
+    }
+
+    /// The names, comma-separated (`none` for the empty set).
+    pub fn names(self) -> String {
+        if self.is_empty() {
+            return "none".into();
+        }
+        self.iter()
+            .map(Capability::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl FromIterator<Capability> for Capabilities {
+    fn from_iter<I: IntoIterator<Item = Capability>>(iter: I) -> Self {
+        iter.into_iter()
+            .fold(Capabilities::NONE, |set, c| set.with(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_name_and_find_what_is_missing() {
+        for c in Capability::ALL {
+            assert_eq!(Capability::parse(c.name()), Some(c));
+        }
+        assert_eq!(Capability::parse("vision"), None);
+        let needs: Capabilities = [Capability::JsonSchema, Capability::Tools]
+            .into_iter()
+            .collect();
+        let model = Capabilities::NONE.with(Capability::Tools);
+        assert_eq!(needs.first_missing(model), Some(Capability::JsonSchema));
+        assert_eq!(needs.first_missing(Capabilities::all()), None);
+        assert_eq!(Capabilities::NONE.first_missing(Capabilities::NONE), None);
+        assert_eq!(needs.names(), "tools, json_schema");
+        assert_eq!(Capabilities::NONE.names(), "none");
+    }
+}
