@@ -10,6 +10,7 @@ pub mod accounting;
 pub mod api;
 pub mod classifier;
 pub mod cli;
+pub mod cpu;
 pub mod dispatch;
 pub mod engines;
 pub mod features;

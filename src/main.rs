@@ -9,5 +9,10 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    std::process::exit(cli::run(Cli::parse()));
+    let cli = Cli::parse();
+    if let Err(e) = switchyard::cpu::init() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+    std::process::exit(cli::run(cli));
 }

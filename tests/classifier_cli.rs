@@ -264,3 +264,51 @@ fn eval_router_reports_apgr_beside_random() {
         assert!(out.contains(b), "{b} missing:\n{out}");
     }
 }
+
+/// `SWITCHYARD_KERNEL` lowers the kernel tier of a run (set on the child process, as a user
+/// would): every tier this CPU runs gives the same classification, and a value that names no
+/// tier is refused before anything runs.
+#[test]
+fn each_kernel_tier_classifies_alike_and_a_bad_setting_is_refused() {
+    let run = |tier: &str| {
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args([
+                "classify",
+                "--json",
+                "Prove that the square root of two is irrational.",
+            ])
+            .arg("--encoder")
+            .arg(common::encoder_path())
+            .env("SWITCHYARD_KERNEL", tier)
+            .output()
+            .expect("run switchyard")
+    };
+    let mut outputs = vec![];
+    switchyard::cpu::for_each_supported_path(|path| {
+        let o = run(path.as_str());
+        assert!(
+            o.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+        outputs.push((path, v));
+    });
+    let (_, first) = &outputs[0];
+    for (path, v) in &outputs[1..] {
+        assert_eq!(v["category"], first["category"], "{path}");
+        let (a, b) = (v["strong_score"].as_f64(), first["strong_score"].as_f64());
+        assert!(
+            (a.unwrap() - b.unwrap()).abs() < 1e-4,
+            "{path}: {a:?} vs {b:?}"
+        );
+    }
+    let o = run("sse9");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("SWITCHYARD_KERNEL=`sse9` is not a kernel tier"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

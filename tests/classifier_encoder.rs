@@ -15,31 +15,40 @@ const TEXTS: [&str; 4] = [
     "Résumé: naïve café, 東京 — emojis 🚀 and code `fn main() {}`",
 ];
 
+/// On every kernel tier this CPU runs (the others are named in a note).
 #[test]
 fn fast_forward_pass_matches_candle_bert() {
-    let fast = Encoder::load_with(&encoder_dir(), Kernels::Fast).expect("fast encoder");
     let reference = Encoder::load_with(&encoder_dir(), Kernels::Reference).expect("candle encoder");
     let tokens: Vec<Vec<u32>> = TEXTS
         .iter()
-        .map(|t| fast.tokenize(t, 256).expect("tokenize").ids)
+        .map(|t| reference.tokenize(t, 256).expect("tokenize").ids)
         .collect();
     let batch: Vec<&[u32]> = tokens.iter().map(Vec::as_slice).collect();
-    // One batch of different lengths against each sequence alone in the reference.
-    let got = fast.embed(&batch).expect("fast embed");
-    for (i, ids) in batch.iter().enumerate() {
-        let want = reference.embed(&[ids]).expect("reference embed").remove(0);
-        let max_diff = got[i]
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(max_diff < 2e-5, "text {i}: max difference {max_diff}");
-        let norm: f32 = got[i].iter().map(|v| v * v).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-5, "unit length, got {norm}");
-    }
+    let want: Vec<Vec<f32>> = batch
+        .iter()
+        .map(|ids| reference.embed(&[ids]).expect("reference embed").remove(0))
+        .collect();
+    switchyard::cpu::for_each_supported_path(|path| {
+        let fast = Encoder::load_with(&encoder_dir(), Kernels::FastOn(path)).expect("fast encoder");
+        // One batch of different lengths against each sequence alone in the reference.
+        let got = fast.embed(&batch).expect("fast embed");
+        for (i, want) in want.iter().enumerate() {
+            let max_diff = got[i]
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                max_diff < 2e-5,
+                "{path}: text {i}: max difference {max_diff}"
+            );
+            let norm: f32 = got[i].iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "{path}: unit length, got {norm}");
+        }
+    });
     // Padding in the reference batch does not change its results either.
     let padded = reference.embed(&batch).expect("reference batch");
-    for (a, b) in padded.iter().zip(&got) {
+    for (a, b) in padded.iter().zip(&want) {
         let d = a
             .iter()
             .zip(b)

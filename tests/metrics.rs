@@ -38,6 +38,14 @@ async fn metrics_after_traffic_are_right_and_valid() {
     );
     // a client error.
     assert_eq!(chat(&gw, ask("nope", "x"), &[]).await.status, 404);
+    // What the process runs: its version and the kernels it chose for this CPU.
+    let path = switchyard::cpu::chosen();
+    let info = format!(
+        r#"switchyard_build_info{{block_kernel="{}",kernels="{path}",version="{}"}}"#,
+        switchyard::local::block_kernel_name(path),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(metric(&gw, &info).await, 1.0);
 
     let m = |s: &'static str| metric(&gw, s);
     assert_eq!(

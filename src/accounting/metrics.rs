@@ -292,8 +292,25 @@ impl Metrics {
             ),
             &["model"],
         ));
+        // What this process runs: its version and the CPU kernels it chose at start-up.
+        let build_info = must(IntGaugeVec::new(
+            Opts::new(
+                "switchyard_build_info",
+                "Always 1: the version, the CPU kernel tier (avx512, avx2, scalar) of the encoder and the on-box block kernel (avx512vnni, avxvnni, avx2, candle).",
+            ),
+            &["version", "kernels", "block_kernel"],
+        ));
+        let path = crate::cpu::chosen();
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                path.as_str(),
+                crate::local::block_kernel_name(path),
+            ])
+            .set(1);
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(build_info),
             Box::new(usage_estimated.clone()),
             Box::new(upstream_retries.clone()),
             Box::new(circuit_state.clone()),

@@ -2,14 +2,14 @@
 //! candle's `BertModel`, but with the Q/K/V projections fused into one matrix multiply, no
 //! padding (a batch's sequences are stacked row-wise and attend only within themselves),
 //! attention computed per (sequence, head) on the rayon pool, and vectorisable GELU, softmax and
-//! layer norm loops. Dense layers use [`Dense`] (packed weights, AVX-512 kernel); attention's
-//! small products use the `gemm` crate (the kernels candle uses).
+//! layer norm loops. Dense layers and attention's small products use [`dense`]'s packed kernels
+//! (AVX-512, AVX2 or portable, per the process's [`KernelPath`]).
 
 use super::dense::{self, Dense};
 use super::ClassifierError;
+use crate::cpu::KernelPath;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::bert::Config;
-use gemm::Parallelism;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,6 +39,8 @@ pub struct Bert {
     token_type: Vec<f32>,
     ln: Norm,
     layers: Vec<Layer>,
+    /// The kernels of the dense layers and of attention.
+    path: KernelPath,
 }
 
 fn vec_of(all: &HashMap<String, Tensor>, name: &str) -> Result<Vec<f32>, ClassifierError> {
@@ -65,6 +67,7 @@ fn dense(
     names: &[&str],
     n_in: usize,
     n_out_each: usize,
+    path: KernelPath,
 ) -> Result<Dense, ClassifierError> {
     let mut w = vec![];
     let mut b = vec![];
@@ -79,7 +82,19 @@ fn dense(
             names.join("+")
         )));
     }
-    Ok(Dense::new(transpose(&w, n_out, n_in), b, n_in, n_out))
+    if n_out == 0 {
+        return Err(ClassifierError::Format(format!(
+            "{} has no outputs",
+            names.join("+")
+        )));
+    }
+    Ok(Dense::with_path(
+        transpose(&w, n_out, n_in),
+        b,
+        n_in,
+        n_out,
+        path,
+    ))
 }
 
 fn norm(all: &HashMap<String, Tensor>, name: &str) -> Result<Norm, ClassifierError> {
@@ -90,8 +105,24 @@ fn norm(all: &HashMap<String, Tensor>, name: &str) -> Result<Norm, ClassifierErr
 }
 
 impl Bert {
-    /// Loads `model.safetensors` with the given configuration.
+    /// Loads `model.safetensors` with the given configuration, on the process's kernels
+    /// ([`crate::cpu::chosen`]).
     pub fn load(weights: &Path, cfg: &Config) -> Result<Bert, ClassifierError> {
+        Self::load_with_path(weights, cfg, crate::cpu::chosen())
+    }
+
+    /// [`Bert::load`] on the kernels of `path`. Errors: a path this CPU cannot run, or weights
+    /// that do not match the configuration.
+    pub fn load_with_path(
+        weights: &Path,
+        cfg: &Config,
+        path: KernelPath,
+    ) -> Result<Bert, ClassifierError> {
+        if !path.supported() {
+            return Err(ClassifierError::Format(format!(
+                "this CPU cannot run the {path} kernels"
+            )));
+        }
         let all = candle_core::safetensors::load(weights, &Device::Cpu)
             .map_err(|e| ClassifierError::Format(format!("{}: {e}", weights.display())))?;
         let h = cfg.hidden_size;
@@ -115,11 +146,12 @@ impl Bert {
                     ],
                     h,
                     h,
+                    path,
                 )?,
-                out: dense(&all, &[&format!("{a}.output.dense")], h, h)?,
+                out: dense(&all, &[&format!("{a}.output.dense")], h, h, path)?,
                 ln1: norm(&all, &format!("{a}.output.LayerNorm"))?,
-                up: dense(&all, &[&format!("{p}.intermediate.dense")], h, i)?,
-                down: dense(&all, &[&format!("{p}.output.dense")], i, h)?,
+                up: dense(&all, &[&format!("{p}.intermediate.dense")], h, i, path)?,
+                down: dense(&all, &[&format!("{p}.output.dense")], i, h, path)?,
                 ln2: norm(&all, &format!("{p}.output.LayerNorm"))?,
             });
         }
@@ -134,6 +166,7 @@ impl Bert {
             token_type: token_type[..h.min(token_type.len())].to_vec(),
             ln: norm(&all, "embeddings.LayerNorm")?,
             layers,
+            path,
         })
     }
 
@@ -160,7 +193,7 @@ impl Bert {
             rows += ids.len();
         }
         let threads = rayon::current_num_threads();
-        let inter = self.layers.first().map(|l| l.up.n).unwrap_or(0);
+        let inter = self.layers.first().map(|l| l.up.n()).unwrap_or(0);
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let Scratch {
@@ -263,75 +296,9 @@ impl Bert {
             .flat_map(|&(start, len)| (0..self.heads).map(move |head| (start, len, head)))
             .collect();
         let out = SendPtr(ctx.as_mut_ptr());
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-        let packed = dense::avx512() && dh == dense::NR;
         let run = |&(start, len, head): &(usize, usize, usize)| {
-            #[cfg(target_arch = "x86_64")]
-            if packed {
-                // SAFETY: AVX-512 is available; every task writes its own rows x columns of ctx.
-                unsafe { self.head_packed(qkv, start, len, head, scale, out) };
-                return;
-            }
-            SCORES.with(|cell| {
-                let mut scores = cell.borrow_mut();
-                scores.resize(len * len, 0.0);
-                let stride = 3 * h as isize;
-                let q = qkv[start * 3 * h + head * dh..].as_ptr();
-                let k = qkv[start * 3 * h + h + head * dh..].as_ptr();
-                let v = qkv[start * 3 * h + 2 * h + head * dh..].as_ptr();
-                // SAFETY: the pointers address `len` rows of `dh` columns inside `qkv` (row stride
-                // 3h) and `scores` is len x len; every task writes its own rows x columns of `ctx`.
-                unsafe {
-                    gemm::gemm(
-                        len,
-                        len,
-                        dh,
-                        scores.as_mut_ptr(),
-                        1,
-                        len as isize,
-                        false,
-                        q,
-                        1,
-                        stride,
-                        k,
-                        stride,
-                        1,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                }
-                for row in scores.chunks_exact_mut(len) {
-                    softmax(row);
-                }
-                let dst = out;
-                unsafe {
-                    gemm::gemm(
-                        len,
-                        dh,
-                        len,
-                        dst.0.add(start * h + head * dh),
-                        1,
-                        h as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        len as isize,
-                        v,
-                        1,
-                        stride,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                }
-            });
+            // SAFETY: every task writes its own rows x columns of ctx.
+            unsafe { self.head(qkv, start, len, head, scale, out) };
         };
         // Short sequences are cheaper than waking another thread.
         let work: usize = spans.iter().map(|&(_, len)| len * len).sum::<usize>() * self.heads;
@@ -344,11 +311,13 @@ impl Bert {
 }
 
 impl Bert {
-    /// One (sequence, head) of attention with the packed AVX-512 kernel: keys packed as 32-column
-    /// panels (the sequence padded to a multiple of 32), values as one 32-wide panel.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn head_packed(
+    /// One (sequence, head) of attention on the packed kernels: the keys transposed and packed
+    /// as 32-column panels (the sequence padded to a multiple of 32), then the values.
+    ///
+    /// # Safety
+    /// `out` addresses the `[rows, hidden]` context, of which this writes only the sequence's
+    /// rows of the head's columns.
+    unsafe fn head(
         &self,
         qkv: &[f32],
         start: usize,
@@ -374,28 +343,43 @@ impl Bert {
                 }
             }
             dense::pack(scores, dh, padded, padded, keys);
-            values.clear();
-            for j in 0..len {
-                values.extend_from_slice(row(j, 2));
-            }
             scores.clear();
             scores.resize(len * padded, 0.0);
             let q = qkv.as_ptr().add(start * 3 * h + head * dh);
-            dense::packed_product(q, len, 3 * h, dh, keys, None, scores.as_mut_ptr(), padded);
+            dense::packed_product(
+                self.path,
+                q,
+                len,
+                3 * h,
+                dh,
+                keys,
+                None,
+                scores.as_mut_ptr(),
+                padded,
+                padded,
+            );
             for r in scores.chunks_exact_mut(padded) {
                 let r = &mut r[..len];
                 r.iter_mut().for_each(|v| *v *= scale);
                 softmax(r);
             }
+            // Values [len, dh], packed into the keys' buffer (free again).
+            values.clear();
+            for j in 0..len {
+                values.extend_from_slice(row(j, 2));
+            }
+            dense::pack(values, len, dh, dh, keys);
             dense::packed_product(
+                self.path,
                 scores.as_ptr(),
                 len,
                 padded,
                 len,
-                values,
+                keys,
                 None,
                 out.0.add(start * h + head * dh),
                 h,
+                dh,
             );
         });
     }
@@ -416,11 +400,9 @@ const SCRATCH_KEEP: usize = 512 * 1536;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
-    /// Scores, packed keys and packed values of one attention head.
+    /// Scores, packed keys (then values) and the values of one attention head.
     static PACKED: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
-    /// One attention score matrix (sequence x sequence).
-    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[derive(Clone, Copy)]

@@ -23,8 +23,11 @@ pub struct Tokens {
 /// Which implementation computes the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
-    /// This crate's forward pass ([`super::bert::Bert`]): fused projections, no padding.
+    /// This crate's forward pass ([`super::bert::Bert`]): fused projections, no padding, on
+    /// the process's CPU kernels ([`crate::cpu::chosen`]).
     Fast,
+    /// [`Kernels::Fast`] on the kernels of a tier this CPU supports (for tests and comparisons).
+    FastOn(crate::cpu::KernelPath),
     /// candle-transformers' `BertModel`, the reference the fast path is tested against.
     Reference,
 }
@@ -77,6 +80,7 @@ impl Encoder {
         let weights = dir.join("model.safetensors");
         let model = match kernels {
             Kernels::Fast => Model::Fast(Bert::load(&weights, &config)?),
+            Kernels::FastOn(path) => Model::Fast(Bert::load_with_path(&weights, &config, path)?),
             Kernels::Reference => {
                 // SAFETY: the file is memory-mapped read-only and not modified while the model lives.
                 let vb = unsafe {

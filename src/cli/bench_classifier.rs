@@ -158,7 +158,8 @@ pub fn run(args: BenchClassifierArgs) -> i32 {
             }
         };
         let mut line = json!({
-            "runtime": "switchyard", "threads": args.threads, "tokens": len,
+            "runtime": "switchyard", "kernels": crate::cpu::chosen().as_str(),
+            "threads": args.threads, "tokens": len,
             "p50_ms": (p50 * 1000.0).round() / 1000.0, "p99_ms": (p99 * 1000.0).round() / 1000.0,
         });
         if let Some(Ok((r50, r99))) = reference_single {

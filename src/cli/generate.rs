@@ -3,7 +3,7 @@
 use crate::api::Role;
 use crate::local::engine::DEFAULT_THREADS;
 use crate::local::generate::{generate, Params};
-use crate::local::{set_threads, LocalModel};
+use crate::local::{configure_compute_threads, LocalModel};
 use crate::policy;
 use clap::Args;
 use std::io::Write;
@@ -58,7 +58,8 @@ pub fn run(args: GenerateArgs) -> i32 {
 
 fn try_run(args: &GenerateArgs) -> Result<(), String> {
     let (path, tokenizer, threads) = resolve(args)?;
-    set_threads(threads);
+    // SAFETY: `generate` starts no thread before this.
+    unsafe { configure_compute_threads(threads) };
     let loading = Instant::now();
     let model = LocalModel::load(&path, tokenizer.as_deref())
         .map_err(|e| format!("{}: {e}", path.display()))?;

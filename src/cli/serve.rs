@@ -38,6 +38,10 @@ pub fn run(args: ServeArgs) -> i32 {
             return 1;
         }
     };
+    if let Some(n) = crate::local::threads_of(&policy) {
+        // SAFETY: no other thread exists yet: the runtime is built below.
+        unsafe { crate::local::configure_compute_threads(n) };
+    }
     let mut rt = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -94,6 +98,7 @@ pub fn run(args: ServeArgs) -> i32 {
 
 /// Logs what the gateway starts with: each model's state and the auth mode.
 fn report(gateway: &Gateway, args: &ServeArgs) {
+    tracing::info!("CPU kernels: {}", crate::cpu::describe());
     tracing::info!(
         "policy {}: {} models, {} rules",
         args.policy.display(),

@@ -573,20 +573,23 @@ impl ChatEngine for LocalEngine {
 /// Default decode workers' threads: see docs/benchmarks.md (on-box model) for the measurement.
 pub const DEFAULT_THREADS: usize = 2;
 
-/// Loads every `local` model of `models` that has a `path` and starts its engine; the first
-/// one's `threads` sets the process's compute threads.
+/// Loads every `local` model of `models` that has a `path` and starts its engine. The compute
+/// threads are set before the process starts any thread ([`super::configure_compute_threads`],
+/// from the first such model's `threads`); a model asking for another count is warned about.
 pub fn start_all<'a>(
     models: impl IntoIterator<Item = &'a crate::policy::Model>,
     metrics: &LocalMetrics,
 ) -> Result<Vec<(String, Arc<LocalEngine>)>, String> {
     let mut engines = vec![];
-    let mut threads_set = false;
     for m in models {
         let Some(local) = &m.local else { continue };
         let Some(path) = &local.path else { continue };
-        if !threads_set {
-            super::set_threads(local.threads.unwrap_or(DEFAULT_THREADS));
-            threads_set = true;
+        let wanted = local.threads.unwrap_or(DEFAULT_THREADS);
+        if let Some(set) = super::compute_threads().filter(|&set| set != wanted) {
+            tracing::warn!(
+                "model {}: `threads: {wanted}` does not apply: the process's compute pools have {set} thread(s) (the first on-box model's setting, applied at start)",
+                m.name
+            );
         }
         let started = Instant::now();
         let model = LocalModel::load(path, local.tokenizer.as_deref())

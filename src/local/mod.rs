@@ -5,6 +5,12 @@
 
 pub mod engine;
 pub use engine::capabilities;
+
+/// The on-box block kernel a tier runs (`avx512vnni`, `avxvnni`, `avx2`), or `candle` where
+/// candle's own kernels run.
+pub fn block_kernel_name(path: crate::cpu::KernelPath) -> &'static str {
+    kernels::Kernel::for_path(path).map_or("candle", kernels::Kernel::name)
+}
 pub mod generate;
 mod kernels;
 pub mod model;
@@ -158,11 +164,37 @@ pub fn defuse(text: &str, specials: &[String]) -> String {
     out
 }
 
-/// Sets the number of CPU threads the matrix kernels use. Takes effect only before the first
-/// model computation of the process.
-pub fn set_threads(threads: usize) {
-    // Read once by candle's thread pool when it starts; nothing else reads it.
-    std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
+static COMPUTE_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Sets the number of CPU threads of the process's compute pools: the rayon pool (the
+/// classifier's and candle's element-wise work) and candle's pool (the block kernels and
+/// candle's matrix products), which read `RAYON_NUM_THREADS` when they start, and candle's
+/// matrix products on every call. The first call wins.
+///
+/// # Safety
+/// Writes the environment: call it before any other thread of the process exists (no async
+/// runtime, no compute pool yet), as `serve` and `generate` do first thing.
+pub unsafe fn configure_compute_threads(threads: usize) {
+    let threads = threads.max(1);
+    if COMPUTE_THREADS.set(threads).is_ok() {
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+}
+
+/// The compute threads [`configure_compute_threads`] set, if it ran.
+pub fn compute_threads() -> Option<usize> {
+    COMPUTE_THREADS.get().copied()
+}
+
+/// The compute threads a policy asks for: the first on-box model with a `path`, its `threads`
+/// or the engine's default; `None` when no on-box model will load.
+pub fn threads_of(policy: &crate::policy::Policy) -> Option<usize> {
+    policy
+        .models
+        .values()
+        .filter_map(|m| m.local.as_ref().filter(|l| l.path.is_some()))
+        .map(|l| l.threads.unwrap_or(engine::DEFAULT_THREADS))
+        .next()
 }
 
 /// Runs `f` on a worker of the CPU thread pool that candle's element-wise operations use, so that

@@ -340,11 +340,35 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The fastest this CPU has, or `None` without AVX2, FMA and F16C.
+    /// Every kernel.
+    #[cfg(test)]
+    pub const ALL: [Kernel; 3] = [Kernel::Avx2, Kernel::AvxVnni, Kernel::Avx512Vnni];
+
+    /// The kernel of the process's tier ([`crate::cpu::chosen`]), or `None` (candle's kernels).
     pub fn detect() -> Option<Kernel> {
-        [Kernel::AvxVnni, Kernel::Avx512Vnni, Kernel::Avx2]
-            .into_iter()
-            .find(|k| k.available())
+        Kernel::for_path(crate::cpu::chosen())
+    }
+
+    /// The fastest kernel of a tier on this CPU: `avx512` takes VNNI in its VEX (AVX-VNNI) or
+    /// EVEX (AVX-512 VNNI) form, VEX first (it measured no slower and needs no 512-bit state);
+    /// `avx2` takes AVX-VNNI when present; `scalar` takes none (candle's kernels).
+    pub fn for_path(path: crate::cpu::KernelPath) -> Option<Kernel> {
+        use crate::cpu::KernelPath;
+        let order: &[Kernel] = match path {
+            KernelPath::Avx512 => &[Kernel::AvxVnni, Kernel::Avx512Vnni, Kernel::Avx2],
+            KernelPath::Avx2 => &[Kernel::AvxVnni, Kernel::Avx2],
+            KernelPath::Scalar => &[],
+        };
+        order.iter().copied().find(|k| k.available())
+    }
+
+    /// The kernel's name, for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Avx2 => "avx2",
+            Kernel::AvxVnni => "avxvnni",
+            Kernel::Avx512Vnni => "avx512vnni",
+        }
     }
 
     /// Whether this CPU has the instructions this kernel uses.

@@ -13,7 +13,8 @@ mod formats;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use formats::{Format, Kernel, GROUP, QK};
+pub(crate) use formats::Kernel;
+use formats::{Format, GROUP, QK};
 
 /// Row groups per task: small enough to spread over threads, large enough to amortise.
 const GROUPS_PER_TASK: usize = 2;
@@ -52,7 +53,14 @@ impl QuantMatrix {
     /// The matrix of a tensor, or `None` for formats these kernels do not run, row counts that
     /// are not a multiple of 8, or a CPU without AVX2, FMA and F16C.
     pub fn from_qtensor(t: &QTensor) -> Option<QuantMatrix> {
-        let kernel = Kernel::detect()?;
+        Self::with_kernel(t, Kernel::detect()?)
+    }
+
+    /// [`QuantMatrix::from_qtensor`] on `kernel`, which must be [`Kernel::available`].
+    fn with_kernel(t: &QTensor, kernel: Kernel) -> Option<QuantMatrix> {
+        if !kernel.available() {
+            return None;
+        }
         let (rows, cols) = t.shape().dims2().ok()?;
         if cols % QK != 0 || rows % GROUP != 0 {
             return None;
@@ -212,9 +220,18 @@ mod tests {
     /// and a prompt-sized block.
     #[test]
     fn matches_the_exact_product_of_the_quantised_weights() {
-        if Kernel::detect().is_none() {
-            return;
-        }
+        let kernels: Vec<Kernel> = Kernel::ALL
+            .into_iter()
+            .filter(|k| {
+                if !k.available() {
+                    crate::cpu::note(format_args!(
+                        "the {} block kernel is not tested here: this CPU lacks it",
+                        k.name()
+                    ));
+                }
+                k.available()
+            })
+            .collect();
         let (n, k) = (72, 256);
         let w = tensor(n, k, 7919);
         for dtype in [
@@ -225,15 +242,12 @@ mod tests {
             GgmlDType::Q8_0,
         ] {
             let q = QTensor::quantize(&w, dtype).unwrap();
-            let mut ours = QuantMatrix::from_qtensor(&q).expect("supported format");
             let dense = q.dequantize(&Device::Cpu).unwrap();
-            let kernels = [Kernel::Avx2, Kernel::AvxVnni, Kernel::Avx512Vnni];
             for (kernel, m) in kernels
-                .into_iter()
-                .filter(|k| k.available())
-                .flat_map(|k| [1usize, 7, 40].map(|m| (k, m)))
+                .iter()
+                .flat_map(|&k| [1usize, 7, 40].map(|m| (k, m)))
             {
-                ours.kernel = kernel;
+                let ours = QuantMatrix::with_kernel(&q, kernel).expect("supported format");
                 let x = tensor(m, k, 104729).reshape((1, m, k)).unwrap();
                 let values =
                     |t: Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
@@ -260,5 +274,18 @@ mod tests {
         assert!(QuantMatrix::from_qtensor(&q(16, GgmlDType::Q4K)).is_none());
         let supported = QuantMatrix::from_qtensor(&q(16, GgmlDType::Q5_0)).is_some();
         assert_eq!(supported, Kernel::detect().is_some());
+    }
+
+    /// Each tier maps to a kernel of its own instructions (or candle's for `scalar`).
+    #[test]
+    fn tiers_pick_kernels_they_can_run() {
+        use crate::cpu::KernelPath;
+        assert_eq!(Kernel::for_path(KernelPath::Scalar), None);
+        if let Some(k) = Kernel::for_path(KernelPath::Avx2) {
+            assert!(k.available() && k != Kernel::Avx512Vnni, "{k:?}");
+        }
+        for p in KernelPath::ALL {
+            assert!(Kernel::for_path(p).is_none_or(Kernel::available));
+        }
     }
 }
