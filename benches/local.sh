@@ -4,17 +4,20 @@
 # the gateway with 1, 2 and 4 concurrent requests; beside llama.cpp's llama-bench on the same GGUF
 # file and thread counts when LLAMA_BENCH points at one (see docs/benchmarks.md for building it).
 #   benches/local.sh [MODEL.gguf ...]     default: models/SmolLM2-135M-Instruct.Q4_1.gguf
-# Knobs: THREADS ("1 2"), CONCURRENCY ("1 2 4"), LLAMA_BENCH (path to llama-bench), REPEAT (3).
+# Knobs: THREADS ("1 2"), CONCURRENCY ("1 2 4"; "" skips the gateway), LLAMA_BENCH (path to
+# llama-bench), REPEAT (3), BIN (another switchyard build), SWITCHYARD_KERNEL (a lower kernel tier).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/env.sh
 THREADS="${THREADS:-1 2}" CONCURRENCY="${CONCURRENCY:-1 2 4}" REPEAT="${REPEAT:-3}"
 MODELS=("$@"); [ ${#MODELS[@]} -gt 0 ] || MODELS=(models/SmolLM2-135M-Instruct.Q4_1.gguf)
 scripts/fetch-models.sh >/dev/null
-cargo build --locked --release --bin switchyard >&2
-SY="$CARGO_TARGET_DIR/release/switchyard"
+if [ -n "${BIN:-}" ]; then SY="$BIN"; else
+  cargo build --locked --release --bin switchyard >&2
+  SY="$CARGO_TARGET_DIR/release/switchyard"
+fi
 OUT="/tmp/bench-results/local-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
-echo "date: $(date -u '+%F %T UTC')  host: $(uname -srm), $(nproc) cores; $("$SY" --version)" | tee "$OUT/info.txt"
+echo "date: $(date -u '+%F %T UTC')  host: $(uname -srm), $(nproc) cores; $("$SY" --version); kernels: ${SWITCHYARD_KERNEL:-best}" | tee "$OUT/info.txt"
 
 # ~512 tokens of ordinary English prose for the prefill measurement.
 LONG="$(python3 -c "print(' '.join(['The quick brown fox jumps over the lazy dog while the river runs past old stone bridges.'] * 28))")"
