@@ -24,6 +24,26 @@ fn lines_when_ready(path: &Path, n: usize) -> Vec<Value> {
     }
 }
 
+/// `switchyard replay --json` of `log` with `policy_text` (its key variable filled in), as a user
+/// runs it; the report.
+fn replay(dir: &Path, policy_text: &str, log: &Path) -> Value {
+    let policy_file = dir.join("policy.yaml");
+    std::fs::write(&policy_file, policy_text.replace("${CLOUD_KEY}", "sk-x")).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["replay", "--json", "--policy"])
+        .arg(&policy_file)
+        .arg("--input")
+        .arg(log)
+        .output()
+        .expect("replay");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
 fn recording_policy(base: &str, path: &Path, prompts: &str) -> String {
     PolicyBuilder::standard(base)
         .recording(path, Some(prompts))
@@ -62,21 +82,7 @@ async fn serve_records_requests_that_replay_reads() {
     assert!(rows[0]["prompt_tokens"].as_u64().is_some_and(|n| n > 0));
 
     // The same file, replayed offline with the same policy, gives the same decisions.
-    let policy_file = tmp.path().join("policy.yaml");
-    std::fs::write(&policy_file, policy_text.replace("${CLOUD_KEY}", "sk-x")).expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["replay", "--json", "--policy"])
-        .arg(&policy_file)
-        .arg("--input")
-        .arg(&log)
-        .output()
-        .expect("replay");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let r = replay(tmp.path(), &policy_text, &log);
     assert_eq!(r["requests"], 3);
     assert_eq!(r["by_rule"]["premium"]["requests"], 1);
     assert_eq!(r["by_rule"]["default"]["requests"], 1);
@@ -145,21 +151,7 @@ async fn rows_carry_the_answers_usage_and_cost_and_replay_prices_them_alike() {
         assert_eq!(row["decision"]["model"], "cloud");
     }
 
-    let policy_file = tmp.path().join("policy.yaml");
-    std::fs::write(&policy_file, policy_text.replace("${CLOUD_KEY}", "sk-x")).expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["replay", "--json", "--policy"])
-        .arg(&policy_file)
-        .arg("--input")
-        .arg(&log)
-        .output()
-        .expect("replay");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let r = replay(tmp.path(), &policy_text, &log);
     assert_eq!(r["requests"], 2);
     assert_eq!(r["cost_usd"], 420.0, "{r}");
 }

@@ -6,14 +6,8 @@
 
 use http::{HeaderMap, HeaderName};
 
-/// Headers that are never forwarded, whatever a policy lists.
-const NEVER: &[&str] = &[
-    // Credentials: the client's gateway key must not reach the provider.
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    // Hop-by-hop (RFC 9110 section 7.6.1) and framing.
+/// Hop-by-hop headers (RFC 9110 section 7.6.1) and framing: never crossed, either way.
+const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -21,8 +15,17 @@ const NEVER: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "host",
     "content-length",
+];
+
+/// Request headers that are never forwarded besides [`HOP_BY_HOP`], whatever a policy lists.
+const NEVER: &[&str] = &[
+    // Credentials: the client's gateway key must not reach the provider.
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "host",
     // Set by the gateway for the upstream request.
     "content-type",
     "accept",
@@ -33,7 +36,7 @@ const NEVER: &[&str] = &[
 /// Whether `name` may never be forwarded (also `x-switchyard-*`, the gateway's own headers).
 pub fn is_never_forwarded(name: &HeaderName) -> bool {
     let n = name.as_str();
-    NEVER.contains(&n) || n.starts_with("x-switchyard-")
+    HOP_BY_HOP.contains(&n) || NEVER.contains(&n) || n.starts_with("x-switchyard-")
 }
 
 /// The client headers of `allow` found in `from`, in allow-list order.
@@ -51,17 +54,10 @@ pub fn forwarded<'a>(
 pub const UPSTREAM_REQUEST_ID: HeaderName =
     HeaderName::from_static("x-switchyard-upstream-request-id");
 
-/// Upstream response headers that are never passed back, whatever a policy lists: framing and
-/// hop-by-hop headers, cookies and authentication challenges, and headers the gateway sets.
+/// Upstream response headers that are never passed back besides [`HOP_BY_HOP`], whatever a
+/// policy lists: the body's framing, cookies and authentication challenges, and headers the
+/// gateway sets.
 const NEVER_PASSED_BACK: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
     "content-type",
     "content-encoding",
     "set-cookie",
@@ -75,7 +71,9 @@ const NEVER_PASSED_BACK: &[&str] = &[
 /// Whether an upstream response header `name` may never reach the client (also
 /// `x-switchyard-*`, the gateway's own headers).
 pub fn is_never_passed_back(name: &str) -> bool {
-    NEVER_PASSED_BACK.contains(&name) || name.starts_with("x-switchyard-")
+    HOP_BY_HOP.contains(&name)
+        || NEVER_PASSED_BACK.contains(&name)
+        || name.starts_with("x-switchyard-")
 }
 
 /// The upstream response headers a model passes back to the client: exact lower-case names,
@@ -103,7 +101,10 @@ impl PassBack {
                 ));
             }
             let blocked = if prefix {
-                NEVER_PASSED_BACK.iter().any(|n| n.starts_with(name))
+                HOP_BY_HOP
+                    .iter()
+                    .chain(NEVER_PASSED_BACK)
+                    .any(|n| n.starts_with(name))
                     || "x-switchyard-".starts_with(name)
                     || name.starts_with("x-switchyard-")
             } else {
