@@ -125,3 +125,45 @@ fn decoder_matches_candles_qwen2_on_qwen_coder() {
     // summation order can flip a rounding step: logits agree to within 1, tokens exactly.
     compare(&path, Kernels::Fast, 1.0, &mut reference);
 }
+
+/// `switchyard generate` on each kernel tier this CPU runs (set on the child process, as a user
+/// would): each answers, and reports the tier and block kernel it ran.
+#[test]
+fn generate_runs_and_reports_each_kernel_tier() {
+    switchyard::cpu::for_each_supported_path(|path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args([
+                "generate",
+                "--json",
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "8",
+                "--model",
+            ])
+            .arg(common::smollm2_path())
+            .arg("What is the capital of France?")
+            .env("SWITCHYARD_KERNEL", path.as_str())
+            .output()
+            .expect("run switchyard");
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["kernels"], path.as_str());
+        assert_eq!(
+            v["block_kernel"],
+            switchyard::local::block_kernel_name(path)
+        );
+        let answer = v["answer"].as_str().unwrap_or_default();
+        assert!(!answer.trim().is_empty(), "{path}: {v}");
+        assert!(
+            v["completion_tokens"]
+                .as_u64()
+                .is_some_and(|n| (1..=8).contains(&n)),
+            "{v}"
+        );
+    });
+}

@@ -95,6 +95,8 @@ fn try_run(args: &GenerateArgs) -> Result<(), String> {
         let v = serde_json::json!({
             "model": model.name,
             "threads": threads,
+            "kernels": crate::cpu::chosen().as_str(),
+            "block_kernel": crate::local::block_kernel_name(crate::cpu::chosen()),
             "answer": answer,
             "finish_reason": outcome.finish.reason(),
             "prompt_tokens": outcome.prompt_tokens,
