@@ -199,10 +199,12 @@ impl ChatRequest {
         let mut needs = Capabilities::NONE;
         let tool_choice_none =
             matches!(self.field("tool_choice"), Some(Value::String(s)) if s == "none");
-        let listed = |name| match self.field(name) {
-            None | Some(Value::Null) => false,
-            Some(Value::Array(a)) => !a.is_empty(),
-            Some(_) => true,
+        // `validate` checked that these are arrays or null: a non-empty array is more than `[]`
+        // once compacted (the definitions themselves are not parsed again).
+        let listed = |name| {
+            self.member(name).is_some_and(|raw| {
+                matches!(Reader::of(raw).peek(), Ok(Kind::Array)) && skim::compact_len(raw) > 2
+            })
         };
         if (listed("tools") || listed("functions")) && !tool_choice_none {
             needs = needs.with(Capability::Tools);

@@ -182,8 +182,8 @@ impl OpenAiEngine {
 
     async fn status_error(&self, resp: upstream::Response, deadline: Instant) -> EngineError {
         let status = resp.status;
-        let retry_after = resp.retry_after.clone();
-        let headers = Box::new(resp.passed.clone());
+        let retry_after = resp.retry_after;
+        let headers = Box::new(resp.passed);
         let body = match timeout_at(deadline, read_limited(resp.body, 64 * 1024)).await {
             Ok(Ok(b)) => self.redactor.apply(b),
             _ => Bytes::new(),

@@ -72,8 +72,11 @@ pub fn decide<'p>(policy: &'p Policy, f: &Features) -> Result<Decision<'p>, Deci
     capable(policy, f.needs, decision)
 }
 
-/// The first model a request needing `needs` lacks, for `model`.
+/// The first capability of `needs` that `model` lacks (none when nothing is needed).
 pub fn lacking(policy: &Policy, needs: Capabilities, model: &str) -> Option<Capability> {
+    if needs.is_empty() {
+        return None;
+    }
     let has = policy
         .models
         .get(model)
