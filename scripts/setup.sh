@@ -2,7 +2,7 @@
 # Idempotent set-up for the two README commands. Skips whatever is already there.
 #   scripts/setup.sh          what `serve` needs: the on-box model (SmolLM2; Qwen too with
 #                             SWITCHYARD_MODELS="smollm2 qwen", see scripts/fetch-models.sh)
-#   scripts/setup.sh --test   plus what the tests need: promtool, a Python venv with the openai SDK,
+#   scripts/setup.sh --test   plus what the tests need: promtool, redis-server, a Python venv with the openai SDK,
 #                             the opt-in Qwen2.5-Coder model and its reference tokenizer.json
 # Caches live under ${SWITCHYARD_CACHE:-~/.cache/switchyard}, outside the checkout.
 set -euo pipefail
@@ -29,6 +29,10 @@ if [ "${1:-}" = "--test" ]; then
   if ! command -v promtool >/dev/null; then
     log "installing promtool (Debian package prometheus)"
     apt_install prometheus
+  fi
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    log "installing redis-server (Debian package redis-server) for the shared-state tests"
+    apt_install redis-server
   fi
   VENV="$CACHE/venv"
   if ! "$VENV/bin/python" -c 'import openai' 2>/dev/null; then

@@ -1,14 +1,16 @@
 //! Dispatch: from a routing decision to an answer. The decision's model is tried, then its
 //! fallbacks in order, and last, when a budget refused a cloud call and the policy says
 //! `on_exhausted: local`, the on-box model. A model is skipped when it lacks a capability the
-//! request needs, has no engine, is unavailable, its circuit breaker is open, or a budget
-//! cannot take its worst-case cost; a call
+//! request needs, has no engine, is unavailable, its circuit breaker is open, a budget cannot
+//! take its worst-case cost, or the budget and rate-limit store does not answer in time (with
+//! `state.on_unavailable: reject`). A rate limit ends the request at its first admission. A call
 //! that fails before its first byte moves on to the next model unless the failure is the
 //! client's own. The first model that answers gives the [`Answer`]; when none does, the
 //! [`DispatchError`] carries every tried model's reason. Nothing here speaks HTTP.
 
 use crate::accounting::budget::Exhausted;
-use crate::accounting::Settlement;
+use crate::accounting::state::StoreError;
+use crate::accounting::{Refusal, Settlement};
 use crate::api::ApiError;
 use crate::engines::{ChatEngine, Completion, EngineError, EngineRequest, Streaming};
 use crate::policy::{Decision, OnExhausted, Policy};
@@ -43,6 +45,8 @@ pub enum Reply {
 pub enum Failure {
     Engine(EngineError),
     Budget(Exhausted),
+    /// The budget and rate-limit store did not answer in time (`on_unavailable: reject`).
+    State(StoreError),
 }
 
 impl Failure {
@@ -51,6 +55,7 @@ impl Failure {
         match self {
             Failure::Engine(e) => e.kind(),
             Failure::Budget(_) => "budget_exhausted",
+            Failure::State(_) => "state_unavailable",
         }
     }
 }
@@ -83,6 +88,8 @@ pub enum DispatchError<'p> {
         model: &'p str,
         exhausted: Exhausted,
     },
+    /// The caller's rate limit refused the request (its first admission).
+    RateLimited { model: &'p str, error: ApiError },
     /// Every model of the route was tried (or the last one's failure allowed no other), in
     /// order; none answered. Empty only for a route with no model.
     Exhausted(Vec<Attempt<'p>>),
@@ -92,7 +99,8 @@ impl<'p> DispatchError<'p> {
     /// The model the error is about: the one refused, or the last one tried.
     pub fn model(&self) -> Option<&'p str> {
         match self {
-            DispatchError::BudgetRejected { model, .. } => Some(model),
+            DispatchError::BudgetRejected { model, .. }
+            | DispatchError::RateLimited { model, .. } => Some(model),
             DispatchError::Exhausted(tried) => tried.last().map(|a| a.model),
         }
     }
@@ -108,6 +116,7 @@ impl<'p> DispatchError<'p> {
                     retry_after_secs: exhausted.period.seconds_left(SystemTime::now()),
                 }
             }
+            DispatchError::RateLimited { error, .. } => return error.clone(),
             DispatchError::Exhausted(tried) => tried,
         };
         let Some(last) = tried.last() else {
@@ -116,6 +125,9 @@ impl<'p> DispatchError<'p> {
         let error = match &last.failure {
             Failure::Engine(e) => e.to_api(last.model),
             Failure::Budget(ex) => EngineError::Unavailable(ex.to_string()).to_api(last.model),
+            Failure::State(e) => ApiError::StateUnavailable(format!(
+                "{e}; the policy refuses cloud calls it cannot reserve budget or rate for (state.on_unavailable: reject)"
+            )),
         };
         // The upstream's Retry-After, or the breaker's when that is longer.
         let error = match last.circuit_retry_in {
@@ -134,6 +146,7 @@ impl<'p> DispatchError<'p> {
                             }
                             Failure::Engine(e) => e.to_string(),
                             Failure::Budget(ex) => ex.to_string(),
+                            Failure::State(e) => e.to_string(),
                         };
                         format!("{}: {reason}", a.model)
                     })
@@ -242,13 +255,23 @@ async fn try_route<'p>(
             }
         };
         if let Some(m) = policy.models.get(model) {
-            if let Err(exhausted) = settlement.reserve(m, req.request.max_tokens) {
-                if on_exhausted == Some(OnExhausted::Reject) {
-                    return Err(DispatchError::BudgetRejected { model, exhausted });
+            match settlement.admit_call(m, req.request.max_tokens).await {
+                Ok(()) => {}
+                Err(Refusal::RateLimited(error)) => {
+                    return Err(DispatchError::RateLimited { model, error })
                 }
-                refused_by_budget = true;
-                tried.push(Attempt::new(model, Failure::Budget(exhausted)));
-                continue;
+                Err(Refusal::Budget(exhausted)) => {
+                    if on_exhausted == Some(OnExhausted::Reject) {
+                        return Err(DispatchError::BudgetRejected { model, exhausted });
+                    }
+                    refused_by_budget = true;
+                    tried.push(Attempt::new(model, Failure::Budget(exhausted)));
+                    continue;
+                }
+                Err(Refusal::Unavailable(e)) => {
+                    tried.push(Attempt::new(model, Failure::State(e)));
+                    continue;
+                }
             }
         }
         settlement.call_started();
@@ -390,7 +413,7 @@ mod tests {
 
     impl Run {
         fn new(policy: &Arc<Policy>, engines: &[(&str, Arc<Scripted>)]) -> Run {
-            let ledger = Arc::new(Ledger::new(policy.clone(), Metrics::new(), None));
+            let ledger = Arc::new(Ledger::new(policy.clone(), Metrics::new(), None).unwrap());
             let engines = engines
                 .iter()
                 .map(|(n, e)| (n.to_string(), e.clone() as Arc<dyn ChatEngine>))
@@ -412,7 +435,7 @@ mod tests {
                 skipped: None,
             };
             let mut settlement = self.ledger.open(Instant::now());
-            settlement.admit(None, 5).unwrap();
+            settlement.arrived(None, 5);
             let request = EngineRequest {
                 request: &req,
                 headers: &headers,

@@ -51,6 +51,11 @@ pub struct Metrics {
     client_timeouts: IntCounterVec,
     /// `switchyard_usage_estimated_total{model}`: requests settled with estimated token counts.
     usage_estimated: IntCounterVec,
+    /// `switchyard_state_unavailable_total{operation,action}`: state-store calls not answered in
+    /// time, and what the gateway did instead.
+    state_unavailable: IntCounterVec,
+    /// `switchyard_state_up{backend}`: whether the state store answered its last call.
+    state_up: IntGaugeVec,
 }
 
 /// Metrics of the request classifier.
@@ -292,6 +297,20 @@ impl Metrics {
             ),
             &["model"],
         ));
+        let state_unavailable = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_state_unavailable_total",
+                "Calls to the budget and rate-limit store that were not answered within state.timeout_ms, by operation (admit, settle, read) and what the gateway did instead (reject, allow, retry, drop, skip).",
+            ),
+            &["operation", "action"],
+        ));
+        let state_up = must(IntGaugeVec::new(
+            Opts::new(
+                "switchyard_state_up",
+                "1 when the budget and rate-limit store (backend memory or redis) answered its last call in time, else 0.",
+            ),
+            &["backend"],
+        ));
         // What this process runs: its version and the CPU kernels it chose at start-up.
         let build_info = must(IntGaugeVec::new(
             Opts::new(
@@ -312,6 +331,8 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(build_info),
             Box::new(usage_estimated.clone()),
+            Box::new(state_unavailable.clone()),
+            Box::new(state_up.clone()),
             Box::new(upstream_retries.clone()),
             Box::new(circuit_state.clone()),
             Box::new(rate_limited.clone()),
@@ -367,6 +388,8 @@ impl Metrics {
             rejected_connections,
             client_timeouts,
             usage_estimated,
+            state_unavailable,
+            state_up,
         }
     }
 
@@ -460,6 +483,21 @@ impl Metrics {
         self.budget_remaining
             .with_label_values(&[tenant, period])
             .set(usd);
+    }
+
+    /// A state-store call not answered in time, and what the gateway did instead:
+    /// `switchyard_state_unavailable_total{operation,action}`.
+    pub fn state_unavailable(&self, operation: &str, action: &str) {
+        self.state_unavailable
+            .with_label_values(&[operation, action])
+            .inc();
+    }
+
+    /// Whether the state store answered its last call: `switchyard_state_up{backend}`.
+    pub fn state_up(&self, backend: &str, up: bool) {
+        self.state_up
+            .with_label_values(&[backend])
+            .set(i64::from(up));
     }
 
     /// A used-up budget refused a cloud call: `switchyard_budget_exhausted_total{tenant}`.

@@ -7,50 +7,54 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod recorder;
 mod settlement;
+pub mod state;
 
 pub use metrics::{LocalMetrics, Metrics};
-pub use settlement::{End, Settlement, ANONYMOUS, NONE, RESERVED_OUTPUT_TOKENS};
+pub use settlement::{End, Refusal, Settlement, NONE, RESERVED_OUTPUT_TOKENS};
+pub use state::ANONYMOUS;
 
 use crate::api::Usage;
 use crate::policy::Policy;
-use budget::{BudgetStore, MemoryBudgets};
-use rate_limit::RateLimiter;
+use futures_util::FutureExt;
+use state::{StateStore, Ticket};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a settlement the state store did not take is sent again, and the first pause
+/// between tries (doubled after each).
+const SETTLE_TRIES: u32 = 6;
+const SETTLE_FIRST_PAUSE: Duration = Duration::from_millis(100);
 
 /// The accounting state of one gateway: prices (the policy), metrics, budgets, rate limits.
 pub struct Ledger {
     pub policy: Arc<Policy>,
     pub metrics: Metrics,
-    /// Spending budgets, when the policy sets them.
-    pub budgets: Option<Arc<dyn BudgetStore>>,
-    /// Per-tenant rate limits, when the policy sets them.
-    pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Budget and rate-limit state, when the policy sets budgets or rate limits.
+    pub state: Option<Arc<dyn StateStore>>,
     /// Models whose estimated token counts were logged already (once per model).
     warned: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Ledger {
-    /// The ledger of `policy`, counting into `metrics`. Budget and rate-limit state carry over
-    /// from `previous` when their settings did not change (a policy reload), else start empty.
-    pub fn new(policy: Arc<Policy>, metrics: Metrics, previous: Option<&Ledger>) -> Ledger {
-        let budgets = match previous {
-            Some(p) if p.policy.budgets == policy.budgets => p.budgets.clone(),
-            _ => policy
-                .budgets
-                .as_ref()
-                .map(|b| Arc::new(MemoryBudgets::new(b)) as Arc<dyn BudgetStore>),
+    /// The ledger of `policy`, counting into `metrics`. The state store carries over from
+    /// `previous` when its settings did not change (a policy reload), else is opened anew.
+    ///
+    /// Errors: a state store that cannot be opened (see [`state::open`]).
+    pub fn new(
+        policy: Arc<Policy>,
+        metrics: Metrics,
+        previous: Option<&Ledger>,
+    ) -> Result<Ledger, String> {
+        let state = match previous {
+            Some(p) if state::same_store(&p.policy, &policy) => p.state.clone(),
+            _ => state::open(&policy)?,
         };
-        let rate_limiter = match previous {
-            Some(p) if p.policy.rate_limits == policy.rate_limits => p.rate_limiter.clone(),
-            _ => policy.rate_limits.clone().map(RateLimiter::new),
-        };
-        Ledger {
+        Ok(Ledger {
             policy,
             metrics,
-            budgets,
-            rate_limiter,
+            state,
             warned: Default::default(),
-        }
+        })
     }
 
     /// Prices `usage` served by `model` at this policy's prices.
@@ -72,11 +76,64 @@ impl Ledger {
         }
     }
 
-    /// Publishes every budget's remaining USD (`switchyard_budget_remaining_usd`).
-    pub fn publish_budgets(&self) {
-        if let Some(b) = &self.budgets {
-            for (tenant, period, left) in b.remaining(std::time::SystemTime::now()) {
-                self.metrics.budget_remaining(&tenant, period.label(), left);
+    /// Publishes every budget's remaining USD (`switchyard_budget_remaining_usd`) and whether
+    /// the state store answers (`switchyard_state_up`): one read of the store, bounded by its
+    /// timeout.
+    pub async fn publish_state(&self) {
+        let Some(store) = &self.state else {
+            return;
+        };
+        match store.remaining().await {
+            Ok(left) => {
+                for r in left {
+                    self.metrics
+                        .budget_remaining(&r.tenant, r.period.label(), r.usd);
+                }
+            }
+            Err(_) => self.metrics.state_unavailable("read", "skip"),
+        }
+        let health = store.health();
+        self.metrics.state_up(health.backend, health.available);
+    }
+
+    /// Settles `ticket` in the state store: at once when the store answers at once (memory),
+    /// else in a task that tries again, with pauses, when the store does not answer in time
+    /// (the settlement counts once however often it is sent). A settlement given up on leaves
+    /// its reservation to lapse and its spending uncounted: counted in
+    /// `switchyard_state_unavailable_total{operation="settle",action="drop"}` and logged.
+    pub fn settle_state(self: &Arc<Self>, ticket: Ticket, spent_usd: f64, used_tokens: u64) {
+        let Some(store) = self.state.clone() else {
+            return;
+        };
+        if !ticket.holds() {
+            return;
+        }
+        let ledger = self.clone();
+        let mut settling = Box::pin(async move {
+            let mut pause = SETTLE_FIRST_PAUSE;
+            for attempt in 1..=SETTLE_TRIES {
+                match store.settle(&ticket, spent_usd, used_tokens).await {
+                    Ok(()) => return,
+                    Err(e) if attempt == SETTLE_TRIES => {
+                        ledger.metrics.state_unavailable("settle", "drop");
+                        tracing::warn!(
+                            "a settlement was not taken after {SETTLE_TRIES} tries ({e}): ${spent_usd:.6} of spending is not counted, and the reservation lapses by itself"
+                        );
+                    }
+                    Err(_) => {
+                        ledger.metrics.state_unavailable("settle", "retry");
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                    }
+                }
+            }
+        });
+        if (&mut settling).now_or_never().is_none() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(settling);
+                }
+                Err(_) => tracing::warn!("a settlement outside the runtime was dropped"),
             }
         }
     }

@@ -1,23 +1,22 @@
 //! The end of a request, settled once: a [`Settlement`] is opened when a chat request arrives,
-//! takes the rate-limit and budget reservations on its way, learns the request's labels, tokens
-//! and text, and is finished exactly once, however the request ends: a JSON answer, a stream's
-//! end or error, an error response, or the client going away (its `Drop`).
+//! takes the rate-limit and budget reservations on its way (one admission to the state store
+//! per model tried), learns the request's labels, tokens and text, and is finished exactly
+//! once, however the request ends: a JSON answer, a stream's end or error, an error response,
+//! or the client going away (its `Drop`).
 
-use super::budget::{Exhausted, Ticket};
-use super::rate_limit::TokenTicket;
+use super::budget::Exhausted;
+use super::state::{Admitted, Ask, Refused, StoreError, Ticket, ANONYMOUS};
 use super::{Bill, Ledger};
 use crate::api::{ApiError, Reported, Usage};
 use crate::features::estimate_text_tokens;
-use crate::policy::{Model, ModelKind};
+use crate::policy::{Model, ModelKind, OnUnavailable};
 use http::StatusCode;
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// The label value of a request that has no route, model or rule (yet).
 pub const NONE: &str = "none";
-/// The tenant label of a caller on an open gateway.
-pub const ANONYMOUS: &str = "anonymous";
 /// Answer tokens a cloud reservation assumes when neither the request nor the model limits them.
 pub const RESERVED_OUTPUT_TOKENS: u64 = 4096;
 
@@ -58,10 +57,11 @@ pub struct Settlement {
     route: &'static str,
     model: Cow<'static, str>,
     rule: Cow<'static, str>,
-    /// Tokens taken from the caller's rate limit, replaced by the real count at the end.
-    rate: Option<TokenTicket>,
-    /// The budget reservation of the call in flight, replaced by its cost at the end.
-    budget: Option<Ticket>,
+    /// What the state store holds for the request (rate-limit tokens, the budget reservation
+    /// of the call in flight), replaced by the real counts and cost at the end.
+    ticket: Ticket,
+    /// Whether the rate limits were asked already (once per request).
+    rate_asked: bool,
     call: Call,
     engine_time: Duration,
     first_text: Option<Instant>,
@@ -85,8 +85,8 @@ impl Ledger {
             route: NONE,
             model: Cow::Borrowed(NONE),
             rule: Cow::Borrowed(NONE),
-            rate: None,
-            budget: None,
+            ticket: Ticket::default(),
+            rate_asked: false,
             call: Call::None,
             engine_time: Duration::ZERO,
             first_text: None,
@@ -100,31 +100,11 @@ impl Ledger {
 }
 
 impl Settlement {
-    /// Admits the request of `tenant` (`None`: an open gateway) with `prompt_estimate` tokens:
-    /// takes it from the tenant's rate limits.
-    ///
-    /// Errors: [`ApiError::RateLimited`] (429, with `Retry-After`) when a limit refuses it,
-    /// counted in `switchyard_rate_limited_total`.
-    pub fn admit(&mut self, tenant: Option<&str>, prompt_estimate: u64) -> Result<(), ApiError> {
+    /// The request comes from `tenant` (`None`: an open gateway) with `prompt_estimate` tokens.
+    pub fn arrived(&mut self, tenant: Option<&str>, prompt_estimate: u64) {
         self.tenant = tenant.map(str::to_string);
         self.prompt_estimate = prompt_estimate;
-        let Some(limiter) = &self.ledger.rate_limiter else {
-            return Ok(());
-        };
-        let label = self.tenant_label();
-        match limiter.admit(label, prompt_estimate, Instant::now()) {
-            Ok(ticket) => {
-                self.rate = ticket;
-                Ok(())
-            }
-            Err(r) => {
-                self.ledger.metrics.rate_limited(label, r.limit.label());
-                Err(ApiError::RateLimited {
-                    message: r.to_string(),
-                    retry_after_secs: crate::api::retry_after_secs(r.retry_after),
-                })
-            }
-        }
+        self.ticket = Ticket::new(tenant);
     }
 
     /// The tenant label of metrics (`anonymous` on an open gateway).
@@ -160,45 +140,77 @@ impl Settlement {
         self.ledger.metrics.fallback(from, to);
     }
 
-    /// Reserves the worst-case cost of a call to the cloud `model` against the budgets: the
-    /// prompt estimate and `max_tokens` (else the model's `max_output_tokens`, else
-    /// [`RESERVED_OUTPUT_TOKENS`], capped by `max_output_tokens`) at the model's prices. An
-    /// on-box model, or a policy without budgets, reserves nothing.
+    /// Admits a call to `model`, in one round trip to the state store: the first call of the
+    /// request takes it from the caller's rate limits, and a cloud call reserves its worst-case
+    /// cost against the budgets: the prompt estimate and `max_tokens` (else the model's
+    /// `max_output_tokens`, else [`RESERVED_OUTPUT_TOKENS`], capped by `max_output_tokens`) at
+    /// the model's prices, in place of an earlier call's reservation. A call that takes nothing
+    /// (an on-box fallback) asks nothing; nor does a policy without budgets or rate limits.
     ///
-    /// Errors: the first budget that cannot take it ([`Exhausted`]), counted in
-    /// `switchyard_budget_exhausted_total`; nothing is reserved then.
-    pub fn reserve(&mut self, model: &Model, max_tokens: Option<u64>) -> Result<(), Exhausted> {
-        Settlement::release(&mut self.budget, &self.ledger);
-        let Some(budgets) = &self.ledger.budgets else {
+    /// Errors ([`Refusal`]): a rate limit (counted in `switchyard_rate_limited_total`); a budget
+    /// that cannot take the reservation (counted in `switchyard_budget_exhausted_total`;
+    /// nothing is reserved); or, for a cloud call with `state.on_unavailable: reject`, a store
+    /// that did not answer in time. With `allow`, and for every on-box call, an unanswered
+    /// store lets the call go ahead unreserved. Both are counted in
+    /// `switchyard_state_unavailable_total{operation="admit"}`.
+    pub async fn admit_call(
+        &mut self,
+        model: &Model,
+        max_tokens: Option<u64>,
+    ) -> Result<(), Refusal> {
+        let ledger = self.ledger.clone();
+        let Some(store) = &ledger.state else {
             return Ok(());
         };
-        if model.kind != ModelKind::Openai {
+        let cloud = model.kind == ModelKind::Openai;
+        let reserve_usd = (cloud && ledger.policy.budgets.is_some()).then(|| {
+            let cap = model.max_output_tokens.unwrap_or(u64::MAX);
+            let output = max_tokens
+                .or(model.max_output_tokens)
+                .unwrap_or(RESERVED_OUTPUT_TOKENS)
+                .min(cap);
+            model.price.cost(self.prompt_estimate, output)
+        });
+        let ask = Ask {
+            tenant: self.tenant.as_deref(),
+            take_rate: (!self.rate_asked).then_some(self.prompt_estimate),
+            reserve_usd,
+        };
+        if ask.take_rate.is_none() && ask.reserve_usd.is_none() {
+            // Nothing to take: an earlier call's reservation is given back by the settlement,
+            // which saves a round trip (and a wait, when the store is slow) on the way.
             return Ok(());
         }
-        let cap = model.max_output_tokens.unwrap_or(u64::MAX);
-        let output = max_tokens
-            .or(model.max_output_tokens)
-            .unwrap_or(RESERVED_OUTPUT_TOKENS)
-            .min(cap);
-        let amount = model.price.cost(self.prompt_estimate, output);
-        match budgets.reserve(self.tenant.as_deref(), amount, SystemTime::now()) {
-            Ok(ticket) => {
-                self.budget = Some(ticket);
-                self.ledger.publish_budgets();
-                Ok(())
+        self.rate_asked = true;
+        match store.admit(&ask, &mut self.ticket).await {
+            Ok(Admitted::Yes) => Ok(()),
+            Ok(Admitted::OverBudget(ex)) => {
+                ledger.metrics.budget_exhausted(&ex.tenant);
+                Err(Refusal::Budget(ex))
             }
-            Err(ex) => {
-                self.ledger.metrics.budget_exhausted(&ex.tenant);
-                Err(ex)
+            Err(Refused::RateLimited(r)) => {
+                ledger
+                    .metrics
+                    .rate_limited(self.tenant_label(), r.limit.label());
+                Err(Refusal::RateLimited(ApiError::RateLimited {
+                    message: r.to_string(),
+                    retry_after_secs: crate::api::retry_after_secs(r.retry_after),
+                }))
             }
-        }
-    }
-
-    /// Gives back the budget reservation of a call that spent nothing.
-    fn release(budget: &mut Option<Ticket>, ledger: &Ledger) {
-        if let (Some(t), Some(b)) = (budget.take(), &ledger.budgets) {
-            b.settle(t, 0.0);
-            ledger.publish_budgets();
+            Err(Refused::Unavailable(e)) => {
+                let reject = cloud && ledger.policy.state.on_unavailable == OnUnavailable::Reject;
+                let action = if reject { "reject" } else { "allow" };
+                ledger.metrics.state_unavailable("admit", action);
+                tracing::debug!(
+                    "state store: {e}; the call to `{}` is {action}ed",
+                    model.name
+                );
+                if reject {
+                    Err(Refusal::Unavailable(e))
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 
@@ -208,12 +220,12 @@ impl Settlement {
     }
 
     /// The current model failed before answering, after `took` in its engine, with `kind` (its
-    /// `switchyard_upstream_errors_total` kind): its budget reservation is given back.
+    /// `switchyard_upstream_errors_total` kind). Its budget reservation is replaced by the next
+    /// cloud call's, or given back when the request is settled.
     pub fn call_failed(&mut self, kind: &str, took: Duration) {
         self.engine_time += took;
         self.call = Call::None;
         self.ledger.metrics.upstream_error(&self.model, kind);
-        Settlement::release(&mut self.budget, &self.ledger);
     }
 
     /// The current model answers (a complete answer, or a stream's head), after `took` in its
@@ -281,16 +293,10 @@ impl Settlement {
             billed = Some((usage, estimated));
             bill = ledger.bill(&self.model, usage);
             metrics.billed(&self.model, self.tenant_label(), usage, bill);
-            if let (Some(t), Some(b)) = (self.budget.take(), &ledger.budgets) {
-                b.settle(t, bill.cost_usd);
-                ledger.publish_budgets();
-            }
-            if let Some(t) = self.rate.take() {
-                t.settle(usage.total());
-            }
-        } else {
-            Settlement::release(&mut self.budget, ledger);
         }
+        let used_tokens = billed.map_or(0, |(u, _)| u.total());
+        let ticket = std::mem::take(&mut self.ticket);
+        ledger.settle_state(ticket, bill.cost_usd, used_tokens);
         let status = match end {
             End::Complete(..) | End::StreamDone => Cow::Borrowed("200"),
             End::StreamFailed(kind) => {
@@ -327,6 +333,17 @@ impl Settlement {
     }
 }
 
+/// Why a call was not admitted.
+#[derive(Debug)]
+pub enum Refusal {
+    /// A rate limit refused the request (429 `rate_limit_exceeded`).
+    RateLimited(ApiError),
+    /// A budget cannot take the call's reservation.
+    Budget(Exhausted),
+    /// The state store did not answer in time and the policy rejects such cloud calls.
+    Unavailable(StoreError),
+}
+
 impl Drop for Settlement {
     fn drop(&mut self) {
         self.finish(End::ClientClosed);
@@ -338,22 +355,24 @@ mod tests {
     use super::*;
     use crate::accounting::Metrics;
     use crate::policy::Policy;
+    use futures_util::FutureExt;
 
     /// A cloud model at $1 per input and $2 per output token, a $1000 daily budget and 60
     /// requests a minute for everyone.
     fn ledger() -> Arc<Ledger> {
         let yaml = "version: 1\nmodels:\n  cloud: { kind: openai, base_url: 'http://127.0.0.1:9/v1', api_key: k, price: { input_per_million: 1000000, output_per_million: 2000000 } }\nbudgets:\n  global: { daily_usd: 1000 }\n  on_exhausted: reject\nrate_limits:\n  default: { requests_per_minute: 60 }\ndefault: { route: cloud }\n";
         let policy: Policy = crate::policy::parse(yaml, "t.yaml", &|_| None).unwrap();
-        Arc::new(Ledger::new(Arc::new(policy), Metrics::new(), None))
+        Arc::new(Ledger::new(Arc::new(policy), Metrics::new(), None).unwrap())
     }
 
+    /// The day budget's remaining USD (the memory store answers at once).
     fn day_left(l: &Ledger) -> f64 {
-        let b = l.budgets.as_ref().unwrap();
-        b.remaining(SystemTime::now())
-            .into_iter()
-            .find(|(_, p, _)| p.label() == "day")
+        let store = l.state.as_ref().unwrap();
+        let left = store.remaining().now_or_never().unwrap().unwrap();
+        left.into_iter()
+            .find(|r| r.period.label() == "day")
             .unwrap()
-            .2
+            .usd
     }
 
     fn sample(l: &Ledger, name: &str) -> Option<f64> {
@@ -367,10 +386,13 @@ mod tests {
     /// A request for the cloud with 8 prompt tokens and `max_tokens: 20`, in flight.
     fn in_flight(l: &Arc<Ledger>) -> Settlement {
         let mut s = l.open(Instant::now());
-        s.admit(None, 8).unwrap();
+        s.arrived(None, 8);
         s.decided("default");
         s.target("cloud", "cloud");
-        s.reserve(&l.policy.models["cloud"], Some(20)).unwrap();
+        s.admit_call(&l.policy.models["cloud"], Some(20))
+            .now_or_never()
+            .expect("the memory store answers at once")
+            .unwrap();
         s.call_started();
         s
     }
@@ -416,8 +438,8 @@ mod tests {
         let l = ledger();
         let mut s = in_flight(&l);
         s.call_failed("status_5xx", Duration::ZERO);
-        assert_eq!(day_left(&l), 1000.0);
         s.finish(End::Error(StatusCode::BAD_GATEWAY));
+        assert_eq!(day_left(&l), 1000.0);
         let failed =
             r#"switchyard_requests_total{model="cloud",route="cloud",rule="default",status="502"}"#;
         assert_eq!(sample(&l, failed), Some(1.0));

@@ -108,6 +108,10 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// The budget and rate-limit store did not answer in time and the policy refuses cloud
+    /// calls then (`state.on_unavailable: reject`): 503 `state_unavailable` + `Retry-After: 1`.
+    #[error("{0}")]
+    StateUnavailable(String),
     /// A tenant's rate limit refused the request (429 `rate_limit_exceeded` + `Retry-After`).
     #[error("{message}")]
     RateLimited {
@@ -152,7 +156,8 @@ impl ApiError {
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_)
             | ApiError::Overloaded { .. }
-            | ApiError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::CircuitOpen { .. }
+            | ApiError::StateUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BudgetExhausted { .. } | ApiError::RateLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -193,6 +198,7 @@ impl ApiError {
                 (ErrorKind::Server, Some("model_unavailable"))
             }
             ApiError::Overloaded { .. } => (ErrorKind::Server, Some("model_overloaded")),
+            ApiError::StateUnavailable(_) => (ErrorKind::Server, Some("state_unavailable")),
             ApiError::BudgetExhausted { .. } => (ErrorKind::RateLimit, Some("budget_exceeded")),
             ApiError::RateLimited { .. } => (ErrorKind::RateLimit, Some("rate_limit_exceeded")),
             ApiError::HeadersTooLarge { .. } => {
@@ -285,7 +291,7 @@ impl ApiError {
                 http::header::RETRY_AFTER,
                 HeaderValue::from(*retry_after_secs),
             )],
-            ApiError::TooManyConnections { .. } => {
+            ApiError::TooManyConnections { .. } | ApiError::StateUnavailable(_) => {
                 vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))]
             }
             _ => vec![],

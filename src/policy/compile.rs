@@ -6,7 +6,7 @@ use super::env::expand;
 use super::model::{
     BreakerSettings, BudgetSettings, ClassifierSettings, Limits, LocalSettings, Model, Policy,
     Price, Provider, Rate, RateLimitSettings, RecordingSettings, RetrySettings, Route, Rule,
-    Secret, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS, DEFAULT_RESPONSE_HEADERS,
+    Secret, StateSettings, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS, DEFAULT_RESPONSE_HEADERS,
 };
 use super::positions::Positions;
 use super::schema::{ConditionsSpec, ModelKind, PolicyFile, RangeSpec};
@@ -416,6 +416,7 @@ impl Compiler<'_> {
                     .collect(),
             }
         });
+        let state = self.state(spec.state, env);
         Policy {
             models,
             reference_model,
@@ -428,7 +429,63 @@ impl Compiler<'_> {
             budgets,
             limits,
             rate_limits,
+            state,
         }
+    }
+
+    /// `state:`: the store of budget and rate-limit state. The URL is checked for its form only
+    /// (no connection is made) and never quoted back: it may hold a password.
+    fn state(
+        &mut self,
+        spec: Option<super::schema::StateSpec>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> StateSettings {
+        use super::schema::StateBackend;
+        let mut out = StateSettings::default();
+        let Some(spec) = spec else {
+            return out;
+        };
+        match (spec.backend, spec.url) {
+            (StateBackend::Memory, None) => {}
+            (StateBackend::Memory, Some(_)) => {
+                self.error("state.url", "`url` is for `backend: redis` only")
+            }
+            (StateBackend::Redis, None) => self.error(
+                "state.backend",
+                "`backend: redis` needs `url` (redis://host:port/db or rediss:// for TLS)",
+            ),
+            (StateBackend::Redis, Some(raw)) => match expand(&raw, env) {
+                Err(var) => self.error(
+                    "state.url",
+                    format!("environment variable {var} is not set and the url gives no default (`${{{var}:-...}}`)"),
+                ),
+                Ok(url) => match redis::Client::open(url.as_str()) {
+                    Ok(_) => out.redis_url = Some(Secret::new(url)),
+                    Err(_) => self.error(
+                        "state.url",
+                        "not a Redis URL: expected redis://[user:password@]host[:port][/db] or rediss://... (the value is not shown: it may hold a password)",
+                    ),
+                },
+            },
+        }
+        match spec.timeout_ms {
+            Some(0) => self.error("state.timeout_ms", "`timeout_ms` must be at least 1"),
+            Some(ms) => out.timeout = Duration::from_millis(ms),
+            None => {}
+        }
+        match spec.reservation_ttl_s {
+            Some(0) => self.error(
+                "state.reservation_ttl_s",
+                "`reservation_ttl_s` must be at least 1",
+            ),
+            Some(s) => out.reservation_ttl = Duration::from_secs(s),
+            None => {}
+        }
+        if let Some(p) = spec.key_prefix {
+            out.key_prefix = p;
+        }
+        out.on_unavailable = spec.on_unavailable;
+        out
     }
 
     fn classifier(

@@ -16,9 +16,9 @@ pub use decide::{decide, lacking, needs_classifier, DecideError, Decision};
 pub use model::{
     BreakerSettings, BudgetSettings, ClassifierSettings, Limits, LocalSettings, Model, Policy,
     Price, Provider, Rate, RateLimitSettings, RecordingSettings, RetrySettings, Route, Rule,
-    Secret, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS,
+    Secret, StateSettings, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS,
 };
-pub use schema::{BudgetLimits, ModelKind, OnExhausted, PromptRecording};
+pub use schema::{BudgetLimits, ModelKind, OnExhausted, OnUnavailable, PromptRecording};
 
 /// Classifier categories a policy may route on.
 pub const CATEGORIES: &[&str] = &[

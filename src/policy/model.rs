@@ -28,6 +28,34 @@ pub struct Policy {
     pub limits: Limits,
     /// Per-tenant rate limits, when set.
     pub rate_limits: Option<RateLimitSettings>,
+    /// Where budget and rate-limit state lives.
+    pub state: StateSettings,
+}
+
+/// Where budget and rate-limit state lives (`state:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateSettings {
+    /// `None`: this process's memory; else the Redis URL (it may hold a password).
+    pub redis_url: Option<Secret>,
+    /// Longest one store call may take.
+    pub timeout: Duration,
+    pub on_unavailable: super::schema::OnUnavailable,
+    /// Prefix of every Redis key.
+    pub key_prefix: String,
+    /// Longest an unsettled reservation holds budget.
+    pub reservation_ttl: Duration,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            redis_url: None,
+            timeout: Duration::from_millis(50),
+            on_unavailable: super::schema::OnUnavailable::Reject,
+            key_prefix: "switchyard:".to_string(),
+            reservation_ttl: Duration::from_secs(600),
+        }
+    }
 }
 
 /// Limits on what a client controls.

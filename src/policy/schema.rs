@@ -39,6 +39,56 @@ pub struct PolicyFile {
     /// Requests and tokens per minute, per tenant.
     #[serde(default)]
     pub rate_limits: Option<RateLimitsSpec>,
+    /// Where budget and rate-limit state lives (default: this process's memory).
+    #[serde(default)]
+    pub state: Option<StateSpec>,
+}
+
+/// Where budget and rate-limit state lives: `memory` (each replica its own) or `redis` (shared
+/// by every replica that names the same server and `key_prefix`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    /// `memory` (default) or `redis`.
+    #[serde(default)]
+    pub backend: StateBackend,
+    /// `redis://[user:password@]host:port[/db]`, `rediss://` for TLS; `${VAR}` expanded.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Longest one call to the store may take, in ms (default 50).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// What a cloud call that needs a reservation does when the store cannot be reached in time.
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+    /// Prefix of every key (default `switchyard:`), to keep several gateways' state apart on one server.
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    /// Longest a reservation is held when its request is never settled (its replica died), in
+    /// seconds (default 600).
+    #[serde(default)]
+    pub reservation_ttl_s: Option<u64>,
+}
+
+/// The state store's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+/// What a cloud call that needs a budget or rate-limit reservation does when the shared store
+/// does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnavailable {
+    /// The call is refused (503 `state_unavailable`; a fallback may answer instead).
+    #[default]
+    Reject,
+    /// The call goes ahead unreserved; it is counted and logged.
+    Allow,
 }
 
 /// Limits on what a client controls; every field has a default (docs/security.md).

@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions`, the HTTP side of a chat request. Read top to bottom: read the
-//! body, check the client limits, extract the features, admit (rate limits), classify, decide,
-//! dispatch ([`crate::dispatch`]: the route and its fallbacks), respond. The request's
+//! body, check the client limits, extract the features, classify, decide, dispatch
+//! ([`crate::dispatch`]: the route and its fallbacks, each call admitted by the rate limits and
+//! budgets), respond. The request's
 //! [`Settlement`] is opened first and settles it however it ends.
 
 use super::limits;
@@ -84,9 +85,7 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
     }
     let tags = parts.headers.get(TAGS_HEADER).and_then(|v| v.to_str().ok());
     let mut feats = features::extract(&parsed, caller.tenant.as_deref(), tags);
-    if let Err(e) = settlement.admit(caller.tenant.as_deref(), feats.prompt_tokens) {
-        return refuse(&mut settlement, &e, None);
-    }
+    settlement.arrived(caller.tenant.as_deref(), feats.prompt_tokens);
     let request_id = parts.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
     let classified = classify(&gateway, &parsed, &mut feats, request_id).await;
     let decision = match policy::decide(&gateway.policy, &feats) {

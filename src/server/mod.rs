@@ -121,8 +121,7 @@ impl Gateway {
                 Some(rec)
             }
         };
-        let ledger = Ledger::new(policy.clone(), metrics, previous.map(|p| &*p.ledger));
-        ledger.publish_budgets();
+        let ledger = Ledger::new(policy.clone(), metrics, previous.map(|p| &*p.ledger))?;
         Ok(Gateway {
             auth: Auth::new(policy.tenants.clone()),
             policy,

@@ -50,6 +50,7 @@ pub async fn handle(
         "/readyz" => readyz(&gateway, draining),
         "/metrics" => {
             gateway.model_states();
+            gateway.ledger.publish_state().await;
             respond::with_body(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -57,7 +58,7 @@ pub async fn handle(
             )
         }
         "/v1/models" => models(&gateway),
-        "/v1/switchyard/budget" => budget(&gateway, &req),
+        "/v1/switchyard/budget" => budget(&gateway, &req).await,
         _ => chat::handle(gateway, req).await,
     }
 }
@@ -81,7 +82,18 @@ fn readyz(gateway: &Gateway, draining: bool) -> Response<Body> {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
     };
-    respond::json(status, &json!({"status": word, "models": models}))
+    let mut body = json!({"status": word, "models": models});
+    // The budget and rate-limit store, as its last call found it: shown, never a reason to be
+    // not ready (the policy's `state.on_unavailable` says what requests do without it).
+    if let Some(store) = &gateway.ledger.state {
+        let h = store.health();
+        gateway.metrics().state_up(h.backend, h.available);
+        body["state"] = match h.error {
+            None => json!({"backend": h.backend, "available": true}),
+            Some(e) => json!({"backend": h.backend, "available": false, "reason": e}),
+        };
+    }
+    respond::json(status, &body)
 }
 
 /// The models a client may name, as OpenAI model objects (`GET /v1/models`): `auto`, `local`
@@ -122,21 +134,28 @@ fn model(gateway: &Gateway, id: &str) -> Response<Body> {
 
 /// The caller's own budgets: a tenant sees its limits only (not other tenants', nor the
 /// gateway-wide one); the anonymous caller of an open gateway sees the gateway-wide ones.
-fn budget(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
+///
+/// Errors: 503 `state_unavailable` when the state store does not answer in time.
+async fn budget(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
     let caller = req.extensions().get::<Caller>();
     let tenant = caller.and_then(|c| c.tenant.clone());
     let own = tenant
         .clone()
         .unwrap_or_else(|| crate::accounting::budget::GLOBAL.to_string());
-    let budgets: Vec<serde_json::Value> = gateway
-        .ledger
-        .budgets
-        .as_ref()
-        .map(|b| b.remaining(std::time::SystemTime::now()))
-        .unwrap_or_default()
+    let left = match &gateway.ledger.state {
+        None => vec![],
+        Some(store) => match store.remaining().await {
+            Ok(left) => left,
+            Err(e) => {
+                gateway.metrics().state_unavailable("read", "reject");
+                return respond::error(&ApiError::StateUnavailable(e.to_string()));
+            }
+        },
+    };
+    let budgets: Vec<serde_json::Value> = left
         .into_iter()
-        .filter(|(who, _, _)| *who == own)
-        .map(|(_, period, left)| json!({"period": period.label(), "remaining_usd": left}))
+        .filter(|r| r.tenant == own)
+        .map(|r| json!({"period": r.period.label(), "remaining_usd": r.usd}))
         .collect();
     respond::json(
         StatusCode::OK,

@@ -4,8 +4,11 @@
 #![allow(dead_code)]
 
 pub mod policy_builder;
+pub mod redis_server;
 #[allow(unused_imports)]
 pub use policy_builder::{key_sha256, quoted, PolicyBuilder};
+#[allow(unused_imports)]
+pub use redis_server::RedisServer;
 
 use async_trait::async_trait;
 use bytes::Bytes;

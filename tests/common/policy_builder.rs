@@ -41,6 +41,7 @@ pub struct PolicyBuilder {
     default_rate: Option<String>,
     tenant_rates: Vec<(String, String)>,
     limits: Vec<(String, String)>,
+    state: Option<Vec<(String, String)>>,
     rules: Vec<Rule>,
     /// Rules rendered after `rules` (the standard policy's `cloud-on-request`).
     last_rules: Vec<Rule>,
@@ -152,6 +153,17 @@ impl PolicyBuilder {
         )];
         all.extend(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         self.classifier = Some(all);
+        self
+    }
+
+    /// A `state:` section with these fields, e.g. `[("backend", "redis"), ("url", "'redis://...'")]`.
+    pub fn state(mut self, fields: &[(&str, &str)]) -> Self {
+        self.state = Some(
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
         self
     }
 
@@ -270,6 +282,9 @@ impl PolicyBuilder {
         }
         if !self.limits.is_empty() {
             let _ = writeln!(y, "limits: {}", flow(&self.limits));
+        }
+        if let Some(s) = &self.state {
+            let _ = writeln!(y, "state: {}", flow(s));
         }
         if !self.rules.is_empty() || !self.last_rules.is_empty() {
             y.push_str("rules:\n");
