@@ -140,3 +140,65 @@ fn response_headers_that_frame_carry_cookies_or_belong_to_the_gateway_are_refuse
     assert!(err.contains("`bad name` is not a header name"), "{err}");
     assert!(!err.contains("x-ratelimit"), "{err}");
 }
+
+#[test]
+fn the_state_section_is_checked_and_its_url_never_quoted() {
+    let budgets = "budgets:\n  global: { daily_usd: 5 }\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "state: { backend: redis }\n",
+            "`backend: redis` needs `url`",
+        ),
+        (
+            "state: { backend: memory, url: 'redis://127.0.0.1:6379' }\n",
+            "`url` is for `backend: redis` only",
+        ),
+        (
+            "state: { backend: redis, url: 'http://:hunter2@db:6379' }\n",
+            "not a Redis URL",
+        ),
+        (
+            "state: { backend: redis, url: '${SWITCHYARD_TEST_UNSET_REDIS}' }\n",
+            "environment variable SWITCHYARD_TEST_UNSET_REDIS is not set",
+        ),
+        (
+            "state: { backend: redis, url: 'redis://h:6379', timeout_ms: 0 }\n",
+            "`timeout_ms` must be at least 1",
+        ),
+        (
+            "state: { backend: redis, url: 'redis://h:6379', reservation_ttl_s: 0 }\n",
+            "`reservation_ttl_s` must be at least 1",
+        ),
+        (
+            "state: { backend: redis, url: 'redis://h:6379', on_unavailable: wait }\n",
+            "unknown variant `wait`",
+        ),
+        ("state: { backend: etcd }\n", "unknown variant `etcd`"),
+    ];
+    for (state, expected) in cases {
+        let (code, _, err) = check_text(&format!(
+            "{HEAD}{budgets}{state}default: {{ route: small }}\n"
+        ));
+        assert_eq!(code, 1, "{state}");
+        assert!(err.contains("p.yaml:7:"), "{state}: located: {err}");
+        assert!(
+            err.contains(expected),
+            "{state}: expected `{expected}` in:\n{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    let (code, out, err) = check_text(&format!(
+        "{HEAD}{budgets}state: {{ backend: redis, url: 'redis://gw:hunter2@db:6379/2', on_unavailable: allow }}\ndefault: {{ route: small }}\n"
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("state: budgets and rate limits in Redis, shared by every replica with key prefix `switchyard:` (timeout 50 ms, on_unavailable allow, reservations lapse after 600 s)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("hunter2") && !out.contains("db:6379"),
+        "{out}"
+    );
+    let (_, out, _) = check_text(&format!("{HEAD}{budgets}default: {{ route: small }}\n"));
+    assert!(out.contains("replicas do not share them"), "{out}");
+}

@@ -368,3 +368,68 @@ async fn a_paused_redis_is_reported_within_the_timeout_and_found_again() {
     store.settle(&late, 0.0, 0).await.expect("settle");
     assert_eq!(left(&store, GLOBAL, Period::Day).await, 9.0);
 }
+
+/// The Redis user docs/security.md suggests: its key prefix, and the commands of the scripts.
+const ACL: &[&str] = &[
+    "ACL",
+    "SETUSER",
+    "switchyard",
+    "on",
+    ">s3cret-pass",
+    "resetkeys",
+    "~switchyard:*",
+    "resetchannels",
+    "-@all",
+    "+evalsha",
+    "+eval",
+    "+script|load",
+    "+ping",
+    "+time",
+    "+hget",
+    "+hmget",
+    "+hset",
+    "+hdel",
+    "+hincrby",
+    "+zadd",
+    "+zrem",
+    "+zrangebyscore",
+    "+set",
+    "+pexpire",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_user_with_only_its_prefix_and_commands_suffices_and_its_password_never_shows() {
+    let redis = RedisServer::start();
+    assert_eq!(redis.cli(ACL), "OK");
+    let url = |password: &str| format!("redis://switchyard:{password}@127.0.0.1:{}/0", redis.port);
+    let mut limits = budgets(&[(GLOBAL, Period::Day, 10.0)]);
+    limits.rates = rates().rates;
+    let store = |password: &str| {
+        let settings = StateSettings {
+            redis_url: Some(Secret::new(url(password))),
+            timeout: Duration::from_secs(2),
+            ..StateSettings::default()
+        };
+        RedisStore::new(limits.clone(), &settings).expect("store")
+    };
+    let good = store("s3cret-pass");
+    let mut t = Ticket::new(Some("t"));
+    let ask = Ask {
+        tenant: Some("t"),
+        take_rate: Some(100),
+        reserve_usd: Some(2.0),
+    };
+    assert_eq!(good.admit(&ask, &mut t).await, Ok(Admitted::Yes));
+    good.settle(&t, 1.5, 120).await.expect("settle");
+    assert_eq!(left(&good, GLOBAL, Period::Day).await, 8.5);
+
+    let bad = store("wrong-pass");
+    let Err(Refused::Unavailable(e)) = bad.admit(&ask, &mut Ticket::new(Some("t"))).await else {
+        panic!("a wrong password is refused");
+    };
+    let shown = format!("{e} {:?}", bad.health());
+    println!("{shown}");
+    for secret in ["wrong-pass", "s3cret-pass", "switchyard:", "127.0.0.1"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+}

@@ -31,6 +31,9 @@ pub struct Ledger {
     pub metrics: Metrics,
     /// Budget and rate-limit state, when the policy sets budgets or rate limits.
     pub state: Option<Arc<dyn StateStore>>,
+    /// Settlements still on their way to the state store (shared with the ledgers before and
+    /// after a reload), for shutdown to wait for.
+    settling: tokio_util::task::TaskTracker,
     /// Models whose estimated token counts were logged already (once per model).
     warned: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -53,6 +56,7 @@ impl Ledger {
             policy,
             metrics,
             state,
+            settling: previous.map(|p| p.settling.clone()).unwrap_or_default(),
             warned: Default::default(),
         })
     }
@@ -131,11 +135,19 @@ impl Ledger {
         if (&mut settling).now_or_never().is_none() {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn(settling);
+                    self.settling.spawn_on(settling, &rt);
                 }
                 Err(_) => tracing::warn!("a settlement outside the runtime was dropped"),
             }
         }
+    }
+
+    /// Waits, at most `limit`, for the settlements still on their way to the state store (at
+    /// shutdown, after the last request). Returns how many were left unfinished.
+    pub async fn settled(&self, limit: Duration) -> usize {
+        self.settling.close();
+        let _ = tokio::time::timeout(limit, self.settling.wait()).await;
+        self.settling.len()
     }
 }
 

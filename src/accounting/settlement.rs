@@ -85,7 +85,7 @@ impl Ledger {
             route: NONE,
             model: Cow::Borrowed(NONE),
             rule: Cow::Borrowed(NONE),
-            ticket: Ticket::default(),
+            ticket: Ticket::new(None),
             rate_asked: false,
             call: Call::None,
             engine_time: Duration::ZERO,

@@ -28,6 +28,21 @@ pub fn run(cmd: PolicyCommand) -> i32 {
                     p.rules.len(),
                     p.default.model
                 );
+                if p.budgets.is_some() || p.rate_limits.is_some() {
+                    let st = &p.state;
+                    match st.redis_url {
+                        Some(_) => println!(
+                            "state: budgets and rate limits in Redis, shared by every replica with key prefix `{}` (timeout {} ms, on_unavailable {}, reservations lapse after {} s)",
+                            st.key_prefix,
+                            st.timeout.as_millis(),
+                            st.on_unavailable.as_str(),
+                            st.reservation_ttl.as_secs()
+                        ),
+                        None => println!(
+                            "note: budgets and rate limits live in this process's memory; replicas do not share them (state.backend: redis does)"
+                        ),
+                    }
+                }
                 for m in p.models.values() {
                     if let Some(reason) = m
                         .provider

@@ -89,8 +89,16 @@ pub fn run(args: ServeArgs) -> i32 {
             drain_delay: seconds(args.drain_delay_secs),
             drain_timeout: seconds(args.drain_timeout_secs),
         };
-        server::serve_handle(listener, handle, shutdown_signal(), options).await;
+        server::serve_handle(listener, handle.clone(), shutdown_signal(), options).await;
         watcher.abort();
+        let unsettled = handle
+            .current()
+            .ledger
+            .settled(std::time::Duration::from_secs(5))
+            .await;
+        if unsettled > 0 {
+            tracing::warn!("{unsettled} settlements did not reach the state store before exit; their reservations lapse by themselves");
+        }
         tracing::info!("stopped");
         0
     })

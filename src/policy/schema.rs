@@ -91,6 +91,16 @@ pub enum OnUnavailable {
     Allow,
 }
 
+impl OnUnavailable {
+    /// As written in the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnUnavailable::Reject => "reject",
+            OnUnavailable::Allow => "allow",
+        }
+    }
+}
+
 /// Limits on what a client controls; every field has a default (docs/security.md).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -47,7 +47,7 @@ pub async fn handle(
     }
     match path {
         "/healthz" => respond::json(StatusCode::OK, &json!({"status": "ok"})),
-        "/readyz" => readyz(&gateway, draining),
+        "/readyz" => readyz(&gateway, draining).await,
         "/metrics" => {
             gateway.model_states();
             gateway.ledger.publish_state().await;
@@ -63,7 +63,9 @@ pub async fn handle(
     }
 }
 
-fn readyz(gateway: &Gateway, draining: bool) -> Response<Body> {
+/// Readiness, with each model's availability and the state store's (read now, bounded by
+/// `state.timeout_ms`; it never makes the gateway not ready).
+async fn readyz(gateway: &Gateway, draining: bool) -> Response<Body> {
     let models: serde_json::Map<String, serde_json::Value> = gateway
         .model_states()
         .into_iter()
@@ -86,8 +88,8 @@ fn readyz(gateway: &Gateway, draining: bool) -> Response<Body> {
     // The budget and rate-limit store, as its last call found it: shown, never a reason to be
     // not ready (the policy's `state.on_unavailable` says what requests do without it).
     if let Some(store) = &gateway.ledger.state {
+        gateway.ledger.publish_state().await;
         let h = store.health();
-        gateway.metrics().state_up(h.backend, h.available);
         body["state"] = match h.error {
             None => json!({"backend": h.backend, "available": true}),
             Some(e) => json!({"backend": h.backend, "available": false, "reason": e}),

@@ -44,9 +44,15 @@ struct State {
     windows: HashMap<WindowKey, Window>,
     /// (rate label, limit) → bucket.
     buckets: HashMap<(String, Limit), Bucket>,
-    /// Settled ticket ids → until when they are remembered.
-    settled: HashMap<String, Instant>,
+    /// Settled ticket ids, and the same in the order they were settled (to forget them).
+    settled: std::collections::HashSet<String>,
+    settled_order: std::collections::VecDeque<(Instant, String)>,
 }
+
+/// How long the memory store remembers a settled ticket. In one process a settlement is sent
+/// once (it cannot fail), so this only catches a repeat soon after; Redis keeps its markers
+/// twice the reservation TTL, for settlements retried across an outage.
+const SETTLED_MEMORY: Duration = Duration::from_secs(60);
 
 impl State {
     fn window(&mut self, key: &WindowKey) -> &mut Window {
@@ -174,16 +180,18 @@ impl MemoryStore {
     /// [`StateStore::settle`] at the given monotonic time.
     pub fn settle_at(&self, ticket: &Ticket, spent_usd: f64, used_tokens: u64, now: Instant) {
         let mut st = self.lock();
-        if st.settled.len() > 1024 {
-            st.settled.retain(|_, until| *until > now);
+        while let Some((at, _)) = st.settled_order.front() {
+            if now.saturating_duration_since(*at) < SETTLED_MEMORY {
+                break;
+            }
+            if let Some((_, id)) = st.settled_order.pop_front() {
+                st.settled.remove(&id);
+            }
         }
-        if st
-            .settled
-            .insert(ticket.id.clone(), now + 2 * self.ttl)
-            .is_some()
-        {
+        if !st.settled.insert(ticket.id.clone()) {
             return;
         }
+        st.settled_order.push_back((now, ticket.id.clone()));
         for key in &ticket.windows {
             let w = st.window(key);
             w.release(&ticket.id);
