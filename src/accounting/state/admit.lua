@@ -9,8 +9,8 @@
 -- KEYS: nb pairs (window hash, its lapse zset), then nr bucket hashes.
 --   window hash: spent, reserved, r:<id> = amount; lapse zset: <id> scored by its lapse time.
 --   bucket hash: level, at.
--- ARGV: id, amount (0: reserve nothing), ttl_ms, nb, nr,
---   then per window: limit, key_ttl_ms;
+-- ARGV: id, amount (0: reserve nothing), ttl_ms, nb, nr, release (1: the ticket may hold an
+--   earlier reservation in these windows), then per window: limit, key_ttl_ms;
 --   then per bucket: per_minute, need, take.
 -- Returns {0} admitted; {1, bucket, wait_ms} a rate limit refused (nothing taken);
 --   {2, window, spent, reserved} a budget refused (the rate was taken, nothing reserved).
@@ -21,8 +21,9 @@ local amount = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local nb = tonumber(ARGV[4])
 local nr = tonumber(ARGV[5])
-local wa = 6
-local ra = 6 + 2 * nb
+local release_own = ARGV[6] == '1'
+local wa = 7
+local ra = 7 + 2 * nb
 
 local levels = {}
 for i = 1, nr do
@@ -61,7 +62,9 @@ for i = 1, nb do
   for _, r in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', now)) do
     release(h, z, r)
   end
-  release(h, z, id)
+  if release_own then
+    release(h, z, id)
+  end
 end
 if amount <= 0 then
   return {0}

@@ -184,7 +184,8 @@ impl StateStore for RedisStore {
             .arg(amount)
             .arg(self.ttl.as_millis() as u64)
             .arg(windows.len())
-            .arg(buckets.len());
+            .arg(buckets.len())
+            .arg(u8::from(!ticket.windows.is_empty()));
         for (who, p, index, limit) in &windows {
             let (h, z) = self.window_keys(&(who.clone(), *p, *index));
             call.key(h).key(z);
