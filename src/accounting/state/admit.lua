@@ -4,7 +4,7 @@
 --   2. take one request and the prompt estimate from them;
 --   3. drop lapsed reservations, give back this ticket's own earlier reservation, and reserve
 --      the amount in every budget window, unless one cannot take it.
--- Times are the server's (TIME), in ms; money is integer nano-USD.
+-- Times are the server's (TIME), in ms; money is integer nano-USD. Prepended: common.lua.
 --
 -- KEYS: nb pairs (window hash, its lapse zset), then nr bucket hashes.
 --   window hash: spent, reserved, r:<id> = amount; lapse zset: <id> scored by its lapse time.
@@ -14,8 +14,7 @@
 --   then per bucket: per_minute, need, take.
 -- Returns {0} admitted; {1, bucket, wait_ms} a rate limit refused (nothing taken);
 --   {2, window, spent, reserved} a budget refused (the rate was taken, nothing reserved).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local id = ARGV[1]
 local amount = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
@@ -30,12 +29,7 @@ for i = 1, nr do
   local key = KEYS[2 * nb + i]
   local per_minute = tonumber(ARGV[ra + 3 * (i - 1)])
   local need = tonumber(ARGV[ra + 3 * (i - 1) + 1])
-  local b = redis.call('HMGET', key, 'level', 'at')
-  local level = tonumber(b[1]) or per_minute
-  local at = tonumber(b[2]) or now
-  if now > at then
-    level = math.min(per_minute, level + (now - at) * per_minute / 60000)
-  end
+  local level = refill(key, per_minute, now)
   if level < need then
     return {1, i, math.ceil((need - level) * 60000 / per_minute)}
   end
@@ -48,20 +42,9 @@ for i = 1, nr do
   redis.call('PEXPIRE', key, 120000)
 end
 
-local function release(h, z, r)
-  local held = redis.call('HGET', h, 'r:' .. r)
-  if held then
-    redis.call('HINCRBY', h, 'reserved', -tonumber(held))
-    redis.call('HDEL', h, 'r:' .. r)
-  end
-  redis.call('ZREM', z, r)
-end
-
 for i = 1, nb do
   local h, z = KEYS[2 * i - 1], KEYS[2 * i]
-  for _, r in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', now)) do
-    release(h, z, r)
-  end
+  lapse(h, z, now)
   if release_own then
     release(h, z, id)
   end

@@ -1,5 +1,6 @@
 //! The state store on a Redis server, shared by every replica that names it: one server-side
-//! script per admission and one per settlement (`admit.lua`, `settle.lua`), each atomic, so
+//! script per admission and one per settlement (`admit.lua`, `settle.lua`, each with
+//! `common.lua` prepended), each atomic, so
 //! concurrent replicas cannot together take more than a budget or a rate holds.
 //!
 //! The client is the `redis` crate's [`ConnectionManager`]: one multiplexed connection that
@@ -75,9 +76,18 @@ impl RedisStore {
             timeout: settings.timeout,
             ttl: settings.reservation_ttl,
             prefix: settings.key_prefix.clone(),
-            admit: redis::Script::new(include_str!("admit.lua")),
-            settle: redis::Script::new(include_str!("settle.lua")),
-            remaining: redis::Script::new(include_str!("remaining.lua")),
+            admit: redis::Script::new(concat!(
+                include_str!("common.lua"),
+                include_str!("admit.lua")
+            )),
+            settle: redis::Script::new(concat!(
+                include_str!("common.lua"),
+                include_str!("settle.lua")
+            )),
+            remaining: redis::Script::new(concat!(
+                include_str!("common.lua"),
+                include_str!("remaining.lua")
+            )),
             last_error: Mutex::new(None),
         })
     }

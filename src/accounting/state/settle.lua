@@ -2,7 +2,7 @@
 -- give back its reservation, add what it spent to every budget window it reserved in, and
 -- correct the tokens it took from its tokens bucket to the real count. A retried settlement
 -- finds its marker and changes nothing.
--- Times are the server's (TIME), in ms; money is integer nano-USD.
+-- Times are the server's (TIME), in ms; money is integer nano-USD. Prepended: common.lua.
 --
 -- KEYS: the settled marker, then nb pairs (window hash, its lapse zset), then 0 or 1 bucket.
 -- ARGV: id, spent, marker_ttl_ms, nb, nbucket,
@@ -12,20 +12,14 @@
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[3]) then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local id = ARGV[1]
 local spent = tonumber(ARGV[2])
 local nb = tonumber(ARGV[4])
 local nbucket = tonumber(ARGV[5])
 for i = 1, nb do
   local h, z = KEYS[2 * i], KEYS[2 * i + 1]
-  local held = redis.call('HGET', h, 'r:' .. id)
-  if held then
-    redis.call('HINCRBY', h, 'reserved', -tonumber(held))
-    redis.call('HDEL', h, 'r:' .. id)
-  end
-  redis.call('ZREM', z, id)
+  release(h, z, id)
   if spent > 0 then
     redis.call('HINCRBY', h, 'spent', spent)
   end
@@ -35,13 +29,8 @@ if nbucket == 1 then
   local key = KEYS[2 * nb + 2]
   local a = 6 + nb
   local per_minute = tonumber(ARGV[a])
-  local b = redis.call('HMGET', key, 'level', 'at')
-  if b[1] then
-    local level = tonumber(b[1])
-    local at = tonumber(b[2]) or now
-    if now > at then
-      level = math.min(per_minute, level + (now - at) * per_minute / 60000)
-    end
+  local level, existed = refill(key, per_minute, now)
+  if existed then
     level = math.min(per_minute, level + tonumber(ARGV[a + 1]) - tonumber(ARGV[a + 2]))
     redis.call('HSET', key, 'level', level, 'at', now)
     redis.call('PEXPIRE', key, 120000)
