@@ -33,6 +33,8 @@ pub struct Metrics {
     classifier: ClassifierMetrics,
     /// `switchyard_budget_remaining_usd{tenant,period}` (`tenant="*"`: the whole gateway).
     budget_remaining: prometheus::GaugeVec,
+    /// `switchyard_budget_limit_usd{tenant,period}`: each budget's limit.
+    budget_limit: prometheus::GaugeVec,
     /// `switchyard_budget_exhausted_total{tenant}`: cloud requests a used-up budget refused.
     budget_exhausted: IntCounterVec,
     /// `switchyard_policy_reloads_total{result}`: policy reloads, `success` or `error`.
@@ -240,6 +242,13 @@ impl Metrics {
             ),
             &["tenant", "period"],
         ));
+        let budget_limit = must(prometheus::GaugeVec::new(
+            Opts::new(
+                "switchyard_budget_limit_usd",
+                "Each budget's limit in USD (tenant \"*\": the whole gateway), beside switchyard_budget_remaining_usd.",
+            ),
+            &["tenant", "period"],
+        ));
         let budget_exhausted = must(IntCounterVec::new(
             Opts::new(
                 "switchyard_budget_exhausted_total",
@@ -341,6 +350,7 @@ impl Metrics {
             Box::new(client_timeouts.clone()),
             Box::new(policy_reloads.clone()),
             Box::new(budget_remaining.clone()),
+            Box::new(budget_limit.clone()),
             Box::new(budget_exhausted.clone()),
             Box::new(classifier.duration.clone()),
             Box::new(classifier.strong_score.clone()),
@@ -379,6 +389,7 @@ impl Metrics {
             local,
             classifier,
             budget_remaining,
+            budget_limit,
             budget_exhausted,
             policy_reloads,
             upstream_retries,
@@ -498,6 +509,13 @@ impl Metrics {
         self.state_up
             .with_label_values(&[backend])
             .set(i64::from(up));
+    }
+
+    /// A budget's limit: `switchyard_budget_limit_usd{tenant,period}`.
+    pub fn budget_limit(&self, tenant: &str, period: &str, usd: f64) {
+        self.budget_limit
+            .with_label_values(&[tenant, period])
+            .set(usd);
     }
 
     /// A used-up budget refused a cloud call: `switchyard_budget_exhausted_total{tenant}`.

@@ -80,7 +80,8 @@ impl Ledger {
         }
     }
 
-    /// Publishes every budget's remaining USD (`switchyard_budget_remaining_usd`) and whether
+    /// Publishes every budget's remaining USD and limit (`switchyard_budget_remaining_usd`,
+    /// `switchyard_budget_limit_usd`) and whether
     /// the state store answers (`switchyard_state_up`): one read of the store, bounded by its
     /// timeout.
     pub async fn publish_state(&self) {
@@ -90,8 +91,9 @@ impl Ledger {
         match store.remaining().await {
             Ok(left) => {
                 for r in left {
-                    self.metrics
-                        .budget_remaining(&r.tenant, r.period.label(), r.usd);
+                    let period = r.period.label();
+                    self.metrics.budget_remaining(&r.tenant, period, r.usd);
+                    self.metrics.budget_limit(&r.tenant, period, r.limit_usd);
                 }
             }
             Err(_) => self.metrics.state_unavailable("read", "skip"),

@@ -221,6 +221,7 @@ impl MemoryStore {
                     tenant: who.clone(),
                     period: *period,
                     usd: (limit - w.spent - w.reserved).max(0.0),
+                    limit_usd: *limit,
                 }
             })
             .collect()

@@ -110,7 +110,10 @@ pub enum StoreError {
 pub struct Remaining {
     pub tenant: String,
     pub period: Period,
+    /// What is left: limit − spent − reserved, at least 0.
     pub usd: f64,
+    /// The budget's limit.
+    pub limit_usd: f64,
 }
 
 /// How the store answered lately, for `/readyz` and `switchyard_state_up`.

@@ -333,6 +333,7 @@ impl StateStore for RedisStore {
                     tenant: who.clone(),
                     period: *period,
                     usd: (limit - taken).max(0.0),
+                    limit_usd: *limit,
                 }
             })
             .collect())
