@@ -3,7 +3,7 @@
 #   scripts/setup.sh          what `serve` needs: the on-box model (SmolLM2; Qwen too with
 #                             SWITCHYARD_MODELS="smollm2 qwen", see scripts/fetch-models.sh)
 #   scripts/setup.sh --test   plus what the tests need: prometheus and promtool, redis-server, buildah,
-#                             a Python venv with the openai SDK, kubernetes-validate and check-jsonschema,
+#                             a Python venv with the openai and anthropic SDKs, kubernetes-validate and check-jsonschema,
 #                             the opt-in Qwen2.5-Coder model and its reference tokenizer.json
 # Caches live under ${SWITCHYARD_CACHE:-~/.cache/switchyard}, outside the checkout.
 set -euo pipefail
@@ -44,10 +44,10 @@ if [ "${1:-}" = "--test" ]; then
     apt_install prometheus
   fi
   VENV="$CACHE/venv"
-  if ! "$VENV/bin/python" -c 'import openai' 2>/dev/null; then
-    log "creating $VENV with the openai SDK"
-    python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
-    "$VENV/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<4'
+  if ! "$VENV/bin/python" -c 'import openai, anthropic' 2>/dev/null; then
+    log "creating $VENV with the openai and anthropic SDKs"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<4' 'anthropic>=0.40,<1'
   fi
   # The deployment files' validators: Kubernetes schemas, and the compose schema.
   if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/check-jsonschema" ]; then

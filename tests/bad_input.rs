@@ -325,3 +325,65 @@ async fn unknown_paths_and_methods() {
     assert_eq!(r.error_code(), "not_found");
     still_serving(&gw).await;
 }
+
+/// Hostile Messages requests (`/v1/messages`, `/v1/messages/count_tokens`): each gets its 4xx
+/// in Anthropic's error shape, and the gateway answers normally afterwards.
+#[tokio::test]
+async fn hostile_messages_requests_each_get_an_anthropic_4xx() {
+    let gw = gateway().await;
+    let ok_turn = json!([{"role": "user", "content": "hi"}]);
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        ("not json", "/v1/messages", b"{\"model\":".to_vec(), 400, "not valid JSON"),
+        ("array body", "/v1/messages", b"[1,2]".to_vec(), 400, "JSON object"),
+        ("no model", "/v1/messages", json!({"max_tokens": 5, "messages": ok_turn}).to_string().into_bytes(), 400, "`model`"),
+        ("no max_tokens", "/v1/messages", json!({"model": "auto", "messages": ok_turn}).to_string().into_bytes(), 400, "`max_tokens`"),
+        ("zero max_tokens", "/v1/messages", json!({"model": "auto", "max_tokens": 0, "messages": ok_turn}).to_string().into_bytes(), 400, "`max_tokens`"),
+        ("negative max_tokens", "/v1/messages", json!({"model": "auto", "max_tokens": -3, "messages": ok_turn}).to_string().into_bytes(), 400, "`max_tokens`"),
+        ("huge max_tokens", "/v1/messages", json!({"model": "auto", "max_tokens": 1_000_000, "messages": ok_turn}).to_string().into_bytes(), 400, "max_tokens"),
+        ("no messages", "/v1/messages", json!({"model": "auto", "max_tokens": 5, "messages": []}).to_string().into_bytes(), 400, "`messages`"),
+        ("system role in messages", "/v1/messages", json!({"model": "auto", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}).to_string().into_bytes(), 400, "role `system`"),
+        ("content a number", "/v1/messages", json!({"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": 7}]}).to_string().into_bytes(), 400, "`content`"),
+        ("block without type", "/v1/messages", json!({"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": [{"text": "x"}]}]}).to_string().into_bytes(), 400, "`type`"),
+        ("image without source", "/v1/messages", json!({"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image"}]}]}).to_string().into_bytes(), 400, "`source`"),
+        ("document block", "/v1/messages", json!({"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}).to_string().into_bytes(), 400, "`document`"),
+        ("tool without schema", "/v1/messages", json!({"model": "auto", "max_tokens": 5, "tools": [{"name": "f"}], "messages": ok_turn}).to_string().into_bytes(), 400, "input_schema"),
+        ("server tool", "/v1/messages", json!({"model": "auto", "max_tokens": 5, "tools": [{"type": "bash_20250124", "name": "bash"}], "messages": ok_turn}).to_string().into_bytes(), 400, "server tool"),
+        ("bad tool_choice", "/v1/messages", json!({"model": "auto", "max_tokens": 5, "tool_choice": {"type": "sometimes"}, "messages": ok_turn}).to_string().into_bytes(), 400, "tool_choice"),
+        ("stop_sequences of numbers", "/v1/messages", json!({"model": "auto", "max_tokens": 5, "stop_sequences": [1], "messages": ok_turn}).to_string().into_bytes(), 400, "stop_sequences"),
+        ("extended thinking", "/v1/messages", json!({"model": "auto", "max_tokens": 5, "thinking": {"type": "enabled", "budget_tokens": 1024}, "messages": ok_turn}).to_string().into_bytes(), 400, "`thinking`"),
+        ("unknown model", "/v1/messages", json!({"model": "gpt-nope", "max_tokens": 5, "messages": ok_turn}).to_string().into_bytes(), 404, "gpt-nope"),
+        ("count_tokens not json", "/v1/messages/count_tokens", b"nope".to_vec(), 400, "not valid JSON"),
+        ("count_tokens no messages", "/v1/messages/count_tokens", json!({"model": "auto"}).to_string().into_bytes(), 400, "`messages`"),
+        ("oversized", "/v1/messages", vec![b' '; 300_000], 413, "larger"),
+    ];
+    for (name, path, body, status, needle) in cases {
+        let r = request(
+            "POST",
+            &format!("{}{path}", gw.url),
+            body,
+            &[("content-type", "application/json")],
+        )
+        .await;
+        assert_eq!(
+            r.status.as_u16(),
+            status,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let v = r.json();
+        assert_eq!(v["type"], "error", "{name}: not an Anthropic error: {v}");
+        assert!(v["error"]["type"].is_string(), "{name}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains(needle), "{name}: {msg}");
+    }
+    let r = request(
+        "POST",
+        &format!("{}/v1/messages", gw.url),
+        "{}",
+        &[("content-type", "text/plain")],
+    )
+    .await;
+    assert_eq!(r.status, 415);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    still_serving(&gw).await;
+}

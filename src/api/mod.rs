@@ -1,6 +1,7 @@
 //! The OpenAI wire format: request parsing and validation, usage, the headers that never go
 //! upstream, SSE framing, and errors.
 
+pub mod anthropic;
 pub mod capabilities;
 mod error;
 pub mod headers;

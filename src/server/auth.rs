@@ -1,4 +1,4 @@
-//! Gateway keys: `Authorization: Bearer <key>` checked against the policy's tenants
+//! Gateway keys: `Authorization: Bearer <key>` (or `x-api-key: <key>`) checked against the policy's tenants
 //! (SHA-256 hashes, compared in constant time) before any other work is done, by the
 //! [`AuthLayer`] at the top of the tower stack.
 
@@ -38,19 +38,18 @@ impl Auth {
         self.tenants.is_empty()
     }
 
-    /// Checks the `Authorization` header value. Every tenant's hash is compared, match or
-    /// not, so the time taken does not tell how close a wrong key was.
+    /// Checks the `Authorization` header value (`Bearer <key>`).
     pub fn check(&self, authorization: Option<&[u8]>) -> Result<Caller, ApiError> {
+        self.check_key(authorization.and_then(bearer))
+    }
+
+    /// Checks a gateway key. Every tenant's hash is compared, match or not, so the time taken
+    /// does not tell how close a wrong key was.
+    pub fn check_key(&self, key: Option<&[u8]>) -> Result<Caller, ApiError> {
         if self.is_open() {
             return Ok(Caller { tenant: None });
         }
-        let key = authorization
-            .and_then(|h| {
-                h.strip_prefix(b"Bearer ")
-                    .or_else(|| h.strip_prefix(b"bearer "))
-            })
-            .map(|k| k.trim_ascii())
-            .unwrap_or(b"");
+        let key = key.map(|k| k.trim_ascii()).unwrap_or(b"");
         let digest: [u8; 32] = Sha256::digest(key).into();
         let mut found: Option<&Tenant> = None;
         for t in &self.tenants {
@@ -65,6 +64,12 @@ impl Auth {
             _ => Err(ApiError::Unauthorized),
         }
     }
+}
+
+/// The key of an `Authorization: Bearer <key>` value.
+fn bearer(h: &[u8]) -> Option<&[u8]> {
+    h.strip_prefix(b"Bearer ")
+        .or_else(|| h.strip_prefix(b"bearer "))
 }
 
 /// Paths any caller may reach without a gateway key: probes and the metrics scrape.
@@ -123,11 +128,14 @@ where
             return Box::pin(async move { Ok(resp) });
         }
         if !is_public(req.uri().path()) {
-            let header = req
-                .headers()
+            // `Authorization: Bearer <key>` (OpenAI's SDKs), else `x-api-key: <key>` (Anthropic's).
+            let headers = req.headers();
+            let key = headers
                 .get(http::header::AUTHORIZATION)
-                .map(|v| v.as_bytes());
-            match gateway.auth.check(header) {
+                .map(|v| v.as_bytes())
+                .and_then(bearer)
+                .or_else(|| headers.get("x-api-key").map(|v| v.as_bytes()));
+            match gateway.auth.check_key(key) {
                 Ok(caller) => {
                     req.extensions_mut().insert(caller);
                 }

@@ -70,7 +70,10 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
         .unwrap_or(Caller { tenant: None });
     let (parts, body) = req.into_parts();
     let has_body = !body.is_end_stream();
-    let parsed = match read(&gateway, &parts.headers, body).await {
+    let parsed = match read(&gateway, &parts.headers, body)
+        .await
+        .and_then(|b| ChatRequest::parse(&b))
+    {
         Ok(r) => r,
         Err(e) => {
             let mut resp = refuse(&mut settlement, &e, None);
@@ -80,13 +83,25 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
             return resp;
         }
     };
+    answer(gateway, &parts.headers, parsed, settlement, &caller).await
+}
+
+/// Answers a parsed chat request, whatever dialect it came in (`headers`: the client's):
+/// client limits, features, classification, decision, dispatch, response.
+pub(super) async fn answer(
+    gateway: Arc<Gateway>,
+    headers: &HeaderMap,
+    parsed: ChatRequest,
+    mut settlement: Settlement,
+    caller: &Caller,
+) -> Response<Body> {
     if let Err(e) = limits::check(&gateway.policy.limits, &parsed) {
         return refuse(&mut settlement, &e, None);
     }
-    let tags = parts.headers.get(TAGS_HEADER).and_then(|v| v.to_str().ok());
+    let tags = headers.get(TAGS_HEADER).and_then(|v| v.to_str().ok());
     let mut feats = features::extract(&parsed, caller.tenant.as_deref(), tags);
     settlement.arrived(caller.tenant.as_deref(), feats.prompt_tokens);
-    let request_id = parts.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
+    let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
     let classified = classify(&gateway, &parsed, &mut feats, request_id).await;
     let decision = match policy::decide(&gateway.policy, &feats) {
         Ok(d) => d,
@@ -97,13 +112,13 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
         &mut settlement,
         &parsed,
         &feats,
-        &caller,
+        caller,
         request_id,
         decision,
     );
     let request = EngineRequest {
         request: &parsed,
-        headers: &parts.headers,
+        headers,
     };
     let policy = &gateway.policy;
     let answer = dispatch::dispatch(policy, &gateway.engines, decision, request, &mut settlement);
@@ -270,7 +285,7 @@ async fn classify(
 
 /// Whether [`read`] gave up on the body before its end with this error: a body it does not
 /// take, over the limit, or too slow. (A body that does not parse was read whole.)
-fn stops_reading(e: &ApiError) -> bool {
+pub(super) fn stops_reading(e: &ApiError) -> bool {
     matches!(
         e,
         ApiError::UnsupportedMediaType(_)
@@ -279,12 +294,12 @@ fn stops_reading(e: &ApiError) -> bool {
     )
 }
 
-/// Reads and parses the body: JSON content type, size limit, valid request.
-async fn read(
+/// Reads the body: JSON content type, size limit, time limit.
+pub(super) async fn read(
     gateway: &Gateway,
     headers: &HeaderMap,
     body: Incoming,
-) -> Result<ChatRequest, ApiError> {
+) -> Result<Bytes, ApiError> {
     let content_type = headers
         .get(CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -325,5 +340,5 @@ async fn read(
             ))
         }
     };
-    ChatRequest::parse(&bytes)
+    Ok(bytes)
 }

@@ -5,6 +5,7 @@ mod chat;
 mod limits;
 mod linger;
 mod listen;
+mod messages;
 pub mod reload;
 mod request_id;
 pub mod respond;

@@ -62,7 +62,12 @@ pub fn close_after(resp: &mut Response<Body>, version: Version) {
 /// The response of an error answered before the request's body was read: when there is a
 /// body, the connection ends after it ([`close_after`]).
 pub fn refusal(e: &ApiError, req: &Request<hyper::body::Incoming>) -> Response<Body> {
-    let mut resp = error(e);
+    // In the client's dialect: Anthropic's error shape on its paths.
+    let mut resp = if req.uri().path().starts_with("/v1/messages") {
+        super::messages::error(e)
+    } else {
+        error(e)
+    };
     if !req.body().is_end_stream() {
         close_after(&mut resp, req.version());
     }

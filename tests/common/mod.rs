@@ -269,6 +269,15 @@ impl FakeUpstream {
         }
         match behaviour.as_str() {
             "hang" => std::future::pending().await,
+            // `tool`: a call of `get_weather` with `{"city": "Paris"}`, as JSON or a stream.
+            "tool" if !stream => {
+                let mut v = completion(&model, true);
+                v["choices"][0]["message"] = json!({"role": "assistant", "content": null,
+                    "tool_calls": [{"id": "call_fake_1", "type": "function",
+                        "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]});
+                v["choices"][0]["finish_reason"] = json!("tool_calls");
+                full_response(StatusCode::OK, "application/json", v.to_string())
+            }
             "json-for-stream" => full_response(
                 StatusCode::OK,
                 "application/json",
@@ -292,6 +301,20 @@ impl FakeUpstream {
         let frames = async_stream::stream! {
             let frame = |v: Value| Ok::<_, std::io::Error>(Frame::data(Bytes::from(format!("data: {v}\n\n"))));
             yield frame(chunk(&model, json!({"role": "assistant", "content": ""}), None));
+            if behaviour == "tool" {
+                yield frame(chunk(&model, json!({"tool_calls": [{"index": 0, "id": "call_fake_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""}}]}), None));
+                for piece in ["{\"city\"", ": \"Paris\"}"] {
+                    yield frame(chunk(&model, json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), None));
+                }
+                yield frame(chunk(&model, json!({}), Some("tool_calls")));
+                if include_usage {
+                    yield frame(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
+                        "choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 4, "total_tokens": 25}}));
+                }
+                yield Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")));
+                return;
+            }
             yield frame(chunk(&model, json!({"content": "Hello"}), None));
             match behaviour.as_str() {
                 "gated" => gate.notified().await,

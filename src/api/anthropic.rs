@@ -1,0 +1,912 @@
+//! The Anthropic Messages dialect (`POST /v1/messages`), translated to and from the gateway's
+//! one internal request, the OpenAI chat completion: a Messages request becomes a chat
+//! request before anything looks at it (so features, the classifier, the policy, budgets, limits,
+//! metrics and the request log see what they see for any dialect), and the answer, the stream and
+//! the errors go back in Anthropic's shapes.
+//!
+//! Sources of the formats: Anthropic's Messages API reference (request fields, content blocks,
+//! `tool_use`/`tool_result`, the streaming event sequence `message_start`, `content_block_start`,
+//! `content_block_delta` (`text_delta`, `input_json_delta`), `content_block_stop`,
+//! `message_delta`, `message_stop`, `ping`, and the error shape with its statuses); OpenAI's chat
+//! completions reference for the other side.
+
+use super::ApiError;
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use serde_json::{json, Map, Value};
+
+/// What the translation keeps of the client's request for the way back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    /// The model the client named.
+    pub model: String,
+    pub stream: bool,
+}
+
+fn bad(message: impl Into<String>, param: &str) -> ApiError {
+    ApiError::bad_request(message, Some(param))
+}
+
+/// Translates a Messages request body into an OpenAI chat completion request body.
+///
+/// Shapes: `model` (string), `max_tokens` (integer ≥ 1) and `messages` (user/assistant turns)
+/// are required; `system` is a string or text blocks; content is a string or blocks of `text`,
+/// `image` (base64 or URL source), `tool_use` (assistant) and `tool_result` (user); `tools` are
+/// client tools (`name`, `description`, `input_schema`); `tool_choice` is `auto`, `any`, `tool`
+/// or `none`; `stop_sequences`, `temperature`, `top_p`, `metadata.user_id` and `stream` map to
+/// their OpenAI fields. `top_k` and `cache_control` are accepted and not forwarded (OpenAI has no
+/// such fields); `thinking` blocks in earlier turns are dropped.
+///
+/// With `counting` (a `count_tokens` body), `max_tokens` is not required.
+///
+/// Errors: a 400 naming the field for a body that is not such a request, and for what cannot be
+/// translated (server tools, document blocks, extended thinking).
+pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}"), None))?;
+    let Some(obj) = v.as_object() else {
+        return Err(bad("the body must be a JSON object", "body"));
+    };
+    for key in obj.keys() {
+        if !matches!(
+            key.as_str(),
+            "model"
+                | "max_tokens"
+                | "messages"
+                | "system"
+                | "stop_sequences"
+                | "temperature"
+                | "top_p"
+                | "top_k"
+                | "metadata"
+                | "stream"
+                | "tools"
+                | "tool_choice"
+                | "service_tier"
+        ) {
+            return Err(bad(
+                format!("`{key}` is not supported here (docs/api.md lists what is)"),
+                key,
+            ));
+        }
+    }
+    let model = obj
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| bad("`model` is required and must be a string", "model"))?;
+    let max_tokens = match obj.get("max_tokens") {
+        None if counting => 1,
+        m => m
+            .and_then(Value::as_u64)
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                bad(
+                    "`max_tokens` is required and must be an integer of at least 1",
+                    "max_tokens",
+                )
+            })?,
+    };
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("`stream` must be a boolean", "stream")),
+    };
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model));
+    out.insert("max_tokens".into(), json!(max_tokens));
+    let mut messages = vec![];
+    if let Some(system) = obj.get("system") {
+        let text = match system {
+            Value::String(s) => s.clone(),
+            Value::Array(blocks) => {
+                let mut parts = vec![];
+                for (i, b) in blocks.iter().enumerate() {
+                    let param = format!("system[{i}]");
+                    if b.get("type").and_then(Value::as_str) != Some("text") {
+                        return Err(bad("system blocks must be `text` blocks", &param));
+                    }
+                    parts.push(text_of(b, &param)?);
+                }
+                parts.join("\n\n")
+            }
+            _ => {
+                return Err(bad(
+                    "`system` must be a string or a list of text blocks",
+                    "system",
+                ))
+            }
+        };
+        if !text.is_empty() {
+            messages.push(json!({"role": "system", "content": text}));
+        }
+    }
+    let turns = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| {
+            bad(
+                "`messages` is required and must be a non-empty list",
+                "messages",
+            )
+        })?;
+    for (i, turn) in turns.iter().enumerate() {
+        let param = format!("messages[{i}]");
+        let role = turn
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("each message needs a `role`", &param))?;
+        let content = turn
+            .get("content")
+            .ok_or_else(|| bad("each message needs `content`", &param))?;
+        match role {
+            "user" => user_turn(content, &param, &mut messages)?,
+            "assistant" => messages.push(assistant_turn(content, &param)?),
+            other => {
+                return Err(bad(
+                    format!("role `{other}` is not a Messages role (user or assistant; the system prompt goes in `system`)"),
+                    &format!("{param}.role"),
+                ))
+            }
+        }
+    }
+    out.insert("messages".into(), Value::Array(messages));
+    if stream {
+        out.insert("stream".into(), json!(true));
+        // The way back needs the counts for `message_delta`.
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    for (from, to) in [("temperature", "temperature"), ("top_p", "top_p")] {
+        match obj.get(from) {
+            None | Some(Value::Null) => {}
+            Some(n) if n.is_number() => {
+                out.insert(to.into(), n.clone());
+            }
+            Some(_) => return Err(bad(format!("`{from}` must be a number"), from)),
+        }
+    }
+    if let Some(k) = obj.get("top_k") {
+        if !(k.is_null() || k.as_u64().is_some()) {
+            return Err(bad("`top_k` must be a non-negative integer", "top_k"));
+        }
+    }
+    match obj.get("stop_sequences") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(seqs)) if seqs.iter().all(Value::is_string) => {
+            if !seqs.is_empty() {
+                out.insert("stop".into(), Value::Array(seqs.clone()));
+            }
+        }
+        Some(_) => {
+            return Err(bad(
+                "`stop_sequences` must be a list of strings",
+                "stop_sequences",
+            ))
+        }
+    }
+    if let Some(meta) = obj.get("metadata") {
+        match meta.get("user_id") {
+            Some(Value::String(u)) => {
+                out.insert("user".into(), json!(u));
+            }
+            None | Some(Value::Null) => {}
+            Some(_) => {
+                return Err(bad(
+                    "`metadata.user_id` must be a string",
+                    "metadata.user_id",
+                ))
+            }
+        }
+    }
+    if let Some(tools) = obj.get("tools").filter(|t| !t.is_null()) {
+        let Some(list) = tools.as_array() else {
+            return Err(bad("`tools` must be a list", "tools"));
+        };
+        let mut fns = vec![];
+        for (i, t) in list.iter().enumerate() {
+            let param = format!("tools[{i}]");
+            if let Some(kind) = t.get("type").and_then(Value::as_str) {
+                if kind != "custom" {
+                    return Err(bad(
+                        format!("tool type `{kind}` (a server tool) is not supported: only client tools with `input_schema`"),
+                        &param,
+                    ));
+                }
+            }
+            let name = t
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("a tool needs a `name`", &param))?;
+            let schema = t
+                .get("input_schema")
+                .filter(|s| s.is_object())
+                .ok_or_else(|| bad("a tool needs an `input_schema` object", &param))?;
+            let mut f = json!({"name": name, "parameters": schema});
+            if let Some(d) = t.get("description").and_then(Value::as_str) {
+                f["description"] = json!(d);
+            }
+            fns.push(json!({"type": "function", "function": f}));
+        }
+        if !fns.is_empty() {
+            out.insert("tools".into(), Value::Array(fns));
+        }
+    }
+    if let Some(choice) = obj.get("tool_choice").filter(|c| !c.is_null()) {
+        let kind = choice.get("type").and_then(Value::as_str).unwrap_or("");
+        let mapped = match kind {
+            "auto" => json!("auto"),
+            "any" => json!("required"),
+            "none" => json!("none"),
+            "tool" => {
+                let name = choice.get("name").and_then(Value::as_str).ok_or_else(|| {
+                    bad(
+                        "`tool_choice` of type `tool` needs a `name`",
+                        "tool_choice.name",
+                    )
+                })?;
+                json!({"type": "function", "function": {"name": name}})
+            }
+            _ => {
+                return Err(bad(
+                    "`tool_choice.type` must be auto, any, tool or none",
+                    "tool_choice.type",
+                ))
+            }
+        };
+        out.insert("tool_choice".into(), mapped);
+        if choice.get("disable_parallel_tool_use") == Some(&Value::Bool(true)) {
+            out.insert("parallel_tool_calls".into(), json!(false));
+        }
+    }
+    let bytes = serde_json::to_vec(&Value::Object(out)).map_err(|_| ApiError::Internal)?;
+    Ok((
+        bytes,
+        Inbound {
+            model: model.to_string(),
+            stream,
+        },
+    ))
+}
+
+fn text_of(block: &Value, param: &str) -> Result<String, ApiError> {
+    block
+        .get("text")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| bad("a text block needs `text`", param))
+}
+
+/// An `image` block as an OpenAI image part.
+fn image_part(block: &Value, param: &str) -> Result<Value, ApiError> {
+    let source = block
+        .get("source")
+        .ok_or_else(|| bad("an image block needs a `source`", param))?;
+    let url = match source.get("type").and_then(Value::as_str) {
+        Some("base64") => {
+            let media = source.get("media_type").and_then(Value::as_str);
+            let data = source.get("data").and_then(Value::as_str);
+            match (media, data) {
+                (Some(m), Some(d)) => format!("data:{m};base64,{d}"),
+                _ => {
+                    return Err(bad(
+                        "a base64 image needs `media_type` and `data`",
+                        &format!("{param}.source"),
+                    ))
+                }
+            }
+        }
+        Some("url") => source
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("a URL image needs `url`", &format!("{param}.source")))?
+            .to_string(),
+        _ => {
+            return Err(bad(
+                "an image source must be of type base64 or url",
+                &format!("{param}.source.type"),
+            ))
+        }
+    };
+    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
+}
+
+fn user_turn(content: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), ApiError> {
+    let blocks = match content {
+        Value::String(s) => {
+            out.push(json!({"role": "user", "content": s}));
+            return Ok(());
+        }
+        Value::Array(b) => b,
+        _ => return Err(bad("`content` must be a string or a list of blocks", param)),
+    };
+    let mut parts = vec![];
+    for (j, b) in blocks.iter().enumerate() {
+        let p = format!("{param}.content[{j}]");
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => parts.push(json!({"type": "text", "text": text_of(b, &p)?})),
+            Some("image") => parts.push(image_part(b, &p)?),
+            Some("tool_result") => {
+                let id = b
+                    .get("tool_use_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("a tool_result needs `tool_use_id`", &p))?;
+                let text = match b.get("content") {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Array(inner)) => {
+                        let mut texts = vec![];
+                        for (k, ib) in inner.iter().enumerate() {
+                            let ip = format!("{p}.content[{k}]");
+                            match ib.get("type").and_then(Value::as_str) {
+                                Some("text") => texts.push(text_of(ib, &ip)?),
+                                Some(other) => {
+                                    return Err(bad(
+                                        format!("a tool_result holding a `{other}` block cannot be translated (text only)"),
+                                        &ip,
+                                    ))
+                                }
+                                None => return Err(bad("a block needs a `type`", &ip)),
+                            }
+                        }
+                        texts.join("\n")
+                    }
+                    Some(_) => return Err(bad("tool_result `content` must be a string or blocks", &p)),
+                };
+                let text = if b.get("is_error") == Some(&Value::Bool(true)) {
+                    format!("Error: {text}")
+                } else {
+                    text
+                };
+                // Tool results answer the assistant's calls: they come first.
+                out.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+            }
+            Some(other) => {
+                return Err(bad(
+                    format!("content blocks of type `{other}` are not supported in user turns (text, image, tool_result)"),
+                    &p,
+                ))
+            }
+            None => return Err(bad("a content block needs a `type`", &p)),
+        }
+    }
+    if !parts.is_empty() {
+        out.push(json!({"role": "user", "content": parts}));
+    }
+    Ok(())
+}
+
+fn assistant_turn(content: &Value, param: &str) -> Result<Value, ApiError> {
+    let blocks = match content {
+        Value::String(s) => return Ok(json!({"role": "assistant", "content": s})),
+        Value::Array(b) => b,
+        _ => return Err(bad("`content` must be a string or a list of blocks", param)),
+    };
+    let mut text = String::new();
+    let mut calls = vec![];
+    for (j, b) in blocks.iter().enumerate() {
+        let p = format!("{param}.content[{j}]");
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(&text_of(b, &p)?),
+            Some("tool_use") => {
+                let id = b.get("id").and_then(Value::as_str);
+                let name = b.get("name").and_then(Value::as_str);
+                let (Some(id), Some(name)) = (id, name) else {
+                    return Err(bad("a tool_use block needs `id` and `name`", &p));
+                };
+                let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
+                calls.push(json!({"id": id, "type": "function",
+                    "function": {"name": name, "arguments": input.to_string()}}));
+            }
+            Some("thinking" | "redacted_thinking") => {}
+            Some(other) => {
+                return Err(bad(
+                    format!("content blocks of type `{other}` are not supported in assistant turns (text, tool_use)"),
+                    &p,
+                ))
+            }
+            None => return Err(bad("a content block needs a `type`", &p)),
+        }
+    }
+    let mut m = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    if !calls.is_empty() {
+        m["tool_calls"] = Value::Array(calls);
+    }
+    Ok(m)
+}
+
+/// Anthropic's `stop_reason` for an OpenAI `finish_reason`.
+fn stop_reason(finish: Option<&str>) -> &'static str {
+    match finish {
+        Some("length") => "max_tokens",
+        Some("tool_calls" | "function_call") => "tool_use",
+        _ => "end_turn",
+    }
+}
+
+/// Anthropic's `usage` from an OpenAI one: `input_tokens` leaves out the cached part, which is
+/// `cache_read_input_tokens`.
+fn usage_of(u: Option<&Value>) -> Value {
+    let n = |k: &str| {
+        u.and_then(|u| u.get(k))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    let cached = u
+        .and_then(|u| u.pointer("/prompt_tokens_details/cached_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    json!({
+        "input_tokens": n("prompt_tokens").saturating_sub(cached),
+        "output_tokens": n("completion_tokens"),
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": 0,
+    })
+}
+
+/// The message id of an answer: `msg_` and the completion's id without its prefix.
+fn message_id(id: Option<&str>) -> String {
+    let id = id.unwrap_or("");
+    let bare = id
+        .strip_prefix("chatcmpl-")
+        .or_else(|| id.strip_prefix("chatcmpl_"))
+        .unwrap_or(id);
+    format!("msg_{bare}")
+}
+
+/// Translates an OpenAI chat completion body into a Messages answer (`type: message`), for the
+/// client that asked for `model`. A body that is not a chat completion becomes an `api_error`.
+pub fn from_completion(body: &[u8], model: &str) -> Result<Bytes, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::BadGateway("the model's answer is not a chat completion".into()))?;
+    let choice = v
+        .pointer("/choices/0")
+        .ok_or_else(|| ApiError::BadGateway("the model's answer has no choices".into()))?;
+    let msg = &choice["message"];
+    let mut content = vec![];
+    if let Some(t) = msg.get("content").and_then(Value::as_str) {
+        if !t.is_empty() {
+            content.push(json!({"type": "text", "text": t}));
+        }
+    }
+    for call in msg
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let args = call
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap_or("{}");
+        let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+        content.push(json!({
+            "type": "tool_use",
+            "id": call.get("id").and_then(Value::as_str).unwrap_or(""),
+            "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or(""),
+            "input": input,
+        }));
+    }
+    let out = json!({
+        "id": message_id(v.get("id").and_then(Value::as_str)),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(choice.get("finish_reason").and_then(Value::as_str)),
+        "stop_sequence": Value::Null,
+        "usage": usage_of(v.get("usage")),
+    });
+    Ok(Bytes::from(out.to_string()))
+}
+
+/// Anthropic's status and error `type` for a gateway error of `status` with OpenAI `code`.
+/// Overload and unavailability are Anthropic's 529 `overloaded_error`, which its SDKs retry.
+pub fn error_kind(status: StatusCode) -> (StatusCode, &'static str) {
+    match status.as_u16() {
+        401 => (status, "authentication_error"),
+        403 => (status, "permission_error"),
+        404 => (status, "not_found_error"),
+        413 => (status, "request_too_large"),
+        429 => (status, "rate_limit_error"),
+        503 | 529 => (
+            StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            "overloaded_error",
+        ),
+        400..=499 => (status, "invalid_request_error"),
+        _ => (status, "api_error"),
+    }
+}
+
+/// An error body in Anthropic's shape, `{"type": "error", "error": {"type", "message"}}`, from
+/// the gateway's (OpenAI-shaped) error body or a provider's.
+pub fn error_body(status: StatusCode, body: &[u8]) -> (StatusCode, Bytes) {
+    let (status, kind) = error_kind(status);
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let message = v
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("the request failed with status {}", status.as_u16()));
+    let out = json!({"type": "error", "error": {"type": kind, "message": message}});
+    (status, Bytes::from(out.to_string()))
+}
+
+/// Writes one Anthropic SSE event: `event: <type>` and its JSON.
+fn write_event(out: &mut BytesMut, kind: &str, data: &Value) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(data.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Open {
+    Text(usize),
+    Tool { block: usize, call: u64 },
+}
+
+/// Turns an OpenAI chunk stream into the Messages event sequence: `message_start` and `ping`,
+/// then per content block `content_block_start`, its deltas (`text_delta` for text,
+/// `input_json_delta` for a tool call's arguments) and `content_block_stop`, then
+/// `message_delta` (stop reason and counts) and `message_stop`. An error event of the stream
+/// becomes an Anthropic `error` event.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    model: String,
+    started: bool,
+    open: Option<Open>,
+    next_block: usize,
+    stop: &'static str,
+    usage: Option<Value>,
+    ended: bool,
+}
+
+impl StreamTranslator {
+    /// A translator for the client that asked for `model`.
+    pub fn new(model: &str) -> StreamTranslator {
+        StreamTranslator {
+            model: model.to_string(),
+            started: false,
+            open: None,
+            next_block: 0,
+            stop: "end_turn",
+            usage: None,
+            ended: false,
+        }
+    }
+
+    fn start(&mut self, id: Option<&str>, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let message = json!({
+            "id": message_id(id), "type": "message", "role": "assistant", "model": self.model,
+            "content": [], "stop_reason": Value::Null, "stop_sequence": Value::Null,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        });
+        write_event(
+            out,
+            "message_start",
+            &json!({"type": "message_start", "message": message}),
+        );
+        write_event(out, "ping", &json!({"type": "ping"}));
+    }
+
+    fn close_block(&mut self, out: &mut BytesMut) {
+        if let Some(open) = self.open.take() {
+            let index = match open {
+                Open::Text(i) => i,
+                Open::Tool { block, .. } => block,
+            };
+            write_event(
+                out,
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+            );
+        }
+    }
+
+    fn open_block(&mut self, open: Open, block: Value, out: &mut BytesMut) {
+        self.close_block(out);
+        let index = self.next_block;
+        self.next_block += 1;
+        let open = match open {
+            Open::Text(_) => Open::Text(index),
+            Open::Tool { call, .. } => Open::Tool { block: index, call },
+        };
+        self.open = Some(open);
+        write_event(
+            out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": block}),
+        );
+    }
+
+    /// Takes one OpenAI stream event's data (a chunk, an error object or `[DONE]`).
+    pub fn event(&mut self, data: &[u8], out: &mut BytesMut) {
+        if self.ended {
+            return;
+        }
+        if data == b"[DONE]" {
+            self.end(out);
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+            return;
+        };
+        if let Some(err) = v.get("error") {
+            self.start(None, out);
+            let message = err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("the stream failed");
+            write_event(
+                out,
+                "error",
+                &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+            );
+            self.ended = true;
+            return;
+        }
+        self.start(v.get("id").and_then(Value::as_str), out);
+        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+            self.usage = Some(u.clone());
+        }
+        let Some(choice) = v.pointer("/choices/0") else {
+            return;
+        };
+        let delta = &choice["delta"];
+        if let Some(t) = delta
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            if !matches!(self.open, Some(Open::Text(_))) {
+                self.open_block(Open::Text(0), json!({"type": "text", "text": ""}), out);
+            }
+            let index = self.next_block - 1;
+            write_event(
+                out,
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": t}}),
+            );
+        }
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let n = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let same = matches!(self.open, Some(Open::Tool { call, .. }) if call == n);
+            if !same {
+                let block = json!({
+                    "type": "tool_use",
+                    "id": call.get("id").and_then(Value::as_str).unwrap_or(""),
+                    "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or(""),
+                    "input": {},
+                });
+                self.open_block(Open::Tool { block: 0, call: n }, block, out);
+            }
+            if let Some(args) = call
+                .pointer("/function/arguments")
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+            {
+                let index = self.next_block - 1;
+                write_event(
+                    out,
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": args}}),
+                );
+            }
+        }
+        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.stop = stop_reason(Some(f));
+        }
+    }
+
+    /// Ends the message (at `[DONE]`, or when the stream ends without it after its answer).
+    pub fn end(&mut self, out: &mut BytesMut) {
+        if self.ended {
+            return;
+        }
+        self.start(None, out);
+        self.close_block(out);
+        let usage = usage_of(self.usage.as_ref());
+        write_event(
+            out,
+            "message_delta",
+            &json!({"type": "message_delta", "delta": {"stop_reason": self.stop, "stop_sequence": Value::Null}, "usage": usage}),
+        );
+        write_event(out, "message_stop", &json!({"type": "message_stop"}));
+        self.ended = true;
+    }
+
+    /// Whether the message was ended (by [`Self::end`] or an error event).
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
+/// The answer of `count_tokens`: `{"input_tokens": n}`.
+pub fn count_tokens_body(input_tokens: u64) -> Bytes {
+    Bytes::from(json!({"input_tokens": input_tokens}).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: Value) -> Value {
+        let (bytes, _) = to_chat(body.to_string().as_bytes(), false).expect("translates");
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    #[test]
+    fn a_claude_code_shaped_request_translates_turn_by_turn() {
+        let v = chat(json!({
+            "model": "claude-sonnet", "max_tokens": 1024, "stream": true,
+            "system": [{"type": "text", "text": "You are a coding agent.", "cache_control": {"type": "ephemeral"}},
+                       {"type": "text", "text": "Be brief."}],
+            "tools": [{"name": "read_file", "description": "Reads a file", "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "stop_sequences": ["\n\nHuman:"], "temperature": 0.2, "top_k": 40,
+            "metadata": {"user_id": "u-1"},
+            "messages": [
+                {"role": "user", "content": "Fix the bug in main.rs"},
+                {"role": "assistant", "content": [{"type": "text", "text": "Reading it."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "read_file", "input": {"path": "main.rs"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "fn main() {}"}]},
+                    {"type": "text", "text": "Go on."},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}
+            ]
+        }));
+        assert_eq!(
+            v["messages"][0],
+            json!({"role": "system", "content": "You are a coding agent.\n\nBe brief."})
+        );
+        assert_eq!(
+            v["messages"][2]["tool_calls"][0]["function"],
+            json!({"name": "read_file", "arguments": "{\"path\":\"main.rs\"}"})
+        );
+        assert_eq!(v["messages"][2]["content"], "Reading it.");
+        assert_eq!(
+            v["messages"][3],
+            json!({"role": "tool", "tool_call_id": "toolu_1", "content": "fn main() {}"})
+        );
+        assert_eq!(
+            v["messages"][4]["content"][1]["image_url"]["url"],
+            "data:image/png;base64,iVBORw0KGgo="
+        );
+        assert_eq!(v["tools"][0]["function"]["parameters"]["type"], "object");
+        assert_eq!(v["tool_choice"], "required");
+        assert_eq!(v["parallel_tool_calls"], false);
+        assert_eq!(v["stop"], json!(["\n\nHuman:"]));
+        assert_eq!(v["user"], "u-1");
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert!(v.get("top_k").is_none());
+    }
+
+    #[test]
+    fn what_cannot_be_translated_is_refused_by_name() {
+        for (body, param) in [
+            (
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+                "max_tokens",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": []}),
+                "messages",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}),
+                "messages[0].role",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "thinking": {"type": "enabled"}, "messages": [{"role": "user", "content": "x"}]}),
+                "thinking",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "tools": [{"type": "web_search_20250305", "name": "web_search"}], "messages": [{"role": "user", "content": "x"}]}),
+                "tools[0]",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}),
+                "messages[0].content[0]",
+            ),
+        ] {
+            let e = to_chat(body.to_string().as_bytes(), false).expect_err("refused");
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(e.body_json()["error"]["param"], param, "{e}");
+        }
+    }
+
+    #[test]
+    fn an_answer_with_a_tool_call_comes_back_as_blocks() {
+        let body = json!({"id": "chatcmpl-abc", "choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": "Let me look.", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": "{\"path\":\"a\"}"}}]}}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 10}}});
+        let out: Value = serde_json::from_slice(
+            &from_completion(body.to_string().as_bytes(), "claude-x").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out["id"], "msg_abc");
+        assert_eq!(out["model"], "claude-x");
+        assert_eq!(out["stop_reason"], "tool_use");
+        assert_eq!(
+            out["content"][1],
+            json!({"type": "tool_use", "id": "call_1", "name": "read_file", "input": {"path": "a"}})
+        );
+        assert_eq!(
+            out["usage"],
+            json!({"input_tokens": 20, "output_tokens": 7, "cache_read_input_tokens": 10, "cache_creation_input_tokens": 0})
+        );
+    }
+
+    #[test]
+    fn a_stream_becomes_the_messages_event_sequence() {
+        let mut t = StreamTranslator::new("claude-x");
+        let mut out = BytesMut::new();
+        for chunk in [
+            json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_9", "type": "function", "function": {"name": "f", "arguments": ""}}]}, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}, "finish_reason": "tool_calls"}]}),
+            json!({"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}}),
+        ] {
+            t.event(chunk.to_string().as_bytes(), &mut out);
+        }
+        t.event(b"[DONE]", &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let kinds: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert!(text.contains(r#""partial_json":"{\"a\":""#), "{text}");
+        assert!(text.contains(r#""stop_reason":"tool_use""#));
+        assert!(text.contains(r#""output_tokens":3"#));
+        assert!(t.ended());
+    }
+
+    #[test]
+    fn errors_take_anthropics_shape_and_overload_is_529() {
+        let (s, b) = error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"error":{"message":"busy","type":"server_error"}}"#,
+        );
+        assert_eq!(s.as_u16(), 529);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&b).unwrap(),
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}})
+        );
+        assert_eq!(
+            error_kind(StatusCode::TOO_MANY_REQUESTS).1,
+            "rate_limit_error"
+        );
+        assert_eq!(
+            error_kind(StatusCode::UNAUTHORIZED).1,
+            "authentication_error"
+        );
+    }
+}

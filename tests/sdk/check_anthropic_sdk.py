@@ -1,0 +1,77 @@
+"""Drives a running gateway with the official `anthropic` Python SDK, only the base URL
+changed: Messages as JSON and as a stream, tools both ways, count_tokens, and errors in
+Anthropic's shapes. The gateway key goes in `x-api-key`, as the SDK sends it.
+
+usage: check_anthropic_sdk.py BASE_URL KEY MODE
+  MODE cloud: the gateway's `cloud` model is a fake OpenAI upstream; `tool` routes to one that
+              calls get_weather (tag header), `local` names the on-box model
+  MODE local: `local` is a real on-box GGUF model
+"""
+import json
+import sys
+
+import anthropic
+from anthropic import Anthropic
+
+base, key, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+client = Anthropic(base_url=base, api_key=key, max_retries=0, timeout=60)
+model = "local" if mode == "local" else "auto"
+messages = [{"role": "user", "content": "What is the capital of Italy?"}]
+
+raw = client.messages.with_raw_response.create(
+    model=model, max_tokens=16, temperature=0,
+    system=[{"type": "text", "text": "You are concise.", "cache_control": {"type": "ephemeral"}}],
+    messages=messages,
+)
+msg = raw.parse()
+assert msg.type == "message" and msg.role == "assistant", msg
+assert msg.model == model, msg.model
+text = "".join(b.text for b in msg.content if b.type == "text")
+assert text.strip(), msg
+assert msg.stop_reason in ("end_turn", "max_tokens"), msg.stop_reason
+assert msg.usage.input_tokens > 0 and 0 < msg.usage.output_tokens <= 16, msg.usage
+route = raw.headers["x-switchyard-route"]
+assert route == ("local" if mode == "local" else "cloud"), dict(raw.headers)
+
+with client.messages.stream(model=model, max_tokens=16, temperature=0, messages=messages) as stream:
+    streamed = "".join(stream.text_stream)
+    final = stream.get_final_message()
+assert streamed.strip(), streamed
+assert "".join(b.text for b in final.content if b.type == "text") == streamed
+assert final.usage.output_tokens > 0, final.usage
+assert final.stop_reason in ("end_turn", "max_tokens"), final.stop_reason
+
+count = client.messages.count_tokens(model=model, messages=messages)
+assert count.input_tokens > 0, count
+
+try:
+    client.messages.create(model="no-such-model", max_tokens=8, messages=messages)
+    raise AssertionError("an unknown model was answered")
+except anthropic.NotFoundError as e:
+    assert e.body["type"] == "error" and e.body["error"]["type"] == "not_found_error", e.body
+
+if mode == "cloud":
+    tools = [{"name": "get_weather", "description": "Weather of a city",
+              "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    tagged = {"x-switchyard-tags": "tool"}
+    msg = client.messages.create(model="auto", max_tokens=64, tools=tools, messages=ask, extra_headers=tagged)
+    uses = [b for b in msg.content if b.type == "tool_use"]
+    assert msg.stop_reason == "tool_use" and uses and uses[0].name == "get_weather", msg
+    assert uses[0].input == {"city": "Paris"}, uses[0].input
+    with client.messages.stream(model="auto", max_tokens=64, tools=tools, messages=ask, extra_headers=tagged) as stream:
+        final = stream.get_final_message()
+    uses = [b for b in final.content if b.type == "tool_use"]
+    assert final.stop_reason == "tool_use" and uses[0].input == {"city": "Paris"}, final
+    # The tool's result goes back as the next user turn.
+    follow = ask + [{"role": "assistant", "content": msg.content},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "18 C, sunny"}]}]
+    answer = client.messages.create(model="auto", max_tokens=64, tools=tools, messages=follow)
+    assert answer.content and answer.content[0].type == "text", answer
+    try:
+        Anthropic(base_url=base, api_key="wrong-key", max_retries=0).messages.create(
+            model="auto", max_tokens=8, messages=messages)
+        raise AssertionError("a wrong key was let in")
+    except anthropic.AuthenticationError as e:
+        assert e.body["error"]["type"] == "authentication_error", e.body
+print("ok")
