@@ -239,3 +239,44 @@ async fn without_a_key_the_cloud_is_disabled_and_requests_are_served_locally() {
         0.0
     );
 }
+
+/// An Azure-style OpenAI model: a deployment path in `base_url`, the key in `api-key` instead of
+/// `Authorization`, and `api-version` in the query. The client's own `api-key` and `x-api-key`
+/// (gateway keys) never go upstream.
+#[tokio::test]
+async fn an_azure_style_model_gets_its_key_header_and_query() {
+    let up = FakeUpstream::start().await;
+    let base = format!("{}/openai/deployments/gpt-4o-prod", up.base("ok"));
+    let policy = PolicyBuilder::new()
+        .cloud("azure", &base)
+        .model_field("azure", "api_key", &quoted("${AZURE_OPENAI_KEY}"))
+        .model_field("azure", "auth_header", "api-key")
+        .model_field(
+            "azure",
+            "query",
+            "{ api-version: '2024-10-21', tag: 'a b&c' }",
+        )
+        .model_field("azure", "forward_headers", "[x-request-id]")
+        .default_route("azure", &[])
+        .render();
+    let gw = start_gateway(&policy, &[("AZURE_OPENAI_KEY", "azure-secret-key")]).await;
+    let r = chat(
+        &gw,
+        ask("auto", "hi"),
+        &[("api-key", "client-side"), ("x-api-key", "client-side")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let got = up.recorded().pop().expect("a request");
+    assert_eq!(
+        got.path,
+        "/ok/v1/openai/deployments/gpt-4o-prod/chat/completions"
+    );
+    assert_eq!(got.query, "api-version=2024-10-21&tag=a%20b%26c");
+    assert_eq!(
+        got.headers.get("api-key").map(|v| v.as_bytes()),
+        Some(&b"azure-secret-key"[..])
+    );
+    assert!(got.headers.get("authorization").is_none());
+    assert!(got.headers.get("x-api-key").is_none());
+}

@@ -202,3 +202,21 @@ fn the_state_section_is_checked_and_its_url_never_quoted() {
     let (_, out, _) = check_text(&format!("{HEAD}{budgets}default: {{ route: small }}\n"));
     assert!(out.contains("replicas do not share them"), "{out}");
 }
+
+#[test]
+fn azure_style_settings_are_checked() {
+    let (code, _, err) = check_text(&format!(
+        "{HEAD}  az: {{ kind: openai, base_url: 'http://h/v1', auth_header: host, query: {{ api-version: '${{SWITCHYARD_TEST_UNSET_AZ}}' }} }}\ndefault: {{ route: small }}\n"
+    ));
+    assert_eq!(code, 1);
+    assert!(err.contains("`host` cannot carry the key"), "{err}");
+    assert!(err.contains("SWITCHYARD_TEST_UNSET_AZ is not set"), "{err}");
+    let (code, _, err) = check_text(&format!(
+        "{HEAD}  az: {{ kind: local, auth_header: api-key }}\ndefault: {{ route: small }}\n"
+    ));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("`auth_header` is only valid for `kind: openai` models"),
+        "{err}"
+    );
+}

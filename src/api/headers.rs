@@ -22,6 +22,8 @@ const HOP_BY_HOP: &[&str] = &[
 const NEVER: &[&str] = &[
     // Credentials: the client's gateway key must not reach the provider.
     "authorization",
+    "x-api-key",
+    "api-key",
     "proxy-authorization",
     "cookie",
     "set-cookie",

@@ -42,22 +42,48 @@ pub struct OpenAiEngine {
     retry_count: RetryCounter,
 }
 
+/// `?name=value&...` of a model's `query` parameters, percent-encoded (RFC 3986: all but
+/// unreserved characters); empty when there are none.
+fn query_string(query: &[(String, String)]) -> String {
+    fn encode(out: &mut String, s: &str) {
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    let mut out = String::new();
+    for (i, (k, v)) in query.iter().enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        encode(&mut out, k);
+        out.push('=');
+        encode(&mut out, v);
+    }
+    out
+}
+
 impl OpenAiEngine {
     /// Builds the engine of a policy model of kind `openai`, counting its retries in `retries`.
     pub fn new(model: &Model, retries: RetryCounter) -> Result<OpenAiEngine, String> {
         let p = model.provider.as_ref().ok_or("not a cloud model")?;
-        let endpoint: Uri = format!("{}/chat/completions", p.base_url)
+        let endpoint: Uri = format!("{}/chat/completions{}", p.base_url, query_string(&p.query))
             .parse()
             .map_err(|e| format!("invalid base_url for model `{}`: {e}", model.name))?;
         let authorization = match &p.api_key {
             Some(k) => {
-                let mut v =
-                    HeaderValue::from_str(&format!("Bearer {}", k.expose())).map_err(|_| {
-                        format!(
-                            "the API key of model `{}` contains characters not allowed in a header",
-                            model.name
-                        )
-                    })?;
+                // `Authorization: Bearer <key>`, or the key as it is in another header.
+                let value = match &p.auth_header {
+                    None => format!("Bearer {}", k.expose()),
+                    Some(_) => k.expose().to_string(),
+                };
+                let mut v = HeaderValue::from_str(&value).map_err(|_| {
+                    format!(
+                        "the API key of model `{}` contains characters not allowed in a header",
+                        model.name
+                    )
+                })?;
                 v.set_sensitive(true);
                 Some(v)
             }
@@ -75,7 +101,9 @@ impl OpenAiEngine {
             )
             .into_bytes();
             if let Some(auth) = &authorization {
-                h.extend_from_slice(b"authorization: ");
+                let name = p.auth_header.as_ref().unwrap_or(&http::header::AUTHORIZATION);
+                h.extend_from_slice(name.as_str().as_bytes());
+                h.extend_from_slice(b": ");
                 h.extend_from_slice(auth.as_bytes());
                 h.extend_from_slice(b"\r\n");
             }

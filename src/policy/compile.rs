@@ -176,6 +176,8 @@ impl Compiler<'_> {
                         ("circuit_breaker", m.circuit_breaker.is_some()),
                         ("forward_headers", m.forward_headers.is_some()),
                         ("response_headers", m.response_headers.is_some()),
+                        ("auth_header", m.auth_header.is_some()),
+                        ("query", m.query.is_some()),
                     ] {
                         if set {
                             self.error(
@@ -652,6 +654,43 @@ impl Compiler<'_> {
             breaker: self.breaker(path, m.circuit_breaker.unwrap_or_default()),
             forward_headers: self.forward_headers(path, m.forward_headers.as_deref()),
             response_headers: self.response_headers(path, m.response_headers.as_deref()),
+            auth_header: m.auth_header.as_deref().and_then(|raw| {
+                let p = format!("{path}.auth_header");
+                match http::HeaderName::from_bytes(raw.trim().as_bytes()) {
+                    Ok(n) if n == http::header::AUTHORIZATION => None,
+                    Ok(n)
+                        if crate::api::headers::is_never_forwarded(&n)
+                            && !matches!(n.as_str(), "x-api-key" | "api-key") =>
+                    {
+                        self.error(&p, format!("`{n}` cannot carry the key: the gateway sets it"));
+                        None
+                    }
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        self.error(&p, format!("`{raw}` is not a valid header name"));
+                        None
+                    }
+                }
+            }),
+            query: m
+                .query
+                .iter()
+                .flatten()
+                .filter_map(|(k, v)| {
+                    let p = format!("{path}.query.{k}");
+                    if k.is_empty() {
+                        self.error(&p, "a query parameter needs a name");
+                        return None;
+                    }
+                    match expand(v, env) {
+                        Ok(v) => Some((k.clone(), v)),
+                        Err(var) => {
+                            self.error(&p, format!("environment variable {var} is not set and the value gives no default (`${{{var}:-...}}`)"));
+                            None
+                        }
+                    }
+                })
+                .collect(),
         }
     }
 

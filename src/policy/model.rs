@@ -278,6 +278,11 @@ pub struct Provider {
     /// Upstream response headers passed back to the client (besides the provider's request id,
     /// always passed as `x-switchyard-upstream-request-id`).
     pub response_headers: crate::api::headers::PassBack,
+    /// The header that carries the key: `None` for `Authorization: Bearer <key>`, else this
+    /// header with the key as it is.
+    pub auth_header: Option<http::HeaderName>,
+    /// Query parameters of every call, in order (values expanded, not yet percent-encoded).
+    pub query: Vec<(String, String)>,
 }
 
 /// Retries of failures before the first byte.

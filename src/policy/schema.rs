@@ -307,6 +307,14 @@ pub struct ModelSpec {
     /// `retry-after-ms`).
     #[serde(default)]
     pub response_headers: Option<Vec<String>>,
+    /// `openai` only: the header that carries `api_key` (default `authorization`, as
+    /// `Bearer <key>`; any other name carries the key as it is, e.g. Azure's `api-key`).
+    #[serde(default)]
+    pub auth_header: Option<String>,
+    /// `openai` only: query parameters added to every call (e.g. Azure's `api-version`);
+    /// `${VAR}` is expanded in values.
+    #[serde(default)]
+    pub query: Option<indexmap::IndexMap<String, String>>,
 }
 
 /// Retries of a cloud call: connect errors, 429 and 5xx, before any byte reached the client.

@@ -39,6 +39,8 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub path: String,
+    /// The query string, without `?` (empty when none).
+    pub query: String,
     pub headers: HeaderMap,
     pub body: Value,
 }
@@ -124,6 +126,7 @@ impl FakeUpstream {
 
     async fn respond(&self, req: Request<Incoming>) -> Response<BoxBody> {
         let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
         let headers = req.headers().clone();
         let body = req
             .into_body()
@@ -148,6 +151,7 @@ impl FakeUpstream {
         }
         self.requests.lock().expect("lock").push(Recorded {
             path: path.clone(),
+            query,
             headers: headers.clone(),
             body: body.clone(),
         });
