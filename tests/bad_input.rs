@@ -387,3 +387,47 @@ async fn hostile_messages_requests_each_get_an_anthropic_4xx() {
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
     still_serving(&gw).await;
 }
+
+/// Hostile Responses requests (`/v1/responses`): each gets its 4xx in OpenAI's error shape,
+/// naming what is wrong or not supported, and the gateway answers normally afterwards.
+#[tokio::test]
+async fn hostile_responses_requests_each_get_a_clear_4xx() {
+    let gw = gateway().await;
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("not json", b"{\"input\":".to_vec(), 400, "not valid JSON"),
+        ("no input", json!({"model": "auto"}).to_string().into_bytes(), 400, "`input`"),
+        ("empty input", json!({"model": "auto", "input": []}).to_string().into_bytes(), 400, "`input`"),
+        ("input a number", json!({"model": "auto", "input": 5}).to_string().into_bytes(), 400, "`input`"),
+        ("previous_response_id", json!({"model": "auto", "input": "x", "previous_response_id": "resp_1"}).to_string().into_bytes(), 400, "previous_response_id"),
+        ("store", json!({"model": "auto", "input": "x", "store": true}).to_string().into_bytes(), 400, "store"),
+        ("background", json!({"model": "auto", "input": "x", "background": true}).to_string().into_bytes(), 400, "background"),
+        ("built-in tool", json!({"model": "auto", "input": "x", "tools": [{"type": "file_search"}]}).to_string().into_bytes(), 400, "file_search"),
+        ("reasoning item", json!({"model": "auto", "input": [{"type": "reasoning", "summary": []}]}).to_string().into_bytes(), 400, "reasoning"),
+        ("file input", json!({"model": "auto", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}).to_string().into_bytes(), 400, "input_file"),
+        ("zero max_output_tokens", json!({"model": "auto", "input": "x", "max_output_tokens": 0}).to_string().into_bytes(), 400, "max_output_tokens"),
+        ("bad format", json!({"model": "auto", "input": "x", "text": {"format": {"type": "xml"}}}).to_string().into_bytes(), 400, "text.format"),
+        ("unknown field", json!({"model": "auto", "input": "x", "reasoning": {"effort": "high"}}).to_string().into_bytes(), 400, "`reasoning`"),
+        ("unknown model", json!({"model": "gpt-nope", "input": "x"}).to_string().into_bytes(), 404, "gpt-nope"),
+    ];
+    for (name, body, status, needle) in cases {
+        let r = request(
+            "POST",
+            &format!("{}/v1/responses", gw.url),
+            body,
+            &[("content-type", "application/json")],
+        )
+        .await;
+        assert_eq!(
+            r.status.as_u16(),
+            status,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let msg = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(msg.contains(needle), "{name}: {msg}");
+    }
+    still_serving(&gw).await;
+}

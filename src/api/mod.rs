@@ -6,6 +6,7 @@ pub mod capabilities;
 mod error;
 pub mod headers;
 mod request;
+pub mod responses;
 pub mod skim;
 pub mod sse;
 pub mod usage;

@@ -2,10 +2,10 @@
 
 mod auth;
 mod chat;
+mod dialects;
 mod limits;
 mod linger;
 mod listen;
-mod messages;
 pub mod reload;
 mod request_id;
 pub mod respond;

@@ -63,10 +63,9 @@ pub fn close_after(resp: &mut Response<Body>, version: Version) {
 /// body, the connection ends after it ([`close_after`]).
 pub fn refusal(e: &ApiError, req: &Request<hyper::body::Incoming>) -> Response<Body> {
     // In the client's dialect: Anthropic's error shape on its paths.
-    let mut resp = if req.uri().path().starts_with("/v1/messages") {
-        super::messages::error(e)
-    } else {
-        error(e)
+    let mut resp = match super::dialects::Dialect::of_path(req.uri().path()) {
+        Some(d) => d.error(e),
+        None => error(e),
     };
     if !req.body().is_end_stream() {
         close_after(&mut resp, req.version());

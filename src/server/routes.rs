@@ -1,7 +1,8 @@
 //! Routing of paths and methods, and the small endpoints (health, readiness, metrics, models).
 
+use super::dialects::{self, Dialect};
 use super::respond::{self, Body};
-use super::{chat, messages, Caller, Gateway};
+use super::{chat, Caller, Gateway};
 use crate::api::ApiError;
 use crate::policy::{ModelKind, AUTO, LOCAL};
 use http::{Method, Request, Response, StatusCode};
@@ -18,7 +19,9 @@ pub async fn handle(
     let path = req.uri().path();
     let model_id = path.strip_prefix("/v1/models/").filter(|id| !id.is_empty());
     let allow = match path {
-        "/v1/chat/completions" | "/v1/messages" | "/v1/messages/count_tokens" => "POST",
+        "/v1/chat/completions" | "/v1/messages" | "/v1/messages/count_tokens" | "/v1/responses" => {
+            "POST"
+        }
         "/v1/models" | "/v1/switchyard/budget" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
         _ if model_id.is_some() => "GET, HEAD",
         _ => {
@@ -59,8 +62,11 @@ pub async fn handle(
         }
         "/v1/models" => models(&gateway),
         "/v1/switchyard/budget" => budget(&gateway, &req).await,
-        "/v1/messages" => messages::handle(gateway, req, false).await,
-        "/v1/messages/count_tokens" => messages::handle(gateway, req, true).await,
+        "/v1/messages" => dialects::handle(gateway, req, Dialect::Anthropic, false).await,
+        "/v1/messages/count_tokens" => {
+            dialects::handle(gateway, req, Dialect::Anthropic, true).await
+        }
+        "/v1/responses" => dialects::handle(gateway, req, Dialect::Responses, false).await,
         _ => chat::handle(gateway, req).await,
     }
 }

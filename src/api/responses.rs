@@ -1,0 +1,884 @@
+//! The OpenAI Responses dialect (`POST /v1/responses`), stateless core, translated to and from
+//! the gateway's one internal request (a chat completion), as [`super::anthropic`] does for
+//! Messages. Errors keep OpenAI's shape, which the Responses API shares.
+//!
+//! Source of the format: OpenAI's Responses API reference (request fields, input items
+//! `message` / `function_call` / `function_call_output`, the `response` object, and the
+//! streaming events `response.created`, `response.in_progress`, `response.output_item.added`,
+//! `response.content_part.added`, `response.output_text.delta`, `response.output_text.done`,
+//! `response.content_part.done`, `response.function_call_arguments.delta`,
+//! `response.function_call_arguments.done`, `response.output_item.done`, `response.completed`).
+
+use super::ApiError;
+use bytes::{Bytes, BytesMut};
+use serde_json::{json, Map, Value};
+
+/// What the translation keeps of the client's request for the way back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    /// The model the client named.
+    pub model: String,
+    pub stream: bool,
+    /// Request fields the `response` object repeats (`instructions`, `max_output_tokens`,
+    /// `temperature`, `top_p`, `tools`, `tool_choice`, `text`, `metadata`, ...).
+    pub echo: Map<String, Value>,
+}
+
+fn bad(message: impl Into<String>, param: &str) -> ApiError {
+    ApiError::bad_request(message, Some(param))
+}
+
+/// Fields of the Responses API this gateway cannot honour, and why.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "previous_response_id",
+        "the gateway keeps no responses: send the whole conversation in `input`",
+    ),
+    (
+        "conversation",
+        "the gateway keeps no conversations: send the whole conversation in `input`",
+    ),
+    ("background", "background mode is not supported"),
+    ("prompt", "stored prompts are not supported"),
+];
+
+/// Translates a Responses request body into an OpenAI chat completion request body.
+///
+/// Shapes: `model` (required); `input` as a string or a list of items: messages (`role`
+/// user/system/developer/assistant, `content` a string or `input_text` / `input_image` /
+/// `output_text` parts), `function_call` and `function_call_output`; `instructions`; function
+/// `tools` and `tool_choice`; `max_output_tokens`, `temperature`, `top_p`, `user`,
+/// `parallel_tool_calls`, `metadata`; `text.format` (`text`, `json_object`, `json_schema`);
+/// `stream`. `store: false` and `truncation: disabled` are accepted.
+///
+/// Errors: a 400 naming the field: `previous_response_id`, `conversation`, `store: true`,
+/// `background`, stored prompts, built-in tools (web search, file search, computer use, code
+/// interpreter, image generation, MCP), `reasoning` items, file inputs, and anything malformed.
+pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}"), None))?;
+    let Some(obj) = v.as_object() else {
+        return Err(bad("the body must be a JSON object", "body"));
+    };
+    for (field, why) in REFUSED {
+        if obj
+            .get(*field)
+            .is_some_and(|v| !v.is_null() && *v != Value::Bool(false))
+        {
+            return Err(bad(format!("`{field}` is not supported: {why}"), field));
+        }
+    }
+    if obj.get("store") == Some(&Value::Bool(true)) {
+        return Err(bad(
+            "`store: true` is not supported: the gateway keeps no responses (send `store: false` or leave it out)",
+            "store",
+        ));
+    }
+    for key in obj.keys() {
+        if !matches!(
+            key.as_str(),
+            "model"
+                | "input"
+                | "instructions"
+                | "tools"
+                | "tool_choice"
+                | "max_output_tokens"
+                | "temperature"
+                | "top_p"
+                | "user"
+                | "parallel_tool_calls"
+                | "metadata"
+                | "text"
+                | "stream"
+                | "store"
+                | "truncation"
+                | "previous_response_id"
+                | "background"
+                | "conversation"
+                | "prompt"
+                | "service_tier"
+        ) {
+            return Err(bad(
+                format!("`{key}` is not supported here (docs/api.md lists what is)"),
+                key,
+            ));
+        }
+    }
+    if let Some(t) = obj.get("truncation").filter(|t| !t.is_null()) {
+        if t != "disabled" {
+            return Err(bad(
+                "only `truncation: disabled` is supported",
+                "truncation",
+            ));
+        }
+    }
+    let model = obj
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| bad("`model` is required and must be a string", "model"))?;
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("`stream` must be a boolean", "stream")),
+    };
+    let mut out = Map::new();
+    let mut echo = Map::new();
+    out.insert("model".into(), json!(model));
+    let mut messages = vec![];
+    match obj.get("instructions") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => {
+            echo.insert("instructions".into(), json!(s));
+            messages.push(json!({"role": "system", "content": s}));
+        }
+        Some(_) => return Err(bad("`instructions` must be a string", "instructions")),
+    }
+    match obj.get("input") {
+        Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
+        Some(Value::Array(items)) if !items.is_empty() => {
+            for (i, item) in items.iter().enumerate() {
+                input_item(item, &format!("input[{i}]"), &mut messages)?;
+            }
+        }
+        _ => {
+            return Err(bad(
+                "`input` is required: a string or a non-empty list of items",
+                "input",
+            ))
+        }
+    }
+    out.insert("messages".into(), Value::Array(messages));
+    match obj.get("max_output_tokens") {
+        None | Some(Value::Null) => {}
+        Some(n) => {
+            let n = n.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
+                bad(
+                    "`max_output_tokens` must be an integer of at least 1",
+                    "max_output_tokens",
+                )
+            })?;
+            out.insert("max_tokens".into(), json!(n));
+            echo.insert("max_output_tokens".into(), json!(n));
+        }
+    }
+    for field in ["temperature", "top_p"] {
+        match obj.get(field) {
+            None | Some(Value::Null) => {}
+            Some(n) if n.is_number() => {
+                out.insert(field.into(), n.clone());
+                echo.insert(field.into(), n.clone());
+            }
+            Some(_) => return Err(bad(format!("`{field}` must be a number"), field)),
+        }
+    }
+    for (field, check) in [
+        ("user", Value::is_string as fn(&Value) -> bool),
+        ("parallel_tool_calls", Value::is_boolean),
+    ] {
+        if let Some(x) = obj.get(field).filter(|x| !x.is_null()) {
+            if !check(x) {
+                return Err(bad(format!("`{field}` has the wrong type"), field));
+            }
+            out.insert(field.into(), x.clone());
+            echo.insert(field.into(), x.clone());
+        }
+    }
+    if let Some(m) = obj.get("metadata").filter(|m| !m.is_null()) {
+        if !m.is_object() {
+            return Err(bad("`metadata` must be an object", "metadata"));
+        }
+        echo.insert("metadata".into(), m.clone());
+    }
+    if let Some(tools) = obj.get("tools").filter(|t| !t.is_null()) {
+        let Some(list) = tools.as_array() else {
+            return Err(bad("`tools` must be a list", "tools"));
+        };
+        let mut fns = vec![];
+        for (i, t) in list.iter().enumerate() {
+            let p = format!("tools[{i}]");
+            let kind = t.get("type").and_then(Value::as_str).unwrap_or("");
+            if kind != "function" {
+                return Err(bad(
+                    format!("tool type `{kind}` is not supported: only `function` tools (built-in tools run on OpenAI's servers)"),
+                    &p,
+                ));
+            }
+            let name = t
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("a function tool needs a `name`", &p))?;
+            let mut f = json!({"name": name, "parameters": t.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}}))});
+            if let Some(d) = t.get("description").and_then(Value::as_str) {
+                f["description"] = json!(d);
+            }
+            if let Some(s) = t.get("strict").and_then(Value::as_bool) {
+                f["strict"] = json!(s);
+            }
+            fns.push(json!({"type": "function", "function": f}));
+        }
+        echo.insert("tools".into(), tools.clone());
+        if !fns.is_empty() {
+            out.insert("tools".into(), Value::Array(fns));
+        }
+    }
+    if let Some(choice) = obj.get("tool_choice").filter(|c| !c.is_null()) {
+        let mapped = match choice {
+            Value::String(s) if matches!(s.as_str(), "auto" | "none" | "required") => {
+                choice.clone()
+            }
+            Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
+                let name = o.get("name").and_then(Value::as_str).ok_or_else(|| {
+                    bad(
+                        "`tool_choice` of type `function` needs a `name`",
+                        "tool_choice.name",
+                    )
+                })?;
+                json!({"type": "function", "function": {"name": name}})
+            }
+            _ => {
+                return Err(bad(
+                    "`tool_choice` must be auto, none, required or a function",
+                    "tool_choice",
+                ))
+            }
+        };
+        echo.insert("tool_choice".into(), choice.clone());
+        out.insert("tool_choice".into(), mapped);
+    }
+    if let Some(text) = obj.get("text").filter(|t| !t.is_null()) {
+        echo.insert("text".into(), text.clone());
+        if let Some(format) = text.get("format").filter(|f| !f.is_null()) {
+            match format.get("type").and_then(Value::as_str) {
+                Some("text") => {}
+                Some("json_object") => {
+                    out.insert("response_format".into(), json!({"type": "json_object"}));
+                }
+                Some("json_schema") => {
+                    let name = format
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("response");
+                    let schema =
+                        format
+                            .get("schema")
+                            .filter(|s| s.is_object())
+                            .ok_or_else(|| {
+                                bad(
+                                    "a json_schema format needs a `schema` object",
+                                    "text.format.schema",
+                                )
+                            })?;
+                    let mut js = json!({"name": name, "schema": schema});
+                    if let Some(s) = format.get("strict").and_then(Value::as_bool) {
+                        js["strict"] = json!(s);
+                    }
+                    out.insert(
+                        "response_format".into(),
+                        json!({"type": "json_schema", "json_schema": js}),
+                    );
+                }
+                _ => {
+                    return Err(bad(
+                        "`text.format.type` must be text, json_object or json_schema",
+                        "text.format.type",
+                    ))
+                }
+            }
+        }
+    }
+    if stream {
+        out.insert("stream".into(), json!(true));
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    let bytes = serde_json::to_vec(&Value::Object(out)).map_err(|_| ApiError::Internal)?;
+    Ok((
+        bytes,
+        Inbound {
+            model: model.to_string(),
+            stream,
+            echo,
+        },
+    ))
+}
+
+/// One input item onto the chat messages.
+fn input_item(item: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), ApiError> {
+    let kind = item.get("type").and_then(Value::as_str);
+    match kind {
+        Some("function_call") => {
+            let id = item.get("call_id").and_then(Value::as_str);
+            let name = item.get("name").and_then(Value::as_str);
+            let (Some(id), Some(name)) = (id, name) else {
+                return Err(bad("a function_call item needs `call_id` and `name`", param));
+            };
+            let args = item.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+            let call = json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}});
+            // Consecutive calls belong to one assistant turn.
+            if let Some(last) = out.last_mut().filter(|m| m["role"] == "assistant" && m.get("tool_calls").is_some()) {
+                if let Some(calls) = last["tool_calls"].as_array_mut() {
+                    calls.push(call);
+                    return Ok(());
+                }
+            }
+            out.push(json!({"role": "assistant", "content": Value::Null, "tool_calls": [call]}));
+            Ok(())
+        }
+        Some("function_call_output") => {
+            let id = item
+                .get("call_id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("a function_call_output item needs `call_id`", param))?;
+            let output = match item.get("output") {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            out.push(json!({"role": "tool", "tool_call_id": id, "content": output}));
+            Ok(())
+        }
+        None | Some("message") => {
+            let role = item
+                .get("role")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("a message item needs a `role`", param))?;
+            let role = match role {
+                "user" | "system" | "assistant" => role,
+                "developer" => "system",
+                other => return Err(bad(format!("role `{other}` is not supported"), &format!("{param}.role"))),
+            };
+            let content = match item.get("content") {
+                Some(Value::String(s)) => json!(s),
+                Some(Value::Array(parts)) => {
+                    let mut out_parts = vec![];
+                    for (j, p) in parts.iter().enumerate() {
+                        let pp = format!("{param}.content[{j}]");
+                        match p.get("type").and_then(Value::as_str) {
+                            Some("input_text" | "output_text" | "text") => {
+                                let t = p.get("text").and_then(Value::as_str).ok_or_else(|| bad("a text part needs `text`", &pp))?;
+                                out_parts.push(json!({"type": "text", "text": t}));
+                            }
+                            Some("input_image") => {
+                                let url = p
+                                    .get("image_url")
+                                    .and_then(Value::as_str)
+                                    .ok_or_else(|| bad("an input_image needs `image_url` (file ids are not supported)", &pp))?;
+                                let mut image = json!({"url": url});
+                                if let Some(d) = p.get("detail").and_then(Value::as_str) {
+                                    image["detail"] = json!(d);
+                                }
+                                out_parts.push(json!({"type": "image_url", "image_url": image}));
+                            }
+                            Some(other) => {
+                                return Err(bad(format!("content parts of type `{other}` are not supported (input_text, input_image, output_text)"), &pp))
+                            }
+                            None => return Err(bad("a content part needs a `type`", &pp)),
+                        }
+                    }
+                    if role != "user" {
+                        // System and assistant turns are text in chat completions.
+                        let text: Vec<&str> = out_parts.iter().filter_map(|p| p["text"].as_str()).collect();
+                        if text.len() != out_parts.len() {
+                            return Err(bad("only user messages may hold images", param));
+                        }
+                        json!(text.join(""))
+                    } else {
+                        Value::Array(out_parts)
+                    }
+                }
+                _ => return Err(bad("`content` must be a string or a list of parts", param)),
+            };
+            out.push(json!({"role": role, "content": content}));
+            Ok(())
+        }
+        Some(other) => Err(bad(
+            format!("input items of type `{other}` are not supported (message, function_call, function_call_output)"),
+            param,
+        )),
+    }
+}
+
+fn usage_of(u: Option<&Value>) -> Value {
+    let n = |k: &str| {
+        u.and_then(|u| u.get(k))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    let cached = u
+        .and_then(|u| u.pointer("/prompt_tokens_details/cached_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let (input, output) = (n("prompt_tokens"), n("completion_tokens"));
+    json!({
+        "input_tokens": input,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input + output,
+    })
+}
+
+fn bare_id(id: Option<&str>) -> String {
+    let id = id.unwrap_or("");
+    id.strip_prefix("chatcmpl-").unwrap_or(id).to_string()
+}
+
+/// The `response` object around `output`, repeating the request's settings.
+fn response_object(
+    id: &str,
+    inbound: &Inbound,
+    status: &str,
+    output: Value,
+    usage: Value,
+    incomplete: bool,
+) -> Value {
+    let mut r = json!({
+        "id": format!("resp_{id}"),
+        "object": "response",
+        "created_at": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "status": status,
+        "model": inbound.model,
+        "output": output,
+        "usage": usage,
+        "error": Value::Null,
+        "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "instructions": Value::Null,
+        "max_output_tokens": Value::Null,
+        "parallel_tool_calls": true,
+        "temperature": Value::Null,
+        "top_p": Value::Null,
+        "tool_choice": "auto",
+        "tools": [],
+        "text": {"format": {"type": "text"}},
+        "store": false,
+        "metadata": {},
+    });
+    if let Some(o) = r.as_object_mut() {
+        for (k, v) in &inbound.echo {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    r
+}
+
+/// Translates an OpenAI chat completion body into a `response` object.
+pub fn from_completion(body: &[u8], inbound: &Inbound) -> Result<Bytes, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::BadGateway("the model's answer is not a chat completion".into()))?;
+    let choice = v
+        .pointer("/choices/0")
+        .ok_or_else(|| ApiError::BadGateway("the model's answer has no choices".into()))?;
+    let id = bare_id(v.get("id").and_then(Value::as_str));
+    let msg = &choice["message"];
+    let mut output = vec![];
+    if let Some(t) = msg
+        .get("content")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
+        output.push(json!({"type": "message", "id": format!("msg_{id}"), "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": t, "annotations": []}]}));
+    }
+    for (i, call) in msg
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        output.push(json!({"type": "function_call", "id": format!("fc_{id}_{i}"), "status": "completed",
+            "call_id": call.get("id").and_then(Value::as_str).unwrap_or(""),
+            "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or(""),
+            "arguments": call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}")}));
+    }
+    let incomplete = choice.get("finish_reason").and_then(Value::as_str) == Some("length");
+    let status = if incomplete {
+        "incomplete"
+    } else {
+        "completed"
+    };
+    let r = response_object(
+        &id,
+        inbound,
+        status,
+        Value::Array(output),
+        usage_of(v.get("usage")),
+        incomplete,
+    );
+    Ok(Bytes::from(r.to_string()))
+}
+
+#[derive(Debug)]
+enum Item {
+    Text {
+        index: usize,
+        text: String,
+    },
+    Call {
+        index: usize,
+        call: u64,
+        id: String,
+        call_id: String,
+        name: String,
+        args: String,
+    },
+}
+
+/// Turns an OpenAI chunk stream into the Responses event stream (see the module documentation),
+/// with `sequence_number`s from 0; the final `response.completed` carries the whole output and
+/// the usage. An error event of the stream becomes an `error` event.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    inbound: Inbound,
+    id: String,
+    seq: u64,
+    started: bool,
+    open: Option<Item>,
+    done: Vec<Value>,
+    incomplete: bool,
+    usage: Option<Value>,
+    ended: bool,
+}
+
+impl StreamTranslator {
+    pub fn new(inbound: &Inbound) -> StreamTranslator {
+        StreamTranslator {
+            inbound: inbound.clone(),
+            id: String::new(),
+            seq: 0,
+            started: false,
+            open: None,
+            done: vec![],
+            incomplete: false,
+            usage: None,
+            ended: false,
+        }
+    }
+
+    fn emit(&mut self, out: &mut BytesMut, kind: &str, mut data: Value) {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(self.seq);
+        self.seq += 1;
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        out.extend_from_slice(data.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+
+    fn start(&mut self, id: Option<&str>, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.id = bare_id(id);
+        let r = response_object(
+            &self.id,
+            &self.inbound,
+            "in_progress",
+            json!([]),
+            Value::Null,
+            false,
+        );
+        self.emit(out, "response.created", json!({"response": r.clone()}));
+        self.emit(out, "response.in_progress", json!({"response": r}));
+    }
+
+    fn close(&mut self, out: &mut BytesMut) {
+        match self.open.take() {
+            Some(Item::Text { index, text }) => {
+                let item_id = format!("msg_{}", self.id);
+                let part = json!({"type": "output_text", "text": text, "annotations": []});
+                self.emit(out, "response.output_text.done", json!({"item_id": item_id, "output_index": index, "content_index": 0, "text": text}));
+                self.emit(out, "response.content_part.done", json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": part}));
+                let item = json!({"type": "message", "id": item_id, "status": "completed", "role": "assistant", "content": [part]});
+                self.emit(
+                    out,
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item.clone()}),
+                );
+                self.done.push(item);
+            }
+            Some(Item::Call {
+                index,
+                id,
+                call_id,
+                name,
+                args,
+                ..
+            }) => {
+                self.emit(
+                    out,
+                    "response.function_call_arguments.done",
+                    json!({"item_id": id, "output_index": index, "arguments": args}),
+                );
+                let item = json!({"type": "function_call", "id": id, "status": "completed", "call_id": call_id, "name": name, "arguments": args});
+                self.emit(
+                    out,
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item.clone()}),
+                );
+                self.done.push(item);
+            }
+            None => {}
+        }
+    }
+
+    /// Takes one OpenAI stream event's data (a chunk, an error object or `[DONE]`).
+    pub fn event(&mut self, data: &[u8], out: &mut BytesMut) {
+        if self.ended {
+            return;
+        }
+        if data == b"[DONE]" {
+            self.end(out);
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+            return;
+        };
+        if let Some(err) = v.get("error") {
+            let message = err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("the stream failed")
+                .to_string();
+            self.emit(
+                out,
+                "error",
+                json!({"code": "server_error", "message": message, "param": Value::Null}),
+            );
+            self.ended = true;
+            return;
+        }
+        self.start(v.get("id").and_then(Value::as_str), out);
+        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+            self.usage = Some(u.clone());
+        }
+        let Some(choice) = v.pointer("/choices/0") else {
+            return;
+        };
+        let delta = &choice["delta"];
+        if let Some(t) = delta
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            if !matches!(self.open, Some(Item::Text { .. })) {
+                self.close(out);
+                let index = self.done.len();
+                let item_id = format!("msg_{}", self.id);
+                self.emit(out, "response.output_item.added", json!({"output_index": index, "item": {"type": "message", "id": item_id, "status": "in_progress", "role": "assistant", "content": []}}));
+                self.emit(out, "response.content_part.added", json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}));
+                self.open = Some(Item::Text {
+                    index,
+                    text: String::new(),
+                });
+            }
+            if let Some(Item::Text { index, text }) = &mut self.open {
+                text.push_str(t);
+                let index = *index;
+                let item_id = format!("msg_{}", self.id);
+                self.emit(out, "response.output_text.delta", json!({"item_id": item_id, "output_index": index, "content_index": 0, "delta": t}));
+            }
+        }
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let n = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            if !matches!(&self.open, Some(Item::Call { call, .. }) if *call == n) {
+                self.close(out);
+                let index = self.done.len();
+                let id = format!("fc_{}_{n}", self.id);
+                let call_id = call
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let name = call
+                    .pointer("/function/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                self.emit(out, "response.output_item.added", json!({"output_index": index, "item": {"type": "function_call", "id": id, "status": "in_progress", "call_id": call_id, "name": name, "arguments": ""}}));
+                self.open = Some(Item::Call {
+                    index,
+                    call: n,
+                    id,
+                    call_id,
+                    name,
+                    args: String::new(),
+                });
+            }
+            if let Some(piece) = call
+                .pointer("/function/arguments")
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+            {
+                if let Some(Item::Call {
+                    index, id, args, ..
+                }) = &mut self.open
+                {
+                    args.push_str(piece);
+                    let (index, id) = (*index, id.clone());
+                    self.emit(
+                        out,
+                        "response.function_call_arguments.delta",
+                        json!({"item_id": id, "output_index": index, "delta": piece}),
+                    );
+                }
+            }
+        }
+        if choice.get("finish_reason").and_then(Value::as_str) == Some("length") {
+            self.incomplete = true;
+        }
+    }
+
+    /// Ends the response: the open item is finished and `response.completed` (or
+    /// `response.incomplete`) carries the output and the usage.
+    pub fn end(&mut self, out: &mut BytesMut) {
+        if self.ended {
+            return;
+        }
+        self.start(None, out);
+        self.close(out);
+        let (status, kind) = if self.incomplete {
+            ("incomplete", "response.incomplete")
+        } else {
+            ("completed", "response.completed")
+        };
+        let r = response_object(
+            &self.id,
+            &self.inbound,
+            status,
+            Value::Array(self.done.clone()),
+            usage_of(self.usage.as_ref()),
+            self.incomplete,
+        );
+        self.emit(out, kind, json!({"response": r}));
+        self.ended = true;
+    }
+
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: Value) -> Value {
+        let (b, _) = to_chat(body.to_string().as_bytes()).expect("translates");
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    #[test]
+    fn input_items_become_chat_messages() {
+        let v = chat(
+            json!({"model": "auto", "instructions": "Be brief.", "max_output_tokens": 50,
+            "input": [
+                {"role": "developer", "content": "Answer in French."},
+                {"role": "user", "content": [{"type": "input_text", "text": "Weather?"}, {"type": "input_image", "image_url": "data:image/png;base64,AA=="}]},
+                {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"},
+                {"type": "function_call", "call_id": "c2", "name": "get_time", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+                {"type": "function_call_output", "call_id": "c2", "output": "noon"}],
+            "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+            "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}, "strict": true}}}),
+        );
+        assert_eq!(
+            v["messages"][0],
+            json!({"role": "system", "content": "Be brief."})
+        );
+        assert_eq!(
+            v["messages"][1],
+            json!({"role": "system", "content": "Answer in French."})
+        );
+        assert_eq!(
+            v["messages"][2]["content"][1]["image_url"]["url"],
+            "data:image/png;base64,AA=="
+        );
+        assert_eq!(
+            v["messages"][3]["tool_calls"].as_array().map(Vec::len),
+            Some(2)
+        );
+        assert_eq!(
+            v["messages"][5],
+            json!({"role": "tool", "tool_call_id": "c2", "content": "noon"})
+        );
+        assert_eq!(v["max_tokens"], 50);
+        assert_eq!(v["response_format"]["json_schema"]["strict"], true);
+        assert_eq!(v["tools"][0]["function"]["name"], "get_weather");
+    }
+
+    #[test]
+    fn state_and_built_in_tools_are_refused_by_name() {
+        for (body, param) in [
+            (
+                json!({"model": "m", "input": "x", "previous_response_id": "resp_1"}),
+                "previous_response_id",
+            ),
+            (json!({"model": "m", "input": "x", "store": true}), "store"),
+            (
+                json!({"model": "m", "input": "x", "background": true}),
+                "background",
+            ),
+            (
+                json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}),
+                "tools[0]",
+            ),
+            (
+                json!({"model": "m", "input": [{"type": "reasoning", "summary": []}]}),
+                "input[0]",
+            ),
+            (json!({"model": "m"}), "input"),
+        ] {
+            let e = to_chat(body.to_string().as_bytes()).expect_err("refused");
+            assert_eq!(e.body_json()["error"]["param"], param, "{e}");
+        }
+        assert!(to_chat(br#"{"model":"m","input":"x","store":false}"#).is_ok());
+    }
+
+    #[test]
+    fn a_stream_becomes_typed_events_ending_in_the_whole_response() {
+        let (_, inbound) = to_chat(br#"{"model":"auto","input":"hi","stream":true}"#).unwrap();
+        let mut t = StreamTranslator::new(&inbound);
+        let mut out = BytesMut::new();
+        for c in [
+            json!({"id": "chatcmpl-9", "choices": [{"index": 0, "delta": {"content": "Hel"}}]}),
+            json!({"id": "chatcmpl-9", "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]}),
+            json!({"id": "chatcmpl-9", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
+        ] {
+            t.event(c.to_string().as_bytes(), &mut out);
+        }
+        t.event(b"[DONE]", &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let kinds: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed"
+            ]
+        );
+        let last: Value =
+            serde_json::from_str(text.trim_end().rsplit("data: ").next().unwrap()).unwrap();
+        assert_eq!(last["response"]["output"][0]["content"][0]["text"], "Hello");
+        assert_eq!(last["response"]["usage"]["total_tokens"], 5);
+        assert_eq!(last["sequence_number"], 9);
+    }
+}

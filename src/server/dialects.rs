@@ -1,0 +1,245 @@
+//! The dialects other than OpenAI chat completions, over HTTP: Anthropic Messages
+//! (`POST /v1/messages`, `POST /v1/messages/count_tokens`) and OpenAI Responses
+//! (`POST /v1/responses`). Read the body, translate it into the one internal request
+//! ([`anthropic::to_chat`], [`responses::to_chat`]), answer it as any chat request
+//! ([`chat::answer`]: the same limits, classifier, policy, budgets, metrics and request log), and
+//! turn the answer, the stream or the error into the dialect's shapes.
+
+use super::respond::{self, Body};
+use super::{chat, Caller, Gateway};
+use crate::accounting::End;
+use crate::api::{anthropic, responses, sse, ApiError, ChatRequest};
+use bytes::BytesMut;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A dialect translated into the internal request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Anthropic Messages.
+    Anthropic,
+    /// OpenAI Responses.
+    Responses,
+}
+
+/// What a dialect's translation kept for the way back.
+enum Inbound {
+    Anthropic(anthropic::Inbound),
+    Responses(responses::Inbound),
+}
+
+/// A stream translator of either dialect.
+enum Translator {
+    Anthropic(anthropic::StreamTranslator),
+    Responses(responses::StreamTranslator),
+}
+
+impl Translator {
+    fn event(&mut self, data: &[u8], out: &mut BytesMut) {
+        match self {
+            Translator::Anthropic(t) => t.event(data, out),
+            Translator::Responses(t) => t.event(data, out),
+        }
+    }
+    fn end(&mut self, out: &mut BytesMut) {
+        match self {
+            Translator::Anthropic(t) => t.end(out),
+            Translator::Responses(t) => t.end(out),
+        }
+    }
+    fn ended(&self) -> bool {
+        match self {
+            Translator::Anthropic(t) => t.ended(),
+            Translator::Responses(t) => t.ended(),
+        }
+    }
+}
+
+impl Dialect {
+    /// The dialect of a request path, when it is not OpenAI chat completions.
+    pub fn of_path(path: &str) -> Option<Dialect> {
+        if path.starts_with("/v1/messages") {
+            Some(Dialect::Anthropic)
+        } else if path.starts_with("/v1/responses") {
+            Some(Dialect::Responses)
+        } else {
+            None
+        }
+    }
+
+    /// The status and body of an error (OpenAI-shaped `body`) in this dialect.
+    fn error_body(self, status: StatusCode, body: &[u8]) -> (StatusCode, bytes::Bytes) {
+        match self {
+            Dialect::Anthropic => anthropic::error_body(status, body),
+            // The Responses API shares OpenAI's error shape.
+            Dialect::Responses => (status, bytes::Bytes::copy_from_slice(body)),
+        }
+    }
+
+    /// The response of an error in this dialect, with the error's own headers.
+    pub fn error(self, e: &ApiError) -> Response<Body> {
+        let (status, body) = self.error_body(e.status(), &e.body());
+        let mut r = respond::with_body(status, "application/json", body);
+        for (name, value) in e.headers() {
+            r.headers_mut().insert(name, value);
+        }
+        r
+    }
+
+    fn to_chat(self, body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiError> {
+        Ok(match self {
+            Dialect::Anthropic => {
+                let (b, i) = anthropic::to_chat(body, counting)?;
+                (b, Inbound::Anthropic(i))
+            }
+            Dialect::Responses => {
+                let (b, i) = responses::to_chat(body)?;
+                (b, Inbound::Responses(i))
+            }
+        })
+    }
+}
+
+impl Inbound {
+    fn answer(&self, body: &[u8]) -> Result<bytes::Bytes, ApiError> {
+        match self {
+            Inbound::Anthropic(i) => anthropic::from_completion(body, &i.model),
+            Inbound::Responses(i) => responses::from_completion(body, i),
+        }
+    }
+
+    fn translator(&self) -> Translator {
+        match self {
+            Inbound::Anthropic(i) => {
+                Translator::Anthropic(anthropic::StreamTranslator::new(&i.model))
+            }
+            Inbound::Responses(i) => Translator::Responses(responses::StreamTranslator::new(i)),
+        }
+    }
+}
+
+/// Answers a request of `dialect`; with `count_only`, Anthropic's `count_tokens`.
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    req: Request<Incoming>,
+    dialect: Dialect,
+    count_only: bool,
+) -> Response<Body> {
+    let caller = req
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller { tenant: None });
+    let (parts, body) = req.into_parts();
+    let has_body = !body.is_end_stream();
+    let read = chat::read(&gateway, &parts.headers, body).await;
+    let translated = read.as_ref().map_err(Clone::clone).and_then(|b| {
+        let (chat_body, inbound) = dialect.to_chat(b, count_only)?;
+        Ok((ChatRequest::parse(&chat_body)?, inbound))
+    });
+    let (parsed, inbound) = match translated {
+        Ok(t) => t,
+        Err(e) => {
+            if !count_only {
+                // Counted like any refused chat request.
+                gateway
+                    .ledger
+                    .open(Instant::now())
+                    .finish(End::Error(e.status()));
+            }
+            let mut resp = dialect.error(&e);
+            if has_body && read.is_err() && chat::stops_reading(&e) {
+                respond::close_after(&mut resp, parts.version);
+            }
+            return resp;
+        }
+    };
+    if count_only {
+        let tags = parts
+            .headers
+            .get(chat::TAGS_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let feats = crate::features::extract(&parsed, caller.tenant.as_deref(), tags);
+        return respond::with_body(
+            StatusCode::OK,
+            "application/json",
+            anthropic::count_tokens_body(feats.prompt_tokens),
+        );
+    }
+    let settlement = gateway.ledger.open(Instant::now());
+    let resp = chat::answer(gateway, &parts.headers, parsed, settlement, &caller).await;
+    translate(resp, dialect, &inbound).await
+}
+
+/// Turns an OpenAI-shaped response of the chat path into the dialect's: a chat completion into
+/// its answer, an SSE stream into its events, an error into its error shape. The gateway's own
+/// headers (`x-switchyard-*`, `Retry-After`, ...) stay.
+async fn translate(resp: Response<Body>, dialect: Dialect, inbound: &Inbound) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    let is_stream = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if parts.status == StatusCode::OK && is_stream {
+        parts.headers.remove(CONTENT_LENGTH);
+        return Response::from_parts(parts, translate_stream(body, inbound.translator()));
+    }
+    // JSON answers and errors are whole in memory already.
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = if parts.status == StatusCode::OK {
+        match inbound.answer(&bytes) {
+            Ok(b) => b,
+            Err(e) => {
+                let (status, b) = dialect.error_body(e.status(), &e.body());
+                parts.status = status;
+                b
+            }
+        }
+    } else {
+        let (status, b) = dialect.error_body(parts.status, &bytes);
+        parts.status = status;
+        b
+    };
+    Response::from_parts(parts, respond::full(body))
+}
+
+/// The dialect's event stream of an OpenAI SSE body, frame by frame as it comes.
+fn translate_stream(mut body: Body, mut t: Translator) -> Body {
+    let events = async_stream::stream! {
+        let mut decoder = sse::Decoder::default();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame;
+            let Ok(data) = frame.into_data() else { continue };
+            decoder.push_bytes(data);
+            let mut out = BytesMut::new();
+            // The gateway wrote these frames itself: no line is over the decoder's bound.
+            while let Ok(Some(event)) = decoder.next_event() {
+                t.event(&event.data, &mut out);
+            }
+            if !out.is_empty() {
+                yield Ok::<_, Infallible>(Frame::data(out.freeze()));
+            }
+        }
+        if !t.ended() {
+            let mut out = BytesMut::new();
+            t.end(&mut out);
+            yield Ok(Frame::data(out.freeze()));
+        }
+    };
+    StreamBody::new(events).boxed_unsync()
+}

@@ -1,0 +1,69 @@
+"""Drives a running gateway's `/v1/responses` with the official `openai` Python SDK
+(`responses.create` and `responses.stream`), only the base URL changed.
+
+usage: check_openai_responses.py BASE_URL MODE
+  MODE cloud: `auto` goes to a fake OpenAI upstream; the tag `tool` to one that calls get_weather
+  MODE local: `local` is a real on-box GGUF model
+"""
+import json
+import sys
+
+import openai
+from openai import OpenAI
+
+base, mode = sys.argv[1], sys.argv[2]
+client = OpenAI(base_url=base, api_key="sdk-test-key", max_retries=0, timeout=60)
+model = "local" if mode == "local" else "auto"
+
+raw = client.responses.with_raw_response.create(
+    model=model, instructions="You are concise.", input="What is the capital of Italy?",
+    max_output_tokens=16, temperature=0,
+)
+r = raw.parse()
+assert r.object == "response" and r.status in ("completed", "incomplete"), r
+assert r.output_text.strip(), r
+assert r.model == model and r.instructions == "You are concise." and r.max_output_tokens == 16, r
+assert r.usage.input_tokens > 0 and 0 < r.usage.output_tokens <= 16, r.usage
+assert raw.headers["x-switchyard-route"] == ("local" if mode == "local" else "cloud"), dict(raw.headers)
+
+deltas, kinds = [], []
+with client.responses.stream(model=model, input=[{"role": "user", "content": "What is the capital of Italy?"}],
+                             max_output_tokens=16, temperature=0) as stream:
+    for event in stream:
+        kinds.append(event.type)
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+    final = stream.get_final_response()
+assert kinds[0] == "response.created" and kinds[-1] in ("response.completed", "response.incomplete"), kinds
+assert final.output_text == "".join(deltas) and deltas, (final.output_text, deltas)
+assert final.usage.output_tokens > 0, final.usage
+
+try:
+    client.responses.create(model=model, input="hi", previous_response_id="resp_123")
+    raise AssertionError("previous_response_id was accepted")
+except openai.BadRequestError as e:
+    assert "previous_response_id" in str(e), e
+try:
+    client.responses.create(model=model, input="hi", tools=[{"type": "web_search"}])
+    raise AssertionError("a built-in tool was accepted")
+except openai.BadRequestError as e:
+    assert "web_search" in str(e), e
+
+if mode == "cloud":
+    tools = [{"type": "function", "name": "get_weather", "description": "Weather of a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    tagged = {"x-switchyard-tags": "tool"}
+    r = client.responses.create(model="auto", input="Weather in Paris?", tools=tools, extra_headers=tagged)
+    calls = [o for o in r.output if o.type == "function_call"]
+    assert calls and calls[0].name == "get_weather" and json.loads(calls[0].arguments) == {"city": "Paris"}, r.output
+    with client.responses.stream(model="auto", input="Weather in Paris?", tools=tools, extra_headers=tagged) as stream:
+        final = stream.get_final_response()
+    calls = [o for o in final.output if o.type == "function_call"]
+    assert calls and json.loads(calls[0].arguments) == {"city": "Paris"}, final.output
+    follow = client.responses.create(model="auto", tools=tools, input=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": calls[0].call_id, "name": "get_weather", "arguments": calls[0].arguments},
+        {"type": "function_call_output", "call_id": calls[0].call_id, "output": "18 C, sunny"},
+    ])
+    assert follow.output_text, follow
+print("ok")
