@@ -216,7 +216,9 @@ fn azure_style_settings_are_checked() {
     ));
     assert_eq!(code, 1);
     assert!(
-        err.contains("`auth_header` is only valid for `kind: openai` models"),
+        err.contains(
+            "`auth_header` is only valid for cloud (`kind: openai` or `anthropic`) models"
+        ),
         "{err}"
     );
 }

@@ -9,7 +9,7 @@ use super::state::{Admitted, Ask, Refused, StoreError, Ticket, ANONYMOUS};
 use super::{Bill, Ledger};
 use crate::api::{ApiError, Reported, Usage};
 use crate::features::estimate_text_tokens;
-use crate::policy::{Model, ModelKind, OnUnavailable};
+use crate::policy::{Model, OnUnavailable};
 use http::StatusCode;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -162,7 +162,7 @@ impl Settlement {
         let Some(store) = &ledger.state else {
             return Ok(());
         };
-        let cloud = model.kind == ModelKind::Openai;
+        let cloud = model.kind.is_cloud();
         let reserve_usd = (cloud && ledger.policy.budgets.is_some()).then(|| {
             let cap = model.max_output_tokens.unwrap_or(u64::MAX);
             let output = max_tokens

@@ -304,11 +304,13 @@ pub const UPSTREAM_STATUS: http::header::HeaderName =
     http::header::HeaderName::from_static("x-switchyard-upstream-status");
 
 /// The status a client gets for an upstream's error status: a 4xx as it is; 502, 503 and 504 as
-/// they are (bad gateway, unavailable and timeout mean the same one hop further); any other
-/// 5xx (500, 501, ...) becomes 502, the gateway's word for "the upstream failed".
+/// they are (bad gateway, unavailable and timeout mean the same one hop further); Anthropic's
+/// 529 (overloaded) as 503; any other 5xx (500, 501, ...) becomes 502, the gateway's word for
+/// "the upstream failed".
 pub fn client_status(upstream: StatusCode) -> StatusCode {
     match upstream.as_u16() {
         400..=499 | 502..=504 => upstream,
+        529 => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_GATEWAY,
     }
 }

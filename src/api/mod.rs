@@ -2,6 +2,7 @@
 //! upstream, SSE framing, and errors.
 
 pub mod anthropic;
+pub mod anthropic_upstream;
 pub mod capabilities;
 mod error;
 pub mod headers;

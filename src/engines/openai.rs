@@ -40,7 +40,22 @@ pub struct OpenAiEngine {
     /// The request head up to the forwarded headers, for non-streaming and streaming calls.
     head_prefix: [Vec<u8>; 2],
     retry_count: RetryCounter,
+    /// The wire format of the upstream.
+    wire: Wire,
 }
+
+/// What a cloud model's API speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// OpenAI chat completions: the request body is forwarded with only the model replaced.
+    OpenAi,
+    /// Anthropic Messages: requests, answers, streams and errors are translated
+    /// ([`crate::api::anthropic_upstream`]); `max_tokens` defaults to the given count.
+    Anthropic { default_max_tokens: u64 },
+}
+
+/// The Messages API version sent when the client names none (`anthropic-version`).
+const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// `?name=value&...` of a model's `query` parameters, percent-encoded (RFC 3986: all but
 /// unreserved characters); empty when there are none.
@@ -68,15 +83,25 @@ impl OpenAiEngine {
     /// Builds the engine of a policy model of kind `openai`, counting its retries in `retries`.
     pub fn new(model: &Model, retries: RetryCounter) -> Result<OpenAiEngine, String> {
         let p = model.provider.as_ref().ok_or("not a cloud model")?;
-        let endpoint: Uri = format!("{}/chat/completions{}", p.base_url, query_string(&p.query))
+        let wire = match model.kind {
+            crate::policy::ModelKind::Anthropic => Wire::Anthropic {
+                default_max_tokens: model.max_output_tokens.unwrap_or(4096),
+            },
+            _ => Wire::OpenAi,
+        };
+        let path = match wire {
+            Wire::OpenAi => "/chat/completions",
+            Wire::Anthropic { .. } => "/v1/messages",
+        };
+        let endpoint: Uri = format!("{}{path}{}", p.base_url, query_string(&p.query))
             .parse()
             .map_err(|e| format!("invalid base_url for model `{}`: {e}", model.name))?;
         let authorization = match &p.api_key {
             Some(k) => {
                 // `Authorization: Bearer <key>`, or the key as it is in another header.
-                let value = match &p.auth_header {
-                    None => format!("Bearer {}", k.expose()),
-                    Some(_) => k.expose().to_string(),
+                let value = match (&p.auth_header, wire) {
+                    (None, Wire::OpenAi) => format!("Bearer {}", k.expose()),
+                    _ => k.expose().to_string(),
                 };
                 let mut v = HeaderValue::from_str(&value).map_err(|_| {
                     format!(
@@ -100,8 +125,12 @@ impl OpenAiEngine {
                 env!("CARGO_PKG_VERSION"),
             )
             .into_bytes();
+            let auth_name = match wire {
+                Wire::OpenAi => http::header::AUTHORIZATION,
+                Wire::Anthropic { .. } => HeaderName::from_static("x-api-key"),
+            };
             if let Some(auth) = &authorization {
-                let name = p.auth_header.as_ref().unwrap_or(&http::header::AUTHORIZATION);
+                let name = p.auth_header.as_ref().unwrap_or(&auth_name);
                 h.extend_from_slice(name.as_str().as_bytes());
                 h.extend_from_slice(b": ");
                 h.extend_from_slice(auth.as_bytes());
@@ -121,6 +150,7 @@ impl OpenAiEngine {
             upstream,
             head_prefix,
             retry_count: retries,
+            wire,
         })
     }
 
@@ -182,11 +212,35 @@ impl OpenAiEngine {
     /// The request as sent upstream: its head and its body.
     fn request(&self, req: &EngineRequest<'_>, stream: bool) -> (Vec<u8>, Vec<u8>) {
         let mut body = Vec::new();
-        req.request
-            .write_upstream(&self.upstream_model, stream, &mut body);
         let prefix = &self.head_prefix[usize::from(stream)];
         let mut head = Vec::with_capacity(prefix.len() + 64);
         head.extend_from_slice(prefix);
+        match self.wire {
+            Wire::OpenAi => req
+                .request
+                .write_upstream(&self.upstream_model, stream, &mut body),
+            Wire::Anthropic { default_max_tokens } => {
+                body = crate::api::anthropic_upstream::from_chat(
+                    &req.request.body(),
+                    &self.upstream_model,
+                    stream,
+                    default_max_tokens,
+                );
+                // The client's API version and betas when it names them (an Anthropic client).
+                let version = req
+                    .headers
+                    .get("anthropic-version")
+                    .map_or(ANTHROPIC_VERSION.as_bytes(), |v| v.as_bytes());
+                head.extend_from_slice(b"anthropic-version: ");
+                head.extend_from_slice(version);
+                head.extend_from_slice(b"\r\n");
+                if let Some(beta) = req.headers.get("anthropic-beta") {
+                    head.extend_from_slice(b"anthropic-beta: ");
+                    head.extend_from_slice(beta.as_bytes());
+                    head.extend_from_slice(b"\r\n");
+                }
+            }
+        }
         for (name, value) in crate::api::headers::forwarded(req.headers, &self.forward_headers) {
             head.extend_from_slice(name.as_str().as_bytes());
             head.extend_from_slice(b": ");
@@ -215,6 +269,18 @@ impl OpenAiEngine {
         let body = match timeout_at(deadline, read_limited(resp.body, 64 * 1024)).await {
             Ok(Ok(b)) => self.redactor.apply(b),
             _ => Bytes::new(),
+        };
+        // An Anthropic error body becomes OpenAI's shape, with its message and type.
+        let body = match self.wire {
+            Wire::Anthropic { .. } => match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(v) if v.pointer("/error/message").is_some() => Bytes::from(
+                    serde_json::json!({"error": {"message": v.pointer("/error/message"),
+                        "type": v.pointer("/error/type"), "param": null, "code": null}})
+                    .to_string(),
+                ),
+                _ => body,
+            },
+            Wire::OpenAi => body,
         };
         EngineError::Status {
             status,
@@ -354,6 +420,10 @@ impl ChatEngine for OpenAiEngine {
 /// reported to the circuit breaker; dropped before either (the client went away), its permit
 /// counts as neither.
 struct SseChunks {
+    /// For an Anthropic upstream: its events' translator, and the chunks translated but not
+    /// yet handed out.
+    anthropic: Option<crate::api::anthropic_upstream::StreamFromAnthropic>,
+    queue: std::collections::VecDeque<Bytes>,
     body: upstream::Body,
     decoder: sse::Decoder,
     redactor: Redactor,
@@ -373,6 +443,9 @@ struct SseChunks {
 impl SseChunks {
     /// The next item from what has been read; `None` when more must be read first.
     fn decoded(&mut self) -> Option<Option<Result<Chunk, EngineError>>> {
+        if self.anthropic.is_some() {
+            return self.decoded_anthropic();
+        }
         let event = match self.decoder.next_event() {
             Ok(Some(e)) => e,
             Ok(None) if self.ended => match self.decoder.finish() {
@@ -397,6 +470,49 @@ impl SseChunks {
             }
             Err(e) => self.fail(e),
         }))
+    }
+
+    /// [`Self::decoded`] for an Anthropic upstream: its events translated into OpenAI chunks,
+    /// handed out one at a time; the stream ends after `message_stop`'s usage chunk.
+    fn decoded_anthropic(&mut self) -> Option<Option<Result<Chunk, EngineError>>> {
+        use crate::api::anthropic_upstream::Translated;
+        loop {
+            if let Some(payload) = self.queue.pop_front() {
+                return Some(Some(parse_chunk(payload).map(|(c, _)| c)));
+            }
+            if self.finished {
+                return Some(self.end());
+            }
+            let event = match self.decoder.next_event() {
+                Ok(Some(e)) => e,
+                Ok(None) if self.ended => match self.decoder.finish() {
+                    Some(e) => e,
+                    None => {
+                        return Some(Some(self.fail(EngineError::Transport(
+                            "the upstream closed the stream before it finished".into(),
+                        ))))
+                    }
+                },
+                Ok(None) => return None,
+                Err(e) => return Some(Some(self.fail(EngineError::Protocol(e.to_string())))),
+            };
+            let data = self.redactor.apply(event.data);
+            let translator = self.anthropic.as_mut()?;
+            match translator.event(&data) {
+                Translated::Chunks(c) => self.queue.extend(c),
+                Translated::Done(c) => {
+                    self.queue.extend(c);
+                    self.finished = true;
+                }
+                Translated::Error(message) => {
+                    let payload =
+                        serde_json::json!({"error": {"message": message, "type": "server_error"}});
+                    return Some(Some(
+                        self.fail(EngineError::InStream(Bytes::from(payload.to_string()))),
+                    ));
+                }
+            }
+        }
     }
 
     fn end(&mut self) -> Option<Result<Chunk, EngineError>> {
@@ -464,6 +580,13 @@ impl OpenAiEngine {
             .await
             .map_err(|_| EngineError::TotalTimeout(self.timeouts.total))??;
         let body = self.redactor.apply(body);
+        let body = match self.wire {
+            Wire::OpenAi => body,
+            Wire::Anthropic { .. } => {
+                crate::api::anthropic_upstream::to_completion(&body, &self.upstream_model)
+                    .map_err(EngineError::Protocol)?
+            }
+        };
         let view: CompletionView = serde_json::from_slice(&body).map_err(|e| {
             EngineError::Protocol(format!("the response is not a chat completion: {e}"))
         })?;
@@ -507,6 +630,13 @@ impl OpenAiEngine {
             ));
         }
         let chunks = SseChunks {
+            anthropic: match self.wire {
+                Wire::Anthropic { .. } => Some(
+                    crate::api::anthropic_upstream::StreamFromAnthropic::new(&self.upstream_model),
+                ),
+                Wire::OpenAi => None,
+            },
+            queue: std::collections::VecDeque::new(),
             body: resp.body,
             decoder: sse::Decoder::default(),
             redactor: self.redactor.clone(),

@@ -182,13 +182,13 @@ impl Compiler<'_> {
                         if set {
                             self.error(
                                 &format!("{path}.{field}"),
-                                format!("`{field}` is only valid for `kind: openai` models"),
+                                format!("`{field}` is only valid for cloud (`kind: openai` or `anthropic`) models"),
                             );
                         }
                     }
                     None
                 }
-                ModelKind::Openai => {
+                ModelKind::Openai | ModelKind::Anthropic => {
                     for (field, set) in [
                         ("path", m.path.is_some()),
                         ("tokenizer", m.tokenizer.is_some()),
@@ -230,9 +230,11 @@ impl Compiler<'_> {
                         "reference_model",
                         format!("unknown model `{r}` (not under `models`)"),
                     ),
-                    Some(m) if m.kind != ModelKind::Openai => self.error(
+                    Some(m) if !m.kind.is_cloud() => self.error(
                         "reference_model",
-                        format!("reference model `{r}` must be a cloud (`openai`) model"),
+                        format!(
+                            "reference model `{r}` must be a cloud (`openai` or `anthropic`) model"
+                        ),
                     ),
                     _ => {}
                 }
@@ -240,7 +242,7 @@ impl Compiler<'_> {
             }
             None => models
                 .values()
-                .find(|m| m.kind == ModelKind::Openai)
+                .find(|m| m.kind.is_cloud())
                 .map(|m| m.name.clone()),
         };
         let local_model = models
@@ -590,6 +592,7 @@ impl Compiler<'_> {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Provider {
         let base_url = match &m.base_url {
+            None if m.kind == ModelKind::Anthropic => "https://api.anthropic.com".to_string(),
             None => {
                 self.error(
                     path,
@@ -787,6 +790,10 @@ impl Compiler<'_> {
         let engine = match kind {
             ModelKind::Local => crate::local::capabilities(),
             ModelKind::Openai => Capabilities::all(),
+            // What the Messages translation carries: tools and images.
+            ModelKind::Anthropic => Capabilities::NONE
+                .with(crate::api::Capability::Tools)
+                .with(crate::api::Capability::Images),
         };
         let Some(names) = declared else {
             return engine;

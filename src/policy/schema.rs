@@ -250,6 +250,15 @@ pub enum ModelKind {
     Local,
     /// A cloud provider speaking the OpenAI chat completions API.
     Openai,
+    /// Anthropic's Messages API (`base_url` without `/v1`; default `https://api.anthropic.com`).
+    Anthropic,
+}
+
+impl ModelKind {
+    /// Whether the model runs in the cloud (every kind but `local`).
+    pub fn is_cloud(self) -> bool {
+        self != ModelKind::Local
+    }
 }
 
 /// One model entry. Fields that only make sense for one kind are checked in `compile`.

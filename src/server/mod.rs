@@ -78,7 +78,7 @@ impl Gateway {
         for m in policy.models.values() {
             if let Some(e) = carried(m) {
                 engines.insert(m.name.clone(), e);
-            } else if m.kind == ModelKind::Openai {
+            } else if m.kind.is_cloud() {
                 let retries = metrics.retry_counter(&m.name);
                 engines.insert(m.name.clone(), Arc::new(OpenAiEngine::new(m, retries)?));
             } else {

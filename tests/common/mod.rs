@@ -198,6 +198,9 @@ impl FakeUpstream {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        if let Some(variant) = behaviour.strip_prefix("anthropic") {
+            return anthropic_respond(variant, &headers, &body);
+        }
         if behaviour == "leaky" {
             // Echoes the credentials it got: in a response header and body, or in a stream's
             // error event.
@@ -354,6 +357,109 @@ impl FakeUpstream {
 }
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A fake Anthropic Messages upstream (`/anthropic…/v1/messages`): it requires `x-api-key` and
+/// `anthropic-version` (401 in Anthropic's error shape otherwise) and answers a `message` with
+/// 21 input and 4 output tokens, or the Messages event stream. Variants: `-tool` (a `tool_use`
+/// of get_weather), `-cached` (100 input tokens, 900 read from the prompt cache, 10 output),
+/// `-529` (overloaded).
+fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Response<BoxBody> {
+    let error = |status: u16, kind: &str, message: &str| {
+        full_response(
+            StatusCode::from_u16(status).expect("status"),
+            "application/json",
+            json!({"type": "error", "error": {"type": kind, "message": message}}).to_string(),
+        )
+    };
+    if headers.get("x-api-key").is_none() || headers.get("anthropic-version").is_none() {
+        return error(
+            401,
+            "authentication_error",
+            "x-api-key and anthropic-version are required",
+        );
+    }
+    if body["max_tokens"].as_u64().is_none() || !body["messages"].is_array() {
+        return error(
+            400,
+            "invalid_request_error",
+            "max_tokens and messages are required",
+        );
+    }
+    if variant == "-529" {
+        return error(529, "overloaded_error", "Overloaded");
+    }
+    let model = body["model"].as_str().unwrap_or("").to_string();
+    let usage = if variant == "-cached" {
+        json!({"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 900, "cache_creation_input_tokens": 0})
+    } else {
+        json!({"input_tokens": 21, "output_tokens": 4, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0})
+    };
+    let (block, stop) = if variant == "-tool" {
+        (
+            json!({"type": "tool_use", "id": "toolu_fake_1", "name": "get_weather", "input": {"city": "Paris"}}),
+            "tool_use",
+        )
+    } else {
+        (
+            json!({"type": "text", "text": "Hello from Claude"}),
+            "end_turn",
+        )
+    };
+    if body["stream"] != json!(true) {
+        let v = json!({"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+            "content": [block], "stop_reason": stop, "stop_sequence": null, "usage": usage});
+        return full_response(StatusCode::OK, "application/json", v.to_string());
+    }
+    let mut events = vec![
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant",
+            "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 1,
+                "cache_read_input_tokens": usage["cache_read_input_tokens"], "cache_creation_input_tokens": 0}}}),
+        ),
+        ("ping", json!({"type": "ping"})),
+    ];
+    if variant == "-tool" {
+        events.push(("content_block_start", json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": "toolu_fake_1", "name": "get_weather", "input": {}}})));
+        for piece in ["{\"city\"", ": \"Paris\"}"] {
+            events.push((
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            ));
+        }
+    } else {
+        events.push((
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ));
+        for piece in ["Hello", " from Claude"] {
+            events.push((
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": piece}}),
+            ));
+        }
+    }
+    events.push((
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    events.push((
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+        "usage": {"output_tokens": usage["output_tokens"]}}),
+    ));
+    events.push(("message_stop", json!({"type": "message_stop"})));
+    let text: String = events
+        .iter()
+        .map(|(kind, data)| format!("event: {kind}\ndata: {data}\n\n"))
+        .collect();
+    full_response(StatusCode::OK, "text/event-stream", text)
+}
 
 /// The response headers an OpenAI upstream sends with every answer, errors included: its
 /// request id (`req_fake_<n>`, n counting requests), rate-limit state, timing, and two that a

@@ -1,0 +1,473 @@
+//! The other side of the Anthropic dialect: an internal (OpenAI chat) request sent to an
+//! Anthropic model (`kind: anthropic`) as a Messages request, and its answer and stream brought
+//! back as an OpenAI chat completion and chunks. Sources: Anthropic's Messages API reference and
+//! OpenAI's chat completions reference, as for [`super::anthropic`].
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+/// Anthropic's `temperature` is in [0, 1]; OpenAI's in [0, 2].
+const MAX_TEMPERATURE: f64 = 1.0;
+
+/// A `data:` URL as an Anthropic base64 image source, else a URL source.
+fn image_source(url: &str) -> Value {
+    if let Some(rest) = url.strip_prefix("data:") {
+        if let Some((media, data)) = rest.split_once(";base64,") {
+            return json!({"type": "base64", "media_type": media, "data": data});
+        }
+    }
+    json!({"type": "url", "url": url})
+}
+
+/// The text of an OpenAI message `content` (a string, or parts of which the text ones count).
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+/// Appends `blocks` as a turn of `role`, joining it to the previous turn of the same role
+/// (Messages alternate user and assistant turns).
+fn push_turn(turns: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
+    if blocks.is_empty() {
+        return;
+    }
+    if let Some(last) = turns.last_mut().filter(|t| t["role"] == role) {
+        if let Some(content) = last["content"].as_array_mut() {
+            content.extend(blocks);
+            return;
+        }
+    }
+    turns.push(json!({"role": role, "content": blocks}));
+}
+
+/// Translates an OpenAI chat request (its JSON members) into a Messages request body for
+/// `model`. `max_tokens` comes from the request (`max_completion_tokens`, else `max_tokens`),
+/// else `default_max_tokens` (Messages requires it). System and developer messages become
+/// `system`; tool calls `tool_use` blocks; tool messages `tool_result` blocks of a user turn;
+/// image parts image blocks; `stop` `stop_sequences`; `user` `metadata.user_id`; temperature is
+/// capped at 1.
+pub fn from_chat(
+    chat: &Map<String, Value>,
+    model: &str,
+    stream: bool,
+    default_max_tokens: u64,
+) -> Vec<u8> {
+    let mut system = vec![];
+    let mut turns: Vec<Value> = vec![];
+    for m in chat
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
+        let content = m.get("content").unwrap_or(&Value::Null);
+        match role {
+            "system" | "developer" => system.push(text_of(content)),
+            "assistant" => {
+                let mut blocks = vec![];
+                let text = text_of(content);
+                if !text.is_empty() {
+                    blocks.push(json!({"type": "text", "text": text}));
+                }
+                for call in m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let args = call
+                        .pointer("/function/arguments")
+                        .and_then(Value::as_str)
+                        .unwrap_or("{}");
+                    let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+                    blocks.push(json!({"type": "tool_use",
+                        "id": call.get("id").and_then(Value::as_str).unwrap_or(""),
+                        "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or(""),
+                        "input": input}));
+                }
+                push_turn(&mut turns, "assistant", blocks);
+            }
+            "tool" => {
+                let block = json!({"type": "tool_result",
+                    "tool_use_id": m.get("tool_call_id").and_then(Value::as_str).unwrap_or(""),
+                    "content": text_of(content)});
+                push_turn(&mut turns, "user", vec![block]);
+            }
+            _ => {
+                let blocks = match content {
+                    Value::Array(parts) => parts
+                        .iter()
+                        .filter_map(|p| match p.get("type").and_then(Value::as_str) {
+                            Some("text") => Some(json!({"type": "text", "text": p.get("text").and_then(Value::as_str).unwrap_or("")})),
+                            Some("image_url") => p
+                                .pointer("/image_url/url")
+                                .and_then(Value::as_str)
+                                .map(|u| json!({"type": "image", "source": image_source(u)})),
+                            _ => None,
+                        })
+                        .collect(),
+                    other => vec![json!({"type": "text", "text": text_of(other)})],
+                };
+                push_turn(&mut turns, "user", blocks);
+            }
+        }
+    }
+    let max_tokens = chat
+        .get("max_completion_tokens")
+        .or_else(|| chat.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(default_max_tokens);
+    let mut out = json!({"model": model, "max_tokens": max_tokens, "messages": turns});
+    let system: Vec<String> = system.into_iter().filter(|s| !s.is_empty()).collect();
+    if !system.is_empty() {
+        out["system"] = json!(system.join("\n\n"));
+    }
+    if stream {
+        out["stream"] = json!(true);
+    }
+    if let Some(t) = chat.get("temperature").and_then(Value::as_f64) {
+        out["temperature"] = json!(t.min(MAX_TEMPERATURE));
+    }
+    if let Some(p) = chat.get("top_p").filter(|p| p.is_number()) {
+        out["top_p"] = p.clone();
+    }
+    match chat.get("stop") {
+        Some(Value::String(s)) => out["stop_sequences"] = json!([s]),
+        Some(Value::Array(a)) if !a.is_empty() => out["stop_sequences"] = Value::Array(a.clone()),
+        _ => {}
+    }
+    if let Some(u) = chat.get("user").and_then(Value::as_str) {
+        out["metadata"] = json!({"user_id": u});
+    }
+    let tools: Vec<Value> = chat
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let f = t.get("function")?;
+            let mut tool = json!({"name": f.get("name")?,
+                "input_schema": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}}))});
+            if let Some(d) = f.get("description") {
+                tool["description"] = d.clone();
+            }
+            Some(tool)
+        })
+        .collect();
+    if !tools.is_empty() {
+        out["tools"] = Value::Array(tools);
+        let mut choice = match chat.get("tool_choice") {
+            Some(Value::String(s)) if s == "required" => json!({"type": "any"}),
+            Some(Value::String(s)) if s == "none" => json!({"type": "none"}),
+            Some(Value::Object(o)) => match o.get("function").and_then(|f| f.get("name")) {
+                Some(name) => json!({"type": "tool", "name": name}),
+                None => json!({"type": "auto"}),
+            },
+            _ => json!({"type": "auto"}),
+        };
+        if chat.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
+            choice["disable_parallel_tool_use"] = json!(true);
+        }
+        out["tool_choice"] = choice;
+    }
+    serde_json::to_vec(&out).unwrap_or_default()
+}
+
+/// OpenAI's `finish_reason` for Anthropic's `stop_reason`.
+fn finish_reason(stop: Option<&str>) -> &'static str {
+    match stop {
+        Some("max_tokens") => "length",
+        Some("tool_use") => "tool_calls",
+        _ => "stop",
+    }
+}
+
+/// OpenAI's `usage` for Anthropic's: prompt tokens are the uncached input plus the cache's reads
+/// and writes; the reads are `prompt_tokens_details.cached_tokens`.
+fn usage_of(u: &Value) -> Value {
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let (read, write) = (
+        n("cache_read_input_tokens"),
+        n("cache_creation_input_tokens"),
+    );
+    let prompt = n("input_tokens") + read + write;
+    let completion = n("output_tokens");
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": read}})
+}
+
+/// Translates a Messages answer into an OpenAI chat completion body.
+///
+/// Errors: the answer is not a Messages `message` (the caller's protocol error).
+pub fn to_completion(body: &[u8], model: &str) -> Result<Bytes, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the response is not JSON: {e}"))?;
+    if v.get("type").and_then(Value::as_str) != Some("message") {
+        return Err("the response is not a Messages `message`".into());
+    }
+    let mut text = String::new();
+    let mut calls = vec![];
+    for b in v
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("tool_use") => calls.push(json!({"id": b.get("id"), "type": "function",
+                "function": {"name": b.get("name"), "arguments": b.get("input").cloned().unwrap_or_else(|| json!({})).to_string()}})),
+            _ => {}
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    let id = v.get("id").and_then(Value::as_str).unwrap_or("");
+    let out = json!({
+        "id": format!("chatcmpl-{}", id.strip_prefix("msg_").unwrap_or(id)),
+        "object": "chat.completion",
+        "created": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": Value::Null,
+            "finish_reason": finish_reason(v.get("stop_reason").and_then(Value::as_str))}],
+        "usage": usage_of(v.get("usage").unwrap_or(&Value::Null)),
+    });
+    Ok(Bytes::from(out.to_string()))
+}
+
+/// What one Messages stream event becomes on the OpenAI side.
+#[derive(Debug, PartialEq)]
+pub enum Translated {
+    /// OpenAI chunk payloads to send, in order (possibly none).
+    Chunks(Vec<Bytes>),
+    /// The message is complete (`message_stop`), after these chunks.
+    Done(Vec<Bytes>),
+    /// An `error` event: its message.
+    Error(String),
+}
+
+/// Turns a Messages event stream into OpenAI chunks: a role chunk at `message_start`, content
+/// and tool-call deltas, the finish reason at `message_delta`, and a usage-only chunk (choices
+/// empty) at `message_stop`.
+#[derive(Debug)]
+pub struct StreamFromAnthropic {
+    model: String,
+    id: String,
+    /// Usage so far: `message_start`'s, then `message_delta`'s counts.
+    usage: Map<String, Value>,
+    /// OpenAI tool-call index of each Anthropic content block index.
+    tool_index: Vec<(u64, u64)>,
+    finish: &'static str,
+}
+
+impl StreamFromAnthropic {
+    pub fn new(model: &str) -> StreamFromAnthropic {
+        StreamFromAnthropic {
+            model: model.to_string(),
+            id: String::new(),
+            usage: Map::new(),
+            tool_index: vec![],
+            finish: "stop",
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        Bytes::from(
+            json!({"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            .to_string(),
+        )
+    }
+
+    /// Takes one event's data.
+    pub fn event(&mut self, data: &[u8]) -> Translated {
+        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+            return Translated::Error("the upstream sent an event that is not JSON".into());
+        };
+        match v.get("type").and_then(Value::as_str).unwrap_or("") {
+            "message_start" => {
+                let m = &v["message"];
+                let id = m.get("id").and_then(Value::as_str).unwrap_or("");
+                self.id = format!("chatcmpl-{}", id.strip_prefix("msg_").unwrap_or(id));
+                if let Some(u) = m.get("usage").and_then(Value::as_object) {
+                    self.usage.extend(u.clone());
+                }
+                Translated::Chunks(vec![
+                    self.chunk(json!({"role": "assistant", "content": ""}), None)
+                ])
+            }
+            "content_block_start" => {
+                let b = &v["content_block"];
+                if b.get("type").and_then(Value::as_str) != Some("tool_use") {
+                    return Translated::Chunks(vec![]);
+                }
+                let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let index = self.tool_index.len() as u64;
+                self.tool_index.push((block, index));
+                Translated::Chunks(vec![self.chunk(
+                    json!({"tool_calls": [{"index": index, "id": b.get("id"), "type": "function",
+                        "function": {"name": b.get("name"), "arguments": ""}}]}),
+                    None,
+                )])
+            }
+            "content_block_delta" => {
+                let d = &v["delta"];
+                match d.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let t = d.get("text").and_then(Value::as_str).unwrap_or("");
+                        Translated::Chunks(vec![self.chunk(json!({"content": t}), None)])
+                    }
+                    Some("input_json_delta") => {
+                        let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let index = self
+                            .tool_index
+                            .iter()
+                            .find(|(b, _)| *b == block)
+                            .map(|(_, i)| *i)
+                            .unwrap_or(0);
+                        let partial = d.get("partial_json").and_then(Value::as_str).unwrap_or("");
+                        Translated::Chunks(vec![self.chunk(
+                            json!({"tool_calls": [{"index": index, "function": {"arguments": partial}}]}),
+                            None,
+                        )])
+                    }
+                    _ => Translated::Chunks(vec![]),
+                }
+            }
+            "message_delta" => {
+                self.finish =
+                    finish_reason(v.pointer("/delta/stop_reason").and_then(Value::as_str));
+                if let Some(u) = v.get("usage").and_then(Value::as_object) {
+                    for (k, x) in u {
+                        if !x.is_null() {
+                            self.usage.insert(k.clone(), x.clone());
+                        }
+                    }
+                }
+                Translated::Chunks(vec![self.chunk(json!({}), Some(self.finish))])
+            }
+            "message_stop" => {
+                let usage = usage_of(&Value::Object(self.usage.clone()));
+                let last = json!({"id": self.id, "object": "chat.completion.chunk", "created": 0,
+                    "model": self.model, "choices": [], "usage": usage});
+                Translated::Done(vec![Bytes::from(last.to_string())])
+            }
+            "error" => Translated::Error(
+                v.pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the upstream stream failed")
+                    .to_string(),
+            ),
+            // ping, content_block_stop, and event types added later.
+            _ => Translated::Chunks(vec![]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chat_request_becomes_a_messages_request() {
+        let chat: Map<String, Value> = serde_json::from_value(json!({
+            "model": "auto", "max_tokens": 100, "temperature": 1.5, "stop": "END", "user": "u1",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Weather?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{\"city\":\"Oslo\"}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "cold"},
+                {"role": "user", "content": "And tomorrow?"}],
+            "tools": [{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}],
+            "tool_choice": "required", "parallel_tool_calls": false})).unwrap();
+        let v: Value = serde_json::from_slice(&from_chat(&chat, "claude-x", true, 4096)).unwrap();
+        assert_eq!(v["model"], "claude-x");
+        assert_eq!(v["system"], "Be brief.");
+        assert_eq!(v["temperature"], 1.0);
+        assert_eq!(v["stop_sequences"], json!(["END"]));
+        assert_eq!(
+            v["messages"][0]["content"][1]["source"],
+            json!({"type": "base64", "media_type": "image/jpeg", "data": "AAAA"})
+        );
+        assert_eq!(
+            v["messages"][1]["content"][0],
+            json!({"type": "tool_use", "id": "c1", "name": "w", "input": {"city": "Oslo"}})
+        );
+        // The tool result and the next user message are one user turn.
+        assert_eq!(
+            v["messages"][2]["content"][0],
+            json!({"type": "tool_result", "tool_use_id": "c1", "content": "cold"})
+        );
+        assert_eq!(
+            v["messages"][2]["content"][1],
+            json!({"type": "text", "text": "And tomorrow?"})
+        );
+        assert_eq!(
+            v["tool_choice"],
+            json!({"type": "any", "disable_parallel_tool_use": true})
+        );
+        assert_eq!(v["metadata"]["user_id"], "u1");
+    }
+
+    #[test]
+    fn an_answer_and_a_stream_come_back_as_openai() {
+        let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+            "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 10, "output_tokens": 3, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5}});
+        let v: Value =
+            serde_json::from_slice(&to_completion(body.to_string().as_bytes(), "claude").unwrap())
+                .unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "Hi");
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens": 115, "completion_tokens": 3, "total_tokens": 118, "prompt_tokens_details": {"cached_tokens": 100}})
+        );
+        let mut s = StreamFromAnthropic::new("claude");
+        let events = [
+            json!({"type": "message_start", "message": {"id": "msg_2", "usage": {"input_tokens": 7, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "t1", "name": "f", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"a\":1}"}}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+        ];
+        let mut payloads = vec![];
+        for e in events {
+            match s.event(e.to_string().as_bytes()) {
+                Translated::Chunks(c) => payloads.extend(c),
+                other => panic!("{other:?}"),
+            }
+        }
+        let Translated::Done(last) = s.event(br#"{"type":"message_stop"}"#) else {
+            panic!("done")
+        };
+        let p: Vec<Value> = payloads
+            .iter()
+            .chain(&last)
+            .map(|b| serde_json::from_slice(b).unwrap())
+            .collect();
+        assert_eq!(
+            p[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+            "f"
+        );
+        assert_eq!(
+            p[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "{\"a\":1}"
+        );
+        assert_eq!(p[3]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(p[4]["usage"]["completion_tokens"], 9);
+        assert_eq!(p[4]["usage"]["prompt_tokens"], 7);
+        assert!(
+            matches!(s.event(br#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#), Translated::Error(m) if m == "busy")
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! Cloud models of `kind: anthropic`: an OpenAI chat request (JSON, stream, tools) is sent as a
+//! Messages request to a fake Anthropic upstream (a real HTTP server speaking Anthropic's wire
+//! format and events, which checks `x-api-key` and `anthropic-version`), and comes back as an
+//! OpenAI answer with Anthropic's usage (cache reads priced as cached input); a Messages client
+//! reaches the same model with its `anthropic-version` and `anthropic-beta` passed on; Anthropic's
+//! 529 reaches an OpenAI client as 503.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const UPSTREAM_KEY: &str = "sk-ant-upstream-secret";
+
+async fn gateway(up: &FakeUpstream) -> TestGateway {
+    let base = |variant: &str| quoted(&format!("http://{}/anthropic{variant}", up.addr));
+    let price = "{ input_per_million: 3, output_per_million: 15, cached_input_per_million: 0.3 }";
+    let mut p = PolicyBuilder::new();
+    for (name, variant) in [
+        ("claude", ""),
+        ("claude-tool", "-tool"),
+        ("claude-cached", "-cached"),
+        ("claude-busy", "-529"),
+    ] {
+        p = p.model(
+            name,
+            &[
+                ("kind", "anthropic"),
+                ("base_url", &base(variant)),
+                ("api_key", &quoted("${ANTHROPIC_KEY}")),
+                ("upstream_model", "claude-sonnet-test"),
+                ("price", price),
+                ("retries", "{ max_retries: 0 }"),
+            ],
+        );
+    }
+    let policy = p
+        .rule("tool", "{ tags: [tool] }", "claude-tool", &[])
+        .rule("cached", "{ tags: [cached] }", "claude-cached", &[])
+        .rule("busy", "{ tags: [busy] }", "claude-busy", &[])
+        .default_route("claude", &[])
+        .render();
+    start_gateway(&policy, &[("ANTHROPIC_KEY", UPSTREAM_KEY)]).await
+}
+
+fn ask(stream: bool) -> Value {
+    let mut v = json!({"model": "auto", "stream": stream,
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]});
+    if stream {
+        v["stream_options"] = json!({"include_usage": true});
+    }
+    v
+}
+
+#[tokio::test]
+async fn openai_clients_reach_an_anthropic_model() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let r = chat(&gw, ask(false), &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from Claude");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        (
+            v["usage"]["prompt_tokens"].as_u64(),
+            v["usage"]["completion_tokens"].as_u64()
+        ),
+        (Some(21), Some(4))
+    );
+    // 21 x $3 + 4 x $15 per million.
+    assert_eq!(r.header("x-switchyard-cost-usd"), "0.00012300");
+    let sent = up.recorded().pop().expect("a request");
+    assert_eq!(sent.path, "/anthropic/v1/messages");
+    assert_eq!(sent.headers["x-api-key"], UPSTREAM_KEY);
+    assert_eq!(sent.headers["anthropic-version"], "2023-06-01");
+    assert!(sent.headers.get("authorization").is_none());
+    assert_eq!(sent.body["model"], "claude-sonnet-test");
+    assert_eq!(sent.body["system"], "Be brief.");
+    assert_eq!(sent.body["max_tokens"], 4096);
+    assert_eq!(
+        sent.body["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}])
+    );
+
+    let r = chat(&gw, ask(true), &[]).await;
+    assert_eq!(r.status, 200);
+    let events = r.events();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).expect("chunk"))
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello from Claude");
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "stop"));
+    assert_eq!(
+        chunks.last().expect("usage")["usage"]["completion_tokens"],
+        4
+    );
+
+    let r = chat(&gw, ask(false), &[("x-switchyard-tags", "tool")]).await;
+    let call = &r.json()["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap_or("")).ok(),
+        Some(json!({"city": "Paris"}))
+    );
+    let r = chat(&gw, ask(true), &[("x-switchyard-tags", "tool")]).await;
+    let args: String = r
+        .events()
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).ok(),
+        Some(json!({"city": "Paris"}))
+    );
+
+    // Prompt-cache reads: 100 input at $3, 900 cached at $0.30, 10 output at $15 per million.
+    let r = chat(&gw, ask(false), &[("x-switchyard-tags", "cached")]).await;
+    assert_eq!(
+        r.json()["usage"]["prompt_tokens_details"]["cached_tokens"],
+        900
+    );
+    assert_eq!(r.header("x-switchyard-cost-usd"), "0.00072000");
+
+    // Anthropic's overloaded is an OpenAI client's 503, its message kept.
+    let r = chat(&gw, ask(false), &[("x-switchyard-tags", "busy")]).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-upstream-status"), "529");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("Overloaded"));
+    assert!(!String::from_utf8_lossy(&r.body).contains(UPSTREAM_KEY));
+}
+
+#[tokio::test]
+async fn anthropic_clients_reach_an_anthropic_model_with_their_version_and_betas() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let body =
+        json!({"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]});
+    let headers = [
+        ("content-type", "application/json"),
+        ("anthropic-version", "2023-06-01"),
+        ("anthropic-beta", "prompt-caching-2024-07-31"),
+    ];
+    let r = request(
+        "POST",
+        &format!("{}/v1/messages", gw.url),
+        body.to_string(),
+        &headers,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["content"][0]["text"], "Hello from Claude");
+    assert_eq!(v["usage"]["input_tokens"], 21);
+    let sent = up.recorded().pop().expect("a request");
+    assert_eq!(sent.headers["anthropic-beta"], "prompt-caching-2024-07-31");
+    assert_eq!(sent.body["max_tokens"], 64);
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = request(
+        "POST",
+        &format!("{}/v1/messages", gw.url),
+        streamed.to_string(),
+        &headers,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert!(
+        text.contains(r#""text":"Hello""#) && text.contains("event: message_stop"),
+        "{text}"
+    );
+}
