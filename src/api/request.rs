@@ -64,6 +64,9 @@ pub struct ChatRequest {
     pub needs: Capabilities,
     /// The first content part of a type the gateway does not know, when there is one.
     pub unknown_part: Option<UnknownPart>,
+    /// A legacy completion (`/v1/completions`): the one user message is a raw prompt, which an
+    /// on-box model continues as it is, without its chat template.
+    pub raw_prompt: bool,
 }
 
 /// A content part of a type the gateway does not know: passed to a cloud provider as it is,
@@ -179,6 +182,7 @@ impl ChatRequest {
             image_count: 0,
             needs: Capabilities::NONE,
             unknown_part: None,
+            raw_prompt: false,
         };
         req.validate()?;
         let counts = match messages {

@@ -174,11 +174,15 @@ impl LocalEngine {
         let params = self.params(req)?;
         // Templating and tokenising a long prompt takes a while (about 0.25 s per MB here):
         // off the runtime thread, which serves every other connection meanwhile.
-        let (model, messages) = (self.model.clone(), req.messages());
-        let prompt = tokio::task::spawn_blocking(move || model.prompt(&messages))
-            .await
-            .map_err(|e| EngineError::Failed(format!("tokenising the prompt: {e}")))?
-            .map_err(|e| EngineError::Failed(e.to_string()))?;
+        let (model, messages, raw) = (self.model.clone(), req.messages(), req.raw_prompt);
+        let prompt = tokio::task::spawn_blocking(move || match (raw, messages.last()) {
+            // A legacy completion continues its prompt as it is.
+            (true, Some((_, text))) => super::tokenizer::encode(&model.tokenizer, text),
+            _ => model.prompt(&messages),
+        })
+        .await
+        .map_err(|e| EngineError::Failed(format!("tokenising the prompt: {e}")))?
+        .map_err(|e| EngineError::Failed(e.to_string()))?;
         let context = self.model.weights.context_length;
         if prompt.len() >= context {
             return Err(EngineError::ContextLength(format!(

@@ -8,7 +8,7 @@
 use super::respond::{self, Body};
 use super::{chat, Caller, Gateway};
 use crate::accounting::End;
-use crate::api::{anthropic, responses, sse, ApiError, ChatRequest};
+use crate::api::{anthropic, completions, responses, sse, ApiError, ChatRequest};
 use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -27,18 +27,22 @@ pub enum Dialect {
     Anthropic,
     /// OpenAI Responses.
     Responses,
+    /// OpenAI legacy completions.
+    Completions,
 }
 
 /// What a dialect's translation kept for the way back.
 enum Inbound {
     Anthropic(anthropic::Inbound),
     Responses(responses::Inbound),
+    Completions(completions::Inbound),
 }
 
 /// A stream translator of either dialect.
 enum Translator {
     Anthropic(anthropic::StreamTranslator),
     Responses(responses::StreamTranslator),
+    Completions(completions::StreamTranslator),
 }
 
 impl Translator {
@@ -46,18 +50,21 @@ impl Translator {
         match self {
             Translator::Anthropic(t) => t.event(data, out),
             Translator::Responses(t) => t.event(data, out),
+            Translator::Completions(t) => t.event(data, out),
         }
     }
     fn end(&mut self, out: &mut BytesMut) {
         match self {
             Translator::Anthropic(t) => t.end(out),
             Translator::Responses(t) => t.end(out),
+            Translator::Completions(t) => t.end(out),
         }
     }
     fn ended(&self) -> bool {
         match self {
             Translator::Anthropic(t) => t.ended(),
             Translator::Responses(t) => t.ended(),
+            Translator::Completions(t) => t.ended(),
         }
     }
 }
@@ -69,6 +76,8 @@ impl Dialect {
             Some(Dialect::Anthropic)
         } else if path.starts_with("/v1/responses") {
             Some(Dialect::Responses)
+        } else if path == "/v1/completions" {
+            Some(Dialect::Completions)
         } else {
             None
         }
@@ -78,8 +87,10 @@ impl Dialect {
     fn error_body(self, status: StatusCode, body: &[u8]) -> (StatusCode, bytes::Bytes) {
         match self {
             Dialect::Anthropic => anthropic::error_body(status, body),
-            // The Responses API shares OpenAI's error shape.
-            Dialect::Responses => (status, bytes::Bytes::copy_from_slice(body)),
+            // The Responses and completions APIs share OpenAI's error shape.
+            Dialect::Responses | Dialect::Completions => {
+                (status, bytes::Bytes::copy_from_slice(body))
+            }
         }
     }
 
@@ -103,6 +114,10 @@ impl Dialect {
                 let (b, i) = responses::to_chat(body)?;
                 (b, Inbound::Responses(i))
             }
+            Dialect::Completions => {
+                let (b, i) = completions::to_chat(body)?;
+                (b, Inbound::Completions(i))
+            }
         })
     }
 }
@@ -112,6 +127,7 @@ impl Inbound {
         match self {
             Inbound::Anthropic(i) => anthropic::from_completion(body, &i.model),
             Inbound::Responses(i) => responses::from_completion(body, i),
+            Inbound::Completions(i) => completions::from_completion(body, i),
         }
     }
 
@@ -121,6 +137,9 @@ impl Inbound {
                 Translator::Anthropic(anthropic::StreamTranslator::new(&i.model))
             }
             Inbound::Responses(i) => Translator::Responses(responses::StreamTranslator::new(i)),
+            Inbound::Completions(i) => {
+                Translator::Completions(completions::StreamTranslator::new(i))
+            }
         }
     }
 }
@@ -142,7 +161,9 @@ pub async fn handle(
     let read = chat::read(&gateway, &parts.headers, body).await;
     let translated = read.as_ref().map_err(Clone::clone).and_then(|b| {
         let (chat_body, inbound) = dialect.to_chat(b, count_only)?;
-        Ok((ChatRequest::parse(&chat_body)?, inbound))
+        let mut parsed = ChatRequest::parse(&chat_body)?;
+        parsed.raw_prompt = dialect == Dialect::Completions;
+        Ok((parsed, inbound))
     });
     let (parsed, inbound) = match translated {
         Ok(t) => t,

@@ -19,9 +19,11 @@ pub async fn handle(
     let path = req.uri().path();
     let model_id = path.strip_prefix("/v1/models/").filter(|id| !id.is_empty());
     let allow = match path {
-        "/v1/chat/completions" | "/v1/messages" | "/v1/messages/count_tokens" | "/v1/responses" => {
-            "POST"
-        }
+        "/v1/chat/completions"
+        | "/v1/completions"
+        | "/v1/messages"
+        | "/v1/messages/count_tokens"
+        | "/v1/responses" => "POST",
         "/v1/models" | "/v1/switchyard/budget" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
         _ if model_id.is_some() => "GET, HEAD",
         _ => {
@@ -67,6 +69,7 @@ pub async fn handle(
             dialects::handle(gateway, req, Dialect::Anthropic, true).await
         }
         "/v1/responses" => dialects::handle(gateway, req, Dialect::Responses, false).await,
+        "/v1/completions" => dialects::handle(gateway, req, Dialect::Completions, false).await,
         _ => chat::handle(gateway, req).await,
     }
 }

@@ -1,0 +1,72 @@
+//! Legacy completions (`/v1/completions`): the official `openai` Python SDK's
+//! `completions.create`, JSON and stream, against the real on-box model (which continues the
+//! prompt as it is, without its chat template) and against a cloud route.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn python() -> String {
+    std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/switchyard/venv/bin/python")
+    })
+}
+
+async fn sdk(gw: &TestGateway, model: &str, route: &str) {
+    let script = format!(
+        "{}/tests/sdk/check_openai_completions.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let args = [
+        format!("{}/v1", gw.url),
+        model.to_string(),
+        route.to_string(),
+    ];
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(python()).arg(script).args(args).output())
+            .await
+            .expect("task")
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("ok"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_on_box_model_continues_a_raw_prompt() {
+    let policy = PolicyBuilder::new()
+        .model(
+            "smollm2",
+            &[
+                ("kind", "local"),
+                ("path", &quoted(&smollm2_path().display().to_string())),
+            ],
+        )
+        .default_route("smollm2", &[])
+        .render();
+    let gw = start_gateway(&policy, &[]).await;
+    sdk(&gw, "local", "local").await;
+    // The prompt's own tokens only: no chat template around them (which adds 20 and more).
+    let r = request(
+        "POST",
+        &format!("{}/v1/completions", gw.url),
+        serde_json::json!({"model": "local", "prompt": "The capital of France is", "max_tokens": 2}).to_string(),
+        &[("content-type", "application/json")],
+    )
+    .await;
+    let prompt_tokens = r.json()["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+    assert!((1..=8).contains(&prompt_tokens), "{prompt_tokens}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_route_answers_a_completion_as_a_chat() {
+    let up = FakeUpstream::start().await;
+    let policy = PolicyBuilder::standard(&up.base("ok")).render();
+    let gw = start_gateway(&policy, &[("CLOUD_KEY", "sk-upstream")]).await;
+    sdk(&gw, "cloud", "cloud").await;
+    let sent = up.recorded().pop().expect("a request").body;
+    assert_eq!(sent["messages"][0]["content"], "The capital of France is");
+    assert_eq!(sent["max_tokens"], 8);
+}
