@@ -7,39 +7,11 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::process::Command;
 
-fn python() -> String {
-    std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_default();
-        format!("{home}/.cache/switchyard/venv/bin/python")
-    })
-}
-
-/// Runs tests/sdk/check_anthropic_sdk.py against the gateway and checks it printed ok.
+/// Runs tests/sdk/check_anthropic_sdk.py against the gateway.
 async fn sdk(gw: &TestGateway, key: &str, mode: &str) {
-    let script = format!(
-        "{}/tests/sdk/check_anthropic_sdk.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let (base, key, mode) = (gw.url.clone(), key.to_string(), mode.to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(script)
-            .args([base, key, mode])
-            .output()
-    })
-    .await
-    .expect("task")
-    .unwrap_or_else(|e| {
-        panic!(
-            "cannot run {}: {e}; scripts/setup.sh --test makes the venv",
-            python()
-        )
-    });
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.contains("ok"), "{text}");
+    let args = vec![gw.url.clone(), key.to_string(), mode.to_string()];
+    sdk_script("check_anthropic_sdk.py", args).await;
 }
 
 const KEY: &str = "sk-gateway-anthropic";
@@ -90,17 +62,7 @@ async fn the_anthropic_sdk_speaks_to_a_cloud_route_tools_included() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_anthropic_sdk_speaks_to_the_on_box_model() {
-    let policy = PolicyBuilder::new()
-        .model(
-            "smollm2",
-            &[
-                ("kind", "local"),
-                ("path", &quoted(&smollm2_path().display().to_string())),
-            ],
-        )
-        .default_route("smollm2", &[])
-        .render();
-    let gw = start_gateway(&policy, &[]).await;
+    let gw = start_gateway(&smollm2_policy(), &[]).await;
     sdk(&gw, "unused-on-an-open-gateway", "local").await;
 }
 

@@ -5,48 +5,19 @@
 mod common;
 
 use common::*;
-use std::process::Command;
-
-fn python() -> String {
-    std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_default();
-        format!("{home}/.cache/switchyard/venv/bin/python")
-    })
-}
 
 async fn sdk(gw: &TestGateway, model: &str, route: &str) {
-    let script = format!(
-        "{}/tests/sdk/check_openai_completions.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let args = [
+    let args = vec![
         format!("{}/v1", gw.url),
         model.to_string(),
         route.to_string(),
     ];
-    let out =
-        tokio::task::spawn_blocking(move || Command::new(python()).arg(script).args(args).output())
-            .await
-            .expect("task")
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.contains("ok"), "{text}");
+    sdk_script("check_openai_completions.py", args).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_on_box_model_continues_a_raw_prompt() {
-    let policy = PolicyBuilder::new()
-        .model(
-            "smollm2",
-            &[
-                ("kind", "local"),
-                ("path", &quoted(&smollm2_path().display().to_string())),
-            ],
-        )
-        .default_route("smollm2", &[])
-        .render();
-    let gw = start_gateway(&policy, &[]).await;
+    let gw = start_gateway(&smollm2_policy(), &[]).await;
     sdk(&gw, "local", "local").await;
     // The prompt's own tokens only: no chat template around them (which adds 20 and more).
     let r = request(

@@ -6,33 +6,10 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::process::Command;
-
-fn python() -> String {
-    std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_default();
-        format!("{home}/.cache/switchyard/venv/bin/python")
-    })
-}
 
 async fn sdk(gw: &TestGateway, mode: &str) {
-    let script = format!(
-        "{}/tests/sdk/check_openai_responses.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let (base, mode) = (format!("{}/v1", gw.url), mode.to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(script)
-            .args([base, mode])
-            .output()
-    })
-    .await
-    .expect("task")
-    .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.contains("ok"), "{text}");
+    let args = vec![format!("{}/v1", gw.url), mode.to_string()];
+    sdk_script("check_openai_responses.py", args).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,16 +38,6 @@ async fn the_openai_sdk_speaks_responses_to_a_cloud_route_tools_included() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_speaks_responses_to_the_on_box_model() {
-    let policy = PolicyBuilder::new()
-        .model(
-            "smollm2",
-            &[
-                ("kind", "local"),
-                ("path", &quoted(&smollm2_path().display().to_string())),
-            ],
-        )
-        .default_route("smollm2", &[])
-        .render();
-    let gw = start_gateway(&policy, &[]).await;
+    let gw = start_gateway(&smollm2_policy(), &[]).await;
     sdk(&gw, "local").await;
 }

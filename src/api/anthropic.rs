@@ -10,6 +10,7 @@
 //! `message_delta`, `message_stop`, `ping`, and the error shape with its statuses); OpenAI's chat
 //! completions reference for the other side.
 
+use super::chat_chunk::ChatEvent;
 use super::ApiError;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
@@ -462,31 +463,7 @@ pub fn from_completion(body: &[u8], model: &str) -> Result<Bytes, ApiError> {
     let choice = v
         .pointer("/choices/0")
         .ok_or_else(|| ApiError::BadGateway("the model's answer has no choices".into()))?;
-    let msg = &choice["message"];
-    let mut content = vec![];
-    if let Some(t) = msg.get("content").and_then(Value::as_str) {
-        if !t.is_empty() {
-            content.push(json!({"type": "text", "text": t}));
-        }
-    }
-    for call in msg
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let args = call
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .unwrap_or("{}");
-        let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
-        content.push(json!({
-            "type": "tool_use",
-            "id": call.get("id").and_then(Value::as_str).unwrap_or(""),
-            "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or(""),
-            "input": input,
-        }));
-    }
+    let content = super::anthropic_upstream::assistant_blocks(&choice["message"]);
     let out = json!({
         "id": message_id(v.get("id").and_then(Value::as_str)),
         "type": "message",
@@ -630,81 +607,50 @@ impl StreamTranslator {
         if self.ended {
             return;
         }
-        if data == b"[DONE]" {
-            self.end(out);
-            return;
-        }
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
-            return;
+        let c = match super::chat_chunk::read(data) {
+            None => return,
+            Some(ChatEvent::Done) => return self.end(out),
+            Some(ChatEvent::Error(message)) => {
+                self.start(None, out);
+                let error =
+                    json!({"type": "error", "error": {"type": "api_error", "message": message}});
+                write_event(out, "error", &error);
+                self.ended = true;
+                return;
+            }
+            Some(ChatEvent::Chunk(c)) => c,
         };
-        if let Some(err) = v.get("error") {
-            self.start(None, out);
-            let message = err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("the stream failed");
-            write_event(
-                out,
-                "error",
-                &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
-            );
-            self.ended = true;
-            return;
+        self.start(c.id.as_deref(), out);
+        if c.usage.is_some() {
+            self.usage = c.usage;
         }
-        self.start(v.get("id").and_then(Value::as_str), out);
-        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-            self.usage = Some(u.clone());
-        }
-        let Some(choice) = v.pointer("/choices/0") else {
-            return;
-        };
-        let delta = &choice["delta"];
-        if let Some(t) = delta
-            .get("content")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(t) = &c.text {
             if !matches!(self.open, Some(Open::Text(_))) {
                 self.open_block(Open::Text(0), json!({"type": "text", "text": ""}), out);
             }
-            let index = self.next_block - 1;
-            write_event(
-                out,
-                "content_block_delta",
-                &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": t}}),
-            );
+            let delta = json!({"type": "content_block_delta", "index": self.next_block - 1, "delta": {"type": "text_delta", "text": t}});
+            write_event(out, "content_block_delta", &delta);
         }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let n = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let same = matches!(self.open, Some(Open::Tool { call, .. }) if call == n);
-            if !same {
-                let block = json!({
-                    "type": "tool_use",
-                    "id": call.get("id").and_then(Value::as_str).unwrap_or(""),
-                    "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or(""),
-                    "input": {},
-                });
-                self.open_block(Open::Tool { block: 0, call: n }, block, out);
-            }
-            if let Some(args) = call
-                .pointer("/function/arguments")
-                .and_then(Value::as_str)
-                .filter(|a| !a.is_empty())
-            {
-                let index = self.next_block - 1;
-                write_event(
+        for call in &c.calls {
+            if !matches!(self.open, Some(Open::Tool { call: n, .. }) if n == call.index) {
+                let block = json!({"type": "tool_use", "id": call.id.as_deref().unwrap_or(""),
+                    "name": call.name.as_deref().unwrap_or(""), "input": {}});
+                self.open_block(
+                    Open::Tool {
+                        block: 0,
+                        call: call.index,
+                    },
+                    block,
                     out,
-                    "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": args}}),
                 );
             }
+            if let Some(args) = &call.args {
+                let delta = json!({"type": "content_block_delta", "index": self.next_block - 1,
+                    "delta": {"type": "input_json_delta", "partial_json": args}});
+                write_event(out, "content_block_delta", &delta);
+            }
         }
-        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(f) = &c.finish {
             self.stop = stop_reason(Some(f));
         }
     }

@@ -32,6 +32,34 @@ fn text_of(content: &Value) -> String {
     }
 }
 
+/// An OpenAI assistant message (`content` and `tool_calls`) as Messages content blocks: a
+/// `text` block when there is text, then a `tool_use` block per call (its JSON arguments as
+/// `input`, `{}` when they do not parse).
+pub fn assistant_blocks(message: &Value) -> Vec<Value> {
+    let mut blocks = vec![];
+    let text = text_of(message.get("content").unwrap_or(&Value::Null));
+    if !text.is_empty() {
+        blocks.push(json!({"type": "text", "text": text}));
+    }
+    for call in message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let args = call
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap_or("{}");
+        let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
+        blocks.push(json!({"type": "tool_use",
+            "id": call.get("id").and_then(Value::as_str).unwrap_or(""),
+            "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or(""),
+            "input": input}));
+    }
+    blocks
+}
+
 /// Appends `blocks` as a turn of `role`, joining it to the previous turn of the same role
 /// (Messages alternate user and assistant turns).
 fn push_turn(turns: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
@@ -72,27 +100,7 @@ pub fn from_chat(
         match role {
             "system" | "developer" => system.push(text_of(content)),
             "assistant" => {
-                let mut blocks = vec![];
-                let text = text_of(content);
-                if !text.is_empty() {
-                    blocks.push(json!({"type": "text", "text": text}));
-                }
-                for call in m
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let args = call
-                        .pointer("/function/arguments")
-                        .and_then(Value::as_str)
-                        .unwrap_or("{}");
-                    let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
-                    blocks.push(json!({"type": "tool_use",
-                        "id": call.get("id").and_then(Value::as_str).unwrap_or(""),
-                        "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or(""),
-                        "input": input}));
-                }
+                let blocks = assistant_blocks(m);
                 push_turn(&mut turns, "assistant", blocks);
             }
             "tool" => {

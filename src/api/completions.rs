@@ -5,6 +5,7 @@
 //! OpenAI's shape. Source: OpenAI's completions API reference (`text_completion` objects and
 //! their stream chunks).
 
+use super::chat_chunk::ChatEvent;
 use super::ApiError;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
@@ -146,31 +147,27 @@ impl StreamTranslator {
         if self.ended {
             return;
         }
-        if data == b"[DONE]" {
-            self.end(out);
-            return;
-        }
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
-            return;
-        };
-        let payload = if v.get("error").is_some() {
-            self.ended = true;
-            v
-        } else {
-            let choices: Vec<Value> = v
-                .get("choices")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|c| json!({"text": c.pointer("/delta/content").and_then(Value::as_str).unwrap_or(""),
-                    "index": 0, "logprobs": Value::Null, "finish_reason": c.get("finish_reason").cloned().unwrap_or(Value::Null)}))
-                .collect();
-            let mut chunk = json!({"id": completion_id(v.get("id").and_then(Value::as_str)), "object": "text_completion",
-                "created": v.get("created").cloned().unwrap_or(json!(0)), "model": self.model, "choices": choices});
-            if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-                chunk["usage"] = u.clone();
+        let payload = match super::chat_chunk::read(data) {
+            None => return,
+            Some(ChatEvent::Done) => return self.end(out),
+            Some(ChatEvent::Error(message)) => {
+                self.ended = true;
+                json!({"error": {"message": message, "type": "server_error", "param": Value::Null, "code": Value::Null}})
             }
-            chunk
+            Some(ChatEvent::Chunk(c)) => {
+                let choices = if c.has_choice {
+                    json!([{"text": c.text.unwrap_or_default(), "index": 0, "logprobs": Value::Null,
+                        "finish_reason": c.finish}])
+                } else {
+                    json!([])
+                };
+                let mut chunk = json!({"id": completion_id(c.id.as_deref()), "object": "text_completion",
+                    "created": c.created.unwrap_or(json!(0)), "model": self.model, "choices": choices});
+                if let Some(u) = c.usage {
+                    chunk["usage"] = u;
+                }
+                chunk
+            }
         };
         super::sse::write_event(out, payload.to_string().as_bytes());
     }

@@ -4,6 +4,7 @@
 pub mod anthropic;
 pub mod anthropic_upstream;
 pub mod capabilities;
+pub mod chat_chunk;
 pub mod completions;
 mod error;
 pub mod headers;

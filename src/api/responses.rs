@@ -9,6 +9,7 @@
 //! `response.content_part.done`, `response.function_call_arguments.delta`,
 //! `response.function_call_arguments.done`, `response.output_item.done`, `response.completed`).
 
+use super::chat_chunk::ChatEvent;
 use super::ApiError;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
@@ -629,46 +630,35 @@ impl StreamTranslator {
         if self.ended {
             return;
         }
-        if data == b"[DONE]" {
-            self.end(out);
-            return;
-        }
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
-            return;
+        let c = match super::chat_chunk::read(data) {
+            None => return,
+            Some(ChatEvent::Done) => return self.end(out),
+            Some(ChatEvent::Error(message)) => {
+                let error =
+                    json!({"code": "server_error", "message": message, "param": Value::Null});
+                self.emit(out, "error", error);
+                self.ended = true;
+                return;
+            }
+            Some(ChatEvent::Chunk(c)) => c,
         };
-        if let Some(err) = v.get("error") {
-            let message = err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("the stream failed")
-                .to_string();
-            self.emit(
-                out,
-                "error",
-                json!({"code": "server_error", "message": message, "param": Value::Null}),
-            );
-            self.ended = true;
-            return;
+        self.start(c.id.as_deref(), out);
+        if c.usage.is_some() {
+            self.usage = c.usage;
         }
-        self.start(v.get("id").and_then(Value::as_str), out);
-        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-            self.usage = Some(u.clone());
-        }
-        let Some(choice) = v.pointer("/choices/0") else {
-            return;
-        };
-        let delta = &choice["delta"];
-        if let Some(t) = delta
-            .get("content")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(t) = &c.text {
+            let item_id = format!("msg_{}", self.id);
             if !matches!(self.open, Some(Item::Text { .. })) {
                 self.close(out);
                 let index = self.done.len();
-                let item_id = format!("msg_{}", self.id);
-                self.emit(out, "response.output_item.added", json!({"output_index": index, "item": {"type": "message", "id": item_id, "status": "in_progress", "role": "assistant", "content": []}}));
-                self.emit(out, "response.content_part.added", json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}));
+                let item = json!({"type": "message", "id": item_id, "status": "in_progress", "role": "assistant", "content": []});
+                self.emit(
+                    out,
+                    "response.output_item.added",
+                    json!({"output_index": index, "item": item}),
+                );
+                let part = json!({"type": "output_text", "text": "", "annotations": []});
+                self.emit(out, "response.content_part.added", json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": part}));
                 self.open = Some(Item::Text {
                     index,
                     text: String::new(),
@@ -676,62 +666,45 @@ impl StreamTranslator {
             }
             if let Some(Item::Text { index, text }) = &mut self.open {
                 text.push_str(t);
-                let index = *index;
-                let item_id = format!("msg_{}", self.id);
-                self.emit(out, "response.output_text.delta", json!({"item_id": item_id, "output_index": index, "content_index": 0, "delta": t}));
+                let delta = json!({"item_id": item_id, "output_index": *index, "content_index": 0, "delta": t});
+                self.emit(out, "response.output_text.delta", delta);
             }
         }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let n = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-            if !matches!(&self.open, Some(Item::Call { call, .. }) if *call == n) {
+        for call in &c.calls {
+            if !matches!(&self.open, Some(Item::Call { call: n, .. }) if *n == call.index) {
                 self.close(out);
                 let index = self.done.len();
-                let id = format!("fc_{}_{n}", self.id);
-                let call_id = call
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let name = call
-                    .pointer("/function/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                self.emit(out, "response.output_item.added", json!({"output_index": index, "item": {"type": "function_call", "id": id, "status": "in_progress", "call_id": call_id, "name": name, "arguments": ""}}));
+                let id = format!("fc_{}_{}", self.id, call.index);
+                let call_id = call.id.clone().unwrap_or_default();
+                let name = call.name.clone().unwrap_or_default();
+                let item = json!({"type": "function_call", "id": id, "status": "in_progress", "call_id": call_id, "name": name, "arguments": ""});
+                self.emit(
+                    out,
+                    "response.output_item.added",
+                    json!({"output_index": index, "item": item}),
+                );
                 self.open = Some(Item::Call {
                     index,
-                    call: n,
+                    call: call.index,
                     id,
                     call_id,
                     name,
                     args: String::new(),
                 });
             }
-            if let Some(piece) = call
-                .pointer("/function/arguments")
-                .and_then(Value::as_str)
-                .filter(|a| !a.is_empty())
-            {
-                if let Some(Item::Call {
+            if let (
+                Some(piece),
+                Some(Item::Call {
                     index, id, args, ..
-                }) = &mut self.open
-                {
-                    args.push_str(piece);
-                    let (index, id) = (*index, id.clone());
-                    self.emit(
-                        out,
-                        "response.function_call_arguments.delta",
-                        json!({"item_id": id, "output_index": index, "delta": piece}),
-                    );
-                }
+                }),
+            ) = (&call.args, &mut self.open)
+            {
+                args.push_str(piece);
+                let delta = json!({"item_id": id.clone(), "output_index": *index, "delta": piece});
+                self.emit(out, "response.function_call_arguments.delta", delta);
             }
         }
-        if choice.get("finish_reason").and_then(Value::as_str) == Some("length") {
+        if c.finish.as_deref() == Some("length") {
             self.incomplete = true;
         }
     }

@@ -931,3 +931,50 @@ pub fn smollm2_path() -> std::path::PathBuf {
     );
     p
 }
+
+/// A policy whose one model is the real on-box SmolLM2 (`smollm2`), the default route.
+pub fn smollm2_policy() -> String {
+    PolicyBuilder::new()
+        .model(
+            "smollm2",
+            &[
+                ("kind", "local"),
+                ("path", &quoted(&smollm2_path().display().to_string())),
+            ],
+        )
+        .default_route("smollm2", &[])
+        .render()
+}
+
+/// The test venv's Python (`SWITCHYARD_PYTHON`, else the venv scripts/test.sh makes).
+pub fn venv_python() -> String {
+    std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/switchyard/venv/bin/python")
+    })
+}
+
+/// Runs tests/sdk/`script` with `args` in the test venv, and asserts it printed `ok`.
+pub async fn sdk_script(script: &str, args: Vec<String>) {
+    let path = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(venv_python())
+            .arg(path)
+            .args(args)
+            .output()
+    })
+    .await
+    .expect("task")
+    .unwrap_or_else(|e| {
+        panic!(
+            "cannot run {}: {e}; scripts/setup.sh --test makes the venv",
+            venv_python()
+        )
+    });
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("ok"),
+        "{script}: {text}"
+    );
+}

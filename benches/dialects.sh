@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# What a dialect's translation costs: the same question sent to one gateway as an OpenAI chat
+# completion (`/v1/chat/completions`, forwarded with only the model replaced) and as an Anthropic
+# Messages request (`/v1/messages`, translated into the internal request, and its answer
+# translated back), both answered by the mock OpenAI upstream of ../shared/bench, in the same
+# run, interleaved level by level. JSON and SSE. Loopback only.
+#   benches/dialects.sh    # knobs: REQUESTS (5000), CONCURRENCY ("1 16"), BENCH_DIR (../shared/bench)
+# Raw oha output under /tmp/bench-results/dialects-<time>.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source benches/env.sh
+BENCH="$(cd "${BENCH_DIR:-../shared/bench}" && pwd)"
+REQUESTS="${REQUESTS:-5000}"; CONCURRENCY="${CONCURRENCY:-1 16}"
+OUT="/tmp/bench-results/dialects-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
+OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
+"$BENCH/install.sh" --no-litellm >&2
+cargo build --locked --release --bin switchyard >&2
+PORT=18130
+cleanup() { kill "${SY_PID:-}" 2>/dev/null || true; "$BENCH/mock-upstream/stop.sh" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+"$BENCH/mock-upstream/start.sh"
+"$CARGO_TARGET_DIR/release/switchyard" serve --policy benches/overhead-policy.yaml --listen "127.0.0.1:$PORT" --threads 1 2>"$OUT/switchyard.log" &
+SY_PID=$!
+for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" && break; sleep 0.1; done
+KEY="sk-bench-local-4f1c2e9a7b3d5068"
+# The harness's request, and the same in Messages form (system apart, max_tokens required).
+python3 - "$BENCH" "$OUT" <<'PY'
+import json, sys
+bench, out = sys.argv[1], sys.argv[2]
+for name, src in (("json", "body.json"), ("stream", "body-stream.json")):
+    chat = json.load(open(f"{bench}/{src}"))
+    json.dump(chat, open(f"{out}/chat-{name}.json", "w"))
+    system = [m["content"] for m in chat["messages"] if m["role"] == "system"]
+    msgs = {"model": chat["model"], "max_tokens": chat.get("max_tokens", 256), "system": "\n\n".join(system),
+            "messages": [{"role": m["role"], "content": m["content"]} for m in chat["messages"] if m["role"] != "system"]}
+    if chat.get("stream"):
+        msgs["stream"] = True
+    json.dump(msgs, open(f"{out}/messages-{name}.json", "w"))
+PY
+echo "$("$CARGO_TARGET_DIR/release/switchyard" --version); CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; oha $("$OHA" --version | cut -d' ' -f2)" | tee "$OUT/info.txt"
+printf '| mode | conc | dialect | rps | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n' | tee "$OUT/table.md"
+for mode in json stream; do
+  for c in $CONCURRENCY; do
+    for dialect in chat messages; do
+      path=/v1/chat/completions; [ "$dialect" = messages ] && path=/v1/messages
+      body="$OUT/$dialect-$mode.json"
+      "$OHA" --no-tui -n 200 -c "$c" -m POST -T application/json -H "Authorization: Bearer $KEY" -D "$body" "http://127.0.0.1:$PORT$path" >/dev/null
+      "$OHA" --no-tui -n "$REQUESTS" -c "$c" -m POST -T application/json -H "Authorization: Bearer $KEY" -D "$body" \
+        --output-format json -o "$OUT/$mode-c$c-$dialect.json" "http://127.0.0.1:$PORT$path" >/dev/null
+      python3 - "$OUT/$mode-c$c-$dialect.json" "$mode" "$c" "$dialect" <<'PY' | tee -a "$OUT/table.md"
+import json, sys
+r = json.load(open(sys.argv[1])); s = r["summary"]; p = r["latencyPercentiles"]
+ok = sum(v for k, v in r.get("statusCodeDistribution", {}).items() if k == "200")
+assert ok == sum(r.get("statusCodeDistribution", {}).values()), r.get("statusCodeDistribution")
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {s['requestsPerSec']:.0f} | {p['p50']*1000:.3f} | {p['p99']*1000:.3f} |")
+PY
+    done
+  done
+done
+echo "results: $OUT" >&2
