@@ -64,6 +64,27 @@ async fn the_anthropic_sdk_speaks_to_a_cloud_route_tools_included() {
 async fn the_anthropic_sdk_speaks_to_the_on_box_model() {
     let gw = start_gateway(&smollm2_policy(), &[]).await;
     sdk(&gw, "unused-on-an-open-gateway", "local").await;
+    // count_tokens is exact on the box: the prompt the model then reads, template included.
+    let ask = json!({"model": "local", "system": "Be brief.", "messages": [{"role": "user", "content": "Name a river."}]});
+    let post = |path: &str, body: Value| {
+        let url = format!("{}{path}", gw.url);
+        async move {
+            request(
+                "POST",
+                &url,
+                body.to_string(),
+                &[("content-type", "application/json")],
+            )
+            .await
+        }
+    };
+    let counted =
+        post("/v1/messages/count_tokens", ask.clone()).await.json()["input_tokens"].as_u64();
+    let mut answer = ask;
+    answer["max_tokens"] = json!(2);
+    let used = post("/v1/messages", answer).await.json()["usage"]["input_tokens"].as_u64();
+    assert!(counted.is_some_and(|n| n > 5), "{counted:?}");
+    assert_eq!(counted, used);
 }
 
 /// Sends `body` to `/v1/messages` with the gateway key in `x-api-key` and `headers`.

@@ -431,3 +431,112 @@ async fn hostile_responses_requests_each_get_a_clear_4xx() {
     }
     still_serving(&gw).await;
 }
+
+/// Hostile legacy completions (`/v1/completions`): each gets its 4xx in OpenAI's error shape,
+/// naming what is wrong or not supported.
+#[tokio::test]
+async fn hostile_completions_requests_each_get_a_clear_4xx() {
+    let gw = gateway().await;
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("not json", b"{\"prompt\":".to_vec(), 400, "not valid JSON"),
+        (
+            "no prompt",
+            json!({"model": "auto"}).to_string().into_bytes(),
+            400,
+            "`prompt`",
+        ),
+        (
+            "several prompts",
+            json!({"model": "auto", "prompt": ["a", "b"]})
+                .to_string()
+                .into_bytes(),
+            400,
+            "one prompt",
+        ),
+        (
+            "token ids",
+            json!({"model": "auto", "prompt": [1, 2, 3]})
+                .to_string()
+                .into_bytes(),
+            400,
+            "one prompt",
+        ),
+        (
+            "n of 3",
+            json!({"model": "auto", "prompt": "x", "n": 3})
+                .to_string()
+                .into_bytes(),
+            400,
+            "`n`",
+        ),
+        (
+            "echo",
+            json!({"model": "auto", "prompt": "x", "echo": true})
+                .to_string()
+                .into_bytes(),
+            400,
+            "`echo`",
+        ),
+        (
+            "logprobs",
+            json!({"model": "auto", "prompt": "x", "logprobs": 5})
+                .to_string()
+                .into_bytes(),
+            400,
+            "`logprobs`",
+        ),
+        (
+            "suffix",
+            json!({"model": "auto", "prompt": "x", "suffix": "y"})
+                .to_string()
+                .into_bytes(),
+            400,
+            "`suffix`",
+        ),
+        (
+            "unknown field",
+            json!({"model": "auto", "prompt": "x", "tools": []})
+                .to_string()
+                .into_bytes(),
+            400,
+            "`tools`",
+        ),
+        (
+            "huge max_tokens",
+            json!({"model": "auto", "prompt": "x", "max_tokens": 1_000_000})
+                .to_string()
+                .into_bytes(),
+            400,
+            "max_tokens",
+        ),
+        (
+            "unknown model",
+            json!({"model": "gpt-nope", "prompt": "x"})
+                .to_string()
+                .into_bytes(),
+            404,
+            "gpt-nope",
+        ),
+    ];
+    for (name, body, status, needle) in cases {
+        let r = request(
+            "POST",
+            &format!("{}/v1/completions", gw.url),
+            body,
+            &[("content-type", "application/json")],
+        )
+        .await;
+        assert_eq!(
+            r.status.as_u16(),
+            status,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let msg = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(msg.contains(needle), "{name}: {msg}");
+    }
+    still_serving(&gw).await;
+}

@@ -273,4 +273,11 @@ pub trait ChatEngine: Send + Sync {
     /// Answers a request as a stream. Returns once the first byte of the answer is
     /// certain (for a cloud model: the response head), so that failures before it can fall back.
     async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<Streaming, EngineError>;
+
+    /// The prompt tokens of `req` exactly as this engine would count them (its tokenizer and
+    /// chat template), when it can tell without a model call; `None` otherwise (cloud models:
+    /// their tokenizers are the provider's).
+    fn count_prompt_tokens(&self, _req: &crate::api::ChatRequest) -> Option<u64> {
+        None
+    }
 }

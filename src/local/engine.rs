@@ -467,6 +467,15 @@ impl ChatEngine for LocalEngine {
         Ok(())
     }
 
+    fn count_prompt_tokens(&self, req: &ChatRequest) -> Option<u64> {
+        let messages = req.messages();
+        let ids = match (req.raw_prompt, messages.last()) {
+            (true, Some((_, text))) => super::tokenizer::encode(&self.model.tokenizer, text),
+            _ => self.model.prompt(&messages),
+        };
+        ids.ok().map(|ids| ids.len() as u64)
+    }
+
     async fn infer(&self, req: EngineRequest<'_>) -> Result<Completion, EngineError> {
         let mut rx = self.submit(req.request).await?;
         let mut text = String::new();

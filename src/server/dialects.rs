@@ -188,10 +188,16 @@ pub async fn handle(
             .get(chat::TAGS_HEADER)
             .and_then(|v| v.to_str().ok());
         let feats = crate::features::extract(&parsed, caller.tenant.as_deref(), tags);
+        // Exact for the on-box model the policy would pick (its tokenizer and chat template),
+        // else the gateway's estimate (what budgets reserve and rules see).
+        let exact = crate::policy::decide(&gateway.policy, &feats)
+            .ok()
+            .and_then(|d| gateway.engines.get(d.model))
+            .and_then(|e| e.count_prompt_tokens(&parsed));
         return respond::with_body(
             StatusCode::OK,
             "application/json",
-            anthropic::count_tokens_body(feats.prompt_tokens),
+            anthropic::count_tokens_body(exact.unwrap_or(feats.prompt_tokens)),
         );
     }
     let settlement = gateway.ledger.open(Instant::now());
