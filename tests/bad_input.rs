@@ -409,26 +409,7 @@ async fn hostile_responses_requests_each_get_a_clear_4xx() {
         ("unknown field", json!({"model": "auto", "input": "x", "reasoning": {"effort": "high"}}).to_string().into_bytes(), 400, "`reasoning`"),
         ("unknown model", json!({"model": "gpt-nope", "input": "x"}).to_string().into_bytes(), 404, "gpt-nope"),
     ];
-    for (name, body, status, needle) in cases {
-        let r = request(
-            "POST",
-            &format!("{}/v1/responses", gw.url),
-            body,
-            &[("content-type", "application/json")],
-        )
-        .await;
-        assert_eq!(
-            r.status.as_u16(),
-            status,
-            "{name}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
-        let msg = r.json()["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        assert!(msg.contains(needle), "{name}: {msg}");
-    }
+    each_gets_an_openai_error(&gw, "/v1/responses", cases).await;
     still_serving(&gw).await;
 }
 
@@ -518,10 +499,21 @@ async fn hostile_completions_requests_each_get_a_clear_4xx() {
             "gpt-nope",
         ),
     ];
+    each_gets_an_openai_error(&gw, "/v1/completions", cases).await;
+    still_serving(&gw).await;
+}
+
+/// Sends each `(name, body, status, needle)` case to `path` and asserts its status and that its
+/// OpenAI-shaped error message holds `needle`.
+async fn each_gets_an_openai_error(
+    gw: &TestGateway,
+    path: &str,
+    cases: Vec<(&str, Vec<u8>, u16, &str)>,
+) {
     for (name, body, status, needle) in cases {
         let r = request(
             "POST",
-            &format!("{}/v1/completions", gw.url),
+            &format!("{}{path}", gw.url),
             body,
             &[("content-type", "application/json")],
         )
@@ -538,5 +530,4 @@ async fn hostile_completions_requests_each_get_a_clear_4xx() {
             .to_string();
         assert!(msg.contains(needle), "{name}: {msg}");
     }
-    still_serving(&gw).await;
 }

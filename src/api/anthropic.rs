@@ -11,6 +11,7 @@
 //! completions reference for the other side.
 
 use super::chat_chunk::ChatEvent;
+use super::dialect::{self, bad};
 use super::ApiError;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
@@ -22,10 +23,6 @@ pub struct Inbound {
     /// The model the client named.
     pub model: String,
     pub stream: bool,
-}
-
-fn bad(message: impl Into<String>, param: &str) -> ApiError {
-    ApiError::bad_request(message, Some(param))
 }
 
 /// Translates a Messages request body into an OpenAI chat completion request body.
@@ -43,11 +40,7 @@ fn bad(message: impl Into<String>, param: &str) -> ApiError {
 /// Errors: a 400 naming the field for a body that is not such a request, and for what cannot be
 /// translated (server tools, document blocks, extended thinking).
 pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}"), None))?;
-    let Some(obj) = v.as_object() else {
-        return Err(bad("the body must be a JSON object", "body"));
-    };
+    let obj = dialect::request_object(body)?;
     for key in obj.keys() {
         if !matches!(
             key.as_str(),
@@ -71,11 +64,7 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
             ));
         }
     }
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| bad("`model` is required and must be a string", "model"))?;
+    let model = dialect::model(&obj)?;
     let max_tokens = match obj.get("max_tokens") {
         None if counting => 1,
         m => m
@@ -88,11 +77,7 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
                 )
             })?,
     };
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(bad("`stream` must be a boolean", "stream")),
-    };
+    let stream = dialect::stream(&obj)?;
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
     out.insert("max_tokens".into(), json!(max_tokens));
@@ -458,11 +443,7 @@ fn message_id(id: Option<&str>) -> String {
 /// Translates an OpenAI chat completion body into a Messages answer (`type: message`), for the
 /// client that asked for `model`. A body that is not a chat completion becomes an `api_error`.
 pub fn from_completion(body: &[u8], model: &str) -> Result<Bytes, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|_| ApiError::BadGateway("the model's answer is not a chat completion".into()))?;
-    let choice = v
-        .pointer("/choices/0")
-        .ok_or_else(|| ApiError::BadGateway("the model's answer has no choices".into()))?;
+    let (v, choice) = dialect::chat_answer(body)?;
     let content = super::anthropic_upstream::assistant_blocks(&choice["message"]);
     let out = json!({
         "id": message_id(v.get("id").and_then(Value::as_str)),

@@ -6,6 +6,7 @@
 //! their stream chunks).
 
 use super::chat_chunk::ChatEvent;
+use super::dialect::{self, bad};
 use super::ApiError;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
@@ -17,26 +18,14 @@ pub struct Inbound {
     pub stream: bool,
 }
 
-fn bad(message: impl Into<String>, param: &str) -> ApiError {
-    ApiError::bad_request(message, Some(param))
-}
-
 /// Translates a completions request body into a chat request body (one user message, the
 /// prompt). `max_tokens` defaults to 16, as OpenAI's does.
 ///
 /// Errors: a 400 naming the field for what cannot be served: several prompts or token-id
 /// prompts, `n` or `best_of` above 1, `echo`, `logprobs`, `suffix`, `logit_bias`.
 pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}"), None))?;
-    let Some(obj) = v.as_object() else {
-        return Err(bad("the body must be a JSON object", "body"));
-    };
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| bad("`model` is required and must be a string", "model"))?;
+    let obj = dialect::request_object(body)?;
+    let model = dialect::model(&obj)?;
     let prompt = match obj.get("prompt") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
@@ -57,7 +46,7 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
         json!([{"role": "user", "content": prompt}]),
     );
     let mut stream = false;
-    for (key, value) in obj {
+    for (key, value) in &obj {
         match key.as_str() {
             "model" | "prompt" => {}
             "max_tokens" => {
@@ -110,11 +99,7 @@ fn completion_id(id: Option<&str>) -> String {
 
 /// Translates a chat completion body into a `text_completion`.
 pub fn from_completion(body: &[u8], inbound: &Inbound) -> Result<Bytes, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|_| ApiError::BadGateway("the model's answer is not a chat completion".into()))?;
-    let choice = v
-        .pointer("/choices/0")
-        .ok_or_else(|| ApiError::BadGateway("the model's answer has no choices".into()))?;
+    let (v, choice) = dialect::chat_answer(body)?;
     let out = json!({
         "id": completion_id(v.get("id").and_then(Value::as_str)),
         "object": "text_completion",

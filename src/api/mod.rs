@@ -6,6 +6,7 @@ pub mod anthropic_upstream;
 pub mod capabilities;
 pub mod chat_chunk;
 pub mod completions;
+mod dialect;
 mod error;
 pub mod headers;
 mod request;

@@ -10,6 +10,7 @@
 //! `response.function_call_arguments.done`, `response.output_item.done`, `response.completed`).
 
 use super::chat_chunk::ChatEvent;
+use super::dialect::{self, bad};
 use super::ApiError;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
@@ -23,10 +24,6 @@ pub struct Inbound {
     /// Request fields the `response` object repeats (`instructions`, `max_output_tokens`,
     /// `temperature`, `top_p`, `tools`, `tool_choice`, `text`, `metadata`, ...).
     pub echo: Map<String, Value>,
-}
-
-fn bad(message: impl Into<String>, param: &str) -> ApiError {
-    ApiError::bad_request(message, Some(param))
 }
 
 /// Fields of the Responses API this gateway cannot honour, and why.
@@ -56,11 +53,7 @@ const REFUSED: &[(&str, &str)] = &[
 /// `background`, stored prompts, built-in tools (web search, file search, computer use, code
 /// interpreter, image generation, MCP), `reasoning` items, file inputs, and anything malformed.
 pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}"), None))?;
-    let Some(obj) = v.as_object() else {
-        return Err(bad("the body must be a JSON object", "body"));
-    };
+    let obj = dialect::request_object(body)?;
     for (field, why) in REFUSED {
         if obj
             .get(*field)
@@ -113,16 +106,8 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
             ));
         }
     }
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| bad("`model` is required and must be a string", "model"))?;
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(bad("`stream` must be a boolean", "stream")),
-    };
+    let model = dialect::model(&obj)?;
+    let stream = dialect::stream(&obj)?;
     let mut out = Map::new();
     let mut echo = Map::new();
     out.insert("model".into(), json!(model));
@@ -464,11 +449,7 @@ fn response_object(
 
 /// Translates an OpenAI chat completion body into a `response` object.
 pub fn from_completion(body: &[u8], inbound: &Inbound) -> Result<Bytes, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|_| ApiError::BadGateway("the model's answer is not a chat completion".into()))?;
-    let choice = v
-        .pointer("/choices/0")
-        .ok_or_else(|| ApiError::BadGateway("the model's answer has no choices".into()))?;
+    let (v, choice) = dialect::chat_answer(body)?;
     let id = bare_id(v.get("id").and_then(Value::as_str));
     let msg = &choice["message"];
     let mut output = vec![];

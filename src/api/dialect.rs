@@ -1,0 +1,55 @@
+//! What the translators of the other dialects ([`super::anthropic`], [`super::responses`],
+//! [`super::completions`]) read the same way: the request object and its `model` and `stream`,
+//! their 400s, and the internal answer they translate back.
+
+use super::ApiError;
+use serde_json::{Map, Value};
+
+/// A 400 naming the request parameter `param`.
+pub(crate) fn bad(message: impl Into<String>, param: &str) -> ApiError {
+    ApiError::bad_request(message, Some(param))
+}
+
+/// The request body as a JSON object.
+///
+/// Errors: a 400 for a body that is not JSON, or not an object.
+pub(crate) fn request_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(obj)) => Ok(obj),
+        Ok(_) => Err(bad("the body must be a JSON object", "body")),
+        Err(e) => Err(ApiError::bad_request(
+            format!("the body is not valid JSON: {e}"),
+            None,
+        )),
+    }
+}
+
+/// The required, non-empty `model`.
+pub(crate) fn model(obj: &Map<String, Value>) -> Result<&str, ApiError> {
+    obj.get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| bad("`model` is required and must be a string", "model"))
+}
+
+/// `stream`: absent or null is `false`.
+pub(crate) fn stream(obj: &Map<String, Value>) -> Result<bool, ApiError> {
+    match obj.get("stream") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad("`stream` must be a boolean", "stream")),
+    }
+}
+
+/// An internal (chat completion) answer and its first choice.
+///
+/// Errors: a 502 when the body is not a chat completion with a choice.
+pub(crate) fn chat_answer(body: &[u8]) -> Result<(Value, Value), ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::BadGateway("the model's answer is not a chat completion".into()))?;
+    let choice = v
+        .pointer("/choices/0")
+        .cloned()
+        .ok_or_else(|| ApiError::BadGateway("the model's answer has no choices".into()))?;
+    Ok((v, choice))
+}
