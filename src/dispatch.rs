@@ -370,6 +370,7 @@ mod tests {
                         prompt_tokens: 10,
                         completion_tokens: 5,
                         cached_prompt_tokens: 0,
+                        cache_write_prompt_tokens: 0,
                     },
                     usage_estimated: false,
                     headers: http::HeaderMap::new(),

@@ -1,7 +1,7 @@
 //! Cloud models of `kind: anthropic`: an OpenAI chat request (JSON, stream, tools) is sent as a
 //! Messages request to a fake Anthropic upstream (a real HTTP server speaking Anthropic's wire
 //! format and events, which checks `x-api-key` and `anthropic-version`), and comes back as an
-//! OpenAI answer with Anthropic's usage (cache reads priced as cached input); a Messages client
+//! OpenAI answer with Anthropic's usage (cache reads and writes at their own prices); a Messages client
 //! reaches the same model with its `anthropic-version` and `anthropic-beta` passed on; Anthropic's
 //! 529 reaches an OpenAI client as 503.
 
@@ -14,7 +14,7 @@ const UPSTREAM_KEY: &str = "sk-ant-upstream-secret";
 
 async fn gateway(up: &FakeUpstream) -> TestGateway {
     let base = |variant: &str| quoted(&format!("http://{}/anthropic{variant}", up.addr));
-    let price = "{ input_per_million: 3, output_per_million: 15, cached_input_per_million: 0.3 }";
+    let price = "{ input_per_million: 3, output_per_million: 15, cached_input_per_million: 0.3, cache_write_per_million: 3.75 }";
     let mut p = PolicyBuilder::new();
     for (name, variant) in [
         ("claude", ""),
@@ -128,13 +128,22 @@ async fn openai_clients_reach_an_anthropic_model() {
         Some(json!({"city": "Paris"}))
     );
 
-    // Prompt-cache reads: 100 input at $3, 900 cached at $0.30, 10 output at $15 per million.
+    // The prompt cache: 100 input at $3, 900 read at $0.30, 200 written at $3.75, 10 output at
+    // $15 per million.
     let r = chat(&gw, ask(false), &[("x-switchyard-tags", "cached")]).await;
-    assert_eq!(
-        r.json()["usage"]["prompt_tokens_details"]["cached_tokens"],
-        900
+    let usage = &r.json()["usage"];
+    assert_eq!(usage["prompt_tokens"], 1200);
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 900);
+    assert_eq!(usage["cache_read_input_tokens"], 900);
+    assert_eq!(usage["cache_creation_input_tokens"], 200);
+    assert_eq!(r.header("x-switchyard-cost-usd"), "0.00147000");
+    let metrics = metrics_text(&gw.url).await;
+    assert!(
+        metrics.contains(
+            r#"switchyard_tokens_total{direction="cache_write_input",model="claude-cached"} 200"#
+        ),
+        "{metrics}"
     );
-    assert_eq!(r.header("x-switchyard-cost-usd"), "0.00072000");
 
     // Anthropic's overloaded is an OpenAI client's 503, its message kept.
     let r = chat(&gw, ask(false), &[("x-switchyard-tags", "busy")]).await;

@@ -110,7 +110,7 @@ impl Metrics {
         let tokens = must(IntCounterVec::new(
             Opts::new(
                 "switchyard_tokens_total",
-                "Tokens processed, by model and direction (input, output, and cached_input: the part of input served from the provider's prompt cache).",
+                "Tokens processed, by model and direction (input, output, cached_input: the part of input served from the provider's prompt cache, and cache_write_input: the part written to it).",
             ),
             &["model", "direction"],
         ));
@@ -448,6 +448,11 @@ impl Metrics {
             self.tokens
                 .with_label_values(&[model, "cached_input"])
                 .inc_by(usage.cached_prompt_tokens);
+        }
+        if usage.cache_write_prompt_tokens > 0 {
+            self.tokens
+                .with_label_values(&[model, "cache_write_input"])
+                .inc_by(usage.cache_write_prompt_tokens);
         }
         self.cost
             .with_label_values(&[model, tenant])

@@ -170,14 +170,9 @@ pub fn bill(policy: &Policy, model: &str, usage: Usage) -> Bill {
         .get(model)
         .map(|m| m.price)
         .unwrap_or_default();
-    let (input, cached, output) = (
-        usage.prompt_tokens,
-        usage.cached_prompt_tokens,
-        usage.completion_tokens,
-    );
-    let cost_usd = price.cost_of(input, cached, output);
+    let cost_usd = price.cost_of(&usage);
     let reference = policy.reference_price().unwrap_or_default();
-    let reference_usd = reference.cost_of(input, cached, output);
+    let reference_usd = reference.cost_of(&usage);
     let savings_usd = if policy.reference_model.is_some() {
         reference_usd - cost_usd
     } else {
@@ -205,6 +200,7 @@ mod tests {
             prompt_tokens: 1_000_000,
             completion_tokens: 500_000,
             cached_prompt_tokens: 0,
+            cache_write_prompt_tokens: 0,
         };
         assert_eq!(
             bill(&p, "small", u),
@@ -220,5 +216,28 @@ mod tests {
                 savings_usd: 0.0
             }
         );
+    }
+
+    #[test]
+    fn cache_reads_and_writes_have_their_own_prices() {
+        let p = crate::policy::parse(
+            "version: 1\nmodels:\n  claude: { kind: anthropic, price: { input_per_million: 3, output_per_million: 15, cached_input_per_million: 0.3, cache_write_per_million: 3.75 } }\n  plain: { kind: anthropic, price: { input_per_million: 3, output_per_million: 15 } }\ndefault: { route: claude }\n",
+            "t.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        // 1M prompt tokens: 200k uncached, 500k read from the cache, 300k written to it.
+        let u = Usage {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 100_000,
+            cached_prompt_tokens: 500_000,
+            cache_write_prompt_tokens: 300_000,
+        };
+        let cost = bill(&p, "claude", u).cost_usd;
+        let expected = 0.2 * 3.0 + 0.5 * 0.3 + 0.3 * 3.75 + 0.1 * 15.0;
+        assert!((cost - expected).abs() < 1e-9, "{cost} != {expected}");
+        // Without cache prices, reads and writes cost what input costs.
+        let plain = bill(&p, "plain", u).cost_usd;
+        assert!((plain - (3.0 + 1.5)).abs() < 1e-9, "{plain}");
     }
 }

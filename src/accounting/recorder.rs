@@ -164,6 +164,7 @@ impl Row {
                     "completion_tokens": u.completion_tokens,
                     "total_tokens": u.total(),
                     "prompt_tokens_details": {"cached_tokens": u.cached_prompt_tokens},
+                    "cache_creation_input_tokens": u.cache_write_prompt_tokens,
                 }),
             );
         }

@@ -411,6 +411,7 @@ mod tests {
             prompt_tokens: 10,
             completion_tokens: 3,
             cached_prompt_tokens: 0,
+            cache_write_prompt_tokens: 0,
         };
         let bill = s.finish(End::Complete(usage, false));
         assert_eq!(bill.cost_usd, 16.0);
@@ -470,6 +471,7 @@ mod tests {
             prompt_tokens: 9,
             completion_tokens: 12,
             cached_prompt_tokens: 0,
+            cache_write_prompt_tokens: 0,
         };
         s.on_chunk(0, Some(usage.into()));
         s.finish(End::StreamDone);

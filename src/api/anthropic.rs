@@ -411,7 +411,8 @@ fn stop_reason(finish: Option<&str>) -> &'static str {
 }
 
 /// Anthropic's `usage` from an OpenAI one: `input_tokens` leaves out the cached part, which is
-/// `cache_read_input_tokens`.
+/// `cache_read_input_tokens`, and the part written to the cache (`cache_creation_input_tokens`,
+/// which an Anthropic upstream's translated usage carries).
 fn usage_of(u: Option<&Value>) -> Value {
     let n = |k: &str| {
         u.and_then(|u| u.get(k))
@@ -422,11 +423,12 @@ fn usage_of(u: Option<&Value>) -> Value {
         .and_then(|u| u.pointer("/prompt_tokens_details/cached_tokens"))
         .and_then(Value::as_u64)
         .unwrap_or(0);
+    let written = n("cache_creation_input_tokens");
     json!({
-        "input_tokens": n("prompt_tokens").saturating_sub(cached),
+        "input_tokens": n("prompt_tokens").saturating_sub(cached).saturating_sub(written),
         "output_tokens": n("completion_tokens"),
         "cache_read_input_tokens": cached,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": written,
     })
 }
 

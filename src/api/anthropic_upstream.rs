@@ -199,7 +199,8 @@ fn finish_reason(stop: Option<&str>) -> &'static str {
 }
 
 /// OpenAI's `usage` for Anthropic's: prompt tokens are the uncached input plus the cache's reads
-/// and writes; the reads are `prompt_tokens_details.cached_tokens`.
+/// and writes; the reads are `prompt_tokens_details.cached_tokens`, and Anthropic's two cache
+/// counts are kept beside them as they came (as LiteLLM's OpenAI usage does).
 fn usage_of(u: &Value) -> Value {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
     let (read, write) = (
@@ -209,7 +210,8 @@ fn usage_of(u: &Value) -> Value {
     let prompt = n("input_tokens") + read + write;
     let completion = n("output_tokens");
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": read}})
+        "prompt_tokens_details": {"cached_tokens": read},
+        "cache_read_input_tokens": read, "cache_creation_input_tokens": write})
 }
 
 /// Translates a Messages answer into an OpenAI chat completion body.
@@ -439,7 +441,8 @@ mod tests {
         assert_eq!(v["choices"][0]["message"]["content"], "Hi");
         assert_eq!(
             v["usage"],
-            json!({"prompt_tokens": 115, "completion_tokens": 3, "total_tokens": 118, "prompt_tokens_details": {"cached_tokens": 100}})
+            json!({"prompt_tokens": 115, "completion_tokens": 3, "total_tokens": 118, "prompt_tokens_details": {"cached_tokens": 100},
+                "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5})
         );
         let mut s = StreamFromAnthropic::new("claude");
         let events = [

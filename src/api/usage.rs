@@ -13,6 +13,9 @@ pub struct Usage {
     /// Of `prompt_tokens`, those served from the provider's prompt cache
     /// (`usage.prompt_tokens_details.cached_tokens`), priced at the cached input price.
     pub cached_prompt_tokens: u64,
+    /// Of `prompt_tokens`, those written to the provider's prompt cache (Anthropic's
+    /// `usage.cache_creation_input_tokens`), priced at the cache write price.
+    pub cache_write_prompt_tokens: u64,
 }
 
 impl Usage {
@@ -35,6 +38,14 @@ pub struct Reported {
     /// `prompt_tokens_details.cached_tokens`.
     #[serde(default, rename = "prompt_tokens_details", deserialize_with = "cached")]
     pub cached_tokens: Option<u64>,
+    /// `cache_creation_input_tokens`: the prompt tokens written to the provider's cache (an
+    /// Anthropic count, which the gateway passes on in OpenAI usage too, as LiteLLM does).
+    #[serde(
+        default,
+        rename = "cache_creation_input_tokens",
+        deserialize_with = "count"
+    )]
+    pub cache_write_tokens: Option<u64>,
 }
 
 impl From<Usage> for Reported {
@@ -43,6 +54,7 @@ impl From<Usage> for Reported {
             prompt_tokens: Some(u.prompt_tokens),
             completion_tokens: Some(u.completion_tokens),
             cached_tokens: Some(u.cached_prompt_tokens),
+            cache_write_tokens: Some(u.cache_write_prompt_tokens),
         }
     }
 }
@@ -57,10 +69,15 @@ impl Reported {
     /// The counts, with what is missing taken from the estimates; `true` when any was missing.
     pub fn resolve(self, prompt_estimate: u64, completion_estimate: u64) -> (Usage, bool) {
         let prompt_tokens = self.prompt_tokens.unwrap_or(prompt_estimate);
+        let cached_prompt_tokens = self.cached_tokens.unwrap_or(0).min(prompt_tokens);
         let usage = Usage {
             prompt_tokens,
             completion_tokens: self.completion_tokens.unwrap_or(completion_estimate),
-            cached_prompt_tokens: self.cached_tokens.unwrap_or(0).min(prompt_tokens),
+            cached_prompt_tokens,
+            cache_write_prompt_tokens: self
+                .cache_write_tokens
+                .unwrap_or(0)
+                .min(prompt_tokens - cached_prompt_tokens),
         };
         let estimated = self.prompt_tokens.is_none() || self.completion_tokens.is_none();
         (usage, estimated)
@@ -193,6 +210,7 @@ mod tests {
                 prompt_tokens: p,
                 completion_tokens: c,
                 cached_tokens: None,
+                cache_write_tokens: None,
             })
         };
         assert_eq!(
@@ -240,5 +258,23 @@ mod tests {
         );
         let (u, estimated) = both(Some(1), Some(2)).unwrap().resolve(10, 20);
         assert_eq!((u.total(), estimated), (3, false));
+    }
+
+    #[test]
+    fn cache_writes_are_read_and_capped_at_the_uncached_prompt() {
+        let r = Reported::from_json(
+            r#"{"prompt_tokens": 100, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 60}, "cache_creation_input_tokens": 30}"#,
+        )
+        .unwrap();
+        let u = r.resolve(0, 0).0;
+        assert_eq!(
+            (u.cached_prompt_tokens, u.cache_write_prompt_tokens),
+            (60, 30)
+        );
+        let over = Reported::from_json(
+            r#"{"prompt_tokens": 100, "prompt_tokens_details": {"cached_tokens": 60}, "cache_creation_input_tokens": 70}"#,
+        )
+        .unwrap();
+        assert_eq!(over.resolve(0, 0).0.cache_write_prompt_tokens, 40);
     }
 }

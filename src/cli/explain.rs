@@ -112,6 +112,7 @@ pub fn explain(
         prompt_tokens: f.prompt_tokens,
         completion_tokens: output_tokens,
         cached_prompt_tokens: 0,
+        cache_write_prompt_tokens: 0,
     };
     let _ = writeln!(
         s,

@@ -833,6 +833,7 @@ mod tests {
                 prompt_tokens: Some(3),
                 completion_tokens: Some(4),
                 cached_tokens: None,
+                cache_write_tokens: None,
             })
         );
         assert!(c.usage_only && fin);

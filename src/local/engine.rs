@@ -446,6 +446,7 @@ fn usage_of(o: &Outcome) -> Usage {
         prompt_tokens: o.prompt_tokens as u64,
         completion_tokens: o.completion_tokens as u64,
         cached_prompt_tokens: 0,
+        cache_write_prompt_tokens: 0,
     }
 }
 

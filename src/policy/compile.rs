@@ -147,11 +147,16 @@ impl Compiler<'_> {
                     .price
                     .cached_input_per_million
                     .unwrap_or(m.price.input_per_million),
+                cache_write_per_million: m
+                    .price
+                    .cache_write_per_million
+                    .unwrap_or(m.price.input_per_million),
             };
             for (field, v) in [
                 ("input_per_million", price.input_per_million),
                 ("output_per_million", price.output_per_million),
                 ("cached_input_per_million", price.cached_input_per_million),
+                ("cache_write_per_million", price.cache_write_per_million),
             ] {
                 if !v.is_finite() || v < 0.0 {
                     self.error(

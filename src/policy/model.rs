@@ -237,24 +237,36 @@ pub struct Price {
     /// Input tokens served from the provider's prompt cache (the policy's default: the input
     /// price).
     pub cached_input_per_million: f64,
+    /// Input tokens written to the provider's prompt cache (Anthropic's cache writes; the
+    /// policy's default: the input price).
+    pub cache_write_per_million: f64,
 }
 
 impl Price {
     /// Cost in USD of the given token counts, every input token at the full input price (the
     /// worst case, for reservations).
     pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        self.cost_of(input_tokens, 0, output_tokens)
+        self.cost_of(&crate::api::Usage {
+            prompt_tokens: input_tokens,
+            completion_tokens: output_tokens,
+            ..Default::default()
+        })
     }
 
-    /// Cost in USD: `(input - cached) × input_per_million + cached × cached_input_per_million +
-    /// output × output_per_million`, over 10⁶. `cached` is the part of `input` served from the
-    /// provider's prompt cache (OpenAI's `usage.prompt_tokens_details.cached_tokens`); it is
-    /// capped at `input`.
-    pub fn cost_of(&self, input_tokens: u64, cached_tokens: u64, output_tokens: u64) -> f64 {
-        let cached = cached_tokens.min(input_tokens);
-        ((input_tokens - cached) as f64 * self.input_per_million
+    /// Cost in USD of `usage`: `(input - cached - written) × input_per_million + cached ×
+    /// cached_input_per_million + written × cache_write_per_million + output ×
+    /// output_per_million`, over 10⁶. `cached` is the part of the input served from the
+    /// provider's prompt cache (OpenAI's `prompt_tokens_details.cached_tokens`, Anthropic's
+    /// `cache_read_input_tokens`), `written` the part written to it (Anthropic's
+    /// `cache_creation_input_tokens`); together they are capped at the input.
+    pub fn cost_of(&self, usage: &crate::api::Usage) -> f64 {
+        let input = usage.prompt_tokens;
+        let cached = usage.cached_prompt_tokens.min(input);
+        let written = usage.cache_write_prompt_tokens.min(input - cached);
+        ((input - cached - written) as f64 * self.input_per_million
             + cached as f64 * self.cached_input_per_million
-            + output_tokens as f64 * self.output_per_million)
+            + written as f64 * self.cache_write_per_million
+            + usage.completion_tokens as f64 * self.output_per_million)
             / 1_000_000.0
     }
 }

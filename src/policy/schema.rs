@@ -374,6 +374,9 @@ pub struct PriceSpec {
     /// Input tokens served from the provider's prompt cache (default: `input_per_million`).
     #[serde(default)]
     pub cached_input_per_million: Option<f64>,
+    /// Input tokens written to the provider's prompt cache (default: `input_per_million`).
+    #[serde(default)]
+    pub cache_write_per_million: Option<f64>,
 }
 
 /// Size limits of a model.

@@ -26,6 +26,9 @@ pub struct Row {
     /// Of the prompt, the tokens a provider's prompt cache served (priced at the cached input
     /// price), when the row says.
     pub cached_prompt_tokens: Option<u64>,
+    /// Of the prompt, the tokens written to a provider's prompt cache (priced at the cache
+    /// write price), when the row says.
+    pub cache_write_prompt_tokens: Option<u64>,
 }
 
 /// Why traffic could not be read.
@@ -82,6 +85,7 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
             "tenant",
             "completion_tokens",
             "cached_prompt_tokens",
+            "cache_write_prompt_tokens",
             // What the request log adds to the request.
             "ts",
             "request_id",
@@ -137,6 +141,13 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
                 .and_then(|d| d.get("cached_tokens"))
         })
         .and_then(Value::as_u64);
+    let cache_write_prompt_tokens = obj
+        .get("cache_write_prompt_tokens")
+        .or_else(|| {
+            obj.get("usage")
+                .and_then(|u| u.get("cache_creation_input_tokens"))
+        })
+        .and_then(Value::as_u64);
     Ok(Row {
         id: obj.get("id").cloned(),
         outcome: outcome(&obj),
@@ -145,6 +156,7 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
         completion_tokens,
         billed_prompt_tokens,
         cached_prompt_tokens,
+        cache_write_prompt_tokens,
     })
 }
 

@@ -361,7 +361,8 @@ type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 /// A fake Anthropic Messages upstream (`/anthropic…/v1/messages`): it requires `x-api-key` and
 /// `anthropic-version` (401 in Anthropic's error shape otherwise) and answers a `message` with
 /// 21 input and 4 output tokens, or the Messages event stream. Variants: `-tool` (a `tool_use`
-/// of get_weather), `-cached` (100 input tokens, 900 read from the prompt cache, 10 output),
+/// of get_weather), `-cached` (100 input tokens, 900 read from the prompt cache, 200 written to
+/// it, 10 output),
 /// `-529` (overloaded).
 fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Response<BoxBody> {
     let error = |status: u16, kind: &str, message: &str| {
@@ -390,7 +391,7 @@ fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Respon
     }
     let model = body["model"].as_str().unwrap_or("").to_string();
     let usage = if variant == "-cached" {
-        json!({"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 900, "cache_creation_input_tokens": 0})
+        json!({"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 900, "cache_creation_input_tokens": 200})
     } else {
         json!({"input_tokens": 21, "output_tokens": 4, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0})
     };
@@ -416,7 +417,8 @@ fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Respon
             json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant",
             "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
             "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 1,
-                "cache_read_input_tokens": usage["cache_read_input_tokens"], "cache_creation_input_tokens": 0}}}),
+                "cache_read_input_tokens": usage["cache_read_input_tokens"],
+                "cache_creation_input_tokens": usage["cache_creation_input_tokens"]}}}),
         ),
         ("ping", json!({"type": "ping"})),
     ];
@@ -546,6 +548,7 @@ impl EchoEngine {
                 prompt_tokens: prompt,
                 completion_tokens: text.split_whitespace().count() as u64,
                 cached_prompt_tokens: 0,
+                cache_write_prompt_tokens: 0,
             },
         )
     }
