@@ -374,6 +374,7 @@ mod tests {
                     },
                     usage_estimated: false,
                     headers: http::HeaderMap::new(),
+                    dialect: None,
                 }),
             }
         }
@@ -440,6 +441,7 @@ mod tests {
             let request = EngineRequest {
                 request: &req,
                 headers: &headers,
+                native: None,
             };
             dispatch(policy, &self.engines, decision, request, &mut settlement).await
         }

@@ -1,6 +1,7 @@
 //! Legacy completions (`/v1/completions`): the official `openai` Python SDK's
 //! `completions.create`, JSON and stream, against the real on-box model (which continues the
-//! prompt as it is, without its chat template) and against a cloud route.
+//! prompt as it is, without its chat template); a cloud model that does not declare
+//! `completions: true` is passed over (tests/native_dialects.rs has the ones that do).
 
 mod common;
 
@@ -32,12 +33,25 @@ async fn the_on_box_model_continues_a_raw_prompt() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cloud_route_answers_a_completion_as_a_chat() {
+async fn a_cloud_model_that_does_not_serve_completions_is_passed_over() {
+    // The standard route: `cloud` (chat only), falling back to the box, which takes it.
     let up = FakeUpstream::start().await;
     let policy = PolicyBuilder::standard(&up.base("ok")).render();
     let gw = start_gateway(&policy, &[("CLOUD_KEY", "sk-upstream")]).await;
-    sdk(&gw, "cloud", "cloud").await;
-    let sent = up.recorded().pop().expect("a request").body;
-    assert_eq!(sent["messages"][0]["content"], "The capital of France is");
-    assert_eq!(sent["max_tokens"], 8);
+    let r = request(
+        "POST",
+        &format!("{}/v1/completions", gw.url),
+        serde_json::json!({"model": "auto", "prompt": "The capital of France is", "max_tokens": 8})
+            .to_string(),
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-route"), "local");
+    assert_eq!(
+        r.header("x-switchyard-fallback"),
+        "cloud; reason=lacks_completions"
+    );
+    assert_eq!(r.json()["object"], "text_completion");
+    assert!(up.recorded().is_empty(), "nothing went upstream");
 }

@@ -222,3 +222,32 @@ fn azure_style_settings_are_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn the_dialects_a_model_serves_are_checked() {
+    // `responses` and `completions` belong to OpenAI-compatible models only.
+    for (model, says) in [
+        (
+            "{ kind: local, completions: true }",
+            "`completions` is only valid for cloud",
+        ),
+        (
+            "{ kind: anthropic, responses: true }",
+            "`responses` is only valid for `kind: openai` models",
+        ),
+        (
+            "{ kind: openai, base_url: 'http://h/v1', capabilities: [tools, completions] }",
+            "when it says `completions: true`",
+        ),
+    ] {
+        let (code, _, err) = check_text(&format!(
+            "{HEAD}  m: {model}\ndefault: {{ route: small }}\n"
+        ));
+        assert_eq!(code, 1, "{model}");
+        assert!(err.contains(says), "{model}: {err}");
+    }
+    let (code, _, err) = check_text(&format!(
+        "{HEAD}  m: {{ kind: openai, base_url: 'http://h/v1', responses: true, completions: true, capabilities: [tools] }}\ndefault: {{ route: m }}\n"
+    ));
+    assert_eq!(code, 0, "{err}");
+}

@@ -25,11 +25,15 @@ pub enum Capability {
     Audio,
     /// File content parts (`file`).
     Files,
+    /// A raw prompt continued as it is, without a chat template (a legacy completions request,
+    /// `POST /v1/completions`): the on-box engine, and cloud models that declare
+    /// `completions: true`.
+    Completions,
 }
 
 impl Capability {
     /// Every capability, in the order of the bit set.
-    pub const ALL: [Capability; 8] = [
+    pub const ALL: [Capability; 9] = [
         Capability::Tools,
         Capability::JsonObject,
         Capability::JsonSchema,
@@ -38,6 +42,7 @@ impl Capability {
         Capability::Images,
         Capability::Audio,
         Capability::Files,
+        Capability::Completions,
     ];
 
     /// The policy's name of the capability.
@@ -51,6 +56,7 @@ impl Capability {
             Capability::Images => "images",
             Capability::Audio => "audio",
             Capability::Files => "files",
+            Capability::Completions => "completions",
         }
     }
 
@@ -65,6 +71,7 @@ impl Capability {
             Capability::Images => "lacks_images",
             Capability::Audio => "lacks_audio",
             Capability::Files => "lacks_files",
+            Capability::Completions => "lacks_completions",
         }
     }
 
@@ -76,6 +83,7 @@ impl Capability {
             Capability::Logprobs => "logprobs",
             Capability::N => "n",
             Capability::Images | Capability::Audio | Capability::Files => "messages",
+            Capability::Completions => "prompt",
         }
     }
 
@@ -103,14 +111,18 @@ impl Capabilities {
     /// No capability: what a plain text chat request needs.
     pub const NONE: Capabilities = Capabilities(0);
 
-    /// Every capability the gateway knows: a cloud model's default (its provider refuses what
-    /// the model behind it lacks).
+    /// Every capability the gateway knows (a cloud model's default is this but `completions`,
+    /// which it must declare: its provider refuses what the model behind it lacks).
     pub fn all() -> Capabilities {
         Capability::ALL.into_iter().collect()
     }
 
     pub fn with(self, c: Capability) -> Capabilities {
         Capabilities(self.0 | c.bit())
+    }
+
+    pub fn without(self, c: Capability) -> Capabilities {
+        Capabilities(self.0 & !c.bit())
     }
 
     pub fn has(self, c: Capability) -> bool {

@@ -1,9 +1,36 @@
-//! What the translators of the other dialects ([`super::anthropic`], [`super::responses`],
-//! [`super::completions`]) read the same way: the request object and its `model` and `stream`,
-//! their 400s, and the internal answer they translate back.
+//! The dialects besides OpenAI chat completions, and what their translators
+//! ([`super::anthropic`], [`super::responses`], [`super::completions`]) read the same way: the
+//! request object and its `model` and `stream`, their 400s, and the internal answer they
+//! translate back.
 
 use super::ApiError;
 use serde_json::{Map, Value};
+
+/// A dialect a client speaks besides OpenAI chat completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Anthropic Messages (`POST /v1/messages`).
+    Anthropic,
+    /// OpenAI Responses (`POST /v1/responses`).
+    Responses,
+    /// OpenAI legacy completions (`POST /v1/completions`).
+    Completions,
+}
+
+impl Dialect {
+    /// The dialect of a request path, when it is not OpenAI chat completions.
+    pub fn of_path(path: &str) -> Option<Dialect> {
+        if path.starts_with("/v1/messages") {
+            Some(Dialect::Anthropic)
+        } else if path.starts_with("/v1/responses") {
+            Some(Dialect::Responses)
+        } else if path == "/v1/completions" {
+            Some(Dialect::Completions)
+        } else {
+            None
+        }
+    }
+}
 
 /// A 400 naming the request parameter `param`.
 pub(crate) fn bad(message: impl Into<String>, param: &str) -> ApiError {

@@ -6,9 +6,10 @@ pub mod anthropic_upstream;
 pub mod capabilities;
 pub mod chat_chunk;
 pub mod completions;
-mod dialect;
+pub mod dialect;
 mod error;
 pub mod headers;
+pub mod native;
 mod request;
 pub mod responses;
 pub mod skim;
@@ -16,6 +17,7 @@ pub mod sse;
 pub mod usage;
 
 pub use capabilities::{Capabilities, Capability};
+pub use dialect::Dialect;
 pub use error::{
     client_status, parse_retry_after, retry_after_secs, ApiError, ErrorKind, UPSTREAM_STATUS,
 };

@@ -198,6 +198,13 @@ impl ChatRequest {
         Ok(req)
     }
 
+    /// Marks the request a legacy completion: its one user message is a raw prompt, which only
+    /// a model with the `completions` capability can answer.
+    pub fn set_raw_prompt(&mut self) {
+        self.raw_prompt = true;
+        self.needs = self.needs.with(Capability::Completions);
+    }
+
     /// What the request needs of a model (see [`Capability`] for where each comes from).
     fn needs_of(&self, counts: &MessageCounts) -> Capabilities {
         let mut needs = Capabilities::NONE;

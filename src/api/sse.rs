@@ -1,4 +1,6 @@
-//! Server-sent events as OpenAI streams them: `data: <json>\n\n`, ending in `data: [DONE]`.
+//! Server-sent events (the WHATWG HTML standard's `text/event-stream`) as OpenAI streams them:
+//! `data: <json>\n\n`, ending in `data: [DONE]`; and as Anthropic and the Responses API stream
+//! them, each event named in an `event:` line.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -20,10 +22,29 @@ pub fn write_event(out: &mut BytesMut, payload: &[u8]) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// One decoded event: its `data` lines joined with `\n` (comments and other fields dropped).
+/// Appends a named event to `out`: `event: <name>` (when there is one) and its payload, one
+/// `data:` line per line of it.
+pub fn write_named_event(out: &mut BytesMut, name: Option<&[u8]>, payload: &[u8]) {
+    out.reserve(payload.len() + name.map_or(0, <[u8]>::len) + 16);
+    if let Some(name) = name {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name);
+        out.extend_from_slice(b"\n");
+    }
+    for line in payload.split(|&b| b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\n");
+    }
+    out.extend_from_slice(b"\n");
+}
+
+/// One decoded event: its `data` lines joined with `\n`, and its `event` name when it has one
+/// (comments and other fields dropped).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub data: Bytes,
+    pub name: Option<Bytes>,
 }
 
 impl Event {
@@ -42,6 +63,8 @@ pub struct Decoder {
     buf: BytesMut,
     data: BytesMut,
     has_data: bool,
+    /// The `event` field of the event being read.
+    name: Option<Bytes>,
 }
 
 /// The buffered, incomplete part of the stream grew past the limit.
@@ -83,7 +106,7 @@ impl Decoder {
                 let mut data = self.ready.split_to(end + 2);
                 data.truncate(end);
                 data.advance(6);
-                return Ok(Some(Event { data }));
+                return Ok(Some(Event { data, name: None }));
             }
             self.spill();
         }
@@ -91,7 +114,7 @@ impl Decoder {
             let mut event = self.buf.split_to(end + 2);
             event.truncate(end);
             let data = event.split_off(6).freeze();
-            return Ok(Some(Event { data }));
+            return Ok(Some(Event { data, name: None }));
         }
         loop {
             let Some(nl) = memchr::memchr(b'\n', &self.buf) else {
@@ -109,8 +132,11 @@ impl Decoder {
                 if self.has_data {
                     self.has_data = false;
                     let data = std::mem::take(&mut self.data).freeze();
-                    return Ok(Some(Event { data }));
+                    let name = self.name.take();
+                    return Ok(Some(Event { data, name }));
                 }
+                // An event without data is not dispatched (nor is its name kept).
+                self.name = None;
                 continue;
             }
             if line.starts_with(b":") {
@@ -126,7 +152,9 @@ impl Decoder {
                 }
                 None => (&line[..], &b""[..]),
             };
-            if field == b"data" {
+            if field == b"event" {
+                self.name = Some(Bytes::copy_from_slice(value));
+            } else if field == b"data" {
                 if self.has_data {
                     self.data.extend_from_slice(b"\n");
                 }
@@ -149,6 +177,7 @@ impl Decoder {
             self.has_data = false;
             Event {
                 data: std::mem::take(&mut self.data).freeze(),
+                name: self.name.take(),
             }
         })
     }
@@ -196,6 +225,8 @@ mod tests {
                     vec![&b"{\"a\":1}"[..], b"line1\nline2", b"[DONE]"],
                     "split at {a} and {b}, shared {shared}"
                 );
+                let names: Vec<Option<&[u8]>> = events.iter().map(|e| e.name.as_deref()).collect();
+                assert_eq!(names, vec![None, Some(&b"x"[..]), None]);
                 assert!(events[2].is_done());
             }
         }
@@ -215,6 +246,27 @@ mod tests {
         d.push_bytes(Bytes::from_static(b":3}\n\n"));
         assert_eq!(d.next_event().unwrap().unwrap().data.as_ref(), b"{\"c\":3}");
         assert_eq!(d.next_event().unwrap(), None);
+    }
+
+    #[test]
+    fn named_events_are_written_and_read_back() {
+        let mut out = BytesMut::new();
+        write_named_event(&mut out, Some(b"message_start"), b"{\"a\":1}");
+        write_named_event(&mut out, None, b"two\nlines");
+        assert_eq!(
+            &out[..],
+            b"event: message_start\ndata: {\"a\":1}\n\ndata: two\ndata: lines\n\n"
+        );
+        let mut d = Decoder::default();
+        d.push(&out);
+        let first = d.next_event().unwrap().unwrap();
+        assert_eq!(first.name.as_deref(), Some(&b"message_start"[..]));
+        assert_eq!(first.data.as_ref(), b"{\"a\":1}");
+        let second = d.next_event().unwrap().unwrap();
+        assert_eq!(
+            (second.name, second.data.as_ref()),
+            (None, &b"two\nlines"[..])
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ pub mod openai;
 pub mod resilience;
 mod upstream;
 
-use crate::api::{ApiError, ChatRequest};
+use crate::api::{ApiError, ChatRequest, Dialect};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -26,13 +26,18 @@ pub struct Completion {
     pub usage_estimated: bool,
     /// Upstream response headers that go back to the client (empty for the on-box model).
     pub headers: HeaderMap,
+    /// `None`: `body` is a `chat.completion`. Else the client's dialect, in which the upstream
+    /// answered a request passed to it as it came ([`EngineRequest::native`]).
+    pub dialect: Option<Dialect>,
 }
 
-/// One `chat.completion.chunk` of a stream.
+/// One `chat.completion.chunk` of a stream, or one event of a stream in the client's dialect.
 #[derive(Debug, Clone)]
 pub struct Chunk {
     /// The chunk JSON (the text after `data: `).
     pub payload: Bytes,
+    /// The event's name (its `event:` line), in dialects that name their events.
+    pub event: Option<Bytes>,
     /// Bytes of generated text in this chunk.
     pub text_bytes: u64,
     /// Usage, when this chunk carries it (counts the upstream left out or garbled are `None`).
@@ -49,6 +54,9 @@ pub type ChunkStream = BoxStream<'static, Result<Chunk, EngineError>>;
 pub struct Streaming {
     pub chunks: ChunkStream,
     pub headers: HeaderMap,
+    /// `None`: the chunks are `chat.completion.chunk`s. Else the client's dialect, whose events
+    /// they are ([`Completion::dialect`]).
+    pub dialect: Option<Dialect>,
 }
 
 impl Streaming {
@@ -57,6 +65,7 @@ impl Streaming {
         Streaming {
             chunks,
             headers: HeaderMap::new(),
+            dialect: None,
         }
     }
 }
@@ -67,6 +76,17 @@ pub struct EngineRequest<'a> {
     pub request: &'a ChatRequest,
     /// The client's request headers (a cloud engine forwards its allow-list of them).
     pub headers: &'a http::HeaderMap,
+    /// The request as the client sent it, when it came in another dialect: an engine whose
+    /// upstream speaks that dialect sends it on as it is (only `model` replaced) and answers in
+    /// it; any other engine answers `request`, the translation.
+    pub native: Option<Native<'a>>,
+}
+
+/// A request body in the dialect the client spoke.
+#[derive(Debug, Clone, Copy)]
+pub struct Native<'a> {
+    pub dialect: Dialect,
+    pub body: &'a [u8],
 }
 
 /// Why an engine could not answer.

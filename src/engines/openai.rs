@@ -3,11 +3,12 @@
 
 use super::resilience::{self, CircuitBreaker, CircuitState, Permit};
 use super::upstream::{self, Upstream, UpstreamError};
-use super::{ChatEngine, Chunk, Completion, EngineError, EngineRequest, Streaming};
+use super::{ChatEngine, Chunk, Completion, EngineError, EngineRequest, Native, Streaming};
 use crate::accounting::metrics::RetryCounter;
+use crate::api::native::{self, StreamReader};
 use crate::api::skim::{self, Kind, Reader, SkimError};
 use crate::api::sse;
-use crate::api::Reported;
+use crate::api::{Dialect, Reported};
 use crate::features::estimate_text_tokens;
 use crate::policy::{Model, RetrySettings, Secret, Timeouts};
 use async_trait::async_trait;
@@ -39,6 +40,9 @@ pub struct OpenAiEngine {
     upstream: Arc<Upstream>,
     /// The request head up to the forwarded headers, for non-streaming and streaming calls.
     head_prefix: [Vec<u8>; 2],
+    /// The dialects the upstream also serves, each with its head prefixes (Anthropic Messages
+    /// at the same endpoint; Responses and completions at their own paths).
+    native: Vec<(Dialect, [Vec<u8>; 2])>,
     retry_count: RetryCounter,
     /// The wire format of the upstream.
     wire: Wire,
@@ -93,9 +97,12 @@ impl OpenAiEngine {
             Wire::OpenAi => "/chat/completions",
             Wire::Anthropic { .. } => "/v1/messages",
         };
-        let endpoint: Uri = format!("{}{path}{}", p.base_url, query_string(&p.query))
-            .parse()
-            .map_err(|e| format!("invalid base_url for model `{}`: {e}", model.name))?;
+        let endpoint_of = |path: &str| -> Result<Uri, String> {
+            format!("{}{path}{}", p.base_url, query_string(&p.query))
+                .parse()
+                .map_err(|e| format!("invalid base_url for model `{}`: {e}", model.name))
+        };
+        let endpoint = endpoint_of(path)?;
         let authorization = match &p.api_key {
             Some(k) => {
                 // `Authorization: Bearer <key>`, or the key as it is in another header.
@@ -116,7 +123,8 @@ impl OpenAiEngine {
         };
         let upstream = Upstream::new(&endpoint, p.timeouts.connect, p.response_headers.clone())
             .map_err(|e| format!("model `{}`: {e}", model.name))?;
-        let head_prefix = [false, true].map(|stream| {
+        let head_prefix = |endpoint: &Uri| {
+            [false, true].map(|stream| {
             let mut h = format!(
                 "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\naccept: {}\r\nuser-agent: switchyard/{}\r\n",
                 endpoint.path_and_query().map_or("/", |p| p.as_str()),
@@ -137,7 +145,23 @@ impl OpenAiEngine {
                 h.extend_from_slice(b"\r\n");
             }
             h
-        });
+        })
+        };
+        let mut native = Vec::new();
+        match wire {
+            Wire::Anthropic { .. } => native.push((Dialect::Anthropic, head_prefix(&endpoint))),
+            Wire::OpenAi => {
+                for (served, dialect, path) in [
+                    (p.responses, Dialect::Responses, "/responses"),
+                    (p.completions, Dialect::Completions, "/completions"),
+                ] {
+                    if served {
+                        native.push((dialect, head_prefix(&endpoint_of(path)?)));
+                    }
+                }
+            }
+        }
+        let head_prefix = head_prefix(&endpoint);
         Ok(OpenAiEngine {
             name: model.name.clone(),
             redactor: Redactor::new(p.api_key.as_ref()),
@@ -151,6 +175,7 @@ impl OpenAiEngine {
             head_prefix,
             retry_count: retries,
             wire,
+            native,
         })
     }
 
@@ -162,7 +187,7 @@ impl OpenAiEngine {
         stream: bool,
         deadline: Instant,
     ) -> Result<upstream::Response, EngineError> {
-        let (head, body) = self.request(req, stream);
+        let (head, body) = self.request(req, stream)?;
         // A client that retries by itself (the OpenAI SDKs say so with `x-stainless-retry-count`)
         // gets one try per call for an error status: its retries take the place of ours, instead
         // of multiplying them. Connections that fail are still retried here.
@@ -209,23 +234,52 @@ impl OpenAiEngine {
         }
     }
 
-    /// The request as sent upstream: its head and its body.
-    fn request(&self, req: &EngineRequest<'_>, stream: bool) -> (Vec<u8>, Vec<u8>) {
+    /// The dialect, among those the upstream serves, of a request that came in it.
+    fn native<'a>(&self, req: &EngineRequest<'a>) -> Option<(Native<'a>, &[Vec<u8>; 2])> {
+        let n = req.native?;
+        let (_, prefix) = self.native.iter().find(|(d, _)| *d == n.dialect)?;
+        Some((n, prefix))
+    }
+
+    /// The request as sent upstream: its head and its body. A request in a dialect the upstream
+    /// serves goes as it came, with only `model` replaced (and, on a completions stream,
+    /// `stream_options.include_usage` set).
+    fn request(
+        &self,
+        req: &EngineRequest<'_>,
+        stream: bool,
+    ) -> Result<(Vec<u8>, Vec<u8>), EngineError> {
         let mut body = Vec::new();
-        let prefix = &self.head_prefix[usize::from(stream)];
+        let native = self.native(req);
+        let prefix = match native {
+            Some((_, prefix)) => &prefix[usize::from(stream)],
+            None => &self.head_prefix[usize::from(stream)],
+        };
         let mut head = Vec::with_capacity(prefix.len() + 64);
         head.extend_from_slice(prefix);
+        if let Some((n, _)) = native {
+            let usage = stream && n.dialect == Dialect::Completions;
+            body = native::with_model(n.body, &self.upstream_model, usage).map_err(|e| {
+                EngineError::Invalid {
+                    message: format!("the request body is not a JSON object: {e}"),
+                    param: "body",
+                }
+            })?;
+        }
         match self.wire {
+            Wire::OpenAi if native.is_some() => {}
             Wire::OpenAi => req
                 .request
                 .write_upstream(&self.upstream_model, stream, &mut body),
             Wire::Anthropic { default_max_tokens } => {
-                body = crate::api::anthropic_upstream::from_chat(
-                    &req.request.body(),
-                    &self.upstream_model,
-                    stream,
-                    default_max_tokens,
-                );
+                if native.is_none() {
+                    body = crate::api::anthropic_upstream::from_chat(
+                        &req.request.body(),
+                        &self.upstream_model,
+                        stream,
+                        default_max_tokens,
+                    );
+                }
                 // The client's API version and betas when it names them (an Anthropic client).
                 let version = req
                     .headers
@@ -249,7 +303,7 @@ impl OpenAiEngine {
         }
         // Writing into a Vec cannot fail.
         let _ = write!(head, "content-length: {}\r\n\r\n", body.len());
-        (head, body)
+        Ok((head, body))
     }
 
     /// Sends the request and waits for the response head.
@@ -399,9 +453,11 @@ impl ChatEngine for OpenAiEngine {
         match self.open_stream(&req).await {
             Ok((mut chunks, headers)) => {
                 chunks.permit = permit;
+                let dialect = chunks.native.as_ref().map(|(d, _)| *d);
                 Ok(Streaming {
                     chunks: Box::pin(chunks),
                     headers,
+                    dialect,
                 })
             }
             Err(e) => {
@@ -424,6 +480,9 @@ struct SseChunks {
     /// yet handed out.
     anthropic: Option<crate::api::anthropic_upstream::StreamFromAnthropic>,
     queue: std::collections::VecDeque<Bytes>,
+    /// For a stream in the client's dialect: the dialect and the reader of its events, which
+    /// pass through as they came.
+    native: Option<(Dialect, StreamReader)>,
     body: upstream::Body,
     decoder: sse::Decoder,
     redactor: Redactor,
@@ -443,6 +502,9 @@ struct SseChunks {
 impl SseChunks {
     /// The next item from what has been read; `None` when more must be read first.
     fn decoded(&mut self) -> Option<Option<Result<Chunk, EngineError>>> {
+        if self.native.is_some() {
+            return self.decoded_native();
+        }
         if self.anthropic.is_some() {
             return self.decoded_anthropic();
         }
@@ -470,6 +532,50 @@ impl SseChunks {
             }
             Err(e) => self.fail(e),
         }))
+    }
+
+    /// [`Self::decoded`] for a stream in the client's dialect: each event as it came (its data
+    /// and name), read for its text and usage. The stream ends at `[DONE]` (completions) or with
+    /// the body once the answer has finished (`message_stop`, `response.completed`); an `error`
+    /// event ends it with [`EngineError::InStream`], carrying that event's data.
+    fn decoded_native(&mut self) -> Option<Option<Result<Chunk, EngineError>>> {
+        let event = match self.decoder.next_event() {
+            Ok(Some(e)) => e,
+            Ok(None) if self.ended => match self.decoder.finish() {
+                Some(e) => e,
+                None if self.finished => return Some(self.end()),
+                None => {
+                    return Some(Some(self.fail(EngineError::Transport(
+                        "the upstream closed the stream before it finished".into(),
+                    ))))
+                }
+            },
+            Ok(None) => return None,
+            Err(e) => return Some(Some(self.fail(EngineError::Protocol(e.to_string())))),
+        };
+        if event.is_done() {
+            return Some(self.end());
+        }
+        let data = self.redactor.apply(event.data);
+        let (_, reader) = self.native.as_mut()?;
+        let read = match reader.event(event.name.as_deref(), &data) {
+            Ok(r) => r,
+            Err(e) => {
+                let e = EngineError::Protocol(format!("a stream event is not JSON: {e}"));
+                return Some(Some(self.fail(e)));
+            }
+        };
+        if read.error {
+            return Some(Some(self.fail(EngineError::InStream(data))));
+        }
+        self.finished |= read.finished;
+        Some(Some(Ok(Chunk {
+            payload: data,
+            event: event.name,
+            text_bytes: read.text_bytes,
+            usage: read.usage,
+            usage_only: read.usage_only,
+        })))
     }
 
     /// [`Self::decoded`] for an Anthropic upstream: its events translated into OpenAI chunks,
@@ -580,6 +686,20 @@ impl OpenAiEngine {
             .await
             .map_err(|_| EngineError::TotalTimeout(self.timeouts.total))??;
         let body = self.redactor.apply(body);
+        if let Some((n, _)) = self.native(req) {
+            let (reported, text) = native::answer(n.dialect, &body)
+                .map_err(|e| EngineError::Protocol(format!("the response is not JSON: {e}")))?;
+            let (usage, usage_estimated) = reported
+                .unwrap_or_default()
+                .resolve(self.prompt_estimate(req), estimate_text_tokens(text));
+            return Ok(Completion {
+                body,
+                usage,
+                usage_estimated,
+                headers,
+                dialect: Some(n.dialect),
+            });
+        }
         let body = match self.wire {
             Wire::OpenAi => body,
             Wire::Anthropic { .. } => {
@@ -598,19 +718,25 @@ impl OpenAiEngine {
             .iter()
             .filter_map(|c| c.message.as_ref()?.content.as_ref().map(|s| s.len() as u64))
             .sum();
-        let prompt = crate::features::estimate_prompt_tokens(
-            req.request.text_bytes,
-            req.request.message_count,
-            req.request.tool_bytes,
-            req.request.image_count,
-        );
-        let (usage, usage_estimated) = reported.resolve(prompt, estimate_text_tokens(text));
+        let (usage, usage_estimated) =
+            reported.resolve(self.prompt_estimate(req), estimate_text_tokens(text));
         Ok(Completion {
             body,
             usage,
             usage_estimated,
             headers,
+            dialect: None,
         })
+    }
+
+    /// The gateway's estimate of the request's prompt tokens, for when the upstream counts none.
+    fn prompt_estimate(&self, req: &EngineRequest<'_>) -> u64 {
+        crate::features::estimate_prompt_tokens(
+            req.request.text_bytes,
+            req.request.message_count,
+            req.request.tool_bytes,
+            req.request.image_count,
+        )
     }
 
     async fn open_stream(
@@ -629,14 +755,19 @@ impl OpenAiEngine {
                 "the upstream did not answer the stream request with text/event-stream".into(),
             ));
         }
+        let native = self
+            .native(req)
+            .map(|(n, _)| (n.dialect, StreamReader::new(n.dialect)));
         let chunks = SseChunks {
             anthropic: match self.wire {
+                Wire::Anthropic { .. } if native.is_some() => None,
                 Wire::Anthropic { .. } => Some(
                     crate::api::anthropic_upstream::StreamFromAnthropic::new(&self.upstream_model),
                 ),
                 Wire::OpenAi => None,
             },
             queue: std::collections::VecDeque::new(),
+            native,
             body: resp.body,
             decoder: sse::Decoder::default(),
             redactor: self.redactor.clone(),
@@ -660,6 +791,7 @@ fn parse_chunk(payload: Bytes) -> Result<(Chunk, bool), EngineError> {
         Some((text_bytes, finished)) => Ok((
             Chunk {
                 payload,
+                event: None,
                 text_bytes,
                 usage: None,
                 usage_only: false,
@@ -774,6 +906,7 @@ fn read_chunk(payload: Bytes) -> Result<(Chunk, bool), EngineError> {
     Ok((
         Chunk {
             payload,
+            event: None,
             text_bytes,
             usage,
             usage_only,

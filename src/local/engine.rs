@@ -455,11 +455,12 @@ fn usage_json(u: Usage) -> Value {
            "total_tokens": u.prompt_tokens + u.completion_tokens})
 }
 
-/// What the on-box engine supports beyond plain text chat: nothing yet (no tools, JSON modes,
-/// log probabilities, several choices, images, audio or files). Policies default an on-box
-/// model's capabilities to this, and cannot claim more.
+/// What the on-box engine supports beyond plain text chat: raw prompts (legacy completions),
+/// and nothing else yet (no tools, JSON modes, log probabilities, several choices, images,
+/// audio or files). Policies default an on-box model's capabilities to this, and cannot claim
+/// more.
 pub fn capabilities() -> Capabilities {
-    Capabilities::NONE
+    Capabilities::NONE.with(crate::api::Capability::Completions)
 }
 
 #[async_trait]
@@ -503,6 +504,7 @@ impl ChatEngine for LocalEngine {
                         usage,
                         usage_estimated: false,
                         headers: http::HeaderMap::new(),
+                        dialect: None,
                     });
                 }
                 Some(Event::Failed(e)) => return Err(EngineError::Failed(e)),
@@ -537,6 +539,7 @@ impl ChatEngine for LocalEngine {
         let stream = async_stream::stream! {
             yield Ok(Chunk {
                 payload: chunk(json!({"role": "assistant", "content": ""}), None),
+                event: None,
                 text_bytes: 0,
                 usage: None,
                 usage_only: false,
@@ -546,6 +549,7 @@ impl ChatEngine for LocalEngine {
                     Some(Event::Text(t)) => yield Ok(Chunk {
                         text_bytes: t.len() as u64,
                         payload: chunk(json!({"content": t}), None),
+                        event: None,
                         usage: None,
                         usage_only: false,
                     }),
@@ -557,12 +561,14 @@ impl ChatEngine for LocalEngine {
                         };
                         yield Ok(Chunk {
                             payload: chunk(json!({}), Some(finish.reason())),
+                            event: None,
                             text_bytes: 0,
                             usage: None,
                             usage_only: false,
                         });
                         yield Ok(Chunk {
                             payload: envelope(json!([]), Some(usage_json(usage))),
+                            event: None,
                             text_bytes: 0,
                             usage: Some(usage.into()),
                             usage_only: true,

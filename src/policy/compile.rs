@@ -183,6 +183,8 @@ impl Compiler<'_> {
                         ("response_headers", m.response_headers.is_some()),
                         ("auth_header", m.auth_header.is_some()),
                         ("query", m.query.is_some()),
+                        ("responses", m.responses.is_some()),
+                        ("completions", m.completions.is_some()),
                     ] {
                         if set {
                             self.error(
@@ -194,6 +196,19 @@ impl Compiler<'_> {
                     None
                 }
                 ModelKind::Openai | ModelKind::Anthropic => {
+                    if m.kind == ModelKind::Anthropic {
+                        for (field, set) in [
+                            ("responses", m.responses.is_some()),
+                            ("completions", m.completions.is_some()),
+                        ] {
+                            if set {
+                                self.error(
+                                    &format!("{path}.{field}"),
+                                    format!("`{field}` is only valid for `kind: openai` models (Anthropic serves Messages only)"),
+                                );
+                            }
+                        }
+                    }
                     for (field, set) in [
                         ("path", m.path.is_some()),
                         ("tokenizer", m.tokenizer.is_some()),
@@ -212,7 +227,14 @@ impl Compiler<'_> {
                 }
             };
             let local = (m.kind == ModelKind::Local).then(|| self.local(&path, &m, env));
-            let capabilities = self.capabilities(&path, m.kind, m.capabilities.as_deref());
+            let mut capabilities = self.capabilities(&path, m.kind, m.capabilities.as_deref());
+            if m.kind.is_cloud() {
+                // Set by `completions: true` alone, whatever the list says.
+                capabilities = match m.completions {
+                    Some(true) => capabilities.with(Capability::Completions),
+                    _ => capabilities.without(Capability::Completions),
+                };
+            }
             models.insert(
                 name.clone(),
                 Model {
@@ -680,6 +702,8 @@ impl Compiler<'_> {
                     }
                 }
             }),
+            responses: m.responses.unwrap_or(false),
+            completions: m.completions.unwrap_or(false),
             query: m
                 .query
                 .iter()
@@ -794,7 +818,7 @@ impl Compiler<'_> {
     ) -> Capabilities {
         let engine = match kind {
             ModelKind::Local => crate::local::capabilities(),
-            ModelKind::Openai => Capabilities::all(),
+            ModelKind::Openai => Capabilities::all().without(Capability::Completions),
             // What the Messages translation carries: tools and images.
             ModelKind::Anthropic => Capabilities::NONE
                 .with(crate::api::Capability::Tools)
@@ -813,6 +837,10 @@ impl Compiler<'_> {
                         "unknown capability `{name}` (capabilities: {})",
                         Capabilities::all().names()
                     ),
+                ),
+                Some(Capability::Completions) if kind.is_cloud() => self.error(
+                    &p,
+                    "a cloud model serves legacy completions when it says `completions: true`",
                 ),
                 Some(c) if !engine.has(c) => self.error(
                     &p,

@@ -295,6 +295,10 @@ pub struct Provider {
     pub auth_header: Option<http::HeaderName>,
     /// Query parameters of every call, in order (values expanded, not yet percent-encoded).
     pub query: Vec<(String, String)>,
+    /// The upstream serves the Responses API: Responses requests are forwarded as they came.
+    pub responses: bool,
+    /// The upstream serves legacy completions: completions requests are forwarded as they came.
+    pub completions: bool,
 }
 
 /// Retries of failures before the first byte.

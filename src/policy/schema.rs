@@ -324,6 +324,14 @@ pub struct ModelSpec {
     /// `${VAR}` is expanded in values.
     #[serde(default)]
     pub query: Option<indexmap::IndexMap<String, String>>,
+    /// `openai` only: the upstream serves the Responses API (`POST {base_url}/responses`), so
+    /// Responses requests are forwarded to it as they came (default false: translated to chat).
+    #[serde(default)]
+    pub responses: Option<bool>,
+    /// `openai` only: the upstream serves legacy completions (`POST {base_url}/completions`),
+    /// so completions requests are forwarded to it (default false: it gets none).
+    #[serde(default)]
+    pub completions: Option<bool>,
 }
 
 /// Retries of a cloud call: connect errors, 429 and 5xx, before any byte reached the client.

@@ -13,7 +13,7 @@ use crate::accounting::{End, Settlement};
 use crate::api::{ApiError, ChatRequest, Usage};
 use crate::classifier;
 use crate::dispatch::{self, Answer, Reply};
-use crate::engines::EngineRequest;
+use crate::engines::{EngineRequest, Native};
 use crate::features::{self, Features};
 use crate::policy::{self, Decision};
 use bytes::Bytes;
@@ -83,15 +83,22 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
             return resp;
         }
     };
-    answer(gateway, &parts.headers, parsed, settlement, &caller).await
+    answer(gateway, &parts.headers, parsed, None, settlement, &caller).await
 }
 
-/// Answers a parsed chat request, whatever dialect it came in (`headers`: the client's):
-/// client limits, features, classification, decision, dispatch, response.
+/// Marks a response whose body is in the client's dialect already (a model's upstream answered
+/// the request as the client sent it): the dialect's handler passes it on untranslated.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Answered(pub crate::api::Dialect);
+
+/// Answers a parsed chat request, whatever dialect it came in (`headers`: the client's;
+/// `native`: the request as it came in another dialect, which a model whose upstream speaks it
+/// is sent instead): client limits, features, classification, decision, dispatch, response.
 pub(super) async fn answer(
     gateway: Arc<Gateway>,
     headers: &HeaderMap,
     parsed: ChatRequest,
+    native: Option<Native<'_>>,
     mut settlement: Settlement,
     caller: &Caller,
 ) -> Response<Body> {
@@ -119,6 +126,7 @@ pub(super) async fn answer(
     let request = EngineRequest {
         request: &parsed,
         headers,
+        native,
     };
     let policy = &gateway.policy;
     let answer = dispatch::dispatch(policy, &gateway.engines, decision, request, &mut settlement);
@@ -169,6 +177,9 @@ fn respond(
                 .cost_usd;
             let mut resp = respond::with_body(StatusCode::OK, "application/json", done.body);
             resp.headers_mut().extend(done.headers);
+            if let Some(d) = done.dialect {
+                resp.extensions_mut().insert(Answered(d));
+            }
             resp
         }
         Reply::Stream(streaming) => {
@@ -187,8 +198,18 @@ fn respond(
             } else {
                 Duration::MAX
             };
-            let body = stream::body(streaming.chunks, settlement, req.include_usage, idle);
+            let framing = streaming.dialect;
+            let body = stream::body(
+                streaming.chunks,
+                settlement,
+                req.include_usage,
+                idle,
+                framing,
+            );
             let mut resp = Response::new(stream::take_ready(body));
+            if let Some(d) = framing {
+                resp.extensions_mut().insert(Answered(d));
+            }
             let h = resp.headers_mut();
             h.extend(streaming.headers);
             h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -3,12 +3,15 @@
 //! (`POST /v1/responses`). Read the body, translate it into the one internal request
 //! ([`anthropic::to_chat`], [`responses::to_chat`]), answer it as any chat request
 //! ([`chat::answer`]: the same limits, classifier, policy, budgets, metrics and request log), and
-//! turn the answer, the stream or the error into the dialect's shapes.
+//! turn the answer, the stream or the error into the dialect's shapes. A model whose upstream
+//! speaks the client's dialect is sent the request as it came instead, and its answer comes
+//! back untranslated.
 
 use super::respond::{self, Body};
 use super::{chat, Caller, Gateway};
 use crate::accounting::End;
 use crate::api::{anthropic, completions, responses, sse, ApiError, ChatRequest};
+use crate::engines::Native;
 use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -20,16 +23,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A dialect translated into the internal request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// Anthropic Messages.
-    Anthropic,
-    /// OpenAI Responses.
-    Responses,
-    /// OpenAI legacy completions.
-    Completions,
-}
+pub use crate::api::Dialect;
 
 /// What a dialect's translation kept for the way back.
 enum Inbound {
@@ -70,19 +64,6 @@ impl Translator {
 }
 
 impl Dialect {
-    /// The dialect of a request path, when it is not OpenAI chat completions.
-    pub fn of_path(path: &str) -> Option<Dialect> {
-        if path.starts_with("/v1/messages") {
-            Some(Dialect::Anthropic)
-        } else if path.starts_with("/v1/responses") {
-            Some(Dialect::Responses)
-        } else if path == "/v1/completions" {
-            Some(Dialect::Completions)
-        } else {
-            None
-        }
-    }
-
     /// The status and body of an error (OpenAI-shaped `body`) in this dialect.
     fn error_body(self, status: StatusCode, body: &[u8]) -> (StatusCode, bytes::Bytes) {
         match self {
@@ -162,7 +143,9 @@ pub async fn handle(
     let translated = read.as_ref().map_err(Clone::clone).and_then(|b| {
         let (chat_body, inbound) = dialect.to_chat(b, count_only)?;
         let mut parsed = ChatRequest::parse(&chat_body)?;
-        parsed.raw_prompt = dialect == Dialect::Completions;
+        if dialect == Dialect::Completions {
+            parsed.set_raw_prompt();
+        }
         Ok((parsed, inbound))
     });
     let (parsed, inbound) = match translated {
@@ -201,7 +184,28 @@ pub async fn handle(
         );
     }
     let settlement = gateway.ledger.open(Instant::now());
-    let resp = chat::answer(gateway, &parts.headers, parsed, settlement, &caller).await;
+    // A model whose upstream speaks the dialect is sent the body as it came.
+    let body = read.unwrap_or_default();
+    let native = Native {
+        dialect,
+        body: &body,
+    };
+    let resp = chat::answer(
+        gateway,
+        &parts.headers,
+        parsed,
+        Some(native),
+        settlement,
+        &caller,
+    )
+    .await;
+    if resp
+        .extensions()
+        .get::<chat::Answered>()
+        .is_some_and(|a| a.0 == dialect)
+    {
+        return resp;
+    }
     translate(resp, dialect, &inbound).await
 }
 

@@ -4,7 +4,7 @@
 
 use super::respond::Body;
 use crate::accounting::{End, Settlement};
-use crate::api::{sse, ApiError};
+use crate::api::{sse, ApiError, Dialect};
 use crate::engines::{Chunk, ChunkStream, EngineError};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
@@ -17,18 +17,42 @@ use std::time::Duration;
 fn error_payload(e: &EngineError, model: &str) -> Bytes {
     match e {
         EngineError::InStream(payload) => payload.clone(),
-        other => {
-            let api: ApiError = match other {
-                EngineError::TotalTimeout(_)
-                | EngineError::FirstByteTimeout(_)
-                | EngineError::StreamIdle(_) => {
-                    ApiError::GatewayTimeout(format!("model `{model}`: {other}"))
-                }
-                _ => ApiError::BadGateway(format!("model `{model}`: {other}")),
-            };
-            Bytes::from(api.body_json().to_string())
-        }
+        other => Bytes::from(stream_error(other, model).body_json().to_string()),
     }
+}
+
+/// The client's error for a stream that broke after its head.
+fn stream_error(e: &EngineError, model: &str) -> ApiError {
+    match e {
+        EngineError::TotalTimeout(_)
+        | EngineError::FirstByteTimeout(_)
+        | EngineError::StreamIdle(_) => ApiError::GatewayTimeout(format!("model `{model}`: {e}")),
+        _ => ApiError::BadGateway(format!("model `{model}`: {e}")),
+    }
+}
+
+/// Writes the error event of a stream in `dialect` that broke after its head: the upstream's
+/// own error event as it came ([`EngineError::InStream`]), else the dialect's error event.
+/// Sources: Anthropic's Messages streaming reference (`event: error`, an `error` object with
+/// `type` and `message`), OpenAI's Responses streaming reference (`event: error` with `code`,
+/// `message` and `param`).
+fn write_dialect_error(out: &mut BytesMut, dialect: Dialect, e: &EngineError, model: &str) {
+    if let EngineError::InStream(payload) = e {
+        let name = (dialect != Dialect::Completions).then_some(&b"error"[..]);
+        return sse::write_named_event(out, name, payload);
+    }
+    let api = stream_error(e, model);
+    let payload = match dialect {
+        Dialect::Anthropic => {
+            let kind = crate::api::anthropic::error_kind(api.status()).1;
+            serde_json::json!({"type": "error", "error": {"type": kind, "message": api.to_string()}})
+        }
+        Dialect::Responses => serde_json::json!({"type": "error", "code": "server_error",
+            "message": api.to_string(), "param": null}),
+        Dialect::Completions => api.body_json(),
+    };
+    let name = (dialect != Dialect::Completions).then_some(&b"error"[..]);
+    sse::write_named_event(out, name, payload.to_string().as_bytes());
 }
 
 /// The next chunk, or a [`EngineError::StreamIdle`] when none comes within `idle`.
@@ -55,13 +79,18 @@ const FRAME_CAPACITY: usize = 4096;
 /// The response body of a stream: SSE events, then `[DONE]`, or an error event and a close
 /// (also when the stream sends nothing for `idle`; `Duration::MAX`: no limit). Chunks that are
 /// ready together (one upstream read often holds several) go out as one frame. The usage-only
-/// chunk goes out only when `include_usage`.
+/// chunk goes out only when `include_usage`. With `dialect`, the chunks are events of that
+/// dialect: each goes out with its `event:` name, an error in the dialect's shape, and only a
+/// completions stream ends in `[DONE]`.
 pub fn body(
     mut chunks: ChunkStream,
     mut settlement: Settlement,
     include_usage: bool,
     idle: Duration,
+    dialect: Option<Dialect>,
 ) -> Body {
+    let done_marker = matches!(dialect, None | Some(Dialect::Completions));
+    let done: &'static [u8] = if done_marker { sse::DONE } else { b"" };
     let events = async_stream::stream! {
         while let Some(first) = next_within(&mut chunks, idle).await {
             // Room for a few events at once (one upstream read often holds several), so the
@@ -74,11 +103,17 @@ pub fn body(
                     Ok(chunk) => {
                         settlement.on_chunk(chunk.text_bytes, chunk.usage);
                         if !chunk.usage_only || include_usage {
-                            sse::write_event(&mut out, &chunk.payload);
+                            match dialect {
+                                None => sse::write_event(&mut out, &chunk.payload),
+                                Some(_) => sse::write_named_event(&mut out, chunk.event.as_deref(), &chunk.payload),
+                            }
                         }
                     }
                     Err(e) => {
-                        sse::write_event(&mut out, &error_payload(&e, settlement.model()));
+                        match dialect {
+                            None => sse::write_event(&mut out, &error_payload(&e, settlement.model())),
+                            Some(d) => write_dialect_error(&mut out, d, &e, settlement.model()),
+                        }
                         settlement.finish(End::StreamFailed(e.kind()));
                         yield Ok::<_, Infallible>(Frame::data(out.freeze()));
                         return;
@@ -92,7 +127,7 @@ pub fn body(
             // A stream that has ended already sends its `[DONE]` in the same frame.
             if ended {
                 settlement.finish(End::StreamDone);
-                out.extend_from_slice(sse::DONE);
+                out.extend_from_slice(done);
                 yield Ok(Frame::data(out.freeze()));
                 return;
             }
@@ -101,7 +136,9 @@ pub fn body(
             }
         }
         settlement.finish(End::StreamDone);
-        yield Ok(Frame::data(Bytes::from_static(sse::DONE)));
+        if done_marker {
+            yield Ok(Frame::data(Bytes::from_static(sse::DONE)));
+        }
     };
     StreamBody::new(events).boxed_unsync()
 }

@@ -43,10 +43,14 @@ pub struct Recorded {
     pub query: String,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body's bytes as they came.
+    pub raw: Bytes,
 }
 
 /// A fake OpenAI-compatible upstream. The first path segment picks its behaviour:
-/// `/ok/v1/chat/completions`, `/status-500/v1/...` and so on (see `respond`).
+/// `/ok/v1/chat/completions`, `/status-500/v1/...` and so on (see `respond`). It also serves
+/// the Responses API (`…/v1/responses`), legacy completions (`…/v1/completions`) and, under
+/// `/anthropic…`, Anthropic's Messages API.
 #[derive(Clone)]
 pub struct FakeUpstream {
     pub addr: SocketAddr,
@@ -134,7 +138,8 @@ impl FakeUpstream {
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let raw = body;
+        let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
         let behaviour = path
             .trim_start_matches('/')
             .split('/')
@@ -154,6 +159,7 @@ impl FakeUpstream {
             query,
             headers: headers.clone(),
             body: body.clone(),
+            raw,
         });
         self.arrived.send_modify(|n| *n += 1);
         if behaviour == "held" {
@@ -200,6 +206,15 @@ impl FakeUpstream {
             .to_string();
         if let Some(variant) = behaviour.strip_prefix("anthropic") {
             return anthropic_respond(variant, &headers, &body);
+        }
+        if behaviour == "ok" && path.ends_with("/v1/responses") {
+            return responses_respond(&body);
+        }
+        if behaviour == "ok"
+            && path.ends_with("/v1/completions")
+            && !path.ends_with("/chat/completions")
+        {
+            return text_completion_respond(&body, include_usage);
         }
         if behaviour == "leaky" {
             // Echoes the credentials it got: in a response header and body, or in a stream's
@@ -362,7 +377,8 @@ type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 /// `anthropic-version` (401 in Anthropic's error shape otherwise) and answers a `message` with
 /// 21 input and 4 output tokens, or the Messages event stream. Variants: `-tool` (a `tool_use`
 /// of get_weather), `-cached` (100 input tokens, 900 read from the prompt cache, 200 written to
-/// it, 10 output),
+/// it, 10 output), `-error` (a stream that ends in an `error` event after its first text),
+/// `-cut` (a stream that stops before `message_stop`),
 /// `-529` (overloaded).
 fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Response<BoxBody> {
     let error = |status: u16, kind: &str, message: &str| {
@@ -446,6 +462,19 @@ fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Respon
             ));
         }
     }
+    if variant == "-error" {
+        events.push((
+            "error",
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ));
+    }
+    if variant == "-error" || variant == "-cut" {
+        let text: String = events
+            .iter()
+            .map(|(kind, data)| format!("event: {kind}\ndata: {data}\n\n"))
+            .collect();
+        return full_response(StatusCode::OK, "text/event-stream", text);
+    }
     events.push((
         "content_block_stop",
         json!({"type": "content_block_stop", "index": 0}),
@@ -460,6 +489,114 @@ fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Respon
         .iter()
         .map(|(kind, data)| format!("event: {kind}\ndata: {data}\n\n"))
         .collect();
+    full_response(StatusCode::OK, "text/event-stream", text)
+}
+
+/// The fake Responses API (`/ok/v1/responses`): a `response` echoing the request's
+/// `instructions` and `max_output_tokens`, its text "Hello from Responses" (12 input and 3
+/// output tokens, 4 of them cached), or the typed event stream that builds it.
+fn responses_respond(body: &Value) -> Response<BoxBody> {
+    let model = body["model"].as_str().unwrap_or("");
+    let response = |status: &str, text: &str, usage: Value| {
+        let content = if status == "completed" {
+            json!([{"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}]}])
+        } else {
+            json!([])
+        };
+        json!({"id": "resp_fake", "object": "response", "created_at": 1, "status": status, "model": model,
+            "output": content, "instructions": body["instructions"], "max_output_tokens": body["max_output_tokens"],
+            "parallel_tool_calls": true, "tool_choice": "auto", "tools": [], "usage": usage, "error": null,
+            "incomplete_details": null, "metadata": {}, "temperature": body["temperature"], "top_p": null,
+            "text": {"format": {"type": "text"}}, "truncation": "disabled"})
+    };
+    let usage = json!({"input_tokens": 12, "output_tokens": 3, "total_tokens": 15,
+        "input_tokens_details": {"cached_tokens": 4}, "output_tokens_details": {"reasoning_tokens": 0}});
+    if body["stream"] != json!(true) {
+        let v = response("completed", "Hello from Responses", usage);
+        return full_response(StatusCode::OK, "application/json", v.to_string());
+    }
+    let part = json!({"type": "output_text", "text": "", "annotations": []});
+    let item = json!({"type": "message", "id": "msg_fake", "status": "in_progress", "role": "assistant", "content": []});
+    let mut events = vec![
+        (
+            "response.created",
+            json!({"response": response("in_progress", "", Value::Null)}),
+        ),
+        (
+            "response.in_progress",
+            json!({"response": response("in_progress", "", Value::Null)}),
+        ),
+        (
+            "response.output_item.added",
+            json!({"output_index": 0, "item": item}),
+        ),
+        (
+            "response.content_part.added",
+            json!({"item_id": "msg_fake", "output_index": 0, "content_index": 0, "part": part}),
+        ),
+    ];
+    for piece in ["Hello", " from Responses"] {
+        events.push((
+            "response.output_text.delta",
+            json!({"item_id": "msg_fake", "output_index": 0, "content_index": 0, "delta": piece}),
+        ));
+    }
+    let text = "Hello from Responses";
+    events.push((
+        "response.output_text.done",
+        json!({"item_id": "msg_fake", "output_index": 0, "content_index": 0, "text": text}),
+    ));
+    events.push((
+        "response.content_part.done",
+        json!({"item_id": "msg_fake", "output_index": 0, "content_index": 0,
+        "part": {"type": "output_text", "text": text, "annotations": []}}),
+    ));
+    let done = response("completed", text, usage);
+    events.push((
+        "response.output_item.done",
+        json!({"output_index": 0, "item": done["output"][0]}),
+    ));
+    events.push(("response.completed", json!({"response": done})));
+    let text: String = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, (kind, mut data))| {
+            data["type"] = json!(kind);
+            data["sequence_number"] = json!(i);
+            format!("event: {kind}\ndata: {data}\n\n")
+        })
+        .collect();
+    full_response(StatusCode::OK, "text/event-stream", text)
+}
+
+/// The fake legacy completions API (`/ok/v1/completions`): "Paris, of course" (5 prompt and 4
+/// completion tokens), as a `text_completion` or its stream (usage last when asked for).
+fn text_completion_respond(body: &Value, include_usage: bool) -> Response<BoxBody> {
+    let model = body["model"].as_str().unwrap_or("");
+    let usage = json!({"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9});
+    let piece = |text: &str, finish: Option<&str>| {
+        json!({"id": "cmpl-fake", "object": "text_completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}]})
+    };
+    if body["stream"] != json!(true) {
+        let mut v = piece(" Paris, of course", Some("stop"));
+        v["usage"] = usage;
+        return full_response(StatusCode::OK, "application/json", v.to_string());
+    }
+    let mut events = vec![
+        piece(" Paris,", None),
+        piece(" of course", None),
+        piece("", Some("stop")),
+    ];
+    if include_usage {
+        events.push(
+            json!({"id": "cmpl-fake", "object": "text_completion", "created": 1, "model": model,
+            "choices": [], "usage": usage}),
+        );
+    }
+    let mut text: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+    text.push_str("data: [DONE]\n\n");
     full_response(StatusCode::OK, "text/event-stream", text)
 }
 
@@ -572,6 +709,7 @@ impl ChatEngine for EchoEngine {
             usage,
             usage_estimated: false,
             headers: http::HeaderMap::new(),
+            dialect: None,
         })
     }
 
@@ -583,6 +721,7 @@ impl ChatEngine for EchoEngine {
             .map(|w| {
                 Ok(Chunk {
                     payload: Bytes::from(chunk("echo", json!({"content": w}), None).to_string()),
+                    event: None,
                     text_bytes: w.len() as u64,
                     usage: None,
                     usage_only: false,
@@ -591,6 +730,7 @@ impl ChatEngine for EchoEngine {
             .collect();
         chunks.push(Ok(Chunk {
             payload: Bytes::from(chunk("echo", json!({}), Some("stop")).to_string()),
+            event: None,
             text_bytes: 0,
             usage: None,
             usage_only: false,
@@ -599,6 +739,7 @@ impl ChatEngine for EchoEngine {
             "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.prompt_tokens + usage.completion_tokens}});
         chunks.push(Ok(Chunk {
             payload: Bytes::from(u.to_string()),
+            event: None,
             text_bytes: 0,
             usage: Some(usage.into()),
             usage_only: true,

@@ -5,6 +5,8 @@ Anthropic's shapes. The gateway key goes in `x-api-key`, as the SDK sends it.
 usage: check_anthropic_sdk.py BASE_URL KEY MODE
   MODE cloud: the gateway's `cloud` model is a fake OpenAI upstream; `tool` routes to one that
               calls get_weather (tag header), `local` names the on-box model
+  MODE native: as cloud, but `auto` goes to a fake Anthropic upstream (`kind: anthropic`) that
+              answers as `claude-sonnet-test`, passed through as it came
   MODE local: `local` is a real on-box GGUF model
 """
 import json
@@ -25,7 +27,7 @@ raw = client.messages.with_raw_response.create(
 )
 msg = raw.parse()
 assert msg.type == "message" and msg.role == "assistant", msg
-assert msg.model == model, msg.model
+assert msg.model == ("claude-sonnet-test" if mode == "native" else model), msg.model
 text = "".join(b.text for b in msg.content if b.type == "text")
 assert text.strip(), msg
 assert msg.stop_reason in ("end_turn", "max_tokens"), msg.stop_reason
@@ -50,7 +52,7 @@ try:
 except anthropic.NotFoundError as e:
     assert e.body["type"] == "error" and e.body["error"]["type"] == "not_found_error", e.body
 
-if mode == "cloud":
+if mode in ("cloud", "native"):
     tools = [{"name": "get_weather", "description": "Weather of a city",
               "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
     ask = [{"role": "user", "content": "Weather in Paris?"}]

@@ -3,6 +3,8 @@
 
 usage: check_openai_responses.py BASE_URL MODE
   MODE cloud: `auto` goes to a fake OpenAI upstream; the tag `tool` to one that calls get_weather
+  MODE native: `auto` goes to a fake upstream serving the Responses API itself, which answers
+              as `gpt-up` (passed through as it came; no tool calls)
   MODE local: `local` is a real on-box GGUF model
 """
 import json
@@ -22,7 +24,7 @@ raw = client.responses.with_raw_response.create(
 r = raw.parse()
 assert r.object == "response" and r.status in ("completed", "incomplete"), r
 assert r.output_text.strip(), r
-assert r.model == model and r.instructions == "You are concise." and r.max_output_tokens == 16, r
+assert r.model == ("gpt-up" if mode == "native" else model) and r.instructions == "You are concise." and r.max_output_tokens == 16, r
 assert r.usage.input_tokens > 0 and 0 < r.usage.output_tokens <= 16, r.usage
 assert raw.headers["x-switchyard-route"] == ("local" if mode == "local" else "cloud"), dict(raw.headers)
 

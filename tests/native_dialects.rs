@@ -1,0 +1,378 @@
+//! Requests passed on in the client's own dialect: an Anthropic Messages request to a model of
+//! `kind: anthropic`, a Responses request to an OpenAI-compatible model with `responses: true`,
+//! a legacy completion to one with `completions: true`. Each goes upstream as it came with only
+//! `model` replaced, and its answer and stream events come back as the upstream sent them, while
+//! the gateway still settles their usage and cost. Against the fake upstreams of
+//! `tests/common` (real HTTP servers speaking each API), and driven by the official SDKs.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const UPSTREAM_KEY: &str = "sk-ant-upstream-secret";
+const KEY: &str = "sk-gateway-native";
+
+/// Anthropic models on the fake's variants (`claude` the default route), OpenAI-compatible
+/// `gpt` (serving Responses and completions) and `plain` (chat only), each chosen by a tag;
+/// the tenant `team` has the key [`KEY`].
+async fn gateway(up: &FakeUpstream) -> TestGateway {
+    gateway_with(up, "claude", true).await
+}
+
+/// [`gateway`] with another default route, and with no tenant (any key is let in) unless
+/// `tenant`.
+async fn gateway_with(up: &FakeUpstream, default: &str, tenant: bool) -> TestGateway {
+    let anthropic = |variant: &str| quoted(&format!("http://{}/anthropic{variant}", up.addr));
+    let price = "{ input_per_million: 3, output_per_million: 15, cached_input_per_million: 0.3, cache_write_per_million: 3.75 }";
+    let mut p = PolicyBuilder::new();
+    for (name, variant) in [
+        ("claude", ""),
+        ("claude-tool", "-tool"),
+        ("claude-cached", "-cached"),
+        ("claude-error", "-error"),
+        ("claude-cut", "-cut"),
+        ("claude-busy", "-529"),
+    ] {
+        p = p.model(
+            name,
+            &[
+                ("kind", "anthropic"),
+                ("base_url", &anthropic(variant)),
+                ("api_key", &quoted("${ANTHROPIC_KEY}")),
+                ("upstream_model", "claude-sonnet-test"),
+                ("price", price),
+                ("retries", "{ max_retries: 0 }"),
+            ],
+        );
+    }
+    let base = quoted(&up.base("ok"));
+    let key = quoted("${CLOUD_KEY}");
+    let price = "{ input_per_million: 2, output_per_million: 8, cached_input_per_million: 1 }";
+    for (name, upstream, serves) in [("gpt", "gpt-up", "true"), ("plain", "plain-up", "false")] {
+        p = p.model(
+            name,
+            &[
+                ("kind", "openai"),
+                ("base_url", &base),
+                ("api_key", &key),
+                ("upstream_model", upstream),
+                ("price", price),
+                ("responses", serves),
+                ("completions", serves),
+            ],
+        );
+    }
+    if tenant {
+        p = p.tenant("team", KEY);
+    }
+    let policy = p
+        .rule("tool", "{ tags: [tool] }", "claude-tool", &[])
+        .rule("cached", "{ tags: [cached] }", "claude-cached", &[])
+        .rule("error", "{ tags: [error] }", "claude-error", &[])
+        .rule("cut", "{ tags: [cut] }", "claude-cut", &[])
+        .rule("busy", "{ tags: [busy] }", "claude-busy", &["gpt"])
+        .rule("gpt", "{ tags: [gpt] }", "gpt", &[])
+        .rule("plain", "{ tags: [plain] }", "plain", &[])
+        .default_route(default, &[])
+        .render();
+    start_gateway(
+        &policy,
+        &[
+            ("ANTHROPIC_KEY", UPSTREAM_KEY),
+            ("CLOUD_KEY", "sk-openai-upstream"),
+        ],
+    )
+    .await
+}
+
+/// POSTs `body` (sent as these exact bytes) to `path` with the gateway key, a tag, and `extra`.
+async fn post(
+    gw: &TestGateway,
+    path: &str,
+    body: &str,
+    tag: &str,
+    extra: &[(&str, &str)],
+) -> Reply {
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("x-api-key", KEY),
+        ("x-switchyard-tags", tag),
+    ];
+    headers.extend_from_slice(extra);
+    request(
+        "POST",
+        &format!("{}{path}", gw.url),
+        body.to_string(),
+        &headers,
+    )
+    .await
+}
+
+/// What the fake upstream itself answers to the request it recorded last (the same bytes and
+/// headers sent again, straight to it): the answer a pass-through must give back unchanged.
+async fn upstream_answer(up: &FakeUpstream) -> Reply {
+    let last = up.recorded().pop().expect("a request upstream");
+    let url = format!("http://{}{}", up.addr, last.path);
+    let headers: Vec<(String, String)> = last
+        .headers
+        .iter()
+        .filter(|(n, _)| !matches!(n.as_str(), "host" | "content-length"))
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    request("POST", &url, last.raw.clone(), &headers).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messages_request_reaches_an_anthropic_model_as_it_came() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    // Odd spacing, member order and fields the translation would not keep (cache_control,
+    // metadata): all of it goes upstream as sent, only `model` replaced.
+    let system = r#"[ {"type":"text", "text":"Be brief.", "cache_control":{"type":"ephemeral"}} ]"#;
+    let messages = r#"[{"role":"user","content":[{"type":"text","text":"H\u00e9llo"}]}]"#;
+    let body = format!(
+        "{{ \"max_tokens\" : 64, \"model\": \"auto\",\n \"system\": {system}, \"messages\": {messages}, \"metadata\": {{\"user_id\": \"u-1\"}} }}"
+    );
+    let betas = [
+        ("anthropic-version", "2023-06-01"),
+        (
+            "anthropic-beta",
+            "prompt-caching-2024-07-31,fine-grained-tool-streaming-2025-05-14",
+        ),
+    ];
+    let r = post(&gw, "/v1/messages", &body, "", &betas).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.path, "/anthropic/v1/messages");
+    assert_eq!(
+        String::from_utf8_lossy(&sent.raw),
+        format!(
+            "{{\"model\":\"claude-sonnet-test\",\"max_tokens\":64,\"system\":{system},\"messages\":{messages},\"metadata\":{{\"user_id\": \"u-1\"}}}}"
+        )
+    );
+    assert_eq!(sent.headers["x-api-key"], UPSTREAM_KEY);
+    assert_eq!(sent.headers["anthropic-version"], "2023-06-01");
+    assert_eq!(sent.headers["anthropic-beta"], betas[1].1);
+    assert!(sent.headers.get("authorization").is_none());
+    // The answer is the upstream's own, byte for byte (a translation would say `auto`).
+    assert_eq!(r.body, upstream_answer(&up).await.body);
+    assert_eq!(r.json()["model"], "claude-sonnet-test");
+    assert_eq!(r.header("x-switchyard-model"), "claude");
+    // 21 input at $3 and 4 output at $15 per million.
+    assert_eq!(r.header("x-switchyard-cost-usd"), "0.00012300");
+
+    // The prompt cache's reads and writes at their own prices: 100 input at $3, 900 read at
+    // $0.30, 200 written at $3.75, 10 output at $15 per million.
+    let r = post(&gw, "/v1/messages", &body, "cached", &[]).await;
+    assert_eq!(r.json()["usage"]["cache_creation_input_tokens"], 200);
+    assert_eq!(r.header("x-switchyard-cost-usd"), "0.00147000");
+    let m =
+        |d: &str| format!("switchyard_tokens_total{{direction=\"{d}\",model=\"claude-cached\"}}");
+    assert_eq!(metric(&gw, &m("input")).await, 1200.0);
+    assert_eq!(metric(&gw, &m("cached_input")).await, 900.0);
+    assert_eq!(metric(&gw, &m("cache_write_input")).await, 200.0);
+    assert!(!String::from_utf8_lossy(&r.body).contains(UPSTREAM_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_stream_events_pass_through_and_are_settled() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let body = r#"{"model":"auto","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let r = post(&gw, "/v1/messages", body, "", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").starts_with("text/event-stream"));
+    let direct = upstream_answer(&up).await;
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        String::from_utf8_lossy(&direct.body),
+        "the events as the upstream sent them, and nothing after them"
+    );
+    let m = |d: &str| format!("switchyard_tokens_total{{direction=\"{d}\",model=\"claude\"}}");
+    assert_eq!(metric(&gw, &m("input")).await, 21.0);
+    assert_eq!(metric(&gw, &m("output")).await, 4.0);
+
+    // The upstream's error event reaches the client as it came, once, and ends the stream.
+    let r = post(&gw, "/v1/messages", body, "error", &[]).await;
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(text.matches("event: error").count(), 1, "{text}");
+    let last = text
+        .trim_end()
+        .rsplit("\n\n")
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let data = last.strip_prefix("event: error\ndata: ").unwrap_or("");
+    assert_eq!(
+        serde_json::from_str::<Value>(data).ok(),
+        Some(
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("[DONE]") && !text.contains("message_stop"),
+        "{text}"
+    );
+    let failed = "switchyard_upstream_errors_total{kind=\"in_stream\",model=\"claude-error\"}";
+    assert_eq!(metric(&gw, failed).await, 1.0);
+
+    // A stream that stops before `message_stop` ends with an Anthropic error event.
+    let r = post(&gw, "/v1/messages", body, "cut", &[]).await;
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    let last = text
+        .trim_end()
+        .rsplit("\n\n")
+        .next()
+        .unwrap_or("")
+        .to_string();
+    assert!(last.starts_with("event: error\ndata: "), "{text}");
+    let error: Value =
+        serde_json::from_str(last.trim_start_matches("event: error\ndata: ")).unwrap();
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"]["type"], "api_error");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("closed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_to_an_openai_model_is_translated_back() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let body = r#"{"model":"auto","max_tokens":64,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let r = post(&gw, "/v1/messages", body, "busy", &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "gpt");
+    assert!(r.header("x-switchyard-fallback").starts_with("claude-busy"));
+    let v = r.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["model"], "auto");
+    assert_eq!(v["content"][0]["text"], "Hello from the cloud");
+    let sent = up.recorded().pop().expect("the fallback's request");
+    assert_eq!(sent.path, "/ok/v1/chat/completions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responses_request_reaches_a_model_that_serves_responses_as_it_came() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let body = r#"{"model": "auto", "input": [{"role": "user", "content": "Hi"}], "instructions": "Be brief.", "max_output_tokens": 32, "store": false, "temperature": 0.5}"#;
+    let r = post(&gw, "/v1/responses", body, "gpt", &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.path, "/ok/v1/responses");
+    assert_eq!(
+        String::from_utf8_lossy(&sent.raw),
+        r#"{"model":"gpt-up","input":[{"role": "user", "content": "Hi"}],"instructions":"Be brief.","max_output_tokens":32,"store":false,"temperature":0.5}"#
+    );
+    assert_eq!(sent.headers["authorization"], "Bearer sk-openai-upstream");
+    assert_eq!(r.body, upstream_answer(&up).await.body);
+    // 12 input (4 of them cached, at $1) and 3 output: 8 × 2 + 4 × 1 + 3 × 8 per million.
+    assert_eq!(r.header("x-switchyard-cost-usd"), "0.00004400");
+
+    let stream = body.replace("\"store\"", "\"stream\": true, \"store\"");
+    let r = post(&gw, "/v1/responses", &stream, "gpt", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        String::from_utf8_lossy(&upstream_answer(&up).await.body)
+    );
+    let m = |d: &str| format!("switchyard_tokens_total{{direction=\"{d}\",model=\"gpt\"}}");
+    assert_eq!(metric(&gw, &m("input")).await, 24.0);
+    assert_eq!(metric(&gw, &m("output")).await, 6.0);
+
+    // A model without `responses: true` gets the chat translation.
+    let r = post(&gw, "/v1/responses", body, "plain", &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["object"], "response");
+    assert_eq!(r.json()["model"], "auto");
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.path, "/ok/v1/chat/completions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_go_to_models_that_serve_them_and_are_refused_by_the_others() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let body = r#"{"model": "auto", "prompt": "The capital of France is", "max_tokens": 8, "user": "u-1"}"#;
+    let r = post(&gw, "/v1/completions", body, "gpt", &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.path, "/ok/v1/completions");
+    assert_eq!(
+        String::from_utf8_lossy(&sent.raw),
+        r#"{"model":"gpt-up","prompt":"The capital of France is","max_tokens":8,"user":"u-1"}"#
+    );
+    assert_eq!(r.body, upstream_answer(&up).await.body);
+
+    // A stream: the upstream is asked for usage, which the client gets only if it asked too.
+    let stream = body.replace("\"user\"", "\"stream\": true, \"user\"");
+    let r = post(&gw, "/v1/completions", &stream, "gpt", &[]).await;
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.body["stream_options"], json!({"include_usage": true}));
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(!text.contains("\"usage\""), "{text}");
+    assert!(text.contains(" of course"), "{text}");
+    let asked = body.replace(
+        "\"user\"",
+        "\"stream\": true, \"stream_options\": {\"include_usage\": true}, \"user\"",
+    );
+    let r = post(&gw, "/v1/completions", &asked, "gpt", &[]).await;
+    assert!(String::from_utf8_lossy(&r.body).contains("\"completion_tokens\":4"));
+    let out = "switchyard_tokens_total{direction=\"output\",model=\"gpt\"}";
+    assert_eq!(metric(&gw, out).await, 12.0);
+
+    // A model that does not declare them is never sent one: a clear 400 when no model can.
+    let before = up.recorded().len();
+    let r = post(&gw, "/v1/completions", body, "plain", &[]).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let e = r.json();
+    assert_eq!(e["error"]["code"], "unsupported_capability");
+    assert_eq!(e["error"]["param"], "prompt");
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("completions"));
+    assert_eq!(up.recorded().len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_speak_to_the_pass_through_paths() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    sdk_script(
+        "check_anthropic_sdk.py",
+        vec![gw.url.clone(), KEY.into(), "native".into()],
+    )
+    .await;
+    // The tool call's result went upstream as the client wrote it.
+    let last = up.recorded().pop().expect("a request upstream");
+    assert_eq!(
+        last.body["messages"][2]["content"][0]["type"],
+        "tool_result"
+    );
+    // The OpenAI SDK's requests (any key, no tag) go to `gpt`.
+    let gw = gateway_with(&up, "gpt", false).await;
+    sdk_script(
+        "check_openai_responses.py",
+        vec![format!("{}/v1", gw.url), "native".into()],
+    )
+    .await;
+    assert_eq!(
+        up.recorded().pop().map(|r| r.path),
+        Some("/ok/v1/responses".into())
+    );
+    sdk_script(
+        "check_openai_completions.py",
+        vec![format!("{}/v1", gw.url), "gpt".into(), "cloud".into()],
+    )
+    .await;
+}
