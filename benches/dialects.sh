@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# What a dialect's translation costs: the same question sent to one gateway as an OpenAI chat
-# completion (`/v1/chat/completions`, forwarded with only the model replaced) and as an Anthropic
-# Messages request (`/v1/messages`, translated into the internal request, and its answer
-# translated back), both answered by the mock OpenAI upstream of ../shared/bench, in the same
-# run, interleaved level by level. JSON and SSE. Loopback only.
+# What a dialect costs: the same question sent to one gateway three ways, in the same run,
+# interleaved level by level: as an OpenAI chat completion to the mock OpenAI upstream of
+# ../shared/bench (`chat`: forwarded with only the model replaced); as an Anthropic Messages
+# request to that same upstream (`messages-translated`: translated into the internal request, and
+# its answer translated back); and as a Messages request to a mock Anthropic upstream
+# (`messages-passthrough`, benches/mock-anthropic: forwarded with only the model replaced, the
+# answer and events passed back as they came). JSON and SSE. Loopback only.
 #   benches/dialects.sh    # knobs: REQUESTS (5000), CONCURRENCY ("1 16"), BENCH_DIR (../shared/bench)
 # Raw oha output under /tmp/bench-results/dialects-<time>.
 set -euo pipefail
@@ -16,10 +18,21 @@ OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
 "$BENCH/install.sh" --no-litellm >&2
 cargo build --locked --release --bin switchyard >&2
 PORT=18130
-cleanup() { kill "${SY_PID:-}" 2>/dev/null || true; "$BENCH/mock-upstream/stop.sh" >/dev/null 2>&1 || true; }
+MOCK_ANTHROPIC=/tmp/bench-mock-anthropic
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+cleanup() {
+  kill "${SY_PID:-}" 2>/dev/null || true
+  "$BENCH/mock-upstream/stop.sh" >/dev/null 2>&1 || true
+  [ -s "$MOCK_ANTHROPIC/nginx.pid" ] && kill "$(cat "$MOCK_ANTHROPIC/nginx.pid")" 2>/dev/null || true
+}
 trap cleanup EXIT
 "$BENCH/mock-upstream/start.sh"
-"$CARGO_TARGET_DIR/release/switchyard" serve --policy benches/overhead-policy.yaml --listen "127.0.0.1:$PORT" --threads 1 2>"$OUT/switchyard.log" &
+mkdir -p "$MOCK_ANTHROPIC/tmp"
+"$NGINX" -p "$MOCK_ANTHROPIC/" -e "$MOCK_ANTHROPIC/error.log" -c "$PWD/benches/mock-anthropic/nginx.conf"
+for port in 18082 18083; do
+  for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done
+done
+"$CARGO_TARGET_DIR/release/switchyard" serve --policy benches/dialects-policy.yaml --listen "127.0.0.1:$PORT" --threads 1 2>"$OUT/switchyard.log" &
 SY_PID=$!
 for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" && break; sleep 0.1; done
 KEY="sk-bench-local-4f1c2e9a7b3d5068"
@@ -35,18 +48,30 @@ for name, src in (("json", "body.json"), ("stream", "body-stream.json")):
             "messages": [{"role": m["role"], "content": m["content"]} for m in chat["messages"] if m["role"] != "system"]}
     if chat.get("stream"):
         msgs["stream"] = True
-    json.dump(msgs, open(f"{out}/messages-{name}.json", "w"))
+    json.dump(msgs, open(f"{out}/messages-translated-{name}.json", "w"))
+    msgs["model"] = "claude-stream" if chat.get("stream") else "claude"
+    json.dump(msgs, open(f"{out}/messages-passthrough-{name}.json", "w"))
 PY
+# The pass-through path must be what is measured: its answer is the mock's own (a translation
+# would name the model as the request did).
+curl -fsS -H "Authorization: Bearer $KEY" -H 'content-type: application/json' -d @"$OUT/messages-passthrough-json.json" \
+  "http://127.0.0.1:$PORT/v1/messages" | grep -q '"model":"claude-sonnet-4-5"' || { echo "the Messages request was not passed through" >&2; exit 1; }
 echo "$("$CARGO_TARGET_DIR/release/switchyard" --version); CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; oha $("$OHA" --version | cut -d' ' -f2)" | tee "$OUT/info.txt"
 printf '| mode | conc | dialect | rps | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n' | tee "$OUT/table.md"
 for mode in json stream; do
   for c in $CONCURRENCY; do
-    for dialect in chat messages; do
-      path=/v1/chat/completions; [ "$dialect" = messages ] && path=/v1/messages
-      body="$OUT/$dialect-$mode.json"
-      "$OHA" --no-tui -n 200 -c "$c" -m POST -T application/json -H "Authorization: Bearer $KEY" -D "$body" "http://127.0.0.1:$PORT$path" >/dev/null
+    # The two mocks on their own first (`direct-*`): what each upstream itself takes, so that
+    # the gateway rows can be read as the time added over their own upstream.
+    for dialect in direct-openai direct-anthropic chat messages-translated messages-passthrough; do
+      url="http://127.0.0.1:$PORT/v1/messages"; body="$OUT/$dialect-$mode.json"
+      case "$dialect" in
+        chat) url="http://127.0.0.1:$PORT/v1/chat/completions" ;;
+        direct-openai) url="http://127.0.0.1:$([ "$mode" = json ] && echo 18080 || echo 18081)/v1/chat/completions"; body="$OUT/chat-$mode.json" ;;
+        direct-anthropic) url="http://127.0.0.1:$([ "$mode" = json ] && echo 18082 || echo 18083)/v1/messages"; body="$OUT/messages-passthrough-$mode.json" ;;
+      esac
+      "$OHA" --no-tui -n 200 -c "$c" -m POST -T application/json -H "Authorization: Bearer $KEY" -D "$body" "$url" >/dev/null
       "$OHA" --no-tui -n "$REQUESTS" -c "$c" -m POST -T application/json -H "Authorization: Bearer $KEY" -D "$body" \
-        --output-format json -o "$OUT/$mode-c$c-$dialect.json" "http://127.0.0.1:$PORT$path" >/dev/null
+        --output-format json -o "$OUT/$mode-c$c-$dialect.json" "$url" >/dev/null
       python3 - "$OUT/$mode-c$c-$dialect.json" "$mode" "$c" "$dialect" <<'PY' | tee -a "$OUT/table.md"
 import json, sys
 r = json.load(open(sys.argv[1])); s = r["summary"]; p = r["latencyPercentiles"]

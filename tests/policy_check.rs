@@ -31,6 +31,7 @@ fn shipped_policies_are_valid() {
         "policies/cost-saver.yaml",
         "policies/quality-first.yaml",
         "benches/overhead-policy.yaml",
+        "benches/dialects-policy.yaml",
     ] {
         let (code, out, err) = check(&format!("{root}/{p}"));
         assert_eq!(code, 0, "{p}: {out}{err}");
