@@ -499,6 +499,18 @@ struct SseChunks {
     done: bool,
 }
 
+/// What [`SseChunks::next_event`] found in what has been read.
+enum Next {
+    /// A whole event (not `[DONE]`).
+    Event(sse::Event),
+    /// More must be read first.
+    Wait,
+    /// The stream's next item instead: its end (`[DONE]`, or the body's end after a finished
+    /// answer) or its failure (the body ended before the answer finished, or an event is too
+    /// long).
+    Item(Option<Result<Chunk, EngineError>>),
+}
+
 impl SseChunks {
     /// The next item from what has been read; `None` when more must be read first.
     fn decoded(&mut self) -> Option<Option<Result<Chunk, EngineError>>> {
@@ -508,23 +520,11 @@ impl SseChunks {
         if self.anthropic.is_some() {
             return self.decoded_anthropic();
         }
-        let event = match self.decoder.next_event() {
-            Ok(Some(e)) => e,
-            Ok(None) if self.ended => match self.decoder.finish() {
-                Some(e) => e,
-                None if self.finished => return Some(self.end()),
-                None => {
-                    return Some(Some(self.fail(EngineError::Transport(
-                        "the upstream closed the stream before it finished".into(),
-                    ))))
-                }
-            },
-            Ok(None) => return None,
-            Err(e) => return Some(Some(self.fail(EngineError::Protocol(e.to_string())))),
+        let event = match self.next_event() {
+            Next::Event(e) => e,
+            Next::Wait => return None,
+            Next::Item(item) => return Some(item),
         };
-        if event.is_done() {
-            return Some(self.end());
-        }
         Some(Some(match parse_chunk(self.redactor.apply(event.data)) {
             Ok((chunk, finished)) => {
                 self.finished |= finished;
@@ -534,28 +534,38 @@ impl SseChunks {
         }))
     }
 
+    /// The next whole event that is not `[DONE]`, else what the stream gives instead.
+    fn next_event(&mut self) -> Next {
+        let event = match self.decoder.next_event() {
+            Ok(Some(e)) => e,
+            Ok(None) if self.ended => match self.decoder.finish() {
+                Some(e) => e,
+                None if self.finished => return Next::Item(self.end()),
+                None => {
+                    return Next::Item(Some(self.fail(EngineError::Transport(
+                        "the upstream closed the stream before it finished".into(),
+                    ))))
+                }
+            },
+            Ok(None) => return Next::Wait,
+            Err(e) => return Next::Item(Some(self.fail(EngineError::Protocol(e.to_string())))),
+        };
+        if event.is_done() {
+            return Next::Item(self.end());
+        }
+        Next::Event(event)
+    }
+
     /// [`Self::decoded`] for a stream in the client's dialect: each event as it came (its data
     /// and name), read for its text and usage. The stream ends at `[DONE]` (completions) or with
     /// the body once the answer has finished (`message_stop`, `response.completed`); an `error`
     /// event ends it with [`EngineError::InStream`], carrying that event's data.
     fn decoded_native(&mut self) -> Option<Option<Result<Chunk, EngineError>>> {
-        let event = match self.decoder.next_event() {
-            Ok(Some(e)) => e,
-            Ok(None) if self.ended => match self.decoder.finish() {
-                Some(e) => e,
-                None if self.finished => return Some(self.end()),
-                None => {
-                    return Some(Some(self.fail(EngineError::Transport(
-                        "the upstream closed the stream before it finished".into(),
-                    ))))
-                }
-            },
-            Ok(None) => return None,
-            Err(e) => return Some(Some(self.fail(EngineError::Protocol(e.to_string())))),
+        let event = match self.next_event() {
+            Next::Event(e) => e,
+            Next::Wait => return None,
+            Next::Item(item) => return Some(item),
         };
-        if event.is_done() {
-            return Some(self.end());
-        }
         let data = self.redactor.apply(event.data);
         let (_, reader) = self.native.as_mut()?;
         let read = match reader.event(event.name.as_deref(), &data) {
