@@ -57,7 +57,10 @@ PY
 curl -fsS -H "Authorization: Bearer $KEY" -H 'content-type: application/json' -d @"$OUT/messages-passthrough-json.json" \
   "http://127.0.0.1:$PORT/v1/messages" | grep -q '"model":"claude-sonnet-4-5"' || { echo "the Messages request was not passed through" >&2; exit 1; }
 echo "$("$CARGO_TARGET_DIR/release/switchyard" --version); CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; oha $("$OHA" --version | cut -d' ' -f2)" | tee "$OUT/info.txt"
-printf '| mode | conc | dialect | rps | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n' | tee "$OUT/table.md"
+# CPU time (user + system) of the gateway process per request, from /proc (clock ticks).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SY_PID/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+printf '| mode | conc | dialect | rps | p50 ms | p99 ms | gateway CPU us/req |\n|---|---|---|---|---|---|---|\n' | tee "$OUT/table.md"
 for mode in json stream; do
   for c in $CONCURRENCY; do
     # The two mocks on their own first (`direct-*`): what each upstream itself takes, so that
@@ -70,14 +73,17 @@ for mode in json stream; do
         direct-anthropic) url="http://127.0.0.1:$([ "$mode" = json ] && echo 18082 || echo 18083)/v1/messages"; body="$OUT/messages-passthrough-$mode.json" ;;
       esac
       "$OHA" --no-tui -n 200 -c "$c" -m POST -T application/json -H "Authorization: Bearer $KEY" -D "$body" "$url" >/dev/null
+      before=$(cpu_ticks)
       "$OHA" --no-tui -n "$REQUESTS" -c "$c" -m POST -T application/json -H "Authorization: Bearer $KEY" -D "$body" \
         --output-format json -o "$OUT/$mode-c$c-$dialect.json" "$url" >/dev/null
-      python3 - "$OUT/$mode-c$c-$dialect.json" "$mode" "$c" "$dialect" <<'PY' | tee -a "$OUT/table.md"
+      cpu_us=$(( ($(cpu_ticks) - before) * TICK_US / REQUESTS ))
+      case "$dialect" in direct-*) cpu_us=-;; esac
+      python3 - "$OUT/$mode-c$c-$dialect.json" "$mode" "$c" "$dialect" "$cpu_us" <<'PY' | tee -a "$OUT/table.md"
 import json, sys
 r = json.load(open(sys.argv[1])); s = r["summary"]; p = r["latencyPercentiles"]
 ok = sum(v for k, v in r.get("statusCodeDistribution", {}).items() if k == "200")
 assert ok == sum(r.get("statusCodeDistribution", {}).values()), r.get("statusCodeDistribution")
-print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {s['requestsPerSec']:.0f} | {p['p50']*1000:.3f} | {p['p99']*1000:.3f} |")
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {s['requestsPerSec']:.0f} | {p['p50']*1000:.3f} | {p['p99']*1000:.3f} | {sys.argv[5]} |")
 PY
     done
   done
