@@ -237,13 +237,17 @@ impl StreamReader {
     /// Errors: the data is not JSON.
     pub fn event(&mut self, name: Option<&[u8]>, data: &[u8]) -> Result<EventRead, SkimError> {
         let mut read = EventRead::default();
+        let typed;
         let kind = match name {
-            Some(n) => String::from_utf8_lossy(n).into_owned(),
-            None => find(data, &["type"])?
-                .and_then(|t| serde_json::from_str::<String>(t).ok())
-                .unwrap_or_default(),
+            Some(n) => std::str::from_utf8(n).unwrap_or_default(),
+            None => {
+                typed = find(data, &["type"])?
+                    .and_then(|t| serde_json::from_str::<String>(t).ok())
+                    .unwrap_or_default();
+                typed.as_str()
+            }
         };
-        match (self.dialect, kind.as_str()) {
+        match (self.dialect, kind) {
             (_, "error") => read.error = true,
             (Dialect::Anthropic, "message_start") => {
                 self.started = find(data, &["message", "usage"])?
@@ -251,12 +255,18 @@ impl StreamReader {
                     .map(|u| u.reported());
             }
             (Dialect::Anthropic, "content_block_delta") => {
-                for key in ["text", "partial_json", "thinking"] {
-                    if let Some(raw) = find(data, &["delta", key])? {
-                        let mut r = Reader::of(raw);
-                        if r.peek()? == Kind::String {
-                            read.text_bytes += r.string()?.len() as u64;
-                        }
+                if let Some(delta) = find(data, &["delta"])? {
+                    let mut r = Reader::of(delta);
+                    if r.peek()? == Kind::Object {
+                        r.object(|r, key| {
+                            let generated =
+                                key.is("text") || key.is("partial_json") || key.is("thinking");
+                            if generated && r.peek()? == Kind::String {
+                                read.text_bytes += r.string()?.len() as u64;
+                                return Ok(());
+                            }
+                            r.skip()
+                        })?;
                     }
                 }
             }

@@ -108,6 +108,12 @@ impl Decoder {
                 data.advance(6);
                 return Ok(Some(Event { data, name: None }));
             }
+            if let Some((name_end, end)) = single_named_event(&self.ready, self.has_data) {
+                let event = self.ready.split_to(end + 2);
+                let name = Some(event.slice(7..name_end));
+                let data = event.slice(name_end + 7..end);
+                return Ok(Some(Event { data, name }));
+            }
             self.spill();
         }
         if let Some(end) = single_data_line(&self.buf, self.has_data) {
@@ -183,6 +189,24 @@ impl Decoder {
     }
 }
 
+/// The common named event, one `event: ` line, one `data: ` line and a blank line (`\n` endings),
+/// at the start of `buf` (with no data lines pending before it): the ends of its two lines.
+fn single_named_event(buf: &[u8], has_data: bool) -> Option<(usize, usize)> {
+    if has_data || !buf.starts_with(b"event: ") {
+        return None;
+    }
+    let name_end = memchr::memchr(b'\n', buf)?;
+    let rest = &buf[name_end + 1..];
+    if !rest.starts_with(b"data: ") {
+        return None;
+    }
+    let end = name_end + 1 + single_data_line(rest, false)?;
+    if memchr::memchr(b'\r', &buf[..name_end]).is_some() {
+        return None;
+    }
+    Some((name_end, end))
+}
+
 /// The common event, one `data: ` line and a blank line (`\n` endings), at the start of `buf`
 /// (with no data lines pending before it): the end of its line. Others go the general way.
 fn single_data_line(buf: &[u8], has_data: bool) -> Option<usize> {
@@ -245,6 +269,31 @@ mod tests {
         assert_eq!(d.next_event().unwrap(), None);
         d.push_bytes(Bytes::from_static(b":3}\n\n"));
         assert_eq!(d.next_event().unwrap().unwrap().data.as_ref(), b"{\"c\":3}");
+        assert_eq!(d.next_event().unwrap(), None);
+    }
+
+    #[test]
+    fn named_events_pushed_whole_come_out_of_the_piece_itself() {
+        let piece = Bytes::from_static(
+            b"event: ping\ndata: {\"type\":\"ping\"}\n\nevent: x\r\ndata: 1\r\n\r\nevent: y\ndata: a\ndata: b\n\n",
+        );
+        let mut d = Decoder::default();
+        d.push_bytes(piece.clone());
+        let first = d.next_event().unwrap().unwrap();
+        assert_eq!(first.name.as_deref(), Some(&b"ping"[..]));
+        assert_eq!(first.data.as_ref(), b"{\"type\":\"ping\"}");
+        assert_eq!(first.data.as_ptr(), piece[18..].as_ptr(), "not copied");
+        // `\r\n` endings and several data lines go the general way, with the same result.
+        let second = d.next_event().unwrap().unwrap();
+        assert_eq!(
+            (second.name.as_deref(), second.data.as_ref()),
+            (Some(&b"x"[..]), &b"1"[..])
+        );
+        let third = d.next_event().unwrap().unwrap();
+        assert_eq!(
+            (third.name.as_deref(), third.data.as_ref()),
+            (Some(&b"y"[..]), &b"a\nb"[..])
+        );
         assert_eq!(d.next_event().unwrap(), None);
     }
 
