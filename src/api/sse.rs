@@ -31,12 +31,16 @@ pub fn write_named_event(out: &mut BytesMut, name: Option<&[u8]>, payload: &[u8]
         out.extend_from_slice(name);
         out.extend_from_slice(b"\n");
     }
-    for line in payload.split(|&b| b == b'\n') {
+    let mut rest = payload;
+    while let Some(nl) = memchr::memchr(b'\n', rest) {
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line);
+        out.extend_from_slice(&rest[..nl]);
         out.extend_from_slice(b"\n");
+        rest = &rest[nl + 1..];
     }
-    out.extend_from_slice(b"\n");
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(rest);
+    out.extend_from_slice(b"\n\n");
 }
 
 /// One decoded event: its `data` lines joined with `\n`, and its `event` name when it has one
