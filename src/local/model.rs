@@ -1,7 +1,8 @@
-//! A llama-family decoder over GGUF weights (architectures `llama`, `qwen2` and `qwen3`, read
-//! from the GGUF metadata). What sets the families apart is read as data where the file says it:
-//! query/key/value biases (qwen2) and per-head query/key RMS norms (qwen3) are used when their
-//! tensors are there, and the head width comes from `<arch>.attention.key_length` when given. The weights are read-only and shared by every worker; each generation owns a
+//! A llama-family decoder over GGUF weights (architectures `llama`, `qwen2`, `qwen3` and `phi3`,
+//! read from the GGUF metadata). What sets the families apart is read as data where the file
+//! says it: query/key/value biases (qwen2), per-head query/key RMS norms (qwen3), a fused
+//! query/key/value projection and a fused gate/up projection (phi3) are used when their tensors
+//! are there, and the head width comes from `<arch>.attention.key_length` when given. The weights are read-only and shared by every worker; each generation owns a
 //! [`Session`] with its own KV cache, so several can decode at once on one copy of the weights.
 
 use super::kernels::QuantMatrix;
@@ -18,6 +19,7 @@ pub enum Arch {
     Llama,
     Qwen2,
     Qwen3,
+    Phi3,
 }
 
 impl Arch {
@@ -27,8 +29,9 @@ impl Arch {
             "llama" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
             "qwen3" => Ok(Arch::Qwen3),
+            "phi3" => Ok(Arch::Phi3),
             other => Err(LocalError::Unsupported(format!(
-                "architecture `{other}` (supported: llama, qwen2, qwen3)"
+                "architecture `{other}` (supported: llama, qwen2, qwen3, phi3)"
             ))),
         }
     }
@@ -39,13 +42,14 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Phi3 => "phi3",
         }
     }
 
     /// Whether its GGUF files keep query/key in NeoX halves (rotated by halves); llama's are
     /// converted for the interleaved rotation.
     fn rope_neox(self) -> bool {
-        matches!(self, Arch::Qwen2 | Arch::Qwen3)
+        matches!(self, Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3)
     }
 }
 
@@ -85,19 +89,30 @@ impl Linear {
     }
 }
 
+/// The query, key and value projections: three matrices, or one whose output rows are the
+/// query's, then the key's, then the value's (phi3's `attn_qkv`).
+enum Qkv {
+    Split { q: Linear, k: Linear, v: Linear },
+    Fused(Linear),
+}
+
+/// The feed-forward's gate and up projections: two matrices, or one whose output rows are the
+/// gate's, then the up projection's (phi3's `ffn_up` without an `ffn_gate`).
+enum GateUp {
+    Split { gate: Linear, up: Linear },
+    Fused(Linear),
+}
+
 struct Layer {
     attn_norm: RmsNorm,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    qkv: Qkv,
     /// Query/key/value biases (qwen2 has them, llama does not).
     bias: Option<(Tensor, Tensor, Tensor)>,
     /// RMS norms over each head's query and key, before the rotation (qwen3).
     qk_norm: Option<(RmsNorm, RmsNorm)>,
     wo: Linear,
     ffn_norm: RmsNorm,
-    gate: Linear,
-    up: Linear,
+    gate_up: GateUp,
     down: Linear,
 }
 
@@ -176,6 +191,15 @@ impl Weights {
             )));
         }
         let head_dim = key_length.unwrap_or(hidden / n_head);
+        // Rotation over part of each head (`rope.dimension_count` below the head width) is not
+        // implemented: refused rather than run wrong.
+        if let Ok(rotated) = md_u32(ct, &format!("{p}.rope.dimension_count")) {
+            if rotated != head_dim {
+                return Err(LocalError::Unsupported(format!(
+                    "rotary embedding over {rotated} of each head's {head_dim} dimensions"
+                )));
+            }
+        }
         let t = |name: &str| {
             ct.tensor(reader, name, &device)
                 .map_err(|e| LocalError::Format(format!("tensor `{name}`: {e}")))
@@ -200,6 +224,7 @@ impl Weights {
         for i in 0..n_layer {
             let has = |s: &str| ct.tensor_infos.contains_key(&format!("blk.{i}.{s}"));
             let (has_bias, has_qk_norm) = (has("attn_q.bias"), has("attn_q_norm.weight"));
+            let (fused_qkv, fused_gate_up) = (has("attn_qkv.weight"), !has("ffn_gate.weight"));
             let mut w = |s: &str| t(&format!("blk.{i}.{s}"));
             let bias = if has_bias {
                 Some((
@@ -220,15 +245,27 @@ impl Weights {
             };
             layers.push(Layer {
                 attn_norm: RmsNorm::from_qtensor(w("attn_norm.weight")?, eps)?,
-                wq: Linear::new(w("attn_q.weight")?, kernels)?,
-                wk: Linear::new(w("attn_k.weight")?, kernels)?,
-                wv: Linear::new(w("attn_v.weight")?, kernels)?,
+                qkv: if fused_qkv {
+                    Qkv::Fused(Linear::new(w("attn_qkv.weight")?, kernels)?)
+                } else {
+                    Qkv::Split {
+                        q: Linear::new(w("attn_q.weight")?, kernels)?,
+                        k: Linear::new(w("attn_k.weight")?, kernels)?,
+                        v: Linear::new(w("attn_v.weight")?, kernels)?,
+                    }
+                },
                 bias,
                 qk_norm,
                 wo: Linear::new(w("attn_output.weight")?, kernels)?,
                 ffn_norm: RmsNorm::from_qtensor(w("ffn_norm.weight")?, eps)?,
-                gate: Linear::new(w("ffn_gate.weight")?, kernels)?,
-                up: Linear::new(w("ffn_up.weight")?, kernels)?,
+                gate_up: if fused_gate_up {
+                    GateUp::Fused(Linear::new(w("ffn_up.weight")?, kernels)?)
+                } else {
+                    GateUp::Split {
+                        gate: Linear::new(w("ffn_gate.weight")?, kernels)?,
+                        up: Linear::new(w("ffn_up.weight")?, kernels)?,
+                    }
+                },
                 down: Linear::new(w("ffn_down.weight")?, kernels)?,
             });
         }
@@ -275,11 +312,19 @@ impl Weights {
 
     /// Query, key and value projections of `x` (biases added).
     fn qkv(&self, layer: &Layer, x: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let (mut q, mut k, mut v) = (
-            layer.wq.forward(x)?,
-            layer.wk.forward(x)?,
-            layer.wv.forward(x)?,
-        );
+        let (mut q, mut k, mut v) = match &layer.qkv {
+            Qkv::Split { q, k, v } => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
+            Qkv::Fused(w) => {
+                let qkv = w.forward(x)?;
+                let (nq, nkv) = (self.n_head * self.head_dim, self.n_kv_head * self.head_dim);
+                let last = qkv.rank() - 1;
+                (
+                    qkv.narrow(last, 0, nq)?.contiguous()?,
+                    qkv.narrow(last, nq, nkv)?.contiguous()?,
+                    qkv.narrow(last, nq + nkv, nkv)?.contiguous()?,
+                )
+            }
+        };
         if let Some((bq, bk, bv)) = &layer.bias {
             q = q.broadcast_add(bq)?;
             k = k.broadcast_add(bk)?;
@@ -370,9 +415,16 @@ impl Weights {
         };
         let x1 = (layer.wo.forward(&y)? + x)?;
         let h = layer.ffn_norm.forward(&x1)?;
-        let mlp = layer
-            .down
-            .forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
+        let (gate, up) = match &layer.gate_up {
+            GateUp::Split { gate, up } => (gate.forward(&h)?, up.forward(&h)?),
+            GateUp::Fused(w) => {
+                let both = w.forward(&h)?;
+                let last = both.rank() - 1;
+                let half = both.dim(last)? / 2;
+                (both.narrow(last, 0, half)?, both.narrow(last, half, half)?)
+            }
+        };
+        let mlp = layer.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
         mlp + x1
     }
 
