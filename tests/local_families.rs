@@ -1,13 +1,14 @@
 //! Model families with no real file in reach, checked on small GGUF files the test builds itself:
 //! random weights under real metadata, in the block formats the family's released files use
 //! (Q4_K and Q6_K matrices, F32 norms, Q8_0 embeddings): qwen3 (per-head q/k norms, heads
-//! wider than `hidden / heads`) and phi3 (fused query/key/value and gate/up projections). The on-box decoder's logits are compared
+//! wider than `hidden / heads`), phi3 (fused query/key/value and gate/up projections), and llama
+//! with and without Llama 3.1's rope scaling (`rope_freqs`). The on-box decoder's logits are compared
 //! with candle-transformers' quantized reference model of the family over a prompt and greedy
 //! steps, with candle's kernels and with the project's.
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_phi3, quantized_qwen3};
+use candle_transformers::models::{quantized_llama, quantized_phi3, quantized_qwen3};
 use std::path::{Path, PathBuf};
 use switchyard::local::model::{Kernels, Weights};
 
@@ -85,8 +86,10 @@ fn tensors(family: &str, shape: &Shape) -> Vec<(String, QTensor)> {
             ));
             continue;
         }
-        out.push((b("attn_q_norm.weight"), g.norm(head_dim)));
-        out.push((b("attn_k_norm.weight"), g.norm(head_dim)));
+        if family == "qwen3" {
+            out.push((b("attn_q_norm.weight"), g.norm(head_dim)));
+            out.push((b("attn_k_norm.weight"), g.norm(head_dim)));
+        }
         out.push((b("attn_q.weight"), g.matrix(q_rows, hidden, GgmlDType::Q4K)));
         out.push((
             b("attn_k.weight"),
@@ -124,6 +127,9 @@ fn metadata(family: &str, shape: &Shape) -> Vec<(String, gguf_file::Value)> {
     ];
     if family == "phi3" {
         md.push((k("rope.dimension_count"), u(shape.head_dim)));
+    } else if family == "llama" {
+        md.push((k("rope.dimension_count"), u(shape.head_dim)));
+        md.push((k("rope.freq_base"), Value::F32(500_000.0)));
     } else {
         md.push((k("attention.key_length"), u(shape.head_dim)));
         md.push((k("attention.value_length"), u(shape.head_dim)));
@@ -134,10 +140,13 @@ fn metadata(family: &str, shape: &Shape) -> Vec<(String, gguf_file::Value)> {
 
 /// Writes a GGUF file of `family` and `shape` with random weights to a fresh path.
 fn model_file(family: &str, shape: &Shape) -> PathBuf {
-    let md = metadata(family, shape);
-    let ts = tensors(family, shape);
+    write_file(family, &metadata(family, shape), &tensors(family, shape))
+}
+
+/// Writes a GGUF file of these metadata and tensors to a fresh path named after `name`.
+fn write_file(name: &str, md: &[(String, gguf_file::Value)], ts: &[(String, QTensor)]) -> PathBuf {
     let path = std::env::temp_dir().join(format!(
-        "switchyard-{family}-{}-{:?}.gguf",
+        "switchyard-{name}-{}-{:?}.gguf",
         std::process::id(),
         std::thread::current().id()
     ));
@@ -263,4 +272,76 @@ fn phi3_matches_candles_reference_model() {
         );
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// Llama 3.1's rope scaling as its GGUF files carry it: `rope_freqs`, one divisor per frequency
+/// (factor 8 below the low-frequency wavelength bound, 1 above the high one, smoothed between;
+/// original context 8192), as Meta's reference code and llama.cpp's converter compute it.
+fn llama31_factors(head_dim: usize, base: f32) -> Vec<f32> {
+    let (factor, low, high, original) = (8.0f32, 1.0f32, 4.0f32, 8192.0f32);
+    (0..head_dim / 2)
+        .map(|k| {
+            let freq = base.powf(-(2.0 * k as f32) / head_dim as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < original / high {
+                1.0
+            } else if wavelen > original / low {
+                factor
+            } else {
+                let smooth = (original / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn llama_matches_candles_reference_and_applies_rope_factors() {
+    let shape = Shape {
+        head_dim: 64,
+        ..SHAPE
+    };
+    let md = metadata("llama", &shape);
+    let ts = tensors("llama", &shape);
+    let plain = write_file("llama", &md, &ts);
+    for kernels in [Kernels::Portable, Kernels::Fast] {
+        let (ct, mut file) = open(&plain);
+        let mut reference = quantized_llama::ModelWeights::from_gguf(ct, &mut file, &Device::Cpu)
+            .expect("reference");
+        compare(
+            &plain,
+            kernels,
+            2e-2,
+            step_of(|x, pos| reference.forward(x, pos)),
+        );
+    }
+    // The same weights with Llama 3.1's factors: they load, and they change what the model
+    // computes (the reference has no rope scaling to compare with; the tables' formula is
+    // checked in the decoder's unit tests).
+    let factors = llama31_factors(shape.head_dim, 500_000.0);
+    assert!(factors.iter().any(|f| *f > 1.0), "{factors:?}");
+    let rope = Tensor::new(factors.as_slice(), &Device::Cpu).expect("factors");
+    let mut scaled_ts = ts;
+    scaled_ts.push((
+        "rope_freqs.weight".into(),
+        QTensor::quantize(&rope, GgmlDType::F32).expect("quantize"),
+    ));
+    let scaled = write_file("llama31", &md, &scaled_ts);
+    let last_logits = |path: &Path| {
+        let (ct, mut file) = open(path);
+        let w = Weights::from_gguf(&ct, &mut file, Kernels::Portable).expect("loads");
+        let tokens: Vec<u32> = (0..200).map(|i| (i * 13 + 1) % 512).collect();
+        let mut session = w.session(tokens.len());
+        w.forward(&mut session, &tokens).expect("forward")
+    };
+    let (a, b) = (last_logits(&plain), last_logits(&scaled));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(diff > 1e-3, "rope_freqs changed nothing ({diff})");
+    for p in [plain, scaled] {
+        let _ = std::fs::remove_file(p);
+    }
 }

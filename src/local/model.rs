@@ -269,7 +269,30 @@ impl Weights {
                 down: Linear::new(w("ffn_down.weight")?, kernels)?,
             });
         }
-        let (cos, sin) = rope_tables(head_dim, rope_base, context_length, &device)?;
+        // Llama 3.1+ files carry their rope scaling as per-frequency divisors (`rope_freqs`).
+        let freq_factors = if ct.tensor_infos.contains_key("rope_freqs.weight") {
+            let f = t("rope_freqs.weight")?
+                .dequantize(&device)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            if f.len() != head_dim / 2 || f.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(LocalError::Format(format!(
+                    "rope_freqs.weight has {} factors, not {} positive ones",
+                    f.len(),
+                    head_dim / 2
+                )));
+            }
+            Some(f)
+        } else {
+            None
+        };
+        let (cos, sin) = rope_tables(
+            head_dim,
+            rope_base,
+            freq_factors.as_deref(),
+            context_length,
+            &device,
+        )?;
         Ok(Weights {
             arch,
             embed,
@@ -485,15 +508,23 @@ impl Weights {
     }
 }
 
+/// The rotary tables `(len, head_dim / 2)`: the angle of position `p` and frequency `i` is
+/// `p · base^(−2i / head_dim) / factor_i`, the factors being a file's `rope_freqs` (Llama 3.1's
+/// rope scaling as llama.cpp applies it; 1 when absent).
 fn rope_tables(
     head_dim: usize,
     base: f32,
+    factors: Option<&[f32]>,
     len: usize,
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let inv: Vec<f32> = (0..head_dim)
         .step_by(2)
-        .map(|i| 1.0 / base.powf(i as f32 / head_dim as f32))
+        .enumerate()
+        .map(|(k, i)| {
+            let factor = factors.and_then(|f| f.get(k)).copied().unwrap_or(1.0);
+            1.0 / base.powf(i as f32 / head_dim as f32) / factor
+        })
         .collect();
     let inv = Tensor::new(inv.as_slice(), device)?;
     let angles = Tensor::arange(0u32, len as u32, device)?
@@ -524,5 +555,25 @@ impl Session {
     /// Tokens this session has room for.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_factors_divide_each_frequency() {
+        let dev = Device::Cpu;
+        let (cos, sin) = rope_tables(8, 10_000.0, Some(&[1.0, 2.0, 4.0, 8.0]), 5, &dev).unwrap();
+        let (cos, sin) = (cos.to_vec2::<f32>().unwrap(), sin.to_vec2::<f32>().unwrap());
+        for p in 0..5 {
+            for k in 0..4 {
+                let freq = 10_000f32.powf(-(2.0 * k as f32) / 8.0) / [1.0, 2.0, 4.0, 8.0][k];
+                let angle = p as f32 * freq;
+                assert!((cos[p][k] - angle.cos()).abs() < 1e-6, "cos {p} {k}");
+                assert!((sin[p][k] - angle.sin()).abs() < 1e-6, "sin {p} {k}");
+            }
+        }
     }
 }
