@@ -26,7 +26,7 @@ apt_install() {  # apt_install PACKAGE...: Debian packages, as root or with sudo
 }
 
 if [ "${1:-}" = "--test" ]; then
-  scripts/fetch-models.sh --qwen
+  scripts/fetch-models.sh --qwen --gemma3
   if ! command -v promtool >/dev/null; then
     log "installing promtool (Debian package prometheus)"
     apt_install prometheus

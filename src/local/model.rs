@@ -1,8 +1,12 @@
-//! A llama-family decoder over GGUF weights (architectures `llama`, `qwen2`, `qwen3` and `phi3`,
-//! read from the GGUF metadata). What sets the families apart is read as data where the file
-//! says it: query/key/value biases (qwen2), per-head query/key RMS norms (qwen3), a fused
-//! query/key/value projection and a fused gate/up projection (phi3) are used when their tensors
-//! are there, and the head width comes from `<arch>.attention.key_length` when given. The weights are read-only and shared by every worker; each generation owns a
+//! A llama-family decoder over GGUF weights (architectures `llama`, `qwen2`, `qwen3`, `phi3` and
+//! `gemma3`, read from the GGUF metadata). What sets the families apart is read as data where
+//! the file says it: query/key/value biases (qwen2), per-head query/key RMS norms (qwen3,
+//! gemma3), a fused query/key/value projection and a fused gate/up projection (phi3), and norms
+//! after attention and after the feed-forward (gemma3) are used when their tensors are there; the
+//! head width comes from `<arch>.attention.key_length` when given, sliding-window layers from
+//! `<arch>.attention.sliding_window`. Gemma's own traits follow its architecture: embeddings
+//! scaled by √hidden, a GELU (tanh) gate, and its local layers' rotary base of 10 000 (llama.cpp's
+//! `gemma3` graph is the reference for each). The weights are read-only and shared by every worker; each generation owns a
 //! [`Session`] with its own KV cache, so several can decode at once on one copy of the weights.
 
 use super::kernels::QuantMatrix;
@@ -20,6 +24,7 @@ pub enum Arch {
     Qwen2,
     Qwen3,
     Phi3,
+    Gemma3,
 }
 
 impl Arch {
@@ -30,8 +35,9 @@ impl Arch {
             "qwen2" => Ok(Arch::Qwen2),
             "qwen3" => Ok(Arch::Qwen3),
             "phi3" => Ok(Arch::Phi3),
+            "gemma3" => Ok(Arch::Gemma3),
             other => Err(LocalError::Unsupported(format!(
-                "architecture `{other}` (supported: llama, qwen2, qwen3, phi3)"
+                "architecture `{other}` (supported: llama, qwen2, qwen3, phi3, gemma3)"
             ))),
         }
     }
@@ -43,13 +49,23 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Phi3 => "phi3",
+            Arch::Gemma3 => "gemma3",
         }
     }
 
     /// Whether its GGUF files keep query/key in NeoX halves (rotated by halves); llama's are
     /// converted for the interleaved rotation.
     fn rope_neox(self) -> bool {
-        matches!(self, Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3)
+        matches!(self, Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 | Arch::Gemma3)
+    }
+
+    /// Every `n`th layer attends to the whole context and the others to a sliding window, when
+    /// the file gives a window (llama.cpp's `swa_pattern`: gemma3's is 6).
+    fn sliding_pattern(self) -> Option<usize> {
+        match self {
+            Arch::Gemma3 => Some(6),
+            _ => None,
+        }
     }
 }
 
@@ -105,6 +121,15 @@ enum GateUp {
 
 struct Layer {
     attn_norm: RmsNorm,
+    /// Norms of the attention's and the feed-forward's outputs, before their residual adds
+    /// (gemma3's `post_attention_norm`, `post_ffw_norm`).
+    post_attn_norm: Option<RmsNorm>,
+    post_ffn_norm: Option<RmsNorm>,
+    /// Keys this layer's queries see, back from their own position (itself included); `None`:
+    /// all of them.
+    window: Option<usize>,
+    /// Index of its rotary tables in [`Weights::ropes`].
+    rope: usize,
     qkv: Qkv,
     /// Query/key/value biases (qwen2 has them, llama does not).
     bias: Option<(Tensor, Tensor, Tensor)>,
@@ -127,9 +152,13 @@ pub struct Weights {
     n_head: usize,
     n_kv_head: usize,
     head_dim: usize,
-    /// Rotary tables, `(context_length, head_dim / 2)`.
-    cos: Tensor,
-    sin: Tensor,
+    /// Rotary tables, `(context_length, head_dim / 2)` each: cos and sin, for the global
+    /// layers first and, where they differ, the sliding-window layers'.
+    ropes: Vec<(Tensor, Tensor)>,
+    /// Embeddings are multiplied by this (gemma: √hidden).
+    embed_scale: Option<f64>,
+    /// The feed-forward gate's activation is GELU (tanh approximation) instead of SiLU.
+    gelu: bool,
     /// NeoX-style (halves) rotary embedding instead of the interleaved one.
     rope_neox: bool,
     /// Longest sequence (prompt + output) the model supports.
@@ -220,11 +249,19 @@ impl Weights {
         } else {
             Linear::new(t("token_embd.weight")?, kernels)?
         };
+        let sliding_window = md_u32(ct, &format!("{p}.attention.sliding_window"))
+            .ok()
+            .filter(|w| *w > 0);
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
             let has = |s: &str| ct.tensor_infos.contains_key(&format!("blk.{i}.{s}"));
             let (has_bias, has_qk_norm) = (has("attn_q.bias"), has("attn_q_norm.weight"));
             let (fused_qkv, fused_gate_up) = (has("attn_qkv.weight"), !has("ffn_gate.weight"));
+            let has_post_norms = has("post_attention_norm.weight");
+            let local = match (sliding_window, arch.sliding_pattern()) {
+                (Some(w), Some(n)) if (i + 1) % n != 0 => Some(w),
+                _ => None,
+            };
             let mut w = |s: &str| t(&format!("blk.{i}.{s}"));
             let bias = if has_bias {
                 Some((
@@ -243,8 +280,23 @@ impl Weights {
             } else {
                 None
             };
+            let (post_attn_norm, post_ffn_norm) = if has_post_norms {
+                (
+                    Some(RmsNorm::from_qtensor(
+                        w("post_attention_norm.weight")?,
+                        eps,
+                    )?),
+                    Some(RmsNorm::from_qtensor(w("post_ffw_norm.weight")?, eps)?),
+                )
+            } else {
+                (None, None)
+            };
             layers.push(Layer {
                 attn_norm: RmsNorm::from_qtensor(w("attn_norm.weight")?, eps)?,
+                post_attn_norm,
+                post_ffn_norm,
+                window: local,
+                rope: usize::from(local.is_some() && arch == Arch::Gemma3),
                 qkv: if fused_qkv {
                     Qkv::Fused(Linear::new(w("attn_qkv.weight")?, kernels)?)
                 } else {
@@ -286,13 +338,21 @@ impl Weights {
         } else {
             None
         };
-        let (cos, sin) = rope_tables(
+        let mut ropes = vec![rope_tables(
             head_dim,
             rope_base,
             freq_factors.as_deref(),
             context_length,
             &device,
-        )?;
+        )?];
+        if arch == Arch::Gemma3 {
+            // Its sliding-window layers rotate with base 10 000 (llama.cpp: `freq_base_swa`).
+            let base = md(ct, &format!("{p}.rope.local_freq_base"))
+                .and_then(|v| v.to_f32().map_err(|e| LocalError::Format(e.to_string())))
+                .unwrap_or(10_000.0);
+            ropes.push(rope_tables(head_dim, base, None, context_length, &device)?);
+        }
+        let gemma = arch == Arch::Gemma3;
         Ok(Weights {
             arch,
             embed,
@@ -302,12 +362,22 @@ impl Weights {
             n_head,
             n_kv_head,
             head_dim,
-            cos,
-            sin,
+            ropes,
+            embed_scale: gemma.then(|| (hidden as f64).sqrt()),
+            gelu: gemma,
             rope_neox: arch.rope_neox(),
             context_length,
             device,
         })
+    }
+
+    /// The embeddings of `input`'s tokens, as F32 (scaled where the family scales them).
+    fn embed(&self, input: &Tensor) -> candle_core::Result<Tensor> {
+        let x = self.embed.embedding(input)?.to_dtype(DType::F32)?;
+        match self.embed_scale {
+            Some(s) => x * s,
+            None => Ok(x),
+        }
     }
 
     /// A new generation with room for `capacity` tokens (prompt + output).
@@ -322,10 +392,11 @@ impl Weights {
         }
     }
 
-    fn rope(&self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+    fn rope(&self, x: &Tensor, pos: usize, table: usize) -> candle_core::Result<Tensor> {
         let (_, _, len, _) = x.dims4()?;
-        let cos = self.cos.narrow(0, pos, len)?;
-        let sin = self.sin.narrow(0, pos, len)?;
+        let (cos, sin) = &self.ropes[table];
+        let cos = cos.narrow(0, pos, len)?;
+        let sin = sin.narrow(0, pos, len)?;
         if self.rope_neox {
             candle_nn::rotary_emb::rope(x, &cos, &sin)
         } else {
@@ -362,10 +433,11 @@ impl Weights {
         &self,
         cache: &mut KvCache,
         (q, k, v): (Tensor, Tensor, Tensor),
-        qk_norm: Option<&(RmsNorm, RmsNorm)>,
+        layer: &Layer,
         pos: usize,
         mask: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
+        let qk_norm = layer.qk_norm.as_ref();
         // `width` is heads × head width, which need not be the model's hidden size.
         let (b, len, width) = q.dims3()?;
         let heads = |t: Tensor, n: usize| {
@@ -382,10 +454,25 @@ impl Weights {
             q = norm(&q, qn)?;
             k = norm(&k, kn)?;
         }
-        let q = self.rope(&q, pos)?;
-        let k = self.rope(&k, pos)?;
+        let q = self.rope(&q, pos, layer.rope)?;
+        let k = self.rope(&k, pos, layer.rope)?;
         let v = heads(v, self.n_kv_head)?;
-        let (k, v) = cache.append(&k, &v)?;
+        let (mut k, mut v) = cache.append(&k, &v)?;
+        // A sliding-window layer: the keys no query of this step can see are left out, and a
+        // longer prompt gets the window's mask instead of the causal one.
+        let mut window_mask = None;
+        if let Some(w) = layer.window {
+            let kv_len = k.dim(2)?;
+            let first = (pos + 1).saturating_sub(w);
+            if first > 0 {
+                k = k.narrow(2, first, kv_len - first)?;
+                v = v.narrow(2, first, kv_len - first)?;
+            }
+            if len > 1 && pos + len > w {
+                window_mask = Some(sliding_mask(len, pos, first, w, &self.device)?);
+            }
+        }
+        let mask = window_mask.as_ref().or(mask);
         // Grouped-query attention without copying K/V per query head: the `rep` query heads
         // that share a key/value head are stacked as extra rows against it.
         let rep = self.n_head / self.n_kv_head;
@@ -425,18 +512,20 @@ impl Weights {
         let (q, k, v) = self.qkv(layer, &h)?;
         let y = if sessions.len() == 1 {
             let s = &mut sessions[0];
-            let norm = layer.qk_norm.as_ref();
-            self.attend(&mut s.caches[index], (q, k, v), norm, s.pos, mask)?
+            self.attend(&mut s.caches[index], (q, k, v), layer, s.pos, mask)?
         } else {
             let mut ys = Vec::with_capacity(sessions.len());
             for (i, s) in sessions.iter_mut().enumerate() {
                 let one = (q.narrow(0, i, 1)?, k.narrow(0, i, 1)?, v.narrow(0, i, 1)?);
-                let norm = layer.qk_norm.as_ref();
-                ys.push(self.attend(&mut s.caches[index], one, norm, s.pos, mask)?);
+                ys.push(self.attend(&mut s.caches[index], one, layer, s.pos, mask)?);
             }
             Tensor::cat(&ys, 0)?
         };
-        let x1 = (layer.wo.forward(&y)? + x)?;
+        let mut y = layer.wo.forward(&y)?;
+        if let Some(n) = &layer.post_attn_norm {
+            y = n.forward(&y)?;
+        }
+        let x1 = (y + x)?;
         let h = layer.ffn_norm.forward(&x1)?;
         let (gate, up) = match &layer.gate_up {
             GateUp::Split { gate, up } => (gate.forward(&h)?, up.forward(&h)?),
@@ -447,7 +536,15 @@ impl Weights {
                 (both.narrow(last, 0, half)?, both.narrow(last, half, half)?)
             }
         };
-        let mlp = layer.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
+        let gate = if self.gelu {
+            gate.gelu()?
+        } else {
+            candle_nn::ops::silu(&gate)?
+        };
+        let mut mlp = layer.down.forward(&(gate * up)?)?;
+        if let Some(n) = &layer.post_ffn_norm {
+            mlp = n.forward(&mlp)?;
+        }
         mlp + x1
     }
 
@@ -465,7 +562,7 @@ impl Weights {
             return Err(LocalError::ContextFull(s.capacity));
         }
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(1)?;
-        let mut x = self.embed.embedding(&input)?.to_dtype(DType::F32)?;
+        let mut x = self.embed(&input)?;
         for (i, layer) in self.layers.iter().enumerate() {
             x = self.layer(i, layer, sessions, &x, None)?;
         }
@@ -493,7 +590,7 @@ impl Weights {
         } else {
             None
         };
-        let mut x = self.embed.embedding(&input)?.to_dtype(DType::F32)?;
+        let mut x = self.embed(&input)?;
         for (i, layer) in self.layers.iter().enumerate() {
             x = self.layer(i, layer, &mut [&mut *session], &x, mask.as_ref())?;
         }
@@ -506,6 +603,28 @@ impl Weights {
             .to_dtype(DType::F32)?
             .to_vec1()?)
     }
+}
+
+/// The mask of `len` queries from position `pos` over the keys from position `first` on, for a
+/// layer that sees `window` keys back (itself included): 1 where a key is in the future or out
+/// of the window (llama.cpp's standard sliding window: masked when `query − key ≥ window`).
+fn sliding_mask(
+    len: usize,
+    pos: usize,
+    first: usize,
+    window: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let kv_len = pos + len - first;
+    let mask: Vec<u8> = (0..len)
+        .flat_map(|i| {
+            (0..kv_len).map(move |j| {
+                let (query, key) = (pos + i, first + j);
+                u8::from(key > query || query - key >= window)
+            })
+        })
+        .collect();
+    Tensor::from_slice(&mask, (len, kv_len), device)
 }
 
 /// The rotary tables `(len, head_dim / 2)`: the angle of position `p` and frequency `i` is
@@ -561,6 +680,17 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sliding_mask_hides_the_future_and_what_is_out_of_the_window() {
+        // 3 queries from position 5, keys from position 3 on, a window of 3 keys.
+        let m = sliding_mask(3, 5, 3, 3, &Device::Cpu).unwrap();
+        let m = m.to_vec2::<u8>().unwrap();
+        // keys:             3  4  5  6  7
+        assert_eq!(m[0], [0, 0, 0, 1, 1]); // query 5 sees 3..=5
+        assert_eq!(m[1], [1, 0, 0, 0, 1]); // query 6 sees 4..=6
+        assert_eq!(m[2], [1, 1, 0, 0, 0]); // query 7 sees 5..=7
+    }
 
     #[test]
     fn rope_factors_divide_each_frequency() {
