@@ -428,3 +428,48 @@ fn sliding_window_layers_agree_between_prompt_and_decode() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// What the decoder cannot run is refused by name, never run wrong: Phi-3's long-context
+/// rotation, a rotation over part of each head, an architecture it does not know.
+#[test]
+fn what_the_decoder_cannot_run_is_refused_by_name() {
+    let shape = Shape {
+        head_dim: 64,
+        ..SHAPE
+    };
+    let factors =
+        Tensor::ones(shape.head_dim / 2, candle_core::DType::F32, &Device::Cpu).expect("ones");
+    let md = metadata("phi3", &shape);
+    let mut ts = tensors("phi3", &shape);
+    ts.push((
+        "rope_factors_long.weight".into(),
+        QTensor::quantize(&factors, GgmlDType::F32).expect("quantize"),
+    ));
+    let long = write_file("phi3-long", &md, &ts);
+    let mut partial_md = metadata("phi3", &shape);
+    for (k, v) in partial_md.iter_mut() {
+        if k == "phi3.rope.dimension_count" {
+            *v = gguf_file::Value::U32(32);
+        }
+    }
+    let partial = write_file("phi3-partial", &partial_md, &tensors("phi3", &shape));
+    let mut other_md = metadata("phi3", &shape);
+    other_md[0].1 = gguf_file::Value::String("gemma2".into());
+    let other = write_file("gemma2", &other_md, &tensors("phi3", &shape));
+    for (path, says) in [
+        (&long, "LongRoPE"),
+        (
+            &partial,
+            "rotary embedding over 32 of each head's 64 dimensions",
+        ),
+        (&other, "architecture `gemma2`"),
+    ] {
+        let (ct, mut file) = open(path);
+        let e = Weights::from_gguf(&ct, &mut file, Kernels::Portable)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains(says), "{}: {e}", path.display());
+        let _ = std::fs::remove_file(path);
+    }
+}

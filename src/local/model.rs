@@ -321,6 +321,16 @@ impl Weights {
                 down: Linear::new(w("ffn_down.weight")?, kernels)?,
             });
         }
+        // Phi-3's long-context files scale their rotation by context length (LongRoPE): not
+        // implemented, so refused rather than run wrong.
+        if ["rope_factors_long.weight", "rope_factors_short.weight"]
+            .iter()
+            .any(|n| ct.tensor_infos.contains_key(*n))
+        {
+            return Err(LocalError::Unsupported(
+                "LongRoPE scaling (`rope_factors_long`/`rope_factors_short`)".into(),
+            ));
+        }
         // Llama 3.1+ files carry their rope scaling as per-frequency divisors (`rope_freqs`).
         let freq_factors = if ct.tensor_infos.contains_key("rope_freqs.weight") {
             let f = t("rope_freqs.weight")?
