@@ -1,6 +1,7 @@
 //! The tokenizer built from GGUF metadata against the reference `tokenizer.json`: Qwen2.5's
 //! (the Qwen2.5-Coder GGUF and its tokenizer.json, fetched by `scripts/fetch-models.sh --qwen`),
-//! and SmolLM2's digit splitting and round trip.
+//! SmolLM2's digit splitting and round trip; and the SentencePiece tokenizer built from Gemma 3's
+//! metadata against llama.cpp's ids.
 
 mod common;
 
@@ -95,4 +96,45 @@ fn message_content_cannot_forge_special_tokens() {
         plain,
         tokenizer::encode(&model.tokenizer, &rendered).expect("encode")
     );
+}
+
+/// The SentencePiece tokenizer built from Gemma 3's GGUF metadata (vocabulary, scores and token
+/// types; no `tokenizer.json`) against llama.cpp's on the same file: the ids below are
+/// `llama-tokenize -m models/gemma-3-270m-q4_k_m.gguf -p TEXT --ids --no-bos` (llama.cpp as
+/// vendored in llama-cpp-python 0.3.36). Whitespace runs, newlines and tabs (Gemma's
+/// user-defined tokens), byte fallback for characters outside the vocabulary, and control tokens
+/// written in the text; decoding gives the text back.
+#[test]
+fn gemma3_sentencepiece_tokenizer_from_metadata_matches_llama_cpp() {
+    let ours = tokenizer::from_gguf(&header(&models_dir().join("gemma-3-270m-q4_k_m.gguf")))
+        .expect("build from metadata");
+    let cases: [(&str, &[u32]); 5] = [
+        ("Hello world", &[9259, 1902]),
+        (
+            "  two spaces\n\nnew  lines\t tab",
+            &[138, 13498, 9952, 108, 1951, 138, 8721, 255968, 6937],
+        ),
+        (
+            "naïve café 東京 😀 x²",
+            &[1789, 238527, 560, 33443, 86459, 163543, 1123, 238131],
+        ),
+        (
+            "<start_of_turn>user\nHi<end_of_turn>",
+            &[105, 2364, 107, 10979, 106],
+        ),
+        (
+            "def f(x):\n    return x**2  # 42",
+            &[
+                2063, 517, 236769, 236781, 1473, 107, 140, 2060, 1123, 1018, 236778, 138, 236865,
+                236743, 236812, 236778,
+            ],
+        ),
+    ];
+    for (text, expected) in cases {
+        let ids = tokenizer::encode(&ours, text).expect("encode");
+        assert_eq!(ids, expected, "{text:?}");
+        if !text.starts_with('<') {
+            assert_eq!(ours.decode(&ids, true).expect("decode"), text);
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! The tokenizer of an on-box model: a `tokenizer.json` when one is given, else one built from
-//! the GGUF metadata (byte-level BPE: vocabulary, merges, pre-tokenizer, special tokens), so that
-//! a bare GGUF file is enough.
+//! the GGUF metadata, so that a bare GGUF file is enough: byte-level BPE (`gpt2`: vocabulary,
+//! merges, pre-tokenizer, special tokens) or SentencePiece BPE (`llama`: vocabulary and scores,
+//! from which the merges are derived as Hugging Face's `SentencePieceExtractor` derives them,
+//! with byte fallback).
 
 use super::model::md;
 use super::LocalError;
@@ -48,10 +50,13 @@ fn tokenizer_json(ct: &gguf_file::Content) -> Result<Value, LocalError> {
     let model = md(ct, "tokenizer.ggml.model")?
         .to_string()
         .map_err(|e| LocalError::Format(e.to_string()))?;
+    if model == "llama" {
+        return sentencepiece_json(ct);
+    }
     if model != "gpt2" {
         return Err(LocalError::Unsupported(format!(
-            "tokenizer model `{model}` in the GGUF metadata (only byte-level BPE, `gpt2`, is built from \
-             metadata): give the model's tokenizer.json"
+            "tokenizer model `{model}` in the GGUF metadata (built from metadata: byte-level BPE \
+             `gpt2` and SentencePiece `llama`): give the model's tokenizer.json"
         )));
     }
     let pre = md(ct, "tokenizer.ggml.pre")
@@ -118,6 +123,113 @@ fn tokenizer_json(ct: &gguf_file::Content) -> Result<Value, LocalError> {
         "model": {
             "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
             "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": false, "vocab": vocab, "merges": merges,
+        },
+    }))
+}
+
+/// GGUF token type of ordinary pieces.
+const NORMAL: i32 = 1;
+
+/// The `tokenizer.json` document of a SentencePiece BPE vocabulary (`tokenizer.ggml.model:
+/// llama`: Gemma, Llama 2, Mistral). The merges are every split of a normal piece into two normal
+/// pieces, ordered by the merged piece's score (highest first), then by the parts' ids: the
+/// order SentencePiece merges in (Hugging Face's `SentencePieceExtractor`). Spaces become `▁`
+/// (a `▁` is prepended when `tokenizer.ggml.add_space_prefix` is true, its default); pieces
+/// missing from the vocabulary fall back to byte tokens. Control tokens are special; user-defined
+/// ones (Gemma's whitespace runs, ...) are matched as written, before normalisation, as
+/// llama.cpp does.
+fn sentencepiece_json(ct: &gguf_file::Content) -> Result<Value, LocalError> {
+    let tokens = strings(ct, "tokenizer.ggml.tokens")?;
+    let numbers = |key: &str| -> Result<Vec<gguf_file::Value>, LocalError> {
+        Ok(md(ct, key)?
+            .to_vec()
+            .map_err(|e| LocalError::Format(format!("`{key}`: {e}")))?
+            .clone())
+    };
+    let scores: Vec<f32> = numbers("tokenizer.ggml.scores")?
+        .iter()
+        .map(|v| v.to_f32().unwrap_or(f32::NEG_INFINITY))
+        .collect();
+    let types: Vec<i32> = numbers("tokenizer.ggml.token_type")?
+        .iter()
+        .map(|t| t.to_i32().unwrap_or(NORMAL))
+        .collect();
+    if scores.len() != tokens.len() || types.len() != tokens.len() {
+        return Err(LocalError::Format(
+            "tokenizer.ggml.scores and token_type must have one entry per token".into(),
+        ));
+    }
+    let add_space_prefix = md(ct, "tokenizer.ggml.add_space_prefix")
+        .ok()
+        .and_then(|v| v.to_bool().ok())
+        .unwrap_or(true);
+    let unk = md(ct, "tokenizer.ggml.unknown_token_id")
+        .ok()
+        .and_then(|v| v.to_u32().ok())
+        .and_then(|id| tokens.get(id as usize).copied());
+    let normal: std::collections::HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(id, _)| types[*id] == NORMAL)
+        .map(|(id, t)| (*t, id))
+        .collect();
+    // (score of the merged piece, left id, right id) for every split into two normal pieces.
+    let mut merges: Vec<(f32, usize, usize)> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate() {
+        if types[id] != NORMAL {
+            continue;
+        }
+        for (at, _) in piece.char_indices().skip(1) {
+            if let (Some(&l), Some(&r)) = (normal.get(&piece[..at]), normal.get(&piece[at..])) {
+                merges.push((scores[id], l, r));
+            }
+        }
+    }
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let merges: Vec<Value> = merges
+        .iter()
+        .map(|(_, l, r)| json!([tokens[*l], tokens[*r]]))
+        .collect();
+    let mut vocab = Map::with_capacity(tokens.len());
+    let mut added = vec![];
+    for (id, tok) in tokens.iter().enumerate() {
+        vocab.insert((*tok).to_string(), json!(id));
+        let special = match types[id] {
+            CONTROL => true,
+            USER_DEFINED => false,
+            _ => continue,
+        };
+        added.push(json!({"id": id, "content": tok, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": special}));
+    }
+    let replace = |from: &str, to: &str| json!({"type": "Replace", "pattern": {"String": from}, "content": to});
+    let (normalizer, strip) = if add_space_prefix {
+        (
+            json!({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u{2581}"}, replace(" ", "\u{2581}")]}),
+            vec![json!({"type": "Strip", "content": " ", "start": 1, "stop": 0})],
+        )
+    } else {
+        (replace(" ", "\u{2581}"), vec![])
+    };
+    let mut decoders = vec![
+        replace("\u{2581}", " "),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    decoders.extend(strip);
+    Ok(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": normalizer,
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": decoders},
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true,
             "ignore_merges": false, "vocab": vocab, "merges": merges,
         },
     }))
