@@ -138,3 +138,43 @@ fn gemma3_sentencepiece_tokenizer_from_metadata_matches_llama_cpp() {
         }
     }
 }
+
+/// A file without a chat template (Gemma 3 270M) takes the one a policy names: the prompt of a
+/// user message is Gemma's turn format, tokenised with the tokenizer built from its metadata.
+#[test]
+fn a_named_template_stands_in_for_a_missing_one() {
+    let path = models_dir().join("gemma-3-270m-q4_k_m.gguf");
+    let model = switchyard::local::LocalModel::load_full(
+        &path,
+        None,
+        Some("gemma"),
+        switchyard::local::model::Kernels::Fast,
+    )
+    .expect("load");
+    let ids = model
+        .prompt(&[(switchyard::api::Role::User, "Hi".into())])
+        .expect("prompt");
+    let id = |t: &str| model.tokenizer.token_to_id(t).expect(t);
+    let newline = id("\n");
+    assert_eq!(
+        ids,
+        [
+            id("<bos>"),
+            id("<start_of_turn>"),
+            id("user"),
+            newline,
+            id("Hi"),
+            id("<end_of_turn>"),
+            newline,
+            id("<start_of_turn>"),
+            id("model"),
+            newline
+        ]
+    );
+    // Without it, the file's own (none: ChatML) applies.
+    let plain = switchyard::local::LocalModel::load(&path, None).expect("load");
+    let chatml = plain
+        .prompt(&[(switchyard::api::Role::User, "Hi".into())])
+        .expect("prompt");
+    assert_ne!(chatml, ids);
+}

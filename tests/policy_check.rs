@@ -252,3 +252,19 @@ fn the_dialects_a_model_serves_are_checked() {
     ));
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_chat_template_is_for_local_models() {
+    let (code, _, err) = check_text(&format!(
+        "{HEAD}  m: {{ kind: openai, base_url: 'http://h/v1', template: gemma }}\ndefault: {{ route: small }}\n"
+    ));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("`template` is only valid for `kind: local` models"),
+        "{err}"
+    );
+    let (code, _, err) = check_text(&format!(
+        "{HEAD}  g: {{ kind: local, path: models/x.gguf, template: gemma }}\ndefault: {{ route: g }}\n"
+    ));
+    assert_eq!(code, 0, "{err}");
+}

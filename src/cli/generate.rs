@@ -21,6 +21,9 @@ pub struct GenerateArgs {
     /// A tokenizer.json to use instead of the one in the GGUF metadata.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// A chat template instead of the GGUF metadata's: `chatml`, `gemma`, or a Jinja file.
+    #[arg(long)]
+    pub template: Option<String>,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
@@ -57,12 +60,22 @@ pub fn run(args: GenerateArgs) -> i32 {
 }
 
 fn try_run(args: &GenerateArgs) -> Result<(), String> {
-    let (path, tokenizer, threads) = resolve(args)?;
+    let Resolved {
+        path,
+        tokenizer,
+        template,
+        threads,
+    } = resolve(args)?;
     // SAFETY: `generate` starts no thread before this.
     unsafe { configure_compute_threads(threads) };
     let loading = Instant::now();
-    let model = LocalModel::load(&path, tokenizer.as_deref())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let model = LocalModel::load_full(
+        &path,
+        tokenizer.as_deref(),
+        template.as_deref(),
+        crate::local::model::Kernels::Fast,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     let load_s = loading.elapsed().as_secs_f64();
     let mut messages = vec![];
     if let Some(s) = &args.system {
@@ -124,16 +137,25 @@ fn try_run(args: &GenerateArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The GGUF file, tokenizer and thread count for the arguments.
-fn resolve(args: &GenerateArgs) -> Result<(PathBuf, Option<PathBuf>, usize), String> {
+/// What `generate` loads, from the arguments and the policy.
+struct Resolved {
+    path: PathBuf,
+    tokenizer: Option<PathBuf>,
+    template: Option<String>,
+    threads: usize,
+}
+
+/// The GGUF file, tokenizer, chat template and thread count for the arguments.
+fn resolve(args: &GenerateArgs) -> Result<Resolved, String> {
     if let Some(m) = &args.model {
         let p = PathBuf::from(m);
         if p.extension().is_some_and(|e| e == "gguf") || p.is_file() {
-            return Ok((
-                p,
-                args.tokenizer.clone(),
-                args.threads.unwrap_or(DEFAULT_THREADS),
-            ));
+            return Ok(Resolved {
+                path: p,
+                tokenizer: args.tokenizer.clone(),
+                template: args.template.clone(),
+                threads: args.threads.unwrap_or(DEFAULT_THREADS),
+            });
         }
     }
     let policy = policy::load(&args.policy).map_err(|e| e.to_string())?;
@@ -158,9 +180,10 @@ fn resolve(args: &GenerateArgs) -> Result<(PathBuf, Option<PathBuf>, usize), Str
         .path
         .clone()
         .ok_or_else(|| format!("model `{}` has no `path`", model.name))?;
-    Ok((
+    Ok(Resolved {
         path,
-        args.tokenizer.clone().or_else(|| local.tokenizer.clone()),
-        args.threads.or(local.threads).unwrap_or(DEFAULT_THREADS),
-    ))
+        tokenizer: args.tokenizer.clone().or_else(|| local.tokenizer.clone()),
+        template: args.template.clone().or_else(|| local.template.clone()),
+        threads: args.threads.or(local.threads).unwrap_or(DEFAULT_THREADS),
+    })
 }

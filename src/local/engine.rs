@@ -612,8 +612,14 @@ pub fn start_all<'a>(
             );
         }
         let started = Instant::now();
-        let model = LocalModel::load(path, local.tokenizer.as_deref())
-            .map_err(|e| format!("model `{}` ({}): {e}", m.name, path.display()))?;
+        let template = local.template.as_deref();
+        let model = LocalModel::load_full(
+            path,
+            local.tokenizer.as_deref(),
+            template,
+            crate::local::model::Kernels::Fast,
+        )
+        .map_err(|e| format!("model `{}` ({}): {e}", m.name, path.display()))?;
         tracing::info!(
             "model {}: loaded {} ({:?}, context {} tokens) in {:.2}s; {} worker(s), queue {}",
             m.name,

@@ -75,6 +75,17 @@ impl LocalModel {
         tokenizer: Option<&Path>,
         kernels: Kernels,
     ) -> Result<LocalModel, LocalError> {
+        Self::load_full(path, tokenizer, None, kernels)
+    }
+
+    /// [`LocalModel::load_with`] with a chat template to use instead of the file's: a built-in
+    /// format or a Jinja file ([`template::source_of`]).
+    pub fn load_full(
+        path: &Path,
+        tokenizer: Option<&Path>,
+        chat_template: Option<&str>,
+        kernels: Kernels,
+    ) -> Result<LocalModel, LocalError> {
         let io = |source| LocalError::Io {
             path: path.to_path_buf(),
             source,
@@ -94,18 +105,28 @@ impl LocalModel {
         let bos = text_of("tokenizer.ggml.bos_token_id");
         let eos = text_of("tokenizer.ggml.eos_token_id");
         let mut end_tokens: Vec<u32> = eos.iter().map(|(id, _)| *id).collect();
-        for t in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>"] {
+        for t in [
+            "<|im_end|>",
+            "<|endoftext|>",
+            "<|eot_id|>",
+            "<|end|>",
+            "<end_of_turn>",
+        ] {
             if let Some(id) = tokenizer.token_to_id(t) {
                 if !end_tokens.contains(&id) {
                     end_tokens.push(id);
                 }
             }
         }
-        let template_src = md(&ct, "tokenizer.chat_template")
-            .ok()
-            .and_then(|v| v.to_string().ok());
+        let template_src = match chat_template {
+            Some(choice) => Some(template::source_of(choice)?),
+            None => md(&ct, "tokenizer.chat_template")
+                .ok()
+                .and_then(|v| v.to_string().ok())
+                .cloned(),
+        };
         let template = ChatTemplate::new(
-            template_src.map(String::as_str),
+            template_src.as_deref(),
             bos.as_ref().map(|(_, t)| t.as_str()).unwrap_or(""),
             eos.as_ref().map(|(_, t)| t.as_str()).unwrap_or(""),
         )?;

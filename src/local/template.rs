@@ -1,5 +1,6 @@
 //! The chat template: the model's own Jinja template from the GGUF metadata
-//! (`tokenizer.chat_template`), rendered with minijinja; ChatML when the model has none.
+//! (`tokenizer.chat_template`), rendered with minijinja; ChatML when the model has none; or the
+//! one a policy names for a model (`template:`: a built-in format or a Jinja file).
 
 use super::LocalError;
 use crate::api::Role;
@@ -7,6 +8,30 @@ use minijinja::{context, Environment, ErrorKind};
 
 /// ChatML, the format of both default models, used when a model carries no template.
 const CHATML: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// Gemma's turn format (`<start_of_turn>user` / `model`, `<end_of_turn>`), as Gemma's own
+/// template has it: no system role, so a system message opens the first user turn.
+const GEMMA: &str = "{{ bos_token }}{%- set prefix = '' -%}{%- set turns = messages -%}{%- if messages and messages[0].role == 'system' -%}{%- set prefix = messages[0].content + '\n\n' -%}{%- set turns = messages[1:] -%}{%- endif -%}{%- for message in turns -%}<start_of_turn>{{ 'model' if message.role == 'assistant' else 'user' }}\n{{ (prefix if loop.first else '') + message.content | trim }}<end_of_turn>\n{% endfor -%}{%- if add_generation_prompt -%}<start_of_turn>model\n{% endif -%}";
+
+/// The built-in formats a policy can name instead of a Jinja file.
+pub const BUILT_IN: [&str; 2] = ["chatml", "gemma"];
+
+/// The Jinja source a policy's `template:` names: a built-in format (`chatml`, `gemma`) or the
+/// path of a Jinja file.
+///
+/// Errors: the file cannot be read.
+pub fn source_of(choice: &str) -> Result<String, LocalError> {
+    match choice {
+        "chatml" => Ok(CHATML.to_string()),
+        "gemma" => Ok(GEMMA.to_string()),
+        path => std::fs::read_to_string(path).map_err(|e| {
+            LocalError::Template(format!(
+                "cannot read the chat template {path}: {e} (built in: {})",
+                BUILT_IN.join(", ")
+            ))
+        }),
+    }
+}
 
 /// A compiled chat template.
 pub struct ChatTemplate {
@@ -90,6 +115,27 @@ mod tests {
             s,
             "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    #[test]
+    fn the_gemma_format_folds_the_system_prompt_into_the_first_user_turn() {
+        let t = ChatTemplate::new(Some(&source_of("gemma").unwrap()), "<bos>", "<eos>").unwrap();
+        let s = t
+            .render(&[
+                (Role::System, "be brief".into()),
+                (Role::User, "hi".into()),
+                (Role::Assistant, "hello".into()),
+                (Role::User, "bye ".into()),
+            ])
+            .unwrap();
+        assert_eq!(
+            s,
+            "<bos><start_of_turn>user\nbe brief\n\nhi<end_of_turn>\n<start_of_turn>model\nhello<end_of_turn>\n<start_of_turn>user\nbye<end_of_turn>\n<start_of_turn>model\n"
+        );
+        assert!(source_of("/no/such/template.jinja")
+            .unwrap_err()
+            .to_string()
+            .contains("built in: chatml, gemma"));
     }
 
     #[test]

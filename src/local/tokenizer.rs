@@ -200,8 +200,10 @@ fn sentencepiece_json(ct: &gguf_file::Content) -> Result<Value, LocalError> {
             USER_DEFINED => false,
             _ => continue,
         };
-        added.push(json!({"id": id, "content": tok, "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": special}));
+        added.push(
+            json!({"id": id, "content": tok, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": special}),
+        );
     }
     let replace = |from: &str, to: &str| json!({"type": "Replace", "pattern": {"String": from}, "content": to});
     let (normalizer, strip) = if add_space_prefix {

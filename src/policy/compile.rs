@@ -212,6 +212,7 @@ impl Compiler<'_> {
                     for (field, set) in [
                         ("path", m.path.is_some()),
                         ("tokenizer", m.tokenizer.is_some()),
+                        ("template", m.template.is_some()),
                         ("workers", m.workers.is_some()),
                         ("queue", m.queue.is_some()),
                         ("threads", m.threads.is_some()),
@@ -590,6 +591,7 @@ impl Compiler<'_> {
         };
         let model_path = file("path", &m.path);
         let tokenizer = file("tokenizer", &m.tokenizer);
+        let template = file("template", &m.template).map(|p| p.display().to_string());
         for (field, v) in [
             ("workers", m.workers),
             ("queue", m.queue),
@@ -605,6 +607,7 @@ impl Compiler<'_> {
         LocalSettings {
             path: model_path,
             tokenizer,
+            template,
             workers: m.workers.unwrap_or(1),
             queue: m.queue.unwrap_or(16),
             threads: m.threads,

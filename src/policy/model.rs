@@ -221,6 +221,9 @@ pub struct LocalSettings {
     pub path: Option<std::path::PathBuf>,
     /// A `tokenizer.json` to use instead of the GGUF metadata.
     pub tokenizer: Option<std::path::PathBuf>,
+    /// A chat template to use instead of the GGUF metadata's: a built-in format (`chatml`,
+    /// `gemma`) or a Jinja file's path.
+    pub template: Option<String>,
     /// Generations decoded at once.
     pub workers: usize,
     /// Requests that may wait for a worker.

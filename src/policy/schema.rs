@@ -289,6 +289,10 @@ pub struct ModelSpec {
     /// `local` only: the GGUF file (`${ENV}` expanded; relative to the working directory).
     #[serde(default)]
     pub path: Option<String>,
+    /// `local` only: the chat template, instead of the one in the GGUF metadata: `chatml`,
+    /// `gemma`, or the path of a Jinja file (`${ENV}` expanded).
+    #[serde(default)]
+    pub template: Option<String>,
     /// `local` only: a `tokenizer.json` (default: built from the GGUF metadata).
     #[serde(default)]
     pub tokenizer: Option<String>,
