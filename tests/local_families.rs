@@ -242,20 +242,32 @@ const SHAPE: Shape = Shape {
     ffn: 512,
 };
 
+/// The decoder against a reference model of the family, loaded afresh for each kernel choice.
+fn matches_reference<R>(
+    path: &Path,
+    load: fn(gguf_file::Content, &mut std::fs::File) -> candle_core::Result<R>,
+    forward: fn(&mut R, &Tensor, usize) -> candle_core::Result<Tensor>,
+) {
+    for kernels in [Kernels::Portable, Kernels::Fast] {
+        let (ct, mut file) = open(path);
+        let mut reference = load(ct, &mut file).expect("reference");
+        compare(
+            path,
+            kernels,
+            2e-2,
+            step_of(|x, pos| forward(&mut reference, x, pos)),
+        );
+    }
+}
+
 #[test]
 fn qwen3_matches_candles_reference_model() {
     let path = model_file("qwen3", &SHAPE);
-    for kernels in [Kernels::Portable, Kernels::Fast] {
-        let (ct, mut file) = open(&path);
-        let mut reference = quantized_qwen3::ModelWeights::from_gguf(ct, &mut file, &Device::Cpu)
-            .expect("reference");
-        compare(
-            &path,
-            kernels,
-            2e-2,
-            step_of(|x, pos| reference.forward(x, pos)),
-        );
-    }
+    matches_reference(
+        &path,
+        |ct, f| quantized_qwen3::ModelWeights::from_gguf(ct, f, &Device::Cpu),
+        quantized_qwen3::ModelWeights::forward,
+    );
     let _ = std::fs::remove_file(&path);
 }
 
@@ -267,18 +279,11 @@ fn phi3_matches_candles_reference_model() {
         ..SHAPE
     };
     let path = model_file("phi3", &shape);
-    for kernels in [Kernels::Portable, Kernels::Fast] {
-        let (ct, mut file) = open(&path);
-        let mut reference =
-            quantized_phi3::ModelWeights::from_gguf(false, ct, &mut file, &Device::Cpu)
-                .expect("reference");
-        compare(
-            &path,
-            kernels,
-            2e-2,
-            step_of(|x, pos| reference.forward(x, pos)),
-        );
-    }
+    matches_reference(
+        &path,
+        |ct, f| quantized_phi3::ModelWeights::from_gguf(false, ct, f, &Device::Cpu),
+        quantized_phi3::ModelWeights::forward,
+    );
     let _ = std::fs::remove_file(&path);
 }
 
@@ -312,17 +317,11 @@ fn llama_matches_candles_reference_and_applies_rope_factors() {
     let md = metadata("llama", &shape);
     let ts = tensors("llama", &shape);
     let plain = write_file("llama", &md, &ts);
-    for kernels in [Kernels::Portable, Kernels::Fast] {
-        let (ct, mut file) = open(&plain);
-        let mut reference = quantized_llama::ModelWeights::from_gguf(ct, &mut file, &Device::Cpu)
-            .expect("reference");
-        compare(
-            &plain,
-            kernels,
-            2e-2,
-            step_of(|x, pos| reference.forward(x, pos)),
-        );
-    }
+    matches_reference(
+        &plain,
+        |ct, f| quantized_llama::ModelWeights::from_gguf(ct, f, &Device::Cpu),
+        quantized_llama::ModelWeights::forward,
+    );
     // The same weights with Llama 3.1's factors: they load, and they change what the model
     // computes (the reference has no rope scaling to compare with; the tables' formula is
     // checked in the decoder's unit tests).

@@ -111,21 +111,40 @@ fn tokenizer_json(ct: &gguf_file::Content) -> Result<Value, LocalError> {
             );
         }
     }
-    Ok(json!({
+    Ok(document(
+        added,
+        normalizer,
+        pre_tokenizer,
+        byte_level(false),
+        byte_level(false),
+        json!({
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": false, "vocab": vocab, "merges": merges,
+        }),
+    ))
+}
+
+/// A `tokenizer.json` document of these parts (no truncation, no padding).
+fn document(
+    added: Vec<Value>,
+    normalizer: Value,
+    pre_tokenizer: Value,
+    post_processor: Value,
+    decoder: Value,
+    model: Value,
+) -> Value {
+    json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
         "added_tokens": added,
         "normalizer": normalizer,
         "pre_tokenizer": pre_tokenizer,
-        "post_processor": byte_level(false),
-        "decoder": byte_level(false),
-        "model": {
-            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-            "ignore_merges": false, "vocab": vocab, "merges": merges,
-        },
-    }))
+        "post_processor": post_processor,
+        "decoder": decoder,
+        "model": model,
+    })
 }
 
 /// GGUF token type of ordinary pieces.
@@ -220,21 +239,18 @@ fn sentencepiece_json(ct: &gguf_file::Content) -> Result<Value, LocalError> {
         json!({"type": "Fuse"}),
     ];
     decoders.extend(strip);
-    Ok(json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added,
-        "normalizer": normalizer,
-        "pre_tokenizer": null,
-        "post_processor": null,
-        "decoder": {"type": "Sequence", "decoders": decoders},
-        "model": {
+    Ok(document(
+        added,
+        normalizer,
+        Value::Null,
+        Value::Null,
+        json!({"type": "Sequence", "decoders": decoders}),
+        json!({
             "type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
             "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true,
             "ignore_merges": false, "vocab": vocab, "merges": merges,
-        },
-    }))
+        }),
+    ))
 }
 
 /// Token ids of `text` (special tokens written in it are recognised).
