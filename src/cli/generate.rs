@@ -10,8 +10,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// The on-box model a command loads (`generate`, `eval-local`).
 #[derive(Debug, Args)]
-pub struct GenerateArgs {
+pub struct ModelArgs {
     /// A `local` model of the policy, or a path to a GGUF file. Default: the policy's first local model.
     #[arg(long)]
     pub model: Option<String>,
@@ -24,6 +25,15 @@ pub struct GenerateArgs {
     /// A chat template instead of the GGUF metadata's: `chatml`, `gemma`, or a Jinja file.
     #[arg(long)]
     pub template: Option<String>,
+    /// CPU threads of the matrix kernels (default: the policy's setting, else the engine's default).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
@@ -36,9 +46,6 @@ pub struct GenerateArgs {
     /// A system prompt.
     #[arg(long)]
     pub system: Option<String>,
-    /// CPU threads of the matrix kernels (default: the policy's setting, else the engine's default).
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Keep generating past the end-of-turn token, up to --max-tokens (for benchmarks).
     #[arg(long)]
     pub ignore_eos: bool,
@@ -65,7 +72,7 @@ fn try_run(args: &GenerateArgs) -> Result<(), String> {
         tokenizer,
         template,
         threads,
-    } = resolve(args)?;
+    } = resolve_model(&args.model)?;
     // SAFETY: `generate` starts no thread before this.
     unsafe { configure_compute_threads(threads) };
     let loading = Instant::now();
@@ -137,16 +144,16 @@ fn try_run(args: &GenerateArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// What `generate` loads, from the arguments and the policy.
-struct Resolved {
-    path: PathBuf,
-    tokenizer: Option<PathBuf>,
-    template: Option<String>,
-    threads: usize,
+/// What a command loads, from its [`ModelArgs`] and the policy.
+pub struct Resolved {
+    pub path: PathBuf,
+    pub tokenizer: Option<PathBuf>,
+    pub template: Option<String>,
+    pub threads: usize,
 }
 
-/// The GGUF file, tokenizer, chat template and thread count for the arguments.
-fn resolve(args: &GenerateArgs) -> Result<Resolved, String> {
+/// The GGUF file, tokenizer, chat template and thread count of a command's model arguments.
+pub fn resolve_model(args: &ModelArgs) -> Result<Resolved, String> {
     if let Some(m) = &args.model {
         let p = PathBuf::from(m);
         if p.extension().is_some_and(|e| e == "gguf") || p.is_file() {

@@ -3,6 +3,7 @@
 pub mod bench_classifier;
 pub mod classifier_args;
 pub mod classify;
+pub mod eval_local;
 pub mod eval_router;
 pub mod explain;
 pub mod generate;
@@ -27,6 +28,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Answer one prompt with an on-box model and print its speed.
     Generate(generate::GenerateArgs),
+    /// Measure an on-box model's accuracy on GSM8K and MMLU-Pro questions, and its speed.
+    EvalLocal(eval_local::EvalLocalArgs),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Serve(args) => serve::run(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Generate(args) => generate::run(args),
+        Command::EvalLocal(args) => eval_local::run(args),
         Command::Classify(args) => classify::run(args),
         Command::TrainRouter(args) => train_router::run(args),
         Command::EvalRouter(args) => eval_router::run(args),

@@ -1,6 +1,7 @@
 //! Policy tuning without calling any model: replay a policy over recorded or benchmark traffic,
 //! calibrate a strong-score threshold, and plot the cost/quality trade-off.
 
+pub mod answers;
 pub mod calibrate;
 pub mod plot;
 pub mod replay;

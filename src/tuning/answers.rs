@@ -1,0 +1,236 @@
+//! Questions with gold answers, and the grading of a model's free-text answer to them: a fixed
+//! sample of GSM8K (a number) and of MMLU-Pro (a letter, A to J), drawn the same way for every
+//! model, and the answer extracted as the lm-evaluation-harness extracts it.
+//!
+//! Extraction (lm-evaluation-harness, tasks `gsm8k_cot` and `mmlu_pro`): for GSM8K, the number
+//! after "The answer is" (its `strict-match` regex `The answer is (\-?[0-9\.\,]+).`), else the
+//! last number in the text (its `flexible-extract` regex `(-?[$0-9.,]{2,})|(-?[0-9]+)`), compared
+//! with the gold number after `####` once `$`, `,` and a trailing `.` are removed; for MMLU-Pro,
+//! the first `answer is (X)` (regex `answer is \(?([ABCDEFGHIJ])\)?`), compared with the gold
+//! letter. An answer with nothing to extract is wrong.
+
+use regex::Regex;
+use serde::Deserialize;
+use std::path::Path;
+use std::sync::LazyLock;
+
+/// A benchmark with gold answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Grade-school math word problems: the answer is a number.
+    Gsm8k,
+    /// MMLU-Pro: ten options, the answer is a letter.
+    MmluPro,
+}
+
+impl Task {
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Gsm8k => "gsm8k",
+            Task::MmluPro => "mmlu_pro",
+        }
+    }
+}
+
+/// One question of a sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Question {
+    pub task: Task,
+    /// The row's number in its file (GSM8K) or its `question_id` (MMLU-Pro).
+    pub id: String,
+    /// The user message the model is asked.
+    pub prompt: String,
+    /// The gold answer: a normalised number, or a letter.
+    pub gold: String,
+}
+
+#[derive(Deserialize)]
+struct Gsm8kRow {
+    question: String,
+    answer: String,
+}
+
+#[derive(Deserialize)]
+struct MmluProRow {
+    question_id: serde_json::Value,
+    question: String,
+    options: Vec<String>,
+    answer: String,
+}
+
+const LETTERS: &str = "ABCDEFGHIJ";
+
+/// SplitMix64: the order of rows in a sample (the same for every model and machine).
+fn mix(seed: u64, i: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `n` rows of `rows`, chosen by `seed`, in their chosen order.
+fn sample<T>(rows: Vec<T>, n: usize, seed: u64) -> Vec<(usize, T)> {
+    let mut keyed: Vec<(u64, usize, T)> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (mix(seed, i as u64), i, r))
+        .collect();
+    keyed.sort_by_key(|(k, i, _)| (*k, *i));
+    keyed.into_iter().take(n).map(|(_, i, r)| (i, r)).collect()
+}
+
+fn read_rows<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// `n` questions of `task` from the training-data folder `dir` (`gsm8k/train.jsonl`,
+/// `mmlu_pro/questions.jsonl`), chosen by `seed`.
+///
+/// Errors: a file that cannot be read, or a row that is not of the task's shape.
+pub fn load_sample(dir: &Path, task: Task, n: usize, seed: u64) -> Result<Vec<Question>, String> {
+    match task {
+        Task::Gsm8k => {
+            let rows: Vec<Gsm8kRow> = read_rows(&dir.join("gsm8k/train.jsonl"))?;
+            Ok(sample(rows, n, seed)
+                .into_iter()
+                .map(|(i, r)| Question {
+                    task,
+                    id: i.to_string(),
+                    prompt: format!(
+                        "{}\nSolve it step by step, then end with \"The answer is N.\", where N is the final number.",
+                        r.question.trim()
+                    ),
+                    gold: r
+                        .answer
+                        .rsplit("####")
+                        .next()
+                        .map(normalise_number)
+                        .unwrap_or_default(),
+                })
+                .collect())
+        }
+        Task::MmluPro => {
+            let rows: Vec<MmluProRow> = read_rows(&dir.join("mmlu_pro/questions.jsonl"))?;
+            Ok(sample(rows, n, seed)
+                .into_iter()
+                .map(|(_, r)| {
+                    let options: String = r
+                        .options
+                        .iter()
+                        .zip(LETTERS.chars())
+                        .map(|(o, l)| format!("{l}. {o}\n"))
+                        .collect();
+                    Question {
+                        task,
+                        id: match &r.question_id {
+                            serde_json::Value::String(s) => s.clone(),
+                            v => v.to_string(),
+                        },
+                        prompt: format!(
+                            "{}\n\nOptions:\n{options}\nThink step by step, then end with \"The answer is (X)\", where X is the letter of the correct option.",
+                            r.question.trim()
+                        ),
+                        gold: r.answer.trim().to_string(),
+                    }
+                })
+                .collect())
+        }
+    }
+}
+
+/// A number as GSM8K's gold answers write it: no `$`, no thousands separators, no trailing `.`.
+fn normalise_number(s: &str) -> String {
+    s.trim()
+        .replace(['$', ','], "")
+        .trim_end_matches('.')
+        .to_string()
+}
+
+static STRICT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"The answer is (\-?[0-9\.\,]+).").expect("the strict-match pattern compiles")
+});
+static FLEXIBLE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(-?[$0-9.,]{2,})|(-?[0-9]+)").expect("the flexible-extract pattern compiles")
+});
+static CHOICE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"answer is \(?([ABCDEFGHIJ])\)?").expect("the choice pattern compiles")
+});
+
+/// The number a GSM8K answer gives (normalised), if any.
+pub fn extract_number(text: &str) -> Option<String> {
+    if let Some(c) = STRICT.captures(text) {
+        return Some(normalise_number(&c[1]));
+    }
+    FLEXIBLE
+        .find_iter(text)
+        .last()
+        .map(|m| normalise_number(m.as_str()))
+        .filter(|n| !n.is_empty())
+}
+
+/// The letter an MMLU-Pro answer chooses, if any.
+pub fn extract_choice(text: &str) -> Option<String> {
+    CHOICE.captures(text).map(|c| c[1].to_string())
+}
+
+/// What the answer to `q` gives (number or letter), if anything.
+pub fn extract(q: &Question, answer: &str) -> Option<String> {
+    match q.task {
+        Task::Gsm8k => extract_number(answer),
+        Task::MmluPro => extract_choice(answer),
+    }
+}
+
+/// Whether `answer` answers `q` correctly.
+pub fn is_correct(q: &Question, answer: &str) -> bool {
+    extract(q, answer).is_some_and(|a| a == q.gold)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_extracted_as_the_harness_does() {
+        assert_eq!(
+            extract_number("3 + 4 = 7 apples. The answer is 1,234.").as_deref(),
+            Some("1234")
+        );
+        // No "The answer is": the last number.
+        assert_eq!(
+            extract_number("She pays $12 and then $18.50 in total.").as_deref(),
+            Some("18.50")
+        );
+        assert_eq!(extract_number("no digits").as_deref(), None);
+        assert_eq!(normalise_number(" 72"), "72");
+    }
+
+    #[test]
+    fn choices_are_extracted_as_the_harness_does() {
+        assert_eq!(
+            extract_choice("... so the answer is (C).").as_deref(),
+            Some("C")
+        );
+        assert_eq!(extract_choice("The answer is J").as_deref(), Some("J"));
+        assert_eq!(extract_choice("I pick B").as_deref(), None);
+    }
+
+    #[test]
+    fn a_sample_is_the_same_for_a_seed_and_differs_across_seeds() {
+        let rows: Vec<u32> = (0..100).collect();
+        let a = sample(rows.clone(), 10, 7);
+        assert_eq!(a, sample(rows.clone(), 10, 7));
+        assert_ne!(a, sample(rows, 10, 8));
+        assert_eq!(a.len(), 10);
+    }
+}
