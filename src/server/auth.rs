@@ -22,6 +22,16 @@ pub struct Caller {
     pub tenant: Option<String>,
 }
 
+impl Caller {
+    /// The caller the auth layer recorded on `req` (no tenant when there is none).
+    pub fn of<B>(req: &http::Request<B>) -> Caller {
+        req.extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller { tenant: None })
+    }
+}
+
 /// The key check of one policy.
 #[derive(Debug, Clone)]
 pub struct Auth {

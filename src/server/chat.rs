@@ -63,11 +63,7 @@ impl Routing<'_> {
 /// Answers a chat completion request.
 pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
     let mut settlement = gateway.ledger.open(Instant::now());
-    let caller = req
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .unwrap_or(Caller { tenant: None });
+    let caller = Caller::of(&req);
     let (parts, body) = req.into_parts();
     let has_body = !body.is_end_stream();
     let parsed = match read(&gateway, &parts.headers, body)

@@ -132,11 +132,7 @@ pub async fn handle(
     dialect: Dialect,
     count_only: bool,
 ) -> Response<Body> {
-    let caller = req
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .unwrap_or(Caller { tenant: None });
+    let caller = Caller::of(&req);
     let (parts, body) = req.into_parts();
     let has_body = !body.is_end_stream();
     let read = chat::read(&gateway, &parts.headers, body).await;
