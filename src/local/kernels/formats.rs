@@ -239,12 +239,12 @@ impl Isa for Avx512Vnni {
     }
 }
 
-/// The eight value vectors of the group block at `p` (see [`repack`]).
+/// The eight value vectors of the group block at `p` (see [`repack`]) of `BITS`-bit values.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn unpack<F: Format>(p: *const u8) -> [__m256i; 8] {
+pub unsafe fn unpack_bits<const BITS: u32>(p: *const u8) -> [__m256i; 8] {
     let mut u = [_mm256_setzero_si256(); 8];
-    if F::BITS == 8 {
+    if BITS == 8 {
         for (k, u) in u.iter_mut().enumerate() {
             *u = _mm256_loadu_si256(p.add(32 * k) as *const __m256i);
         }
@@ -256,7 +256,7 @@ unsafe fn unpack<F: Format>(p: *const u8) -> [__m256i; 8] {
         u[k] = _mm256_and_si256(c, low);
         u[k + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(c), low);
     }
-    if F::BITS == 5 {
+    if BITS == 5 {
         let h = _mm256_loadu_si256(p.add(128) as *const __m256i);
         let fifth = _mm256_set1_epi8(0x10);
         // Bit k of each byte to bit 4 (shifts stay within bytes for these amounts).
@@ -300,7 +300,11 @@ unsafe fn dot_group<F: Format, I: Isa, const R: usize>(
         } else {
             _mm256_setzero_ps()
         };
-        let mut u = unpack::<F>(p.add(values_at));
+        let mut u = match F::BITS {
+            8 => unpack_bits::<8>(p.add(values_at)),
+            5 => unpack_bits::<5>(p.add(values_at)),
+            _ => unpack_bits::<4>(p.add(values_at)),
+        };
         let mut q = [_mm256_setzero_si256(); 8];
         if signed {
             for k in 0..8 {

@@ -1,20 +1,25 @@
-//! Matrix products with 32-value block weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) on AVX2.
+//! Matrix products with block-quantised weights on AVX2: the 32-value formats (Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q8_0) and the 256-value K-quants (Q4_K, Q5_K, Q6_K; see [`kquants`]).
 //!
-//! candle 0.11 multiplies most of these formats with a portable scalar loop (Q5_0, the bulk of
-//! Qwen2.5's Q4_K_M file, and Q4_1, SmolLM2's). Here the activations are quantised to 8 bits
-//! per block of 32 once per product (as ggml's `quantize_row_q8_1`), and the weights, repacked
-//! at load eight rows to a group (see [`formats`]), are multiplied with integer dot products:
+//! candle 0.11 multiplies most of the 32-value formats with a portable scalar loop (Q5_0, the
+//! bulk of Qwen2.5-0.5B's Q4_K_M file, and Q4_1, SmolLM2's), and the K-quants (the bulk of every
+//! other Q4_K_M file) one row at a time. Here the activations are quantised to 8 bits once per
+//! product (per block of 32 as ggml's `quantize_row_q8_1`, or per 256 as its
+//! `quantize_row_q8_K`), and the weights, repacked at load eight rows to a group (see
+//! [`formats`]), are multiplied with integer dot products:
 //! `vpdpbusd` where the CPU has VNNI, `vpmaddubsw` otherwise. Groups of weight rows are spread
 //! over candle's CPU worker pool. With several activation rows (a prompt, or a batch of
 //! generations) each weight block is unpacked once for four rows, and a task walks its groups
 //! against every activation row, so the weights stay in cache.
 
 mod formats;
+mod kquants;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 pub(crate) use formats::Kernel;
 use formats::{Format, GROUP, QK};
+use kquants::{KFormat, Q8KBlock, QK_K};
 
 /// Row groups per task: small enough to spread over threads, large enough to amortise.
 const GROUPS_PER_TASK: usize = 2;
@@ -46,41 +51,133 @@ pub struct Q8Block {
     qs: [i8; QK],
 }
 
-/// A format's [`formats::repack`].
-type Repack = fn(&[u8], usize, usize) -> Vec<u8>;
+/// A weight format as the products see it: its repacking, its activation blocks and its group
+/// kernel.
+trait Scheme {
+    /// One quantised block of activations.
+    type Act: Copy + Send + Sync;
+    /// A zeroed activation block.
+    const EMPTY: Self::Act;
+    /// The GGML type.
+    const DTYPE: GgmlDType;
+    /// Values per block.
+    const QK: usize;
+    /// Bytes of one block in the GGUF file.
+    const BLOCK_BYTES: usize;
+    /// Bytes of one repacked group block (eight rows' blocks at one position).
+    const GROUP_BYTES: usize;
+    /// Repacks `rows` x `blocks` GGUF blocks.
+    fn repack(data: &[u8], rows: usize, blocks: usize) -> Vec<u8>;
+    /// Quantises one row of activations.
+    fn quantize(row: &[f32], out: &mut [Self::Act]);
+    /// See [`Kernel::dot_group`].
+    ///
+    /// # Safety
+    /// As [`Kernel::dot_group`].
+    unsafe fn dot<const R: usize>(
+        kernel: Kernel,
+        w: &[u8],
+        x: [&[Self::Act]; R],
+        out: *mut f32,
+        stride: usize,
+    );
+}
+
+impl<F: Format> Scheme for F {
+    type Act = Q8Block;
+    const EMPTY: Q8Block = Q8Block {
+        d: 0.0,
+        s: 0.0,
+        corr: 0,
+        qs: [0; QK],
+    };
+    const DTYPE: GgmlDType = F::DTYPE;
+    const QK: usize = QK;
+    const BLOCK_BYTES: usize = F::BLOCK_BYTES;
+    const GROUP_BYTES: usize = <F as Format>::GROUP_BYTES;
+    fn repack(data: &[u8], rows: usize, blocks: usize) -> Vec<u8> {
+        formats::repack::<F>(data, rows, blocks)
+    }
+    fn quantize(row: &[f32], out: &mut [Q8Block]) {
+        quantize_row(row, out, F::OFFSET)
+    }
+    unsafe fn dot<const R: usize>(
+        kernel: Kernel,
+        w: &[u8],
+        x: [&[Q8Block]; R],
+        out: *mut f32,
+        stride: usize,
+    ) {
+        kernel.dot_group::<F, R>(w, x, out, stride)
+    }
+}
+
+/// The K-quant formats' [`Scheme`], through a wrapper so it does not overlap the 32-value one.
+struct K<F>(std::marker::PhantomData<F>);
+
+impl<F: KFormat> Scheme for K<F> {
+    type Act = Q8KBlock;
+    const EMPTY: Q8KBlock = Q8KBlock::EMPTY;
+    const DTYPE: GgmlDType = F::DTYPE;
+    const QK: usize = QK_K;
+    const BLOCK_BYTES: usize = F::BLOCK_BYTES;
+    const GROUP_BYTES: usize = F::GROUP_BYTES;
+    fn repack(data: &[u8], rows: usize, blocks: usize) -> Vec<u8> {
+        kquants::repack_k::<F>(data, rows, blocks)
+    }
+    fn quantize(row: &[f32], out: &mut [Q8KBlock]) {
+        kquants::quantize_row_k(row, out)
+    }
+    unsafe fn dot<const R: usize>(
+        kernel: Kernel,
+        w: &[u8],
+        x: [&[Q8KBlock]; R],
+        out: *mut f32,
+        stride: usize,
+    ) {
+        kquants::dot_group_k::<F, R>(kernel, w, x, out, stride)
+    }
+}
 
 impl QuantMatrix {
-    /// The matrix of a tensor, or `None` for formats these kernels do not run, row counts that
-    /// are not a multiple of 8, or a CPU without AVX2, FMA and F16C.
+    /// The matrix of a tensor, or `None` for formats these kernels do not run, shapes they do
+    /// not take (rows not a multiple of 8, columns not a multiple of the block), or a CPU
+    /// without AVX2, FMA and F16C.
     pub fn from_qtensor(t: &QTensor) -> Option<QuantMatrix> {
         Self::with_kernel(t, Kernel::detect()?)
     }
 
     /// [`QuantMatrix::from_qtensor`] on `kernel`, which must be [`Kernel::available`].
     fn with_kernel(t: &QTensor, kernel: Kernel) -> Option<QuantMatrix> {
+        match t.dtype() {
+            GgmlDType::Q4_0 => Self::repacked::<formats::Q4_0>(t, kernel),
+            GgmlDType::Q4_1 => Self::repacked::<formats::Q4_1>(t, kernel),
+            GgmlDType::Q5_0 => Self::repacked::<formats::Q5_0>(t, kernel),
+            GgmlDType::Q5_1 => Self::repacked::<formats::Q5_1>(t, kernel),
+            GgmlDType::Q8_0 => Self::repacked::<formats::Q8_0>(t, kernel),
+            GgmlDType::Q4K => Self::repacked::<K<kquants::Q4K>>(t, kernel),
+            GgmlDType::Q5K => Self::repacked::<K<kquants::Q5K>>(t, kernel),
+            GgmlDType::Q6K => Self::repacked::<K<kquants::Q6K>>(t, kernel),
+            _ => None,
+        }
+    }
+
+    fn repacked<S: Scheme>(t: &QTensor, kernel: Kernel) -> Option<QuantMatrix> {
         if !kernel.available() {
             return None;
         }
         let (rows, cols) = t.shape().dims2().ok()?;
-        if cols % QK != 0 || rows % GROUP != 0 {
+        if cols % S::QK != 0 || rows % GROUP != 0 {
             return None;
         }
         let raw = t.data().ok()?;
-        let blocks = cols / QK;
-        let (bytes, data): (usize, Repack) = match t.dtype() {
-            GgmlDType::Q4_0 => (formats::Q4_0::BLOCK_BYTES, formats::repack::<formats::Q4_0>),
-            GgmlDType::Q4_1 => (formats::Q4_1::BLOCK_BYTES, formats::repack::<formats::Q4_1>),
-            GgmlDType::Q5_0 => (formats::Q5_0::BLOCK_BYTES, formats::repack::<formats::Q5_0>),
-            GgmlDType::Q5_1 => (formats::Q5_1::BLOCK_BYTES, formats::repack::<formats::Q5_1>),
-            GgmlDType::Q8_0 => (formats::Q8_0::BLOCK_BYTES, formats::repack::<formats::Q8_0>),
-            _ => return None,
-        };
-        if raw.len() != rows * blocks * bytes {
+        let blocks = cols / S::QK;
+        if raw.len() != rows * blocks * S::BLOCK_BYTES {
             return None;
         }
         Some(QuantMatrix {
-            data: data(&raw, rows, blocks),
-            dtype: t.dtype(),
+            data: S::repack(&raw, rows, blocks),
+            dtype: S::DTYPE,
             kernel,
             rows,
             cols,
@@ -103,6 +200,9 @@ impl QuantMatrix {
             GgmlDType::Q5_0 => self.product::<formats::Q5_0>(&input, m, &mut result),
             GgmlDType::Q5_1 => self.product::<formats::Q5_1>(&input, m, &mut result),
             GgmlDType::Q8_0 => self.product::<formats::Q8_0>(&input, m, &mut result),
+            GgmlDType::Q4K => self.product::<K<kquants::Q4K>>(&input, m, &mut result),
+            GgmlDType::Q5K => self.product::<K<kquants::Q5K>>(&input, m, &mut result),
+            GgmlDType::Q6K => self.product::<K<kquants::Q6K>>(&input, m, &mut result),
             other => candle_core::bail!("no block kernel for {other:?}"),
         }
         let mut shape = dims;
@@ -113,21 +213,15 @@ impl QuantMatrix {
     }
 
     /// Fills `out` (`m` x `rows`) with the products of the `m` activation rows in `input`.
-    fn product<F: Format>(&self, input: &[f32], m: usize, out: &mut [f32]) {
-        debug_assert_eq!(F::DTYPE, self.dtype);
+    fn product<S: Scheme>(&self, input: &[f32], m: usize, out: &mut [f32]) {
+        debug_assert_eq!(S::DTYPE, self.dtype);
         let n = self.rows;
-        let bpr = self.cols / QK;
-        let empty = Q8Block {
-            d: 0.0,
-            s: 0.0,
-            corr: 0,
-            qs: [0; QK],
-        };
-        let mut q8 = vec![empty; m * bpr];
+        let bpr = self.cols / S::QK;
+        let mut q8 = vec![S::EMPTY; m * bpr];
         for (row, blocks) in input.chunks_exact(self.cols).zip(q8.chunks_exact_mut(bpr)) {
-            quantize_row(row, blocks, F::OFFSET);
+            S::quantize(row, blocks);
         }
-        let group_bytes = bpr * F::GROUP_BYTES;
+        let group_bytes = bpr * S::GROUP_BYTES;
         let groups = n / GROUP;
         let out = OutPtr(out.as_mut_ptr());
         let q8 = &q8;
@@ -142,18 +236,18 @@ impl QuantMatrix {
                     let rows = (m - i).min(ROW_GROUP);
                     for g in mine.clone() {
                         let w = &self.data[g * group_bytes..][..group_bytes];
-                        // SAFETY: the kernel was detected when the matrix was built, `w` holds
-                        // `bpr` group blocks of `F`; each task writes only its own groups'
+                        // SAFETY: the kernel was checked when the matrix was built, `w` holds
+                        // `bpr` group blocks of `S`; each task writes only its own groups'
                         // eight columns of rows `i..i + rows`, inside `out`.
                         unsafe {
                             let at = out.0.add(i * n + g * GROUP);
                             if rows == ROW_GROUP {
                                 let x = [act(i), act(i + 1), act(i + 2), act(i + 3)];
-                                self.kernel.dot_group::<F, ROW_GROUP>(w, x, at, n);
+                                S::dot::<ROW_GROUP>(self.kernel, w, x, at, n);
                             } else {
                                 for j in 0..rows {
                                     let x = [act(i + j)];
-                                    self.kernel.dot_group::<F, 1>(w, x, at.add(j * n), n);
+                                    S::dot::<1>(self.kernel, w, x, at.add(j * n), n);
                                 }
                             }
                         }
@@ -217,7 +311,7 @@ mod tests {
 
     /// Each format's product, on every kernel this CPU has, against the exact product of the
     /// same quantised weights, for a single activation row, a group of four with a remainder,
-    /// and a prompt-sized block.
+    /// and a prompt-sized block; two K-quant super-blocks per row.
     #[test]
     fn matches_the_exact_product_of_the_quantised_weights() {
         let kernels: Vec<Kernel> = Kernel::ALL
@@ -232,7 +326,7 @@ mod tests {
                 k.available()
             })
             .collect();
-        let (n, k) = (72, 256);
+        let (n, k) = (72, 512);
         let w = tensor(n, k, 7919);
         for dtype in [
             GgmlDType::Q4_0,
@@ -240,6 +334,9 @@ mod tests {
             GgmlDType::Q5_0,
             GgmlDType::Q5_1,
             GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q5K,
+            GgmlDType::Q6K,
         ] {
             let q = QTensor::quantize(&w, dtype).unwrap();
             let dense = q.dequantize(&Device::Cpu).unwrap();
@@ -271,7 +368,8 @@ mod tests {
     fn declines_other_formats_and_shapes() {
         let q = |rows, dtype| QTensor::quantize(&tensor(rows, 256, 31), dtype).unwrap();
         assert!(QuantMatrix::from_qtensor(&q(12, GgmlDType::Q5_0)).is_none());
-        assert!(QuantMatrix::from_qtensor(&q(16, GgmlDType::Q4K)).is_none());
+        assert!(QuantMatrix::from_qtensor(&q(12, GgmlDType::Q4K)).is_none());
+        assert!(QuantMatrix::from_qtensor(&q(16, GgmlDType::Q2K)).is_none());
         let supported = QuantMatrix::from_qtensor(&q(16, GgmlDType::Q5_0)).is_some();
         assert_eq!(supported, Kernel::detect().is_some());
     }
