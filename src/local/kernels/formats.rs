@@ -143,9 +143,9 @@ impl Format for Q8_0 {
 /// 8-bit values as they are; 4- and 5-bit values as nibbles, vector `k` in the low nibbles and
 /// vector `k + 4` in the high nibbles of the same 32 bytes; 5-bit values' fifth bits in 32 more
 /// bytes, vector `k`'s in bit `k`.
-pub fn repack<F: Format>(data: &[u8], rows: usize, blocks: usize) -> Vec<u8> {
+pub fn repack<F: Format>(data: &[u8], rows: usize, blocks: usize, out: &mut [u8]) {
     use rayon::prelude::*;
-    let mut out = vec![0u8; rows / GROUP * blocks * F::GROUP_BYTES];
+    debug_assert_eq!(out.len(), rows / GROUP * blocks * F::GROUP_BYTES);
     out.par_chunks_exact_mut(blocks * F::GROUP_BYTES)
         .enumerate()
         .for_each(|(g, group)| {
@@ -154,7 +154,6 @@ pub fn repack<F: Format>(data: &[u8], rows: usize, blocks: usize) -> Vec<u8> {
                 repack_block::<F>(std::array::from_fn(|r| F::parse(block(r))), dst);
             }
         });
-    out
 }
 
 /// Writes one group block: the eight rows' parsed blocks at one position (see [`repack`]).

@@ -218,9 +218,9 @@ impl KFormat for Q6K {
 /// in the low nibbles and `k + 4` in the high nibbles of 32 bytes); Q5_K's fifth bits in 32 more
 /// bytes (vector `k`'s in bit `k`); Q6_K's two high bits in 64 more (vector `k`'s in bits
 /// `2(k % 4)` and up of the 32 bytes `k / 4`).
-pub fn repack_k<F: KFormat>(data: &[u8], rows: usize, blocks: usize) -> Vec<u8> {
+pub fn repack_k<F: KFormat>(data: &[u8], rows: usize, blocks: usize, out: &mut [u8]) {
     use rayon::prelude::*;
-    let mut out = vec![0u8; rows / GROUP * blocks * F::GROUP_BYTES];
+    debug_assert_eq!(out.len(), rows / GROUP * blocks * F::GROUP_BYTES);
     out.par_chunks_exact_mut(blocks * F::GROUP_BYTES)
         .enumerate()
         .for_each(|(g, group)| {
@@ -230,7 +230,6 @@ pub fn repack_k<F: KFormat>(data: &[u8], rows: usize, blocks: usize) -> Vec<u8> 
                 repack_block::<F>(&parsed, dst);
             }
         });
-    out
 }
 
 fn repack_block<F: KFormat>(parsed: &[Parsed; GROUP], dst: &mut [u8]) {

@@ -12,9 +12,11 @@
 //! generations) each weight block is unpacked once for four rows, and a task walks its groups
 //! against every activation row, so the weights stay in cache.
 
+mod buffer;
 mod formats;
 mod kquants;
 
+use buffer::WeightBuf;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 pub(crate) use formats::Kernel;
@@ -30,7 +32,7 @@ const ROW_GROUP: usize = 4;
 
 /// A block-quantised weight matrix of `rows` x `cols` (the layer computes `x @ W^T`), repacked.
 pub struct QuantMatrix {
-    data: Vec<u8>,
+    data: WeightBuf,
     dtype: GgmlDType,
     kernel: Kernel,
     rows: usize,
@@ -66,8 +68,9 @@ trait Scheme {
     const BLOCK_BYTES: usize;
     /// Bytes of one repacked group block (eight rows' blocks at one position).
     const GROUP_BYTES: usize;
-    /// Repacks `rows` x `blocks` GGUF blocks.
-    fn repack(data: &[u8], rows: usize, blocks: usize) -> Vec<u8>;
+    /// Repacks `rows` x `blocks` GGUF blocks into `out` (zeroed, `rows / 8 * blocks *
+    /// GROUP_BYTES` long).
+    fn repack(data: &[u8], rows: usize, blocks: usize, out: &mut [u8]);
     /// Quantises one row of activations.
     fn quantize(row: &[f32], out: &mut [Self::Act]);
     /// See [`Kernel::dot_group`].
@@ -95,8 +98,8 @@ impl<F: Format> Scheme for F {
     const QK: usize = QK;
     const BLOCK_BYTES: usize = F::BLOCK_BYTES;
     const GROUP_BYTES: usize = <F as Format>::GROUP_BYTES;
-    fn repack(data: &[u8], rows: usize, blocks: usize) -> Vec<u8> {
-        formats::repack::<F>(data, rows, blocks)
+    fn repack(data: &[u8], rows: usize, blocks: usize, out: &mut [u8]) {
+        formats::repack::<F>(data, rows, blocks, out)
     }
     fn quantize(row: &[f32], out: &mut [Q8Block]) {
         quantize_row(row, out, F::OFFSET)
@@ -122,8 +125,8 @@ impl<F: KFormat> Scheme for K<F> {
     const QK: usize = QK_K;
     const BLOCK_BYTES: usize = F::BLOCK_BYTES;
     const GROUP_BYTES: usize = F::GROUP_BYTES;
-    fn repack(data: &[u8], rows: usize, blocks: usize) -> Vec<u8> {
-        kquants::repack_k::<F>(data, rows, blocks)
+    fn repack(data: &[u8], rows: usize, blocks: usize, out: &mut [u8]) {
+        kquants::repack_k::<F>(data, rows, blocks, out)
     }
     fn quantize(row: &[f32], out: &mut [Q8KBlock]) {
         kquants::quantize_row_k(row, out)
@@ -175,8 +178,10 @@ impl QuantMatrix {
         if raw.len() != rows * blocks * S::BLOCK_BYTES {
             return None;
         }
+        let mut data = WeightBuf::zeroed(rows / GROUP * blocks * S::GROUP_BYTES)?;
+        S::repack(&raw, rows, blocks, &mut data);
         Some(QuantMatrix {
-            data: S::repack(&raw, rows, blocks),
+            data,
             dtype: S::DTYPE,
             kernel,
             rows,
