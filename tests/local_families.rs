@@ -1,9 +1,10 @@
 //! Model families with no real file in reach, checked on small GGUF files the test builds itself:
 //! random weights under real metadata, in the block formats the family's released files use
 //! (Q4_K and Q6_K matrices, F32 norms, Q8_0 embeddings): qwen3 (per-head q/k norms, heads
-//! wider than `hidden / heads`), phi3 (fused query/key/value and gate/up projections), and llama
-//! with and without Llama 3.1's rope scaling (`rope_freqs`). The on-box decoder's logits are compared
-//! with candle-transformers' quantized reference model of the family over a prompt and greedy
+//! wider than `hidden / heads`), phi3 (fused query/key/value and gate/up projections), gemma2
+//! (soft-capping, post norms, tied embeddings), and llama with and without Llama 3.1's rope
+//! scaling (`rope_freqs`). The on-box decoder's logits are compared with candle-transformers'
+//! reference model of the family (quantized where candle has one) over a prompt and greedy
 //! steps, with candle's kernels and with the project's.
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
@@ -56,17 +57,27 @@ fn tensors(family: &str, shape: &Shape) -> Vec<(String, QTensor)> {
         ffn,
     } = *shape;
     let embed = Tensor::randn(0f32, 1f32, (vocab, hidden), &Device::Cpu).expect("randn");
+    // Gemma 2's tied embeddings are also its output projection: scaled as the others' output
+    // matrices are (its inputs are scaled back up by √hidden).
+    let embed = if family == "gemma2" {
+        (embed / (hidden as f64).sqrt()).expect("scale")
+    } else {
+        embed
+    };
     let mut out: Vec<(String, QTensor)> = vec![
         (
             "token_embd.weight".into(),
             QTensor::quantize(&embed, GgmlDType::Q8_0).expect("quantize"),
         ),
         ("output_norm.weight".into(), g.norm(hidden)),
-        (
+    ];
+    // Gemma 2 ties its output projection to the embeddings.
+    if family != "gemma2" {
+        out.push((
             "output.weight".into(),
             g.matrix(vocab, hidden, GgmlDType::Q6K),
-        ),
-    ];
+        ));
+    }
     let (q_rows, kv_rows) = (heads * head_dim, kv_heads * head_dim);
     for i in 0..layers {
         let b = |s: &str| format!("blk.{i}.{s}");
@@ -90,7 +101,7 @@ fn tensors(family: &str, shape: &Shape) -> Vec<(String, QTensor)> {
             out.push((b("attn_q_norm.weight"), g.norm(head_dim)));
             out.push((b("attn_k_norm.weight"), g.norm(head_dim)));
         }
-        if family == "gemma3" {
+        if family == "gemma2" || family == "gemma3" {
             out.push((b("post_attention_norm.weight"), g.norm(hidden)));
             out.push((b("post_ffw_norm.weight"), g.norm(hidden)));
         }
@@ -131,6 +142,21 @@ fn metadata(family: &str, shape: &Shape) -> Vec<(String, gguf_file::Value)> {
     ];
     if family == "phi3" {
         md.push((k("rope.dimension_count"), u(shape.head_dim)));
+    } else if family == "gemma2" {
+        md.push((k("attention.key_length"), u(shape.head_dim)));
+        // Wider than the tests' sequences: candle's reference applies a window to every layer's
+        // prompt mask (not every other layer's) and none when decoding, so the window itself is
+        // checked by `sliding_window_layers_agree_between_prompt_and_decode`.
+        md.push((k("attention.sliding_window"), u(4096)));
+        // Caps far below the released 50 and 30, so that random weights reach them.
+        md.push((
+            k("attn_logit_softcapping"),
+            Value::F32(GEMMA2_ATTN_CAP as f32),
+        ));
+        md.push((
+            k("final_logit_softcapping"),
+            Value::F32(GEMMA2_FINAL_CAP as f32),
+        ));
     } else if family == "gemma3" {
         md.push((k("attention.key_length"), u(shape.head_dim)));
         md.push((k("attention.sliding_window"), u(4)));
@@ -145,6 +171,10 @@ fn metadata(family: &str, shape: &Shape) -> Vec<(String, gguf_file::Value)> {
     }
     md
 }
+
+/// The soft-caps of the gemma2 test file (see [`metadata`]).
+const GEMMA2_ATTN_CAP: f64 = 1.5;
+const GEMMA2_FINAL_CAP: f64 = 4.0;
 
 /// Writes a GGUF file of `family` and `shape` with random weights to a fresh path.
 fn model_file(family: &str, shape: &Shape) -> PathBuf {
@@ -284,6 +314,92 @@ fn phi3_matches_candles_reference_model() {
         |ct, f| quantized_phi3::ModelWeights::from_gguf(false, ct, f, &Device::Cpu),
         quantized_phi3::ModelWeights::forward,
     );
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Gemma 2 against candle-transformers' (unquantised) `gemma2` model, given the same weights
+/// dequantised and renamed as Hugging Face's checkpoint names them (its norms store `w - 1`
+/// where GGUF stores `w`). It checks the soft-capping of attention scores and of the logits,
+/// the norms after attention and after the feed-forward, the GELU gate, √hidden embeddings and
+/// the tied output projection. candle's model has no quantised variant, so its products are
+/// exact where ours (candle's kernels and the project's alike) quantise activations to 8 bits;
+/// against the quantised references of the other families both sides round the same way. So
+/// the tolerance is 4% of the largest logit here, where those errors measured up to 2.1%; a
+/// missing attention cap is 17% off, a missing output cap 86%.
+#[test]
+fn gemma2_matches_candles_reference_model() {
+    use candle_transformers::models::gemma2;
+    let shape = Shape {
+        head_dim: 64,
+        ..SHAPE
+    };
+    let path = model_file("gemma2", &shape);
+    let (ct, mut file) = open(&path);
+    let mut weights = std::collections::HashMap::new();
+    let mut put = |hf: String, gguf: &str, shift: f64| {
+        let t = ct
+            .tensor(&mut file, gguf, &Device::Cpu)
+            .and_then(|t| t.dequantize(&Device::Cpu))
+            .and_then(|t| t - shift)
+            .expect("tensor");
+        weights.insert(hf, t);
+    };
+    put("model.embed_tokens.weight".into(), "token_embd.weight", 0.0);
+    put("model.norm.weight".into(), "output_norm.weight", 1.0);
+    for i in 0..shape.layers {
+        let hf = |s: &str| format!("model.layers.{i}.{s}.weight");
+        let gg = |s: &str| format!("blk.{i}.{s}.weight");
+        for (h, g) in [
+            ("self_attn.q_proj", "attn_q"),
+            ("self_attn.k_proj", "attn_k"),
+            ("self_attn.v_proj", "attn_v"),
+            ("self_attn.o_proj", "attn_output"),
+            ("mlp.gate_proj", "ffn_gate"),
+            ("mlp.up_proj", "ffn_up"),
+            ("mlp.down_proj", "ffn_down"),
+        ] {
+            put(hf(h), &gg(g), 0.0);
+        }
+        for (h, g) in [
+            ("input_layernorm", "attn_norm"),
+            ("post_attention_layernorm", "post_attention_norm"),
+            ("pre_feedforward_layernorm", "ffn_norm"),
+            ("post_feedforward_layernorm", "post_ffw_norm"),
+        ] {
+            put(hf(h), &gg(g), 1.0);
+        }
+    }
+    let config: gemma2::Config = serde_json::from_value(serde_json::json!({
+        "attention_bias": false,
+        "head_dim": shape.head_dim,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": shape.hidden,
+        "intermediate_size": shape.ffn,
+        "num_attention_heads": shape.heads,
+        "num_hidden_layers": shape.layers,
+        "num_key_value_heads": shape.kv_heads,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "vocab_size": shape.vocab,
+        "final_logit_softcapping": GEMMA2_FINAL_CAP,
+        "attn_logit_softcapping": GEMMA2_ATTN_CAP,
+        "query_pre_attn_scalar": shape.head_dim,
+        "sliding_window": null,
+        "max_position_embeddings": 512,
+    }))
+    .expect("config");
+    let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, &Device::Cpu);
+    let reference = gemma2::Model::new(false, &config, vb).expect("reference");
+    for kernels in [Kernels::Portable, Kernels::Fast] {
+        let mut reference = reference.clone();
+        reference.clear_kv_cache();
+        compare(
+            &path,
+            kernels,
+            4e-2,
+            step_of(|x, pos| reference.forward(x, pos)),
+        );
+    }
     let _ = std::fs::remove_file(&path);
 }
 
@@ -453,15 +569,15 @@ fn what_the_decoder_cannot_run_is_refused_by_name() {
     }
     let partial = write_file("phi3-partial", &partial_md, &tensors("phi3", &shape));
     let mut other_md = metadata("phi3", &shape);
-    other_md[0].1 = gguf_file::Value::String("gemma2".into());
-    let other = write_file("gemma2", &other_md, &tensors("phi3", &shape));
+    other_md[0].1 = gguf_file::Value::String("mamba".into());
+    let other = write_file("mamba", &other_md, &tensors("phi3", &shape));
     for (path, says) in [
         (&long, "LongRoPE"),
         (
             &partial,
             "rotary embedding over 32 of each head's 64 dimensions",
         ),
-        (&other, "architecture `gemma2`"),
+        (&other, "architecture `mamba`"),
     ] {
         let (ct, mut file) = open(path);
         let e = Weights::from_gguf(&ct, &mut file, Kernels::Portable)

@@ -1,12 +1,14 @@
-//! A llama-family decoder over GGUF weights (architectures `llama`, `qwen2`, `qwen3`, `phi3` and
-//! `gemma3`, read from the GGUF metadata). What sets the families apart is read as data where
-//! the file says it: query/key/value biases (qwen2), per-head query/key RMS norms (qwen3,
-//! gemma3), a fused query/key/value projection and a fused gate/up projection (phi3), and norms
-//! after attention and after the feed-forward (gemma3) are used when their tensors are there; the
-//! head width comes from `<arch>.attention.key_length` when given, sliding-window layers from
-//! `<arch>.attention.sliding_window`. Gemma's own traits follow its architecture: embeddings
-//! scaled by √hidden, a GELU (tanh) gate, and its local layers' rotary base of 10 000 (llama.cpp's
-//! `gemma3` graph is the reference for each). The weights are read-only and shared by every worker; each generation owns a
+//! A llama-family decoder over GGUF weights (architectures `llama`, `qwen2`, `qwen3`, `phi3`,
+//! `gemma2` and `gemma3`, read from the GGUF metadata). What sets the families apart is read as
+//! data where the file says it: query/key/value biases (qwen2), per-head query/key RMS norms
+//! (qwen3, gemma3), a fused query/key/value projection and a fused gate/up projection (phi3), and
+//! norms after attention and after the feed-forward (gemma2, gemma3) are used when their tensors
+//! are there; the head width comes from `<arch>.attention.key_length` when given, sliding-window
+//! layers from `<arch>.attention.sliding_window`, logit soft-capping (`cap * tanh(x / cap)`) from
+//! `<arch>.attn_logit_softcapping` and `<arch>.final_logit_softcapping`. Gemma's own traits
+//! follow its architecture: embeddings scaled by √hidden, a GELU (tanh) gate, which layers slide
+//! (every other one for gemma2, five in six for gemma3), and gemma3's local layers' rotary base
+//! of 10 000 (llama.cpp's `gemma2` and `gemma3` graphs are the reference for each). The weights are read-only and shared by every worker; each generation owns a
 //! [`Session`] with its own KV cache, so several can decode at once on one copy of the weights.
 
 use super::kernels::QuantMatrix;
@@ -24,6 +26,7 @@ pub enum Arch {
     Qwen2,
     Qwen3,
     Phi3,
+    Gemma2,
     Gemma3,
 }
 
@@ -35,9 +38,10 @@ impl Arch {
             "qwen2" => Ok(Arch::Qwen2),
             "qwen3" => Ok(Arch::Qwen3),
             "phi3" => Ok(Arch::Phi3),
+            "gemma2" => Ok(Arch::Gemma2),
             "gemma3" => Ok(Arch::Gemma3),
             other => Err(LocalError::Unsupported(format!(
-                "architecture `{other}` (supported: llama, qwen2, qwen3, phi3, gemma3)"
+                "architecture `{other}` (supported: llama, qwen2, qwen3, phi3, gemma2, gemma3)"
             ))),
         }
     }
@@ -49,6 +53,7 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Phi3 => "phi3",
+            Arch::Gemma2 => "gemma2",
             Arch::Gemma3 => "gemma3",
         }
     }
@@ -56,20 +61,24 @@ impl Arch {
     /// Whether its GGUF files keep query/key in NeoX halves (rotated by halves); llama's are
     /// converted for the interleaved rotation.
     fn rope_neox(self) -> bool {
-        matches!(self, Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 | Arch::Gemma3)
+        matches!(
+            self,
+            Arch::Qwen2 | Arch::Qwen3 | Arch::Phi3 | Arch::Gemma2 | Arch::Gemma3
+        )
     }
 
     /// Every `n`th layer attends to the whole context and the others to a sliding window, when
-    /// the file gives a window (llama.cpp's `swa_pattern`: gemma3's is 6).
+    /// the file gives a window (llama.cpp's `swa_pattern`: gemma2's is 2, gemma3's 6).
     fn sliding_pattern(self) -> Option<usize> {
         match self {
+            Arch::Gemma2 => Some(2),
             Arch::Gemma3 => Some(6),
             _ => None,
         }
     }
 }
 
-/// A weight matrix: 32-value block formats on the project's AVX2 kernels, the rest on candle's.
+/// A weight matrix: block formats on the project's AVX2 kernels, the rest on candle's.
 enum Linear {
     Block(QuantMatrix),
     Candle(QMatMul),
@@ -78,8 +87,8 @@ enum Linear {
 /// Which matrix kernels to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
-    /// The project's AVX2 kernels for 32-value block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
-    /// where the CPU has AVX2, candle's for the rest.
+    /// The project's AVX2 kernels for the block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+    /// Q5_K, Q6_K) where the CPU has AVX2, candle's for the rest.
     Fast,
     /// candle's kernels for every format (for comparisons with candle's own models).
     Portable,
@@ -159,6 +168,11 @@ pub struct Weights {
     embed_scale: Option<f64>,
     /// The feed-forward gate's activation is GELU (tanh approximation) instead of SiLU.
     gelu: bool,
+    /// Attention scores are divided by this (√head width, or gemma2 27B's √(hidden / heads)).
+    score_scale: f64,
+    /// Attention scores and output logits are soft-capped at these (gemma2): `cap * tanh(x / cap)`.
+    attn_softcap: Option<f64>,
+    final_softcap: Option<f64>,
     /// NeoX-style (halves) rotary embedding instead of the interleaved one.
     rope_neox: bool,
     /// Longest sequence (prompt + output) the model supports.
@@ -362,7 +376,21 @@ impl Weights {
                 .unwrap_or(10_000.0);
             ropes.push(rope_tables(head_dim, base, None, context_length, &device)?);
         }
-        let gemma = arch == Arch::Gemma3;
+        let gemma = matches!(arch, Arch::Gemma2 | Arch::Gemma3);
+        let softcap = |key: &str| {
+            md(ct, &format!("{p}.{key}"))
+                .ok()
+                .and_then(|v| v.to_f32().ok())
+                .filter(|c| c.is_finite() && *c > 0.0)
+                .map(f64::from)
+        };
+        // llama.cpp scales gemma2 27B's (46 layers) queries by √(hidden / heads) instead of
+        // √head width (its `query_pre_attn_scalar`); the GGUF metadata does not carry it.
+        let score_scale = if arch == Arch::Gemma2 && n_layer == 46 {
+            ((hidden / n_head) as f64).sqrt()
+        } else {
+            (head_dim as f64).sqrt()
+        };
         Ok(Weights {
             arch,
             embed,
@@ -375,6 +403,9 @@ impl Weights {
             ropes,
             embed_scale: gemma.then(|| (hidden as f64).sqrt()),
             gelu: gemma,
+            score_scale,
+            attn_softcap: softcap("attn_logit_softcapping"),
+            final_softcap: softcap("final_logit_softcapping"),
             rope_neox: arch.rope_neox(),
             context_length,
             device,
@@ -488,7 +519,8 @@ impl Weights {
         let rep = self.n_head / self.n_kv_head;
         let kv_len = k.dim(2)?;
         let q = q.reshape((b, self.n_kv_head, rep * len, self.head_dim))?;
-        let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
+        let scores = (q.matmul(&k.t()?)? / self.score_scale)?;
+        let scores = soft_cap(scores, self.attn_softcap)?;
         let scores = match mask {
             None => scores,
             Some(m) => {
@@ -577,6 +609,7 @@ impl Weights {
             x = self.layer(i, layer, sessions, &x, None)?;
         }
         let logits = self.output.forward(&self.norm.forward(&x)?)?;
+        let logits = soft_cap(logits, self.final_softcap)?;
         for s in sessions.iter_mut() {
             s.pos += 1;
         }
@@ -605,13 +638,21 @@ impl Weights {
             x = self.layer(i, layer, &mut [&mut *session], &x, mask.as_ref())?;
         }
         let last = self.norm.forward(&x.i((.., len - 1..len, ..))?)?;
-        let logits = self.output.forward(&last)?;
+        let logits = soft_cap(self.output.forward(&last)?, self.final_softcap)?;
         session.pos += len;
         Ok(logits
             .squeeze(0)?
             .squeeze(0)?
             .to_dtype(DType::F32)?
             .to_vec1()?)
+    }
+}
+
+/// `cap * tanh(x / cap)` (gemma2's logit soft-capping), or `x` without a cap.
+fn soft_cap(x: Tensor, cap: Option<f64>) -> candle_core::Result<Tensor> {
+    match cap {
+        Some(c) => (x / c)?.tanh()? * c,
+        None => Ok(x),
     }
 }
 
