@@ -18,7 +18,7 @@ mod kquants;
 
 use buffer::WeightBuf;
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::{CpuStorage, Device, Storage, Tensor};
 pub(crate) use formats::Kernel;
 use formats::{Format, GROUP, QK};
 use kquants::{KFormat, Q8KBlock, QK_K};
@@ -29,6 +29,9 @@ const GROUPS_PER_TASK: usize = 2;
 const INLINE_BYTES: usize = 256 << 10;
 /// Activation rows each weight block is unpacked for at once.
 const ROW_GROUP: usize = 4;
+/// Activations (rows times columns) from which they are quantised on the pool, not on the
+/// calling thread: a prompt's, not a decode step's.
+const PARALLEL_QUANTIZE: usize = 1 << 15;
 
 /// A block-quantised weight matrix of `rows` x `cols` (the layer computes `x @ W^T`), repacked.
 pub struct QuantMatrix {
@@ -197,19 +200,26 @@ impl QuantMatrix {
             candle_core::bail!("matmul: input width {k}, weights {}", self.cols);
         }
         let m = x.elem_count() / k.max(1);
-        let input: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        // The activations as they are stored (no copy when contiguous f32, as they are here).
+        let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let input = match (&*storage, layout.contiguous_offsets()) {
+            (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => &v[start..end],
+            _ => candle_core::bail!("matmul: activations are not contiguous f32 on the CPU"),
+        };
         let mut result = vec![0f32; m * self.rows];
         match self.dtype {
-            GgmlDType::Q4_0 => self.product::<formats::Q4_0>(&input, m, &mut result),
-            GgmlDType::Q4_1 => self.product::<formats::Q4_1>(&input, m, &mut result),
-            GgmlDType::Q5_0 => self.product::<formats::Q5_0>(&input, m, &mut result),
-            GgmlDType::Q5_1 => self.product::<formats::Q5_1>(&input, m, &mut result),
-            GgmlDType::Q8_0 => self.product::<formats::Q8_0>(&input, m, &mut result),
-            GgmlDType::Q4K => self.product::<K<kquants::Q4K>>(&input, m, &mut result),
-            GgmlDType::Q5K => self.product::<K<kquants::Q5K>>(&input, m, &mut result),
-            GgmlDType::Q6K => self.product::<K<kquants::Q6K>>(&input, m, &mut result),
+            GgmlDType::Q4_0 => self.product::<formats::Q4_0>(input, m, &mut result),
+            GgmlDType::Q4_1 => self.product::<formats::Q4_1>(input, m, &mut result),
+            GgmlDType::Q5_0 => self.product::<formats::Q5_0>(input, m, &mut result),
+            GgmlDType::Q5_1 => self.product::<formats::Q5_1>(input, m, &mut result),
+            GgmlDType::Q8_0 => self.product::<formats::Q8_0>(input, m, &mut result),
+            GgmlDType::Q4K => self.product::<K<kquants::Q4K>>(input, m, &mut result),
+            GgmlDType::Q5K => self.product::<K<kquants::Q5K>>(input, m, &mut result),
+            GgmlDType::Q6K => self.product::<K<kquants::Q6K>>(input, m, &mut result),
             other => candle_core::bail!("no block kernel for {other:?}"),
         }
+        drop(storage);
         let mut shape = dims;
         if let Some(last) = shape.last_mut() {
             *last = self.rows;
@@ -223,12 +233,27 @@ impl QuantMatrix {
         let n = self.rows;
         let bpr = self.cols / S::QK;
         let mut q8 = vec![S::EMPTY; m * bpr];
-        for (row, blocks) in input.chunks_exact(self.cols).zip(q8.chunks_exact_mut(bpr)) {
-            S::quantize(row, blocks);
+        if m * self.cols < PARALLEL_QUANTIZE {
+            for (row, blocks) in input.chunks_exact(self.cols).zip(q8.chunks_exact_mut(bpr)) {
+                S::quantize(row, blocks);
+            }
+        } else {
+            // A prompt's activations: quantised on the pool too, a row per item.
+            let dst = SharedPtr(q8.as_mut_ptr());
+            let cols = self.cols;
+            candle_core::utils::barrier_pool().execute_chunked(m, |rows| {
+                let dst = &dst;
+                for i in rows {
+                    // SAFETY: each item writes only its own row of blocks, inside `q8`, which
+                    // outlives `execute_chunked`.
+                    let blocks = unsafe { std::slice::from_raw_parts_mut(dst.0.add(i * bpr), bpr) };
+                    S::quantize(&input[i * cols..][..cols], blocks);
+                }
+            });
         }
         let group_bytes = bpr * S::GROUP_BYTES;
         let groups = n / GROUP;
-        let out = OutPtr(out.as_mut_ptr());
+        let out = SharedPtr(out.as_mut_ptr());
         let q8 = &q8;
         let act = |i: usize| &q8[i * bpr..][..bpr];
         let tasks = groups.div_ceil(GROUPS_PER_TASK);
@@ -271,11 +296,11 @@ impl QuantMatrix {
     }
 }
 
-/// The output buffer, shared by the pool's threads, which write disjoint cells.
-struct OutPtr(*mut f32);
+/// A buffer shared by the pool's threads, which write disjoint cells.
+struct SharedPtr<T>(*mut T);
 // SAFETY: tasks write disjoint cells and the buffer outlives `execute_chunked`.
-unsafe impl Sync for OutPtr {}
-unsafe impl Send for OutPtr {}
+unsafe impl<T> Sync for SharedPtr<T> {}
+unsafe impl<T> Send for SharedPtr<T> {}
 
 /// Quantises one row of activations to 8-bit blocks (as ggml's `quantize_row_q8_1`), for
 /// weights stored with `offset`.
@@ -316,7 +341,7 @@ mod tests {
 
     /// Each format's product, on every kernel this CPU has, against the exact product of the
     /// same quantised weights, for a single activation row, a group of four with a remainder,
-    /// and a prompt-sized block; two K-quant super-blocks per row.
+    /// and a prompt-sized block (quantised on the pool); two K-quant super-blocks per row.
     #[test]
     fn matches_the_exact_product_of_the_quantised_weights() {
         let kernels: Vec<Kernel> = Kernel::ALL
@@ -347,7 +372,7 @@ mod tests {
             let dense = q.dequantize(&Device::Cpu).unwrap();
             for (kernel, m) in kernels
                 .iter()
-                .flat_map(|&k| [1usize, 7, 40].map(|m| (k, m)))
+                .flat_map(|&k| [1usize, 7, 72].map(|m| (k, m)))
             {
                 let ours = QuantMatrix::with_kernel(&q, kernel).expect("supported format");
                 let x = tensor(m, k, 104729).reshape((1, m, k)).unwrap();
