@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/env.sh
-THREADS="${THREADS:-1 2}" CONCURRENCY="${CONCURRENCY:-1 2 4}" REPEAT="${REPEAT:-3}"
+THREADS="${THREADS:-1 2}" CONCURRENCY="${CONCURRENCY-1 2 4}" REPEAT="${REPEAT:-3}"
 MODELS=("$@"); [ ${#MODELS[@]} -gt 0 ] || MODELS=(models/SmolLM2-135M-Instruct.Q4_1.gguf)
 scripts/fetch-models.sh >/dev/null
 if [ -n "${BIN:-}" ]; then SY="$BIN"; else

@@ -2,10 +2,18 @@
 # Builds (release) and starts the gateway on the default policy, set-up included.
 #   scripts/serve.sh [serve options]   e.g. --listen 0.0.0.0:8080 --policy policies/cost-saver.yaml
 # The cloud route works once OPENAI_API_KEY (and optionally OPENAI_BASE_URL) is set.
+# The on-box model is Qwen2.5-Coder-1.5B-Instruct Q4_K_M (fetched here, 1.1 GB once): the most
+# accurate of the models measured in docs/local-model.md that still decodes at 15 tokens/s or more
+# with 2 threads on an AVX2 host. SWITCHYARD_LOCAL_MODEL=path/to/file.gguf picks another, e.g.
+# models/SmolLM2-135M-Instruct.Q4_1.gguf (fetched by the set-up) on a small machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 scripts/setup.sh
+if [ -z "${SWITCHYARD_LOCAL_MODEL:-}" ]; then
+  scripts/fetch-models.sh --qwen15
+  export SWITCHYARD_LOCAL_MODEL="$PWD/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+fi
 cargo build --locked --release --bin switchyard >&2
 exec "$CARGO_TARGET_DIR/release/switchyard" serve "$@"

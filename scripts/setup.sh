@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for the two README commands. Skips whatever is already there.
-#   scripts/setup.sh          what `serve` needs: the on-box model (SmolLM2; Qwen too with
-#                             SWITCHYARD_MODELS="smollm2 qwen", see scripts/fetch-models.sh)
+#   scripts/setup.sh          what `serve` needs: the classifier's encoder and SmolLM2 (more with
+#                             SWITCHYARD_MODELS, see scripts/fetch-models.sh; scripts/serve.sh
+#                             fetches its default on-box model, Qwen2.5-Coder-1.5B, itself)
 #   scripts/setup.sh --test   plus what the tests need: prometheus and promtool, redis-server, buildah,
 #                             a Python venv with the openai and anthropic SDKs, kubernetes-validate and check-jsonschema,
 #                             the opt-in Qwen2.5-Coder model and its reference tokenizer.json
