@@ -47,15 +47,7 @@ impl Q8KBlock {
 /// Quantises one row of activations (a multiple of 256 long) to [`Q8KBlock`]s.
 pub fn quantize_row_k(x: &[f32], out: &mut [Q8KBlock]) {
     for (xs, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
-        let mut lanes = [0f32; 8];
-        for eight in xs.chunks_exact(8) {
-            for (l, v) in lanes.iter_mut().zip(eight) {
-                *l = l.max(v.abs());
-            }
-        }
-        let amax = lanes.iter().fold(0f32, |a, &v| a.max(v));
-        let d = amax / 127.0;
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let (d, inv) = super::scale_8bit(xs);
         for ((qs, vs), sum) in
             b.qs.chunks_exact_mut(16)
                 .zip(xs.chunks_exact(16))

@@ -302,20 +302,26 @@ struct SharedPtr<T>(*mut T);
 unsafe impl<T> Sync for SharedPtr<T> {}
 unsafe impl<T> Send for SharedPtr<T> {}
 
+/// The scale `d` that maps the largest magnitude of `xs` (a multiple of 8 long) to 127, and its
+/// inverse (0 for an all-zero block).
+fn scale_8bit(xs: &[f32]) -> (f32, f32) {
+    // Eight running maxima (which the compiler keeps in one vector) instead of one chain.
+    let mut lanes = [0f32; 8];
+    for eight in xs.chunks_exact(8) {
+        for (l, v) in lanes.iter_mut().zip(eight) {
+            *l = l.max(v.abs());
+        }
+    }
+    let amax = lanes.iter().fold(0f32, |a, &v| a.max(v));
+    let d = amax / 127.0;
+    (d, if d > 0.0 { 1.0 / d } else { 0.0 })
+}
+
 /// Quantises one row of activations to 8-bit blocks (as ggml's `quantize_row_q8_1`), for
 /// weights stored with `offset`.
 fn quantize_row(x: &[f32], out: &mut [Q8Block], offset: i32) {
     for (xs, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        // Eight running maxima (which the compiler keeps in one vector) instead of one chain.
-        let mut lanes = [0f32; 8];
-        for eight in xs.chunks_exact(8) {
-            for (l, v) in lanes.iter_mut().zip(eight) {
-                *l = l.max(v.abs());
-            }
-        }
-        let amax = lanes.iter().fold(0f32, |a, &v| a.max(v));
-        let d = amax / 127.0;
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let (d, inv) = scale_8bit(xs);
         let mut sum = 0i32;
         for (q, v) in b.qs.iter_mut().zip(xs) {
             let r = (v * inv).round() as i32;
