@@ -10,7 +10,6 @@
 //! The offset's share, `OFFSET * sum(y)`, is taken once per activation block (`Q8Block::corr`).
 
 use super::Q8Block;
-use candle_core::quantized::GgmlDType;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -21,8 +20,6 @@ pub const GROUP: usize = 8;
 
 /// A 32-value block format of weights.
 pub trait Format {
-    /// The GGML type this describes.
-    const DTYPE: GgmlDType;
     /// Bytes of one block in the GGUF file.
     const BLOCK_BYTES: usize;
     /// Bits per unpacked value: 4, 5 or 8.
@@ -69,7 +66,6 @@ pub struct Q5_1;
 pub struct Q8_0;
 
 impl Format for Q4_0 {
-    const DTYPE: GgmlDType = GgmlDType::Q4_0;
     const BLOCK_BYTES: usize = 18;
     const BITS: u32 = 4;
     const OFFSET: i32 = 8;
@@ -80,7 +76,6 @@ impl Format for Q4_0 {
 }
 
 impl Format for Q4_1 {
-    const DTYPE: GgmlDType = GgmlDType::Q4_1;
     const BLOCK_BYTES: usize = 20;
     const BITS: u32 = 4;
     const OFFSET: i32 = 0;
@@ -95,7 +90,6 @@ impl Format for Q4_1 {
 }
 
 impl Format for Q5_0 {
-    const DTYPE: GgmlDType = GgmlDType::Q5_0;
     const BLOCK_BYTES: usize = 22;
     const BITS: u32 = 5;
     const OFFSET: i32 = 16;
@@ -107,7 +101,6 @@ impl Format for Q5_0 {
 }
 
 impl Format for Q5_1 {
-    const DTYPE: GgmlDType = GgmlDType::Q5_1;
     const BLOCK_BYTES: usize = 24;
     const BITS: u32 = 5;
     const OFFSET: i32 = 0;
@@ -123,7 +116,6 @@ impl Format for Q5_1 {
 }
 
 impl Format for Q8_0 {
-    const DTYPE: GgmlDType = GgmlDType::Q8_0;
     const BLOCK_BYTES: usize = 34;
     const BITS: u32 = 8;
     const OFFSET: i32 = 128;

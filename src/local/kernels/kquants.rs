@@ -18,7 +18,6 @@
 
 use super::formats::{unpack_bits, Avx2, Avx512Vnni, AvxVnni, Isa, GROUP};
 use super::Kernel;
-use candle_core::quantized::GgmlDType;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -67,8 +66,6 @@ pub fn quantize_row_k(x: &[f32], out: &mut [Q8KBlock]) {
 
 /// A K-quant format of weights.
 pub trait KFormat {
-    /// The GGML type this describes.
-    const DTYPE: GgmlDType;
     /// Bytes of one super-block in the GGUF file.
     const BLOCK_BYTES: usize;
     /// Bits per unpacked value: 4, 5 or 6.
@@ -145,7 +142,6 @@ fn k_nibbles(qs: &[u8], qh: Option<&[u8]>) -> [u8; QK_K] {
 }
 
 impl KFormat for Q4K {
-    const DTYPE: GgmlDType = GgmlDType::Q4K;
     const BLOCK_BYTES: usize = 144;
     const BITS: u32 = 4;
     fn parse(b: &[u8]) -> Parsed {
@@ -159,7 +155,6 @@ impl KFormat for Q4K {
 }
 
 impl KFormat for Q5K {
-    const DTYPE: GgmlDType = GgmlDType::Q5K;
     const BLOCK_BYTES: usize = 176;
     const BITS: u32 = 5;
     fn parse(b: &[u8]) -> Parsed {
@@ -173,7 +168,6 @@ impl KFormat for Q5K {
 }
 
 impl KFormat for Q6K {
-    const DTYPE: GgmlDType = GgmlDType::Q6K;
     const BLOCK_BYTES: usize = 210;
     const BITS: u32 = 6;
     fn parse(b: &[u8]) -> Parsed {
@@ -340,15 +334,18 @@ unsafe fn dot_group_q45<F: KFormat, I: Isa, const R: usize>(
                 unpack_bits::<4>(p.add(F::HEADER_BYTES + j * F::CHUNK_BYTES))
             };
             let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(32 + 8 * j) as *const __m128i));
+            let sc_pairs = pairs(sc);
             for r in 0..R {
                 let ys = x[r].get_unchecked(b).qs.as_ptr().add(32 * j) as *const i32;
                 let s = if !I::PAIRS_IN_I16 {
                     _mm256_mullo_epi32(dots::<I>(_mm256_setzero_si256(), &u, ys), sc)
                 } else if F::BITS == 4 {
-                    dots_i16(&u, ys, pairs(sc))
+                    dots_i16(&u, ys, sc_pairs)
                 } else {
-                    let sc = pairs(sc);
-                    _mm256_add_epi32(dots_i16(&u[..4], ys, sc), dots_i16(&u[4..], ys.add(4), sc))
+                    _mm256_add_epi32(
+                        dots_i16(&u[..4], ys, sc_pairs),
+                        dots_i16(&u[4..], ys.add(4), sc_pairs),
+                    )
                 };
                 isum[r] = _mm256_add_epi32(isum[r], s);
             }
@@ -391,6 +388,7 @@ unsafe fn dot_group_q6<I: Isa, const R: usize>(w: &[u8], x: [&[Q8KBlock]; R]) ->
                 _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(16 + 8 * s) as *const __m128i))
             };
             let (sc_lo, sc_hi) = (scale(2 * c), scale(2 * c + 1));
+            let (p_lo, p_hi) = (pairs(sc_lo), pairs(sc_hi));
             for r in 0..R {
                 let xb = x[r].get_unchecked(b);
                 let ys = xb.qs.as_ptr().add(32 * c) as *const i32;
@@ -398,7 +396,6 @@ unsafe fn dot_group_q6<I: Isa, const R: usize>(w: &[u8], x: [&[Q8KBlock]; R]) ->
                 // sub-block's scale.
                 let (lo, hi) = (-32 * xb.sums[2 * c], -32 * xb.sums[2 * c + 1]);
                 let s = if I::PAIRS_IN_I16 {
-                    let (p_lo, p_hi) = (pairs(sc_lo), pairs(sc_hi));
                     let corr = _mm256_add_epi32(
                         _mm256_mullo_epi32(_mm256_set1_epi32(lo), sc_lo),
                         _mm256_mullo_epi32(_mm256_set1_epi32(hi), sc_hi),

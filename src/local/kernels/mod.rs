@@ -29,14 +29,12 @@ const GROUPS_PER_TASK: usize = 2;
 const INLINE_BYTES: usize = 256 << 10;
 /// Activation rows each weight block is unpacked for at once.
 const ROW_GROUP: usize = 4;
-/// Activations (rows times columns) from which they are quantised on the pool, not on the
-/// calling thread: a prompt's, not a decode step's.
-const PARALLEL_QUANTIZE: usize = 1 << 15;
 
 /// A block-quantised weight matrix of `rows` x `cols` (the layer computes `x @ W^T`), repacked.
 pub struct QuantMatrix {
     data: WeightBuf,
-    dtype: GgmlDType,
+    /// [`QuantMatrix::product`] for the matrix's format, picked when it was repacked.
+    product: fn(&QuantMatrix, &[f32], usize, &mut [f32]),
     kernel: Kernel,
     rows: usize,
     cols: usize,
@@ -63,8 +61,6 @@ trait Scheme {
     type Act: Copy + Send + Sync;
     /// A zeroed activation block.
     const EMPTY: Self::Act;
-    /// The GGML type.
-    const DTYPE: GgmlDType;
     /// Values per block.
     const QK: usize;
     /// Bytes of one block in the GGUF file.
@@ -97,7 +93,6 @@ impl<F: Format> Scheme for F {
         corr: 0,
         qs: [0; QK],
     };
-    const DTYPE: GgmlDType = F::DTYPE;
     const QK: usize = QK;
     const BLOCK_BYTES: usize = F::BLOCK_BYTES;
     const GROUP_BYTES: usize = <F as Format>::GROUP_BYTES;
@@ -124,7 +119,6 @@ struct K<F>(std::marker::PhantomData<F>);
 impl<F: KFormat> Scheme for K<F> {
     type Act = Q8KBlock;
     const EMPTY: Q8KBlock = Q8KBlock::EMPTY;
-    const DTYPE: GgmlDType = F::DTYPE;
     const QK: usize = QK_K;
     const BLOCK_BYTES: usize = F::BLOCK_BYTES;
     const GROUP_BYTES: usize = F::GROUP_BYTES;
@@ -185,7 +179,7 @@ impl QuantMatrix {
         S::repack(&raw, rows, blocks, &mut data);
         Some(QuantMatrix {
             data,
-            dtype: S::DTYPE,
+            product: Self::product::<S>,
             kernel,
             rows,
             cols,
@@ -208,17 +202,7 @@ impl QuantMatrix {
             _ => candle_core::bail!("matmul: activations are not contiguous f32 on the CPU"),
         };
         let mut result = vec![0f32; m * self.rows];
-        match self.dtype {
-            GgmlDType::Q4_0 => self.product::<formats::Q4_0>(input, m, &mut result),
-            GgmlDType::Q4_1 => self.product::<formats::Q4_1>(input, m, &mut result),
-            GgmlDType::Q5_0 => self.product::<formats::Q5_0>(input, m, &mut result),
-            GgmlDType::Q5_1 => self.product::<formats::Q5_1>(input, m, &mut result),
-            GgmlDType::Q8_0 => self.product::<formats::Q8_0>(input, m, &mut result),
-            GgmlDType::Q4K => self.product::<K<kquants::Q4K>>(input, m, &mut result),
-            GgmlDType::Q5K => self.product::<K<kquants::Q5K>>(input, m, &mut result),
-            GgmlDType::Q6K => self.product::<K<kquants::Q6K>>(input, m, &mut result),
-            other => candle_core::bail!("no block kernel for {other:?}"),
-        }
+        (self.product)(self, input, m, &mut result);
         drop(storage);
         let mut shape = dims;
         if let Some(last) = shape.last_mut() {
@@ -229,31 +213,15 @@ impl QuantMatrix {
 
     /// Fills `out` (`m` x `rows`) with the products of the `m` activation rows in `input`.
     fn product<S: Scheme>(&self, input: &[f32], m: usize, out: &mut [f32]) {
-        debug_assert_eq!(S::DTYPE, self.dtype);
         let n = self.rows;
         let bpr = self.cols / S::QK;
         let mut q8 = vec![S::EMPTY; m * bpr];
-        if m * self.cols < PARALLEL_QUANTIZE {
-            for (row, blocks) in input.chunks_exact(self.cols).zip(q8.chunks_exact_mut(bpr)) {
-                S::quantize(row, blocks);
-            }
-        } else {
-            // A prompt's activations: quantised on the pool too, a row per item.
-            let dst = SharedPtr(q8.as_mut_ptr());
-            let cols = self.cols;
-            candle_core::utils::barrier_pool().execute_chunked(m, |rows| {
-                let dst = &dst;
-                for i in rows {
-                    // SAFETY: each item writes only its own row of blocks, inside `q8`, which
-                    // outlives `execute_chunked`.
-                    let blocks = unsafe { std::slice::from_raw_parts_mut(dst.0.add(i * bpr), bpr) };
-                    S::quantize(&input[i * cols..][..cols], blocks);
-                }
-            });
+        for (row, blocks) in input.chunks_exact(self.cols).zip(q8.chunks_exact_mut(bpr)) {
+            S::quantize(row, blocks);
         }
         let group_bytes = bpr * S::GROUP_BYTES;
         let groups = n / GROUP;
-        let out = SharedPtr(out.as_mut_ptr());
+        let out = OutPtr(out.as_mut_ptr());
         let q8 = &q8;
         let act = |i: usize| &q8[i * bpr..][..bpr];
         let tasks = groups.div_ceil(GROUPS_PER_TASK);
@@ -296,11 +264,11 @@ impl QuantMatrix {
     }
 }
 
-/// A buffer shared by the pool's threads, which write disjoint cells.
-struct SharedPtr<T>(*mut T);
+/// The output buffer, shared by the pool's threads, which write disjoint cells.
+struct OutPtr(*mut f32);
 // SAFETY: tasks write disjoint cells and the buffer outlives `execute_chunked`.
-unsafe impl<T> Sync for SharedPtr<T> {}
-unsafe impl<T> Send for SharedPtr<T> {}
+unsafe impl Sync for OutPtr {}
+unsafe impl Send for OutPtr {}
 
 /// The scale `d` that maps the largest magnitude of `xs` (a multiple of 8 long) to 127, and its
 /// inverse (0 for an all-zero block).
@@ -347,7 +315,7 @@ mod tests {
 
     /// Each format's product, on every kernel this CPU has, against the exact product of the
     /// same quantised weights, for a single activation row, a group of four with a remainder,
-    /// and a prompt-sized block (quantised on the pool); two K-quant super-blocks per row.
+    /// and a prompt-sized block; two K-quant super-blocks per row.
     #[test]
     fn matches_the_exact_product_of_the_quantised_weights() {
         let kernels: Vec<Kernel> = Kernel::ALL
