@@ -601,7 +601,7 @@ impl StreamTranslator {
                 self.ended = true;
                 return;
             }
-            Some(ChatEvent::Chunk(c)) => c,
+            Some(ChatEvent::Chunk(c)) => *c,
         };
         self.start(c.id.as_deref(), out);
         if c.usage.is_some() {

@@ -10,8 +10,8 @@ pub enum ChatEvent {
     Done,
     /// An error object (the stream broke): its message.
     Error(String),
-    /// A chunk.
-    Chunk(ChunkView),
+    /// A chunk (boxed: it is much larger than the other variants).
+    Chunk(Box<ChunkView>),
 }
 
 /// What the translators read of a chunk (its first choice).
@@ -55,7 +55,7 @@ pub fn read(data: &[u8]) -> Option<ChatEvent> {
     let s = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
     let choice = v.pointer("/choices/0");
     let delta = choice.map(|c| &c["delta"]);
-    Some(ChatEvent::Chunk(ChunkView {
+    Some(ChatEvent::Chunk(Box::new(ChunkView {
         id: s(&v, "/id"),
         created: v.get("created").cloned(),
         usage: v.get("usage").filter(|u| !u.is_null()).cloned(),
@@ -78,5 +78,5 @@ pub fn read(data: &[u8]) -> Option<ChatEvent> {
             })
             .collect(),
         finish: choice.and_then(|c| s(c, "/finish_reason")),
-    }))
+    })))
 }

@@ -140,6 +140,7 @@ impl StreamTranslator {
                 json!({"error": {"message": message, "type": "server_error", "param": Value::Null, "code": Value::Null}})
             }
             Some(ChatEvent::Chunk(c)) => {
+                let c = *c;
                 let choices = if c.has_choice {
                     json!([{"text": c.text.unwrap_or_default(), "index": 0, "logprobs": Value::Null,
                         "finish_reason": c.finish}])

@@ -20,7 +20,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn parse(s: &str) -> Option<Role> {
+    /// The role of an OpenAI `role` name.
+    pub fn parse(s: &str) -> Option<Role> {
         Some(match s {
             "system" => Role::System,
             "developer" => Role::Developer,

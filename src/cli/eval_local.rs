@@ -77,8 +77,11 @@ fn try_run(args: &EvalLocalArgs) -> Result<(), String> {
     }
     let params = Params {
         max_tokens: args.max_tokens.max(1),
-        temperature: 0.0,
-        top_p: 1.0,
+        sampling: crate::local::sampling::SamplingParams {
+            temperature: 0.0,
+            top_p: 1.0,
+            ..Default::default()
+        },
         seed: 0,
         stop: vec![],
         ignore_eos: false,

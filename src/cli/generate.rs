@@ -92,8 +92,11 @@ fn try_run(args: &GenerateArgs) -> Result<(), String> {
     let prompt = model.prompt(&messages).map_err(|e| e.to_string())?;
     let params = Params {
         max_tokens: args.max_tokens.max(1),
-        temperature: args.temperature,
-        top_p: 1.0,
+        sampling: crate::local::sampling::SamplingParams {
+            temperature: args.temperature,
+            top_p: 1.0,
+            ..Default::default()
+        },
         seed: args.seed,
         stop: vec![],
         ignore_eos: args.ignore_eos,

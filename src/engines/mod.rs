@@ -287,6 +287,13 @@ pub trait ChatEngine: Send + Sync {
         None
     }
 
+    /// What the engine reports it can do, when it can tell (an on-box model: what its engine
+    /// and its chat template support). Routing narrows the policy's capabilities of the model
+    /// to this; `None` leaves them as the policy says (cloud models).
+    fn capabilities(&self) -> Option<crate::api::Capabilities> {
+        None
+    }
+
     /// Answers a request in one piece.
     async fn infer(&self, req: EngineRequest<'_>) -> Result<Completion, EngineError>;
 

@@ -4,13 +4,17 @@
 //! A full queue is an [`EngineError::Overloaded`] (the route's fallback takes the request, else
 //! 503 with `Retry-After`); a receiver that goes away (client disconnected) stops its generation.
 
-use super::generate::{Finish, Generation, Outcome, Params};
+use super::generate::{Finish, Generation, Outcome, Params, Piece};
+use super::request::LocalRequest;
+use super::response::{logprobs_json, ChoiceState};
+use super::sampling::TokenLogprob;
 use super::LocalModel;
 use crate::accounting::LocalMetrics;
-use crate::api::{Capabilities, ChatRequest};
+use crate::api::{Capabilities, Capability, ChatRequest};
 use crate::engines::{ChatEngine, Chunk, Completion, EngineError, EngineRequest, Streaming, Usage};
 use async_trait::async_trait;
 use bytes::Bytes;
+use llguidance::Matcher;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -29,16 +33,28 @@ pub struct PoolSettings {
     pub max_output_tokens: usize,
 }
 
-/// What a worker reports about one generation.
+/// What the decode thread reports about a request's generations (one per choice).
 enum Event {
-    Text(String),
-    Done(Outcome),
+    /// The next piece of choice `choice`'s text, with its tokens' log probabilities when they
+    /// were asked for.
+    Piece {
+        choice: usize,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    Done {
+        choice: usize,
+        outcome: Outcome,
+    },
     Failed(String),
 }
 
 struct Job {
     prompt: Vec<u32>,
     params: Params,
+    /// Choices: generations continuing from the one prompt run.
+    n: usize,
+    constraint: Option<Matcher>,
     events: UnboundedSender<Event>,
 }
 
@@ -96,93 +112,61 @@ impl LocalEngine {
         &self.model
     }
 
-    /// Sampling settings from the request, with OpenAI's defaults.
-    fn params(&self, req: &ChatRequest) -> Result<Params, EngineError> {
-        let body = req.body();
-        let invalid =
-            |message: String, param: &'static str| EngineError::Invalid { message, param };
-        // Routing never sends a request here that needs what this engine lacks; a request
-        // that still does (a custom dispatch, a test) is refused, never answered without it.
-        if let Some(c) = req.needs.first_missing(capabilities()) {
-            return Err(invalid(
-                format!("the on-box model cannot serve requests that need `{c}`"),
-                c.param(),
-            ));
-        }
-        if let Some(part) = &req.unknown_part {
-            return Err(invalid(
-                format!(
-                    "`{}` is a content part of type `{}`, which the on-box model cannot read (it reads `text` parts)",
-                    part.param, part.kind
-                ),
-                "messages",
-            ));
-        }
-        let seed = match body.get("seed") {
-            None | Some(Value::Null) => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0),
-            Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
-                (Some(u), _) => u,
-                (None, Some(i)) => i as u64,
-                _ => {
-                    return Err(invalid(
-                        format!("`seed` must be an integer, got {n}"),
-                        "seed",
-                    ))
-                }
-            },
-            Some(_) => return Err(invalid("`seed` must be an integer".into(), "seed")),
-        };
-        let stop = match body.get("stop") {
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            _ => vec![],
-        };
-        if stop.len() > 4 {
-            return Err(invalid("`stop` takes at most 4 sequences".into(), "stop"));
-        }
-        let max = self.settings.max_output_tokens.max(1);
-        Ok(Params {
-            max_tokens: req.max_tokens.map_or(max, |m| (m as usize).min(max)),
-            temperature: body
-                .get("temperature")
-                .and_then(Value::as_f64)
-                .unwrap_or(1.0),
-            top_p: body.get("top_p").and_then(Value::as_f64).unwrap_or(1.0),
-            seed,
-            stop,
-            ignore_eos: match body.get("ignore_eos") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => {
-                    return Err(invalid(
-                        "`ignore_eos` must be a boolean".into(),
-                        "ignore_eos",
-                    ))
-                }
-            },
-        })
+    /// Reads the request's fields for this model ([`super::request::read`]).
+    fn read(&self, req: &ChatRequest) -> Result<LocalRequest, EngineError> {
+        super::request::read(
+            req,
+            self.model.capabilities(),
+            self.model.weights.vocab_size(),
+            self.settings.max_output_tokens,
+        )
     }
 
-    /// Queues a generation; its events arrive on the returned receiver.
-    async fn submit(&self, req: &ChatRequest) -> Result<UnboundedReceiver<Event>, EngineError> {
-        let params = self.params(req)?;
-        // Templating and tokenising a long prompt takes a while (about 0.25 s per MB here):
-        // off the runtime thread, which serves every other connection meanwhile.
-        let (model, messages, raw) = (self.model.clone(), req.messages(), req.raw_prompt);
-        let prompt = tokio::task::spawn_blocking(move || match (raw, messages.last()) {
-            // A legacy completion continues its prompt as it is.
-            (true, Some((_, text))) => super::tokenizer::encode(&model.tokenizer, text),
-            _ => model.prompt(&messages),
+    /// Queues a request's generations; their events arrive on the returned receiver.
+    async fn submit(
+        &self,
+        req: &ChatRequest,
+    ) -> Result<(UnboundedReceiver<Event>, LocalRequest), EngineError> {
+        let local = self.read(req)?;
+        // Templating and tokenising a long prompt takes a while (about 0.25 s per MB here), and
+        // so does compiling a grammar: off the runtime thread, which serves every other
+        // connection meanwhile.
+        let (model, raw, job) = (self.model.clone(), req.raw_prompt, local.clone());
+        let last = req.messages().pop();
+        let (prompt, constraint) = tokio::task::spawn_blocking(move || {
+            let prompt = match (raw, last) {
+                // A legacy completion continues its prompt as it is.
+                (true, Some((_, text))) => super::tokenizer::encode(&model.tokenizer, &text),
+                _ => model.chat_prompt(&job.messages, job.tools.as_deref()),
+            }
+            .map_err(|e| EngineError::Failed(e.to_string()))?;
+            let constraint = match &job.constraint {
+                None => None,
+                Some(c) => {
+                    let grammars = model.grammars().map_err(|e| EngineError::Invalid {
+                        message: format!("this model's output cannot be constrained: {e}"),
+                        param: "response_format",
+                    })?;
+                    let param = match c {
+                        super::grammar::Constraint::ToolCall(_) => "tools",
+                        _ => "response_format",
+                    };
+                    Some(grammars.matcher(c).map_err(|e| EngineError::Invalid {
+                        message: format!(
+                            "the on-box engine cannot enforce this {}: {e}",
+                            match param {
+                                "tools" => "function's parameters schema",
+                                _ => "JSON schema",
+                            }
+                        ),
+                        param,
+                    })?)
+                }
+            };
+            Ok::<_, EngineError>((prompt, constraint))
         })
         .await
-        .map_err(|e| EngineError::Failed(format!("tokenising the prompt: {e}")))?
-        .map_err(|e| EngineError::Failed(e.to_string()))?;
+        .map_err(|e| EngineError::Failed(format!("tokenising the prompt: {e}")))??;
         let context = self.model.weights.context_length;
         if prompt.len() >= context {
             return Err(EngineError::ContextLength(format!(
@@ -194,12 +178,14 @@ impl LocalEngine {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         match self.jobs.try_send(Job {
             prompt,
-            params,
+            params: local.params.clone(),
+            n: local.n,
+            constraint,
             events,
         }) {
             Ok(()) => {
                 self.publish_depth();
-                Ok(rx)
+                Ok((rx, local))
             }
             Err(e) => {
                 let queued = self.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
@@ -226,15 +212,24 @@ impl LocalEngine {
 struct Active<'m> {
     generation: Generation<'m>,
     events: UnboundedSender<Event>,
+    /// Which of the request's choices it is.
+    choice: usize,
     next: u32,
     started: Instant,
 }
 
-/// Sends text to the client; `false` once it has gone away.
-fn emitter(events: &UnboundedSender<Event>) -> impl FnMut(&str) -> bool + '_ {
-    move |text: &str| {
+/// Sends choice `choice`'s text to the client; `false` once it has gone away.
+fn emitter(events: &UnboundedSender<Event>, choice: usize) -> impl FnMut(Piece) -> bool + '_ {
+    move |piece: Piece| {
         !events.is_closed()
-            && (text.is_empty() || events.send(Event::Text(text.to_string())).is_ok())
+            && ((piece.text.is_empty() && piece.logprobs.is_empty())
+                || events
+                    .send(Event::Piece {
+                        choice,
+                        text: piece.text.to_string(),
+                        logprobs: piece.logprobs,
+                    })
+                    .is_ok())
     }
 }
 
@@ -243,17 +238,19 @@ fn conclude(name: &str, metrics: &LocalMetrics, active: Active<'_>) {
     let Active {
         generation,
         events,
+        choice,
         started,
         ..
     } = active;
-    let result = generation.finish(&mut emitter(&events));
-    report(name, metrics, &events, started, result);
+    let result = generation.finish(&mut emitter(&events, choice));
+    report(name, metrics, &events, choice, started, result);
 }
 
 fn report(
     name: &str,
     metrics: &LocalMetrics,
     events: &UnboundedSender<Event>,
+    choice: usize,
     started: Instant,
     result: Result<Outcome, super::LocalError>,
 ) {
@@ -261,11 +258,13 @@ fn report(
     match result {
         Ok(outcome) => {
             metrics.generation_done(name, took, outcome.finish.label());
-            metrics.speed(name, "prefill", outcome.prefill_rate());
+            if choice == 0 {
+                metrics.speed(name, "prefill", outcome.prefill_rate());
+            }
             if outcome.completion_tokens > 1 {
                 metrics.speed(name, "decode", outcome.decode_rate());
             }
-            let _ = events.send(Event::Done(outcome));
+            let _ = events.send(Event::Done { choice, outcome });
         }
         Err(e) => {
             metrics.generation_done(name, took, "error");
@@ -283,13 +282,16 @@ const PREFILL_PIECE: usize = 32;
 struct Prefilling<'m> {
     generation: Generation<'m>,
     prompt: Vec<u32>,
+    params: Params,
+    n: usize,
     events: UnboundedSender<Event>,
     started: Instant,
 }
 
 /// The decode thread: admits a queued job when a slot is free and no other prompt is running,
 /// runs its prompt (alone: all of it at once; beside running generations: a piece per step),
-/// and steps every running generation by one token in one batch.
+/// and steps every running generation by one token in one batch. A job asking for `n` choices
+/// runs its prompt once and then decodes `n` generations from it, side by side.
 fn decode_loop(
     name: &str,
     model: &LocalModel,
@@ -320,15 +322,20 @@ fn decode_loop(
             }
             let started = Instant::now();
             match Generation::new(model, job.prompt.len(), &job.params) {
-                Ok(generation) => {
+                Ok(mut generation) => {
+                    if let Some(m) = job.constraint {
+                        generation.constrain(m);
+                    }
                     prefilling = Some(Prefilling {
                         generation,
                         prompt: job.prompt,
+                        params: job.params,
+                        n: job.n.max(1),
                         events: job.events,
                         started,
                     })
                 }
-                Err(e) => report(name, metrics, &job.events, started, Err(e)),
+                Err(e) => report(name, metrics, &job.events, 0, started, Err(e)),
             }
         }
         if let Some(p) = prefilling.take() {
@@ -346,14 +353,16 @@ fn decode_loop(
             Ok(all) => {
                 let mut still = Vec::with_capacity(active.len());
                 for (mut a, logits) in active.drain(..).zip(all) {
-                    let step = a.generation.advance(&logits, &mut emitter(&a.events));
+                    let step = a
+                        .generation
+                        .advance(&logits, &mut emitter(&a.events, a.choice));
                     match step {
                         Ok(Some(next)) => {
                             a.next = next;
                             still.push(a);
                         }
                         Ok(None) => conclude(name, metrics, a),
-                        Err(e) => report(name, metrics, &a.events, a.started, Err(e)),
+                        Err(e) => report(name, metrics, &a.events, a.choice, a.started, Err(e)),
                     }
                 }
                 active = still;
@@ -365,6 +374,7 @@ fn decode_loop(
                         name,
                         metrics,
                         &a.events,
+                        a.choice,
                         a.started,
                         Err(super::LocalError::Format(msg.clone())),
                     );
@@ -375,8 +385,9 @@ fn decode_loop(
 }
 
 /// Runs the next piece of a prompt (all that is left when nothing else runs). Returns the
-/// generation while its prompt is unfinished; once it is, the first token goes out and the
-/// generation joins `active` (or ends there).
+/// generation while its prompt is unfinished; once it is, the generation is forked into its
+/// `n` choices (each seeded `seed + choice`), their first tokens go out and they join `active`
+/// (or end there).
 fn prefill_step<'m>(
     name: &str,
     metrics: &LocalMetrics,
@@ -385,7 +396,7 @@ fn prefill_step<'m>(
 ) -> Option<Prefilling<'m>> {
     if p.events.is_closed() {
         let result = p.generation.cancel();
-        report(name, metrics, &p.events, p.started, result);
+        report(name, metrics, &p.events, 0, p.started, result);
         return None;
     }
     let done = p.generation.prefilled();
@@ -397,29 +408,46 @@ fn prefill_step<'m>(
     let logits = match p.generation.prefill(&p.prompt[done..end]) {
         Ok(logits) => logits,
         Err(e) => {
-            report(name, metrics, &p.events, p.started, Err(e));
+            report(name, metrics, &p.events, 0, p.started, Err(e));
             return None;
         }
     };
     if end < p.prompt.len() {
         return Some(p);
     }
-    let first = p.generation.advance(&logits, &mut emitter(&p.events));
-    match first {
-        Ok(next) => {
-            let a = Active {
-                generation: p.generation,
-                events: p.events,
-                next: next.unwrap_or(0),
-                started: p.started,
-            };
-            if next.is_some() {
-                active.push(a);
-            } else {
-                conclude(name, metrics, a);
+    let mut choices = Vec::with_capacity(p.n);
+    for choice in 1..p.n {
+        match p
+            .generation
+            .fork(&p.params, p.params.seed.wrapping_add(choice as u64))
+        {
+            Ok(g) => choices.push((choice, g)),
+            Err(e) => {
+                report(name, metrics, &p.events, choice, p.started, Err(e));
+                return None;
             }
         }
-        Err(e) => report(name, metrics, &p.events, p.started, Err(e)),
+    }
+    choices.insert(0, (0, p.generation));
+    for (choice, mut generation) in choices {
+        let first = generation.advance(&logits, &mut emitter(&p.events, choice));
+        match first {
+            Ok(next) => {
+                let a = Active {
+                    generation,
+                    events: p.events.clone(),
+                    choice,
+                    next: next.unwrap_or(0),
+                    started: p.started,
+                };
+                if next.is_some() {
+                    active.push(a);
+                } else {
+                    conclude(name, metrics, a);
+                }
+            }
+            Err(e) => report(name, metrics, &p.events, choice, p.started, Err(e)),
+        }
     }
     None
 }
@@ -441,26 +469,95 @@ fn completion_id() -> String {
     format!("chatcmpl-local-{t:x}{n:x}")
 }
 
-fn usage_of(o: &Outcome) -> Usage {
-    Usage {
-        prompt_tokens: o.prompt_tokens as u64,
-        completion_tokens: o.completion_tokens as u64,
-        cached_prompt_tokens: 0,
-        cache_write_prompt_tokens: 0,
-    }
-}
-
 fn usage_json(u: Usage) -> Value {
     json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
            "total_tokens": u.prompt_tokens + u.completion_tokens})
 }
 
 /// What the on-box engine supports beyond plain text chat: raw prompts (legacy completions),
-/// and nothing else yet (no tools, JSON modes, log probabilities, several choices, images,
-/// audio or files). Policies default an on-box model's capabilities to this, and cannot claim
-/// more.
+/// JSON output (`json_object`, `json_schema`, enforced by a grammar), `tools` (for a model whose
+/// chat template offers them: [`LocalModel::capabilities`]), `logprobs` and `n`; not images,
+/// audio or files. Policies default an on-box model's capabilities to this, and cannot claim
+/// more; the loaded model's report narrows it for routing.
 pub fn capabilities() -> Capabilities {
-    Capabilities::NONE.with(crate::api::Capability::Completions)
+    [
+        Capability::Completions,
+        Capability::JsonObject,
+        Capability::JsonSchema,
+        Capability::Tools,
+        Capability::Logprobs,
+        Capability::N,
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The choices of one request as its events arrive, and its usage: the prompt counted once,
+/// the completion tokens of every choice added up.
+struct Choices {
+    states: Vec<ChoiceState>,
+    logprobs: bool,
+    done: usize,
+    usage: Usage,
+}
+
+impl Choices {
+    fn new(local: &LocalRequest, id: &str) -> Choices {
+        Choices {
+            states: (0..local.n)
+                .map(|i| {
+                    let unique = id.trim_start_matches("chatcmpl-local-");
+                    ChoiceState::new(local.tool_names(), &format!("call_{unique}{i}"))
+                })
+                .collect(),
+            logprobs: local.logprobs,
+            done: 0,
+            usage: Usage {
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                cached_prompt_tokens: 0,
+                cache_write_prompt_tokens: 0,
+            },
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.done >= self.states.len()
+    }
+
+    /// A piece of a choice's text: its deltas, and its logprobs entries when asked for.
+    fn piece(
+        &mut self,
+        model: &LocalModel,
+        choice: usize,
+        text: &str,
+        logprobs: &[TokenLogprob],
+    ) -> Option<(Vec<Value>, Option<Vec<Value>>)> {
+        let logprobs = self.logprobs.then(|| logprobs_json(model, logprobs));
+        let state = self.states.get_mut(choice)?;
+        if let Some(l) = &logprobs {
+            state.logprobs.extend(l.iter().cloned());
+        }
+        Some((state.push(text), logprobs))
+    }
+
+    /// A choice's end: its last deltas and its finish reason.
+    fn done(&mut self, choice: usize, outcome: &Outcome) -> Option<(Vec<Value>, &'static str)> {
+        let state = self.states.get_mut(choice)?;
+        let finish = match outcome.finish {
+            Finish::Cancelled => Finish::Stop,
+            f => f,
+        };
+        let deltas = state.end(finish);
+        self.done += 1;
+        self.usage.prompt_tokens = outcome.prompt_tokens as u64;
+        self.usage.completion_tokens += outcome.completion_tokens as u64;
+        Some((deltas, state.finish_reason()))
+    }
+}
+
+fn stopped() -> EngineError {
+    EngineError::Failed("the decode worker stopped".into())
 }
 
 #[async_trait]
@@ -469,59 +566,74 @@ impl ChatEngine for LocalEngine {
         Ok(())
     }
 
+    fn capabilities(&self) -> Option<Capabilities> {
+        Some(self.model.capabilities())
+    }
+
     fn count_prompt_tokens(&self, req: &ChatRequest) -> Option<u64> {
         let messages = req.messages();
         let ids = match (req.raw_prompt, messages.last()) {
             (true, Some((_, text))) => super::tokenizer::encode(&self.model.tokenizer, text),
-            _ => self.model.prompt(&messages),
+            _ => {
+                let local = self.read(req).ok()?;
+                self.model
+                    .chat_prompt(&local.messages, local.tools.as_deref())
+            }
         };
         ids.ok().map(|ids| ids.len() as u64)
     }
 
     async fn infer(&self, req: EngineRequest<'_>) -> Result<Completion, EngineError> {
-        let mut rx = self.submit(req.request).await?;
-        let mut text = String::new();
-        loop {
+        let (mut rx, local) = self.submit(req.request).await?;
+        let id = completion_id();
+        let mut choices = Choices::new(&local, &id);
+        while !choices.finished() {
             match rx.recv().await {
-                Some(Event::Text(t)) => text.push_str(&t),
-                Some(Event::Done(outcome)) => {
-                    let usage = usage_of(&outcome);
-                    let body = json!({
-                        "id": completion_id(),
-                        "object": "chat.completion",
-                        "created": now_secs(),
-                        "model": self.name,
-                        "choices": [{
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "logprobs": null,
-                            "finish_reason": outcome.finish.reason(),
-                        }],
-                        "usage": usage_json(usage),
-                    });
-                    return Ok(Completion {
-                        body: Bytes::from(body.to_string()),
-                        usage,
-                        usage_estimated: false,
-                        headers: http::HeaderMap::new(),
-                        dialect: None,
-                    });
+                Some(Event::Piece {
+                    choice,
+                    text,
+                    logprobs,
+                }) => {
+                    choices.piece(&self.model, choice, &text, &logprobs);
+                }
+                Some(Event::Done { choice, outcome }) => {
+                    choices.done(choice, &outcome);
                 }
                 Some(Event::Failed(e)) => return Err(EngineError::Failed(e)),
-                None => return Err(EngineError::Failed("the decode worker stopped".into())),
+                None => return Err(stopped()),
             }
         }
+        let usage = choices.usage;
+        let body = json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": now_secs(),
+            "model": self.name,
+            "choices": choices.states.iter().enumerate()
+                .map(|(i, s)| s.choice_json(i, local.logprobs)).collect::<Vec<_>>(),
+            "usage": usage_json(usage),
+        });
+        Ok(Completion {
+            body: Bytes::from(body.to_string()),
+            usage,
+            usage_estimated: false,
+            headers: http::HeaderMap::new(),
+            dialect: None,
+        })
     }
 
     async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<Streaming, EngineError> {
-        let mut rx = self.submit(req.request).await?;
+        let (mut rx, local) = self.submit(req.request).await?;
         let id = completion_id();
         let created = now_secs();
-        let model = self.name.clone();
+        let model_name = self.name.clone();
+        let model = self.model.clone();
+        let mut choices = Choices::new(&local, &id);
+        let n = local.n;
         // `chat.completion.chunk` envelopes: choices with one delta, or (last) usage alone.
         let envelope = move |choices: Value, usage: Option<Value>| {
             let mut v = json!({"id": id, "object": "chat.completion.chunk", "created": created,
-                               "model": model, "choices": choices});
+                               "model": model_name, "choices": choices});
             if let Some(u) = usage {
                 v["usage"] = u;
             }
@@ -529,58 +641,69 @@ impl ChatEngine for LocalEngine {
         };
         let chunk = {
             let envelope = envelope.clone();
-            move |delta: Value, finish: Option<&str>| {
-                envelope(
-                    json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]),
-                    None,
-                )
+            move |index: usize, delta: Value, logprobs: Value, finish: Option<&str>| {
+                let text_bytes = delta
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .map_or(0, |t| t.len() as u64);
+                Chunk {
+                    payload: envelope(
+                        json!([{"index": index, "delta": delta, "logprobs": logprobs,
+                                "finish_reason": finish}]),
+                        None,
+                    ),
+                    event: None,
+                    text_bytes,
+                    usage: None,
+                    usage_only: false,
+                }
             }
         };
         let stream = async_stream::stream! {
-            yield Ok(Chunk {
-                payload: chunk(json!({"role": "assistant", "content": ""}), None),
-                event: None,
-                text_bytes: 0,
-                usage: None,
-                usage_only: false,
-            });
+            for i in 0..n {
+                yield Ok(chunk(i, json!({"role": "assistant", "content": ""}), Value::Null, None));
+            }
             loop {
                 match rx.recv().await {
-                    Some(Event::Text(t)) => yield Ok(Chunk {
-                        text_bytes: t.len() as u64,
-                        payload: chunk(json!({"content": t}), None),
-                        event: None,
-                        usage: None,
-                        usage_only: false,
-                    }),
-                    Some(Event::Done(outcome)) => {
-                        let usage = usage_of(&outcome);
-                        let finish = match outcome.finish {
-                            Finish::Cancelled => Finish::Stop,
-                            f => f,
+                    Some(Event::Piece { choice, text, logprobs }) => {
+                        let Some((deltas, lp)) = choices.piece(&model, choice, &text, &logprobs)
+                        else { continue };
+                        let mut lp = lp.map(|l| json!({"content": l}));
+                        if deltas.is_empty() {
+                            if let Some(l) = lp.take() {
+                                yield Ok(chunk(choice, json!({"content": ""}), l, None));
+                            }
+                        }
+                        for delta in deltas {
+                            yield Ok(chunk(choice, delta, lp.take().unwrap_or(Value::Null), None));
+                        }
+                    }
+                    Some(Event::Done { choice, outcome }) => {
+                        let Some((deltas, finish)) = choices.done(choice, &outcome) else {
+                            continue;
                         };
-                        yield Ok(Chunk {
-                            payload: chunk(json!({}), Some(finish.reason())),
-                            event: None,
-                            text_bytes: 0,
-                            usage: None,
-                            usage_only: false,
-                        });
-                        yield Ok(Chunk {
-                            payload: envelope(json!([]), Some(usage_json(usage))),
-                            event: None,
-                            text_bytes: 0,
-                            usage: Some(usage.into()),
-                            usage_only: true,
-                        });
-                        return;
+                        for delta in deltas {
+                            yield Ok(chunk(choice, delta, Value::Null, None));
+                        }
+                        yield Ok(chunk(choice, json!({}), Value::Null, Some(finish)));
+                        if choices.finished() {
+                            let usage = choices.usage;
+                            yield Ok(Chunk {
+                                payload: envelope(json!([]), Some(usage_json(usage))),
+                                event: None,
+                                text_bytes: 0,
+                                usage: Some(usage.into()),
+                                usage_only: true,
+                            });
+                            return;
+                        }
                     }
                     Some(Event::Failed(e)) => {
                         yield Err(EngineError::Failed(e));
                         return;
                     }
                     None => {
-                        yield Err(EngineError::Failed("the decode worker stopped".into()));
+                        yield Err(stopped());
                         return;
                     }
                 }

@@ -3,9 +3,9 @@
 //! never contains a stop string.
 
 use super::model::Session;
+use super::sampling::{Sampler, SamplingParams, TokenLogprob};
 use super::{LocalError, LocalModel};
-use candle_core::{Device, Tensor};
-use candle_transformers::generation::{LogitsProcessor, Sampling};
+use llguidance::Matcher;
 use std::time::{Duration, Instant};
 
 /// Sampling and stopping settings (OpenAI semantics).
@@ -13,16 +13,22 @@ use std::time::{Duration, Instant};
 pub struct Params {
     /// Most tokens to generate.
     pub max_tokens: usize,
-    /// 0 = greedy.
-    pub temperature: f64,
-    /// Nucleus sampling mass; 1 = off.
-    pub top_p: f64,
+    /// Temperature, nucleus, penalties, biases and log probabilities.
+    pub sampling: SamplingParams,
     /// Sampling seed: the same seed, prompt and settings give the same output.
     pub seed: u64,
     /// Texts that end the answer (not included in it).
     pub stop: Vec<String>,
     /// Keep generating past the end-of-turn token, up to `max_tokens` (for benchmarks).
     pub ignore_eos: bool,
+}
+
+/// A piece of the answer's text, with the log probabilities of the tokens it completes (when
+/// they were asked for). The text may be empty while a character or a stop string is
+/// incomplete.
+pub struct Piece<'a> {
+    pub text: &'a str,
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 /// Why a generation ended.
@@ -179,7 +185,11 @@ impl StopFilter {
 pub struct Generation<'m> {
     model: &'m LocalModel,
     session: Session,
-    sampler: LogitsProcessor,
+    sampler: Sampler,
+    /// The grammar the output must match, when there is one.
+    constraint: Option<Matcher>,
+    /// Log probabilities of tokens whose text was not handed out yet.
+    pending: Vec<TokenLogprob>,
     detok: Detokenizer<'m>,
     stops: StopFilter,
     ignore_eos: bool,
@@ -220,22 +230,12 @@ impl<'m> Generation<'m> {
         }
         let max_tokens = params.max_tokens.min(context - prompt_len).max(1);
         let session = model.weights.session(prompt_len + max_tokens);
-        let sampling = if params.temperature <= 0.0 {
-            Sampling::ArgMax
-        } else if params.top_p < 1.0 {
-            Sampling::TopP {
-                p: params.top_p,
-                temperature: params.temperature,
-            }
-        } else {
-            Sampling::All {
-                temperature: params.temperature,
-            }
-        };
         Ok(Generation {
             model,
             session,
-            sampler: LogitsProcessor::from_sampling(params.seed, sampling),
+            sampler: Sampler::new(params.sampling.clone(), params.seed),
+            constraint: None,
+            pending: Vec::new(),
             detok: Detokenizer {
                 model,
                 tokens: Vec::new(),
@@ -274,10 +274,60 @@ impl<'m> Generation<'m> {
         self.session.len().min(self.prompt_tokens)
     }
 
+    /// Constrains the output to `matcher`'s grammar: only tokens it allows are chosen, and the
+    /// generation ends when the grammar is complete.
+    pub fn constrain(&mut self, matcher: Matcher) {
+        self.constraint = Some(matcher);
+    }
+
+    /// A second generation continuing from the same prompt (run once, its cache copied), with
+    /// its own sampler seeded by `seed` and its own copy of the grammar: one more choice of
+    /// `n`. Call it after the whole prompt has run and before the first token is chosen.
+    ///
+    /// Errors: the cache cannot be copied.
+    pub fn fork(&self, params: &Params, seed: u64) -> Result<Generation<'m>, LocalError> {
+        Ok(Generation {
+            model: self.model,
+            session: self.session.fork()?,
+            sampler: Sampler::new(params.sampling.clone(), seed),
+            constraint: self.constraint.as_ref().map(Matcher::deep_clone),
+            pending: Vec::new(),
+            detok: Detokenizer {
+                model: self.model,
+                tokens: Vec::new(),
+                prev: 0,
+                current: 0,
+            },
+            stops: StopFilter::new(&params.stop),
+            ignore_eos: self.ignore_eos,
+            max_tokens: self.max_tokens,
+            generated: 0,
+            finish: None,
+            by_stop_string: false,
+            prompt_tokens: self.prompt_tokens,
+            started: self.started,
+            prefill: self.prefill,
+        })
+    }
+
     /// Ends a generation whose client went away before its first token.
     pub fn cancel(mut self) -> Result<Outcome, LocalError> {
         self.finish = Some(Finish::Cancelled);
         self.finish(&mut |_| false)
+    }
+
+    /// Chooses the next token (within the grammar, when there is one).
+    fn choose(
+        &mut self,
+        logits: &[f32],
+    ) -> Result<Option<(u32, Option<TokenLogprob>)>, LocalError> {
+        let grammar = |e: String| LocalError::Format(format!("constrained decoding: {e}"));
+        let Some(m) = &mut self.constraint else {
+            return Ok(self.sampler.pick(logits, None));
+        };
+        let mask = m.compute_mask().map_err(|e| grammar(e.to_string()))?;
+        let allowed = |t: u32| mask.is_allowed(t);
+        Ok(self.sampler.pick(logits, Some(&allowed)))
     }
 
     /// Samples the next token from `logits` and hands out its text through `emit` (which
@@ -286,23 +336,41 @@ impl<'m> Generation<'m> {
     pub fn advance(
         &mut self,
         logits: &[f32],
-        emit: &mut dyn FnMut(&str) -> bool,
+        emit: &mut dyn FnMut(Piece) -> bool,
     ) -> Result<Option<u32>, LocalError> {
         if self.finish.is_some() {
             return Ok(None);
         }
-        let token = self.sampler.sample(&Tensor::new(logits, &Device::Cpu)?)?;
-        if !self.ignore_eos && self.model.end_tokens.contains(&token) {
+        let Some((token, logprob)) = self.choose(logits)? else {
+            // The grammar allows no token the model has: it is complete.
+            self.finish = Some(Finish::Stop);
+            return Ok(None);
+        };
+        let ends = self.model.end_tokens.contains(&token);
+        if ends && (!self.ignore_eos || self.constraint.is_some()) {
             self.finish = Some(Finish::Stop);
             return Ok(None);
         }
+        let mut complete = false;
+        if let Some(m) = &mut self.constraint {
+            m.consume_token(token)
+                .map_err(|e| LocalError::Format(format!("constrained decoding: {e}")))?;
+            complete = m.is_stopped();
+        }
+        self.pending.extend(logprob);
         self.generated += 1;
         match self.detok.push(token)? {
             Some(piece) => {
                 let (out, stopped) = self.stops.push(&piece);
-                if !out.is_empty() && !emit(&out) {
-                    self.finish = Some(Finish::Cancelled);
-                    return Ok(None);
+                if !out.is_empty() {
+                    let logprobs = std::mem::take(&mut self.pending);
+                    if !emit(Piece {
+                        text: &out,
+                        logprobs,
+                    }) {
+                        self.finish = Some(Finish::Cancelled);
+                        return Ok(None);
+                    }
                 }
                 if stopped {
                     self.finish = Some(Finish::Stop);
@@ -311,11 +379,18 @@ impl<'m> Generation<'m> {
                 }
             }
             None => {
-                if !emit("") {
+                if !emit(Piece {
+                    text: "",
+                    logprobs: vec![],
+                }) {
                     self.finish = Some(Finish::Cancelled);
                     return Ok(None);
                 }
             }
+        }
+        if complete {
+            self.finish = Some(Finish::Stop);
+            return Ok(None);
         }
         if self.generated >= self.max_tokens {
             self.finish = Some(Finish::Length);
@@ -330,13 +405,16 @@ impl<'m> Generation<'m> {
     }
 
     /// Ends the generation: hands out any text still held back and reports the outcome.
-    pub fn finish(mut self, emit: &mut dyn FnMut(&str) -> bool) -> Result<Outcome, LocalError> {
+    pub fn finish(mut self, emit: &mut dyn FnMut(Piece) -> bool) -> Result<Outcome, LocalError> {
         let finish = self.finish.unwrap_or(Finish::Length);
         if finish != Finish::Cancelled && !self.by_stop_string {
             let (out, _) = self.stops.push(&self.detok.rest()?);
             let tail = out + &self.stops.flush();
-            if !tail.is_empty() {
-                emit(&tail);
+            if !tail.is_empty() || !self.pending.is_empty() {
+                emit(Piece {
+                    text: &tail,
+                    logprobs: std::mem::take(&mut self.pending),
+                });
             }
         }
         Ok(Outcome {
@@ -357,6 +435,7 @@ pub fn generate(
     params: &Params,
     mut emit: impl FnMut(&str) -> bool,
 ) -> Result<Outcome, LocalError> {
+    let mut emit = |p: Piece| emit(p.text);
     let (mut g, mut logits) = Generation::start(model, prompt, params)?;
     while let Some(token) = g.advance(&logits, &mut emit)? {
         logits = model.weights.forward(&mut g.session, &[token])?;

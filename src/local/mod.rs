@@ -12,10 +12,15 @@ pub fn block_kernel_name(path: crate::cpu::KernelPath) -> &'static str {
     kernels::Kernel::for_path(path).map_or("candle", kernels::Kernel::name)
 }
 pub mod generate;
+pub mod grammar;
 mod kernels;
 pub mod model;
+pub mod request;
+pub mod response;
+pub mod sampling;
 pub mod template;
 pub mod tokenizer;
+pub mod tool_calls;
 
 use crate::api::Role;
 use candle_core::quantized::gguf_file;
@@ -60,6 +65,8 @@ pub struct LocalModel {
     /// The text of the tokenizer's special tokens (`<|im_start|>`, ...), which message content
     /// must not be able to produce.
     specials: Vec<String>,
+    /// The grammar compiler for constrained output, built on first use.
+    grammars: std::sync::OnceLock<Result<grammar::Grammars, String>>,
 }
 
 impl LocalModel {
@@ -148,7 +155,84 @@ impl LocalModel {
             end_tokens,
             name,
             specials,
+            grammars: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The grammar compiler of the model's vocabulary (built on the first call: about a second
+    /// for a 150k-token vocabulary).
+    ///
+    /// Errors: the vocabulary's token bytes cannot be read (see [`grammar::Grammars::new`]).
+    pub fn grammars(&self) -> Result<&grammar::Grammars, String> {
+        self.grammars
+            .get_or_init(|| {
+                grammar::Grammars::new(&self.tokenizer, self.weights.vocab_size(), &self.end_tokens)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The bytes of `token` (exact for byte-level and byte-fallback vocabularies; otherwise
+    /// its decoded text).
+    pub fn token_bytes(&self, token: u32) -> Vec<u8> {
+        match self.grammars() {
+            Ok(g) => g.token_bytes(token),
+            Err(_) => self
+                .tokenizer
+                .decode(&[token], false)
+                .unwrap_or_default()
+                .into_bytes(),
+        }
+    }
+
+    /// What this model can do through the on-box engine: everything the engine supports
+    /// ([`engine::capabilities`]) but tools when its chat template has no tools section in the
+    /// syntax the engine parses.
+    pub fn capabilities(&self) -> crate::api::Capabilities {
+        let all = engine::capabilities();
+        if self.template.has_tools() {
+            all
+        } else {
+            all.without(crate::api::Capability::Tools)
+        }
+    }
+
+    /// The prompt token ids for a conversation with tool calls and tool results, offering
+    /// `tools`; special tokens in any text are [defused](defuse) as in [`LocalModel::prompt`].
+    pub fn chat_prompt(
+        &self,
+        messages: &[template::TemplateMessage],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<Vec<u32>, LocalError> {
+        let forged = |c: &str| self.specials.iter().any(|s| c.contains(s.as_str()));
+        let safe = |c: &str| {
+            if forged(c) {
+                defuse(c, &self.specials)
+            } else {
+                c.to_string()
+            }
+        };
+        let messages: Vec<template::TemplateMessage> = messages
+            .iter()
+            .map(|m| template::TemplateMessage {
+                content: safe(&m.content),
+                tool_calls: m.tool_calls.as_ref().map(|calls| {
+                    calls
+                        .iter()
+                        .map(|c| serde_json::from_str(&safe(&c.to_string())).unwrap_or_default())
+                        .collect()
+                }),
+                ..m.clone()
+            })
+            .collect();
+        let tools: Option<Vec<serde_json::Value>> = tools.map(|t| {
+            t.iter()
+                .map(|v| serde_json::from_str(&safe(&v.to_string())).unwrap_or_default())
+                .collect()
+        });
+        let text = self.template.render_with(&messages, tools.as_deref())?;
+        tokenizer::encode(&self.tokenizer, &text)
     }
 
     /// The prompt token ids for a conversation, in the model's chat format. Special tokens come

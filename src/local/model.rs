@@ -421,6 +421,12 @@ impl Weights {
         }
     }
 
+    /// Logits per step: the vocabulary the output projection covers (rows of the embedding
+    /// matrix, which may exceed the tokenizer's tokens).
+    pub fn vocab_size(&self) -> usize {
+        self.embed.shape().dims().first().copied().unwrap_or(0)
+    }
+
     /// A new generation with room for `capacity` tokens (prompt + output).
     pub fn session(&self, capacity: usize) -> Session {
         let capacity = capacity.clamp(1, self.context_length);
@@ -725,6 +731,26 @@ impl Session {
     /// Tokens this session has room for.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// A copy of the session with its own cache (the keys and values run so far copied, not
+    /// shared): a second generation continuing from the same prompt without running it again.
+    ///
+    /// Errors: a cache that cannot be read or copied.
+    pub fn fork(&self) -> Result<Session, LocalError> {
+        let mut caches = Vec::with_capacity(self.caches.len());
+        for c in &self.caches {
+            let mut copy = KvCache::new(2, self.capacity);
+            if let (Some(k), Some(v)) = (c.k()?, c.v()?) {
+                copy.append(&k.contiguous()?, &v.contiguous()?)?;
+            }
+            caches.push(copy);
+        }
+        Ok(Session {
+            caches,
+            pos: self.pos,
+            capacity: self.capacity,
+        })
     }
 }
 

@@ -38,15 +38,44 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos: String,
     eos: String,
+    tools: bool,
 }
 
-#[derive(serde::Serialize)]
-struct Message<'a> {
-    role: &'a str,
-    content: &'a str,
+/// One message as chat templates read it (Hugging Face's conversation format): `role`,
+/// `content`, and on an assistant turn its `tool_calls` (`{"id", "type": "function",
+/// "function": {"name", "arguments"}}`, the arguments an object), on a tool turn the
+/// `tool_call_id` and `name` it answers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TemplateMessage {
+    pub role: &'static str,
+    pub content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
-fn role_name(role: Role) -> &'static str {
+impl TemplateMessage {
+    /// A message with text only.
+    pub fn text(role: Role, content: String) -> TemplateMessage {
+        TemplateMessage {
+            role: role_name(role),
+            content,
+            tool_calls: None,
+            tool_call_id: None,
+            name: None,
+        }
+    }
+}
+
+/// The tool-call syntax the on-box engine parses (Hermes's, which Qwen2.5 uses): a template
+/// offers tools in it when its tools section names this tag.
+pub const TOOL_CALL_OPEN: &str = "<tool_call>";
+pub const TOOL_CALL_CLOSE: &str = "</tool_call>";
+
+pub fn role_name(role: Role) -> &'static str {
     match role {
         Role::System | Role::Developer => "system",
         Role::User => "user",
@@ -71,28 +100,62 @@ impl ChatTemplate {
             .map_err(|e| {
                 LocalError::Template(format!("the chat template does not compile: {e}"))
             })?;
-        Ok(ChatTemplate {
+        let mut t = ChatTemplate {
             env,
             bos: bos.to_string(),
             eos: eos.to_string(),
-        })
+            tools: false,
+        };
+        t.tools = t.offers_tools();
+        Ok(t)
+    }
+
+    /// Whether the template has a tools section in the syntax the engine parses: rendering a
+    /// probe tool changes the prompt, and the prompt then names the `<tool_call>` tag.
+    fn offers_tools(&self) -> bool {
+        let user = [TemplateMessage::text(Role::User, "x".into())];
+        let probe = [serde_json::json!({"type": "function", "function": {
+            "name": "switchyard_probe", "description": "probe",
+            "parameters": {"type": "object", "properties": {}}}})];
+        match (
+            self.render_with(&user, None),
+            self.render_with(&user, Some(&probe)),
+        ) {
+            (Ok(plain), Ok(with)) => {
+                plain != with && with.contains("switchyard_probe") && with.contains(TOOL_CALL_OPEN)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether tools can be offered to the model (see [`ChatTemplate::offers_tools`]).
+    pub fn has_tools(&self) -> bool {
+        self.tools
     }
 
     /// The prompt text for `messages`, ending where the assistant's answer starts.
     pub fn render(&self, messages: &[(Role, String)]) -> Result<String, LocalError> {
-        let msgs: Vec<Message> = messages
+        let msgs: Vec<TemplateMessage> = messages
             .iter()
-            .map(|(r, c)| Message {
-                role: role_name(*r),
-                content: c,
-            })
+            .map(|(r, c)| TemplateMessage::text(*r, c.clone()))
             .collect();
+        self.render_with(&msgs, None)
+    }
+
+    /// The prompt text for `messages`, offering `tools` (OpenAI's `tools` entries, as sent)
+    /// when given.
+    pub fn render_with(
+        &self,
+        messages: &[TemplateMessage],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<String, LocalError> {
         let tmpl = self
             .env
             .get_template("chat")
             .map_err(|e| LocalError::Template(e.to_string()))?;
         tmpl.render(context! {
-            messages => msgs,
+            messages => messages,
+            tools => tools,
             add_generation_prompt => true,
             bos_token => self.bos,
             eos_token => self.eos,

@@ -213,23 +213,23 @@ tenants:
     #[test]
     fn a_target_lacking_a_needed_capability_is_passed_over_for_a_fallback_that_has_it() {
         let p = policy("  - { name: r, when: { has_tools: true }, route: big }");
-        let d = decide(&p, &needing("auto", Capability::JsonSchema)).unwrap();
+        let d = decide(&p, &needing("auto", Capability::Images)).unwrap();
         assert_eq!((d.model, d.rule), ("big", "default"));
-        assert_eq!(d.skipped, Some(("small", Capability::JsonSchema)));
+        assert_eq!(d.skipped, Some(("small", Capability::Images)));
         assert!(d.fallbacks.is_empty());
         // Nothing needed: the route as written.
         let d = decide(&p, &auto()).unwrap();
         assert_eq!((d.model, d.skipped), ("small", None));
         // The on-box model, named or as `local`, cannot serve it: nothing to fall back to.
         for requested in ["small", "local"] {
-            let e = decide(&p, &needing(requested, Capability::Logprobs)).unwrap_err();
+            let e = decide(&p, &needing(requested, Capability::Audio)).unwrap_err();
             assert_eq!(
                 e,
-                DecideError::Unservable(vec![("small".into(), Capability::Logprobs)])
+                DecideError::Unservable(vec![("small".into(), Capability::Audio)])
             );
-            assert_eq!(e.missing_capability(), Some(Capability::Logprobs));
+            assert_eq!(e.missing_capability(), Some(Capability::Audio));
             assert!(
-                e.to_string().contains("`small` cannot do `logprobs`"),
+                e.to_string().contains("`small` cannot do `audio`"),
                 "{e}"
             );
         }

@@ -63,7 +63,7 @@ impl Gateway {
         metrics: Metrics,
         previous: Option<&Gateway>,
     ) -> Result<Gateway, String> {
-        let policy = Arc::new(policy);
+        let mut policy = policy;
         let carried = |m: &Model| -> Option<Arc<dyn ChatEngine>> {
             let p = previous?;
             let before = p.policy.models.get(&m.name)?;
@@ -90,6 +90,14 @@ impl Gateway {
         {
             engines.insert(name, e);
         }
+        // What each engine reports it can do narrows what the policy says of its model
+        // (an on-box model whose chat template offers no tools cannot take tool calls).
+        for (name, m) in policy.models.iter_mut() {
+            if let Some(report) = engines.get(name).and_then(|e| e.capabilities()) {
+                m.capabilities = m.capabilities.iter().filter(|c| report.has(*c)).collect();
+            }
+        }
+        let policy = Arc::new(policy);
         let classifier = if !policy.uses_classifier() {
             tracing::info!("no rule routes on the classifier: it is not loaded");
             None
