@@ -8,9 +8,15 @@ use common::*;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 
+/// The standard policy with its on-box model declared text-only (as a model whose engine
+/// reports no JSON modes, tools, logprobs or `n`).
+fn text_only_box(base: &str) -> PolicyBuilder {
+    PolicyBuilder::standard(base).model_field("local-echo", "capabilities", "[completions]")
+}
+
 /// `auto` goes to the on-box model first, then the cloud.
 fn local_first(base: &str) -> String {
-    PolicyBuilder::standard(base)
+    text_only_box(base)
         .default_route("local-echo", &["cloud"])
         .render()
 }
@@ -149,7 +155,7 @@ async fn with_no_model_that_can_serve_it_the_client_gets_a_400_naming_the_capabi
 #[tokio::test]
 async fn a_capable_model_that_is_down_is_an_error_not_a_silent_answer_from_the_box() {
     let up = FakeUpstream::start().await;
-    let gw = start_gateway(&PolicyBuilder::standard(&up.base("ok")).render(), &[]).await;
+    let gw = start_gateway(&text_only_box(&up.base("ok")).render(), &[]).await;
     let r = chat(
         &gw,
         with("auto", json!({"tools": tools(), "tool_choice": "required"})),
@@ -189,7 +195,7 @@ fn explain_says_which_model_was_passed_over_and_why() {
     let policy = tmp.path().join("p.yaml");
     std::fs::write(
         &policy,
-        "version: 1\nmodels:\n  small: { kind: local }\n  big: { kind: openai, base_url: 'http://127.0.0.1:9/v1' }\n  narrow: { kind: openai, base_url: 'http://127.0.0.1:9/v1', capabilities: [tools] }\ndefault: { route: small, fallbacks: [narrow, big] }\n",
+        "version: 1\nmodels:\n  small: { kind: local, capabilities: [completions] }\n  big: { kind: openai, base_url: 'http://127.0.0.1:9/v1' }\n  narrow: { kind: openai, base_url: 'http://127.0.0.1:9/v1', capabilities: [tools] }\ndefault: { route: small, fallbacks: [narrow, big] }\n",
     )
     .expect("write");
     let request = tmp.path().join("r.json");
@@ -230,7 +236,7 @@ fn an_on_box_model_cannot_claim_what_the_engine_lacks() {
     let policy = tmp.path().join("p.yaml");
     std::fs::write(
         &policy,
-        "version: 1\nmodels:\n  small: { kind: local, capabilities: [json_schema] }\n  big: { kind: openai, base_url: 'http://127.0.0.1:9/v1', capabilities: [vision] }\ndefault: { route: small }\n",
+        "version: 1\nmodels:\n  small: { kind: local, capabilities: [images] }\n  big: { kind: openai, base_url: 'http://127.0.0.1:9/v1', capabilities: [vision] }\ndefault: { route: small }\n",
     )
     .expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -241,7 +247,7 @@ fn an_on_box_model_cannot_claim_what_the_engine_lacks() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("the on-box engine cannot do `json_schema`"),
+        err.contains("the on-box engine cannot do `images`"),
         "{err}"
     );
     assert!(err.contains("unknown capability `vision`"), "{err}");

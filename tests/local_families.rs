@@ -24,21 +24,40 @@ struct Shape {
     ffn: usize,
 }
 
-/// Random weights for a family's tensors, quantised to the formats its released files use.
-struct Gen {
-    dev: Device,
+thread_local! {
+    /// The weights' generator: seeded, so that each test draws the same weights every run (each
+    /// test runs on a thread of its own).
+    static RNG: std::cell::RefCell<fastrand::Rng> = const { std::cell::RefCell::new(fastrand::Rng::with_seed(7)) };
 }
+
+/// A tensor of standard normal values (Box-Muller) from the seeded generator.
+fn randn(dims: &[usize]) -> Tensor {
+    let n: usize = dims.iter().product();
+    let values: Vec<f32> = RNG.with(|r| {
+        let mut r = r.borrow_mut();
+        (0..n)
+            .map(|_| {
+                let (u, v) = (1.0 - r.f64(), r.f64());
+                ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+            })
+            .collect()
+    });
+    Tensor::from_vec(values, dims, &Device::Cpu).expect("tensor")
+}
+
+/// Random weights for a family's tensors, quantised to the formats its released files use.
+struct Gen;
 
 impl Gen {
     fn matrix(&self, rows: usize, cols: usize, dtype: GgmlDType) -> QTensor {
-        let t = Tensor::randn(0f32, 1f32, (rows, cols), &self.dev).expect("randn");
+        let t = randn(&[rows, cols]);
         let t = (t / (cols as f64).sqrt()).expect("scale");
         QTensor::quantize(&t, dtype).expect("quantize")
     }
 
     /// RMS norm weights around 1.
     fn norm(&self, n: usize) -> QTensor {
-        let noise = (Tensor::randn(0f32, 1f32, n, &self.dev).expect("randn") * 0.1).expect("scale");
+        let noise = (randn(&[n]) * 0.1).expect("scale");
         QTensor::quantize(&(noise + 1.0).expect("shift"), GgmlDType::F32).expect("quantize")
     }
 }
@@ -46,7 +65,7 @@ impl Gen {
 /// The tensors of a llama-shaped model; `family` picks qwen3's q/k norms and split projections,
 /// or phi3's fused `attn_qkv` and fused gate/up `ffn_up`.
 fn tensors(family: &str, shape: &Shape) -> Vec<(String, QTensor)> {
-    let g = Gen { dev: Device::Cpu };
+    let g = Gen;
     let Shape {
         vocab,
         hidden,
@@ -56,7 +75,7 @@ fn tensors(family: &str, shape: &Shape) -> Vec<(String, QTensor)> {
         head_dim,
         ffn,
     } = *shape;
-    let embed = Tensor::randn(0f32, 1f32, (vocab, hidden), &Device::Cpu).expect("randn");
+    let embed = randn(&[vocab, hidden]);
     // Gemma 2's tied embeddings are also its output projection: scaled as the others' output
     // matrices are (its inputs are scaled back up by √hidden).
     let embed = if family == "gemma2" {

@@ -210,8 +210,9 @@ async fn streamed_local_answer_matches_the_whole_one() {
 async fn bad_local_requests_get_clear_errors() {
     let up = FakeUpstream::start().await;
     let gw = start_gateway(&local_policy(&up.base("ok")), KEY).await;
+    // More choices than the on-box engine decodes at once.
     let mut body = greedy("local", "hi", 5);
-    body["n"] = json!(2);
+    body["n"] = json!(9);
     let r = chat(&gw, body, &[]).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["param"], "n");

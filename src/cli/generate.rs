@@ -2,7 +2,8 @@
 
 use crate::api::Role;
 use crate::local::engine::DEFAULT_THREADS;
-use crate::local::generate::{generate, Params};
+use crate::local::generate::{generate_with, Params};
+use crate::local::grammar::Constraint;
 use crate::local::{configure_compute_threads, LocalModel};
 use crate::policy;
 use clap::Args;
@@ -52,6 +53,12 @@ pub struct GenerateArgs {
     /// Print one JSON object (answer and speed) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Constrain the answer to a JSON object (as `response_format: {"type": "json_object"}`).
+    #[arg(long, conflicts_with = "json_schema")]
+    pub json_object: bool,
+    /// Constrain the answer to the JSON schema in this file (as `response_format` `json_schema`).
+    #[arg(long)]
+    pub json_schema: Option<PathBuf>,
     /// The user's message.
     pub prompt: String,
 }
@@ -101,10 +108,27 @@ fn try_run(args: &GenerateArgs) -> Result<(), String> {
         stop: vec![],
         ignore_eos: args.ignore_eos,
     };
+    let constraint = match (&args.json_schema, args.json_object) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let schema = serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
+            Some(Constraint::JsonSchema(schema))
+        }
+        (None, true) => Some(Constraint::JsonObject),
+        (None, false) => None,
+    };
+    let compiling = Instant::now();
+    let matcher = match &constraint {
+        Some(c) => Some(model.grammars()?.matcher(c)?),
+        None => None,
+    };
+    let grammar_s = compiling.elapsed().as_secs_f64();
     let mut answer = String::new();
     let mut stdout = std::io::stdout();
     let outcome = crate::local::on_compute_pool(|| {
-        generate(&model, &prompt, &params, |piece| {
+        generate_with(&model, &prompt, &params, matcher, |piece| {
             answer.push_str(piece);
             if !args.json {
                 let _ = stdout.write_all(piece.as_bytes());
@@ -125,6 +149,8 @@ fn try_run(args: &GenerateArgs) -> Result<(), String> {
             "prompt_tokens": outcome.prompt_tokens,
             "completion_tokens": outcome.completion_tokens,
             "load_seconds": load_s,
+            "constrained": constraint.is_some(),
+            "grammar_seconds": grammar_s,
             "time_to_first_token_seconds": outcome.prefill.as_secs_f64(),
             "prompt_tokens_per_second": outcome.prefill_rate(),
             "decode_tokens_per_second": outcome.decode_rate(),

@@ -89,11 +89,7 @@ impl LocalEngine {
             );
             std::thread::Builder::new()
                 .name(format!("decode-{name}"))
-                .spawn(move || {
-                    super::on_compute_pool(move || {
-                        decode_loop(&name, &model, &rx, slots, &waiting, &metrics)
-                    })
-                })
+                .spawn(move || decode_loop(&name, &model, rx, slots, &waiting, &metrics))
                 .map_err(|e| format!("cannot start the decode thread: {e}"))?;
         }
         metrics.queue_depth(name, 0);
@@ -292,7 +288,35 @@ struct Prefilling<'m> {
 /// runs its prompt (alone: all of it at once; beside running generations: a piece per step),
 /// and steps every running generation by one token in one batch. A job asking for `n` choices
 /// runs its prompt once and then decodes `n` generations from it, side by side.
+///
+/// While it has work it runs on a worker of the compute pool ([`super::on_compute_pool`]); idle,
+/// it waits for the next job on its own thread, so that the pool's threads are never held by
+/// idle models (several on-box models share the pool).
 fn decode_loop(
+    name: &str,
+    model: &LocalModel,
+    jobs: Receiver<Job>,
+    slots: usize,
+    waiting: &AtomicUsize,
+    metrics: &LocalMetrics,
+) {
+    // The pool's worker borrows the receiver only while this thread waits for it to return;
+    // the lock makes it shareable (`Receiver` is not `Sync`) and is never contended.
+    let jobs = std::sync::Mutex::new(jobs);
+    loop {
+        let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(job) = next else { return };
+        super::on_compute_pool(|| {
+            let jobs = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            decode_until_idle(job, name, model, &jobs, slots, waiting, metrics)
+        });
+    }
+}
+
+/// Runs `first` and every job that comes while generations are running; returns once none is
+/// running and none is queued.
+fn decode_until_idle(
+    first: Job,
     name: &str,
     model: &LocalModel,
     jobs: &Receiver<Job>,
@@ -302,10 +326,13 @@ fn decode_loop(
 ) {
     let mut active: Vec<Active> = Vec::with_capacity(slots);
     let mut prefilling: Option<Prefilling> = None;
+    let mut first = Some(first);
     loop {
         while prefilling.is_none() && active.len() < slots {
-            let job = if active.is_empty() {
-                match jobs.recv() {
+            let job = if let Some(job) = first.take() {
+                job
+            } else if active.is_empty() {
+                match jobs.try_recv() {
                     Ok(job) => job,
                     Err(_) => return,
                 }

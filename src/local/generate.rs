@@ -433,10 +433,25 @@ pub fn generate(
     model: &LocalModel,
     prompt: &[u32],
     params: &Params,
+    emit: impl FnMut(&str) -> bool,
+) -> Result<Outcome, LocalError> {
+    generate_with(model, prompt, params, None, emit)
+}
+
+/// [`generate`] with the output constrained to `constraint`'s grammar, when given.
+pub fn generate_with(
+    model: &LocalModel,
+    prompt: &[u32],
+    params: &Params,
+    constraint: Option<Matcher>,
     mut emit: impl FnMut(&str) -> bool,
 ) -> Result<Outcome, LocalError> {
     let mut emit = |p: Piece| emit(p.text);
-    let (mut g, mut logits) = Generation::start(model, prompt, params)?;
+    let mut g = Generation::new(model, prompt.len(), params)?;
+    if let Some(m) = constraint {
+        g.constrain(m);
+    }
+    let mut logits = g.prefill(prompt)?;
     while let Some(token) = g.advance(&logits, &mut emit)? {
         logits = model.weights.forward(&mut g.session, &[token])?;
     }

@@ -146,20 +146,21 @@ pub fn read(
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(invalid("`logprobs` must be a boolean", "logprobs")),
     };
-    let top =
-        match body.get("top_logprobs") {
-            None | Some(Value::Null) => 0,
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(k) if k as usize <= MAX_TOP_LOGPROBS => k as usize,
-                _ => return Err(invalid(
+    let top = match body.get("top_logprobs") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(k) if k as usize <= MAX_TOP_LOGPROBS => k as usize,
+            _ => {
+                return Err(invalid(
                     format!(
                         "`top_logprobs` must be an integer from 0 to {MAX_TOP_LOGPROBS}, got {n}"
                     ),
                     "top_logprobs",
-                )),
-            },
-            Some(_) => return Err(invalid("`top_logprobs` must be an integer", "top_logprobs")),
-        };
+                ))
+            }
+        },
+        Some(_) => return Err(invalid("`top_logprobs` must be an integer", "top_logprobs")),
+    };
     if top > 0 && !logprobs {
         return Err(invalid(
             "`top_logprobs` needs `logprobs: true`",
@@ -332,12 +333,14 @@ fn tools(
             "none" => return Ok((None, None)),
             "auto" => None,
             "required" => Some(functions.clone()),
-            other => return Err(invalid(
-                format!(
+            other => {
+                return Err(invalid(
+                    format!(
                     "`tool_choice` must be `none`, `auto`, `required` or a function, got `{other}`"
                 ),
-                "tool_choice",
-            )),
+                    "tool_choice",
+                ))
+            }
         },
         Some(Value::Object(o)) => {
             let name = o

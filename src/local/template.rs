@@ -70,6 +70,58 @@ impl TemplateMessage {
     }
 }
 
+/// Python's `json.dumps` separators (`", "`, `": "`), as Hugging Face's chat templates' `tojson`
+/// writes JSON (transformers' `tojson` filter: keys in their order, no HTML escaping), so tools and
+/// tool-call arguments reach the model as it saw them in training.
+struct PythonStyle;
+
+impl serde_json::ser::Formatter for PythonStyle {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
+/// The `tojson` filter of Hugging Face's chat templates (`indent` is accepted and, as the
+/// templates this engine runs use none, ignored).
+fn tojson(
+    value: minijinja::Value,
+    _kwargs: minijinja::value::Kwargs,
+) -> Result<minijinja::Value, minijinja::Error> {
+    use serde::Serialize;
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonStyle);
+    value
+        .serialize(&mut ser)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    Ok(minijinja::Value::from_safe_string(
+        String::from_utf8_lossy(&out).into_owned(),
+    ))
+}
+
 /// The tool-call syntax the on-box engine parses (Hermes's, which Qwen2.5 uses): a template
 /// offers tools in it when its tools section names this tag.
 pub const TOOL_CALL_OPEN: &str = "<tool_call>";
@@ -90,6 +142,7 @@ impl ChatTemplate {
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_filter("tojson", tojson);
         env.add_function(
             "raise_exception",
             |msg: String| -> Result<String, minijinja::Error> {

@@ -228,10 +228,7 @@ tenants:
                 DecideError::Unservable(vec![("small".into(), Capability::Audio)])
             );
             assert_eq!(e.missing_capability(), Some(Capability::Audio));
-            assert!(
-                e.to_string().contains("`small` cannot do `audio`"),
-                "{e}"
-            );
+            assert!(e.to_string().contains("`small` cannot do `audio`"), "{e}");
         }
     }
 
