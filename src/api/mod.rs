@@ -21,5 +21,5 @@ pub use dialect::Dialect;
 pub use error::{
     client_status, parse_retry_after, retry_after_secs, ApiError, ErrorKind, UPSTREAM_STATUS,
 };
-pub use request::{ChatRequest, Role, UnknownPart};
+pub use request::{content_text, ChatRequest, Role, UnknownPart};
 pub use usage::{Reported, Usage};

@@ -451,18 +451,23 @@ impl ChatRequest {
             .iter()
             .filter_map(|m| {
                 let role = Role::parse(m.get("role")?.as_str()?)?;
-                let text = match m.get("content") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Array(parts)) => parts
-                        .iter()
-                        .filter_map(|p| p.get("text").and_then(Value::as_str))
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    _ => String::new(),
-                };
-                Some((role, text))
+                Some((role, content_text(m.get("content"))))
             })
             .collect()
+    }
+}
+
+/// The text of a message's `content`: a string, or its text parts joined by newlines (other
+/// parts and a missing content give nothing).
+pub fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
     }
 }
 

@@ -367,19 +367,6 @@ fn tools(
     Ok((Some(list), forced))
 }
 
-/// The text of a message's `content`: a string, or its text parts joined.
-fn text_of(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
 /// The messages as the chat template reads them: an assistant's tool calls with their
 /// arguments as objects (templates write them with `tojson`), a tool result with the id it
 /// answers.
@@ -409,7 +396,7 @@ fn messages(body: &Map<String, Value>) -> Vec<TemplateMessage> {
             });
             Some(TemplateMessage {
                 role: role_name(role),
-                content: text_of(m.get("content")),
+                content: crate::api::content_text(m.get("content")),
                 tool_calls,
                 tool_call_id: m
                     .get("tool_call_id")
