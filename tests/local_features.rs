@@ -244,3 +244,41 @@ fn tool_turns_are_rendered_back_by_the_models_own_template() {
     assert!(!smol.capabilities().has(switchyard::api::Capability::Tools));
     assert!(qwen.capabilities().has(switchyard::api::Capability::Tools));
 }
+
+#[test]
+fn generate_constrains_its_answer_to_a_schema_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let schema = dir.path().join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"colors": {"type": "array", "maxItems": 2,
+            "items": {"type": "string", "enum": ["red", "blue"]}}},
+            "required": ["colors"], "additionalProperties": false}"#,
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["generate", "--threads", "1", "--max-tokens", "40", "--json"])
+        .arg("--model")
+        .arg(smollm2_path())
+        .arg("--json-schema")
+        .arg(&schema)
+        .arg("Name two colors.")
+        .output()
+        .expect("generate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(v["constrained"], true);
+    assert_eq!(v["finish_reason"], "stop", "{v}");
+    let answer: Value =
+        serde_json::from_str(v["answer"].as_str().expect("answer")).expect("the answer is JSON");
+    let colors = answer["colors"].as_array().expect("colors");
+    assert!(
+        colors.len() <= 2 && colors.iter().all(|c| c == "red" || c == "blue"),
+        "{answer}"
+    );
+}
