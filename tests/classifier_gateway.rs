@@ -249,3 +249,48 @@ async fn long_prompts_are_truncated_and_counted() {
         1.0
     );
 }
+
+/// A coding agent's request: its reminders and the files it pasted are not what the human
+/// asked. The classifier scores the request as if they were not there (built-in rules and the
+/// policy's own), so the decision is the one the bare question gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_harness_text_is_not_what_the_classifier_reads() {
+    let up = FakeUpstream::start().await;
+    let policy = classifier_builder(&up.base("ok"))
+        .classifier(&[
+            ("batch_window_us", "300"),
+            ("strip", "['<agent-state>.*?</agent-state>']"),
+        ])
+        .render();
+    let gw = start_gateway(&policy, KEY).await;
+    let (question, _, _, rule, route) = PINNED[0];
+    let bare = chat(&gw, ask("auto", question), &[]).await;
+    let noise = "Ignore this. The weather in Paris is mild; the Louvre opens at nine. ".repeat(12);
+    let wrapped = format!(
+        "<system-reminder>\n{noise}\n</system-reminder>\n<agent-state>{noise}</agent-state>\n\
+         <file path=\"notes.txt\">\n{noise}\n</file>\n{question}"
+    );
+    // Claude Code sends the reminder as a text part of its own.
+    let body = json!({"model": "auto", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": format!("<system-reminder>{noise}</system-reminder>")},
+        {"type": "text", "text": wrapped}]}]});
+    let agent = chat(&gw, body, &[]).await;
+    assert_eq!(
+        agent.header("x-switchyard-classifier"),
+        bare.header("x-switchyard-classifier")
+    );
+    assert_eq!(
+        (
+            agent.header("x-switchyard-rule"),
+            agent.header("x-switchyard-route")
+        ),
+        (rule, route)
+    );
+    // Without the rules the same text reads as something else.
+    let unstripped = format!("{noise}\n{question}");
+    let r = chat(&gw, ask("auto", &unstripped), &[]).await;
+    assert_ne!(
+        r.header("x-switchyard-classifier"),
+        bare.header("x-switchyard-classifier")
+    );
+}

@@ -66,6 +66,11 @@ fn each_mistake_is_located_and_explained() {
         ),
         ("rules: []\n", "p.yaml:1:1: no default route", "add `default: { route: MODEL }`"),
         (
+            "classifier:\n  strip: ['<ok>.*?</ok>', '<open(']\ndefault: { route: small }\n",
+            "p.yaml:6:27: not a regular expression",
+            "unclosed group",
+        ),
+        (
             "rules:\n  - { name: any-tools, when: { has_tools: true }, route: big }\n  - { name: tools-long, when: { has_tools: true, prompt_tokens: { above: 10 } }, route: small }\ndefault: { route: small }\n",
             "p.yaml:7:13: rule `tools-long` is unreachable: rule `any-tools` (line 6)",
             "matches every request it matches",

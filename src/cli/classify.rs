@@ -62,7 +62,10 @@ fn row_text(row: &Value) -> Result<String, String> {
     if row.get("messages").is_some() {
         let bytes = serde_json::to_vec(row).map_err(|e| e.to_string())?;
         let req = ChatRequest::parse(&bytes).map_err(|e| e.to_string())?;
-        return Ok(input::text_of(&req.messages()).to_string());
+        return Ok(input::text_of(
+            &req.messages(),
+            &input::HarnessFilter::default(),
+        ));
     }
     Err("a row needs a `prompt` string or `messages`".into())
 }

@@ -169,7 +169,8 @@ pub fn run(args: ExplainArgs) -> i32 {
                 return 1;
             }
         };
-        let text = input::text_of(&row.request.messages()).to_string();
+        let harness = input::HarnessFilter::new(&s.strip).unwrap_or_default();
+        let text = input::text_of(&row.request.messages(), &harness);
         match classifier.classify(&[text.as_str()]) {
             Ok(mut v) if !v.is_empty() => {
                 let c = v.remove(0);

@@ -566,6 +566,15 @@ impl Compiler<'_> {
             }
             out.max_batch = b.max(1);
         }
+        for (i, rule) in spec.strip.iter().flatten().enumerate() {
+            if let Err(e) = regex::Regex::new(&format!("(?s){rule}")) {
+                self.error(
+                    &format!("classifier.strip[{i}]"),
+                    format!("not a regular expression: {e}"),
+                );
+            }
+        }
+        out.strip = spec.strip.unwrap_or_default();
         out
     }
 

@@ -153,6 +153,9 @@ pub struct ClassifierSettings {
     pub batch_window: Duration,
     /// Most requests in one batch.
     pub max_batch: usize,
+    /// The policy's own harness rules (regular expressions), stripped from the classifier's
+    /// input after the built-in ones (`classifier::input::HarnessFilter`).
+    pub strip: Vec<String>,
 }
 
 impl ClassifierSettings {
@@ -169,6 +172,7 @@ impl Default for ClassifierSettings {
             max_tokens: ClassifierSettings::DEFAULT_MAX_TOKENS,
             batch_window: Duration::from_micros(500),
             max_batch: 16,
+            strip: vec![],
         }
     }
 }

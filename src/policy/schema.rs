@@ -240,6 +240,10 @@ pub struct ClassifierSpec {
     /// Most requests classified in one batch (default 16).
     #[serde(default)]
     pub max_batch: Option<usize>,
+    /// More harness text to strip from the classifier's input, as regular expressions (`.`
+    /// matches newlines), after the built-in rules.
+    #[serde(default)]
+    pub strip: Option<Vec<String>>,
 }
 
 /// Where a model runs.

@@ -283,7 +283,7 @@ async fn classify(
     if !policy::needs_classifier(&gateway.policy, feats) {
         return None;
     }
-    let text = classifier::input::text_of(&req.messages()).to_string();
+    let text = classifier::input::text_of(&req.messages(), &gateway.harness);
     let started = Instant::now();
     match batcher.classify(text).await {
         Ok(c) => {

@@ -43,6 +43,8 @@ pub struct Gateway {
     pub auth: Auth,
     /// The request classifier, when the policy routes on it.
     pub classifier: Option<Batcher>,
+    /// What is stripped from the classifier's input (built-in rules and the policy's).
+    pub harness: crate::classifier::input::HarnessFilter,
     /// The request log, when the policy enables it.
     pub recorder: Option<Recorder>,
 }
@@ -132,6 +134,8 @@ impl Gateway {
         };
         let ledger = Ledger::new(policy.clone(), metrics, previous.map(|p| &*p.ledger))?;
         Ok(Gateway {
+            harness: crate::classifier::input::HarnessFilter::new(&policy.classifier.strip)
+                .unwrap_or_default(),
             auth: Auth::new(policy.tenants.clone()),
             policy,
             engines,

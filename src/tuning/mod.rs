@@ -26,11 +26,12 @@ pub fn classify_rows(
         .filter(|&i| policy::needs_classifier(policy, &rows[i].features))
         .collect();
     let total = need.len();
+    let harness = input::HarnessFilter::new(&policy.classifier.strip).unwrap_or_default();
     progress(0, total);
     for (n, chunk) in need.chunks(BATCH).enumerate() {
         let texts: Vec<String> = chunk
             .iter()
-            .map(|&i| input::text_of(&rows[i].request.messages()).to_string())
+            .map(|&i| input::text_of(&rows[i].request.messages(), &harness))
             .collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         for (&i, c) in chunk.iter().zip(classifier.classify(&refs)?) {
