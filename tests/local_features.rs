@@ -171,17 +171,36 @@ async fn with_no_cloud_key_structured_requests_are_answered_on_the_box() {
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.error_code(), "model_unavailable");
     assert_eq!(r.header("x-switchyard-model"), "gpt-4o-mini");
+    drop(gw);
+    // The same default policy serving Qwen (its template offers tools): the forced call is
+    // answered on the box, correctly shaped.
+    let (qwen_path, _) = qwen();
+    let gw = start_gateway(
+        &policy,
+        &[("SWITCHYARD_LOCAL_MODEL", &qwen_path.display().to_string())],
+    )
+    .await;
+    let r = chat(&gw, body.clone(), &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "on-box");
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_weather",
+        "{v}"
+    );
+    drop(gw);
     // With a model whose template offers tools behind it, the same request skips the one
     // that reports none and is answered with the call.
     let f = qwen_fields();
     let smol_q = quoted(&smol);
-    let policy = PolicyBuilder::new()
+    let three = PolicyBuilder::new()
         .cloud("cloud", "http://127.0.0.1:9/v1")
         .model("smol", &[("kind", "local"), ("path", &smol_q)])
         .model("qwen", &fields(&f))
         .default_route("cloud", &["smol", "qwen"])
         .render();
-    let gw = start_gateway(&policy, &[]).await;
+    let gw = start_gateway(&three, &[]).await;
     body["model"] = json!("auto");
     body["max_tokens"] = json!(60);
     let r = chat(&gw, body, &[]).await;

@@ -11,7 +11,8 @@ use serde_json::{json, Map, Value};
 use std::path::Path;
 use tokenizers::Tokenizer;
 
-/// GGUF token types (`tokenizer.ggml.token_type`) that are special, never split by BPE.
+/// GGUF token types (`tokenizer.ggml.token_type`) never split by BPE (control tokens are also
+/// special).
 const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 
@@ -104,10 +105,13 @@ fn tokenizer_json(ct: &gguf_file::Content) -> Result<Value, LocalError> {
     let mut added = vec![];
     for (id, tok) in tokens.iter().enumerate() {
         vocab.insert((*tok).to_string(), json!(id));
+        // Both kinds are never split; only control tokens are special (left out of decoded
+        // text): user-defined ones such as Qwen2.5's `<tool_call>` are text the model writes,
+        // as Hugging Face's `tokenizer.json` has them (`"special": false`).
         if matches!(types.get(id), Some(&CONTROL) | Some(&USER_DEFINED)) {
             added.push(
                 json!({"id": id, "content": tok, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true}),
+                "rstrip": false, "normalized": false, "special": types.get(id) == Some(&CONTROL)}),
             );
         }
     }
