@@ -127,37 +127,23 @@ impl LocalEngine {
         // Templating and tokenising a long prompt takes a while (about 0.25 s per MB here), and
         // so does compiling a grammar: off the runtime thread, which serves every other
         // connection meanwhile.
-        let (model, raw, job) = (self.model.clone(), req.raw_prompt, local.clone());
-        let last = req.messages().pop();
+        let (model, job) = (self.model.clone(), local.clone());
+        // A legacy completion continues its prompt as it is.
+        let raw = req.raw_prompt.then(|| req.messages().pop()).flatten();
         let (prompt, constraint) = tokio::task::spawn_blocking(move || {
-            let prompt = match (raw, last) {
-                // A legacy completion continues its prompt as it is.
-                (true, Some((_, text))) => super::tokenizer::encode(&model.tokenizer, &text),
-                _ => model.chat_prompt(&job.messages, job.tools.as_deref()),
+            let prompt = match raw {
+                Some((_, text)) => super::tokenizer::encode(&model.tokenizer, &text),
+                None => model.chat_prompt(&job.messages, job.tools.as_deref()),
             }
             .map_err(|e| EngineError::Failed(e.to_string()))?;
             let constraint = match &job.constraint {
                 None => None,
-                Some(c) => {
-                    let grammars = model.grammars().map_err(|e| EngineError::Invalid {
-                        message: format!("this model's output cannot be constrained: {e}"),
-                        param: "response_format",
-                    })?;
-                    let param = match c {
-                        super::grammar::Constraint::ToolCall(_) => "tools",
-                        _ => "response_format",
-                    };
-                    Some(grammars.matcher(c).map_err(|e| EngineError::Invalid {
-                        message: format!(
-                            "the on-box engine cannot enforce this {}: {e}",
-                            match param {
-                                "tools" => "function's parameters schema",
-                                _ => "JSON schema",
-                            }
-                        ),
-                        param,
-                    })?)
-                }
+                Some(c) => Some(model.grammars().and_then(|g| g.matcher(c)).map_err(
+                    |message| EngineError::Invalid {
+                        message,
+                        param: c.param(),
+                    },
+                )?),
             };
             Ok::<_, EngineError>((prompt, constraint))
         })
@@ -598,10 +584,9 @@ impl ChatEngine for LocalEngine {
     }
 
     fn count_prompt_tokens(&self, req: &ChatRequest) -> Option<u64> {
-        let messages = req.messages();
-        let ids = match (req.raw_prompt, messages.last()) {
-            (true, Some((_, text))) => super::tokenizer::encode(&self.model.tokenizer, text),
-            _ => {
+        let ids = match req.raw_prompt.then(|| req.messages().pop()).flatten() {
+            Some((_, text)) => super::tokenizer::encode(&self.model.tokenizer, &text),
+            None => {
                 let local = self.read(req).ok()?;
                 self.model
                     .chat_prompt(&local.messages, local.tools.as_deref())

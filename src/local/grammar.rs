@@ -31,6 +31,14 @@ pub enum Constraint {
 }
 
 impl Constraint {
+    /// The request field that asks for it (the `param` of its errors).
+    pub fn param(&self) -> &'static str {
+        match self {
+            Constraint::ToolCall(_) => "tools",
+            _ => "response_format",
+        }
+    }
+
     /// The llguidance grammar of the constraint.
     fn grammar(&self) -> TopLevelGrammar {
         match self {
@@ -146,16 +154,21 @@ impl Grammars {
 
     /// A matcher for `constraint`, at the start of the output.
     ///
-    /// Errors: the message of a grammar llguidance cannot enforce (for a schema, the keywords it
-    /// does not implement, e.g. `Unimplemented keys: ["uniqueItems"]`).
+    /// Errors: a grammar llguidance cannot enforce, with its message (for a schema, the
+    /// keywords it does not implement, e.g. `Unimplemented keys: ["uniqueItems"]`).
     pub fn matcher(&self, constraint: &Constraint) -> Result<Matcher, String> {
+        let what = match constraint {
+            Constraint::ToolCall(_) => "function's parameters schema",
+            _ => "JSON schema",
+        };
+        let refused = |e: String| format!("the on-box engine cannot enforce this {what}: {e}");
         let parser = self
             .factory
             .create_parser(constraint.grammar())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| refused(e.to_string()))?;
         let m = Matcher::new(Ok(parser));
         match m.get_error() {
-            Some(e) => Err(e),
+            Some(e) => Err(refused(e)),
             None => Ok(m),
         }
     }

@@ -167,7 +167,7 @@ impl LocalModel {
         self.grammars
             .get_or_init(|| {
                 grammar::Grammars::new(&self.tokenizer, self.weights.vocab_size(), &self.end_tokens)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| format!("this model's output cannot be constrained: {e}"))
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -199,59 +199,65 @@ impl LocalModel {
     }
 
     /// The prompt token ids for a conversation with tool calls and tool results, offering
-    /// `tools`; special tokens in any text are [defused](defuse) as in [`LocalModel::prompt`].
+    /// `tools`, in the model's chat format. Special tokens come only from the template: one
+    /// written in any text of the request (`<|im_end|>\n<|im_start|>system` in a message, a
+    /// tool's description or a call's arguments) is [defused](defuse) into plain text, so
+    /// content cannot forge a turn.
     pub fn chat_prompt(
         &self,
         messages: &[template::TemplateMessage],
         tools: Option<&[serde_json::Value]>,
     ) -> Result<Vec<u32>, LocalError> {
-        let forged = |c: &str| self.specials.iter().any(|s| c.contains(s.as_str()));
-        let safe = |c: &str| {
-            if forged(c) {
-                defuse(c, &self.specials)
-            } else {
-                c.to_string()
-            }
-        };
         let messages: Vec<template::TemplateMessage> = messages
             .iter()
             .map(|m| template::TemplateMessage {
-                content: safe(&m.content),
-                tool_calls: m.tool_calls.as_ref().map(|calls| {
-                    calls
-                        .iter()
-                        .map(|c| serde_json::from_str(&safe(&c.to_string())).unwrap_or_default())
-                        .collect()
-                }),
-                ..m.clone()
+                role: m.role,
+                content: self.safe(&m.content),
+                tool_calls: m
+                    .tool_calls
+                    .as_ref()
+                    .map(|calls| calls.iter().map(|c| self.safe_json(c)).collect()),
+                tool_call_id: m.tool_call_id.clone(),
+                name: m.name.clone(),
             })
             .collect();
-        let tools: Option<Vec<serde_json::Value>> = tools.map(|t| {
-            t.iter()
-                .map(|v| serde_json::from_str(&safe(&v.to_string())).unwrap_or_default())
-                .collect()
-        });
+        let tools: Option<Vec<serde_json::Value>> =
+            tools.map(|t| t.iter().map(|v| self.safe_json(v)).collect());
         let text = self.template.render_with(&messages, tools.as_deref())?;
         tokenizer::encode(&self.tokenizer, &text)
     }
 
-    /// The prompt token ids for a conversation, in the model's chat format. Special tokens come
-    /// only from the template: one written in a message (`<|im_end|>\n<|im_start|>system`) is
-    /// [defused](defuse) into plain text, so content cannot forge a turn.
+    /// [`LocalModel::chat_prompt`] for a conversation of plain text turns.
     pub fn prompt(&self, messages: &[(Role, String)]) -> Result<Vec<u32>, LocalError> {
-        let forged = |c: &String| self.specials.iter().any(|s| c.contains(s.as_str()));
-        let defused: Vec<(Role, String)>;
-        let messages = if messages.iter().any(|(_, c)| forged(c)) {
-            defused = messages
-                .iter()
-                .map(|(r, c)| (*r, defuse(c, &self.specials)))
-                .collect();
-            &defused[..]
+        let messages: Vec<template::TemplateMessage> = messages
+            .iter()
+            .map(|(r, c)| template::TemplateMessage::text(*r, c.clone()))
+            .collect();
+        self.chat_prompt(&messages, None)
+    }
+
+    /// `text`, [defused](defuse) when it holds a special token's text.
+    fn safe(&self, text: &str) -> String {
+        if self.specials.iter().any(|s| text.contains(s.as_str())) {
+            defuse(text, &self.specials)
         } else {
-            messages
-        };
-        let text = self.template.render(messages)?;
-        tokenizer::encode(&self.tokenizer, &text)
+            text.to_string()
+        }
+    }
+
+    /// `v` with every string in it (keys included) made [safe](LocalModel::safe).
+    fn safe_json(&self, v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => Value::String(self.safe(s)),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.safe_json(x)).collect()),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, x)| (self.safe(k), self.safe_json(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
     }
 }
 

@@ -62,6 +62,26 @@ impl Sampler {
         logits: &[f32],
         allowed: Option<&dyn Fn(u32) -> bool>,
     ) -> Option<(u32, Option<TokenLogprob>)> {
+        let (p, f) = (self.params.presence_penalty, self.params.frequency_penalty);
+        let shaped =
+            !self.params.logit_bias.is_empty() || p != 0.0 || f != 0.0 || allowed.is_some();
+        let token = if shaped {
+            let l = self.shape(logits, allowed);
+            let token = self.choose(&l);
+            self.scratch = l;
+            token
+        } else {
+            // Nothing moves a logit: choose from the model's own, without a copy.
+            self.choose(logits)
+        }?;
+        *self.counts.entry(token).or_insert(0) += 1;
+        let logprob = self.params.logprobs.map(|k| logprob_of(logits, token, k));
+        Some((token, logprob))
+    }
+
+    /// A copy of `logits` with the biases, penalties and grammar mask applied (in the scratch
+    /// buffer, which the caller puts back).
+    fn shape(&mut self, logits: &[f32], allowed: Option<&dyn Fn(u32) -> bool>) -> Vec<f32> {
         let mut l = std::mem::take(&mut self.scratch);
         l.clear();
         l.extend_from_slice(logits);
@@ -85,12 +105,7 @@ impl Sampler {
                 }
             }
         }
-        let token = self.choose(&l);
-        self.scratch = l;
-        let token = token?;
-        *self.counts.entry(token).or_insert(0) += 1;
-        let logprob = self.params.logprobs.map(|k| logprob_of(logits, token, k));
-        Some((token, logprob))
+        l
     }
 
     fn choose(&mut self, l: &[f32]) -> Option<u32> {
