@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod engines;
 pub mod features;
 pub mod local;
+pub mod pii;
 pub mod policy;
 pub mod server;
 pub mod tuning;

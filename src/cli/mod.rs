@@ -7,6 +7,7 @@ pub mod eval_local;
 pub mod eval_router;
 pub mod explain;
 pub mod generate;
+pub mod pii_eval;
 pub mod policy;
 pub mod replay;
 pub mod serve;
@@ -45,6 +46,8 @@ pub enum Command {
     Calibrate(replay::CalibrateArgs),
     /// Measure the classifier's latency and throughput (see benches/classifier.sh).
     BenchClassifier(bench_classifier::BenchClassifierArgs),
+    /// Measure the private-data detector's precision, recall and cost on a labelled set.
+    PiiEval(pii_eval::PiiEvalArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -60,5 +63,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::BenchClassifier(args) => bench_classifier::run(args),
         Command::Replay(args) => replay::run_replay(args),
         Command::Calibrate(args) => replay::run_calibrate(args),
+        Command::PiiEval(args) => pii_eval::run(args),
     }
 }
