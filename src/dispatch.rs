@@ -276,10 +276,11 @@ async fn try_route<'p>(
         }
         settlement.call_started();
         let started = Instant::now();
-        let result = if req.request.stream {
-            engine.infer_stream(req).await.map(Reply::Stream)
+        let call = req.for_engine(route == "cloud");
+        let result = if call.request.stream {
+            engine.infer_stream(call).await.map(Reply::Stream)
         } else {
-            engine.infer(req).await.map(Reply::Complete)
+            engine.infer(call).await.map(Reply::Complete)
         };
         match result {
             Ok(reply) => {
@@ -430,18 +431,21 @@ mod tests {
             )
             .unwrap();
             let headers = http::HeaderMap::new();
-            let decision = Decision {
-                model: &policy.default.model,
-                fallbacks: &policy.default.fallbacks,
-                rule: "default",
-                skipped: None,
-            };
+            let decision = crate::policy::decide(
+                policy,
+                &crate::features::Features {
+                    requested_model: "auto".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
             let mut settlement = self.ledger.open(Instant::now());
             settlement.arrived(None, 5);
             let request = EngineRequest {
                 request: &req,
                 headers: &headers,
                 native: None,
+                redacted: None,
             };
             dispatch(policy, &self.engines, decision, request, &mut settlement).await
         }

@@ -32,6 +32,17 @@ pub struct Features {
     /// Tags from the `x-switchyard-tags` header.
     pub tags: Vec<String>,
     pub classifier: Option<ClassifierOutput>,
+    /// Kinds of private data found in the request (empty when the policy does not look).
+    pub pii: crate::pii::Kinds,
+    /// The model this conversation is pinned to, when sticky routing pinned it.
+    pub pinned: Option<Pin>,
+}
+
+/// A sticky conversation's pin: the model that answered it and the rule that routed it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub model: String,
+    pub rule: String,
 }
 
 /// Per-message framing tokens (role markers) added to the estimate.
@@ -84,6 +95,8 @@ pub fn extract(req: &ChatRequest, tenant: Option<&str>, tags_header: Option<&str
         tenant: tenant.map(str::to_string),
         tags: parse_tags(tags_header),
         classifier: None,
+        pii: crate::pii::Kinds::NONE,
+        pinned: None,
     }
 }
 

@@ -58,6 +58,12 @@ pub struct Metrics {
     state_unavailable: IntCounterVec,
     /// `switchyard_state_up{backend}`: whether the state store answered its last call.
     state_up: IntGaugeVec,
+    /// `switchyard_pii_detections_total{kind}`: private-data matches found in requests.
+    pii_detections: IntCounterVec,
+    /// `switchyard_pii_redactions_total{kind}`: values replaced before a cloud call.
+    pii_redactions: IntCounterVec,
+    /// `switchyard_sticky_total{outcome}`: sticky-conversation lookups by outcome.
+    sticky: IntCounterVec,
 }
 
 /// Metrics of the request classifier.
@@ -320,6 +326,27 @@ impl Metrics {
             ),
             &["backend"],
         ));
+        let pii_detections = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_pii_detections_total",
+                "Private data found in requests, by kind (email, phone, credit_card, iban, national_id, ip_address, secret); one per match, never the value.",
+            ),
+            &["kind"],
+        ));
+        let pii_redactions = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_pii_redactions_total",
+                "Private values replaced by a placeholder before a request went to a cloud model, by kind.",
+            ),
+            &["kind"],
+        ));
+        let sticky = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_sticky_total",
+                "Sticky-conversation lookups of auto requests, by outcome: hit (the pin decided), new (no pin yet), overridden (a higher non-sticky rule or a missing capability moved the turn), unavailable (the state store did not answer).",
+            ),
+            &["outcome"],
+        ));
         // What this process runs: its version and the CPU kernels it chose at start-up.
         let build_info = must(IntGaugeVec::new(
             Opts::new(
@@ -342,6 +369,9 @@ impl Metrics {
             Box::new(usage_estimated.clone()),
             Box::new(state_unavailable.clone()),
             Box::new(state_up.clone()),
+            Box::new(pii_detections.clone()),
+            Box::new(pii_redactions.clone()),
+            Box::new(sticky.clone()),
             Box::new(upstream_retries.clone()),
             Box::new(circuit_state.clone()),
             Box::new(rate_limited.clone()),
@@ -401,6 +431,9 @@ impl Metrics {
             usage_estimated,
             state_unavailable,
             state_up,
+            pii_detections,
+            pii_redactions,
+            sticky,
         }
     }
 
@@ -570,6 +603,29 @@ impl Metrics {
         if truncated {
             c.truncated.inc();
         }
+    }
+
+    /// Private data found in a request: matches per kind.
+    pub fn pii_detected(&self, counts: &[(crate::pii::Kind, u64)]) {
+        for (k, n) in counts {
+            self.pii_detections
+                .with_label_values(&[k.name()])
+                .inc_by(*n);
+        }
+    }
+
+    /// Private values replaced before a cloud call, per kind.
+    pub fn pii_redacted(&self, counts: &[(crate::pii::Kind, u64)]) {
+        for (k, n) in counts {
+            self.pii_redactions
+                .with_label_values(&[k.name()])
+                .inc_by(*n);
+        }
+    }
+
+    /// A sticky-conversation lookup: `hit`, `new`, `overridden` or `unavailable`.
+    pub fn sticky(&self, outcome: &str) {
+        self.sticky.with_label_values(&[outcome]).inc();
     }
 
     /// A classification failed (the request is routed as if no classifier condition matched).

@@ -100,9 +100,14 @@ impl Recorder {
         })
     }
 
-    /// The row of one request, written by [`Row::finish`].
+    /// The row of one request, written by [`Row::finish`]. Private data found in the texts
+    /// ([`crate::pii`]) is replaced by typed placeholders before the prompt setting applies,
+    /// and the kinds found are listed in `pii` (for `replay`): the log never holds a detected
+    /// value.
     pub fn row(&self, e: &Entry) -> Row {
         let mut row = e.body.clone();
+        let mut p = crate::pii::Placeholders::default();
+        crate::pii::request::redact(&mut row, crate::pii::Kinds::ALL, &mut p);
         if let Some(m) = row.get_mut("messages") {
             redact(m, self.prompts);
         }
@@ -119,6 +124,10 @@ impl Recorder {
             row.insert("request_id".into(), json!(id));
         }
         row.insert("prompt_tokens".into(), json!(e.prompt_tokens));
+        if !p.replaced.is_empty() {
+            let kinds: Vec<&str> = p.replaced.iter().map(|(k, _)| k.name()).collect();
+            row.insert("pii".into(), json!(kinds));
+        }
         row.insert(
             "decision".into(),
             json!({"route": e.route, "model": e.model, "rule": e.rule}),

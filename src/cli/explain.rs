@@ -47,6 +47,22 @@ pub fn explain(
         f.tenant.as_deref().unwrap_or("(none)"),
         f.tags.join(", ")
     );
+    let found = crate::pii::request::scan_request(&row.request);
+    if found.detections.is_empty() {
+        let _ = writeln!(s, "private data: none found");
+    } else {
+        let places: Vec<String> = found
+            .detections
+            .iter()
+            .map(|d| format!("{} in {}", d.kind, d.path))
+            .collect();
+        let used = if policy.uses_pii() {
+            ""
+        } else {
+            " (this policy neither routes on it nor redacts it)"
+        };
+        let _ = writeln!(s, "private data: {}{used}", places.join(", "));
+    }
     match (&f.classifier, classified) {
         (Some(c), Some(detail)) => {
             let _ = writeln!(
@@ -89,6 +105,21 @@ pub fn explain(
                 policy.route_of(d.model),
                 d.rule
             );
+            let redacted =
+                crate::pii::Kinds::from_iter(f.pii.iter().filter(|k| d.redact.contains(*k)));
+            if !redacted.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  redacts {redacted} before a cloud model of the route gets the request"
+                );
+            }
+            if d.sticky && f.requested_model == policy::AUTO {
+                let _ = writeln!(
+                    s,
+                    "  sticky: the conversation stays on the model that answers it for {} s",
+                    policy.sticky_ttl.as_secs()
+                );
+            }
             if let Some((model, c)) = d.skipped {
                 let _ = writeln!(
                     s,

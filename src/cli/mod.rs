@@ -7,6 +7,7 @@ pub mod eval_local;
 pub mod eval_router;
 pub mod explain;
 pub mod generate;
+pub mod label;
 pub mod pii_eval;
 pub mod policy;
 pub mod replay;
@@ -46,6 +47,8 @@ pub enum Command {
     Calibrate(replay::CalibrateArgs),
     /// Measure the classifier's latency and throughput (see benches/classifier.sh).
     BenchClassifier(bench_classifier::BenchClassifierArgs),
+    /// Label questions with how the on-box model does on them (gold answers or a cloud judge).
+    Label(label::LabelArgs),
     /// Measure the private-data detector's precision, recall and cost on a labelled set.
     PiiEval(pii_eval::PiiEvalArgs),
 }
@@ -64,5 +67,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Replay(args) => replay::run_replay(args),
         Command::Calibrate(args) => replay::run_calibrate(args),
         Command::PiiEval(args) => pii_eval::run(args),
+        Command::Label(args) => label::run(args),
     }
 }

@@ -80,6 +80,39 @@ pub struct EngineRequest<'a> {
     /// upstream speaks that dialect sends it on as it is (only `model` replaced) and answers in
     /// it; any other engine answers `request`, the translation.
     pub native: Option<Native<'a>>,
+    /// The request as a cloud model gets it, when the route redacts private data from it.
+    pub redacted: Option<&'a Redacted>,
+}
+
+impl<'a> EngineRequest<'a> {
+    /// The request as an engine of the given kind gets it: a cloud engine the redacted one,
+    /// when there is one; an on-box engine the request as sent.
+    pub fn for_engine(self, cloud: bool) -> EngineRequest<'a> {
+        match self.redacted.filter(|_| cloud) {
+            Some(r) => EngineRequest {
+                request: &r.request,
+                headers: self.headers,
+                native: match (self.native, &r.native) {
+                    (Some(n), Some(body)) => Some(Native {
+                        dialect: n.dialect,
+                        body,
+                    }),
+                    _ => None,
+                },
+                redacted: None,
+            },
+            None => self,
+        }
+    }
+}
+
+/// A request with its private data replaced by placeholders ([`crate::pii`]), for cloud models.
+#[derive(Debug, Clone)]
+pub struct Redacted {
+    /// The parsed request, redacted.
+    pub request: ChatRequest,
+    /// The body in the client's dialect, redacted, when the request came in another dialect.
+    pub native: Option<Vec<u8>>,
 }
 
 /// A request body in the dialect the client spoke.

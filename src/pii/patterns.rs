@@ -35,13 +35,13 @@ fn re(pattern: &str) -> Regex {
 
 const EMAIL_P: &str = r"(?i)[a-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}";
 const PHONE_INTL_P: &str = r"\+[0-9]{1,3}(?:[ .-]?\(?[0-9]{1,5}\)?){2,6}";
-const PHONE_NANP_P: &str = r"(?:\([2-9][0-9]{2}\)[ \t\r\n]?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}";
+const PHONE_NANP_P: &str =
+    r"(?:\([2-9][0-9]{2}\)[ \t\r\n]?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}";
 const PHONE_WORD_P: &str = r"(?i)(?-u:\b)(?:phone|tel|telephone|mobile|cell|call(?: me)?(?: on| at)?|fax|whatsapp|ring me on)(?-u:\b)[:.]?[ \t\r\n]*(?:no\.?|number|nr\.?)?[:.]?[ \t\r\n]*(\(?[0-9][0-9 ()-]{7,16}[0-9])";
 const CARD_P: &str = r"[0-9](?:[ -]?[0-9]){12,18}";
 const IBAN_P: &str = r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}";
 const SSN_P: &str = r"([0-9]{3})-([0-9]{2})-([0-9]{4})";
-const SSN_WORD_P: &str =
-    r"(?i)(?-u:\b)(?:ssn|social security(?: number| no\.?)?)(?-u:\b)[:#]?[ \t\r\n]*([0-9]{3} ?[0-9]{2} ?[0-9]{4})";
+const SSN_WORD_P: &str = r"(?i)(?-u:\b)(?:ssn|social security(?: number| no\.?)?)(?-u:\b)[:#]?[ \t\r\n]*([0-9]{3} ?[0-9]{2} ?[0-9]{4})";
 const NINO_P: &str = r"([A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]) ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]";
 const DNI_P: &str = r"([XYZ][0-9]{7}|[0-9]{8})-?([A-Z])";
 const IPV4_P: &str = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}";

@@ -1,7 +1,7 @@
 //! Validation of a [`PolicyFile`] into a [`Policy`], with every problem reported as
 //! `file:line:column: message`.
 
-use super::conditions::{CategoryCondition, Conditions, Range};
+use super::conditions::{CategoryCondition, Conditions, PiiCondition, Range};
 use super::env::expand;
 use super::model::{
     BreakerSettings, BudgetSettings, ClassifierSettings, Limits, LocalSettings, Model, Policy,
@@ -9,14 +9,20 @@ use super::model::{
     Secret, StateSettings, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS, DEFAULT_RESPONSE_HEADERS,
 };
 use super::positions::Positions;
-use super::schema::{ConditionsSpec, ModelKind, PolicyFile, RangeSpec};
+use super::schema::{ConditionsSpec, ModelKind, PiiSpec, PolicyFile, RangeSpec, StickySpec};
 use super::{AUTO, CATEGORIES, LOCAL};
 use crate::api::headers::PassBack;
 use crate::api::{Capabilities, Capability};
+use crate::pii::Kinds;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
+
+/// The kinds of private data, as a policy names them.
+fn pii_names() -> String {
+    crate::pii::Kind::ALL.map(|k| k.name()).join(", ")
+}
 
 /// One problem in a policy file.
 #[derive(Debug, Clone, PartialEq)]
@@ -298,6 +304,7 @@ impl Compiler<'_> {
             }
         }
 
+        let (sticky_all, sticky_ttl) = self.sticky(spec.sticky.as_ref());
         let mut rules: Vec<Rule> = Vec::new();
         let mut rule_names = HashSet::new();
         for (i, r) in spec.rules.into_iter().enumerate() {
@@ -316,7 +323,9 @@ impl Compiler<'_> {
                 );
             }
             let when = self.conditions(&format!("{path}.when"), r.when, &models, &tenant_names);
-            let route = self.route(&path, r.route, r.fallbacks, &models);
+            let mut route = self.route(&path, r.route, r.fallbacks, &models);
+            route.redact = self.redact(&path, r.redact.as_ref(), &route, &models);
+            route.sticky = r.sticky.unwrap_or(sticky_all);
             let line = self.pos.get(&path).line;
             if let Some(earlier) = rules.iter().find(|e| when.implies(&e.when)) {
                 self.error(
@@ -336,13 +345,15 @@ impl Compiler<'_> {
         }
 
         let default = match spec.default {
-            Some(d) => self.route("default", d.route, d.fallbacks, &models),
+            Some(d) => {
+                let mut route = self.route("default", d.route, d.fallbacks, &models);
+                route.redact = self.redact("default", d.redact.as_ref(), &route, &models);
+                route.sticky = d.sticky.unwrap_or(sticky_all);
+                route
+            }
             None => {
                 self.error("", "no default route: add `default: { route: MODEL }` for requests no rule matches");
-                Route {
-                    model: String::new(),
-                    fallbacks: vec![],
-                }
+                Route::default()
             }
         };
 
@@ -462,7 +473,77 @@ impl Compiler<'_> {
             limits,
             rate_limits,
             state,
+            sticky_ttl,
         }
+    }
+
+    /// `sticky:`: whether every route is sticky, and the pins' lifetime.
+    fn sticky(&mut self, spec: Option<&StickySpec>) -> (bool, Duration) {
+        match spec {
+            None => (false, Policy::DEFAULT_STICKY_TTL),
+            Some(StickySpec::On(on)) => (*on, Policy::DEFAULT_STICKY_TTL),
+            Some(StickySpec::Settings(s)) => {
+                if s.ttl_s == Some(0) {
+                    self.error("sticky.ttl_s", "ttl_s must be at least 1 second");
+                }
+                let ttl = s
+                    .ttl_s
+                    .map_or(Policy::DEFAULT_STICKY_TTL, Duration::from_secs);
+                (s.enabled.unwrap_or(true), ttl)
+            }
+        }
+    }
+
+    /// Kinds of private data, from `true`/`false` or a list of names.
+    fn pii_kinds(&mut self, path: &str, spec: &PiiSpec) -> Kinds {
+        match spec {
+            PiiSpec::Any(true) => Kinds::ALL,
+            PiiSpec::Any(false) => Kinds::NONE,
+            PiiSpec::Kinds(names) => {
+                if names.is_empty() {
+                    self.error(path, "the list needs at least one kind (or `true` for any)");
+                }
+                let mut kinds = Kinds::NONE;
+                for (i, n) in names.iter().enumerate() {
+                    match crate::pii::Kind::parse(n) {
+                        Some(k) => kinds = kinds.with(k),
+                        None => self.error(
+                            &format!("{path}[{i}]"),
+                            format!(
+                                "unknown kind of private data `{n}` (kinds: {})",
+                                pii_names()
+                            ),
+                        ),
+                    }
+                }
+                kinds
+            }
+        }
+    }
+
+    /// A route's `redact`: kinds, on a route with a cloud model to protect.
+    fn redact(
+        &mut self,
+        path: &str,
+        spec: Option<&PiiSpec>,
+        route: &Route,
+        models: &indexmap::IndexMap<String, Model>,
+    ) -> Kinds {
+        let Some(spec) = spec else {
+            return Kinds::NONE;
+        };
+        let path = format!("{path}.redact");
+        let kinds = self.pii_kinds(&path, spec);
+        let cloud = std::iter::once(&route.model)
+            .chain(&route.fallbacks)
+            .any(|m| models.get(m).is_some_and(|m| m.kind.is_cloud()));
+        if !kinds.is_empty() && !cloud {
+            self.error(
+                &path,
+                "`redact` applies to cloud models, and this route has none (on-box models see the request as sent)",
+            );
+        }
+        kinds
     }
 
     /// `state:`: the store of budget and rate-limit state. The URL is checked for its form only
@@ -948,7 +1029,11 @@ impl Compiler<'_> {
                 );
             }
         }
-        Route { model, fallbacks }
+        Route {
+            model,
+            fallbacks,
+            ..Route::default()
+        }
     }
 
     fn range<T: PartialOrd + Copy + fmt::Display>(
@@ -1050,6 +1135,12 @@ impl Compiler<'_> {
                 }
             }
             c.strong_score = Some(self.range(&sp, r));
+        }
+        if let Some(p) = &w.pii {
+            c.pii = Some(match p {
+                PiiSpec::Any(false) => PiiCondition::Absent,
+                p => PiiCondition::Any(self.pii_kinds(&format!("{path}.pii"), p)),
+            });
         }
         c
     }

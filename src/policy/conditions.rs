@@ -2,6 +2,34 @@
 //! test that finds unreachable rules.
 
 use crate::features::Features;
+use crate::pii::Kinds;
+
+/// A condition on the private data found in a request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PiiCondition {
+    /// Any of these kinds was found.
+    Any(Kinds),
+    /// None was found.
+    Absent,
+}
+
+impl PiiCondition {
+    fn holds(self, found: Kinds) -> bool {
+        match self {
+            PiiCondition::Any(k) => found.intersects(k),
+            PiiCondition::Absent => found.is_empty(),
+        }
+    }
+
+    /// Every request this matches, `other` matches too.
+    fn within(&self, other: &PiiCondition) -> bool {
+        match (self, other) {
+            (PiiCondition::Any(a), PiiCondition::Any(b)) => a.within(*b),
+            (PiiCondition::Absent, PiiCondition::Absent) => true,
+            _ => false,
+        }
+    }
+}
 
 /// A strict range `above < x < below`; a missing bound is open.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -52,6 +80,7 @@ pub struct Conditions {
     pub tags: Option<Vec<String>>,
     pub category: Option<CategoryCondition>,
     pub strong_score: Option<Range<f64>>,
+    pub pii: Option<PiiCondition>,
 }
 
 impl Default for Conditions {
@@ -66,6 +95,7 @@ impl Default for Conditions {
             tags: None,
             category: None,
             strong_score: None,
+            pii: None,
         }
     }
 }
@@ -126,6 +156,9 @@ impl Conditions {
             if !tags.iter().any(|t| f.tags.contains(t)) {
                 return false;
             }
+        }
+        if self.pii.is_some_and(|p| !p.holds(f.pii)) {
+            return false;
         }
         true
     }
@@ -208,6 +241,12 @@ impl Conditions {
                 ));
             }
         }
+        if let Some(p) = self.pii.filter(|p| !p.holds(f.pii)) {
+            out.push(match p {
+                PiiCondition::Any(k) => format!("no private data of {k} (found {})", f.pii),
+                PiiCondition::Absent => format!("private data was found: {}", f.pii),
+            });
+        }
         if let Some(cat) = &self.category {
             match &f.classifier {
                 None => out.push("category: the request was not classified".into()),
@@ -251,5 +290,6 @@ impl Conditions {
                 subset(&l.one_of, &e.one_of) && l.min_probability >= e.min_probability
             })
             && implied(&self.strong_score, &earlier.strong_score, Range::within)
+            && implied(&self.pii, &earlier.pii, PiiCondition::within)
     }
 }

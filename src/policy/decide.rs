@@ -1,9 +1,10 @@
 //! The routing decision: a pure function of a [`Policy`] and request [`Features`].
 
-use super::model::Policy;
+use super::model::{Policy, Route};
 use super::{AUTO, LOCAL};
 use crate::api::{Capabilities, Capability};
 use crate::features::Features;
+use crate::pii::Kinds;
 
 /// Where a request goes and why, in names borrowed from the policy.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,6 +18,38 @@ pub struct Decision<'p> {
     /// The route's first model, when it was passed over because it lacks a capability the
     /// request needs (and which one): `model` is then the first of its fallbacks that has them.
     pub skipped: Option<(&'p str, Capability)>,
+    /// Kinds of private data replaced before a cloud model gets the request.
+    pub redact: Kinds,
+    /// The answering model is to be pinned for the conversation's next turns.
+    pub sticky: bool,
+    /// The conversation's pin decided ([`Features::pinned`]), not a rule's route.
+    pub pinned: bool,
+}
+
+impl<'p> Decision<'p> {
+    fn of(route: &'p Route, rule: &'p str) -> Decision<'p> {
+        Decision {
+            model: &route.model,
+            fallbacks: &route.fallbacks,
+            rule,
+            skipped: None,
+            redact: route.redact,
+            sticky: route.sticky,
+            pinned: false,
+        }
+    }
+
+    fn requested(model: &'p str) -> Decision<'p> {
+        Decision {
+            model,
+            fallbacks: &[],
+            rule: "requested",
+            skipped: None,
+            redact: Kinds::NONE,
+            sticky: false,
+            pinned: false,
+        }
+    }
 }
 
 /// Why no decision could be made.
@@ -100,8 +133,8 @@ fn capable<'p>(
                 return Ok(Decision {
                     model: f,
                     fallbacks: &d.fallbacks[i + 1..],
-                    rule: d.rule,
                     skipped: Some((d.model, missing)),
+                    ..d
                 })
             }
             Some(c) => lacks.push((f.clone(), c)),
@@ -120,36 +153,65 @@ fn route<'p>(policy: &'p Policy, f: &Features) -> Result<Decision<'p>, DecideErr
             None => return Err(DecideError::ModelNotFound(name.to_string())),
         },
     };
-    if let Some(rule) = policy.rules.iter().find(|r| r.when.matches(f)) {
-        return Ok(Decision {
-            model: &rule.route.model,
-            fallbacks: &rule.route.fallbacks,
-            rule: &rule.name,
-            skipped: None,
-        });
+    let matched = policy.rules.iter().position(|r| r.when.matches(f));
+    if let Some(d) = pinned(policy, f, matched) {
+        return Ok(d);
+    }
+    if let Some(rule) = matched.and_then(|i| policy.rules.get(i)) {
+        return Ok(Decision::of(&rule.route, &rule.name));
     }
     Ok(match named {
-        Some(model) => Decision {
-            model,
-            fallbacks: &[],
-            rule: "requested",
-            skipped: None,
-        },
-        None if requested == LOCAL => Decision {
-            model: policy
+        Some(model) => Decision::requested(model),
+        None if requested == LOCAL => Decision::requested(
+            policy
                 .local_model
                 .as_deref()
                 .ok_or(DecideError::NoLocalModel)?,
-            fallbacks: &[],
-            rule: "requested",
-            skipped: None,
-        },
-        None => Decision {
-            model: &policy.default.model,
-            fallbacks: &policy.default.fallbacks,
-            rule: "default",
-            skipped: None,
-        },
+        ),
+        None => Decision::of(&policy.default, "default"),
+    })
+}
+
+/// The decision of a sticky conversation's pin ([`Features::pinned`]): its model, with the
+/// pinning route's models after it as fallbacks. A pin holds unless a rule above the one that
+/// pinned it, and not sticky itself, matches (that rule forces the change: images, tools); a
+/// pin whose rule or model the policy no longer has, or whose rule is no longer sticky, is
+/// ignored. Capabilities and budgets are checked afterwards as for any decision.
+fn pinned<'p>(policy: &'p Policy, f: &Features, matched: Option<usize>) -> Option<Decision<'p>> {
+    let pin = f.pinned.as_ref()?;
+    if f.requested_model != AUTO {
+        return None;
+    }
+    let (at, route, rule): (usize, &Route, &str) = if pin.rule == "default" {
+        (policy.rules.len(), &policy.default, "default")
+    } else {
+        let i = policy.rules.iter().position(|r| r.name == pin.rule)?;
+        let r = &policy.rules[i];
+        (i, &r.route, &r.name)
+    };
+    if !route.sticky {
+        return None;
+    }
+    if let Some(m) = matched {
+        if m < at && !policy.rules[m].route.sticky {
+            return None;
+        }
+    }
+    let (model, fallbacks): (&str, &[String]) = if route.model == pin.model {
+        (&route.model, &route.fallbacks)
+    } else if let Some(i) = route.fallbacks.iter().position(|x| *x == pin.model) {
+        (&route.fallbacks[i], &route.fallbacks[i + 1..])
+    } else {
+        (policy.models.get_key_value(&pin.model)?.0, &[])
+    };
+    Some(Decision {
+        model,
+        fallbacks,
+        rule,
+        skipped: None,
+        redact: route.redact,
+        sticky: true,
+        pinned: true,
     })
 }
 
@@ -268,8 +330,66 @@ tenants:
                 fallbacks: &["big".to_string()],
                 rule: "default",
                 skipped: None,
+                redact: Kinds::NONE,
+                sticky: false,
+                pinned: false,
             }
         );
+    }
+
+    #[test]
+    fn pii_conditions_match_kinds_or_their_absence() {
+        use crate::pii::Kind;
+        let p = policy(concat!(
+            "  - { name: cards, when: { pii: [credit_card, iban] }, route: small }\n",
+            "  - { name: any, when: { pii: true }, route: small }\n",
+            "  - { name: clean, when: { pii: false }, route: big }",
+        ));
+        let with = |k: Kinds| Features { pii: k, ..auto() };
+        assert_eq!(rule_of(&p, &with(Kinds::NONE.with(Kind::Iban))), "cards");
+        assert_eq!(rule_of(&p, &with(Kinds::NONE.with(Kind::Email))), "any");
+        assert_eq!(rule_of(&p, &with(Kinds::NONE)), "clean");
+    }
+
+    #[test]
+    fn sticky_pins_hold_unless_a_higher_non_sticky_rule_matches() {
+        use crate::features::Pin;
+        let p = policy(concat!(
+            "  - { name: images, when: { has_images: true }, route: big }\n",
+            "  - { name: long, when: { prompt_tokens: { above: 1000 } }, route: big, sticky: true }\n",
+            "  - { name: short, when: { prompt_tokens: { below: 1001 } }, route: small, sticky: true }",
+        ));
+        let pinned = |model: &str, rule: &str, tokens: u64, images: bool| Features {
+            prompt_tokens: tokens,
+            has_images: images,
+            pinned: Some(Pin {
+                model: model.into(),
+                rule: rule.into(),
+            }),
+            ..auto()
+        };
+        // A short turn of a conversation pinned on `big` by `long` stays on `big`.
+        let d = decide(&p, &pinned("big", "long", 10, false)).unwrap();
+        assert_eq!(
+            (d.model, d.rule, d.pinned, d.sticky),
+            ("big", "long", true, true)
+        );
+        // A long turn of one pinned by `short` (a sticky rule above it) stays on `small`.
+        let d = decide(&p, &pinned("small", "short", 5000, false)).unwrap();
+        assert_eq!((d.model, d.rule, d.pinned), ("small", "short", true));
+        // Images: the rule above is not sticky, so it forces the change.
+        let d = decide(&p, &pinned("small", "short", 10, true)).unwrap();
+        assert_eq!(
+            (d.model, d.rule, d.pinned, d.sticky),
+            ("big", "images", false, false)
+        );
+        // A pin of a rule the policy no longer has, or of a named request, is ignored.
+        assert_eq!(rule_of(&p, &pinned("big", "gone", 10, false)), "short");
+        let named = Features {
+            requested_model: "small".into(),
+            ..pinned("big", "long", 10, false)
+        };
+        assert!(!decide(&p, &named).unwrap().pinned);
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod positions;
 pub mod schema;
 
 pub use compile::{load, parse, PolicyError, PolicyErrors};
-pub use conditions::{CategoryCondition, Conditions, Range};
+pub use conditions::{CategoryCondition, Conditions, PiiCondition, Range};
 pub use decide::{decide, lacking, needs_classifier, DecideError, Decision};
 pub use model::{
     BreakerSettings, BudgetSettings, ClassifierSettings, Limits, LocalSettings, Model, Policy,

@@ -28,8 +28,10 @@ pub struct Policy {
     pub limits: Limits,
     /// Per-tenant rate limits, when set.
     pub rate_limits: Option<RateLimitSettings>,
-    /// Where budget and rate-limit state lives.
+    /// Where budget, rate-limit and sticky-conversation state lives.
     pub state: StateSettings,
+    /// How long a sticky conversation stays pinned after its last turn.
+    pub sticky_ttl: Duration,
 }
 
 /// Where budget and rate-limit state lives (`state:`).
@@ -178,6 +180,25 @@ impl Default for ClassifierSettings {
 }
 
 impl Policy {
+    /// Default of `sticky.ttl_s`.
+    pub const DEFAULT_STICKY_TTL: Duration = Duration::from_secs(3600);
+
+    /// The routes of the policy: every rule's, then the default.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.rules.iter().map(|r| &r.route).chain([&self.default])
+    }
+
+    /// Whether requests are scanned for private data: a rule routes on it or a route redacts it.
+    pub fn uses_pii(&self) -> bool {
+        self.rules.iter().any(|r| r.when.pii.is_some())
+            || self.routes().any(|r| !r.redact.is_empty())
+    }
+
+    /// Whether some route keeps conversations on one model.
+    pub fn uses_sticky(&self) -> bool {
+        self.routes().any(|r| r.sticky)
+    }
+
     /// Whether any rule needs the classifier's outputs.
     pub fn uses_classifier(&self) -> bool {
         self.rules.iter().any(|r| r.when.uses_classifier())
@@ -409,9 +430,14 @@ pub struct Rule {
     pub line: usize,
 }
 
-/// A target model and its ordered fallbacks.
-#[derive(Debug, Clone, PartialEq)]
+/// A target model, its ordered fallbacks, and what the route does to requests.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Route {
     pub model: String,
     pub fallbacks: Vec<String>,
+    /// Kinds of private data replaced by placeholders before a cloud model of the route gets
+    /// the request.
+    pub redact: crate::pii::Kinds,
+    /// Conversations this route answers stay on the model that answered them.
+    pub sticky: bool,
 }

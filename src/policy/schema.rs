@@ -39,9 +39,12 @@ pub struct PolicyFile {
     /// Requests and tokens per minute, per tenant.
     #[serde(default)]
     pub rate_limits: Option<RateLimitsSpec>,
-    /// Where budget and rate-limit state lives (default: this process's memory).
+    /// Where budget, rate-limit and sticky-conversation state lives (default: this process's memory).
     #[serde(default)]
     pub state: Option<StateSpec>,
+    /// Sticky conversations for every route (`true`, or `{ enabled, ttl_s }`).
+    #[serde(default)]
+    pub sticky: Option<StickySpec>,
 }
 
 /// Where budget and rate-limit state lives: `memory` (each replica its own) or `redis` (shared
@@ -438,6 +441,14 @@ pub struct RuleSpec {
     pub route: String,
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Private data replaced by typed placeholders before the request goes to a cloud model
+    /// of this route: `true` (every kind) or a list of kinds.
+    #[serde(default)]
+    pub redact: Option<PiiSpec>,
+    /// Keep a conversation this rule routes on the model that answered it (default: the
+    /// policy's `sticky`).
+    #[serde(default)]
+    pub sticky: Option<bool>,
 }
 
 /// The default route.
@@ -447,6 +458,42 @@ pub struct RouteSpec {
     pub route: String,
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// As a rule's `redact`.
+    #[serde(default)]
+    pub redact: Option<PiiSpec>,
+    /// As a rule's `sticky`.
+    #[serde(default)]
+    pub sticky: Option<bool>,
+}
+
+/// Kinds of private data: `true` (any kind), `false` (none), or a list of kind names
+/// (`email`, `phone`, `credit_card`, `iban`, `national_id`, `ip_address`, `secret`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PiiSpec {
+    Any(bool),
+    Kinds(Vec<String>),
+}
+
+/// Sticky conversations: `true`, or the settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StickySpec {
+    On(bool),
+    Settings(StickySettingsSpec),
+}
+
+/// Sticky conversations' settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickySettingsSpec {
+    /// Every rule and the default route are sticky unless they say `sticky: false` (default
+    /// true when this block is given).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// How long a conversation stays pinned after its last turn, in seconds (default 3600).
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
 }
 
 /// Conditions of a rule; all that are given must hold.
@@ -473,6 +520,9 @@ pub struct ConditionsSpec {
     pub category: Option<CategorySpec>,
     #[serde(default)]
     pub strong_score: Option<RangeSpec<f64>>,
+    /// Private data in the request: `true` (any kind), `false` (none), or any of a list of kinds.
+    #[serde(default)]
+    pub pii: Option<PiiSpec>,
 }
 
 /// A strict numeric range: `above < value < below`, either bound optional.

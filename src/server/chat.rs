@@ -6,6 +6,7 @@
 
 use super::limits;
 use super::respond::{self, Body};
+use super::sticky;
 use super::stream;
 use super::{Caller, Gateway, REQUEST_ID};
 use crate::accounting::recorder::Entry;
@@ -13,8 +14,9 @@ use crate::accounting::{End, Settlement};
 use crate::api::{ApiError, ChatRequest, Usage};
 use crate::classifier;
 use crate::dispatch::{self, Answer, Reply};
-use crate::engines::{EngineRequest, Native};
+use crate::engines::{EngineRequest, Native, Redacted};
 use crate::features::{self, Features};
+use crate::pii;
 use crate::policy::{self, Decision};
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -29,6 +31,9 @@ use std::time::{Duration, Instant};
 pub const TAGS_HEADER: &str = "x-switchyard-tags";
 /// The response header with the classifier's outputs: `category;p=0.91;strong=0.42`.
 pub const CLASSIFIER_HEADER: &str = "x-switchyard-classifier";
+/// The response header naming the kinds of private data replaced before a cloud model got the
+/// request: `email,phone`.
+pub const REDACTED_HEADER: &str = "x-switchyard-redacted";
 /// The response header set when a fallback answered: `<model that failed>; reason=<kind>`.
 pub const FALLBACK_HEADER: &str = "x-switchyard-fallback";
 
@@ -105,11 +110,22 @@ pub(super) async fn answer(
     let mut feats = features::extract(&parsed, caller.tenant.as_deref(), tags);
     settlement.arrived(caller.tenant.as_deref(), feats.prompt_tokens);
     let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
+    detect_pii(&gateway, &parsed, &mut feats).await;
+    let session = pinned(&gateway, headers, &parsed, caller, &mut feats).await;
     let classified = classify(&gateway, &parsed, &mut feats, request_id).await;
     let decision = match policy::decide(&gateway.policy, &feats) {
         Ok(d) => d,
         Err(e) => return refuse(&mut settlement, &undecided(&e), None),
     };
+    if session.is_some() {
+        let m = &gateway.ledger.metrics;
+        match (decision.pinned && decision.skipped.is_none(), &feats.pinned) {
+            (true, _) => m.sticky("hit"),
+            (false, Some(_)) => m.sticky("overridden"),
+            (false, None) => m.sticky("new"),
+        }
+    }
+    let redacted = redact(&gateway, &parsed, native, &feats, decision);
     record(
         &gateway,
         &mut settlement,
@@ -123,11 +139,25 @@ pub(super) async fn answer(
         request: &parsed,
         headers,
         native,
+        redacted: redacted.as_ref().map(|(r, _)| r),
     };
     let policy = &gateway.policy;
     let answer = dispatch::dispatch(policy, &gateway.engines, decision, request, &mut settlement);
     let mut resp = match answer.await {
-        Ok(answer) => respond(&gateway, answer, decision.rule, settlement, &parsed),
+        Ok(answer) => {
+            if let (Some(key), true) = (&session, decision.sticky) {
+                keep_pin(&gateway, key, answer.model, decision.rule).await;
+            }
+            let cloud = answer.route == "cloud";
+            let mut resp = respond(&gateway, answer, decision.rule, settlement, &parsed);
+            if let (Some((_, kinds)), true) = (&redacted, cloud) {
+                let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+                if let Ok(v) = HeaderValue::from_str(&names.join(",")) {
+                    resp.headers_mut().insert(REDACTED_HEADER, v);
+                }
+            }
+            resp
+        }
         Err(e) => {
             let model = e.model().unwrap_or(decision.model);
             let routing = Routing {
@@ -267,6 +297,101 @@ fn record(
             prompt_tokens: feats.prompt_tokens,
             request_id,
         }));
+    }
+}
+
+/// Texts longer than this are scanned for private data off the async runtime's threads.
+const PII_INLINE_BYTES: u64 = 64 * 1024;
+
+/// Scans the request for private data when the policy routes on it or redacts it, puts the
+/// kinds found into the features and counts them (`switchyard_pii_detections_total`).
+async fn detect_pii(gateway: &Gateway, req: &ChatRequest, feats: &mut Features) {
+    if !gateway.policy.uses_pii() {
+        return;
+    }
+    let found = if req.text_bytes > PII_INLINE_BYTES {
+        let owned = req.clone();
+        tokio::task::spawn_blocking(move || pii::request::scan_request(&owned))
+            .await
+            .unwrap_or_default()
+    } else {
+        pii::request::scan_request(req)
+    };
+    gateway.ledger.metrics.pii_detected(&found.counts());
+    feats.pii = found.kinds();
+}
+
+/// The request with the private data its route redacts replaced by placeholders, for the
+/// route's cloud models, and the kinds replaced (`None` when there is nothing to replace).
+/// Counted in `switchyard_pii_redactions_total`.
+fn redact(
+    gateway: &Gateway,
+    req: &ChatRequest,
+    native: Option<Native<'_>>,
+    feats: &Features,
+    decision: Decision,
+) -> Option<(Redacted, pii::Kinds)> {
+    let kinds = pii::Kinds::from_iter(feats.pii.iter().filter(|k| decision.redact.contains(*k)));
+    if kinds.is_empty() {
+        return None;
+    }
+    let mut p = pii::Placeholders::default();
+    let mut body = req.body();
+    pii::request::redact(&mut body, kinds, &mut p);
+    let bytes = serde_json::to_vec(&body).ok()?;
+    let mut request = ChatRequest::parse(&bytes).ok()?;
+    if req.raw_prompt {
+        request.set_raw_prompt();
+    }
+    let native = native.and_then(|n| {
+        let mut body: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(n.body).ok()?;
+        pii::request::redact(&mut body, kinds, &mut p);
+        serde_json::to_vec(&body).ok()
+    });
+    gateway.ledger.metrics.pii_redacted(&p.replaced);
+    Some((Redacted { request, native }, kinds))
+}
+
+/// Looks up the conversation's pin when the policy has sticky routes and the request is
+/// `auto`, and puts it into the features; returns the conversation's key. A store that does
+/// not answer in time leaves the request unpinned (`switchyard_sticky_total{outcome="unavailable"}`).
+async fn pinned(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    req: &ChatRequest,
+    caller: &Caller,
+    feats: &mut Features,
+) -> Option<String> {
+    if !gateway.policy.uses_sticky() || feats.requested_model != policy::AUTO {
+        return None;
+    }
+    let store = gateway.ledger.state.as_ref()?;
+    let header = headers
+        .get(sticky::SESSION_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let key = sticky::session_key(header, caller.tenant.as_deref(), req)?;
+    match sticky::lookup(store.as_ref(), &key).await {
+        Ok(pin) => feats.pinned = pin,
+        Err(e) => {
+            gateway.ledger.metrics.sticky("unavailable");
+            tracing::debug!("sticky conversation lookup failed: {e}");
+        }
+    }
+    Some(key)
+}
+
+/// Pins the conversation `key` to the model that answered it (or refreshes its pin), before
+/// the answer goes out so that the next turn finds it; one store call, bounded by the store's
+/// timeout. A store that does not answer leaves the conversation as it was.
+async fn keep_pin(gateway: &Gateway, key: &str, model: &str, rule: &str) {
+    let Some(store) = gateway.ledger.state.as_ref() else {
+        return;
+    };
+    let ttl = gateway.policy.sticky_ttl;
+    if let Err(e) = sticky::pin(store.as_ref(), key, model, rule, ttl).await {
+        gateway.ledger.metrics.sticky("unavailable");
+        tracing::debug!("sticky conversation pin failed: {e}");
     }
 }
 

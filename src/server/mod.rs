@@ -10,6 +10,7 @@ pub mod reload;
 mod request_id;
 pub mod respond;
 mod routes;
+mod sticky;
 mod stream;
 
 pub use auth::{Auth, AuthLayer, AuthService, Caller};

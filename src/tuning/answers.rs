@@ -149,7 +149,7 @@ pub fn load_sample(dir: &Path, task: Task, n: usize, seed: u64) -> Result<Vec<Qu
 }
 
 /// A number as GSM8K's gold answers write it: no `$`, no thousands separators, no trailing `.`.
-fn normalise_number(s: &str) -> String {
+pub fn normalise_number(s: &str) -> String {
     s.trim()
         .replace(['$', ','], "")
         .trim_end_matches('.')

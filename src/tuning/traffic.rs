@@ -91,6 +91,7 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
             "request_id",
             "prompt_tokens",
             "decision",
+            "pii",
             "usage",
             "cost_usd",
             "result",
@@ -125,6 +126,14 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
     if let Some(n) = obj.get("prompt_tokens").and_then(Value::as_u64) {
         features.prompt_tokens = n;
     }
+    // The request log replaces private data by placeholders and names the kinds it found.
+    features.pii = match obj.get("pii") {
+        Some(Value::Array(kinds)) => kinds
+            .iter()
+            .filter_map(|k| k.as_str().and_then(crate::pii::Kind::parse))
+            .collect(),
+        _ => crate::pii::request::scan_request(&request).kinds(),
+    };
     let completion_tokens = obj
         .get("completion_tokens")
         .or_else(|| obj.get("usage").and_then(|u| u.get("completion_tokens")))

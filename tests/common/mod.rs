@@ -305,6 +305,16 @@ impl FakeUpstream {
                 "application/json",
                 completion(&model, true).to_string(),
             ),
+            // `judge-N`: a judge that rates every candidate N ([[N]]); other calls get the usual answer.
+            _ if !stream
+                && behaviour.starts_with("judge-")
+                && body.to_string().contains("[Candidate answer]") =>
+            {
+                let n = behaviour.trim_start_matches("judge-");
+                let mut v = completion(&model, true);
+                v["choices"][0]["message"]["content"] = json!(format!("[[{n}]]"));
+                full_response(StatusCode::OK, "application/json", v.to_string())
+            }
             _ if !stream => {
                 let mut v = completion(&model, behaviour != "nousage");
                 if let Some(u) = odd_usage(&behaviour) {

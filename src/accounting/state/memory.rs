@@ -67,11 +67,16 @@ impl State {
     }
 }
 
-/// Budgets and rate limits in this process's memory.
+/// Most sticky conversations held in memory; past it, lapsed pins are dropped, then any.
+const MAX_PINS: usize = 65_536;
+
+/// Budgets, rate limits and sticky conversations in this process's memory.
 pub struct MemoryStore {
     limits: Limits,
     ttl: Duration,
     state: Mutex<State>,
+    /// Sticky conversations' pins and when each lapses.
+    pins: Mutex<std::collections::HashMap<String, (String, Instant)>>,
 }
 
 impl MemoryStore {
@@ -86,6 +91,7 @@ impl MemoryStore {
             limits,
             ttl,
             state: Mutex::default(),
+            pins: Mutex::default(),
         }
     }
 
@@ -247,6 +253,31 @@ impl StateStore for MemoryStore {
 
     async fn remaining(&self) -> Result<Vec<Remaining>, StoreError> {
         Ok(self.remaining_at(Instant::now(), SystemTime::now()))
+    }
+
+    async fn pinned(&self, session: &str) -> Result<Option<String>, StoreError> {
+        let pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        Ok(pins
+            .get(session)
+            .filter(|(_, lapse)| *lapse > now)
+            .map(|(v, _)| v.clone()))
+    }
+
+    async fn pin(&self, session: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if pins.len() >= MAX_PINS && !pins.contains_key(session) {
+            pins.retain(|_, (_, lapse)| *lapse > now);
+            while pins.len() >= MAX_PINS {
+                let Some(k) = pins.keys().next().cloned() else {
+                    break;
+                };
+                pins.remove(&k);
+            }
+        }
+        pins.insert(session.to_string(), (value.to_string(), now + ttl));
+        Ok(())
     }
 
     fn health(&self) -> Health {

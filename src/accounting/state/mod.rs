@@ -153,6 +153,17 @@ pub trait StateStore: Send + Sync {
     /// Every configured budget's remaining USD now (limit − spent − reserved, at least 0).
     async fn remaining(&self) -> Result<Vec<Remaining>, StoreError>;
 
+    /// A sticky conversation's pin (`session`: the conversation's key), when it has one that
+    /// has not lapsed.
+    ///
+    /// Errors: [`StoreError`] when the store did not answer in time.
+    async fn pinned(&self, session: &str) -> Result<Option<String>, StoreError>;
+
+    /// Pins a sticky conversation to `value` for `ttl`, replacing any earlier pin.
+    ///
+    /// Errors: [`StoreError`] when the store did not answer in time.
+    async fn pin(&self, session: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
+
     /// How the store answered lately.
     fn health(&self) -> Health;
 
@@ -227,14 +238,16 @@ fn budget_list(settings: &BudgetSettings) -> Vec<(String, Period, f64)> {
     out
 }
 
-/// The store of `policy`'s budgets and rate limits (`None` when it sets neither): in this
-/// process's memory, or on the Redis server of `state.url`. No connection is made here; the
-/// Redis store connects on first use and reconnects by itself.
+/// The store of `policy`'s budgets, rate limits and sticky conversations (`None` when it has
+/// none of them): in this process's memory, or on the Redis server of `state.url`. No
+/// connection is made here; the Redis store connects on first use and reconnects by itself.
 ///
 /// Errors: a Redis URL the client rejects (the message does not quote it).
 pub fn open(policy: &Policy) -> Result<Option<std::sync::Arc<dyn StateStore>>, String> {
-    let Some(limits) = Limits::of(policy) else {
-        return Ok(None);
+    let limits = match Limits::of(policy) {
+        Some(l) => l,
+        None if policy.uses_sticky() => Limits::default(),
+        None => return Ok(None),
     };
     Ok(Some(match &policy.state.redis_url {
         None => std::sync::Arc::new(MemoryStore::new(limits)),
@@ -244,7 +257,10 @@ pub fn open(policy: &Policy) -> Result<Option<std::sync::Arc<dyn StateStore>>, S
 
 /// Whether two policies would build the same store (a reload keeps it, and its state).
 pub fn same_store(a: &Policy, b: &Policy) -> bool {
-    a.budgets == b.budgets && a.rate_limits == b.rate_limits && a.state == b.state
+    a.budgets == b.budgets
+        && a.rate_limits == b.rate_limits
+        && a.state == b.state
+        && a.uses_sticky() == b.uses_sticky()
 }
 
 /// Seconds a budget window's key is kept after its period began: the rest of the period and a

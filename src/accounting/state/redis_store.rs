@@ -16,6 +16,8 @@
 //! - `<p>rate:<tenant>:<requests|tokens>`: a token bucket (hash: `level`, `at` in ms); kept 2
 //!   minutes after its last use (a full bucket is the same as none).
 //! - `<p>settled:<id>`: a settlement's marker, kept twice the reservation TTL.
+//! - `<p>sticky:<session>`: a sticky conversation's pin (`model` and `rule`, a newline between),
+//!   kept `sticky.ttl_s` after the conversation's last turn. `<session>` is a SHA-256.
 
 use super::{
     window_ttl, Admitted, Ask, Health, Limits, Refused, Remaining, StateStore, StoreError, Ticket,
@@ -115,23 +117,47 @@ impl RedisStore {
         let result = match self.connection() {
             Err(e) => Err(e),
             Ok(mut conn) => {
-                match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
-                    Err(_) => Err(StoreError::Timeout(self.timeout.as_millis() as u64)),
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() => {
-                        let why = if e.is_connection_refusal() {
-                            "connection refused"
-                        } else if e.is_timeout() {
-                            "timed out"
-                        } else {
-                            "connection lost"
-                        };
-                        Err(StoreError::Unreachable(why.to_string()))
-                    }
-                    Ok(Err(e)) => Err(StoreError::Failed(e.category().to_string())),
-                }
+                self.answer(tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await)
             }
         };
+        self.note(result)
+    }
+
+    /// Runs one command within the timeout, and notes how it went.
+    async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let result = match self.connection() {
+            Err(e) => Err(e),
+            Ok(mut conn) => {
+                self.answer(tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await)
+            }
+        };
+        self.note(result)
+    }
+
+    /// A call's outcome as the store's error kinds.
+    fn answer<T>(
+        &self,
+        r: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
+        match r {
+            Err(_) => Err(StoreError::Timeout(self.timeout.as_millis() as u64)),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() => {
+                let why = if e.is_connection_refusal() {
+                    "connection refused"
+                } else if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "connection lost"
+                };
+                Err(StoreError::Unreachable(why.to_string()))
+            }
+            Ok(Err(e)) => Err(StoreError::Failed(e.category().to_string())),
+        }
+    }
+
+    /// Notes whether the store answered (logged when that changes), and passes `result` on.
+    fn note<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         let now = result.as_ref().err().map(ToString::to_string);
         let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
         // Logged when it changes, not per request: an outage is two lines, however long.
@@ -310,6 +336,18 @@ impl StateStore for RedisStore {
             call.arg(per_minute).arg(reserved).arg(used_tokens);
         }
         self.run::<i64>(&call).await.map(|_| ())
+    }
+
+    async fn pinned(&self, session: &str) -> Result<Option<String>, StoreError> {
+        let key = format!("{}sticky:{session}", self.prefix);
+        self.command(redis::cmd("GET").arg(key)).await
+    }
+
+    async fn pin(&self, session: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let key = format!("{}sticky:{session}", self.prefix);
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.command(redis::cmd("SET").arg(key).arg(value).arg("PX").arg(ttl_ms))
+            .await
     }
 
     async fn remaining(&self) -> Result<Vec<Remaining>, StoreError> {

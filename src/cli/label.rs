@@ -1,0 +1,504 @@
+//! `switchyard label`: routing labels from the on-box model a policy runs. Each row's question is
+//! answered by that model; the answer is graded against the row's gold answer (numbers and
+//! multiple choice, extracted as `eval-local` does), or, for a row without one, compared by a
+//! cloud judge with the judge's own answer. The label is `strong_label` in [0, 1]: 1 when the
+//! on-box answer is worse than the cloud's.
+//!
+//! Rows are written as they finish (JSONL, one per input row), so an interrupted run resumes
+//! where it stopped: rows already in `--out` are skipped. Cloud calls are priced at the policy's
+//! prices; an estimate is printed before the first one, and no new row starts once `--max-usd`
+//! is spent.
+
+use super::classifier_args::progress;
+use crate::api::ChatRequest;
+use crate::engines::{ChatEngine, EngineRequest};
+use crate::policy::{self, Policy};
+use crate::tuning::answers::{self, Question, Task};
+use clap::Args;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// The policy that names the models.
+    #[arg(long, default_value = "policies/default.yaml")]
+    pub policy: PathBuf,
+    /// The on-box model to label for (a `local` model of the policy with a `path`).
+    #[arg(long)]
+    pub model: String,
+    /// Rows (JSONL: `{"id", "prompt", "answer"?, "task"?}` or chat requests with an `id`), or a
+    /// training-data folder, whose GSM8K and MMLU-Pro questions are labelled with their gold answers.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where the labels go (JSONL; rows already there are kept and not labelled again).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A cloud model of the policy that answers and judges the rows without a gold answer.
+    #[arg(long)]
+    pub judge: Option<String>,
+    /// Rows labelled at once.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Stop starting rows once the cloud calls have cost this many USD.
+    #[arg(long)]
+    pub max_usd: Option<f64>,
+    /// Most tokens of each answer (greedy decoding).
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: u64,
+    /// With a training-data folder: questions of each task, sampled by `--seed`.
+    #[arg(long, default_value_t = 200)]
+    pub per_task: usize,
+    /// With a training-data folder: the sample's seed (the same seed gives every model the same questions).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// One row to label.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: String,
+    /// The conversation, as OpenAI messages.
+    pub messages: Vec<Value>,
+    /// The gold answer and how to read it, when the row has one.
+    pub gold: Option<(Task, String)>,
+}
+
+impl Item {
+    /// The text the classifier reads of the row (its last user message).
+    fn prompt(&self) -> String {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .map(|m| crate::api::content_text(m.get("content")))
+            .unwrap_or_default()
+    }
+}
+
+/// A row's gold answer as the grader compares it: a letter A-J (multiple choice, or `task:
+/// mmlu_pro`), else a number as GSM8K writes it (`#### 18` or `18`).
+fn gold_of(answer: &Value, task: Option<&str>) -> Option<(Task, String)> {
+    let text = match answer {
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let letter = text.len() == 1 && text.chars().all(|c| ('A'..='J').contains(&c));
+    match task {
+        Some("mmlu_pro") | None if letter => Some((Task::MmluPro, text)),
+        Some("mmlu_pro") => None,
+        _ => Some((
+            Task::Gsm8k,
+            answers::normalise_number(text.rsplit("####").next().unwrap_or("")),
+        )),
+    }
+}
+
+/// The rows of a JSONL file. Errors: a line that is not a row, naming it.
+pub fn load_rows(path: &Path) -> Result<Vec<Item>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut items = vec![];
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let v: Value = serde_json::from_str(line).map_err(|e| format!("{}: {e}", at()))?;
+        let id = match &v["id"] {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => (i + 1).to_string(),
+        };
+        let messages = match (&v["messages"], &v["prompt"]) {
+            (Value::Array(m), _) => m.clone(),
+            (_, Value::String(p)) => vec![json!({"role": "user", "content": p})],
+            _ => return Err(format!("{}: a row needs `prompt` or `messages`", at())),
+        };
+        let gold =
+            match v.get("answer") {
+                None | Some(Value::Null) => None,
+                Some(a) => Some(gold_of(a, v["task"].as_str()).ok_or_else(|| {
+                    format!("{}: `answer` must be a number or a letter A-J", at())
+                })?),
+            };
+        items.push(Item { id, messages, gold });
+    }
+    Ok(items)
+}
+
+/// The GSM8K and MMLU-Pro questions of a training-data folder, with their gold answers.
+fn load_training(dir: &Path, per_task: usize, seed: u64) -> Result<Vec<Item>, String> {
+    let mut items = vec![];
+    for task in [Task::Gsm8k, Task::MmluPro] {
+        for q in answers::load_sample(dir, task, per_task, seed)? {
+            items.push(Item {
+                id: format!("{}-{}", task.name(), q.id),
+                messages: vec![json!({"role": "user", "content": q.prompt})],
+                gold: Some((task, q.gold)),
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// The ids already labelled in `out`. A last line cut short by an interruption is removed.
+fn done_ids(out: &Path) -> Result<std::collections::HashSet<String>, String> {
+    let Ok(text) = std::fs::read_to_string(out) else {
+        return Ok(Default::default());
+    };
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    if complete.len() != text.len() {
+        std::fs::write(out, complete).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    Ok(complete
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// The judge's instructions: the question, the reference (cloud) answer and the answer to rate
+/// (the on-box one), and a rating from 1 to 5 in double brackets.
+pub fn judge_prompt(question: &str, reference: &str, candidate: &str) -> String {
+    format!(
+        "You compare two answers to the same question. The reference answer comes from a strong model; \
+the candidate answer comes from a small model. Rate the candidate against the reference:\n\
+5: as good as the reference or better (correct, complete, as helpful)\n\
+4: slightly worse (a small omission or imprecision, still correct)\n\
+3: noticeably worse, but partly correct or usable\n\
+2: mostly wrong, off-topic or unhelpful\n\
+1: wrong, harmful or empty\n\
+Judge correctness first, then completeness and helpfulness; ignore length and style. \
+Reply with the rating only, in the form [[N]].\n\n\
+[Question]\n{question}\n\n[Reference answer]\n{reference}\n\n[Candidate answer]\n{candidate}"
+    )
+}
+
+/// The rating in a judge's reply (`[[N]]`, N from 1 to 5).
+pub fn rating(reply: &str) -> Option<u8> {
+    let start = reply.find("[[")?;
+    let rest = &reply[start + 2..];
+    let n: u8 = rest.get(..1)?.parse().ok()?;
+    (rest.get(1..3) == Some("]]") && (1..=5).contains(&n)).then_some(n)
+}
+
+/// What one call gave: the answer's text and its cost in USD.
+async fn ask(
+    policy: &Policy,
+    engine: &Arc<dyn ChatEngine>,
+    model: &str,
+    messages: &[Value],
+    max_tokens: u64,
+) -> Result<(String, f64), String> {
+    let body =
+        json!({"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0});
+    let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+    let req = ChatRequest::parse(&bytes).map_err(|e| format!("{model}: {e}"))?;
+    let headers = http::HeaderMap::new();
+    let done = engine
+        .infer(EngineRequest {
+            request: &req,
+            headers: &headers,
+            native: None,
+            redacted: None,
+        })
+        .await
+        .map_err(|e| format!("{model}: {e}"))?;
+    let v: Value = serde_json::from_slice(&done.body).map_err(|e| format!("{model}: {e}"))?;
+    let text = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let cost = crate::accounting::bill(policy, model, done.usage).cost_usd;
+    Ok((text, cost))
+}
+
+struct Run<'a> {
+    policy: &'a Policy,
+    args: &'a LabelArgs,
+    local: Arc<dyn ChatEngine>,
+    judge: Option<(String, Arc<dyn ChatEngine>)>,
+}
+
+/// Labels one row: its output row and the USD its cloud calls cost.
+async fn label(run: &Run<'_>, item: &Item) -> Result<(Value, f64), String> {
+    let args = run.args;
+    let (answer, _) = ask(
+        run.policy,
+        &run.local,
+        &args.model,
+        &item.messages,
+        args.max_tokens,
+    )
+    .await?;
+    let prompt = item.prompt();
+    if let Some((task, gold)) = &item.gold {
+        let q = Question {
+            task: *task,
+            id: item.id.clone(),
+            prompt: prompt.clone(),
+            gold: gold.clone(),
+        };
+        let extracted = answers::extract(&q, &answer);
+        let correct = extracted.as_deref() == Some(gold.as_str());
+        let row = json!({"id": item.id, "prompt": prompt, "model": args.model,
+            "strong_label": if correct { 0.0 } else { 1.0 }, "graded": "gold",
+            "task": task.name(), "gold": gold, "extracted": extracted});
+        return Ok((row, 0.0));
+    }
+    let Some((judge, engine)) = &run.judge else {
+        return Err(format!(
+            "row {} has no gold `answer`, and no --judge was given",
+            item.id
+        ));
+    };
+    let (reference, c1) = ask(run.policy, engine, judge, &item.messages, args.max_tokens).await?;
+    let verdict = [json!({"role": "user", "content": judge_prompt(&prompt, &reference, &answer)})];
+    let (reply, c2) = ask(run.policy, engine, judge, &verdict, 16).await?;
+    let r = rating(&reply)
+        .ok_or_else(|| format!("row {}: the judge gave no rating ([[1]] to [[5]])", item.id))?;
+    let row = json!({"id": item.id, "prompt": prompt, "model": args.model,
+        "strong_label": f64::from(5 - r) / 4.0, "graded": "judge", "judge": judge, "rating": r,
+        "local_answer": answer, "cloud_answer": reference});
+    Ok((row, c1 + c2))
+}
+
+/// Upper bound of the cloud cost of judging `items`: the reference answer (prompt and
+/// `max_tokens`) and the verdict (prompt, both answers and the instructions in, 16 tokens out).
+fn estimate(policy: &Policy, judge: &str, items: &[&Item], max_tokens: u64) -> f64 {
+    items
+        .iter()
+        .map(|i| {
+            let text: u64 = i
+                .messages
+                .iter()
+                .map(|m| crate::api::content_text(m.get("content")).len() as u64)
+                .sum();
+            let prompt =
+                crate::features::estimate_prompt_tokens(text, i.messages.len() as u64, 0, 0);
+            let answer = crate::accounting::bill(
+                policy,
+                judge,
+                crate::api::Usage {
+                    prompt_tokens: prompt,
+                    completion_tokens: max_tokens,
+                    ..Default::default()
+                },
+            );
+            let verdict = crate::accounting::bill(
+                policy,
+                judge,
+                crate::api::Usage {
+                    prompt_tokens: prompt + 2 * max_tokens + 200,
+                    completion_tokens: 16,
+                    ..Default::default()
+                },
+            );
+            answer.cost_usd + verdict.cost_usd
+        })
+        .sum()
+}
+
+pub fn run(args: LabelArgs) -> i32 {
+    match try_run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn try_run(args: &LabelArgs) -> Result<i32, String> {
+    let policy = policy::load(&args.policy).map_err(|e| e.to_string())?;
+    match policy.models.get(&args.model) {
+        Some(m) if m.local.as_ref().is_some_and(|l| l.path.is_some()) => {}
+        Some(_) => {
+            return Err(format!(
+                "`{}` is not a local model with a `path`",
+                args.model
+            ))
+        }
+        None => {
+            return Err(format!(
+                "no model `{}` in {}",
+                args.model,
+                args.policy.display()
+            ))
+        }
+    }
+    if let Some(j) = &args.judge {
+        if !policy.models.get(j).is_some_and(|m| m.kind.is_cloud()) {
+            return Err(format!(
+                "--judge `{j}` is not a cloud model of {}",
+                args.policy.display()
+            ));
+        }
+    }
+    let items = if args.input.is_dir() {
+        load_training(&args.input, args.per_task, args.seed)?
+    } else {
+        load_rows(&args.input)?
+    };
+    let done = done_ids(&args.out)?;
+    let todo: Vec<&Item> = items.iter().filter(|i| !done.contains(&i.id)).collect();
+    let judged: Vec<&Item> = todo.iter().copied().filter(|i| i.gold.is_none()).collect();
+    eprintln!(
+        "{} rows: {} labelled already, {} to label ({} with a gold answer, {} to judge)",
+        items.len(),
+        items.len() - todo.len(),
+        todo.len(),
+        todo.len() - judged.len(),
+        judged.len()
+    );
+    let judge = match (&args.judge, judged.is_empty()) {
+        (_, true) => None,
+        (None, false) => {
+            return Err(format!(
+                "{} rows have no gold `answer`: give --judge CLOUD_MODEL to label them",
+                judged.len()
+            ))
+        }
+        (Some(j), false) => {
+            let usd = estimate(&policy, j, &judged, args.max_tokens);
+            eprintln!(
+                "cloud cost estimate: at most ${usd:.4} for {} rows judged by {j} (two calls each){}",
+                judged.len(),
+                args.max_usd.map(|m| format!("; stopping at ${m}")).unwrap_or_default()
+            );
+            Some(j.clone())
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let policy = Arc::new(policy);
+        let gateway = crate::server::Gateway::build((*policy).clone(), Default::default(), None)?;
+        let engine = |name: &str| {
+            gateway
+                .engines
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("model `{name}` has no engine"))
+        };
+        let run = Run {
+            policy: &policy,
+            args,
+            local: engine(&args.model)?,
+            judge: match judge {
+                Some(j) => Some((j.clone(), engine(&j)?)),
+                None => None,
+            },
+        };
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&args.out)
+            .map_err(|e| format!("{}: {e}", args.out.display()))?;
+        let out = Mutex::new(out);
+        let spent = Mutex::new(0.0f64);
+        let finished = AtomicUsize::new(0);
+        let failed = AtomicUsize::new(0);
+        let capped = AtomicUsize::new(0);
+        let total = todo.len();
+        progress("labelling", 0, total);
+        futures_util::stream::iter(todo)
+            .map(|item| async {
+                let over = args
+                    .max_usd
+                    .is_some_and(|cap| *spent.lock().unwrap_or_else(|e| e.into_inner()) >= cap);
+                if over && item.gold.is_none() {
+                    capped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                match label(&run, item).await {
+                    Ok((row, usd)) => {
+                        *spent.lock().unwrap_or_else(|e| e.into_inner()) += usd;
+                        let mut f = out.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Err(e) = writeln!(f, "{row}").and_then(|_| f.flush()) {
+                            eprintln!("\nerror: {}: {e}", args.out.display());
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("\n{e}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
+                progress("labelling", n, total);
+            })
+            .buffer_unordered(args.concurrency.max(1))
+            .collect::<Vec<()>>()
+            .await;
+        let spent = *spent.lock().unwrap_or_else(|e| e.into_inner());
+        let (failed, capped) = (failed.into_inner(), capped.into_inner());
+        eprintln!(
+            "labelled {} rows into {}; cloud calls cost ${spent:.4}",
+            total - failed - capped,
+            args.out.display()
+        );
+        if capped > 0 {
+            eprintln!("{capped} rows not started: the --max-usd cap was reached (run again with a higher cap to go on)");
+        }
+        if failed > 0 {
+            eprintln!("{failed} rows failed (run again to retry them)");
+        }
+        Ok(if failed > 0 { 1 } else { 0 })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gold_answers_are_letters_or_numbers() {
+        assert_eq!(
+            gold_of(&json!("C"), None),
+            Some((Task::MmluPro, "C".into()))
+        );
+        assert_eq!(
+            gold_of(&json!("#### 1,200"), None),
+            Some((Task::Gsm8k, "1200".into()))
+        );
+        assert_eq!(
+            gold_of(&json!(18), Some("gsm8k")),
+            Some((Task::Gsm8k, "18".into()))
+        );
+        assert_eq!(gold_of(&json!("42"), Some("mmlu_pro")), None);
+    }
+
+    #[test]
+    fn ratings_are_read_from_double_brackets() {
+        assert_eq!(rating("[[4]]"), Some(4));
+        assert_eq!(rating("Rating: [[1]]."), Some(1));
+        assert_eq!(rating("[[7]]"), None);
+        assert_eq!(rating("4"), None);
+    }
+
+    #[test]
+    fn an_interrupted_file_resumes_after_its_last_whole_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("labels.jsonl");
+        std::fs::write(&out, "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\",\"stro").unwrap();
+        let done = done_ids(&out).unwrap();
+        assert!(done.contains("a") && done.contains("b") && !done.contains("c"));
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"id\":\"a\"}\n{\"id\":\"b\"}\n"
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! Sticky conversations: which conversation a request continues, and its pin in the state store.
+//!
+//! A conversation is named by the client's `x-switchyard-session` header, or else by its first
+//! messages (every system or developer message before the first user message, and that user
+//! message): they are the same on every turn of one conversation. The key is a SHA-256 of the
+//! caller's tenant and that name, so neither the header nor any text is stored. The pin holds
+//! the model that answered the last sticky turn and the rule that routed it.
+
+use crate::accounting::state::{StateStore, StoreError};
+use crate::api::{ChatRequest, Role};
+use crate::features::Pin;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// The request header that names a conversation.
+pub const SESSION_HEADER: &str = "x-switchyard-session";
+
+/// The conversation's key (hex SHA-256), or `None` when the request names none and has no user
+/// message to name it by.
+pub fn session_key(
+    header: Option<&str>,
+    tenant: Option<&str>,
+    req: &ChatRequest,
+) -> Option<String> {
+    let mut h = Sha256::new();
+    h.update(tenant.unwrap_or("").as_bytes());
+    h.update([0]);
+    match header.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(name) => {
+            h.update(b"header\0");
+            h.update(name.as_bytes());
+        }
+        None => {
+            h.update(b"messages\0");
+            let messages = req.messages();
+            let first_user = messages.iter().position(|(r, _)| *r == Role::User)?;
+            for (role, text) in &messages[..=first_user] {
+                if matches!(role, Role::System | Role::Developer | Role::User) {
+                    h.update(format!("{role:?}").as_bytes());
+                    h.update([0]);
+                    h.update(text.as_bytes());
+                    h.update([0]);
+                }
+            }
+        }
+    }
+    Some(hex::encode(h.finalize()))
+}
+
+/// The pin stored for a conversation.
+fn decode(value: &str) -> Option<Pin> {
+    let (model, rule) = value.split_once('\n')?;
+    Some(Pin {
+        model: model.to_string(),
+        rule: rule.to_string(),
+    })
+}
+
+/// The pin of conversation `key`, if it has one.
+///
+/// Errors: the store did not answer in time.
+pub async fn lookup(store: &dyn StateStore, key: &str) -> Result<Option<Pin>, StoreError> {
+    Ok(store.pinned(key).await?.as_deref().and_then(decode))
+}
+
+/// Pins conversation `key` to `model`, routed by `rule`, for `ttl`.
+///
+/// Errors: the store did not answer in time.
+pub async fn pin(
+    store: &dyn StateStore,
+    key: &str,
+    model: &str,
+    rule: &str,
+    ttl: Duration,
+) -> Result<(), StoreError> {
+    store.pin(key, &format!("{model}\n{rule}"), ttl).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(body: &str) -> ChatRequest {
+        ChatRequest::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn a_conversation_keeps_its_key_across_turns() {
+        let first = req(
+            r#"{"model":"auto","messages":[{"role":"system","content":"S"},{"role":"user","content":"hi"}]}"#,
+        );
+        let later = req(
+            r#"{"model":"auto","messages":[{"role":"system","content":"S"},{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":"more"}]}"#,
+        );
+        let other = req(
+            r#"{"model":"auto","messages":[{"role":"system","content":"S"},{"role":"user","content":"bye"}]}"#,
+        );
+        let k = session_key(None, None, &first);
+        assert!(k.is_some());
+        assert_eq!(k, session_key(None, None, &later));
+        assert_ne!(k, session_key(None, None, &other));
+        // Another tenant's identical conversation is another conversation.
+        assert_ne!(k, session_key(None, Some("team-b"), &first));
+        // The header names the conversation, whatever its messages.
+        assert_eq!(
+            session_key(Some("s1"), None, &first),
+            session_key(Some("s1"), None, &other)
+        );
+        let none = req(r#"{"model":"auto","messages":[{"role":"system","content":"S"}]}"#);
+        assert_eq!(session_key(None, None, &none), None);
+    }
+
+    #[test]
+    fn pins_round_trip() {
+        assert_eq!(
+            decode("gpt-4o\nhard"),
+            Some(Pin {
+                model: "gpt-4o".into(),
+                rule: "hard".into()
+            })
+        );
+        assert_eq!(decode("garbage"), None);
+    }
+}

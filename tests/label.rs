@@ -1,0 +1,148 @@
+//! `switchyard label` as a user runs it: SmolLM2 (a real on-box model) answers rows, graded
+//! against their gold answers, or compared by a cloud judge (the fake upstream of
+//! `tests/common`, rating every candidate 2); the run resumes where an earlier one stopped and
+//! stops starting judged rows at `--max-usd`.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+fn label(policy: &Path, input: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "label",
+            "--model",
+            "smollm2-135m",
+            "--max-tokens",
+            "48",
+            "--policy",
+        ])
+        .arg(policy)
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("label");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn rows(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gold_rows_are_graded_judged_rows_are_rated_and_a_rerun_resumes() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let policy = tmp.path().join("policy.yaml");
+    let text = format!(
+        r#"version: 1
+models:
+  smollm2-135m: {{ kind: local, path: "{}" }}
+  judge:
+    kind: openai
+    base_url: "{}"
+    api_key: sk-test
+    price: {{ input_per_million: 1000, output_per_million: 1000 }}
+default: {{ route: smollm2-135m }}
+"#,
+        smollm2_path().display(),
+        up.base("judge-2")
+    );
+    std::fs::write(&policy, text).expect("write");
+    let input = tmp.path().join("rows.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            "{\"id\": \"math\", \"prompt\": \"What is 2 + 3? End with \\\"The answer is N.\\\"\", \"answer\": \"#### 5\"}\n",
+            "{\"id\": \"choice\", \"prompt\": \"Which is a colour? (A) red (B) seven. End with \\\"The answer is (X)\\\".\", \"answer\": \"A\"}\n",
+            "{\"id\": \"open\", \"messages\": [{\"role\": \"user\", \"content\": \"Write a haiku about rain.\"}]}\n",
+        ),
+    )
+    .expect("write");
+    let out = tmp.path().join("labels.jsonl");
+
+    // Without a judge, the row with no gold answer cannot be labelled.
+    let (ok, err) = label(&policy, &input, &out, &[]);
+    assert!(!ok && err.contains("1 rows have no gold `answer`"), "{err}");
+
+    let (ok, err) = label(&policy, &input, &out, &["--judge", "judge"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("cloud cost estimate: at most $"), "{err}");
+    let got = rows(&out);
+    assert_eq!(got.len(), 3, "{got:?}");
+    for r in &got {
+        let l = r["strong_label"].as_f64().expect("a label");
+        assert!((0.0..=1.0).contains(&l), "{r}");
+        assert_eq!(r["model"], "smollm2-135m");
+    }
+    let by_id = |id: &str| got.iter().find(|r| r["id"] == id).cloned().expect("row");
+    let math = by_id("math");
+    assert_eq!(math["graded"], "gold");
+    assert_eq!(math["gold"], "5");
+    // The label follows the grade of what was extracted from the model's own answer.
+    let right = math["extracted"] == "5";
+    assert_eq!(
+        math["strong_label"].as_f64(),
+        Some(if right { 0.0 } else { 1.0 })
+    );
+    assert_eq!(by_id("choice")["task"], "mmlu_pro");
+    let open = by_id("open");
+    assert_eq!(open["graded"], "judge");
+    assert_eq!(open["rating"], 2);
+    assert_eq!(open["strong_label"].as_f64(), Some(0.75));
+    assert_eq!(open["cloud_answer"], "Hello from the cloud");
+    assert!(open["local_answer"].as_str().is_some_and(|a| !a.is_empty()));
+    assert_eq!(up.recorded().len(), 2, "one answer and one verdict");
+
+    // A rerun labels nothing again; an interrupted last row is labelled anew.
+    let (ok, err) = label(&policy, &input, &out, &["--judge", "judge"]);
+    assert!(
+        ok && err.contains("3 labelled already, 0 to label"),
+        "{err}"
+    );
+    let whole = std::fs::read_to_string(&out).expect("read");
+    let cut = whole.trim_end().rfind('\n').expect("two lines") + 1;
+    std::fs::write(&out, format!("{}{{\"id\": \"half", &whole[..cut])).expect("write");
+    let (ok, err) = label(&policy, &input, &out, &["--judge", "judge"]);
+    assert!(
+        ok && err.contains("2 labelled already, 1 to label"),
+        "{err}"
+    );
+    assert_eq!(rows(&out).len(), 3);
+
+    // At $1000 per million tokens, a cap below one judged row's cost stops after the first.
+    let more = tmp.path().join("more.jsonl");
+    std::fs::write(
+        &more,
+        "{\"id\": \"a\", \"prompt\": \"Say hi.\"}\n{\"id\": \"b\", \"prompt\": \"Say bye.\"}\n",
+    )
+    .expect("write");
+    let capped = tmp.path().join("capped.jsonl");
+    let args = [
+        "--judge",
+        "judge",
+        "--max-usd",
+        "0.001",
+        "--concurrency",
+        "1",
+    ];
+    let (ok, err) = label(&policy, &more, &capped, &args);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("1 rows not started: the --max-usd cap was reached"),
+        "{err}"
+    );
+    assert_eq!(rows(&capped).len(), 1);
+}

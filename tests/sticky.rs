@@ -1,0 +1,178 @@
+//! Sticky conversations: the model that answered a conversation's first turn answers the next
+//! ones, whatever the rules would now say, unless a rule above the pinning one and not sticky
+//! itself matches (images here). Conversations are told apart by their first messages or by
+//! `x-switchyard-session`; pins live in the state store, in memory or in a real `redis-server`
+//! shared by two gateways.
+
+mod common;
+
+use common::redis_server::RedisServer;
+use common::*;
+use serde_json::{json, Value};
+
+const KEY: &[(&str, &str)] = &[("CLOUD_KEY", "sk-upstream-test")];
+
+/// Long prompts go to the cloud, the rest (and anything tagged `cheap`) stays on the box; images
+/// always go to the cloud and are not sticky. `state` is appended as it is.
+fn policy(up: &FakeUpstream, state: &str) -> String {
+    format!(
+        r#"version: 1
+models:
+  local-echo: {{ kind: local }}
+  cloud:
+    kind: openai
+    base_url: "{base}"
+    api_key: "${{CLOUD_KEY}}"
+    price: {{ input_per_million: 2, output_per_million: 8 }}
+sticky: {{ ttl_s: 600 }}
+rules:
+  - name: images
+    when: {{ has_images: true }}
+    route: cloud
+    sticky: false
+  - name: cheap
+    when: {{ tags: [cheap] }}
+    route: local-echo
+  - name: long
+    when: {{ prompt_tokens: {{ above: 60 }} }}
+    route: cloud
+default: {{ route: local-echo }}
+{state}"#,
+        base = up.base("ok")
+    )
+}
+
+const LONG: &str = "Please compare these two designs in detail, with their trade-offs, failure modes, costs, operational burden, and what you would measure before choosing one over the other for a team of five engineers running it in production.";
+
+/// A conversation: the turns so far (user texts, with the assistant's answers between).
+fn conversation(turns: &[&str]) -> Value {
+    let mut messages = vec![json!({"role": "system", "content": "You are a helpful assistant."})];
+    for (i, t) in turns.iter().enumerate() {
+        if i > 0 {
+            messages.push(json!({"role": "assistant", "content": "noted"}));
+        }
+        messages.push(json!({"role": "user", "content": t}));
+    }
+    json!({"model": "auto", "messages": messages})
+}
+
+async fn route_of(gw: &TestGateway, body: Value, headers: &[(&str, &str)]) -> (String, String) {
+    let r = chat(gw, body, headers).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    (
+        r.header("x-switchyard-model").to_string(),
+        r.header("x-switchyard-rule").to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_stays_on_the_model_of_its_first_turn() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up, ""), KEY).await;
+
+    // Starts short (on the box); its long second turn stays on the box.
+    let first = "hi, quick question";
+    assert_eq!(
+        route_of(&gw, conversation(&[first]), &[]).await.0,
+        "local-echo"
+    );
+    let (model, rule) = route_of(&gw, conversation(&[first, LONG]), &[]).await;
+    assert_eq!((model.as_str(), rule.as_str()), ("local-echo", "default"));
+
+    // Starts long (cloud); a turn that the sticky rule `cheap`, above `long`, would send to
+    // the box stays in the cloud.
+    let cheap = [("x-switchyard-tags", "cheap")];
+    assert_eq!(route_of(&gw, conversation(&[LONG]), &[]).await.0, "cloud");
+    let (model, rule) = route_of(&gw, conversation(&[LONG, "thanks, and?"]), &cheap).await;
+    assert_eq!((model.as_str(), rule.as_str()), ("cloud", "long"));
+
+    // A new conversation tagged `cheap` goes to the box.
+    let (model, rule) = route_of(&gw, conversation(&["thanks, and?"]), &cheap).await;
+    assert_eq!((model.as_str(), rule.as_str()), ("local-echo", "cheap"));
+
+    assert_eq!(
+        metric(&gw, "switchyard_sticky_total{outcome=\"hit\"}").await,
+        2.0
+    );
+    assert_eq!(
+        metric(&gw, "switchyard_sticky_total{outcome=\"new\"}").await,
+        3.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_rule_that_is_not_sticky_forces_a_change_for_one_turn() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up, ""), KEY).await;
+    let first = "what is in this picture?";
+    assert_eq!(
+        route_of(&gw, conversation(&[first]), &[]).await.0,
+        "local-echo"
+    );
+    let mut with_image = conversation(&[first, "and now?"]);
+    with_image["messages"][3]["content"] = json!([
+        {"type": "text", "text": "and now?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    ]);
+    assert_eq!(
+        route_of(&gw, with_image, &[]).await,
+        ("cloud".to_string(), "images".to_string())
+    );
+    assert_eq!(
+        metric(&gw, "switchyard_sticky_total{outcome=\"overridden\"}").await,
+        1.0
+    );
+    // The image turn did not move the pin: the next text turn is back on the box.
+    let next = conversation(&[first, "and now?", LONG]);
+    assert_eq!(route_of(&gw, next, &[]).await.0, "local-echo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_header_names_the_conversation() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up, ""), KEY).await;
+    let s1 = [("x-switchyard-session", "thread-1")];
+    assert_eq!(route_of(&gw, conversation(&[LONG]), &s1).await.0, "cloud");
+    // Different messages, same session: still pinned.
+    assert_eq!(
+        route_of(&gw, conversation(&["short"]), &s1).await.0,
+        "cloud"
+    );
+    // Another session with the same messages is another conversation.
+    let s2 = [("x-switchyard-session", "thread-2")];
+    assert_eq!(
+        route_of(&gw, conversation(&["short"]), &s2).await.0,
+        "local-echo"
+    );
+    // A named model is never pinned nor moved by a pin.
+    let mut named = conversation(&["short"]);
+    named["model"] = json!("local-echo");
+    assert_eq!(route_of(&gw, named, &s1).await.0, "local-echo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_redis_share_their_pins() {
+    let up = FakeUpstream::start().await;
+    let redis = RedisServer::start();
+    let state = format!(
+        "state: {{ backend: redis, url: \"{}\", key_prefix: \"sticky-test:\" }}\n",
+        redis.url()
+    );
+    let a = start_gateway(&policy(&up, &state), KEY).await;
+    let b = start_gateway(&policy(&up, &state), KEY).await;
+    assert_eq!(route_of(&a, conversation(&[LONG]), &[]).await.0, "cloud");
+    // The second turn reaches the other replica, which finds the pin.
+    let cheap = [("x-switchyard-tags", "cheap")];
+    let (model, _) = route_of(&b, conversation(&[LONG, "short"]), &cheap).await;
+    assert_eq!(model, "cloud");
+    assert_eq!(
+        metric(&b, "switchyard_sticky_total{outcome=\"hit\"}").await,
+        1.0
+    );
+    // The pin is a hashed key with the conversation's TTL; no text is stored.
+    let keys = redis.cli(&["KEYS", "sticky-test:sticky:*"]);
+    assert_eq!(keys.lines().count(), 1, "{keys}");
+    let ttl: u64 = redis.cli(&["TTL", keys.trim()]).parse().expect("ttl");
+    assert!((590..=600).contains(&ttl), "{ttl}");
+    assert_eq!(redis.cli(&["GET", keys.trim()]), "cloud\nlong");
+}
