@@ -312,3 +312,93 @@ fn each_kernel_tier_classifies_alike_and_a_bad_setting_is_refused() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `train-router --labels` learns the strong score from `switchyard label` rows (here: the
+/// on-box model fails every "hard" question and answers every "easy" one) and records the
+/// model in the heads; `eval-router --labels` scores the held-out rows, the trained heads
+/// beside the built-in ones.
+#[test]
+fn heads_trained_on_labels_score_their_held_out_rows() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("train");
+    write_train_fixture(&data);
+    let labels = tmp.path().join("labels.jsonl");
+    let rows: String = (0..200)
+        .map(|i| {
+            let hard = i % 2 == 0;
+            let prompt = if hard {
+                format!("Prove the bound on the spectral gap of random regular graph family {i} and derive its constant.")
+            } else {
+                format!("Say hello to my friend number {i}.")
+            };
+            format!(
+                "{}\n",
+                json!({"id": i.to_string(), "prompt": prompt, "model": "tiny-box",
+                    "strong_label": if hard { 1.0 } else { 0.0 }, "graded": "gold"})
+            )
+        })
+        .collect();
+    std::fs::write(&labels, rows).expect("write");
+    let out_dir = tmp.path().join("heads");
+    let o = switchyard(
+        &[
+            "train-router",
+            "--data",
+            data.to_str().expect("path"),
+            "--labels",
+            labels.to_str().expect("path"),
+            "--out",
+            out_dir.to_str().expect("path"),
+            "--epochs",
+            "30",
+            "--no-cache",
+        ],
+        None,
+    );
+    let log = stdout(&o);
+    assert!(
+        o.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        log.contains("validation APGR on held-out labels: "),
+        "{log}"
+    );
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("labels.json")).expect("read"))
+            .expect("json");
+    assert_eq!(meta["model"], "tiny-box");
+
+    let o = switchyard(
+        &[
+            "eval-router",
+            "--labels",
+            labels.to_str().expect("path"),
+            "--heads",
+            out_dir.to_str().expect("path"),
+        ],
+        None,
+    );
+    let out = stdout(&o);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("Held-out labels of `tiny-box`"), "{out}");
+    assert!(out.contains("| random (expected) | 0.500 |"), "{out}");
+    assert!(out.contains("| built-in |"), "{out}");
+    // The labels separate by text, so the heads trained on them route the failed questions first:
+    // with 5 of 11 held-out rows failed, a perfect order scores 1 - 5/22 = 0.773.
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("| {} |", out_dir.display())))
+        .unwrap_or_else(|| panic!("no row for the trained heads:\n{out}"));
+    let apgr: f64 = line
+        .split('|')
+        .nth(2)
+        .and_then(|c| c.trim().parse().ok())
+        .expect("apgr");
+    assert!(apgr > 0.75, "{out}");
+}

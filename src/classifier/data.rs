@@ -273,6 +273,53 @@ pub fn load(dir: &Path) -> Result<Vec<Example>, ClassifierError> {
     Ok(out)
 }
 
+/// The source name of rows from `switchyard label`.
+pub const LABELS_SOURCE: &str = "labels";
+
+/// Rows of a `switchyard label` file as strong-score examples (no category): the text is the
+/// row's `prompt`, the target its `strong_label`, and its validation pair (on-box right when
+/// the label is below 0.5, cloud right). Returns the examples and the on-box model they were
+/// labelled for (the first row's `model`).
+///
+/// Errors: a file that cannot be read, or a row without `prompt` and `strong_label` in [0, 1].
+pub fn load_labels(path: &Path) -> Result<(Vec<Example>, String), ClassifierError> {
+    let rows = jsonl(path)?;
+    let mut out = vec![];
+    for (i, r) in rows.iter().enumerate() {
+        let (Some(text), Some(label)) = (
+            r.get("prompt").and_then(Value::as_str),
+            r.get("strong_label").and_then(Value::as_f64),
+        ) else {
+            return Err(ClassifierError::Format(format!(
+                "{}: row {} needs `prompt` and `strong_label`",
+                path.display(),
+                i + 1
+            )));
+        };
+        if !(0.0..=1.0).contains(&label) {
+            return Err(ClassifierError::Format(format!(
+                "{}: row {}: strong_label {label} is not in [0, 1]",
+                path.display(),
+                i + 1
+            )));
+        }
+        out.push(Example {
+            text: text.to_string(),
+            source: LABELS_SOURCE,
+            category: None,
+            strong: Some(label as f32),
+            pair: Some((label < 0.5, true)),
+        });
+    }
+    let model = rows
+        .first()
+        .and_then(|r| r.get("model"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    Ok((out, model))
+}
+
 /// MMLU-Pro prompts with the 0/1 label "`model` answered wrong" (for the baseline router).
 pub fn load_mmlu_pro_label(dir: &Path, model: &str) -> Result<Vec<(String, f32)>, ClassifierError> {
     check_not_eval(dir)?;

@@ -22,6 +22,10 @@ pub struct Labels {
     pub max_tokens: usize,
     /// How the strong score was labelled (for people reading the file).
     pub strong_label: String,
+    /// The on-box model the strong score was calibrated for (`train-router --labels`); none
+    /// for heads trained on the public data's labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// One MLP: `w2 · relu(w1 · x + b1) + b2`.

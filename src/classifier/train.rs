@@ -262,6 +262,8 @@ pub struct Report {
     pub category_macro_f1: f64,
     /// APGR of the strong score on held-out MMLU-Pro questions, for [`super::data::MMLU_PAIR`].
     pub mmlu_pro_apgr: Option<f64>,
+    /// APGR of the strong score on held-out rows of a label file (on-box model against the cloud).
+    pub labels_apgr: Option<f64>,
     pub train_examples: usize,
     pub validation_examples: usize,
 }
@@ -386,6 +388,7 @@ pub fn train(
             strong_label: "share of small models answering an MMLU-Pro question wrong, plus the \
                            synthetic tasks' complexity at 0.3 weight; see docs/router-quality.md"
                 .to_string(),
+            model: None,
         },
         category: Params::mlp(&cat_best)?,
         strong: Params::mlp(&strong_best)?,
@@ -397,17 +400,29 @@ pub fn train(
     let outs = heads.apply(&val_emb)?;
     let (mut gold, mut pred) = (vec![], vec![]);
     let (mut scores, mut outcomes) = (vec![], vec![]);
+    let (mut label_scores, mut label_outcomes) = (vec![], vec![]);
     for (&i, o) in val_rows.iter().zip(&outs) {
         if let Some(c) = examples[i].category {
             gold.push(c);
             pred.push(argmax(&o.categories));
         }
-        if let (Some((w, s)), "mmlu_pro") = (examples[i].pair, examples[i].source) {
-            scores.push(f64::from(o.strong_score));
-            outcomes.push(Outcome {
-                weak: f64::from(u8::from(w)),
-                strong: f64::from(u8::from(s)),
-            });
+        let Some((w, s)) = examples[i].pair else {
+            continue;
+        };
+        let outcome = Outcome {
+            weak: f64::from(u8::from(w)),
+            strong: f64::from(u8::from(s)),
+        };
+        match examples[i].source {
+            "mmlu_pro" => {
+                scores.push(f64::from(o.strong_score));
+                outcomes.push(outcome);
+            }
+            super::data::LABELS_SOURCE => {
+                label_scores.push(f64::from(o.strong_score));
+                label_outcomes.push(outcome);
+            }
+            _ => {}
         }
     }
     let (category_accuracy, category_macro_f1) = category_scores(&gold, &pred);
@@ -415,6 +430,8 @@ pub fn train(
         category_accuracy,
         category_macro_f1,
         mmlu_pro_apgr: (!scores.is_empty()).then(|| apgr(&pgr_curve(&scores, &outcomes))),
+        labels_apgr: (!label_scores.is_empty())
+            .then(|| apgr(&pgr_curve(&label_scores, &label_outcomes))),
         train_examples: examples.len() - val_rows.len(),
         validation_examples: val_rows.len(),
     };

@@ -9,7 +9,7 @@ use crate::classifier::eval::{
     apgr, category_scores, cpt, map_benchmark_category, pgr_curve, Outcome,
 };
 use crate::classifier::train::{argmax, logistic_regression, TrainConfig};
-use crate::classifier::{Classifier, ClassifierError, TRAIN_MAX_TOKENS};
+use crate::classifier::{Classifier, ClassifierError, RouterModel, TRAIN_MAX_TOKENS};
 use clap::Args;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -17,8 +17,15 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Args)]
 pub struct EvalRouterArgs {
     /// Evaluation data (the layout of ../shared/data/eval).
+    #[arg(long, required_unless_present = "labels")]
+    pub data: Option<PathBuf>,
+    /// Instead of the benchmarks: labels from `switchyard label`, scored on the rows that
+    /// `train-router --labels` holds out (same `--seed`), with `--heads` beside the built-in heads.
     #[arg(long)]
-    pub data: PathBuf,
+    pub labels: Option<PathBuf>,
+    /// The seed of the held-out split (train-router's `--seed`).
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
+    pub seed: u64,
     /// Also train and score the baseline: a logistic regression on the embeddings, trained on
     /// this training folder's MMLU-Pro with the label "Llama-3.1-8B-Instruct wrong".
     #[arg(long)]
@@ -99,13 +106,84 @@ pub fn run(args: EvalRouterArgs) -> i32 {
     }
 }
 
+/// `--labels`: APGR and CPT of the strong score on the held-out rows of a label file, for the
+/// built-in heads and the `--heads` given, beside a random router.
+fn eval_labels(args: &EvalRouterArgs, path: &Path) -> Result<(), ClassifierError> {
+    let (rows, model) = data::load_labels(path)?;
+    let validation = TrainConfig::default().validation;
+    let held: Vec<&data::Example> = rows
+        .iter()
+        .filter(|e| crate::classifier::train::held_out(&e.text, args.seed, validation))
+        .collect();
+    if held.is_empty() {
+        return Err(ClassifierError::Format(format!(
+            "{}: no row is held out with seed {}",
+            path.display(),
+            args.seed
+        )));
+    }
+    let outcomes: Vec<Outcome> = held
+        .iter()
+        .map(|e| {
+            let (w, s) = e.pair.unwrap_or((false, true));
+            Outcome {
+                weak: f64::from(u8::from(w)),
+                strong: f64::from(u8::from(s)),
+            }
+        })
+        .collect();
+    let texts: Vec<&str> = held.iter().map(|e| e.text.as_str()).collect();
+    let wrong = outcomes.iter().filter(|o| o.weak == 0.0).count();
+    println!(
+        "Held-out labels of `{model}` ({} of {} rows, seed {}; the on-box answer is worse on {wrong})\n",
+        held.len(),
+        rows.len(),
+        args.seed
+    );
+    println!("| heads | APGR | CPT(50%) | CPT(80%) |");
+    println!("|---|---|---|---|");
+    println!("| random (expected) | 0.500 | 50.0% | 80.0% |");
+    let mut sets = vec![("built-in".to_string(), None)];
+    if let Some(h) = &args.classifier.heads {
+        sets.push((h.display().to_string(), Some(h.clone())));
+    }
+    for (name, heads) in sets {
+        let c = ClassifierArgs {
+            heads,
+            ..args.classifier.clone()
+        };
+        let Some(classifier) = c.load() else {
+            return Err(ClassifierError::Format("no classifier".into()));
+        };
+        let mut scores: Vec<f64> = vec![];
+        for chunk in texts.chunks(32) {
+            let out = classifier.classify(chunk)?;
+            scores.extend(out.iter().map(|c| f64::from(c.strong_score)));
+        }
+        let s = score(&scores, &outcomes);
+        println!(
+            "| {name} | {:.3} | {:.1}% | {:.1}% |",
+            s.apgr,
+            s.cpt50 * 100.0,
+            s.cpt80 * 100.0
+        );
+    }
+    Ok(())
+}
+
 fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
+    if let Some(path) = &args.labels {
+        return eval_labels(args, path);
+    }
+    let Some(dir) = &args.data else {
+        return Err(ClassifierError::Format("give --data or --labels".into()));
+    };
     let benches = vec![
-        load_bench(&args.data, "mmlu", "weak_correct", "strong_correct")?,
-        load_bench(&args.data, "gsm8k", "weak_correct", "strong_correct")?,
-        load_bench(&args.data, "mt_bench", "weak_score", "strong_score")?,
+        load_bench(dir, "mmlu", "weak_correct", "strong_correct")?,
+        load_bench(dir, "gsm8k", "weak_correct", "strong_correct")?,
+        load_bench(dir, "mt_bench", "weak_score", "strong_score")?,
     ];
-    let categories = data::jsonl(&args.data.join("categories/mt_vicuna.jsonl"))?;
+    let categories = data::jsonl(&dir.join("categories/mt_vicuna.jsonl"))?;
     let Some(classifier) = args.classifier.load() else {
         return Err(ClassifierError::Format("no classifier".into()));
     };

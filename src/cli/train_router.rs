@@ -23,6 +23,11 @@ pub struct TrainRouterArgs {
     /// Width of each head's hidden layer.
     #[arg(long, default_value_t = TrainConfig::default().hidden)]
     pub hidden: usize,
+    /// Labels from `switchyard label`: the strong head learns them instead of the training
+    /// folder's strong labels, so the strong score means "worse than the cloud for that
+    /// on-box model"; the category head still learns from the training folder.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
     /// Do not read or write the embedding cache (under ~/.cache/switchyard/embeddings).
     #[arg(long)]
     pub no_cache: bool,
@@ -32,13 +37,29 @@ pub struct TrainRouterArgs {
 
 /// Runs the command.
 pub fn run(args: TrainRouterArgs) -> i32 {
-    let examples = match data::load(&args.data) {
+    let mut examples = match data::load(&args.data) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
         }
     };
+    let mut labelled_for = None;
+    if let Some(path) = &args.labels {
+        let (labels, model) = match data::load_labels(path) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        };
+        for e in &mut examples {
+            e.strong = None;
+            e.pair = None;
+        }
+        examples.extend(labels);
+        labelled_for = Some((model, path.display().to_string()));
+    }
     let mut by_source: Vec<(&str, usize)> = vec![];
     for e in &examples {
         match by_source.iter_mut().find(|(s, _)| *s == e.source) {
@@ -83,7 +104,7 @@ pub fn run(args: TrainRouterArgs) -> i32 {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut log = |line: String| println!("{line}");
-    let (heads, report) = match train(
+    let (mut heads, report) = match train(
         &examples,
         &embeddings,
         &cfg,
@@ -112,6 +133,15 @@ pub fn run(args: TrainRouterArgs) -> i32 {
             ))
             .unwrap_or_default()
     );
+    if let Some(a) = report.labels_apgr {
+        println!("validation APGR on held-out labels: {a:.3}");
+    }
+    if let Some((model, file)) = labelled_for {
+        heads.labels.strong_label = format!(
+            "the on-box model `{model}` answers worse than the cloud (strong_label of {file}, from switchyard label)"
+        );
+        heads.labels.model = Some(model);
+    }
     if let Err(e) = heads.save(&args.out) {
         eprintln!("error: {e}");
         return 1;
