@@ -12,6 +12,17 @@ pub struct ClassifierOutput {
     pub probability: f64,
     /// How likely a small model's answer is worse than a large model's, in [0, 1].
     pub strong_score: f64,
+    /// The same, calibrated for each on-box model with its own heads, by model name.
+    pub strong_by_model: Vec<(String, f64)>,
+}
+
+impl ClassifierOutput {
+    /// The strong score calibrated for `model`, else the shared one.
+    pub fn strong_for(&self, model: Option<&str>) -> f64 {
+        model
+            .and_then(|m| self.strong_by_model.iter().find(|(n, _)| n == m))
+            .map_or(self.strong_score, |(_, s)| *s)
+    }
 }
 
 /// The inputs of a routing decision.

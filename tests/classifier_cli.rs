@@ -401,4 +401,30 @@ fn heads_trained_on_labels_score_their_held_out_rows() {
         .and_then(|c| c.trim().parse().ok())
         .expect("apgr");
     assert!(apgr > 0.75, "{out}");
+
+    // A policy gives those heads to its on-box model: its rules read that model's score.
+    let policy = tmp.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1\nmodels:\n  tiny-box: {{ kind: local, heads: \"{}\" }}\n  cloud: {{ kind: openai, base_url: \"http://127.0.0.1:9/v1\", api_key: sk-x }}\nrules:\n  - {{ name: hard, when: {{ strong_score: {{ above: 0.5 }} }}, route: cloud }}\ndefault: {{ route: tiny-box }}\n",
+            out_dir.display()
+        ),
+    )
+    .expect("write");
+    let explain = |text: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["policy", "explain", "--policy"])
+            .arg(&policy)
+            .arg(text)
+            .output()
+            .expect("explain");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        stdout(&o)
+    };
+    let hard = explain("Prove the bound on the spectral gap of random regular graph family 7 and derive its constant.");
+    assert!(hard.contains("decision: cloud"), "{hard}");
+    let easy = explain("Say hello to my friend number 7.");
+    assert!(easy.contains("strong_score (for tiny-box)"), "{easy}");
+    assert!(easy.contains("decision: tiny-box"), "{easy}");
 }

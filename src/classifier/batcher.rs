@@ -130,6 +130,7 @@ mod tests {
                     strong_score: t.len() as f32 / 100.0,
                     tokens: t.len(),
                     truncated: false,
+                    strong_by_model: vec![],
                 })
                 .collect())
         }

@@ -63,6 +63,8 @@ pub struct Classification {
     pub tokens: usize,
     /// Whether the input was longer than the token budget.
     pub truncated: bool,
+    /// The strong score of each on-box model's own heads, by model name.
+    pub strong_by_model: Vec<(String, f32)>,
 }
 
 impl Classification {
@@ -77,6 +79,11 @@ impl Classification {
             category,
             probability: f64::from(probability),
             strong_score: f64::from(self.strong_score),
+            strong_by_model: self
+                .strong_by_model
+                .iter()
+                .map(|(m, s)| (m.clone(), f64::from(*s)))
+                .collect(),
         }
     }
 
@@ -100,6 +107,8 @@ pub trait RouterModel: Send + Sync {
 pub struct Classifier {
     pub encoder: Encoder,
     pub heads: Heads,
+    /// Heads calibrated for on-box models (`models.<name>.heads`), by model name.
+    pub model_heads: Vec<(String, Heads)>,
     /// Token budget of one input (special tokens included).
     pub max_tokens: usize,
 }
@@ -119,8 +128,34 @@ impl Classifier {
         Ok(Classifier {
             encoder,
             heads,
+            model_heads: vec![],
             max_tokens,
         })
+    }
+
+    /// The classifier a policy's settings describe: the encoder, the shared heads and each
+    /// on-box model's own.
+    ///
+    /// Errors: a folder that cannot be loaded, or model heads trained on another encoder.
+    pub fn from_settings(settings: &ClassifierSettings) -> Result<Classifier, ClassifierError> {
+        let mut c = Classifier::load(
+            &settings.encoder,
+            settings.heads.as_deref(),
+            settings.max_tokens,
+        )?;
+        for (model, dir) in &settings.model_heads {
+            let h = Heads::load(dir)?;
+            if h.labels.encoder != c.heads.labels.encoder {
+                return Err(ClassifierError::Format(format!(
+                    "the heads of `{model}` ({}) were trained on the encoder {}, not {}",
+                    dir.display(),
+                    h.labels.encoder,
+                    c.heads.labels.encoder
+                )));
+            }
+            c.model_heads.push((model.clone(), h));
+        }
+        Ok(c)
     }
 
     /// Embeds texts with this classifier's token budget (see [`Encoder::embed_texts`]).
@@ -144,10 +179,19 @@ impl Classifier {
     ) -> Result<Vec<Classification>, ClassifierError> {
         let embeddings: Vec<Vec<f32>> = embedded.iter().map(|(e, _)| e.clone()).collect();
         let outs = self.heads.apply(&embeddings)?;
+        let mut by_model: Vec<Vec<(String, f32)>> = vec![vec![]; outs.len()];
+        for (model, heads) in &self.model_heads {
+            for (i, o) in heads.apply(&embeddings)?.into_iter().enumerate() {
+                if let Some(v) = by_model.get_mut(i) {
+                    v.push((model.clone(), o.strong_score));
+                }
+            }
+        }
         Ok(outs
             .into_iter()
             .zip(embedded)
-            .map(|(o, (_, t))| {
+            .zip(by_model)
+            .map(|((o, (_, t)), strong_by_model)| {
                 let mut categories: Vec<(String, f32)> = self
                     .categories()
                     .iter()
@@ -160,6 +204,7 @@ impl Classifier {
                     strong_score: o.strong_score,
                     tokens: t.original,
                     truncated: t.truncated,
+                    strong_by_model,
                 }
             })
             .collect())
@@ -175,11 +220,7 @@ impl RouterModel for Classifier {
 
 /// Loads the classifier a policy asks for and starts its batching thread.
 pub fn start(settings: &ClassifierSettings) -> Result<batcher::Batcher, ClassifierError> {
-    let classifier = Classifier::load(
-        &settings.encoder,
-        settings.heads.as_deref(),
-        settings.max_tokens,
-    )?;
+    let classifier = Classifier::from_settings(settings)?;
     Ok(batcher::Batcher::start(
         std::sync::Arc::new(classifier),
         batcher::BatchSettings {

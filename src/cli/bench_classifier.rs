@@ -56,6 +56,7 @@ impl RouterModel for IdsModel {
                     strong_score: 0.0,
                     tokens: self.ids.len(),
                     truncated: false,
+                    strong_by_model: vec![],
                 });
             }
         }

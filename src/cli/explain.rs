@@ -190,7 +190,7 @@ pub fn run(args: ExplainArgs) -> i32 {
     let mut detail = None;
     if policy::needs_classifier(&policy, &row.features) {
         let s = &policy.classifier;
-        let classifier = match Classifier::load(&s.encoder, s.heads.as_deref(), s.max_tokens) {
+        let classifier = match Classifier::from_settings(s) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!(

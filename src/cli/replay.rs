@@ -54,7 +54,7 @@ fn load(policy_path: &Path, input: &Path) -> Result<(Policy, Vec<traffic::Row>),
     let mut rows = traffic::read(input).map_err(|e| e.to_string())?;
     if policy.uses_classifier() {
         let s = &policy.classifier;
-        let classifier = Classifier::load(&s.encoder, s.heads.as_deref(), s.max_tokens)
+        let classifier = Classifier::from_settings(s)
             .map_err(|e| format!("cannot load the classifier ({}): {e}", s.encoder.display()))?;
         classify_rows(&policy, &classifier, &mut rows, |d, t| {
             progress("classifying", d, t)

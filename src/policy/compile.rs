@@ -138,6 +138,7 @@ impl Compiler<'_> {
             self.error("models", "the policy defines no models");
         }
         let mut models = indexmap::IndexMap::new();
+        let mut model_heads = vec![];
         for (name, m) in spec.models {
             let path = format!("models.{name}");
             if name == AUTO || name == LOCAL {
@@ -234,6 +235,20 @@ impl Compiler<'_> {
                 }
             };
             let local = (m.kind == ModelKind::Local).then(|| self.local(&path, &m, env));
+            if let Some(raw) = &m.heads {
+                let field = format!("{path}.heads");
+                match (m.kind, expand(raw, env)) {
+                    (ModelKind::Local, Ok(p)) if !p.is_empty() => {
+                        model_heads.push((name.clone(), std::path::PathBuf::from(p)))
+                    }
+                    (ModelKind::Local, Ok(_)) => self.error(&field, "`heads` must not be empty"),
+                    (ModelKind::Local, Err(var)) => self.error(
+                        &field,
+                        format!("environment variable {var} is not set and the heads give no default (`${{{var}:-...}}`)"),
+                    ),
+                    _ => self.error(&field, "`heads` is only valid for `kind: local` models"),
+                }
+            }
             let mut capabilities = self.capabilities(&path, m.kind, m.capabilities.as_deref());
             if m.kind.is_cloud() {
                 // Set by `completions: true` alone, whatever the list says.
@@ -357,7 +372,23 @@ impl Compiler<'_> {
             }
         };
 
-        let classifier = self.classifier(spec.classifier.unwrap_or_default(), env);
+        let mut classifier = self.classifier(spec.classifier.unwrap_or_default(), env);
+        classifier.model_heads = model_heads;
+        // A rule's strong score is the one calibrated for its route's first on-box model with
+        // heads, else for the policy's on-box model, else the shared heads'.
+        let calibrated = |route: &Route| -> Option<String> {
+            let has = |m: &String| classifier.model_heads.iter().any(|(n, _)| n == m);
+            std::iter::once(&route.model)
+                .chain(&route.fallbacks)
+                .find(|m| has(m))
+                .or(local_model.as_ref().filter(|m| has(m)))
+                .cloned()
+        };
+        for r in &mut rules {
+            if r.when.strong_score.is_some() {
+                r.when.strong_model = calibrated(&r.route);
+            }
+        }
         let recording = spec.recording.and_then(|r| {
             let path = match expand(&r.path, env) {
                 Ok(p) if !p.is_empty() => p,

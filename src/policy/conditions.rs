@@ -80,6 +80,9 @@ pub struct Conditions {
     pub tags: Option<Vec<String>>,
     pub category: Option<CategoryCondition>,
     pub strong_score: Option<Range<f64>>,
+    /// The on-box model whose calibrated strong score `strong_score` reads (`None`: the shared
+    /// heads' score).
+    pub strong_model: Option<String>,
     pub pii: Option<PiiCondition>,
 }
 
@@ -95,6 +98,7 @@ impl Default for Conditions {
             tags: None,
             category: None,
             strong_score: None,
+            strong_model: None,
             pii: None,
         }
     }
@@ -175,7 +179,7 @@ impl Conditions {
         }
         if let Some(r) = &self.strong_score {
             match &f.classifier {
-                Some(c) if r.contains(c.strong_score) => {}
+                Some(c) if r.contains(c.strong_for(self.strong_model.as_deref())) => {}
                 _ => return false,
             }
         }
@@ -265,11 +269,17 @@ impl Conditions {
         if let Some(r) = &self.strong_score {
             match &f.classifier {
                 None => out.push("strong_score: the request was not classified".into()),
-                Some(c) if !r.contains(c.strong_score) => out.push(format!(
-                    "strong_score {:.3} is not {}",
-                    c.strong_score,
-                    range(r)
-                )),
+                Some(c) if !r.contains(c.strong_for(self.strong_model.as_deref())) => {
+                    out.push(format!(
+                        "strong_score{} {:.3} is not {}",
+                        self.strong_model
+                            .as_deref()
+                            .map(|m| format!(" (for {m})"))
+                            .unwrap_or_default(),
+                        c.strong_for(self.strong_model.as_deref()),
+                        range(r)
+                    ))
+                }
                 Some(_) => {}
             }
         }
@@ -290,6 +300,9 @@ impl Conditions {
                 subset(&l.one_of, &e.one_of) && l.min_probability >= e.min_probability
             })
             && implied(&self.strong_score, &earlier.strong_score, Range::within)
+            && (self.strong_score.is_none()
+                || earlier.strong_score.is_none()
+                || self.strong_model == earlier.strong_model)
             && implied(&self.pii, &earlier.pii, PiiCondition::within)
     }
 }

@@ -338,6 +338,50 @@ tenants:
     }
 
     #[test]
+    fn a_strong_score_condition_reads_its_on_box_models_calibrated_score() {
+        let src = r#"
+version: 1
+models:
+  small: { kind: local, heads: /heads/small }
+  other: { kind: local }
+  big: { kind: openai, base_url: http://127.0.0.1:1/v1 }
+rules:
+  - { name: hard, when: { strong_score: { above: 0.7 } }, route: big, fallbacks: [small] }
+default: { route: other }
+"#;
+        let p = parse(src, "test.yaml", &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.rules[0].when.strong_model.as_deref(), Some("small"));
+        assert_eq!(
+            p.classifier.model_heads,
+            vec![(
+                "small".to_string(),
+                std::path::PathBuf::from("/heads/small")
+            )]
+        );
+        let with = |shared: f64, small: f64| Features {
+            classifier: Some(ClassifierOutput {
+                category: "chat".into(),
+                probability: 1.0,
+                strong_score: shared,
+                strong_by_model: vec![("small".into(), small)],
+            }),
+            ..auto()
+        };
+        // The shared score says easy; `small`'s own heads say it would get it wrong.
+        assert_eq!(rule_of(&p, &with(0.2, 0.9)), "hard");
+        assert_eq!(rule_of(&p, &with(0.9, 0.2)), "default");
+        // `heads` belongs to on-box models only.
+        let bad = src.replace("big: { kind: openai,", "big: { kind: openai, heads: /h,");
+        let e = parse(&bad, "test.yaml", &|_| None)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("`heads` is only valid for `kind: local` models"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn pii_conditions_match_kinds_or_their_absence() {
         use crate::pii::Kind;
         let p = policy(concat!(
@@ -569,6 +613,7 @@ tenants:
                 category: category.into(),
                 probability,
                 strong_score,
+                strong_by_model: vec![],
             }),
             ..auto()
         };

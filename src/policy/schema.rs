@@ -300,6 +300,10 @@ pub struct ModelSpec {
     /// `gemma`, or the path of a Jinja file (`${ENV}` expanded).
     #[serde(default)]
     pub template: Option<String>,
+    /// `local` only: a heads folder from `train-router --labels` calibrated for this model:
+    /// rules whose route's on-box model is this one read the strong score of these heads.
+    #[serde(default)]
+    pub heads: Option<String>,
     /// `local` only: a `tokenizer.json` (default: built from the GGUF metadata).
     #[serde(default)]
     pub tokenizer: Option<String>,

@@ -237,6 +237,7 @@ default: { route: small }
                     category: "other".into(),
                     probability: 1.0,
                     strong_score: s,
+                    strong_by_model: vec![],
                 });
                 r.outcome = Some(Outcome {
                     weak: 0.0,
