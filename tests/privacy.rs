@@ -9,7 +9,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 const KEY: &[(&str, &str)] = &[("CLOUD_KEY", "sk-upstream-test")];
 const EMAIL: &str = "dana.okafor@example.com";
@@ -53,22 +52,6 @@ default: {{ route: local-echo }}
         addr = up.addr,
         log = log.display()
     )
-}
-
-/// Waits until the log has `n` lines (the writer is a background thread).
-fn log_rows(path: &Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + TEST_TIMEOUT;
-    loop {
-        let rows: Vec<Value> = std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if rows.len() >= n || Instant::now() > deadline {
-            return rows;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn user(text: &str) -> Value {
@@ -165,7 +148,7 @@ async fn a_cloud_route_gets_placeholders_and_nothing_records_a_value() {
     assert!(!exposition.contains(EMAIL) && !exposition.contains(IP));
 
     // The request log keeps the text with every kind replaced, and names the kinds.
-    let rows = log_rows(&log, 1);
+    let rows = log_rows_when_ready(&log, 1);
     let row = serde_json::to_string(&rows[0]).expect("json");
     assert!(
         !row.contains(EMAIL) && !row.contains(IP) && !row.contains("7946"),

@@ -6,22 +6,10 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 /// Waits until the log has `n` lines (the writer is a background thread).
 fn lines_when_ready(path: &Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + TEST_TIMEOUT;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let rows: Vec<Value> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if rows.len() >= n || Instant::now() > deadline {
-            return rows;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    log_rows_when_ready(path, n)
 }
 
 /// `switchyard replay --json` of `log` with `policy_text` (its key variable filled in), as a user

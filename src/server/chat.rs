@@ -125,7 +125,10 @@ pub(super) async fn answer(
             (false, None) => m.sticky("new"),
         }
     }
-    let redacted = redact(&gateway, &parsed, native, &feats, decision);
+    let redacted = match redact(&gateway, &parsed, native, &feats, decision) {
+        Ok(r) => r,
+        Err(e) => return refuse(&mut settlement, &e, None),
+    };
     record(
         &gateway,
         &mut settlement,
@@ -324,22 +327,34 @@ async fn detect_pii(gateway: &Gateway, req: &ChatRequest, feats: &mut Features) 
 /// The request with the private data its route redacts replaced by placeholders, for the
 /// route's cloud models, and the kinds replaced (`None` when there is nothing to replace).
 /// Counted in `switchyard_pii_redactions_total`.
+///
+/// Errors: the redacted request does not parse again (never expected; the request is refused
+/// rather than sent unredacted).
 fn redact(
     gateway: &Gateway,
     req: &ChatRequest,
     native: Option<Native<'_>>,
     feats: &Features,
     decision: Decision,
-) -> Option<(Redacted, pii::Kinds)> {
+) -> Result<Option<(Redacted, pii::Kinds)>, ApiError> {
     let kinds = pii::Kinds::from_iter(feats.pii.iter().filter(|k| decision.redact.contains(*k)));
     if kinds.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut p = pii::Placeholders::default();
     let mut body = req.body();
     pii::request::redact(&mut body, kinds, &mut p);
-    let bytes = serde_json::to_vec(&body).ok()?;
-    let mut request = ChatRequest::parse(&bytes).ok()?;
+    let reparsed = serde_json::to_vec(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|b| ChatRequest::parse(&b).map_err(|e| e.to_string()));
+    let mut request = match reparsed {
+        Ok(r) => r,
+        Err(_) => {
+            // The reason may quote the request: it is not logged.
+            tracing::error!("a redacted request does not parse again; it is refused");
+            return Err(ApiError::Internal);
+        }
+    };
     if req.raw_prompt {
         request.set_raw_prompt();
     }
@@ -350,7 +365,7 @@ fn redact(
         serde_json::to_vec(&body).ok()
     });
     gateway.ledger.metrics.pii_redacted(&p.replaced);
-    Some((Redacted { request, native }, kinds))
+    Ok(Some((Redacted { request, native }, kinds)))
 }
 
 /// Looks up the conversation's pin when the policy has sticky routes and the request is

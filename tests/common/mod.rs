@@ -1132,3 +1132,20 @@ pub async fn sdk_script(script: &str, args: Vec<String>) {
         "{script}: {text}"
     );
 }
+
+/// The JSON rows of a request log once it has at least `n` (the writer is a background thread;
+/// bounded by `TEST_TIMEOUT`, after which the rows so far are returned).
+pub fn log_rows_when_ready(path: &std::path::Path, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + TEST_TIMEOUT;
+    loop {
+        let rows: Vec<Value> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if rows.len() >= n || std::time::Instant::now() > deadline {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
