@@ -26,6 +26,9 @@ pub struct EvalRouterArgs {
     /// The seed of the held-out split (train-router's `--seed`).
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
+    /// The held-out share (train-router's `--validation`).
+    #[arg(long, default_value_t = TrainConfig::default().validation)]
+    pub validation: f64,
     /// Also train and score the baseline: a logistic regression on the embeddings, trained on
     /// this training folder's MMLU-Pro with the label "Llama-3.1-8B-Instruct wrong".
     #[arg(long)]
@@ -110,7 +113,7 @@ pub fn run(args: EvalRouterArgs) -> i32 {
 /// built-in heads and the `--heads` given, beside a random router.
 fn eval_labels(args: &EvalRouterArgs, path: &Path) -> Result<(), ClassifierError> {
     let (rows, model) = data::load_labels(path)?;
-    let validation = TrainConfig::default().validation;
+    let validation = args.validation;
     let held: Vec<&data::Example> = rows
         .iter()
         .filter(|e| crate::classifier::train::held_out(&e.text, args.seed, validation))

@@ -20,6 +20,9 @@ pub struct TrainRouterArgs {
     pub seed: u64,
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     pub epochs: usize,
+    /// Share of the examples held out for validation (chosen by a hash of the text and the seed).
+    #[arg(long, default_value_t = TrainConfig::default().validation)]
+    pub validation: f64,
     /// Width of each head's hidden layer.
     #[arg(long, default_value_t = TrainConfig::default().hidden)]
     pub hidden: usize,
@@ -95,6 +98,7 @@ pub fn run(args: TrainRouterArgs) -> i32 {
         seed: args.seed,
         epochs: args.epochs,
         hidden: args.hidden,
+        validation: args.validation.clamp(0.0, 0.9),
         ..TrainConfig::default()
     };
     let encoder_name = args
