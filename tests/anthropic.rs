@@ -212,11 +212,8 @@ async fn both_dialects_cost_count_and_log_the_same() {
     assert_eq!(metric(&gw, ok).await, 2.0);
     let left = r#"switchyard_budget_remaining_usd{period="day",tenant="*"}"#;
     assert_eq!(metric(&gw, left).await, 1000.0 - 58.0);
-    let rows: Vec<Value> = std::fs::read_to_string(&log)
-        .expect("request log")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("row"))
-        .collect();
+    // The log's writer is a background thread: wait for both rows.
+    let rows = log_rows_when_ready(&log, 2);
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["cost_usd"], rows[1]["cost_usd"]);
     assert_eq!(rows[0]["usage"], rows[1]["usage"]);
