@@ -99,6 +99,49 @@ fn classify_reads_jsonl_rows_in_order_with_ids() {
         .contains("invalid JSON"));
 }
 
+#[test]
+fn classify_can_print_each_rows_embedding() {
+    let input = [
+        json!({"id": 1, "prompt": "Write a haiku about rain."}),
+        json!({"id": 2, "prompt": "Solve 3x + 5 = 20 for x."}),
+        json!({"id": 3, "prompt": "Write a haiku about rain."}),
+    ]
+    .iter()
+    .map(|r| format!("{r}\n"))
+    .collect::<String>();
+    let o = switchyard(&["classify", "--embedding", "-"], Some(&input));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let vectors: Vec<Vec<f64>> = stdout(&o)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("json line");
+            v["embedding"]
+                .as_array()
+                .expect("embedding array")
+                .iter()
+                .map(|x| x.as_f64().expect("number"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(vectors.len(), 3);
+    for v in &vectors {
+        assert_eq!(v.len(), 384, "all-MiniLM-L6-v2 is 384 wide");
+        let norm: f64 = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "L2-normalised, got {norm}");
+    }
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    assert!(
+        dot(&vectors[0], &vectors[2]) > 0.9999,
+        "same text, same vector"
+    );
+    assert!(
+        dot(&vectors[0], &vectors[1]) < 0.9,
+        "different texts differ"
+    );
+    let plain = switchyard(&["classify", "-"], Some(&input));
+    assert!(stdout(&plain).lines().all(|l| !l.contains("embedding")));
+}
+
 /// A training folder in the layout of ../shared/data/train, with made-up rows.
 fn write_train_fixture(dir: &Path) {
     let w = |rel: &str, text: String| {

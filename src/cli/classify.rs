@@ -13,6 +13,10 @@ pub struct ClassifyArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// With `-`: add each row's `embedding`, the L2-normalised sentence embedding (384 numbers
+    /// for the default encoder) the heads read, for research on the router outside this binary.
+    #[arg(long)]
+    pub embedding: bool,
     /// Rows classified together when reading stdin.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
@@ -76,7 +80,7 @@ pub fn run(args: ClassifyArgs) -> i32 {
         return 1;
     };
     if args.text == "-" {
-        return run_stdin(&classifier, args.batch.max(1));
+        return run_stdin(&classifier, args.batch.max(1), args.embedding);
     }
     let start = Instant::now();
     let result = crate::classifier::RouterModel::classify(&classifier, &[args.text.as_str()]);
@@ -113,7 +117,7 @@ pub fn run(args: ClassifyArgs) -> i32 {
     0
 }
 
-fn run_stdin(classifier: &Classifier, batch: usize) -> i32 {
+fn run_stdin(classifier: &Classifier, batch: usize, with_embedding: bool) -> i32 {
     let stdin = std::io::stdin();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut failed = 0usize;
@@ -146,11 +150,16 @@ fn run_stdin(classifier: &Classifier, batch: usize) -> i32 {
         }
         let texts: Vec<&str> = rows.iter().filter_map(|(_, t)| t.as_deref().ok()).collect();
         let start = Instant::now();
-        let results = classifier
-            .embed_all(&texts, 16)
-            .and_then(|e| classifier.finish(e));
-        let mut results = match results {
-            Ok(r) => r.into_iter(),
+        let results = classifier.embed_all(&texts, 16).and_then(|e| {
+            let vectors: Vec<Vec<f32>> = if with_embedding {
+                e.iter().map(|(v, _)| v.clone()).collect()
+            } else {
+                vec![]
+            };
+            Ok((classifier.finish(e)?, vectors))
+        });
+        let (mut results, mut vectors) = match results {
+            Ok((r, v)) => (r.into_iter(), v.into_iter()),
             Err(e) => {
                 eprintln!("error: {e}");
                 return 1;
@@ -160,7 +169,13 @@ fn run_stdin(classifier: &Classifier, batch: usize) -> i32 {
         for (id, text) in rows {
             let mut obj = match text {
                 Ok(_) => match results.next() {
-                    Some(c) => to_json(&c, Some(ms)),
+                    Some(c) => {
+                        let mut m = to_json(&c, Some(ms));
+                        if let Some(v) = vectors.next() {
+                            m.insert("embedding".into(), json!(v));
+                        }
+                        m
+                    }
                     None => continue,
                 },
                 Err(e) => {

@@ -65,11 +65,17 @@ pub struct Item {
     pub messages: Vec<Value>,
     /// The gold answer and how to read it, when the row has one.
     pub gold: Option<(Task, String)>,
+    /// The text the router reads, where it is not the last user message: a training-folder
+    /// question without the answer-format instruction the on-box model is given.
+    pub text: Option<String>,
 }
 
 impl Item {
-    /// The text the classifier reads of the row (its last user message).
+    /// The text the classifier reads of the row: [`Item::text`], else its last user message.
     fn prompt(&self) -> String {
+        if let Some(text) = &self.text {
+            return text.clone();
+        }
         self.messages
             .iter()
             .rev()
@@ -127,7 +133,12 @@ pub fn load_rows(path: &Path) -> Result<Vec<Item>, String> {
                     format!("{}: `answer` must be a number or a letter A-J", at())
                 })?),
             };
-        items.push(Item { id, messages, gold });
+        items.push(Item {
+            id,
+            messages,
+            gold,
+            text: None,
+        });
     }
     Ok(items)
 }
@@ -141,6 +152,7 @@ fn load_training(dir: &Path, per_task: usize, seed: u64) -> Result<Vec<Item>, St
                 id: format!("{}-{}", task.name(), q.id),
                 messages: vec![json!({"role": "user", "content": q.prompt})],
                 gold: Some((task, q.gold)),
+                text: Some(q.question),
             });
         }
     }
@@ -246,6 +258,7 @@ async fn label(run: &Run<'_>, item: &Item) -> Result<(Value, f64), String> {
             task: *task,
             id: item.id.clone(),
             prompt: prompt.clone(),
+            question: prompt.clone(),
             gold: gold.clone(),
         };
         let extracted = answers::extract(&q, &answer);

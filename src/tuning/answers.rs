@@ -38,8 +38,12 @@ pub struct Question {
     pub task: Task,
     /// The row's number in its file (GSM8K) or its `question_id` (MMLU-Pro).
     pub id: String,
-    /// The user message the model is asked.
+    /// The user message the model is asked: the question and the answer-format instruction.
     pub prompt: String,
+    /// The question as a client would send it, without the answer-format instruction: GSM8K's
+    /// question, or MMLU-Pro's question and options in the router's training layout
+    /// ([`crate::classifier::data::mmlu_prompt`]). What a router trained on labels reads.
+    pub question: String,
     /// The gold answer: a normalised number, or a letter.
     pub gold: String,
 }
@@ -110,6 +114,7 @@ pub fn load_sample(dir: &Path, task: Task, n: usize, seed: u64) -> Result<Vec<Qu
                         "{}\nSolve it step by step, then end with \"The answer is N.\", where N is the final number.",
                         r.question.trim()
                     ),
+                    question: r.question.trim().to_string(),
                     gold: r
                         .answer
                         .rsplit("####")
@@ -139,6 +144,13 @@ pub fn load_sample(dir: &Path, task: Task, n: usize, seed: u64) -> Result<Vec<Qu
                         prompt: format!(
                             "{}\n\nOptions:\n{options}\nThink step by step, then end with \"The answer is (X)\", where X is the letter of the correct option.",
                             r.question.trim()
+                        ),
+                        question: crate::classifier::data::mmlu_prompt(
+                            &r.question,
+                            &r.options
+                                .iter()
+                                .map(|o| serde_json::Value::String(o.clone()))
+                                .collect::<Vec<_>>(),
                         ),
                         gold: r.answer.trim().to_string(),
                     }
@@ -232,5 +244,35 @@ mod tests {
         assert_eq!(a, sample(rows.clone(), 10, 7));
         assert_ne!(a, sample(rows, 10, 8));
         assert_eq!(a.len(), 10);
+    }
+
+    #[test]
+    fn a_question_is_kept_without_the_answer_format_instruction() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("gsm8k")).expect("gsm8k dir");
+        std::fs::create_dir_all(dir.path().join("mmlu_pro")).expect("mmlu_pro dir");
+        std::fs::write(
+            dir.path().join("gsm8k/train.jsonl"),
+            "{\"question\": \" Tom has 3 apples and buys 2. How many? \", \"answer\": \"3+2=5\\n#### 5\"}\n",
+        )
+        .expect("gsm8k rows");
+        std::fs::write(
+            dir.path().join("mmlu_pro/questions.jsonl"),
+            "{\"question_id\": 70, \"question\": \"Which is a colour?\", \"options\": [\"red\", \"seven\"], \"answer\": \"A\"}\n",
+        )
+        .expect("mmlu_pro rows");
+        let gsm = load_sample(dir.path(), Task::Gsm8k, 5, 7).expect("gsm8k sample");
+        assert_eq!(gsm.len(), 1);
+        assert_eq!(gsm[0].question, "Tom has 3 apples and buys 2. How many?");
+        assert!(gsm[0].prompt.starts_with(&gsm[0].question));
+        assert!(gsm[0].prompt.contains("The answer is N."));
+        assert_eq!(gsm[0].gold, "5");
+        let mmlu = load_sample(dir.path(), Task::MmluPro, 5, 7).expect("mmlu_pro sample");
+        assert_eq!(
+            mmlu[0].question,
+            "Which is a colour?\nA. red\nB. seven\nAnswer:"
+        );
+        assert!(mmlu[0].prompt.contains("The answer is (X)"));
+        assert!(!mmlu[0].question.contains("step by step"));
     }
 }
