@@ -1,5 +1,6 @@
 //! The state store in this process's memory: each replica counts on its own.
 
+use super::pins::Pins;
 use super::{Admitted, Ask, Health, Limits, Refused, Remaining, StateStore, StoreError, Ticket};
 use crate::accounting::budget::{Exhausted, Period};
 use crate::accounting::rate_limit::{need, Bucket, Limit, RateLimited};
@@ -67,7 +68,8 @@ impl State {
     }
 }
 
-/// Most sticky conversations held in memory; past it, lapsed pins are dropped, then any.
+/// Most sticky conversations held in memory; past it, lapsed pins are dropped, then the
+/// conversation idle longest ([`Pins`]).
 const MAX_PINS: usize = 65_536;
 
 /// Budgets, rate limits and sticky conversations in this process's memory.
@@ -76,7 +78,7 @@ pub struct MemoryStore {
     ttl: Duration,
     state: Mutex<State>,
     /// Sticky conversations' pins and when each lapses.
-    pins: Mutex<std::collections::HashMap<String, (String, Instant)>>,
+    pins: Mutex<Pins>,
 }
 
 impl MemoryStore {
@@ -91,7 +93,7 @@ impl MemoryStore {
             limits,
             ttl,
             state: Mutex::default(),
-            pins: Mutex::default(),
+            pins: Mutex::new(Pins::new(MAX_PINS)),
         }
     }
 
@@ -257,26 +259,13 @@ impl StateStore for MemoryStore {
 
     async fn pinned(&self, session: &str) -> Result<Option<String>, StoreError> {
         let pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        Ok(pins
-            .get(session)
-            .filter(|(_, lapse)| *lapse > now)
-            .map(|(v, _)| v.clone()))
+        Ok(pins.get(session, Instant::now()).map(str::to_string))
     }
 
     async fn pin(&self, session: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
         let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if pins.len() >= MAX_PINS && !pins.contains_key(session) {
-            pins.retain(|_, (_, lapse)| *lapse > now);
-            while pins.len() >= MAX_PINS {
-                let Some(k) = pins.keys().next().cloned() else {
-                    break;
-                };
-                pins.remove(&k);
-            }
-        }
-        pins.insert(session.to_string(), (value.to_string(), now + ttl));
+        pins.set(session, value, now + ttl, now);
         Ok(())
     }
 

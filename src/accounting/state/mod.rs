@@ -17,6 +17,7 @@
 //! Amounts cross the trait in USD; the Redis store keeps them as integer nano-USD.
 
 mod memory;
+mod pins;
 mod redis_store;
 
 pub use memory::MemoryStore;
