@@ -27,6 +27,9 @@ fn stream_error(e: &EngineError, model: &str) -> ApiError {
         EngineError::TotalTimeout(_)
         | EngineError::FirstByteTimeout(_)
         | EngineError::StreamIdle(_) => ApiError::GatewayTimeout(format!("model `{model}`: {e}")),
+        // The on-box model's own failure text is for the log (the engine writes it), not the
+        // client: as before the head, an internal error without details.
+        EngineError::Failed(_) => ApiError::Internal,
         _ => ApiError::BadGateway(format!("model `{model}`: {e}")),
     }
 }
@@ -195,6 +198,18 @@ mod tests {
 
     fn body_of(stream: impl futures_util::Stream<Item = Bytes> + Send + 'static) -> Body {
         StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b)))).boxed_unsync()
+    }
+
+    #[test]
+    fn an_on_box_failure_mid_stream_says_internal_error_without_its_text() {
+        let e = EngineError::Failed("matmul shape [3, 7] at /home/build/weights".into());
+        let api = stream_error(&e, "on-box");
+        assert_eq!(api.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = api.body_json().to_string();
+        assert!(!body.contains("matmul"), "{body}");
+        assert!(body.contains("internal error"), "{body}");
+        let timeout = stream_error(&EngineError::StreamIdle(Duration::from_secs(3)), "m");
+        assert_eq!(timeout.status(), http::StatusCode::GATEWAY_TIMEOUT);
     }
 
     #[tokio::test]
