@@ -201,6 +201,24 @@ async fn streams_and_native_dialects_are_redacted_too() {
     );
     assert_eq!(sent.body["stream"], true);
 
+    // A request over 64 KiB of text is scanned and redacted off the runtime's threads, alike.
+    let long = format!(
+        "{} Mail {EMAIL} the summary",
+        "the quarterly numbers ".repeat(3500)
+    );
+    let r = chat(&gw, user(&long), &[("x-switchyard-tags", "hard")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-redacted"), "email");
+    let sent = up.recorded().pop().expect("a cloud request");
+    let content = sent.body["messages"][1]["content"].as_str().expect("text");
+    assert!(content.len() > 64 * 1024);
+    assert!(
+        content.ends_with("Mail [EMAIL_1] the summary"),
+        "{}",
+        &content[content.len() - 60..]
+    );
+    assert!(!String::from_utf8_lossy(&sent.raw).contains(EMAIL));
+
     // An Anthropic Messages request to an Anthropic model goes as it came, but redacted,
     // in `system` as in `messages`.
     let native = json!({"model": "auto", "max_tokens": 64,

@@ -125,7 +125,7 @@ pub(super) async fn answer(
             (false, None) => m.sticky("new"),
         }
     }
-    let redacted = match redact(&gateway, &parsed, native, &feats, decision) {
+    let redacted = match redact(&gateway, &parsed, native, &feats, decision).await {
         Ok(r) => r,
         Err(e) => return refuse(&mut settlement, &e, None),
     };
@@ -326,46 +326,66 @@ async fn detect_pii(gateway: &Gateway, req: &ChatRequest, feats: &mut Features) 
 
 /// The request with the private data its route redacts replaced by placeholders, for the
 /// route's cloud models, and the kinds replaced (`None` when there is nothing to replace).
+/// Requests over [`PII_INLINE_BYTES`] of text are redacted off the async runtime's threads.
 /// Counted in `switchyard_pii_redactions_total`.
 ///
 /// Errors: the redacted request does not parse again (never expected; the request is refused
 /// rather than sent unredacted).
-fn redact(
+async fn redact(
     gateway: &Gateway,
     req: &ChatRequest,
     native: Option<Native<'_>>,
     feats: &Features,
-    decision: Decision,
+    decision: Decision<'_>,
 ) -> Result<Option<(Redacted, pii::Kinds)>, ApiError> {
     let kinds = pii::Kinds::from_iter(feats.pii.iter().filter(|k| decision.redact.contains(*k)));
     if kinds.is_empty() {
         return Ok(None);
     }
+    let copy = if req.text_bytes > PII_INLINE_BYTES {
+        let owned = req.clone();
+        let body = native.map(|n| n.body.to_vec());
+        tokio::task::spawn_blocking(move || redacted_copy(&owned, body.as_deref(), kinds))
+            .await
+            .ok()
+            .flatten()
+    } else {
+        redacted_copy(req, native.map(|n| n.body), kinds)
+    };
+    let Some((redacted, replaced)) = copy else {
+        // The reason may quote the request: it is not logged.
+        tracing::error!("a redacted request does not parse again; it is refused");
+        return Err(ApiError::Internal);
+    };
+    gateway.ledger.metrics.pii_redacted(&replaced.replaced);
+    Ok(Some((redacted, kinds)))
+}
+
+/// The redacted copies of a request (the parsed request and, when the client spoke another
+/// dialect, its own body), with the placeholders used; `None` when the redacted request does not
+/// parse again. A native body that cannot be redacted is dropped, so cloud models get the
+/// redacted parsed request instead ([`crate::engines::EngineRequest::for_engine`]).
+fn redacted_copy(
+    req: &ChatRequest,
+    native: Option<&[u8]>,
+    kinds: pii::Kinds,
+) -> Option<(Redacted, pii::Placeholders)> {
     let mut p = pii::Placeholders::default();
     let mut body = req.body();
     pii::request::redact(&mut body, kinds, &mut p);
-    let reparsed = serde_json::to_vec(&body)
-        .map_err(|e| e.to_string())
-        .and_then(|b| ChatRequest::parse(&b).map_err(|e| e.to_string()));
-    let mut request = match reparsed {
-        Ok(r) => r,
-        Err(_) => {
-            // The reason may quote the request: it is not logged.
-            tracing::error!("a redacted request does not parse again; it is refused");
-            return Err(ApiError::Internal);
-        }
-    };
+    let mut request = serde_json::to_vec(&body)
+        .ok()
+        .and_then(|b| ChatRequest::parse(&b).ok())?;
     if req.raw_prompt {
         request.set_raw_prompt();
     }
     let native = native.and_then(|n| {
         let mut body: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(n.body).ok()?;
+            serde_json::from_slice(n).ok()?;
         pii::request::redact(&mut body, kinds, &mut p);
         serde_json::to_vec(&body).ok()
     });
-    gateway.ledger.metrics.pii_redacted(&p.replaced);
-    Ok(Some((Redacted { request, native }, kinds)))
+    Some((Redacted { request, native }, p))
 }
 
 /// Looks up the conversation's pin when the policy has sticky routes and the request is

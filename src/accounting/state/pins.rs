@@ -51,11 +51,13 @@ impl Pins {
     }
 
     /// Pins held, lapsed or not.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_key.len()
     }
 
     /// Whether no pin is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.by_key.is_empty()
     }
