@@ -142,6 +142,135 @@ fn classify_can_print_each_rows_embedding() {
     assert!(stdout(&plain).lines().all(|l| !l.contains("embedding")));
 }
 
+#[test]
+fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let labels = tmp.path().join("labels.jsonl");
+    // The labels say the opposite of the built-in strong score: chat is hard for this model,
+    // proofs are easy.
+    let rows: String = (0..160)
+        .map(|i| {
+            let chat = i % 2 == 0;
+            let prompt = if chat {
+                format!("hi there, how are you doing today, friend number {i}?")
+            } else {
+                format!("Prove the bound on the spectral gap of random regular graph family {i} and derive its constant.")
+            };
+            format!(
+                "{}\n",
+                json!({"id": i.to_string(), "prompt": prompt, "model": "odd-box",
+                    "strong_label": if chat { 1.0 } else { 0.0 }, "graded": "gold"})
+            )
+        })
+        .collect();
+    std::fs::write(&labels, rows).expect("write");
+    let out_dir = tmp.path().join("heads");
+    let path = |p: &Path| p.to_str().expect("path").to_string();
+    let args = [
+        "train-router",
+        "--base",
+        "builtin",
+        "--labels",
+        &path(&labels),
+        "--out",
+        &path(&out_dir),
+        "--epochs",
+        "60",
+        "--no-cache",
+    ];
+    let o = switchyard(&args, None);
+    let log = stdout(&o);
+    assert!(
+        o.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(log.contains("category head kept from builtin"), "{log}");
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("labels.json")).expect("read"))
+            .expect("json");
+    assert_eq!(meta["model"], "odd-box");
+
+    let classify = |heads: Option<&Path>, text: &str| {
+        let mut a = vec!["classify".to_string(), "--json".into()];
+        if let Some(h) = heads {
+            a.extend(["--heads".into(), path(h)]);
+        }
+        a.push(text.into());
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = switchyard(&a, None);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_str::<Value>(stdout(&o).trim()).expect("json")
+    };
+    let chat = "hi there, how are you doing today, friend number 7?";
+    let proof = "Prove the bound on the spectral gap of random regular graph family 7 and derive its constant.";
+    for text in [chat, proof] {
+        let (built_in, tuned) = (classify(None, text), classify(Some(&out_dir), text));
+        assert_eq!(
+            built_in["categories"], tuned["categories"],
+            "the category head is the base's"
+        );
+    }
+    let (built_in, tuned) = (
+        |t| classify(None, t)["strong_score"].as_f64().expect("score"),
+        |t| {
+            classify(Some(&out_dir), t)["strong_score"]
+                .as_f64()
+                .expect("score")
+        },
+    );
+    assert!(
+        built_in(proof) > built_in(chat),
+        "the base ranks the proof harder"
+    );
+    assert!(
+        tuned(chat) > tuned(proof),
+        "the labels turned the order round"
+    );
+
+    // --base needs labels and reads no training folder.
+    let o = switchyard(
+        &[
+            "train-router",
+            "--base",
+            "builtin",
+            "--out",
+            &path(&out_dir),
+        ],
+        None,
+    );
+    assert!(!o.status.success());
+    let o = switchyard(
+        &[
+            "train-router",
+            "--base",
+            "builtin",
+            "--labels",
+            &path(&labels),
+            "--data",
+            "x",
+            "--out",
+            &path(&out_dir),
+        ],
+        None,
+    );
+    assert!(!o.status.success());
+    let o = switchyard(
+        &[
+            "train-router",
+            "--base",
+            &path(&tmp.path().join("none")),
+            "--labels",
+            &path(&labels),
+            "--out",
+            &path(&out_dir),
+        ],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("base heads"));
+}
+
 /// A training folder in the layout of ../shared/data/train, with made-up rows.
 fn write_train_fixture(dir: &Path) {
     let w = |rel: &str, text: String| {

@@ -114,6 +114,19 @@ impl Params {
         }
     }
 
+    /// Parameters that start from a trained MLP's weights.
+    fn from_mlp(m: &Mlp) -> candle_core::Result<Params> {
+        let b1 = m.b1.reshape((1, m.b1.elem_count()))?;
+        let b2 = m.b2.reshape((1, m.b2.elem_count()))?;
+        Ok(Params {
+            hidden: m.w1.dims2()?.0,
+            vars: [&m.w1, &b1, &m.w2, &b2]
+                .into_iter()
+                .map(|t| Var::from_tensor(&t.copy()?))
+                .collect::<candle_core::Result<_>>()?,
+        })
+    }
+
     fn snapshot(&self) -> candle_core::Result<Vec<Tensor>> {
         self.vars.iter().map(|v| v.as_tensor().copy()).collect()
     }
@@ -192,7 +205,14 @@ fn fit(
         },
     )?;
     let (vx, vt, vw) = task.select(val)?;
-    let mut best = (f64::INFINITY, params.snapshot()?, 0);
+    // Epoch 0 is the starting point: with weights from base heads, training keeps them unless
+    // an epoch does better on validation.
+    let start = if val.is_empty() {
+        f64::INFINITY
+    } else {
+        loss(&params.forward(&vx)?, &vt, &vw)?.to_scalar::<f32>()? as f64
+    };
+    let mut best = (start, params.snapshot()?, 0);
     let mut order = train.to_vec();
     for epoch in 1..=cfg.epochs {
         rng.shuffle(&mut order);
@@ -277,9 +297,37 @@ pub fn train(
     max_tokens: usize,
     log: &mut dyn FnMut(String),
 ) -> Result<(Heads, Report), ClassifierError> {
+    train_from(examples, embeddings, cfg, encoder, max_tokens, None, log)
+}
+
+/// [`train`], or, with `base`, heads that start from trained ones: the base's category head is
+/// kept as it is, and its strong head (any hidden width) goes on learning the examples' strong
+/// targets, keeping the epoch with the lowest validation loss, the base itself included. For a
+/// few hundred labels of one on-box model, where a head trained from scratch has too little to
+/// learn from.
+///
+/// Errors: no examples; base heads for another encoder or embedding width.
+pub fn train_from(
+    examples: &[Example],
+    embeddings: &[Vec<f32>],
+    cfg: &TrainConfig,
+    encoder: &str,
+    max_tokens: usize,
+    base: Option<&Heads>,
+    log: &mut dyn FnMut(String),
+) -> Result<(Heads, Report), ClassifierError> {
     let dim = embeddings.first().map(Vec::len).unwrap_or(0);
     if dim == 0 || embeddings.len() != examples.len() {
         return Err(ClassifierError::Format("no training examples".into()));
+    }
+    if let Some(b) = base {
+        let width = b.strong.w1.dims2()?.1;
+        if b.labels.encoder != encoder || width != dim {
+            return Err(ClassifierError::Format(format!(
+                "the base heads read {width}-wide embeddings of {}, not {dim}-wide ones of {encoder}",
+                b.labels.encoder
+            )));
+        }
     }
     let mut rng = Rng::new(cfg.seed);
     let held: Vec<bool> = examples
@@ -331,18 +379,24 @@ pub fn train(
         weights: Tensor::from_vec(cat_weights, cat_rows.len(), &Device::Cpu)?,
     };
     let (ct, cv): (Vec<usize>, Vec<usize>) = (0..cat_rows.len()).partition(|&j| !held[cat_rows[j]]);
-    let cat_params = Params::new(&mut rng, dim, cfg.hidden, CATEGORIES.len())?;
-    let cat_best = fit(
-        "category",
-        &cat_task,
-        &ct,
-        &cv,
-        &cat_params,
-        cross_entropy,
-        cfg,
-        &mut rng,
-        log,
-    )?;
+    let category = match base {
+        Some(b) => b.category.clone(),
+        None => {
+            let cat_params = Params::new(&mut rng, dim, cfg.hidden, CATEGORIES.len())?;
+            let cat_best = fit(
+                "category",
+                &cat_task,
+                &ct,
+                &cv,
+                &cat_params,
+                cross_entropy,
+                cfg,
+                &mut rng,
+                log,
+            )?;
+            Params::mlp(&cat_best)?
+        }
+    };
 
     // Strong head: soft targets, each source's total weight set by its share.
     let strong_rows: Vec<usize> = (0..examples.len())
@@ -367,7 +421,10 @@ pub fn train(
     };
     let (st, sv): (Vec<usize>, Vec<usize>) =
         (0..strong_rows.len()).partition(|&j| !held[strong_rows[j]]);
-    let strong_params = Params::new(&mut rng, dim, cfg.hidden, 1)?;
+    let strong_params = match base {
+        Some(b) => Params::from_mlp(&b.strong)?,
+        None => Params::new(&mut rng, dim, cfg.hidden, 1)?,
+    };
     let strong_best = fit(
         "strong",
         &strong_task,
@@ -380,9 +437,13 @@ pub fn train(
         log,
     )?;
 
+    let categories = match base {
+        Some(b) => b.labels.categories.clone(),
+        None => CATEGORIES.iter().map(|c| c.to_string()).collect(),
+    };
     let heads = Heads {
         labels: Labels {
-            categories: CATEGORIES.iter().map(|c| c.to_string()).collect(),
+            categories,
             encoder: encoder.to_string(),
             max_tokens,
             strong_label: "share of small models answering an MMLU-Pro question wrong, plus the \
@@ -390,7 +451,7 @@ pub fn train(
                 .to_string(),
             model: None,
         },
-        category: Params::mlp(&cat_best)?,
+        category,
         strong: Params::mlp(&strong_best)?,
     };
 

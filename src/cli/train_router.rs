@@ -2,16 +2,17 @@
 
 use super::classifier_args::{cache_dir, progress, ClassifierArgs};
 use crate::classifier::embed_cache::EmbedCache;
-use crate::classifier::train::{train, TrainConfig};
-use crate::classifier::{data, TRAIN_MAX_TOKENS};
+use crate::classifier::heads::Heads;
+use crate::classifier::train::{train_from, TrainConfig};
+use crate::classifier::{data, BUILTIN_HEADS, BUILTIN_LABELS, TRAIN_MAX_TOKENS};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct TrainRouterArgs {
     /// Training data (the layout of ../shared/data/train). Evaluation data is refused.
-    #[arg(long)]
-    pub data: PathBuf,
+    #[arg(long, required_unless_present = "base", conflicts_with = "base")]
+    pub data: Option<PathBuf>,
     /// Where to write heads.safetensors and labels.json.
     #[arg(long)]
     pub out: PathBuf,
@@ -31,6 +32,12 @@ pub struct TrainRouterArgs {
     /// on-box model"; the category head still learns from the training folder.
     #[arg(long)]
     pub labels: Option<PathBuf>,
+    /// Heads to start from, `builtin` or a folder `train-router` wrote: their category head is
+    /// kept, and their strong head goes on learning the --labels (the validation loss decides
+    /// whether any epoch beats the base). For a few hundred labels, too few to train from
+    /// scratch. Reads no training folder.
+    #[arg(long, requires = "labels")]
+    pub base: Option<String>,
     /// Do not read or write the embedding cache (under ~/.cache/switchyard/embeddings).
     #[arg(long)]
     pub no_cache: bool,
@@ -40,7 +47,23 @@ pub struct TrainRouterArgs {
 
 /// Runs the command.
 pub fn run(args: TrainRouterArgs) -> i32 {
-    let mut examples = match data::load(&args.data) {
+    let base = match args.base.as_deref() {
+        None => Ok(None),
+        Some("builtin") => Heads::from_bytes(BUILTIN_HEADS, BUILTIN_LABELS).map(Some),
+        Some(dir) => Heads::load(Path::new(dir)).map(Some),
+    };
+    let base = match base {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: base heads: {e}");
+            return 1;
+        }
+    };
+    let loaded = match &args.data {
+        Some(dir) => data::load(dir),
+        None => Ok(vec![]),
+    };
+    let mut examples = match loaded {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");
@@ -108,12 +131,13 @@ pub fn run(args: TrainRouterArgs) -> i32 {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut log = |line: String| println!("{line}");
-    let (mut heads, report) = match train(
+    let (mut heads, report) = match train_from(
         &examples,
         &embeddings,
         &cfg,
         &encoder_name,
         max_tokens,
+        base.as_ref(),
         &mut log,
     ) {
         Ok(r) => r,
@@ -122,12 +146,17 @@ pub fn run(args: TrainRouterArgs) -> i32 {
             return 1;
         }
     };
+    let category = match &args.base {
+        Some(b) => format!("category head kept from {b}"),
+        None => format!(
+            "category accuracy {:.3}, macro-F1 {:.3}",
+            report.category_accuracy, report.category_macro_f1
+        ),
+    };
     println!(
-        "validation ({} held out of {}): category accuracy {:.3}, macro-F1 {:.3}{}",
+        "validation ({} held out of {}): {category}{}",
         report.validation_examples,
         report.validation_examples + report.train_examples,
-        report.category_accuracy,
-        report.category_macro_f1,
         report
             .mmlu_pro_apgr
             .map(|a| format!(
