@@ -146,3 +146,54 @@ default: {{ route: smollm2-135m }}
     );
     assert_eq!(rows(&capped).len(), 1);
 }
+
+#[test]
+fn a_training_folder_is_sampled_per_task_and_rows_keep_the_question_alone() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let policy = tmp.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1\nmodels:\n  smollm2-135m: {{ kind: local, path: \"{}\" }}\ndefault: {{ route: smollm2-135m }}\n",
+            smollm2_path().display()
+        ),
+    )
+    .expect("write");
+    let train = tmp.path().join("train");
+    std::fs::create_dir_all(train.join("gsm8k")).expect("mkdir");
+    std::fs::create_dir_all(train.join("mmlu_pro")).expect("mkdir");
+    let gsm: String = (1..=3)
+        .map(|i| {
+            format!(
+                "{}\n",
+                serde_json::json!({"question": format!("Tom has {i} apples and buys 2 more. How many apples does he have?"),
+                    "answer": format!("{i}+2={}\n#### {}", i + 2, i + 2)})
+            )
+        })
+        .collect();
+    std::fs::write(train.join("gsm8k/train.jsonl"), gsm).expect("write");
+    std::fs::write(
+        train.join("mmlu_pro/questions.jsonl"),
+        "{\"question_id\": 1, \"question\": \"Which is a colour?\", \"options\": [\"red\", \"seven\"], \"answer\": \"A\"}\n",
+    )
+    .expect("write");
+    let out = tmp.path().join("labels.jsonl");
+    let args = ["--per-task", "2", "--task", "gsm8k"];
+    let (ok, err) = label(&policy, &train, &out, &args);
+    assert!(ok, "{err}");
+    let got = rows(&out);
+    assert_eq!(got.len(), 2, "two GSM8K questions, no MMLU-Pro: {got:?}");
+    for r in &got {
+        assert!(r["id"].as_str().expect("id").starts_with("gsm8k-"), "{r}");
+        let prompt = r["prompt"].as_str().expect("prompt");
+        assert!(
+            prompt.starts_with("Tom has ") && prompt.ends_with("have?"),
+            "{prompt}"
+        );
+        assert_eq!(r["graded"], "gold");
+        let label = r["strong_label"].as_f64().expect("label");
+        assert!(label == 0.0 || label == 1.0);
+    }
+    let (ok, _) = label(&policy, &train, &out, &["--task", "gsm8k_typo"]);
+    assert!(!ok, "an unknown task is refused");
+}

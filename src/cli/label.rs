@@ -52,6 +52,10 @@ pub struct LabelArgs {
     /// With a training-data folder: questions of each task, sampled by `--seed`.
     #[arg(long, default_value_t = 200)]
     pub per_task: usize,
+    /// With a training-data folder: label only this task's questions (`gsm8k` or `mmlu_pro`;
+    /// default: both).
+    #[arg(long, value_parser = ["gsm8k", "mmlu_pro"])]
+    pub task: Option<String>,
     /// With a training-data folder: the sample's seed (the same seed gives every model the same questions).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -144,9 +148,17 @@ pub fn load_rows(path: &Path) -> Result<Vec<Item>, String> {
 }
 
 /// The GSM8K and MMLU-Pro questions of a training-data folder, with their gold answers.
-fn load_training(dir: &Path, per_task: usize, seed: u64) -> Result<Vec<Item>, String> {
+fn load_training(
+    dir: &Path,
+    per_task: usize,
+    seed: u64,
+    only: Option<&str>,
+) -> Result<Vec<Item>, String> {
     let mut items = vec![];
     for task in [Task::Gsm8k, Task::MmluPro] {
+        if only.is_some_and(|t| t != task.name()) {
+            continue;
+        }
         for q in answers::load_sample(dir, task, per_task, seed)? {
             items.push(Item {
                 id: format!("{}-{}", task.name(), q.id),
@@ -358,7 +370,7 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
         }
     }
     let items = if args.input.is_dir() {
-        load_training(&args.input, args.per_task, args.seed)?
+        load_training(&args.input, args.per_task, args.seed, args.task.as_deref())?
     } else {
         load_rows(&args.input)?
     };
