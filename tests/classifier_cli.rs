@@ -142,28 +142,39 @@ fn classify_can_print_each_rows_embedding() {
     assert!(stdout(&plain).lines().all(|l| !l.contains("embedding")));
 }
 
+/// `n` label rows of `model` in `path`: the even rows are `hard(i)` (strong_label 1, the
+/// on-box answer worse), the odd rows easy ones of the other kind (strong_label 0): a greeting
+/// when the hard rows are proofs, a proof when they are greetings.
+fn write_labels(path: &Path, model: &str, n: usize, hard: impl Fn(usize) -> String) {
+    let rows: String = (0..n)
+        .map(|i| {
+            let h = i % 2 == 0;
+            let prompt = if h {
+                hard(i)
+            } else if hard(i).starts_with("Prove") {
+                format!("Say hello to my friend number {i}.")
+            } else {
+                format!("Prove the bound on the spectral gap of random regular graph family {i} and derive its constant.")
+            };
+            format!(
+                "{}\n",
+                json!({"id": i.to_string(), "prompt": prompt, "model": model,
+                    "strong_label": if h { 1.0 } else { 0.0 }, "graded": "gold"})
+            )
+        })
+        .collect();
+    std::fs::write(path, rows).expect("write labels");
+}
+
 #[test]
 fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
     let tmp = tempfile::tempdir().expect("tmp");
     let labels = tmp.path().join("labels.jsonl");
     // The labels say the opposite of the built-in strong score: chat is hard for this model,
     // proofs are easy.
-    let rows: String = (0..160)
-        .map(|i| {
-            let chat = i % 2 == 0;
-            let prompt = if chat {
-                format!("hi there, how are you doing today, friend number {i}?")
-            } else {
-                format!("Prove the bound on the spectral gap of random regular graph family {i} and derive its constant.")
-            };
-            format!(
-                "{}\n",
-                json!({"id": i.to_string(), "prompt": prompt, "model": "odd-box",
-                    "strong_label": if chat { 1.0 } else { 0.0 }, "graded": "gold"})
-            )
-        })
-        .collect();
-    std::fs::write(&labels, rows).expect("write");
+    write_labels(&labels, "odd-box", 160, |i| {
+        format!("hi there, how are you doing today, friend number {i}?")
+    });
     let out_dir = tmp.path().join("heads");
     let path = |p: &Path| p.to_str().expect("path").to_string();
     let args = [
@@ -495,22 +506,9 @@ fn heads_trained_on_labels_score_their_held_out_rows() {
     let data = tmp.path().join("train");
     write_train_fixture(&data);
     let labels = tmp.path().join("labels.jsonl");
-    let rows: String = (0..200)
-        .map(|i| {
-            let hard = i % 2 == 0;
-            let prompt = if hard {
-                format!("Prove the bound on the spectral gap of random regular graph family {i} and derive its constant.")
-            } else {
-                format!("Say hello to my friend number {i}.")
-            };
-            format!(
-                "{}\n",
-                json!({"id": i.to_string(), "prompt": prompt, "model": "tiny-box",
-                    "strong_label": if hard { 1.0 } else { 0.0 }, "graded": "gold"})
-            )
-        })
-        .collect();
-    std::fs::write(&labels, rows).expect("write");
+    write_labels(&labels, "tiny-box", 200, |i| {
+        format!("Prove the bound on the spectral gap of random regular graph family {i} and derive its constant.")
+    });
     let out_dir = tmp.path().join("heads");
     let o = switchyard(
         &[
