@@ -140,6 +140,12 @@ fn classify_can_print_each_rows_embedding() {
     );
     let plain = switchyard(&["classify", "-"], Some(&input));
     assert!(stdout(&plain).lines().all(|l| !l.contains("embedding")));
+    let one = switchyard(&["classify", "--embedding", "hello"], None);
+    assert!(
+        !one.status.success(),
+        "a single text has no embedding output"
+    );
+    assert!(String::from_utf8_lossy(&one.stderr).contains("--embedding needs rows from stdin"));
 }
 
 /// `n` label rows of `model` in `path`: the even rows are `hard(i)` (strong_label 1, the

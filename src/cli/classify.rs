@@ -76,6 +76,10 @@ fn row_text(row: &Value) -> Result<String, String> {
 
 /// Runs the command.
 pub fn run(args: ClassifyArgs) -> i32 {
+    if args.embedding && args.text != "-" {
+        eprintln!("error: --embedding needs rows from stdin (`switchyard classify --embedding -`)");
+        return 2;
+    }
     let Some(classifier) = args.classifier.load() else {
         return 1;
     };
