@@ -32,6 +32,10 @@ pub struct Entry<'a> {
     pub prompt_tokens: u64,
     /// The request's `x-request-id`.
     pub request_id: Option<&'a str>,
+    /// The kinds of private data the gateway's scan of this body found
+    /// ([`crate::pii::request::scan_request`]), when it scanned it; `None`: not scanned, so the
+    /// row is scanned for every kind.
+    pub pii: Option<crate::pii::Kinds>,
 }
 
 fn hashed(text: &str) -> Value {
@@ -107,7 +111,12 @@ impl Recorder {
     pub fn row(&self, e: &Entry) -> Row {
         let mut row = e.body.clone();
         let mut p = crate::pii::Placeholders::default();
-        crate::pii::request::redact(&mut row, crate::pii::Kinds::ALL, &mut p);
+        // A body the gateway scanned is redacted for the kinds found, and not read again when
+        // there were none.
+        let kinds = e.pii.unwrap_or(crate::pii::Kinds::ALL);
+        if !kinds.is_empty() {
+            crate::pii::request::redact(&mut row, kinds, &mut p);
+        }
         if let Some(m) = row.get_mut("messages") {
             redact(m, self.prompts);
         }

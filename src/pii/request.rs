@@ -81,19 +81,16 @@ pub fn scan(body: &Map<String, Value>) -> Findings {
     out
 }
 
-/// Finds private data in a parsed chat request (its `messages`: the gateway's internal
-/// request holds every dialect's conversation there).
+/// Finds private data in a parsed chat request: the same members [`scan`] and [`redact`] read
+/// (the gateway's internal request holds every dialect's conversation in `messages`), so a
+/// kind this scan does not find is not there for [`redact`] to replace.
 pub fn scan_request(req: &crate::api::ChatRequest) -> Findings {
-    match req.field("messages") {
-        Some(v) => scan_member(&v, "messages"),
-        None => Findings::default(),
-    }
-}
-
-/// Finds private data in one member's value (`path`: the member's name).
-pub fn scan_member(value: &Value, path: &str) -> Findings {
     let mut out = Findings::default();
-    scan_value(value, path.to_string(), &mut out);
+    for key in TEXT_MEMBERS {
+        if let Some(v) = req.field(key) {
+            scan_value(&v, key.to_string(), &mut out);
+        }
+    }
     out
 }
 

@@ -299,6 +299,7 @@ fn record(
             rule: decision.rule,
             prompt_tokens: feats.prompt_tokens,
             request_id,
+            pii: gateway.policy.uses_pii().then_some(feats.pii),
         }));
     }
 }
