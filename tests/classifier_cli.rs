@@ -245,47 +245,27 @@ fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
         "the labels turned the order round"
     );
 
-    // --base needs labels and reads no training folder.
-    let o = switchyard(
-        &[
-            "train-router",
-            "--base",
-            "builtin",
-            "--out",
-            &path(&out_dir),
-        ],
-        None,
+    // --base needs labels, reads no training folder, and must name heads that exist.
+    let (labels, out, missing) = (
+        path(&labels),
+        path(&out_dir),
+        path(&tmp.path().join("none")),
     );
-    assert!(!o.status.success());
-    let o = switchyard(
-        &[
-            "train-router",
-            "--base",
-            "builtin",
-            "--labels",
-            &path(&labels),
+    let refused = [
+        (vec!["--base", "builtin"], "--labels"),
+        (
+            vec!["--base", "builtin", "--labels", &labels, "--data", "x"],
             "--data",
-            "x",
-            "--out",
-            &path(&out_dir),
-        ],
-        None,
-    );
-    assert!(!o.status.success());
-    let o = switchyard(
-        &[
-            "train-router",
-            "--base",
-            &path(&tmp.path().join("none")),
-            "--labels",
-            &path(&labels),
-            "--out",
-            &path(&out_dir),
-        ],
-        None,
-    );
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("base heads"));
+        ),
+        (vec!["--base", &missing, "--labels", &labels], "base heads"),
+    ];
+    for (args, says) in refused {
+        let mut all = vec!["train-router", "--out", &out];
+        all.extend(args);
+        let o = switchyard(&all, None);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{all:?}: {err}");
+    }
 }
 
 /// A training folder in the layout of ../shared/data/train, with made-up rows.
