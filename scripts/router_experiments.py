@@ -78,8 +78,19 @@ class Embeddings:
                 input=rows, capture_output=True, text=True, check=True,
                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
             ).stdout.splitlines()
+            # `--embedding` gives the layers the built-in heads read, concatenated; these rows
+            # read the last layer's block (src/classifier/trained/labels.json `layers`).
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            with open(os.path.join(root, "src/classifier/trained/labels.json")) as f:
+                layers = json.load(f).get("layers") or [6]
+            last = layers.index(6) if 6 in layers else None
             for (k, _), line in zip(missing, out):
-                self.map[k] = np.array(json.loads(line)["embedding"], dtype="f4")
+                v = np.array(json.loads(line)["embedding"], dtype="f4")
+                if len(v) != DIM:
+                    if last is None:
+                        sys.exit("the built-in heads do not read the last layer")
+                    v = v[last * DIM:(last + 1) * DIM]
+                self.map[k] = v
         return np.array([self.map[k] for k in keys])
 
 

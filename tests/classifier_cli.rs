@@ -124,18 +124,25 @@ fn classify_can_print_each_rows_embedding() {
         })
         .collect();
     assert_eq!(vectors.len(), 3);
+    // One block per layer the built-in heads read.
+    let built_in: Value =
+        serde_json::from_str(include_str!("../src/classifier/trained/labels.json")).expect("json");
+    let blocks = built_in["layers"].as_array().map_or(1, Vec::len);
     for v in &vectors {
-        assert_eq!(v.len(), 384, "all-MiniLM-L6-v2 is 384 wide");
-        let norm: f64 = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-3, "L2-normalised, got {norm}");
+        assert_eq!(v.len(), 384 * blocks, "all-MiniLM-L6-v2 is 384 wide");
+        for block in v.chunks(384) {
+            let norm: f64 = block.iter().map(|x| x * x).sum::<f64>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-3, "L2-normalised, got {norm}");
+        }
     }
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let blocks = blocks as f64;
     assert!(
-        dot(&vectors[0], &vectors[2]) > 0.9999,
+        dot(&vectors[0], &vectors[2]) > 0.9999 * blocks,
         "same text, same vector"
     );
     assert!(
-        dot(&vectors[0], &vectors[1]) < 0.9,
+        dot(&vectors[0], &vectors[1]) < 0.9 * blocks,
         "different texts differ"
     );
     let plain = switchyard(&["classify", "-"], Some(&input));
@@ -258,6 +265,10 @@ fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
             "--data",
         ),
         (vec!["--base", &missing, "--labels", &labels], "base heads"),
+        (
+            vec!["--base", "builtin", "--labels", &labels, "--layers", "1"],
+            "differ from the base heads' layers",
+        ),
     ];
     for (args, says) in refused {
         let mut all = vec!["train-router", "--out", &out];
@@ -378,6 +389,71 @@ fn train_router_is_deterministic_and_refuses_evaluation_data() {
     );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("evaluation data"));
+}
+
+#[test]
+fn train_router_pools_the_layers_asked_for() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("train");
+    write_train_fixture(&data);
+    let path = |p: &Path| p.to_str().expect("path").to_string();
+    let (data, out) = (path(&data), path(&tmp.path().join("heads")));
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train-router",
+            "--data",
+            &data,
+            "--out",
+            &out,
+            "--epochs",
+            "3",
+            "--no-cache",
+        ];
+        args.extend(extra);
+        switchyard(&args, None)
+    };
+    let o = train(&["--layers", "3,6"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("heads/labels.json")).expect("read"))
+            .expect("json");
+    assert_eq!(meta["layers"], json!([3, 6]));
+    // The heads are read with the layers they were trained on.
+    let o = switchyard(
+        &["classify", "--heads", &out, "--embedding", "-"],
+        Some("{\"prompt\": \"What is 2+2?\"}\n"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let row: Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(row["embedding"].as_array().map(Vec::len), Some(2 * 384));
+    assert!(row["strong_score"].as_f64().is_some(), "{row}");
+
+    // A strong head on a subset of the layers.
+    let o = train(&["--layers", "3,6", "--strong-layers", "6"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("heads/labels.json")).expect("read"))
+            .expect("json");
+    assert_eq!(meta["strong_layers"], json!([6]));
+    let o = switchyard(
+        &["classify", "--json", "--heads", &out, "What is 2+2?"],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let refused: [(&[&str], &str); 3] = [
+        (&["--layers", "2,9"], "layer 9"),
+        (&["--layers", "4,4"], "twice"),
+        (
+            &["--layers", "2,4", "--strong-layers", "6"],
+            "not among the pooled layers",
+        ),
+    ];
+    for (args, says) in refused {
+        let o = train(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+    }
 }
 
 #[test]

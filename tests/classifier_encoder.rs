@@ -75,3 +75,68 @@ fn long_inputs_keep_head_and_tail() {
     assert!(!short.truncated);
     assert_eq!(short.ids.len(), 4);
 }
+
+/// The reference encoder cut after `layers` transformer layers: the same weights, with a config
+/// of fewer layers, so its last output is the full model's output of layer `layers`.
+fn reference_cut_at(layers: usize) -> (tempfile::TempDir, Encoder) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(encoder_dir().join("config.json")).expect("config"))
+            .expect("config json");
+    config["num_hidden_layers"] = layers.into();
+    std::fs::write(dir.path().join("config.json"), config.to_string()).expect("write config");
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::os::unix::fs::symlink(encoder_dir().join(f), dir.path().join(f)).expect("link");
+    }
+    let enc = Encoder::load_with(dir.path(), Kernels::Reference).expect("cut reference");
+    (dir, enc)
+}
+
+#[test]
+fn pooled_layers_match_candle_bert_cut_at_each_layer() {
+    let mut fast = Encoder::load(&encoder_dir()).expect("encoder");
+    let last = fast.embed_texts(&TEXTS, 256, 4).expect("last layer");
+    fast.set_layers(&[2, 4, 6]).expect("layers");
+    assert_eq!(fast.dim, 3 * fast.hidden);
+    let pooled = fast.embed_texts(&TEXTS, 256, 4).expect("pooled");
+    for (i, ((p, tokens), (l, _))) in pooled.iter().zip(&last).enumerate() {
+        assert_eq!(p.len(), fast.dim);
+        // The last block is the default embedding, to the bit.
+        assert_eq!(&p[2 * fast.hidden..], l.as_slice(), "text {i}: last block");
+        for (block, layer) in [(0, 2), (1, 4)] {
+            let (_dir, cut) = reference_cut_at(layer);
+            let want = cut.embed(&[&tokens.ids]).expect("cut embed").remove(0);
+            let got = &p[block * fast.hidden..(block + 1) * fast.hidden];
+            let max_diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                max_diff < 2e-5,
+                "text {i}, layer {layer}: max difference {max_diff}"
+            );
+            let norm: f32 = got.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!(
+                (norm - 1.0).abs() < 1e-5,
+                "layer {layer}: unit length, got {norm}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pooled_layers_are_checked() {
+    let mut fast = Encoder::load(&encoder_dir()).expect("encoder");
+    let err = fast.set_layers(&[2, 7]).expect_err("layer 7 of 6");
+    assert!(err.to_string().contains("layer 7"), "{err}");
+    let err = fast.set_layers(&[4, 4]).expect_err("twice");
+    assert!(err.to_string().contains("twice"), "{err}");
+    assert_eq!(fast.dim, fast.hidden, "a refused call changes nothing");
+    let mut reference = Encoder::load_with(&encoder_dir(), Kernels::Reference).expect("reference");
+    reference
+        .set_layers(&[6])
+        .expect("the last layer is what the reference pools");
+    let err = reference.set_layers(&[3, 6]).expect_err("reference");
+    assert!(err.to_string().contains("last layer only"), "{err}");
+}

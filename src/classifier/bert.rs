@@ -170,8 +170,34 @@ impl Bert {
         })
     }
 
-    /// Mean-pooled, L2-normalised embeddings of a batch of token id sequences.
+    /// Number of transformer layers.
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Mean-pooled, L2-normalised embeddings of a batch of token id sequences (the last layer's
+    /// output, as sentence-transformers pools it).
     pub fn forward(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, ClassifierError> {
+        self.forward_pooled(batch, &[self.layers.len()])
+    }
+
+    /// Like [`Bert::forward`], pooling the output of each of `pool`'s layers (0: the embedding
+    /// layer, `i`: transformer layer `i`, 1-based) and concatenating them in `pool`'s order: one
+    /// vector of `hidden * pool.len()` values per sequence, each `hidden` block a unit vector.
+    ///
+    /// Errors: a layer beyond the model's, a sequence that is empty, too long, or has an id
+    /// outside the vocabulary.
+    pub fn forward_pooled(
+        &self,
+        batch: &[&[u32]],
+        pool: &[usize],
+    ) -> Result<Vec<Vec<f32>>, ClassifierError> {
+        if let Some(&bad) = pool.iter().find(|&&l| l > self.layers.len()) {
+            return Err(ClassifierError::Format(format!(
+                "layer {bad} pooled (the encoder has layers 0 to {})",
+                self.layers.len()
+            )));
+        }
         let h = self.hidden;
         let vocab = self.word.len() / h;
         let mut spans = Vec::with_capacity(batch.len());
@@ -212,7 +238,7 @@ impl Bert {
             ] {
                 buf.resize(len, 0.0);
             }
-            let out = self.layers_forward(batch, &spans, rows, threads, x, qkv, ctx, tmp, up);
+            let out = self.layers_forward(batch, &spans, rows, threads, pool, x, qkv, ctx, tmp, up);
             // Keep what a typical request needs; give back what a large batch took.
             for buf in [x, qkv, ctx, tmp, up] {
                 if buf.capacity() > SCRATCH_KEEP {
@@ -231,6 +257,7 @@ impl Bert {
         spans: &[(usize, usize)],
         rows: usize,
         threads: usize,
+        pool: &[usize],
         x: &mut Vec<f32>,
         qkv: &mut [f32],
         ctx: &mut [f32],
@@ -250,7 +277,24 @@ impl Bert {
             }
         }
         layer_norm(x, h, &self.ln, self.eps);
-        for layer in &self.layers {
+        let mut out = vec![Vec::with_capacity(h * pool.len()); spans.len()];
+        let pool_now = |depth: usize, x: &[f32], out: &mut [Vec<f32>]| {
+            for (slot, &l) in pool.iter().enumerate() {
+                if l != depth {
+                    continue;
+                }
+                for (o, &(start, len)) in out.iter_mut().zip(spans) {
+                    o.resize(h * pool.len(), 0.0);
+                    mean_pool(
+                        &x[start * h..(start + len) * h],
+                        h,
+                        &mut o[slot * h..(slot + 1) * h],
+                    );
+                }
+            }
+        };
+        pool_now(0, x, &mut out);
+        for (depth, layer) in self.layers.iter().enumerate() {
             layer.qkv.forward(x, rows, qkv, threads);
             self.attention(qkv, spans, ctx);
             layer.out.forward(ctx, rows, tmp, threads);
@@ -268,22 +312,9 @@ impl Bert {
                 layer_norm(t, h, &layer.ln2, self.eps);
             });
             std::mem::swap(x, tmp);
+            pool_now(depth + 1, x, &mut out);
         }
-        Ok(spans
-            .iter()
-            .map(|&(start, len)| {
-                let mut mean = vec![0.0f32; h];
-                for r in start..start + len {
-                    for (m, v) in mean.iter_mut().zip(&x[r * h..(r + 1) * h]) {
-                        *m += v;
-                    }
-                }
-                let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt() / len as f32;
-                let scale = 1.0 / (len as f32 * norm.max(1e-12));
-                mean.iter_mut().for_each(|v| *v *= scale);
-                mean
-            })
-            .collect())
+        Ok(out)
     }
 
     /// Self-attention of every (sequence, head), written into `ctx` (`[rows, hidden]`).
@@ -433,6 +464,20 @@ fn rows_parallel(
         src.split_at(per.min(src.len()))
     };
     rayon::join(|| f(d0, s0), || f(d1, s1));
+}
+
+/// The mean of `rows` (`[n, h]`, row-major) written into `out` (`[h]`), scaled to unit length.
+fn mean_pool(rows: &[f32], h: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    let len = rows.len() / h;
+    for r in rows.chunks_exact(h) {
+        for (m, v) in out.iter_mut().zip(r) {
+            *m += v;
+        }
+    }
+    let norm = out.iter().map(|v| v * v).sum::<f32>().sqrt() / len as f32;
+    let scale = 1.0 / (len as f32 * norm.max(1e-12));
+    out.iter_mut().for_each(|v| *v *= scale);
 }
 
 fn add(dst: &mut [f32], src: &[f32]) {

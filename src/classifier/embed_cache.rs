@@ -42,13 +42,25 @@ impl EmbedCache {
         }
     }
 
-    /// The cache file for an encoder folder and token budget under `cache_dir`.
-    pub fn file_for(cache_dir: &Path, encoder: &Path, max_tokens: usize) -> PathBuf {
+    /// The cache file for an encoder folder, token budget and pooled layers (empty: the last)
+    /// under `cache_dir`.
+    pub fn file_for(
+        cache_dir: &Path,
+        encoder: &Path,
+        max_tokens: usize,
+        layers: &[usize],
+    ) -> PathBuf {
         let name = encoder
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "encoder".into());
-        cache_dir.join(format!("{name}-{max_tokens}.emb"))
+        let pooled = if layers.is_empty() {
+            String::new()
+        } else {
+            let l: Vec<String> = layers.iter().map(ToString::to_string).collect();
+            format!("-layers{}", l.join("."))
+        };
+        cache_dir.join(format!("{name}-{max_tokens}{pooled}.emb"))
     }
 
     /// Embeddings of `texts` (in order), computing and storing the missing ones; `progress` is

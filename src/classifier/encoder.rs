@@ -43,8 +43,14 @@ pub struct Encoder {
     tokenizer: Tokenizer,
     cls: u32,
     sep: u32,
-    /// Width of the embedding.
+    /// Width of the embedding: `hidden` times the number of pooled layers.
     pub dim: usize,
+    /// Width of one layer's output.
+    pub hidden: usize,
+    /// Layers whose outputs are pooled into the embedding ([`Encoder::set_layers`]); empty: the
+    /// last layer, as sentence-transformers pools it.
+    pub layers: Vec<usize>,
+    layer_count: usize,
     /// Most positions the model has.
     pub max_positions: usize,
 }
@@ -98,8 +104,47 @@ impl Encoder {
             cls,
             sep,
             dim: config.hidden_size,
+            hidden: config.hidden_size,
+            layers: vec![],
+            layer_count: config.num_hidden_layers,
             max_positions: config.max_position_embeddings,
         })
+    }
+
+    /// Pools the outputs of `layers` (0: the embedding layer, `i`: transformer layer `i`,
+    /// 1-based) into each embedding, each block of `hidden` values mean-pooled and L2-normalised,
+    /// concatenated in the order given; empty: the last layer alone. The routing heads record
+    /// the layers they were trained on (`labels.json` `layers`).
+    ///
+    /// Errors: a layer the model does not have, a repeated layer, or layers other than the last
+    /// on the reference implementation.
+    pub fn set_layers(&mut self, layers: &[usize]) -> Result<(), ClassifierError> {
+        if let Some(bad) = layers.iter().find(|&&l| l > self.layer_count) {
+            return Err(ClassifierError::Format(format!(
+                "layer {bad} pooled, but the encoder has layers 0 to {}",
+                self.layer_count
+            )));
+        }
+        if layers
+            .iter()
+            .enumerate()
+            .any(|(i, l)| layers[..i].contains(l))
+        {
+            return Err(ClassifierError::Format(format!(
+                "layers {layers:?} name a layer twice"
+            )));
+        }
+        if matches!(self.model, Model::Reference(_))
+            && !layers.is_empty()
+            && layers != [self.layer_count]
+        {
+            return Err(ClassifierError::Format(
+                "the reference encoder pools the last layer only".into(),
+            ));
+        }
+        self.layers = layers.to_vec();
+        self.dim = self.hidden * layers.len().max(1);
+        Ok(())
     }
 
     /// The text of a token id (empty when unknown).
@@ -135,13 +180,15 @@ impl Encoder {
         })
     }
 
-    /// Embeds a batch of tokenised texts (padded to the longest): one unit vector each.
+    /// Embeds a batch of tokenised texts (padded to the longest): one vector of [`Encoder::dim`]
+    /// values each, a unit vector per pooled layer.
     pub fn embed(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, ClassifierError> {
         if batch.is_empty() {
             return Ok(vec![]);
         }
         let model = match &self.model {
-            Model::Fast(bert) => return bert.forward(batch),
+            Model::Fast(bert) if self.layers.is_empty() => return bert.forward(batch),
+            Model::Fast(bert) => return bert.forward_pooled(batch, &self.layers),
             Model::Reference(m) => m,
         };
         let len = batch.iter().map(|ids| ids.len()).max().unwrap_or(0);

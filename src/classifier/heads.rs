@@ -18,6 +18,14 @@ pub struct Labels {
     pub categories: Vec<String>,
     /// Encoder the heads were trained on (a folder name under models/).
     pub encoder: String,
+    /// Encoder layers whose mean-pooled outputs, concatenated, are the heads' input
+    /// ([`super::encoder::Encoder::set_layers`]); empty: the last layer alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<usize>,
+    /// The layers of [`Labels::layers`] the strong head reads (their blocks, in this order);
+    /// empty: all of them. The category head always reads all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strong_layers: Vec<usize>,
     /// Token budget the training embeddings were computed with.
     pub max_tokens: usize,
     /// How the strong score was labelled (for people reading the file).
@@ -26,6 +34,41 @@ pub struct Labels {
     /// for heads trained on the public data's labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+}
+
+impl Labels {
+    /// Which blocks of the pooled embedding (`hidden` values per layer of [`Labels::layers`])
+    /// the strong head reads, in order; `None`: the whole embedding.
+    ///
+    /// Errors: a strong layer that is not pooled.
+    pub fn strong_blocks(&self) -> Result<Option<Vec<usize>>, ClassifierError> {
+        if self.strong_layers.is_empty() || self.strong_layers == self.layers {
+            return Ok(None);
+        }
+        self.strong_layers
+            .iter()
+            .map(|l| {
+                self.layers.iter().position(|x| x == l).ok_or_else(|| {
+                    ClassifierError::Format(format!(
+                        "strong layer {l} is not among the pooled layers {:?}",
+                        self.layers
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+}
+
+/// The columns of `x` (`[n, blocks * width]`) that make up `blocks` (each `width` wide),
+/// concatenated in `blocks`' order: `[n, blocks.len() * width]`.
+pub fn select_blocks(x: &Tensor, blocks: &[usize], total: usize) -> candle_core::Result<Tensor> {
+    let width = x.dims2()?.1 / total.max(1);
+    let parts = blocks
+        .iter()
+        .map(|&b| x.narrow(1, b * width, width))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 1)?.contiguous()
 }
 
 /// One MLP: `w2 · relu(w1 · x + b1) + b2`.
@@ -110,6 +153,7 @@ impl Heads {
             strong: Mlp::from("strong", &all)?,
             labels,
         };
+        heads.labels.strong_blocks()?;
         let outputs = heads.category.b2.dims1()?;
         if outputs != heads.labels.categories.len() {
             return Err(ClassifierError::Format(format!(
@@ -145,7 +189,11 @@ impl Heads {
         let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
         let x = Tensor::from_vec(flat, (embeddings.len(), dim), &Device::Cpu)?;
         let cats = candle_nn::ops::softmax_last_dim(&self.category.forward(&x)?)?;
-        let strong = candle_nn::ops::sigmoid(&self.strong.forward(&x)?)?;
+        let strong_x = match self.labels.strong_blocks()? {
+            Some(blocks) => select_blocks(&x, &blocks, self.labels.layers.len())?,
+            None => x,
+        };
+        let strong = candle_nn::ops::sigmoid(&self.strong.forward(&strong_x)?)?;
         let cats = cats.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let strong = strong.flatten_all()?.to_vec1::<f32>()?;
         Ok(cats
@@ -156,5 +204,55 @@ impl Heads {
                 strong_score,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(layers: &[usize], strong: &[usize]) -> Labels {
+        Labels {
+            categories: vec!["a".into()],
+            encoder: "e".into(),
+            layers: layers.to_vec(),
+            strong_layers: strong.to_vec(),
+            max_tokens: 128,
+            strong_label: String::new(),
+            model: None,
+        }
+    }
+
+    #[test]
+    fn the_strong_head_reads_the_blocks_of_its_layers() {
+        assert_eq!(labels(&[], &[]).strong_blocks().ok(), Some(None));
+        assert_eq!(labels(&[2, 4, 6], &[]).strong_blocks().ok(), Some(None));
+        assert_eq!(
+            labels(&[2, 4, 6], &[2, 4, 6]).strong_blocks().ok(),
+            Some(None)
+        );
+        assert_eq!(
+            labels(&[2, 4, 6], &[6, 2]).strong_blocks().ok(),
+            Some(Some(vec![2, 0]))
+        );
+        let err = labels(&[2, 4], &[6])
+            .strong_blocks()
+            .expect_err("6 not pooled");
+        assert!(err.to_string().contains("strong layer 6"), "{err}");
+
+        // Two rows of three 2-wide blocks: [b0 b0 b1 b1 b2 b2].
+        let x = Tensor::from_vec(
+            (0..12).map(|v| v as f32).collect::<Vec<_>>(),
+            (2, 6),
+            &Device::Cpu,
+        )
+        .expect("tensor");
+        let picked = select_blocks(&x, &[2, 0], 3)
+            .and_then(|t| t.to_vec2::<f32>())
+            .expect("select");
+        assert_eq!(
+            picked,
+            vec![vec![4.0, 5.0, 0.0, 1.0], vec![10.0, 11.0, 6.0, 7.0]]
+        );
     }
 }

@@ -124,7 +124,8 @@ impl Classifier {
             Some(dir) => Heads::load(dir)?,
             None => Heads::from_bytes(BUILTIN_HEADS, BUILTIN_LABELS)?,
         };
-        let encoder = Encoder::load(encoder)?;
+        let mut encoder = Encoder::load(encoder)?;
+        encoder.set_layers(&heads.labels.layers)?;
         Ok(Classifier {
             encoder,
             heads,
@@ -136,7 +137,8 @@ impl Classifier {
     /// The classifier a policy's settings describe: the encoder, the shared heads and each
     /// on-box model's own.
     ///
-    /// Errors: a folder that cannot be loaded, or model heads trained on another encoder.
+    /// Errors: a folder that cannot be loaded, or model heads trained on another encoder or on
+    /// other layers of it.
     pub fn from_settings(settings: &ClassifierSettings) -> Result<Classifier, ClassifierError> {
         let mut c = Classifier::load(
             &settings.encoder,
@@ -151,6 +153,14 @@ impl Classifier {
                     dir.display(),
                     h.labels.encoder,
                     c.heads.labels.encoder
+                )));
+            }
+            if h.labels.layers != c.heads.labels.layers {
+                return Err(ClassifierError::Format(format!(
+                    "the heads of `{model}` ({}) read encoder layers {:?}, the shared heads {:?}",
+                    dir.display(),
+                    h.labels.layers,
+                    c.heads.labels.layers
                 )));
             }
             c.model_heads.push((model.clone(), h));

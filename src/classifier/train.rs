@@ -3,7 +3,7 @@
 
 use super::data::{Example, CATEGORIES};
 use super::eval::{apgr, category_scores, pgr_curve, Outcome};
-use super::heads::{Heads, Labels, Mlp};
+use super::heads::{select_blocks, Heads, Labels, Mlp};
 use super::ClassifierError;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -288,7 +288,7 @@ pub struct Report {
     pub validation_examples: usize,
 }
 
-/// Trains both heads on the examples' embeddings.
+/// Trains both heads on the examples' embeddings (of the encoder's last layer).
 pub fn train(
     examples: &[Example],
     embeddings: &[Vec<f32>],
@@ -297,7 +297,16 @@ pub fn train(
     max_tokens: usize,
     log: &mut dyn FnMut(String),
 ) -> Result<(Heads, Report), ClassifierError> {
-    train_from(examples, embeddings, cfg, encoder, max_tokens, None, log)
+    train_from(
+        examples,
+        embeddings,
+        cfg,
+        encoder,
+        max_tokens,
+        (&[], &[]),
+        None,
+        log,
+    )
 }
 
 /// [`train`], or, with `base`, heads that start from trained ones: the base's category head is
@@ -306,13 +315,19 @@ pub fn train(
 /// few hundred labels of one on-box model, where a head trained from scratch has too little to
 /// learn from.
 ///
-/// Errors: no examples; base heads for another encoder or embedding width.
+/// `layers` are the encoder layers the embeddings pool and `strong_layers` those of them the
+/// strong head reads (empty: all), as [`Labels`] records them.
+///
+/// Errors: no examples; base heads for another encoder, other layers or embedding width; a
+/// strong layer that is not pooled.
+#[allow(clippy::too_many_arguments)]
 pub fn train_from(
     examples: &[Example],
     embeddings: &[Vec<f32>],
     cfg: &TrainConfig,
     encoder: &str,
     max_tokens: usize,
+    (layers, strong_layers): (&[usize], &[usize]),
     base: Option<&Heads>,
     log: &mut dyn FnMut(String),
 ) -> Result<(Heads, Report), ClassifierError> {
@@ -320,14 +335,35 @@ pub fn train_from(
     if dim == 0 || embeddings.len() != examples.len() {
         return Err(ClassifierError::Format("no training examples".into()));
     }
+    let mut labels = Labels {
+        categories: CATEGORIES.iter().map(|c| c.to_string()).collect(),
+        encoder: encoder.to_string(),
+        layers: layers.to_vec(),
+        strong_layers: strong_layers.to_vec(),
+        max_tokens,
+        strong_label: "share of small models answering an MMLU-Pro question wrong, plus the \
+                       synthetic tasks' complexity at 0.3 weight; see docs/router-quality.md"
+            .to_string(),
+        model: None,
+    };
+    let strong_blocks = labels.strong_blocks()?;
+    let strong_dim = strong_blocks
+        .as_ref()
+        .map_or(dim, |b| dim / layers.len().max(1) * b.len());
     if let Some(b) = base {
         let width = b.strong.w1.dims2()?.1;
-        if b.labels.encoder != encoder || width != dim {
+        if b.labels.encoder != encoder
+            || width != strong_dim
+            || b.labels.layers != layers
+            || b.labels.strong_blocks()? != strong_blocks
+        {
             return Err(ClassifierError::Format(format!(
-                "the base heads read {width}-wide embeddings of {}, not {dim}-wide ones of {encoder}",
-                b.labels.encoder
+                "the base heads read {width}-wide embeddings of {} (layers {:?}, strong {:?}), \
+                 not {strong_dim}-wide ones of {encoder} (layers {layers:?}, strong {strong_layers:?})",
+                b.labels.encoder, b.labels.layers, b.labels.strong_layers
             )));
         }
+        labels.categories = b.labels.categories.clone();
     }
     let mut rng = Rng::new(cfg.seed);
     let held: Vec<bool> = examples
@@ -407,8 +443,12 @@ pub fn train_from(
         .map(|&i| examples[i].source.to_string())
         .collect();
     let weights = group_weights(&keys, |k, _| strong_source_share(k));
+    let strong_x = select_rows(&x_all, &strong_rows)?;
     let strong_task = Task {
-        x: select_rows(&x_all, &strong_rows)?,
+        x: match &strong_blocks {
+            Some(blocks) => select_blocks(&strong_x, blocks, layers.len())?,
+            None => strong_x,
+        },
         targets: Tensor::from_vec(
             strong_rows
                 .iter()
@@ -423,7 +463,7 @@ pub fn train_from(
         (0..strong_rows.len()).partition(|&j| !held[strong_rows[j]]);
     let strong_params = match base {
         Some(b) => Params::from_mlp(&b.strong)?,
-        None => Params::new(&mut rng, dim, cfg.hidden, 1)?,
+        None => Params::new(&mut rng, strong_dim, cfg.hidden, 1)?,
     };
     let strong_best = fit(
         "strong",
@@ -437,20 +477,8 @@ pub fn train_from(
         log,
     )?;
 
-    let categories = match base {
-        Some(b) => b.labels.categories.clone(),
-        None => CATEGORIES.iter().map(|c| c.to_string()).collect(),
-    };
     let heads = Heads {
-        labels: Labels {
-            categories,
-            encoder: encoder.to_string(),
-            max_tokens,
-            strong_label: "share of small models answering an MMLU-Pro question wrong, plus the \
-                           synthetic tasks' complexity at 0.3 weight; see docs/router-quality.md"
-                .to_string(),
-            model: None,
-        },
+        labels,
         category,
         strong: Params::mlp(&strong_best)?,
     };

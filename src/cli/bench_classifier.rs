@@ -5,6 +5,7 @@
 use super::classifier_args::ClassifierArgs;
 use crate::classifier::batcher::{BatchSettings, Batcher};
 use crate::classifier::encoder::{Encoder, Kernels};
+use crate::classifier::heads::Heads;
 use crate::classifier::{Classification, ClassifierError, RouterModel};
 use clap::Args;
 use serde_json::json;
@@ -33,6 +34,10 @@ pub struct BenchClassifierArgs {
     /// Batch window of the throughput run, in microseconds.
     #[arg(long, default_value_t = 500)]
     pub window_us: u64,
+    /// Encoder layers pooled into the embedding (as `train-router --layers`). Default: the
+    /// layers the heads read (`--heads`, or the built-in heads).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<usize>>,
     /// Also time candle's BertModel (the reference implementation) one request at a time.
     #[arg(long)]
     pub reference: bool,
@@ -82,6 +87,22 @@ fn time_single(encoder: &Encoder, ids: &[u32], runs: usize) -> Result<(f64, f64)
     Ok((percentile(&ms, 0.5), percentile(&ms, 0.99)))
 }
 
+/// p50 milliseconds of both heads on one embedding `width` wide.
+fn time_heads(heads: &Heads, width: usize, runs: usize) -> Result<f64, ClassifierError> {
+    let x = vec![vec![1.0 / (width as f32).sqrt(); width]];
+    for _ in 0..10 {
+        heads.apply(&x)?;
+    }
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        heads.apply(&x)?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(percentile(&ms, 0.5))
+}
+
 async fn throughput(batcher: Batcher, clients: usize, seconds: f64) -> f64 {
     let stop = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
@@ -116,7 +137,37 @@ pub fn run(args: BenchClassifierArgs) -> i32 {
         eprintln!("error: the thread pool was already started");
         return 1;
     }
-    let load = |k| Encoder::load_with(&args.classifier.encoder, k);
+    let Some(heads) = args.classifier.load_heads() else {
+        return 1;
+    };
+    let layers = args
+        .layers
+        .clone()
+        .unwrap_or_else(|| heads.labels.layers.clone());
+    // The heads on one embedding (their input width does not depend on the text's length).
+    if args.layers.is_none() {
+        let width = heads.category.w1.dims2().map_or(0, |d| d.1);
+        match time_heads(&heads, width, args.runs.max(1) * 10) {
+            Ok(p50) => println!(
+                "{}",
+                json!({"runtime": "switchyard", "heads_p50_ms": (p50 * 1e4).round() / 1e4,
+                       "input": width, "layers": heads.labels.layers,
+                       "strong_layers": heads.labels.strong_layers, "threads": args.threads})
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    }
+    let load = |k| {
+        Encoder::load_with(&args.classifier.encoder, k).and_then(|mut e| {
+            if k != Kernels::Reference {
+                e.set_layers(&layers)?;
+            }
+            Ok(e)
+        })
+    };
     let (fast, reference) = match (
         load(Kernels::Fast),
         args.reference.then(|| load(Kernels::Reference)).transpose(),
@@ -160,7 +211,7 @@ pub fn run(args: BenchClassifierArgs) -> i32 {
         };
         let mut line = json!({
             "runtime": "switchyard", "kernels": crate::cpu::chosen().as_str(),
-            "threads": args.threads, "tokens": len,
+            "threads": args.threads, "tokens": len, "layers": layers,
             "p50_ms": (p50 * 1000.0).round() / 1000.0, "p99_ms": (p99 * 1000.0).round() / 1000.0,
         });
         if let Some(Ok((r50, r99))) = reference_single {

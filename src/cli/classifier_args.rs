@@ -1,7 +1,8 @@
 //! Options shared by the commands that load the request classifier.
 
 use crate::classifier::encoder::Encoder;
-use crate::classifier::{Classifier, DEFAULT_MAX_TOKENS};
+use crate::classifier::heads::Heads;
+use crate::classifier::{Classifier, BUILTIN_HEADS, BUILTIN_LABELS, DEFAULT_MAX_TOKENS};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -39,6 +40,17 @@ impl ClassifierArgs {
 }
 
 impl ClassifierArgs {
+    /// Loads only the heads (`--heads`, or the built-in ones), or prints why not.
+    pub fn load_heads(&self) -> Option<Heads> {
+        let loaded = match &self.heads {
+            Some(dir) => Heads::load(dir),
+            None => Heads::from_bytes(BUILTIN_HEADS, BUILTIN_LABELS),
+        };
+        loaded
+            .map_err(|e| eprintln!("error: cannot load the heads: {e}"))
+            .ok()
+    }
+
     /// Loads only the encoder (for training), or prints why not.
     pub fn load_encoder(&self) -> Option<Encoder> {
         Encoder::load(&self.encoder)

@@ -13,8 +13,10 @@ pub struct ClassifyArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// With `-`: add each row's `embedding`, the L2-normalised sentence embedding (384 numbers
-    /// for the default encoder) the heads read, for research on the router outside this binary.
+    /// With `-`: add each row's `embedding`, the input the heads read, for research on the router
+    /// outside this binary: the mean-pooled output of each encoder layer the heads name (their
+    /// `labels.json` `layers`; the built-in heads: 2, 4 and 6), each block L2-normalised, 384
+    /// numbers per layer for the default encoder.
     #[arg(long)]
     pub embedding: bool,
     /// Rows classified together when reading stdin.

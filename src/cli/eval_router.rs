@@ -5,11 +5,12 @@
 use super::classifier_args::{cache_dir, progress, ClassifierArgs};
 use crate::classifier::data::{self, category_index};
 use crate::classifier::embed_cache::EmbedCache;
+use crate::classifier::encoder::Encoder;
 use crate::classifier::eval::{
     apgr, category_scores, cpt, map_benchmark_category, pgr_curve, Outcome,
 };
 use crate::classifier::train::{argmax, logistic_regression, TrainConfig};
-use crate::classifier::{Classifier, ClassifierError, RouterModel, TRAIN_MAX_TOKENS};
+use crate::classifier::{ClassifierError, RouterModel, TRAIN_MAX_TOKENS};
 use clap::Args;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -190,21 +191,29 @@ fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
     let Some(classifier) = args.classifier.load() else {
         return Err(ClassifierError::Format("no classifier".into()));
     };
-    let open_cache = |max_tokens: usize| {
+    let open_cache = |max_tokens: usize, encoder: &Encoder| {
         let file = (!args.no_cache).then(|| {
             EmbedCache::file_for(
                 &cache_dir().join("embeddings"),
                 &args.classifier.encoder,
                 max_tokens,
+                &encoder.layers,
             )
         });
-        EmbedCache::open(file.as_deref(), classifier.encoder.dim)
+        EmbedCache::open(file.as_deref(), encoder.dim)
     };
-    let mut cache = open_cache(classifier.max_tokens);
-    // The baseline reads embeddings of inputs truncated at 256 tokens, whatever the budget.
-    let mut baseline_cache = open_cache(TRAIN_MAX_TOKENS);
-    let baseline = match &args.baseline_train {
-        Some(dir) => Some(train_baseline(dir, &classifier, &mut baseline_cache)?),
+    let mut cache = open_cache(classifier.max_tokens, &classifier.encoder);
+    // The baseline reads the last layer's embeddings of inputs truncated at 256 tokens, whatever
+    // the heads read.
+    let mut baseline = match &args.baseline_train {
+        Some(dir) => {
+            let Some(encoder) = args.classifier.load_encoder() else {
+                return Err(ClassifierError::Format("no encoder".into()));
+            };
+            let mut cache = open_cache(TRAIN_MAX_TOKENS, &encoder);
+            let model = train_baseline(dir, &encoder, &mut cache)?;
+            Some((model, encoder, cache))
+        }
         None => None,
     };
 
@@ -233,9 +242,8 @@ fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
                 cpt80: 0.8,
             },
         )];
-        if let Some(base) = &baseline {
-            let emb =
-                baseline_cache.embed(&classifier.encoder, TRAIN_MAX_TOKENS, &texts, |_, _| {})?;
+        if let Some((base, encoder, baseline_cache)) = &mut baseline {
+            let emb = baseline_cache.embed(encoder, TRAIN_MAX_TOKENS, &texts, |_, _| {})?;
             let s: Vec<f64> = emb.iter().map(|e| f64::from(base(e))).collect();
             lines.push(("baseline (logistic regression)", score(&s, &b.outcomes)));
         }
@@ -297,12 +305,12 @@ fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
 
 fn train_baseline(
     dir: &Path,
-    classifier: &Classifier,
+    encoder: &Encoder,
     cache: &mut EmbedCache,
 ) -> Result<impl Fn(&[f32]) -> f32, ClassifierError> {
     let examples = data::load_mmlu_pro_label(dir, "Meta-Llama-3_1-8B-Instruct")?;
     let texts: Vec<&str> = examples.iter().map(|(t, _)| t.as_str()).collect();
-    let emb = cache.embed(&classifier.encoder, TRAIN_MAX_TOKENS, &texts, |d, t| {
+    let emb = cache.embed(encoder, TRAIN_MAX_TOKENS, &texts, |d, t| {
         progress("baseline training data", d, t)
     })?;
     let labels: Vec<f32> = examples.iter().map(|(_, y)| *y).collect();

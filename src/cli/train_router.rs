@@ -2,7 +2,7 @@
 
 use super::classifier_args::{cache_dir, progress, ClassifierArgs};
 use crate::classifier::embed_cache::EmbedCache;
-use crate::classifier::heads::Heads;
+use crate::classifier::heads::{Heads, Labels};
 use crate::classifier::train::{train_from, TrainConfig};
 use crate::classifier::{data, BUILTIN_HEADS, BUILTIN_LABELS, TRAIN_MAX_TOKENS};
 use clap::Args;
@@ -38,6 +38,15 @@ pub struct TrainRouterArgs {
     /// scratch. Reads no training folder.
     #[arg(long, requires = "labels")]
     pub base: Option<String>,
+    /// Encoder layers whose mean-pooled outputs, concatenated, the heads read (0: the embedding
+    /// layer, 1-6: transformer layers of all-MiniLM-L6-v2), e.g. `--layers 6` for the last
+    /// alone. Default: the layers of the built-in heads (2,4,6), or of the --base heads.
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<usize>>,
+    /// The layers of --layers the strong head reads; the category head reads them all. Default:
+    /// all of --layers when it is given, else the built-in heads' (6), or the --base heads'.
+    #[arg(long, value_delimiter = ',')]
+    pub strong_layers: Option<Vec<usize>>,
     /// Do not read or write the embedding cache (under ~/.cache/switchyard/embeddings).
     #[arg(long)]
     pub no_cache: bool,
@@ -95,15 +104,45 @@ pub fn run(args: TrainRouterArgs) -> i32 {
     }
     let sources: Vec<String> = by_source.iter().map(|(s, n)| format!("{s} {n}")).collect();
     println!("examples: {} ({})", examples.len(), sources.join(", "));
-    let Some(encoder) = args.classifier.load_encoder() else {
+    let built_in = match serde_json::from_str::<Labels>(BUILTIN_LABELS) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: the built-in heads' labels: {e}");
+            return 1;
+        }
+    };
+    let (layers, strong_layers) = match (&base, &args.layers, &args.strong_layers) {
+        (Some(b), l, s)
+            if l.as_ref().is_some_and(|l| *l != b.labels.layers)
+                || s.as_ref().is_some_and(|s| *s != b.labels.strong_layers) =>
+        {
+            eprintln!(
+                "error: --layers/--strong-layers differ from the base heads' layers {:?} (strong {:?})",
+                b.labels.layers, b.labels.strong_layers
+            );
+            return 1;
+        }
+        (Some(b), _, _) => (b.labels.layers.clone(), b.labels.strong_layers.clone()),
+        (None, Some(l), s) => (l.clone(), s.clone().unwrap_or_default()),
+        (None, None, s) => (
+            built_in.layers.clone(),
+            s.clone().unwrap_or(built_in.strong_layers.clone()),
+        ),
+    };
+    let Some(mut encoder) = args.classifier.load_encoder() else {
         return 1;
     };
+    if let Err(e) = encoder.set_layers(&layers) {
+        eprintln!("error: --layers: {e}");
+        return 1;
+    }
     let max_tokens = args.classifier.max_tokens.unwrap_or(TRAIN_MAX_TOKENS);
     let cache_file = (!args.no_cache).then(|| {
         EmbedCache::file_for(
             &cache_dir().join("embeddings"),
             &args.classifier.encoder,
             max_tokens,
+            &layers,
         )
     });
     let mut cache = EmbedCache::open(cache_file.as_deref(), encoder.dim);
@@ -137,6 +176,7 @@ pub fn run(args: TrainRouterArgs) -> i32 {
         &cfg,
         &encoder_name,
         max_tokens,
+        (&layers, &strong_layers),
         base.as_ref(),
         &mut log,
     ) {
