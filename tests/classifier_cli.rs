@@ -660,3 +660,72 @@ fn heads_trained_on_labels_score_their_held_out_rows() {
     assert!(easy.contains("strong_score (for tiny-box)"), "{easy}");
     assert!(easy.contains("decision: tiny-box"), "{easy}");
 }
+
+/// A policy's model heads read other encoder layers than the shared heads: one encoder pass pools
+/// both, and each heads score exactly what they score alone.
+#[test]
+fn model_heads_on_other_layers_score_as_they_do_alone() {
+    use switchyard::classifier::{Classifier, RouterModel};
+    use switchyard::policy::ClassifierSettings;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("train");
+    write_train_fixture(&data);
+    let encoder = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    let texts = [
+        "What is 2+2?",
+        "Write a sonnet about the sea at night.",
+        "Summarise this paragraph in one sentence: the meeting moved to Tuesday because the room was booked.",
+    ];
+    for layers in ["3", "6", "1,4"] {
+        let dir = tmp.path().join(format!("heads-{layers}"));
+        let o = switchyard(
+            &[
+                "train-router",
+                "--data",
+                data.to_str().expect("path"),
+                "--out",
+                dir.to_str().expect("path"),
+                "--layers",
+                layers,
+                "--epochs",
+                "3",
+                "--no-cache",
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let settings = |heads: Option<&Path>, model: Option<&Path>| ClassifierSettings {
+            encoder: encoder.clone(),
+            heads: heads.map(Path::to_path_buf),
+            model_heads: model
+                .map(|m| vec![("box".to_string(), m.to_path_buf())])
+                .unwrap_or_default(),
+            ..ClassifierSettings::default()
+        };
+        let load = |s: ClassifierSettings| Classifier::from_settings(&s).expect("classifier");
+        let both = load(settings(None, Some(&dir)));
+        let shared_alone = load(settings(None, None));
+        let model_alone = load(settings(Some(&dir), None));
+        for text in texts {
+            let b = both.classify(&[text]).expect("both").remove(0);
+            let s = shared_alone.classify(&[text]).expect("shared").remove(0);
+            let m = model_alone.classify(&[text]).expect("model").remove(0);
+            let close = |x: f32, y: f32| (x - y).abs() < 1e-5;
+            assert!(close(b.strong_score, s.strong_score), "{layers}: {text}");
+            assert_eq!(b.categories.len(), s.categories.len());
+            for ((c1, p1), (c2, p2)) in b.categories.iter().zip(&s.categories) {
+                assert!(
+                    c1 == c2 && close(*p1, *p2),
+                    "{layers}: {text}: {c1} {p1} / {c2} {p2}"
+                );
+            }
+            assert_eq!(b.strong_by_model.len(), 1);
+            assert!(
+                close(b.strong_by_model[0].1, m.strong_score),
+                "{layers}: {text}: {} vs {}",
+                b.strong_by_model[0].1,
+                m.strong_score
+            );
+        }
+    }
+}

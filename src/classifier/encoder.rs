@@ -111,6 +111,20 @@ impl Encoder {
         })
     }
 
+    /// Number of transformer layers (the last layer's number).
+    pub fn layer_count(&self) -> usize {
+        self.layer_count
+    }
+
+    /// The layers pooled into each embedding, in order (the last layer when none were set).
+    pub fn pooled_layers(&self) -> Vec<usize> {
+        if self.layers.is_empty() {
+            vec![self.layer_count]
+        } else {
+            self.layers.clone()
+        }
+    }
+
     /// Pools the outputs of `layers` (0: the embedding layer, `i`: transformer layer `i`,
     /// 1-based) into each embedding, each block of `hidden` values mean-pooled and L2-normalised,
     /// concatenated in the order given; empty: the last layer alone. The routing heads record

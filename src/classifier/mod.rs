@@ -137,8 +137,7 @@ impl Classifier {
     /// The classifier a policy's settings describe: the encoder, the shared heads and each
     /// on-box model's own.
     ///
-    /// Errors: a folder that cannot be loaded, or model heads trained on another encoder or on
-    /// other layers of it.
+    /// Errors: a folder that cannot be loaded, or model heads trained on another encoder.
     pub fn from_settings(settings: &ClassifierSettings) -> Result<Classifier, ClassifierError> {
         let mut c = Classifier::load(
             &settings.encoder,
@@ -155,17 +154,57 @@ impl Classifier {
                     c.heads.labels.encoder
                 )));
             }
-            if h.labels.layers != c.heads.labels.layers {
-                return Err(ClassifierError::Format(format!(
-                    "the heads of `{model}` ({}) read encoder layers {:?}, the shared heads {:?}",
-                    dir.display(),
-                    h.labels.layers,
-                    c.heads.labels.layers
-                )));
-            }
             c.model_heads.push((model.clone(), h));
         }
+        // The encoder pools every layer some heads read: the shared heads' first, then the
+        // others'; each heads read their own blocks ([`Classifier::finish`]).
+        let mut union = c.encoder.pooled_layers();
+        for (_, h) in &c.model_heads {
+            for l in c.heads_layers(h) {
+                if !union.contains(&l) {
+                    union.push(l);
+                }
+            }
+        }
+        if union != c.encoder.pooled_layers() {
+            c.encoder.set_layers(&union)?;
+        }
         Ok(c)
+    }
+
+    /// The layers `heads` read (the encoder's last when they name none).
+    fn heads_layers(&self, heads: &Heads) -> Vec<usize> {
+        if heads.labels.layers.is_empty() {
+            vec![self.encoder.layer_count()]
+        } else {
+            heads.labels.layers.clone()
+        }
+    }
+
+    /// `embeddings` (the encoder's pooled layers) cut down to the blocks of the layers `heads`
+    /// read, in their order; `None` when they read exactly what the encoder pools.
+    fn view_for(&self, heads: &Heads, embeddings: &[Vec<f32>]) -> Option<Vec<Vec<f32>>> {
+        let pooled = self.encoder.pooled_layers();
+        let wanted = self.heads_layers(heads);
+        if wanted == pooled {
+            return None;
+        }
+        let h = self.encoder.hidden;
+        let blocks: Vec<usize> = wanted
+            .iter()
+            .filter_map(|l| pooled.iter().position(|p| p == l))
+            .collect();
+        Some(
+            embeddings
+                .iter()
+                .map(|e| {
+                    blocks
+                        .iter()
+                        .flat_map(|&b| e.get(b * h..(b + 1) * h).unwrap_or(&[]).iter().copied())
+                        .collect()
+                })
+                .collect(),
+        )
     }
 
     /// Embeds texts with this classifier's token budget (see [`Encoder::embed_texts`]).
@@ -188,10 +227,14 @@ impl Classifier {
         embedded: Vec<(Vec<f32>, encoder::Tokens)>,
     ) -> Result<Vec<Classification>, ClassifierError> {
         let embeddings: Vec<Vec<f32>> = embedded.iter().map(|(e, _)| e.clone()).collect();
-        let outs = self.heads.apply(&embeddings)?;
+        let apply = |heads: &Heads| match self.view_for(heads, &embeddings) {
+            Some(view) => heads.apply(&view),
+            None => heads.apply(&embeddings),
+        };
+        let outs = apply(&self.heads)?;
         let mut by_model: Vec<Vec<(String, f32)>> = vec![vec![]; outs.len()];
         for (model, heads) in &self.model_heads {
-            for (i, o) in heads.apply(&embeddings)?.into_iter().enumerate() {
+            for (i, o) in apply(heads)?.into_iter().enumerate() {
                 if let Some(v) = by_model.get_mut(i) {
                     v.push((model.clone(), o.strong_score));
                 }
