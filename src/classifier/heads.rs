@@ -37,26 +37,32 @@ pub struct Labels {
 }
 
 impl Labels {
+    /// The encoder layers the heads read, all of them and the strong head's: [`Labels::layers`]
+    /// (`last`, the encoder's last layer, when it names none) and [`Labels::strong_layers`]
+    /// (all of them when it names none).
+    pub fn read_layers(&self, last: usize) -> (Vec<usize>, Vec<usize>) {
+        let all = if self.layers.is_empty() {
+            vec![last]
+        } else {
+            self.layers.clone()
+        };
+        let strong = if self.strong_layers.is_empty() {
+            all.clone()
+        } else {
+            self.strong_layers.clone()
+        };
+        (all, strong)
+    }
+
     /// Which blocks of the pooled embedding (`hidden` values per layer of [`Labels::layers`])
     /// the strong head reads, in order; `None`: the whole embedding.
     ///
     /// Errors: a strong layer that is not pooled.
     pub fn strong_blocks(&self) -> Result<Option<Vec<usize>>, ClassifierError> {
-        if self.strong_layers.is_empty() || self.strong_layers == self.layers {
+        if self.strong_layers.is_empty() {
             return Ok(None);
         }
-        self.strong_layers
-            .iter()
-            .map(|l| {
-                self.layers.iter().position(|x| x == l).ok_or_else(|| {
-                    ClassifierError::Format(format!(
-                        "strong layer {l} is not among the pooled layers {:?}",
-                        self.layers
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        blocks_in(&self.strong_layers, &self.layers)
     }
 }
 
@@ -180,20 +186,50 @@ impl Heads {
         std::fs::write(&path, labels + "\n").map_err(|source| ClassifierError::Io { path, source })
     }
 
-    /// Applies both heads to a batch of embeddings.
+    /// Applies both heads to a batch of embeddings in their own layout ([`Labels::layers`]).
     pub fn apply(&self, embeddings: &[Vec<f32>]) -> Result<Vec<HeadOutput>, ClassifierError> {
+        let total = self.labels.layers.len().max(1);
+        self.apply_blocks(embeddings, None, self.labels.strong_blocks()?, total)
+    }
+
+    /// Applies both heads to embeddings that pool the encoder layers `pooled` (`hidden` values
+    /// each, in that order), which must include the layers the heads read; `last` is the
+    /// encoder's last layer, what heads without [`Labels::layers`] read.
+    ///
+    /// Errors: a layer the heads read that is not pooled; a computation error.
+    pub fn apply_pooled(
+        &self,
+        embeddings: &[Vec<f32>],
+        pooled: &[usize],
+        last: usize,
+    ) -> Result<Vec<HeadOutput>, ClassifierError> {
+        let (all, strong) = self.labels.read_layers(last);
+        let category = blocks_in(&all, pooled)?;
+        let strong = blocks_in(&strong, pooled)?;
+        self.apply_blocks(embeddings, category, strong, pooled.len())
+    }
+
+    /// Both heads, each on its blocks of the embeddings (`total` blocks wide; `None`: all).
+    fn apply_blocks(
+        &self,
+        embeddings: &[Vec<f32>],
+        category_blocks: Option<Vec<usize>>,
+        strong_blocks: Option<Vec<usize>>,
+        total: usize,
+    ) -> Result<Vec<HeadOutput>, ClassifierError> {
         if embeddings.is_empty() {
             return Ok(vec![]);
         }
         let dim = embeddings[0].len();
         let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
         let x = Tensor::from_vec(flat, (embeddings.len(), dim), &Device::Cpu)?;
-        let cats = candle_nn::ops::softmax_last_dim(&self.category.forward(&x)?)?;
-        let strong_x = match self.labels.strong_blocks()? {
-            Some(blocks) => select_blocks(&x, &blocks, self.labels.layers.len())?,
-            None => x,
+        let view = |blocks: Option<Vec<usize>>| match blocks {
+            Some(b) => select_blocks(&x, &b, total),
+            None => Ok(x.clone()),
         };
-        let strong = candle_nn::ops::sigmoid(&self.strong.forward(&strong_x)?)?;
+        let cats =
+            candle_nn::ops::softmax_last_dim(&self.category.forward(&view(category_blocks)?)?)?;
+        let strong = candle_nn::ops::sigmoid(&self.strong.forward(&view(strong_blocks)?)?)?;
         let cats = cats.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let strong = strong.flatten_all()?.to_vec1::<f32>()?;
         Ok(cats
@@ -205,6 +241,26 @@ impl Heads {
             })
             .collect())
     }
+}
+
+/// Where each of `wanted`'s layers is in `pooled`; `None` when they are the same list.
+///
+/// Errors: a wanted layer that is not pooled.
+fn blocks_in(wanted: &[usize], pooled: &[usize]) -> Result<Option<Vec<usize>>, ClassifierError> {
+    if wanted == pooled {
+        return Ok(None);
+    }
+    wanted
+        .iter()
+        .map(|l| {
+            pooled.iter().position(|p| p == l).ok_or_else(|| {
+                ClassifierError::Format(format!(
+                    "layer {l} is not among the pooled layers {pooled:?}"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 #[cfg(test)]
@@ -238,7 +294,11 @@ mod tests {
         let err = labels(&[2, 4], &[6])
             .strong_blocks()
             .expect_err("6 not pooled");
-        assert!(err.to_string().contains("strong layer 6"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("layer 6 is not among the pooled layers"),
+            "{err}"
+        );
 
         // Two rows of three 2-wide blocks: [b0 b0 b1 b1 b2 b2].
         let x = Tensor::from_vec(

@@ -160,7 +160,7 @@ impl Classifier {
         // others'; each heads read their own blocks ([`Classifier::finish`]).
         let mut union = c.encoder.pooled_layers();
         for (_, h) in &c.model_heads {
-            for l in c.heads_layers(h) {
+            for l in h.labels.read_layers(c.encoder.layer_count()).0 {
                 if !union.contains(&l) {
                     union.push(l);
                 }
@@ -170,41 +170,6 @@ impl Classifier {
             c.encoder.set_layers(&union)?;
         }
         Ok(c)
-    }
-
-    /// The layers `heads` read (the encoder's last when they name none).
-    fn heads_layers(&self, heads: &Heads) -> Vec<usize> {
-        if heads.labels.layers.is_empty() {
-            vec![self.encoder.layer_count()]
-        } else {
-            heads.labels.layers.clone()
-        }
-    }
-
-    /// `embeddings` (the encoder's pooled layers) cut down to the blocks of the layers `heads`
-    /// read, in their order; `None` when they read exactly what the encoder pools.
-    fn view_for(&self, heads: &Heads, embeddings: &[Vec<f32>]) -> Option<Vec<Vec<f32>>> {
-        let pooled = self.encoder.pooled_layers();
-        let wanted = self.heads_layers(heads);
-        if wanted == pooled {
-            return None;
-        }
-        let h = self.encoder.hidden;
-        let blocks: Vec<usize> = wanted
-            .iter()
-            .filter_map(|l| pooled.iter().position(|p| p == l))
-            .collect();
-        Some(
-            embeddings
-                .iter()
-                .map(|e| {
-                    blocks
-                        .iter()
-                        .flat_map(|&b| e.get(b * h..(b + 1) * h).unwrap_or(&[]).iter().copied())
-                        .collect()
-                })
-                .collect(),
-        )
     }
 
     /// Embeds texts with this classifier's token budget (see [`Encoder::embed_texts`]).
@@ -227,10 +192,8 @@ impl Classifier {
         embedded: Vec<(Vec<f32>, encoder::Tokens)>,
     ) -> Result<Vec<Classification>, ClassifierError> {
         let embeddings: Vec<Vec<f32>> = embedded.iter().map(|(e, _)| e.clone()).collect();
-        let apply = |heads: &Heads| match self.view_for(heads, &embeddings) {
-            Some(view) => heads.apply(&view),
-            None => heads.apply(&embeddings),
-        };
+        let (pooled, last) = (self.encoder.pooled_layers(), self.encoder.layer_count());
+        let apply = |heads: &Heads| heads.apply_pooled(&embeddings, &pooled, last);
         let outs = apply(&self.heads)?;
         let mut by_model: Vec<Vec<(String, f32)>> = vec![vec![]; outs.len()];
         for (model, heads) in &self.model_heads {
