@@ -184,7 +184,7 @@ fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
     let tmp = tempfile::tempdir().expect("tmp");
     let labels = tmp.path().join("labels.jsonl");
     // The labels say the opposite of the built-in strong score: chat is hard for this model,
-    // proofs are easy.
+    // exam questions are easy.
     write_labels(&labels, "odd-box", 160, |i| {
         format!("hi there, how are you doing today, friend number {i}?")
     });
@@ -227,8 +227,12 @@ fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
         serde_json::from_str::<Value>(stdout(&o).trim()).expect("json")
     };
     let chat = "hi there, how are you doing today, friend number 7?";
-    let proof = "Prove the bound on the spectral gap of random regular graph family 7 and derive its constant.";
-    for text in [chat, proof] {
+    let exam =
+        "A 45-year-old man presents with progressive dyspnea, bilateral hilar lymphadenopathy \
+                 and elevated serum ACE. Which of the following is the most likely finding on \
+                 transbronchial biopsy? A. caseating granulomas B. non-caseating granulomas \
+                 C. Reed-Sternberg cells D. asbestos bodies E. eosinophilic infiltrates";
+    for text in [chat, exam] {
         let (built_in, tuned) = (classify(None, text), classify(Some(&out_dir), text));
         assert_eq!(
             built_in["categories"], tuned["categories"],
@@ -244,11 +248,11 @@ fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
         },
     );
     assert!(
-        built_in(proof) > built_in(chat),
-        "the base ranks the proof harder"
+        built_in(exam) > built_in(chat),
+        "the base ranks the exam question harder"
     );
     assert!(
-        tuned(chat) > tuned(proof),
+        tuned(chat) > tuned(exam),
         "the labels turned the order round"
     );
 
@@ -454,6 +458,132 @@ fn train_router_pools_the_layers_asked_for() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn train_router_trains_strong_experts_that_mix_by_category() {
+    use switchyard::classifier::heads::Heads;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("train");
+    write_train_fixture(&data);
+    let path = |p: &Path| p.to_str().expect("path").to_string();
+    let data = path(&data);
+    let train = |out: &str, extra: &[&str]| {
+        let out = path(&tmp.path().join(out));
+        let mut args = vec![
+            "train-router",
+            "--data",
+            &data,
+            "--out",
+            &out,
+            "--epochs",
+            "30",
+            "--no-cache",
+        ];
+        args.extend(extra);
+        let o = switchyard(&args, None);
+        (o, out)
+    };
+    // By default, the built-in heads' layout: a maths expert on layers 2, 4 and 6.
+    let (o, with) = train("with", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout(&o).contains("strong math epoch   1"),
+        "{}",
+        stdout(&o)
+    );
+    let experts = Heads::load(Path::new(&with)).expect("load");
+    assert_eq!(experts.labels.layers, vec![2, 4, 6]);
+    assert_eq!(experts.labels.strong_experts.len(), 1);
+    assert_eq!(experts.labels.strong_experts[0].to_string(), "math=2,4,6");
+    let (o, without) = train("without", &["--strong-expert", "none"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plain = Heads::load(Path::new(&without)).expect("load");
+    assert!(plain.labels.strong_experts.is_empty() && plain.experts.is_empty());
+    // Experts train after the other heads, which stay as they were.
+    let values = |t: &candle_core::Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>());
+    for (a, b) in [
+        (&experts.category.w1, &plain.category.w1),
+        (&experts.strong.w1, &plain.strong.w1),
+        (&experts.strong.b2, &plain.strong.b2),
+    ] {
+        assert_eq!(values(a).expect("a"), values(b).expect("b"));
+    }
+
+    // The served score is the mixture: the maths expert weighs P(math), the main head the rest.
+    let text = "Tom has 7 apples and buys 5 more. How many apples does he have?";
+    let row = format!("{}\n", json!({ "prompt": text }));
+    let o = switchyard(
+        &["classify", "--heads", &with, "--embedding", "-"],
+        Some(&row),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let row: Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    let embedding: Vec<f32> = serde_json::from_value(row["embedding"].clone()).expect("embedding");
+    let served = row["strong_score"].as_f64().expect("score");
+    let p_math = row["categories"]["math"].as_f64().expect("p(math)");
+    let main = plain
+        .apply(std::slice::from_ref(&embedding))
+        .expect("apply")[0]
+        .strong_score;
+    let mut alone = plain.clone();
+    alone.strong = experts.experts[0].clone();
+    alone.labels.strong_layers = vec![2, 4, 6];
+    let expert = alone.apply(&[embedding]).expect("apply")[0].strong_score;
+    let mixed = (1.0 - p_math) * f64::from(main) + p_math * f64::from(expert);
+    assert!(
+        (served - mixed).abs() < 1e-3,
+        "served {served}, mixture {mixed} (p_math {p_math}, main {main}, expert {expert})"
+    );
+    assert!(
+        p_math * f64::from((main - expert).abs()) > 2e-3,
+        "the expert weighs enough to tell the mixture from the main head alone: p_math {p_math}, \
+         main {main}, expert {expert}"
+    );
+
+    let refused: [(&[&str], &str); 4] = [
+        (&["--strong-expert", "poetry=6"], "no category `poetry`"),
+        (
+            &["--strong-expert", "math=3"],
+            "not among the pooled layers",
+        ),
+        (&["--strong-expert", "=2"], "CATEGORY"),
+        (
+            &[
+                "--strong-expert",
+                "math=6",
+                "--strong-expert",
+                "code+math=6",
+            ],
+            "has another expert",
+        ),
+    ];
+    for (args, says) in refused {
+        let (o, _) = train("refused", args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+    }
+    let labels = tmp.path().join("labels.jsonl");
+    write_labels(&labels, "box", 20, |i| format!("question {i}"));
+    let o = switchyard(
+        &[
+            "train-router",
+            "--base",
+            "builtin",
+            "--labels",
+            &path(&labels),
+            "--strong-expert",
+            "code=6",
+            "--out",
+            &path(&tmp.path().join("b")),
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("differ from the base heads'"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -34,6 +34,64 @@ pub struct Labels {
     /// for heads trained on the public data's labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Strong heads for some categories, beside the main one (weights `strong_expert{i}.*`).
+    /// The strong score is a mixture gated by the category head: each expert's score weighs
+    /// the probability of its categories, the main head's the rest (see [`Heads::apply`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strong_experts: Vec<StrongExpert>,
+}
+
+/// A strong head for some categories ([`Labels::strong_experts`]): trained on the same label
+/// as the main strong head, reading its own layers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StrongExpert {
+    /// Categories (of [`Labels::categories`]) whose probability is this expert's weight.
+    pub categories: Vec<String>,
+    /// The layers of [`Labels::layers`] it reads, in this order; empty: all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<usize>,
+}
+
+impl StrongExpert {
+    /// Parses `CATEGORY[+CATEGORY...]=LAYER[,LAYER...]` (as `train-router --strong-expert`
+    /// takes it), e.g. `math=2,4,6`; the layers may be left out (`math`: all of them).
+    ///
+    /// Errors: no category, or a layer that is not a number.
+    pub fn parse(spec: &str) -> Result<StrongExpert, String> {
+        let (cats, layers) = spec.split_once('=').unwrap_or((spec, ""));
+        let categories: Vec<String> = cats
+            .split('+')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect();
+        if categories.is_empty() {
+            return Err(format!(
+                "`{spec}`: expected CATEGORY[+CATEGORY]=LAYERS, e.g. math=2,4,6"
+            ));
+        }
+        let layers = layers
+            .split(',')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                l.parse::<usize>()
+                    .map_err(|_| format!("`{spec}`: `{l}` is not a layer number"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(StrongExpert { categories, layers })
+    }
+}
+
+impl std::fmt::Display for StrongExpert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.categories.join("+"))?;
+        if !self.layers.is_empty() {
+            let layers: Vec<String> = self.layers.iter().map(usize::to_string).collect();
+            write!(f, "={}", layers.join(","))?;
+        }
+        Ok(())
+    }
 }
 
 impl Labels {
@@ -63,6 +121,50 @@ impl Labels {
             return Ok(None);
         }
         blocks_in(&self.strong_layers, &self.layers)
+    }
+
+    /// The layers each strong expert reads ([`StrongExpert::layers`], or all of `all`).
+    pub fn expert_layers(&self, all: &[usize]) -> Vec<Vec<usize>> {
+        self.strong_experts
+            .iter()
+            .map(|e| {
+                if e.layers.is_empty() {
+                    all.to_vec()
+                } else {
+                    e.layers.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// For each strong expert, the indices of its categories in [`Labels::categories`].
+    ///
+    /// Errors: an unknown category, or one that two experts (or one, twice) name.
+    pub fn expert_gates(&self) -> Result<Vec<Vec<usize>>, ClassifierError> {
+        let mut seen = vec![];
+        self.strong_experts
+            .iter()
+            .map(|e| {
+                e.categories
+                    .iter()
+                    .map(|c| {
+                        let i = self.categories.iter().position(|k| k == c).ok_or_else(|| {
+                            ClassifierError::Format(format!(
+                                "strong expert `{e}`: no category `{c}` (categories: {})",
+                                self.categories.join(", ")
+                            ))
+                        })?;
+                        if seen.contains(&i) {
+                            return Err(ClassifierError::Format(format!(
+                                "strong expert `{e}`: category `{c}` has another expert"
+                            )));
+                        }
+                        seen.push(i);
+                        Ok(i)
+                    })
+                    .collect()
+            })
+            .collect()
     }
 }
 
@@ -125,6 +227,8 @@ pub struct Heads {
     pub labels: Labels,
     pub category: Mlp,
     pub strong: Mlp,
+    /// One per [`Labels::strong_experts`], in that order.
+    pub experts: Vec<Mlp>,
 }
 
 /// What the heads say about one embedding.
@@ -154,12 +258,21 @@ impl Heads {
             .map_err(|e| ClassifierError::Format(format!("{LABELS_FILE}: {e}")))?;
         let all = candle_core::safetensors::load_buffer(weights, &Device::Cpu)
             .map_err(|e| ClassifierError::Format(format!("{WEIGHTS_FILE}: {e}")))?;
+        let experts = (0..labels.strong_experts.len())
+            .map(|i| Mlp::from(&expert_name(i), &all))
+            .collect::<Result<Vec<_>, _>>()?;
         let heads = Heads {
             category: Mlp::from("category", &all)?,
             strong: Mlp::from("strong", &all)?,
+            experts,
             labels,
         };
         heads.labels.strong_blocks()?;
+        heads.labels.expert_gates()?;
+        let all_layers = heads.labels.read_layers(usize::MAX).0;
+        for layers in heads.labels.expert_layers(&all_layers) {
+            blocks_in(&layers, &all_layers)?;
+        }
         let outputs = heads.category.b2.dims1()?;
         if outputs != heads.labels.categories.len() {
             return Err(ClassifierError::Format(format!(
@@ -179,6 +292,9 @@ impl Heads {
         let mut all = HashMap::new();
         self.category.tensors("category", &mut all);
         self.strong.tensors("strong", &mut all);
+        for (i, e) in self.experts.iter().enumerate() {
+            e.tensors(&expert_name(i), &mut all);
+        }
         candle_core::safetensors::save(&all, dir.join(WEIGHTS_FILE))?;
         let labels = serde_json::to_string_pretty(&self.labels)
             .map_err(|e| ClassifierError::Format(e.to_string()))?;
@@ -186,13 +302,18 @@ impl Heads {
         std::fs::write(&path, labels + "\n").map_err(|source| ClassifierError::Io { path, source })
     }
 
-    /// Applies both heads to a batch of embeddings in their own layout ([`Labels::layers`]).
+    /// Applies the heads to a batch of embeddings in their own layout ([`Labels::layers`]).
+    ///
+    /// The strong score is `(1 - Σ g_i) · s + Σ g_i · s_i`: `s` the main strong head's,
+    /// `s_i` strong expert i's, and `g_i` the category head's probability of expert i's
+    /// categories (a mixture of experts gated by the category head, as in Jacobs et al. 1991,
+    /// "Adaptive mixtures of local experts"). Without experts it is the main head's alone.
     pub fn apply(&self, embeddings: &[Vec<f32>]) -> Result<Vec<HeadOutput>, ClassifierError> {
-        let total = self.labels.layers.len().max(1);
-        self.apply_blocks(embeddings, None, self.labels.strong_blocks()?, total)
+        let own = self.labels.read_layers(usize::MAX).0;
+        self.apply_pooled(embeddings, &own, usize::MAX)
     }
 
-    /// Applies both heads to embeddings that pool the encoder layers `pooled` (`hidden` values
+    /// [`Heads::apply`] on embeddings that pool the encoder layers `pooled` (`hidden` values
     /// each, in that order), which must include the layers the heads read; `last` is the
     /// encoder's last layer, what heads without [`Labels::layers`] read.
     ///
@@ -203,50 +324,66 @@ impl Heads {
         pooled: &[usize],
         last: usize,
     ) -> Result<Vec<HeadOutput>, ClassifierError> {
-        let (all, strong) = self.labels.read_layers(last);
-        let category = blocks_in(&all, pooled)?;
-        let strong = blocks_in(&strong, pooled)?;
-        self.apply_blocks(embeddings, category, strong, pooled.len())
-    }
-
-    /// Both heads, each on its blocks of the embeddings (`total` blocks wide; `None`: all).
-    fn apply_blocks(
-        &self,
-        embeddings: &[Vec<f32>],
-        category_blocks: Option<Vec<usize>>,
-        strong_blocks: Option<Vec<usize>>,
-        total: usize,
-    ) -> Result<Vec<HeadOutput>, ClassifierError> {
         if embeddings.is_empty() {
             return Ok(vec![]);
         }
+        let (all, strong) = self.labels.read_layers(last);
         let dim = embeddings[0].len();
         let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
         let x = Tensor::from_vec(flat, (embeddings.len(), dim), &Device::Cpu)?;
-        let view = |blocks: Option<Vec<usize>>| match blocks {
-            Some(b) => select_blocks(&x, &b, total),
-            None => Ok(x.clone()),
+        let view = |layers: &[usize]| -> Result<Tensor, ClassifierError> {
+            Ok(match blocks_in(layers, pooled)? {
+                Some(b) => select_blocks(&x, &b, pooled.len())?,
+                None => x.clone(),
+            })
         };
-        let cats =
-            candle_nn::ops::softmax_last_dim(&self.category.forward(&view(category_blocks)?)?)?;
-        let strong = candle_nn::ops::sigmoid(&self.strong.forward(&view(strong_blocks)?)?)?;
+        let score = |mlp: &Mlp, layers: &[usize]| -> Result<Vec<f32>, ClassifierError> {
+            let s = candle_nn::ops::sigmoid(&mlp.forward(&view(layers)?)?)?;
+            Ok(s.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let cats = candle_nn::ops::softmax_last_dim(&self.category.forward(&view(&all)?)?)?;
         let cats = cats.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let strong = strong.flatten_all()?.to_vec1::<f32>()?;
+        let main = score(&self.strong, &strong)?;
+        let gates = self.labels.expert_gates()?;
+        let experts = self
+            .experts
+            .iter()
+            .zip(self.labels.expert_layers(&all))
+            .map(|(mlp, layers)| score(mlp, &layers))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(cats
             .into_iter()
-            .zip(strong)
-            .map(|(categories, strong_score)| HeadOutput {
-                categories,
-                strong_score,
+            .zip(main)
+            .enumerate()
+            .map(|(row, (categories, main))| {
+                let mut rest = 1.0f32;
+                let mut strong_score = 0.0f32;
+                for (gate, scores) in gates.iter().zip(&experts) {
+                    let g: f32 = gate.iter().filter_map(|&c| categories.get(c)).sum();
+                    rest -= g;
+                    strong_score += g * scores.get(row).copied().unwrap_or(main);
+                }
+                HeadOutput {
+                    strong_score: strong_score + rest.max(0.0) * main,
+                    categories,
+                }
             })
             .collect())
     }
 }
 
+/// Weight names of strong expert `i` in `heads.safetensors`.
+fn expert_name(i: usize) -> String {
+    format!("strong_expert{i}")
+}
+
 /// Where each of `wanted`'s layers is in `pooled`; `None` when they are the same list.
 ///
 /// Errors: a wanted layer that is not pooled.
-fn blocks_in(wanted: &[usize], pooled: &[usize]) -> Result<Option<Vec<usize>>, ClassifierError> {
+pub fn blocks_in(
+    wanted: &[usize],
+    pooled: &[usize],
+) -> Result<Option<Vec<usize>>, ClassifierError> {
     if wanted == pooled {
         return Ok(None);
     }
@@ -276,7 +413,98 @@ mod tests {
             max_tokens: 128,
             strong_label: String::new(),
             model: None,
+            strong_experts: vec![],
         }
+    }
+
+    /// An MLP on `input` values whose outputs are `bias` whatever the input.
+    fn constant(input: usize, bias: &[f32]) -> Mlp {
+        let t = |v: Vec<f32>, shape: (usize, usize)| {
+            Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
+        };
+        let n = bias.len();
+        Mlp {
+            w1: t(vec![0.0; input], (1, input)),
+            b1: Tensor::from_vec(vec![0.0f32], 1, &Device::Cpu).expect("b1"),
+            w2: t(vec![0.0; n], (n, 1)),
+            b2: Tensor::from_vec(bias.to_vec(), n, &Device::Cpu).expect("b2"),
+        }
+    }
+
+    #[test]
+    fn strong_experts_mix_by_the_category_probabilities() {
+        let mut l = labels(&[], &[]);
+        l.categories = vec!["a".into(), "b".into(), "c".into()];
+        // Category probabilities 0.25 / 0.5 / 0.25; main strong 0.5.
+        let ln = |v: f32| v.ln();
+        let mut heads = Heads {
+            labels: l,
+            category: constant(2, &[0.0, ln(2.0), 0.0]),
+            strong: constant(2, &[0.0]),
+            experts: vec![],
+        };
+        let x = vec![vec![0.3, -0.7]];
+        let alone = heads.apply(&x).expect("apply")[0].strong_score;
+        assert!((alone - 0.5).abs() < 1e-6, "{alone}");
+
+        // An expert for b scoring 0.75: 0.5 · 0.75 + 0.5 · 0.5.
+        heads.labels.strong_experts = vec![StrongExpert::parse("b").expect("spec")];
+        heads.experts = vec![constant(2, &[ln(3.0)])];
+        let out = heads.apply(&x).expect("apply");
+        assert!((out[0].strong_score - 0.625).abs() < 1e-6, "{out:?}");
+        assert!((out[0].categories[1] - 0.5).abs() < 1e-6, "{out:?}");
+
+        // And one for a+c scoring 0.25: 0.5 · 0.75 + 0.5 · 0.25, nothing left to the main head.
+        heads
+            .labels
+            .strong_experts
+            .push(StrongExpert::parse("a+c").expect("spec"));
+        heads.experts.push(constant(2, &[-ln(3.0)]));
+        let mixed = heads.apply(&x).expect("apply")[0].strong_score;
+        assert!((mixed - 0.5).abs() < 1e-6, "{mixed}");
+
+        // The weights round-trip through the files.
+        let dir = std::env::temp_dir().join(format!("switchyard-experts-{}", std::process::id()));
+        heads.save(&dir).expect("save");
+        let loaded = Heads::load(&dir).expect("load");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(loaded.labels, heads.labels);
+        assert_eq!(
+            loaded.apply(&x).expect("apply")[0].strong_score,
+            heads.apply(&x).expect("apply")[0].strong_score
+        );
+    }
+
+    #[test]
+    fn strong_experts_are_checked() {
+        assert_eq!(
+            StrongExpert::parse("math+code=2,4,6"),
+            Ok(StrongExpert {
+                categories: vec!["math".into(), "code".into()],
+                layers: vec![2, 4, 6],
+            })
+        );
+        assert_eq!(
+            StrongExpert::parse("math=2,4,6")
+                .map(|e| e.to_string())
+                .as_deref(),
+            Ok("math=2,4,6")
+        );
+        assert!(StrongExpert::parse("=2").is_err());
+        assert!(StrongExpert::parse("math=two").is_err());
+
+        let mut l = labels(&[2, 4, 6], &[6]);
+        l.categories = vec!["math".into(), "code".into()];
+        l.strong_experts = vec![StrongExpert::parse("math=2,4,6").expect("spec")];
+        assert_eq!(l.expert_gates().ok(), Some(vec![vec![0]]));
+        assert_eq!(l.expert_layers(&[2, 4, 6]), vec![vec![2, 4, 6]]);
+        l.strong_experts
+            .push(StrongExpert::parse("code+math").expect("spec"));
+        let err = l.expert_gates().expect_err("math twice");
+        assert!(err.to_string().contains("has another expert"), "{err}");
+        l.strong_experts = vec![StrongExpert::parse("poetry").expect("spec")];
+        let err = l.expert_gates().expect_err("unknown");
+        assert!(err.to_string().contains("no category `poetry`"), "{err}");
     }
 
     #[test]

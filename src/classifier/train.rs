@@ -3,7 +3,7 @@
 
 use super::data::{Example, CATEGORIES};
 use super::eval::{apgr, category_scores, pgr_curve, Outcome};
-use super::heads::{select_blocks, Heads, Labels, Mlp};
+use super::heads::{select_blocks, Heads, Labels, Mlp, StrongExpert};
 use super::ClassifierError;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -288,6 +288,15 @@ pub struct Report {
     pub validation_examples: usize,
 }
 
+/// Which encoder layers the heads read, as [`Labels`] records them: the layers the embeddings
+/// pool (empty: the last), those the strong head reads (empty: all) and the strong experts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Layout {
+    pub layers: Vec<usize>,
+    pub strong_layers: Vec<usize>,
+    pub strong_experts: Vec<StrongExpert>,
+}
+
 /// Trains both heads on the examples' embeddings (of the encoder's last layer).
 pub fn train(
     examples: &[Example],
@@ -303,7 +312,7 @@ pub fn train(
         cfg,
         encoder,
         max_tokens,
-        (&[], &[]),
+        &Layout::default(),
         None,
         log,
     )
@@ -315,11 +324,13 @@ pub fn train(
 /// few hundred labels of one on-box model, where a head trained from scratch has too little to
 /// learn from.
 ///
-/// `layers` are the encoder layers the embeddings pool and `strong_layers` those of them the
-/// strong head reads (empty: all), as [`Labels`] records them.
+/// `layout` says which layers the embeddings pool and which of them each head reads. Each strong
+/// expert learns the same targets as the strong head, on its own layers, after it (so adding
+/// experts leaves the other heads as they were); with `base`, the base's experts go on
+/// learning as its strong head does.
 ///
-/// Errors: no examples; base heads for another encoder, other layers or embedding width; a
-/// strong layer that is not pooled.
+/// Errors: no examples; base heads for another encoder, other layers, other experts or
+/// embedding width; a strong layer that is not pooled; an expert for an unknown category.
 #[allow(clippy::too_many_arguments)]
 pub fn train_from(
     examples: &[Example],
@@ -327,7 +338,7 @@ pub fn train_from(
     cfg: &TrainConfig,
     encoder: &str,
     max_tokens: usize,
-    (layers, strong_layers): (&[usize], &[usize]),
+    layout: &Layout,
     base: Option<&Heads>,
     log: &mut dyn FnMut(String),
 ) -> Result<(Heads, Report), ClassifierError> {
@@ -335,6 +346,7 @@ pub fn train_from(
     if dim == 0 || embeddings.len() != examples.len() {
         return Err(ClassifierError::Format("no training examples".into()));
     }
+    let (layers, strong_layers) = (&layout.layers[..], &layout.strong_layers[..]);
     let mut labels = Labels {
         categories: CATEGORIES.iter().map(|c| c.to_string()).collect(),
         encoder: encoder.to_string(),
@@ -345,8 +357,16 @@ pub fn train_from(
                        synthetic tasks' complexity at 0.3 weight; see docs/router-quality.md"
             .to_string(),
         model: None,
+        strong_experts: layout.strong_experts.clone(),
     };
     let strong_blocks = labels.strong_blocks()?;
+    labels.expert_gates()?;
+    let all_layers = labels.read_layers(usize::MAX).0;
+    let expert_blocks = labels
+        .expert_layers(&all_layers)
+        .iter()
+        .map(|l| super::heads::blocks_in(l, &all_layers))
+        .collect::<Result<Vec<_>, _>>()?;
     let strong_dim = strong_blocks
         .as_ref()
         .map_or(dim, |b| dim / layers.len().max(1) * b.len());
@@ -356,11 +376,23 @@ pub fn train_from(
             || width != strong_dim
             || b.labels.layers != layers
             || b.labels.strong_blocks()? != strong_blocks
+            || b.labels.strong_experts != layout.strong_experts
         {
+            let experts = |e: &[StrongExpert]| {
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
             return Err(ClassifierError::Format(format!(
-                "the base heads read {width}-wide embeddings of {} (layers {:?}, strong {:?}), \
-                 not {strong_dim}-wide ones of {encoder} (layers {layers:?}, strong {strong_layers:?})",
-                b.labels.encoder, b.labels.layers, b.labels.strong_layers
+                "the base heads read {width}-wide embeddings of {} (layers {:?}, strong {:?}, \
+                 experts [{}]), not {strong_dim}-wide ones of {encoder} (layers {layers:?}, \
+                 strong {strong_layers:?}, experts [{}])",
+                b.labels.encoder,
+                b.labels.layers,
+                b.labels.strong_layers,
+                experts(&b.labels.strong_experts),
+                experts(&layout.strong_experts)
             )));
         }
         labels.categories = b.labels.categories.clone();
@@ -444,11 +476,12 @@ pub fn train_from(
         .collect();
     let weights = group_weights(&keys, |k, _| strong_source_share(k));
     let strong_x = select_rows(&x_all, &strong_rows)?;
+    let view = |blocks: &Option<Vec<usize>>| match blocks {
+        Some(blocks) => select_blocks(&strong_x, blocks, layers.len()),
+        None => Ok(strong_x.clone()),
+    };
     let strong_task = Task {
-        x: match &strong_blocks {
-            Some(blocks) => select_blocks(&strong_x, blocks, layers.len())?,
-            None => strong_x,
-        },
+        x: view(&strong_blocks)?,
         targets: Tensor::from_vec(
             strong_rows
                 .iter()
@@ -477,10 +510,38 @@ pub fn train_from(
         log,
     )?;
 
+    // Strong experts: the same task on their own blocks.
+    let mut experts = vec![];
+    for (i, (spec, blocks)) in layout.strong_experts.iter().zip(&expert_blocks).enumerate() {
+        let task = Task {
+            x: view(blocks)?,
+            targets: strong_task.targets.clone(),
+            weights: strong_task.weights.clone(),
+        };
+        let width = task.x.dims2()?.1;
+        let params = match base.and_then(|b| b.experts.get(i)) {
+            Some(m) => Params::from_mlp(m)?,
+            None => Params::new(&mut rng, width, cfg.hidden, 1)?,
+        };
+        let best = fit(
+            &format!("strong {}", spec.categories.join("+")),
+            &task,
+            &st,
+            &sv,
+            &params,
+            soft_bce,
+            cfg,
+            &mut rng,
+            log,
+        )?;
+        experts.push(Params::mlp(&best)?);
+    }
+
     let heads = Heads {
         labels,
         category,
         strong: Params::mlp(&strong_best)?,
+        experts,
     };
 
     // Validation report.

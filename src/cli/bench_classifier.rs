@@ -152,7 +152,10 @@ pub fn run(args: BenchClassifierArgs) -> i32 {
                 "{}",
                 json!({"runtime": "switchyard", "heads_p50_ms": (p50 * 1e4).round() / 1e4,
                        "input": width, "layers": heads.labels.layers,
-                       "strong_layers": heads.labels.strong_layers, "threads": args.threads})
+                       "strong_layers": heads.labels.strong_layers,
+                       "strong_experts": heads.labels.strong_experts.iter()
+                           .map(ToString::to_string).collect::<Vec<_>>(),
+                       "threads": args.threads})
             ),
             Err(e) => {
                 eprintln!("error: {e}");

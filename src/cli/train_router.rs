@@ -2,8 +2,8 @@
 
 use super::classifier_args::{cache_dir, progress, ClassifierArgs};
 use crate::classifier::embed_cache::EmbedCache;
-use crate::classifier::heads::{Heads, Labels};
-use crate::classifier::train::{train_from, TrainConfig};
+use crate::classifier::heads::{Heads, Labels, StrongExpert};
+use crate::classifier::train::{train_from, Layout, TrainConfig};
 use crate::classifier::{data, BUILTIN_HEADS, BUILTIN_LABELS, TRAIN_MAX_TOKENS};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -47,11 +47,26 @@ pub struct TrainRouterArgs {
     /// all of --layers when it is given, else the built-in heads' (6), or the --base heads'.
     #[arg(long, value_delimiter = ',')]
     pub strong_layers: Option<Vec<usize>>,
+    /// A strong head for some categories, `CATEGORY[+CATEGORY]=LAYERS` (layers of --layers),
+    /// trained on the same label: the strong score mixes it in with the category head's
+    /// probability of those categories (docs/router-quality.md). Repeatable; `none` for no
+    /// experts. Default: the built-in heads' (`math=2,4,6`) when --layers is not given, else
+    /// none; with --base, the base heads'.
+    #[arg(long = "strong-expert", value_name = "CATEGORY=LAYERS", value_parser = parse_expert)]
+    pub strong_experts: Vec<Option<StrongExpert>>,
     /// Do not read or write the embedding cache (under ~/.cache/switchyard/embeddings).
     #[arg(long)]
     pub no_cache: bool,
     #[command(flatten)]
     pub classifier: ClassifierArgs,
+}
+
+/// `--strong-expert`: `none`, or a [`StrongExpert`].
+fn parse_expert(spec: &str) -> Result<Option<StrongExpert>, String> {
+    if spec == "none" {
+        return Ok(None);
+    }
+    StrongExpert::parse(spec).map(Some)
 }
 
 /// Runs the command.
@@ -111,24 +126,48 @@ pub fn run(args: TrainRouterArgs) -> i32 {
             return 1;
         }
     };
-    let (layers, strong_layers) = match (&base, &args.layers, &args.strong_layers) {
+    let experts: Option<Vec<StrongExpert>> = (!args.strong_experts.is_empty())
+        .then(|| args.strong_experts.iter().flatten().cloned().collect());
+    let layout = match (&base, &args.layers, &args.strong_layers) {
         (Some(b), l, s)
             if l.as_ref().is_some_and(|l| *l != b.labels.layers)
-                || s.as_ref().is_some_and(|s| *s != b.labels.strong_layers) =>
+                || s.as_ref().is_some_and(|s| *s != b.labels.strong_layers)
+                || experts
+                    .as_ref()
+                    .is_some_and(|e| *e != b.labels.strong_experts) =>
         {
+            let experts: Vec<String> = b
+                .labels
+                .strong_experts
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             eprintln!(
-                "error: --layers/--strong-layers differ from the base heads' layers {:?} (strong {:?})",
-                b.labels.layers, b.labels.strong_layers
+                "error: --layers/--strong-layers/--strong-expert differ from the base heads' \
+                 layers {:?} (strong {:?}, experts [{}])",
+                b.labels.layers,
+                b.labels.strong_layers,
+                experts.join(" ")
             );
             return 1;
         }
-        (Some(b), _, _) => (b.labels.layers.clone(), b.labels.strong_layers.clone()),
-        (None, Some(l), s) => (l.clone(), s.clone().unwrap_or_default()),
-        (None, None, s) => (
-            built_in.layers.clone(),
-            s.clone().unwrap_or(built_in.strong_layers.clone()),
-        ),
+        (Some(b), _, _) => Layout {
+            layers: b.labels.layers.clone(),
+            strong_layers: b.labels.strong_layers.clone(),
+            strong_experts: b.labels.strong_experts.clone(),
+        },
+        (None, Some(l), s) => Layout {
+            layers: l.clone(),
+            strong_layers: s.clone().unwrap_or_default(),
+            strong_experts: experts.unwrap_or_default(),
+        },
+        (None, None, s) => Layout {
+            layers: built_in.layers.clone(),
+            strong_layers: s.clone().unwrap_or(built_in.strong_layers.clone()),
+            strong_experts: experts.unwrap_or(built_in.strong_experts.clone()),
+        },
     };
+    let layers = layout.layers.clone();
     let Some(mut encoder) = args.classifier.load_encoder() else {
         return 1;
     };
@@ -176,7 +215,7 @@ pub fn run(args: TrainRouterArgs) -> i32 {
         &cfg,
         &encoder_name,
         max_tokens,
-        (&layers, &strong_layers),
+        &layout,
         base.as_ref(),
         &mut log,
     ) {
