@@ -531,6 +531,16 @@ fn train_router_trains_strong_experts_that_mix_by_category() {
     alone.labels.strong_layers = vec![2, 4, 6];
     let expert = alone.apply(&[embedding]).expect("apply")[0].strong_score;
     let mixed = (1.0 - p_math) * f64::from(main) + p_math * f64::from(expert);
+    let parts = row["strong_parts"].as_array().expect("strong_parts");
+    assert_eq!(parts.len(), 2, "{row}");
+    assert_eq!(
+        (parts[0]["head"].as_str(), parts[1]["head"].as_str()),
+        (Some("strong"), Some("math"))
+    );
+    assert!(
+        (parts[1]["weight"].as_f64().expect("weight") - p_math).abs() < 1e-3,
+        "{row}"
+    );
     assert!(
         (served - mixed).abs() < 1e-3,
         "served {served}, mixture {mixed} (p_math {p_math}, main {main}, expert {expert})"

@@ -219,6 +219,52 @@ fn explain_walks_every_rule() {
     ] {
         assert!(t.contains(part), "{part} missing:\n{t}");
     }
+
+    // The built-in heads' strong score is a mixture with a maths expert: explain shows its
+    // terms, and they add up to the score the rules read.
+    let o = run(&[
+        "policy",
+        "explain",
+        "--policy",
+        &policy,
+        "Solve for x: 2x + 3 = 11",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = out(&o);
+    let number_after = |line: &str, key: &str| -> f64 {
+        let rest = &line[line.find(key).expect("key") + key.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        rest[..end].parse().expect("number")
+    };
+    let score_line = t
+        .lines()
+        .find(|l| l.starts_with("classifier: top math"))
+        .unwrap_or_else(|| panic!("no maths classification:\n{t}"));
+    let score = number_after(score_line, "strong_score ");
+    let terms = t
+        .lines()
+        .find(|l| l.trim_start().starts_with("strong_score = "))
+        .unwrap_or_else(|| panic!("no mixture line:\n{t}"));
+    let sum: f64 = terms
+        .trim_start()
+        .trim_start_matches("strong_score = ")
+        .split(" + ")
+        .map(|term| {
+            let (w, rest) = term.split_once(" × ").expect("weight × head score");
+            let s = rest.rsplit(' ').next().expect("score");
+            w.parse::<f64>().expect("weight") * s.parse::<f64>().expect("score")
+        })
+        .sum();
+    assert!(
+        terms.contains("× strong head ") && terms.contains("× math expert "),
+        "{terms}"
+    );
+    assert!(
+        (sum - score).abs() < 0.01,
+        "{terms} adds up to {sum}, not {score}"
+    );
     let req = tmp.path().join("req.json");
     std::fs::write(
         &req,

@@ -131,6 +131,7 @@ mod tests {
                     tokens: t.len(),
                     truncated: false,
                     strong_by_model: vec![],
+                    strong_parts: vec![],
                 })
                 .collect())
         }

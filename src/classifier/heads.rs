@@ -237,6 +237,21 @@ pub struct HeadOutput {
     /// Probability per category, in the order of [`Labels::categories`].
     pub categories: Vec<f32>,
     pub strong_score: f32,
+    /// With strong experts, the mixture's terms: the main head's first, then each expert's
+    /// (`strong_score` is the sum of weight × score); empty without experts.
+    pub strong_parts: Vec<StrongPart>,
+}
+
+/// One term of the strong score's mixture ([`Heads::apply`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrongPart {
+    /// `strong` for the main head, else the expert's categories joined by `+` (`math`).
+    pub head: String,
+    /// Its weight in [0, 1]: the category head's probability of the expert's categories, or
+    /// what the experts leave to the main head.
+    pub weight: f32,
+    /// The head's own score in [0, 1].
+    pub score: f32,
 }
 
 impl Heads {
@@ -358,14 +373,35 @@ impl Heads {
             .map(|(row, (categories, main))| {
                 let mut rest = 1.0f32;
                 let mut strong_score = 0.0f32;
-                for (gate, scores) in gates.iter().zip(&experts) {
+                let mut strong_parts = vec![];
+                for ((gate, scores), spec) in
+                    gates.iter().zip(&experts).zip(&self.labels.strong_experts)
+                {
                     let g: f32 = gate.iter().filter_map(|&c| categories.get(c)).sum();
+                    let score = scores.get(row).copied().unwrap_or(main);
                     rest -= g;
-                    strong_score += g * scores.get(row).copied().unwrap_or(main);
+                    strong_score += g * score;
+                    strong_parts.push(StrongPart {
+                        head: spec.categories.join("+"),
+                        weight: g,
+                        score,
+                    });
+                }
+                let rest = rest.max(0.0);
+                if !strong_parts.is_empty() {
+                    strong_parts.insert(
+                        0,
+                        StrongPart {
+                            head: "strong".into(),
+                            weight: rest,
+                            score: main,
+                        },
+                    );
                 }
                 HeadOutput {
-                    strong_score: strong_score + rest.max(0.0) * main,
+                    strong_score: strong_score + rest * main,
                     categories,
+                    strong_parts,
                 }
             })
             .collect())
@@ -444,14 +480,28 @@ mod tests {
             experts: vec![],
         };
         let x = vec![vec![0.3, -0.7]];
-        let alone = heads.apply(&x).expect("apply")[0].strong_score;
-        assert!((alone - 0.5).abs() < 1e-6, "{alone}");
+        let alone = heads.apply(&x).expect("apply");
+        assert!((alone[0].strong_score - 0.5).abs() < 1e-6, "{alone:?}");
+        assert!(
+            alone[0].strong_parts.is_empty(),
+            "no mixture without experts"
+        );
 
         // An expert for b scoring 0.75: 0.5 · 0.75 + 0.5 · 0.5.
         heads.labels.strong_experts = vec![StrongExpert::parse("b").expect("spec")];
         heads.experts = vec![constant(2, &[ln(3.0)])];
         let out = heads.apply(&x).expect("apply");
         assert!((out[0].strong_score - 0.625).abs() < 1e-6, "{out:?}");
+        let parts: Vec<(&str, f32, f32)> = out[0]
+            .strong_parts
+            .iter()
+            .map(|p| (p.head.as_str(), p.weight, p.score))
+            .collect();
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        assert_eq!(parts[0].0, "strong");
+        assert_eq!(parts[1].0, "b");
+        assert!((parts[0].1 - 0.5).abs() < 1e-6 && (parts[0].2 - 0.5).abs() < 1e-6);
+        assert!((parts[1].1 - 0.5).abs() < 1e-6 && (parts[1].2 - 0.75).abs() < 1e-6);
         assert!((out[0].categories[1] - 0.5).abs() < 1e-6, "{out:?}");
 
         // And one for a+c scoring 0.25: 0.5 · 0.75 + 0.5 · 0.25, nothing left to the main head.

@@ -65,6 +65,9 @@ pub struct Classification {
     pub truncated: bool,
     /// The strong score of each on-box model's own heads, by model name.
     pub strong_by_model: Vec<(String, f32)>,
+    /// The terms of `strong_score` when the heads have strong experts (for `classify` and
+    /// `policy explain`); empty otherwise.
+    pub strong_parts: Vec<heads::StrongPart>,
 }
 
 impl Classification {
@@ -221,6 +224,7 @@ impl Classifier {
                     tokens: t.original,
                     truncated: t.truncated,
                     strong_by_model,
+                    strong_parts: o.strong_parts,
                 }
             })
             .collect())

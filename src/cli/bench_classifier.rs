@@ -62,6 +62,7 @@ impl RouterModel for IdsModel {
                     tokens: self.ids.len(),
                     truncated: false,
                     strong_by_model: vec![],
+                    strong_parts: vec![],
                 });
             }
         }

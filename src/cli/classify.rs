@@ -45,6 +45,20 @@ pub fn to_json(c: &Classification, ms: Option<f64>) -> Map<String, Value> {
                 .collect(),
         ),
     );
+    if !c.strong_parts.is_empty() {
+        m.insert(
+            "strong_parts".into(),
+            Value::Array(
+                c.strong_parts
+                    .iter()
+                    .map(|p| {
+                        json!({"head": p.head, "weight": round(f64::from(p.weight)),
+                               "score": round(f64::from(p.score))})
+                    })
+                    .collect(),
+            ),
+        );
+    }
     m.insert("tokens".into(), json!(c.tokens));
     m.insert("truncated".into(), json!(c.truncated));
     if let Some(ms) = ms {
@@ -108,7 +122,11 @@ pub fn run(args: ClassifyArgs) -> i32 {
             .map(|(k, p)| format!("{k} {p:.2}"))
             .collect();
         println!("category      {}", cats.join(", "));
-        println!("strong score  {:.3}", c.strong_score);
+        println!(
+            "strong score  {:.3}{}",
+            c.strong_score,
+            super::explain::strong_terms(&c.strong_parts)
+        );
         println!(
             "tokens        {}{}",
             c.tokens,

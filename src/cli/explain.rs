@@ -213,10 +213,15 @@ pub fn run(args: ExplainArgs) -> i32 {
                     .map(|(k, p)| format!("{k} {p:.3}"))
                     .collect();
                 detail = Some(format!(
-                    "categories: {}; {} tokens{}",
+                    "categories: {}; {} tokens{}{}",
                     cats.join(", "),
                     c.tokens,
-                    if c.truncated { ", truncated" } else { "" }
+                    if c.truncated { ", truncated" } else { "" },
+                    if c.strong_parts.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\n  strong_score{}", strong_terms(&c.strong_parts))
+                    }
                 ));
             }
             Ok(_) => {}
@@ -229,4 +234,20 @@ pub fn run(args: ExplainArgs) -> i32 {
     let output_tokens = args.output_tokens.or(row.request.max_tokens).unwrap_or(256);
     print!("{}", explain(&policy, &row, detail, output_tokens));
     0
+}
+
+/// ` = 0.06 × strong head 0.452 + 0.94 × math expert 0.150`: the strong score's mixture, for
+/// people reading `classify` and `policy explain`; empty without strong experts.
+pub fn strong_terms(parts: &[crate::classifier::heads::StrongPart]) -> String {
+    if parts.is_empty() {
+        return String::new();
+    }
+    let terms: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            let role = if p.head == "strong" { "head" } else { "expert" };
+            format!("{:.2} × {} {role} {:.3}", p.weight, p.head, p.score)
+        })
+        .collect();
+    format!(" = {}", terms.join(" + "))
 }
