@@ -137,6 +137,29 @@ impl Labels {
             .collect()
     }
 
+    /// Where each strong expert's layers are among [`Labels::layers`] (`None`: all of them).
+    ///
+    /// Errors: an expert that names layers the heads do not pool, or any layer when the heads
+    /// name none (they read the encoder's last layer alone).
+    pub fn expert_blocks(&self) -> Result<Vec<Option<Vec<usize>>>, ClassifierError> {
+        self.strong_experts
+            .iter()
+            .map(|e| {
+                if e.layers.is_empty() {
+                    Ok(None)
+                } else if self.layers.is_empty() {
+                    Err(ClassifierError::Format(format!(
+                        "strong expert `{e}` names layers, but the heads name none (`layers`)"
+                    )))
+                } else {
+                    blocks_in(&e.layers, &self.layers).map_err(|err| {
+                        ClassifierError::Format(format!("strong expert `{e}`: {err}"))
+                    })
+                }
+            })
+            .collect()
+    }
+
     /// For each strong expert, the indices of its categories in [`Labels::categories`].
     ///
     /// Errors: an unknown category, or one that two experts (or one, twice) name.
@@ -284,10 +307,7 @@ impl Heads {
         };
         heads.labels.strong_blocks()?;
         heads.labels.expert_gates()?;
-        let all_layers = heads.labels.read_layers(usize::MAX).0;
-        for layers in heads.labels.expert_layers(&all_layers) {
-            blocks_in(&layers, &all_layers)?;
-        }
+        heads.labels.expert_blocks()?;
         let outputs = heads.category.b2.dims1()?;
         if outputs != heads.labels.categories.len() {
             return Err(ClassifierError::Format(format!(
@@ -416,10 +436,7 @@ fn expert_name(i: usize) -> String {
 /// Where each of `wanted`'s layers is in `pooled`; `None` when they are the same list.
 ///
 /// Errors: a wanted layer that is not pooled.
-pub fn blocks_in(
-    wanted: &[usize],
-    pooled: &[usize],
-) -> Result<Option<Vec<usize>>, ClassifierError> {
+fn blocks_in(wanted: &[usize], pooled: &[usize]) -> Result<Option<Vec<usize>>, ClassifierError> {
     if wanted == pooled {
         return Ok(None);
     }
@@ -555,6 +572,18 @@ mod tests {
         l.strong_experts = vec![StrongExpert::parse("poetry").expect("spec")];
         let err = l.expert_gates().expect_err("unknown");
         assert!(err.to_string().contains("no category `poetry`"), "{err}");
+
+        l.strong_experts = vec![StrongExpert::parse("math=6,2").expect("spec")];
+        assert_eq!(l.expert_blocks().ok(), Some(vec![Some(vec![2, 0])]));
+        l.strong_experts = vec![StrongExpert::parse("math").expect("spec")];
+        assert_eq!(l.expert_blocks().ok(), Some(vec![None]));
+        l.strong_experts = vec![StrongExpert::parse("math=3").expect("spec")];
+        let err = l.expert_blocks().expect_err("3 not pooled");
+        assert!(err.to_string().contains("layer 3 is not among"), "{err}");
+        let mut last = labels(&[], &[]);
+        last.strong_experts = vec![StrongExpert::parse("a=6").expect("spec")];
+        let err = last.expert_blocks().expect_err("no layers");
+        assert!(err.to_string().contains("the heads name none"), "{err}");
     }
 
     #[test]

@@ -361,12 +361,7 @@ pub fn train_from(
     };
     let strong_blocks = labels.strong_blocks()?;
     labels.expert_gates()?;
-    let all_layers = labels.read_layers(usize::MAX).0;
-    let expert_blocks = labels
-        .expert_layers(&all_layers)
-        .iter()
-        .map(|l| super::heads::blocks_in(l, &all_layers))
-        .collect::<Result<Vec<_>, _>>()?;
+    let expert_blocks = labels.expert_blocks()?;
     let strong_dim = strong_blocks
         .as_ref()
         .map_or(dim, |b| dim / layers.len().max(1) * b.len());
