@@ -395,27 +395,37 @@ fn train_router_is_deterministic_and_refuses_evaluation_data() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("evaluation data"));
 }
 
+/// `train-router` on [`write_train_fixture`]'s folder under `tmp`, into `tmp/out`, for `epochs`
+/// epochs, without the embedding cache: its output and the heads folder.
+fn train_on_fixture(tmp: &Path, out: &str, epochs: usize, extra: &[&str]) -> (Output, String) {
+    let data = tmp.join("train");
+    if !data.exists() {
+        write_train_fixture(&data);
+    }
+    let (data, out) = (
+        data.to_str().expect("path").to_string(),
+        tmp.join(out).to_str().expect("path").to_string(),
+    );
+    let epochs = epochs.to_string();
+    let mut args = vec![
+        "train-router",
+        "--data",
+        &data,
+        "--out",
+        &out,
+        "--epochs",
+        &epochs,
+        "--no-cache",
+    ];
+    args.extend(extra);
+    (switchyard(&args, None), out)
+}
+
 #[test]
 fn train_router_pools_the_layers_asked_for() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("train");
-    write_train_fixture(&data);
-    let path = |p: &Path| p.to_str().expect("path").to_string();
-    let (data, out) = (path(&data), path(&tmp.path().join("heads")));
-    let train = |extra: &[&str]| {
-        let mut args = vec![
-            "train-router",
-            "--data",
-            &data,
-            "--out",
-            &out,
-            "--epochs",
-            "3",
-            "--no-cache",
-        ];
-        args.extend(extra);
-        switchyard(&args, None)
-    };
+    let train = |extra: &[&str]| train_on_fixture(tmp.path(), "heads", 3, extra).0;
+    let out = tmp.path().join("heads").to_str().expect("path").to_string();
     let o = train(&["--layers", "3,6"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let meta: Value =
@@ -464,26 +474,8 @@ fn train_router_pools_the_layers_asked_for() {
 fn train_router_trains_strong_experts_that_mix_by_category() {
     use switchyard::classifier::heads::Heads;
     let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("train");
-    write_train_fixture(&data);
     let path = |p: &Path| p.to_str().expect("path").to_string();
-    let data = path(&data);
-    let train = |out: &str, extra: &[&str]| {
-        let out = path(&tmp.path().join(out));
-        let mut args = vec![
-            "train-router",
-            "--data",
-            &data,
-            "--out",
-            &out,
-            "--epochs",
-            "30",
-            "--no-cache",
-        ];
-        args.extend(extra);
-        let o = switchyard(&args, None);
-        (o, out)
-    };
+    let train = |out: &str, extra: &[&str]| train_on_fixture(tmp.path(), out, 30, extra);
     // By default, the built-in heads' layout: a maths expert on layers 2, 4 and 6.
     let (o, with) = train("with", &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

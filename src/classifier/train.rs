@@ -475,68 +475,51 @@ pub fn train_from(
         Some(blocks) => select_blocks(&strong_x, blocks, layers.len()),
         None => Ok(strong_x.clone()),
     };
-    let strong_task = Task {
-        x: view(&strong_blocks)?,
-        targets: Tensor::from_vec(
-            strong_rows
-                .iter()
-                .map(|&i| examples[i].strong.unwrap_or(0.0))
-                .collect::<Vec<_>>(),
-            strong_rows.len(),
-            &Device::Cpu,
-        )?,
-        weights: Tensor::from_vec(weights, strong_rows.len(), &Device::Cpu)?,
-    };
+    let targets = Tensor::from_vec(
+        strong_rows
+            .iter()
+            .map(|&i| examples[i].strong.unwrap_or(0.0))
+            .collect::<Vec<_>>(),
+        strong_rows.len(),
+        &Device::Cpu,
+    )?;
+    let weights = Tensor::from_vec(weights, strong_rows.len(), &Device::Cpu)?;
     let (st, sv): (Vec<usize>, Vec<usize>) =
         (0..strong_rows.len()).partition(|&j| !held[strong_rows[j]]);
-    let strong_params = match base {
-        Some(b) => Params::from_mlp(&b.strong)?,
-        None => Params::new(&mut rng, strong_dim, cfg.hidden, 1)?,
-    };
-    let strong_best = fit(
-        "strong",
-        &strong_task,
-        &st,
-        &sv,
-        &strong_params,
-        soft_bce,
-        cfg,
-        &mut rng,
-        log,
-    )?;
-
-    // Strong experts: the same task on their own blocks.
-    let mut experts = vec![];
+    // The strong head, then each expert: the same task on their own blocks, each starting from
+    // the base's head where there is one.
+    let mut to_fit = vec![(
+        "strong".to_string(),
+        &strong_blocks,
+        base.map(|b| &b.strong),
+    )];
     for (i, (spec, blocks)) in layout.strong_experts.iter().zip(&expert_blocks).enumerate() {
+        let name = format!("strong {}", spec.categories.join("+"));
+        to_fit.push((name, blocks, base.and_then(|b| b.experts.get(i))));
+    }
+    let mut fitted = vec![];
+    for (name, blocks, start) in to_fit {
         let task = Task {
             x: view(blocks)?,
-            targets: strong_task.targets.clone(),
-            weights: strong_task.weights.clone(),
+            targets: targets.clone(),
+            weights: weights.clone(),
         };
-        let width = task.x.dims2()?.1;
-        let params = match base.and_then(|b| b.experts.get(i)) {
+        let params = match start {
             Some(m) => Params::from_mlp(m)?,
-            None => Params::new(&mut rng, width, cfg.hidden, 1)?,
+            None => Params::new(&mut rng, task.x.dims2()?.1, cfg.hidden, 1)?,
         };
         let best = fit(
-            &format!("strong {}", spec.categories.join("+")),
-            &task,
-            &st,
-            &sv,
-            &params,
-            soft_bce,
-            cfg,
-            &mut rng,
-            log,
+            &name, &task, &st, &sv, &params, soft_bce, cfg, &mut rng, log,
         )?;
-        experts.push(Params::mlp(&best)?);
+        fitted.push(Params::mlp(&best)?);
     }
+    let strong = fitted.remove(0);
 
     let heads = Heads {
         labels,
         category,
-        strong: Params::mlp(&strong_best)?,
-        experts,
+        strong,
+        experts: fitted,
     };
 
     // Validation report.
