@@ -83,6 +83,15 @@ impl StrongExpert {
     }
 }
 
+/// Experts as `train-router --strong-expert` takes them, space-separated (`math=2,4,6`).
+pub fn describe_experts(experts: &[StrongExpert]) -> String {
+    experts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl std::fmt::Display for StrongExpert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.categories.join("+"))?;

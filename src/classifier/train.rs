@@ -3,7 +3,7 @@
 
 use super::data::{Example, CATEGORIES};
 use super::eval::{apgr, category_scores, pgr_curve, Outcome};
-use super::heads::{select_blocks, Heads, Labels, Mlp, StrongExpert};
+use super::heads::{describe_experts, select_blocks, Heads, Labels, Mlp, StrongExpert};
 use super::ClassifierError;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -373,12 +373,6 @@ pub fn train_from(
             || b.labels.strong_blocks()? != strong_blocks
             || b.labels.strong_experts != layout.strong_experts
         {
-            let experts = |e: &[StrongExpert]| {
-                e.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
             return Err(ClassifierError::Format(format!(
                 "the base heads read {width}-wide embeddings of {} (layers {:?}, strong {:?}, \
                  experts [{}]), not {strong_dim}-wide ones of {encoder} (layers {layers:?}, \
@@ -386,8 +380,8 @@ pub fn train_from(
                 b.labels.encoder,
                 b.labels.layers,
                 b.labels.strong_layers,
-                experts(&b.labels.strong_experts),
-                experts(&layout.strong_experts)
+                describe_experts(&b.labels.strong_experts),
+                describe_experts(&layout.strong_experts)
             )));
         }
         labels.categories = b.labels.categories.clone();

@@ -2,7 +2,7 @@
 
 use super::classifier_args::{cache_dir, progress, ClassifierArgs};
 use crate::classifier::embed_cache::EmbedCache;
-use crate::classifier::heads::{Heads, Labels, StrongExpert};
+use crate::classifier::heads::{describe_experts, Heads, Labels, StrongExpert};
 use crate::classifier::train::{train_from, Layout, TrainConfig};
 use crate::classifier::{data, BUILTIN_HEADS, BUILTIN_LABELS, TRAIN_MAX_TOKENS};
 use clap::Args;
@@ -136,18 +136,12 @@ pub fn run(args: TrainRouterArgs) -> i32 {
                     .as_ref()
                     .is_some_and(|e| *e != b.labels.strong_experts) =>
         {
-            let experts: Vec<String> = b
-                .labels
-                .strong_experts
-                .iter()
-                .map(ToString::to_string)
-                .collect();
             eprintln!(
                 "error: --layers/--strong-layers/--strong-expert differ from the base heads' \
                  layers {:?} (strong {:?}, experts [{}])",
                 b.labels.layers,
                 b.labels.strong_layers,
-                experts.join(" ")
+                describe_experts(&b.labels.strong_experts)
             );
             return 1;
         }
