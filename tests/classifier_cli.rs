@@ -324,23 +324,9 @@ fn write_train_fixture(dir: &Path) {
 #[test]
 fn train_router_is_deterministic_and_refuses_evaluation_data() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("train");
-    write_train_fixture(&data);
     let run = |out: &str| {
+        let (o, _) = train_on_fixture(tmp.path(), out, 10, &[]);
         let out_dir = tmp.path().join(out);
-        let o = switchyard(
-            &[
-                "train-router",
-                "--data",
-                data.to_str().expect("path"),
-                "--out",
-                out_dir.to_str().expect("path"),
-                "--epochs",
-                "10",
-                "--no-cache",
-            ],
-            None,
-        );
         assert!(
             o.status.success(),
             "{}{}",
@@ -800,8 +786,6 @@ fn model_heads_on_other_layers_score_as_they_do_alone() {
     use switchyard::classifier::{Classifier, RouterModel};
     use switchyard::policy::ClassifierSettings;
     let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("train");
-    write_train_fixture(&data);
     let encoder = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
     let texts = [
         "What is 2+2?",
@@ -809,22 +793,9 @@ fn model_heads_on_other_layers_score_as_they_do_alone() {
         "Summarise this paragraph in one sentence: the meeting moved to Tuesday because the room was booked.",
     ];
     for layers in ["3", "6", "1,4"] {
-        let dir = tmp.path().join(format!("heads-{layers}"));
-        let o = switchyard(
-            &[
-                "train-router",
-                "--data",
-                data.to_str().expect("path"),
-                "--out",
-                dir.to_str().expect("path"),
-                "--layers",
-                layers,
-                "--epochs",
-                "3",
-                "--no-cache",
-            ],
-            None,
-        );
+        let name = format!("heads-{layers}");
+        let (o, _) = train_on_fixture(tmp.path(), &name, 3, &["--layers", layers]);
+        let dir = tmp.path().join(name);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let settings = |heads: Option<&Path>, model: Option<&Path>| ClassifierSettings {
             encoder: encoder.clone(),
