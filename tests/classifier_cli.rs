@@ -179,6 +179,30 @@ fn write_labels(path: &Path, model: &str, n: usize, hard: impl Fn(usize) -> Stri
     std::fs::write(path, rows).expect("write labels");
 }
 
+/// `eval-router --labels --heads`'s paired interval of the APGR difference over `rows` held-out
+/// rows: (5th percentile, median, 95th percentile).
+fn difference_interval(out: &str, rows: usize) -> (f64, f64, f64) {
+    let line = out
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "APGR of --heads minus the built-in heads', paired over these {rows} rows (2000 bootstrap resamples, seed 7): "
+            ))
+        })
+        .unwrap_or_else(|| panic!("no interval over {rows} rows:\n{out}"));
+    let num = |s: &str| -> f64 {
+        s.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {s:?} in {line}"))
+    };
+    let (_, rest) = line.split_once("median ").expect("median");
+    let (median, rest) = rest
+        .split_once(", 5th to 95th percentile ")
+        .expect("percentiles");
+    let (low, high) = rest.split_once(" to ").expect("to");
+    (num(low), num(median), num(high))
+}
+
 #[test]
 fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -255,6 +279,57 @@ fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
         tuned(chat) > tuned(exam),
         "the labels turned the order round"
     );
+
+    // eval-router on labels that say the same (small talk hard, exam questions easy): the tuned
+    // heads beat the built-in ones by more than the bootstrap's spread.
+    let exam_labels = tmp.path().join("exam-labels.jsonl");
+    let rows: String = (0..120)
+        .map(|i| {
+            let (prompt, label) = if i % 2 == 0 {
+                (
+                    format!("hi there, how are you doing today, friend number {i}?"),
+                    1.0,
+                )
+            } else {
+                (
+                    exam.replace("45-year-old", &format!("{}-year-old", 20 + i)),
+                    0.0,
+                )
+            };
+            format!(
+                "{}\n",
+                json!({"id": i.to_string(), "prompt": prompt, "model": "odd-box",
+                    "strong_label": label, "graded": "gold"})
+            )
+        })
+        .collect();
+    std::fs::write(&exam_labels, rows).expect("write labels");
+    let o = switchyard(
+        &[
+            "eval-router",
+            "--labels",
+            &path(&exam_labels),
+            "--validation",
+            "0.5",
+            "--heads",
+            &path(&out_dir),
+        ],
+        None,
+    );
+    let out = stdout(&o);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let held = out
+        .split(" of 120 rows")
+        .next()
+        .and_then(|h| h.rsplit('(').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no held-out count:\n{out}"));
+    let (low, median, high) = difference_interval(&out, held);
+    assert!(0.0 < low && low <= median && median <= high, "{out}");
 
     // --base needs labels, reads no training folder, and must name heads that exist.
     let (labels, out, missing) = (
@@ -751,6 +826,8 @@ fn heads_trained_on_labels_score_their_held_out_rows() {
         .and_then(|c| c.trim().parse().ok())
         .expect("apgr");
     assert!(apgr > 0.75, "{out}");
+    // Both heads order these rows alike, so the paired difference is nil in every resample.
+    assert_eq!(difference_interval(&out, 11), (0.0, 0.0, 0.0), "{out}");
 
     // A policy gives those heads to its on-box model: its rules read that model's score.
     let policy = tmp.path().join("policy.yaml");

@@ -110,6 +110,52 @@ pub fn map_benchmark_category(label: &str) -> Option<&'static str> {
     })
 }
 
+/// A paired bootstrap of the APGR difference between two scores of the same prompts: `resamples`
+/// resamples of the prompts (drawn with replacement by `seed`), each scoring `b` and `a` on the
+/// same resampled prompts. Returns the differences `APGR(b) - APGR(a)`, sorted ascending; read an
+/// interval off them with [`percentile`]. Pairing keeps the prompts' own difficulty out of the
+/// spread, so the interval says whether `b` orders these prompts better than `a`, not whether the
+/// set is easy (Efron and Tibshirani 1993, "An Introduction to the Bootstrap", ch. 13, the
+/// percentile interval).
+///
+/// `a`, `b` and `outcomes` are per prompt and of the same length; an empty set gives no
+/// differences.
+pub fn bootstrap_apgr_difference(
+    a: &[f64],
+    b: &[f64],
+    outcomes: &[Outcome],
+    resamples: usize,
+    seed: u64,
+) -> Vec<f64> {
+    let n = a.len().min(b.len()).min(outcomes.len());
+    if n == 0 {
+        return vec![];
+    }
+    let mut rng = crate::classifier::train::Rng::new(seed);
+    let mut diffs: Vec<f64> = (0..resamples)
+        .map(|_| {
+            let picks: Vec<usize> = (0..n)
+                .map(|_| (rng.next_u64() % n as u64) as usize)
+                .collect();
+            let take = |xs: &[f64]| picks.iter().map(|&i| xs[i]).collect::<Vec<f64>>();
+            let o: Vec<Outcome> = picks.iter().map(|&i| outcomes[i]).collect();
+            apgr(&pgr_curve(&take(b), &o)) - apgr(&pgr_curve(&take(a), &o))
+        })
+        .collect();
+    diffs.sort_by(f64::total_cmp);
+    diffs
+}
+
+/// The `q`-th quantile (`q` in [0, 1]) of ascending `sorted` values, by the nearest rank; `NaN`
+/// for no values.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +193,35 @@ mod tests {
         let f1_0 = 2.0 * 2.0 / (4.0 + 1.0);
         let f1_1 = 2.0 / (2.0 + 1.0);
         assert!((f1 - (f1_0 + f1_1) / 2.0).abs() < 1e-12);
+    }
+    #[test]
+    fn the_paired_bootstrap_centres_on_the_difference_and_is_zero_for_equal_scores() {
+        // 40 prompts, the first 10 only the strong model gets right.
+        let outcomes: Vec<Outcome> = (0..40)
+            .map(|i| if i < 10 { o(0.0, 1.0) } else { o(1.0, 1.0) })
+            .collect();
+        let good: Vec<f64> = (0..40).map(|i| 1.0 - f64::from(i) / 40.0).collect();
+        let bad: Vec<f64> = (0..40).map(|i| f64::from(i) / 40.0).collect();
+        let same = bootstrap_apgr_difference(&good, &good, &outcomes, 200, 7);
+        assert_eq!(same.len(), 200);
+        assert!(same.iter().all(|d| *d == 0.0), "{same:?}");
+        let diffs = bootstrap_apgr_difference(&bad, &good, &outcomes, 200, 7);
+        assert!(diffs.windows(2).all(|w| w[0] <= w[1]), "sorted");
+        let full = apgr(&pgr_curve(&good, &outcomes)) - apgr(&pgr_curve(&bad, &outcomes));
+        let (low, mid, high) = (
+            percentile(&diffs, 0.05),
+            percentile(&diffs, 0.5),
+            percentile(&diffs, 0.95),
+        );
+        assert!(low > 0.0 && low <= mid && mid <= high, "{low} {mid} {high}");
+        assert!((mid - full).abs() < 0.1, "{mid} vs {full}");
+        // The same seed draws the same resamples.
+        assert_eq!(
+            diffs,
+            bootstrap_apgr_difference(&bad, &good, &outcomes, 200, 7)
+        );
+        assert!(bootstrap_apgr_difference(&[], &[], &[], 10, 7).is_empty());
+        assert!(percentile(&[], 0.5).is_nan());
+        assert_eq!(percentile(&[1.0, 2.0, 3.0], 1.0), 3.0);
     }
 }

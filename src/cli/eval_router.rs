@@ -7,7 +7,8 @@ use crate::classifier::data::{self, category_index};
 use crate::classifier::embed_cache::EmbedCache;
 use crate::classifier::encoder::Encoder;
 use crate::classifier::eval::{
-    apgr, category_scores, cpt, map_benchmark_category, pgr_curve, Outcome,
+    apgr, bootstrap_apgr_difference, category_scores, cpt, map_benchmark_category, percentile,
+    pgr_curve, Outcome,
 };
 use crate::classifier::train::{argmax, logistic_regression, TrainConfig};
 use crate::classifier::{ClassifierError, RouterModel, TRAIN_MAX_TOKENS};
@@ -21,7 +22,8 @@ pub struct EvalRouterArgs {
     #[arg(long, required_unless_present = "labels")]
     pub data: Option<PathBuf>,
     /// Instead of the benchmarks: labels from `switchyard label`, scored on the rows that
-    /// `train-router --labels` holds out (same `--seed`), with `--heads` beside the built-in heads.
+    /// `train-router --labels` holds out (same `--seed`), with `--heads` beside the built-in heads
+    /// and a paired bootstrap interval (2,000 resamples) of the difference.
     #[arg(long)]
     pub labels: Option<PathBuf>,
     /// The seed of the held-out split (train-router's `--seed`).
@@ -111,7 +113,10 @@ pub fn run(args: EvalRouterArgs) -> i32 {
 }
 
 /// `--labels`: APGR and CPT of the strong score on the held-out rows of a label file, for the
-/// built-in heads and the `--heads` given, beside a random router.
+/// built-in heads and the `--heads` given, beside a random router; with `--heads`, a paired
+/// bootstrap interval of the APGR difference
+/// ([`crate::classifier::eval::bootstrap_apgr_difference`]), which says whether a calibration
+/// beats the built-in heads by more than the held-out rows' noise.
 fn eval_labels(args: &EvalRouterArgs, path: &Path) -> Result<(), ClassifierError> {
     let (rows, model) = data::load_labels(path)?;
     let validation = args.validation;
@@ -151,6 +156,7 @@ fn eval_labels(args: &EvalRouterArgs, path: &Path) -> Result<(), ClassifierError
     if let Some(h) = &args.classifier.heads {
         sets.push((h.display().to_string(), Some(h.clone())));
     }
+    let mut all_scores: Vec<Vec<f64>> = vec![];
     for (name, heads) in sets {
         let c = ClassifierArgs {
             heads,
@@ -171,9 +177,24 @@ fn eval_labels(args: &EvalRouterArgs, path: &Path) -> Result<(), ClassifierError
             s.cpt50 * 100.0,
             s.cpt80 * 100.0
         );
+        all_scores.push(scores);
+    }
+    if let [built_in, heads] = all_scores.as_slice() {
+        let diffs = bootstrap_apgr_difference(built_in, heads, &outcomes, RESAMPLES, args.seed);
+        println!(
+            "\nAPGR of --heads minus the built-in heads', paired over these {} rows ({RESAMPLES} bootstrap resamples, seed {}): median {:+.3}, 5th to 95th percentile {:+.3} to {:+.3}",
+            held.len(),
+            args.seed,
+            percentile(&diffs, 0.5),
+            percentile(&diffs, 0.05),
+            percentile(&diffs, 0.95)
+        );
     }
     Ok(())
 }
+
+/// Bootstrap resamples behind the `--labels` interval.
+const RESAMPLES: usize = 2000;
 
 fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
     if let Some(path) = &args.labels {
