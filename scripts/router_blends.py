@@ -28,7 +28,6 @@ import csv
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -37,44 +36,10 @@ from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import NearestNeighbors
 
+from router_experiments import WEAK8, apgr, jsonl, mmlu_prompt  # the second round's helpers
+
 DIM = 384
 LAYER6 = slice(2 * DIM, 3 * DIM)  # the last of the three pooled blocks (layers 2, 4, 6)
-# The eight small models whose share of wrong answers is the shipped strong label
-# (src/classifier/data.rs, MMLU_WEAK).
-WEAK8 = [
-    "Mixtral-8x7B-Instruct-v0.1", "Meta-Llama-3_1-8B-Instruct", "Mistral-7B-Instruct-v0.2",
-    "Qwen1.5-7B-Chat", "Yi-6b-Chat", "Phi-3-mini-4k-instruct", "gemma-7b", "Llama-2-13b-hf",
-]
-
-
-def jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def mmlu_prompt(question, options):
-    """The layout of src/classifier/data.rs `mmlu_prompt` (RouteLLM's MMLU prompts)."""
-    s = question.strip()
-    for i, o in enumerate(options):
-        s += f"\n{chr(65 + i % 26)}. {o}"
-    return s + "\nAnswer:"
-
-
-def apgr(scores, weak, strong):
-    order = np.argsort(-np.asarray(scores, float), kind="stable")
-    s = np.asarray(scores, float)[order]
-    gain = (np.asarray(strong, float) - np.asarray(weak, float))[order]
-    n, gap = len(s), gain.mean()
-    xs, ys, q, i = [0.0], [0.0], 0.0, 0
-    while i < n:
-        j = i
-        while j < n and s[j] == s[i]:
-            j += 1
-        q += gain[i:j].sum()
-        xs.append(j / n)
-        ys.append(q / n / gap)
-        i = j
-    return float(np.sum((np.diff(xs)) * (np.array(ys[1:]) + np.array(ys[:-1])) / 2))
 
 
 def classify(switchyard, rows, *extra):
