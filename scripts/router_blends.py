@@ -126,7 +126,7 @@ def main():
     with open(os.path.join(train, "mmlu_pro/correctness.csv"), encoding="utf-8") as f:
         table = list(csv.reader(f))
     header, by_id = table[0], {r[0]: r for r in table[1:]}
-    texts, label = [], []
+    texts, label, maths = [], [], []
     for q in questions:
         r = by_id.get(str(q["question_id"]))
         if r is None:
@@ -136,7 +136,8 @@ def main():
         if weak:
             texts.append(mmlu_prompt(q["question"], q["options"]))
             label.append(1 - np.mean(weak))
-    label = np.array(label)
+            maths.append(q["category"] == "math")
+    label, maths = np.array(label), np.array(maths)
     nn = NearestNeighbors(n_neighbors=100, metric="cosine").fit(emb(texts)[:, LAYER6])
     for b in bench.values():
         b["knn"] = label[nn.kneighbors(b["e"][:, LAYER6])[1]].mean(1)
@@ -176,6 +177,14 @@ def main():
             f"({y.mean():.0%} wrong)", lambda b: lr.predict_proba(b["e"])[:, 1])
         row("  the same, rank-averaged with the maths expert",
             lambda b: rank(lr.predict_proba(b["e"])[:, 1]) + rank(b["expert"]))
+        # Beside the shipped label: one ridge on MMLU-Pro's maths rows and these labels.
+        xm = emb(texts)[maths]
+        for weight in [0.0, 1.0]:
+            both = Ridge(alpha=1.0).fit(
+                np.vstack([xm, x]), np.concatenate([label[maths], y.astype(float)]),
+                sample_weight=np.concatenate([np.ones(len(xm)), np.full(len(x), weight)]))
+            row(f"  ridge (layers 2, 4, 6): MMLU-Pro's maths rows, plus these labels at "
+                f"weight {weight:g}", lambda b: both.predict(b["e"]))
 
 
 if __name__ == "__main__":
