@@ -25,18 +25,17 @@ Needs numpy, scipy and scikit-learn, which the project itself does not use:
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import NearestNeighbors
 
-from router_experiments import WEAK8, apgr, jsonl, mmlu_prompt  # the second round's helpers
+# The second round's helpers.
+from router_experiments import WEAK8, Embeddings, apgr, jsonl, mmlu_prompt
 
 DIM = 384
 LAYER6 = slice(2 * DIM, 3 * DIM)  # the last of the three pooled blocks (layers 2, 4, 6)
@@ -53,30 +52,6 @@ def classify(switchyard, rows, *extra):
     return [json.loads(line) for line in out]
 
 
-class TrainEmbeddings:
-    """Training texts at train-router's 256-token budget, from its cache or computed."""
-
-    def __init__(self, cache, switchyard):
-        self.switchyard = switchyard
-        self.map = {}
-        if os.path.exists(cache):
-            size = 32 + 3 * DIM * 4
-            with open(cache, "rb") as f:
-                data = f.read()
-            for i in range(0, len(data) - size + 1, size):
-                self.map[data[i:i + 32]] = np.frombuffer(data[i + 32:i + size], dtype="<f4")
-
-    def __call__(self, texts):
-        keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
-        missing = sorted({k: t for k, t in zip(keys, texts) if k not in self.map}.items())
-        if missing:
-            print(f"embedding {len(missing)} texts", file=sys.stderr)
-            rows = [{"prompt": t} for _, t in missing]
-            for (k, _), r in zip(missing, classify(self.switchyard, rows, "--max-tokens", "256")):
-                self.map[k] = np.array(r["embedding"], dtype="f4")
-        return np.array([self.map[k] for k in keys])
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="../shared/data")
@@ -87,7 +62,7 @@ def main():
                     help="GSM8K labels from `switchyard label` (repeatable): a logistic "
                          "regression on them is scored, alone and beside the maths expert")
     args = ap.parse_args()
-    emb = TrainEmbeddings(args.cache, args.switchyard)
+    emb = Embeddings(args.cache, args.switchyard, last_only=False)
     train = os.path.join(args.data, "train")
 
     bench = {}

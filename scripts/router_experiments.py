@@ -5,11 +5,11 @@ The rows of docs/router-quality.md "What was tried" that are not `switchyard tra
 Every router is trained on ../shared/data/train only and scored once on ../shared/data/eval with
 APGR (area under the PGR-vs-strong-share curve, ties moved together, as `src/classifier/eval.rs`).
 
-Embeddings: all-MiniLM-L6-v2, mean-pooled and L2-normalised, 256-token budget, as `train-router`
-and `eval-router` compute them. They are read from the embedding cache those commands write
-(`~/.cache/switchyard/embeddings/all-MiniLM-L6-v2-256.emb`: records of a 32-byte SHA-256 of the
-text and 384 little-endian f32) and, for texts not in it, computed with
-`switchyard classify --embedding --max-tokens 256 -`.
+Embeddings: all-MiniLM-L6-v2's last layer, mean-pooled and L2-normalised, 256-token budget, as
+`train-router` computes it. They are read from the embedding cache it writes
+(`~/.cache/switchyard/embeddings/all-MiniLM-L6-v2-256-layers2.4.6.emb`: records of a 32-byte
+SHA-256 of the text and the built-in heads' pooled layers, 3 x 384 little-endian f32) and, for
+texts not in it, computed with `switchyard classify --embedding --max-tokens 256 -`.
 
 Needs numpy, scipy and scikit-learn, which the project itself does not use:
 
@@ -56,16 +56,32 @@ def mmlu_prompt(question, options):
     return s + "\nAnswer:"
 
 
+def built_in_layers():
+    """The encoder layers the built-in heads pool (src/classifier/trained/labels.json `layers`)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "src/classifier/trained/labels.json")) as f:
+        return json.load(f).get("layers") or [6]
+
+
 class Embeddings:
-    def __init__(self, cache, switchyard):
+    """Texts at train-router's 256-token budget: the built-in heads' pooled layers (one block of
+    384 values per layer), from train-router's cache or computed; `last_only` keeps layer 6."""
+
+    def __init__(self, cache, switchyard, last_only=True):
         self.switchyard = switchyard
         self.map = {}
+        layers = built_in_layers()
+        if last_only and 6 not in layers:
+            sys.exit("the built-in heads do not read the last layer")
+        last = layers.index(6) if last_only else None
+        self.keep = slice(last * DIM, (last + 1) * DIM) if last_only else slice(None)
         if os.path.exists(cache):
             with open(cache, "rb") as f:
                 data = f.read()
-            size = 32 + DIM * 4
+            size = 32 + len(layers) * DIM * 4
             for i in range(0, len(data) - size + 1, size):
-                self.map[data[i:i + 32]] = np.frombuffer(data[i + 32:i + size], dtype="<f4")
+                v = np.frombuffer(data[i + 32:i + size], dtype="<f4")
+                self.map[data[i:i + 32]] = v[self.keep]
 
     def __call__(self, texts):
         keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
@@ -78,19 +94,8 @@ class Embeddings:
                 input=rows, capture_output=True, text=True, check=True,
                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
             ).stdout.splitlines()
-            # `--embedding` gives the layers the built-in heads read, concatenated; these rows
-            # read the last layer's block (src/classifier/trained/labels.json `layers`).
-            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            with open(os.path.join(root, "src/classifier/trained/labels.json")) as f:
-                layers = json.load(f).get("layers") or [6]
-            last = layers.index(6) if 6 in layers else None
             for (k, _), line in zip(missing, out):
-                v = np.array(json.loads(line)["embedding"], dtype="f4")
-                if len(v) != DIM:
-                    if last is None:
-                        sys.exit("the built-in heads do not read the last layer")
-                    v = v[last * DIM:(last + 1) * DIM]
-                self.map[k] = v
+                self.map[k] = np.array(json.loads(line)["embedding"], dtype="f4")[self.keep]
         return np.array([self.map[k] for k in keys])
 
 
@@ -129,7 +134,7 @@ def main():
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--switchyard", default="switchyard")
     ap.add_argument("--cache", default=os.path.expanduser(
-        "~/.cache/switchyard/embeddings/all-MiniLM-L6-v2-256.emb"))
+        "~/.cache/switchyard/embeddings/all-MiniLM-L6-v2-256-layers2.4.6.emb"))
     args = ap.parse_args()
     emb = Embeddings(args.cache, args.switchyard)
     train = os.path.join(args.data, "train")

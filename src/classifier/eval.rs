@@ -194,6 +194,7 @@ mod tests {
         let f1_1 = 2.0 / (2.0 + 1.0);
         assert!((f1 - (f1_0 + f1_1) / 2.0).abs() < 1e-12);
     }
+
     #[test]
     fn the_paired_bootstrap_centres_on_the_difference_and_is_zero_for_equal_scores() {
         // 40 prompts, the first 10 only the strong model gets right.
