@@ -751,6 +751,79 @@ fn each_kernel_tier_classifies_alike_and_a_bad_setting_is_refused() {
     );
 }
 
+/// `train-router --labels --labels-share` keeps the training folder's strong labels and learns
+/// the labels beside them; without it the labels replace them.
+#[test]
+fn labels_can_be_learned_beside_the_folders_strong_labels() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let labels = tmp.path().join("labels.jsonl");
+    write_labels(&labels, "box", 60, |i| {
+        format!("Prove the bound on the spectral gap of random regular graph family {i} and derive its constant.")
+    });
+    let labels = labels.to_str().expect("path").to_string();
+    let (beside, out) = train_on_fixture(
+        tmp.path(),
+        "beside",
+        5,
+        &[
+            "--labels",
+            &labels,
+            "--labels-share",
+            "0.5",
+            "--validation",
+            "0.3",
+        ],
+    );
+    let log = stdout(&beside);
+    assert!(
+        beside.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&beside.stderr)
+    );
+    assert!(
+        log.contains("\nstrong-score rows: 100 (mmlu_pro 40, labels 60)\n"),
+        "the folder's strong labels stay: {log}"
+    );
+    assert!(
+        log.contains("validation APGR on held-out labels: "),
+        "{log}"
+    );
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&out).join("labels.json")).expect("read"))
+            .expect("json");
+    assert_eq!(meta["model"], "box");
+    let said = meta["strong_label"].as_str().expect("strong_label");
+    assert!(
+        said.starts_with("share of small models") && said.contains("beside it, at share 0.5"),
+        "{said}"
+    );
+
+    let (replaced, _) = train_on_fixture(
+        tmp.path(),
+        "replaced",
+        5,
+        &["--labels", &labels, "--validation", "0.3"],
+    );
+    let log = stdout(&replaced);
+    assert!(replaced.status.success(), "{log}");
+    assert!(
+        log.contains("\nstrong-score rows: 60 (labels 60)\n"),
+        "the labels replace the folder's: {log}"
+    );
+
+    for (args, says) in [
+        (
+            vec!["--labels", &labels, "--labels-share", "0"],
+            "not a share above 0",
+        ),
+        (vec!["--labels-share", "1"], "--labels"),
+    ] {
+        let (o, _) = train_on_fixture(tmp.path(), "refused", 1, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+    }
+}
+
 /// `train-router --labels` learns the strong score from `switchyard label` rows (here: the
 /// on-box model fails every "hard" question and answers every "easy" one) and records the
 /// model in the heads; `eval-router --labels` scores the held-out rows, the trained heads

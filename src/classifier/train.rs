@@ -20,6 +20,12 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Share of the examples held out for validation.
     pub validation: f64,
+    /// Rows of a label file (`switchyard label`) learned beside the training folder's strong
+    /// labels: their share of the strong heads' loss (MMLU-Pro's rows carry 1, the synthetic
+    /// tasks' 0.3), and each head learns them as much as the mixture weighs it at the row
+    /// ([`head_weights`]). `None`: label rows carry 1 and every head learns them fully (for
+    /// label rows that replace the folder's strong labels).
+    pub labels_share: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -32,6 +38,7 @@ impl Default for TrainConfig {
             learning_rate: 1e-3,
             weight_decay: 1e-2,
             validation: 0.1,
+            labels_share: None,
         }
     }
 }
@@ -267,12 +274,54 @@ fn group_weights(keys: &[String], share: impl Fn(&str, usize) -> f64) -> Vec<f32
         .collect()
 }
 
-/// Relative weight of each source in the strong-score loss.
-fn strong_source_share(source: &str) -> f64 {
+/// Relative weight of each source in the strong-score loss: a source's rows together weigh
+/// its share, however many they are.
+fn strong_source_share(source: &str, cfg: &TrainConfig) -> f64 {
     match source {
         "synthetic_tasks" => 0.3,
+        super::data::LABELS_SOURCE => cfg.labels_share.unwrap_or(1.0),
         _ => 1.0,
     }
+}
+
+/// The weight of each strong row (`rows`, indices of `examples`, with `weights`) for each strong
+/// head: the strong head first, then each expert (`gates`: the category indices of each). With
+/// [`TrainConfig::labels_share`], a label row counts for a head as much as the strong score's
+/// mixture weighs that head at the row: an expert by the category head's probability of its
+/// categories, the strong head by what is left; so labels on word problems teach the maths
+/// expert, which scores word problems, and leave the strong head to the folder's labels. Every
+/// other row counts fully for every head.
+fn head_weights(
+    examples: &[Example],
+    rows: &[usize],
+    weights: &[f32],
+    category: &Mlp,
+    x_all: &Tensor,
+    gates: &[Vec<usize>],
+    cfg: &TrainConfig,
+) -> Result<Vec<Vec<f32>>, ClassifierError> {
+    let mut out = vec![weights.to_vec(); 1 + gates.len()];
+    let labelled: Vec<usize> = (0..rows.len())
+        .filter(|&j| examples[rows[j]].source == super::data::LABELS_SOURCE)
+        .collect();
+    if cfg.labels_share.is_none() || gates.is_empty() || labelled.is_empty() {
+        return Ok(out);
+    }
+    let x = select_rows(
+        x_all,
+        &labelled.iter().map(|&j| rows[j]).collect::<Vec<_>>(),
+    )?;
+    let probs = candle_nn::ops::softmax_last_dim(&category.forward(&x)?)?.to_vec2::<f32>()?;
+    for (&j, p) in labelled.iter().zip(&probs) {
+        let mut rest = 1.0f32;
+        for (e, gate) in gates.iter().enumerate() {
+            let g: f32 = gate.iter().filter_map(|&c| p.get(c)).sum();
+            rest -= g;
+            out[1 + e][j] = weights[j] * g;
+        }
+        out[0][j] = weights[j] * rest.max(0.0);
+    }
+    Ok(out)
 }
 
 /// What a training run measured on its validation split.
@@ -463,7 +512,16 @@ pub fn train_from(
         .iter()
         .map(|&i| examples[i].source.to_string())
         .collect();
-    let weights = group_weights(&keys, |k, _| strong_source_share(k));
+    let weights = group_weights(&keys, |k, _| strong_source_share(k, cfg));
+    let per_head = head_weights(
+        examples,
+        &strong_rows,
+        &weights,
+        &category,
+        &x_all,
+        &labels.expert_gates()?,
+        cfg,
+    )?;
     let strong_x = select_rows(&x_all, &strong_rows)?;
     let view = |blocks: &Option<Vec<usize>>| match blocks {
         Some(blocks) => select_blocks(&strong_x, blocks, layers.len()),
@@ -477,7 +535,6 @@ pub fn train_from(
         strong_rows.len(),
         &Device::Cpu,
     )?;
-    let weights = Tensor::from_vec(weights, strong_rows.len(), &Device::Cpu)?;
     let (st, sv): (Vec<usize>, Vec<usize>) =
         (0..strong_rows.len()).partition(|&j| !held[strong_rows[j]]);
     // The strong head, then each expert: the same task on their own blocks, each starting from
@@ -492,11 +549,11 @@ pub fn train_from(
         to_fit.push((name, blocks, base.and_then(|b| b.experts.get(i))));
     }
     let mut fitted = vec![];
-    for (name, blocks, start) in to_fit {
+    for ((name, blocks, start), weights) in to_fit.into_iter().zip(per_head) {
         let task = Task {
             x: view(blocks)?,
             targets: targets.clone(),
-            weights: weights.clone(),
+            weights: Tensor::from_vec(weights, strong_rows.len(), &Device::Cpu)?,
         };
         let params = match start {
             Some(m) => Params::from_mlp(m)?,
@@ -619,5 +676,64 @@ mod tests {
         assert!((150..250).contains(&share), "{share}");
         let (mut a, mut b) = (Rng::new(5), Rng::new(5));
         assert_eq!(a.next_u64(), b.next_u64());
+    }
+
+    /// Label rows learned beside the folder's labels teach each head as much as the mixture
+    /// weighs it at the row; folder rows, and label rows that replace the folder's, teach all.
+    #[test]
+    fn label_rows_are_shared_out_by_the_category_gate() {
+        let example = |source: &'static str| Example {
+            text: source.to_string(),
+            source,
+            category: None,
+            strong: Some(1.0),
+            pair: None,
+        };
+        let examples = [
+            example("mmlu_pro"),
+            example(super::super::data::LABELS_SOURCE),
+            example(super::super::data::LABELS_SOURCE),
+        ];
+        // The category head passes its two inputs through as logits: rows [ln 3, 0] and [0, 0]
+        // give P(class 0) = 0.75 and 0.5.
+        let eye = Tensor::new(&[[1f32, 0.], [0., 1.]], &Device::Cpu).expect("eye");
+        let zero = Tensor::zeros(2, DType::F32, &Device::Cpu).expect("zero");
+        let category = Mlp {
+            w1: eye.clone(),
+            b1: zero.clone(),
+            w2: eye,
+            b2: zero,
+        };
+        let x = Tensor::new(&[[0f32, 0.], [3f32.ln(), 0.], [0., 0.]], &Device::Cpu).expect("x");
+        let weights = [1.0f32, 0.5, 0.5];
+        let gates = vec![vec![0usize]];
+        let mixed = TrainConfig {
+            labels_share: Some(1.0),
+            ..TrainConfig::default()
+        };
+        let w = head_weights(
+            &examples,
+            &[0, 1, 2],
+            &weights,
+            &category,
+            &x,
+            &gates,
+            &mixed,
+        )
+        .expect("weights");
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+        assert!(close(&w[0], &[1.0, 0.125, 0.25]), "strong head: {w:?}");
+        assert!(close(&w[1], &[1.0, 0.375, 0.25]), "expert: {w:?}");
+        let replaced = head_weights(
+            &examples,
+            &[0, 1, 2],
+            &weights,
+            &category,
+            &x,
+            &gates,
+            &TrainConfig::default(),
+        )
+        .expect("weights");
+        assert_eq!(replaced, vec![weights.to_vec(), weights.to_vec()]);
     }
 }

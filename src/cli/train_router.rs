@@ -32,6 +32,14 @@ pub struct TrainRouterArgs {
     /// on-box model"; the category head still learns from the training folder.
     #[arg(long)]
     pub labels: Option<PathBuf>,
+    /// Keep the training folder's strong labels and learn the --labels beside them, as one
+    /// more source whose rows together carry this share of the strong heads' loss (MMLU-Pro's
+    /// rows carry 1, the synthetic tasks' 0.3). Each label row teaches the heads that score it:
+    /// a strong expert as much as the category head gives the row its categories, the strong
+    /// head the rest. For labels on a task the folder has no strong label for, such as GSM8K.
+    /// Without it, the labels replace the folder's strong labels.
+    #[arg(long, requires_all = ["labels", "data"], value_parser = parse_share)]
+    pub labels_share: Option<f64>,
     /// Heads to start from, `builtin` or a folder `train-router` wrote: their category head is
     /// kept, and their strong head goes on learning the --labels (the validation loss decides
     /// whether any epoch beats the base). For a few hundred labels, too few to train from
@@ -69,6 +77,27 @@ fn parse_expert(spec: &str) -> Result<Option<StrongExpert>, String> {
     StrongExpert::parse(spec).map(Some)
 }
 
+/// `--labels-share`: a finite number above 0.
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
+        _ => Err(format!("`{text}` is not a share above 0")),
+    }
+}
+
+/// `N (source n, ...)`, sources in the order they first appear.
+fn count_by_source(examples: &[&data::Example]) -> String {
+    let mut by_source: Vec<(&str, usize)> = vec![];
+    for e in examples {
+        match by_source.iter_mut().find(|(s, _)| *s == e.source) {
+            Some((_, n)) => *n += 1,
+            None => by_source.push((e.source, 1)),
+        }
+    }
+    let sources: Vec<String> = by_source.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    format!("{} ({})", examples.len(), sources.join(", "))
+}
+
 /// Runs the command.
 pub fn run(args: TrainRouterArgs) -> i32 {
     let base = match args.base.as_deref() {
@@ -103,22 +132,19 @@ pub fn run(args: TrainRouterArgs) -> i32 {
                 return 1;
             }
         };
-        for e in &mut examples {
-            e.strong = None;
-            e.pair = None;
+        if args.labels_share.is_none() {
+            for e in &mut examples {
+                e.strong = None;
+                e.pair = None;
+            }
         }
         examples.extend(labels);
         labelled_for = Some((model, path.display().to_string()));
     }
-    let mut by_source: Vec<(&str, usize)> = vec![];
-    for e in &examples {
-        match by_source.iter_mut().find(|(s, _)| *s == e.source) {
-            Some((_, n)) => *n += 1,
-            None => by_source.push((e.source, 1)),
-        }
-    }
-    let sources: Vec<String> = by_source.iter().map(|(s, n)| format!("{s} {n}")).collect();
-    println!("examples: {} ({})", examples.len(), sources.join(", "));
+    let all: Vec<&data::Example> = examples.iter().collect();
+    println!("examples: {}", count_by_source(&all));
+    let strong: Vec<&data::Example> = examples.iter().filter(|e| e.strong.is_some()).collect();
+    println!("strong-score rows: {}", count_by_source(&strong));
     let built_in = match serde_json::from_str::<Labels>(BUILTIN_LABELS) {
         Ok(l) => l,
         Err(e) => {
@@ -194,6 +220,7 @@ pub fn run(args: TrainRouterArgs) -> i32 {
         epochs: args.epochs,
         hidden: args.hidden,
         validation: args.validation.clamp(0.0, 0.9),
+        labels_share: args.labels_share,
         ..TrainConfig::default()
     };
     let encoder_name = args
@@ -243,9 +270,16 @@ pub fn run(args: TrainRouterArgs) -> i32 {
         println!("validation APGR on held-out labels: {a:.3}");
     }
     if let Some((model, file)) = labelled_for {
-        heads.labels.strong_label = format!(
+        let own = format!(
             "the on-box model `{model}` answers worse than the cloud (strong_label of {file}, from switchyard label)"
         );
+        heads.labels.strong_label = match args.labels_share {
+            None => own,
+            Some(share) => format!(
+                "{}; beside it, at share {share}: {own}",
+                heads.labels.strong_label
+            ),
+        };
         heads.labels.model = Some(model);
     }
     if let Err(e) = heads.save(&args.out) {
