@@ -707,33 +707,18 @@ mod tests {
         let x = Tensor::new(&[[0f32, 0.], [3f32.ln(), 0.], [0., 0.]], &Device::Cpu).expect("x");
         let weights = [1.0f32, 0.5, 0.5];
         let gates = vec![vec![0usize]];
-        let mixed = TrainConfig {
+        let weights_with = |cfg: &TrainConfig| {
+            head_weights(&examples, &[0, 1, 2], &weights, &category, &x, &gates, cfg)
+                .expect("weights")
+        };
+        let w = weights_with(&TrainConfig {
             labels_share: Some(1.0),
             ..TrainConfig::default()
-        };
-        let w = head_weights(
-            &examples,
-            &[0, 1, 2],
-            &weights,
-            &category,
-            &x,
-            &gates,
-            &mixed,
-        )
-        .expect("weights");
+        });
         let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
         assert!(close(&w[0], &[1.0, 0.125, 0.25]), "strong head: {w:?}");
         assert!(close(&w[1], &[1.0, 0.375, 0.25]), "expert: {w:?}");
-        let replaced = head_weights(
-            &examples,
-            &[0, 1, 2],
-            &weights,
-            &category,
-            &x,
-            &gates,
-            &TrainConfig::default(),
-        )
-        .expect("weights");
+        let replaced = weights_with(&TrainConfig::default());
         assert_eq!(replaced, vec![weights.to_vec(), weights.to_vec()]);
     }
 }
