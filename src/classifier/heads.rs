@@ -400,15 +400,15 @@ impl Heads {
             .zip(main)
             .enumerate()
             .map(|(row, (categories, main))| {
-                let mut rest = 1.0f32;
+                let (rest, weights) = mixture_weights(&categories, &gates);
                 let mut strong_score = 0.0f32;
                 let mut strong_parts = vec![];
-                for ((gate, scores), spec) in
-                    gates.iter().zip(&experts).zip(&self.labels.strong_experts)
+                for ((g, scores), spec) in weights
+                    .into_iter()
+                    .zip(&experts)
+                    .zip(&self.labels.strong_experts)
                 {
-                    let g: f32 = gate.iter().filter_map(|&c| categories.get(c)).sum();
                     let score = scores.get(row).copied().unwrap_or(main);
-                    rest -= g;
                     strong_score += g * score;
                     strong_parts.push(StrongPart {
                         head: spec.categories.join("+"),
@@ -416,7 +416,6 @@ impl Heads {
                         score,
                     });
                 }
-                let rest = rest.max(0.0);
                 if !strong_parts.is_empty() {
                     strong_parts.insert(
                         0,
@@ -435,6 +434,23 @@ impl Heads {
             })
             .collect())
     }
+}
+
+/// The strong score's mixture at one row (Jacobs et al. 1991): each expert's weight, the
+/// category head's probability of the expert's categories (`categories`: one row of its
+/// softmax; `gates`: each expert's category indices, [`Labels::expert_gates`]), and what is left
+/// for the strong head, at least 0. `(rest, weights)`, one weight per expert in order.
+pub fn mixture_weights(categories: &[f32], gates: &[Vec<usize>]) -> (f32, Vec<f32>) {
+    let mut rest = 1.0f32;
+    let weights = gates
+        .iter()
+        .map(|gate| {
+            let g: f32 = gate.iter().filter_map(|&c| categories.get(c)).sum();
+            rest -= g;
+            g
+        })
+        .collect();
+    (rest.max(0.0), weights)
 }
 
 /// Weight names of strong expert `i` in `heads.safetensors`.

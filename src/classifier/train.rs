@@ -3,7 +3,9 @@
 
 use super::data::{Example, CATEGORIES};
 use super::eval::{apgr, category_scores, pgr_curve, Outcome};
-use super::heads::{describe_experts, select_blocks, Heads, Labels, Mlp, StrongExpert};
+use super::heads::{
+    describe_experts, mixture_weights, select_blocks, Heads, Labels, Mlp, StrongExpert,
+};
 use super::ClassifierError;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -313,13 +315,11 @@ fn head_weights(
     )?;
     let probs = candle_nn::ops::softmax_last_dim(&category.forward(&x)?)?.to_vec2::<f32>()?;
     for (&j, p) in labelled.iter().zip(&probs) {
-        let mut rest = 1.0f32;
-        for (e, gate) in gates.iter().enumerate() {
-            let g: f32 = gate.iter().filter_map(|&c| p.get(c)).sum();
-            rest -= g;
+        let (rest, gated) = mixture_weights(p, gates);
+        out[0][j] = weights[j] * rest;
+        for (e, g) in gated.into_iter().enumerate() {
             out[1 + e][j] = weights[j] * g;
         }
-        out[0][j] = weights[j] * rest.max(0.0);
     }
     Ok(out)
 }

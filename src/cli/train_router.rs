@@ -86,16 +86,17 @@ fn parse_share(text: &str) -> Result<f64, String> {
 }
 
 /// `N (source n, ...)`, sources in the order they first appear.
-fn count_by_source(examples: &[&data::Example]) -> String {
-    let mut by_source: Vec<(&str, usize)> = vec![];
+fn count_by_source<'a>(examples: impl IntoIterator<Item = &'a data::Example>) -> String {
+    let (mut total, mut by_source): (usize, Vec<(&str, usize)>) = (0, vec![]);
     for e in examples {
+        total += 1;
         match by_source.iter_mut().find(|(s, _)| *s == e.source) {
             Some((_, n)) => *n += 1,
             None => by_source.push((e.source, 1)),
         }
     }
     let sources: Vec<String> = by_source.iter().map(|(s, n)| format!("{s} {n}")).collect();
-    format!("{} ({})", examples.len(), sources.join(", "))
+    format!("{total} ({})", sources.join(", "))
 }
 
 /// Runs the command.
@@ -141,10 +142,9 @@ pub fn run(args: TrainRouterArgs) -> i32 {
         examples.extend(labels);
         labelled_for = Some((model, path.display().to_string()));
     }
-    let all: Vec<&data::Example> = examples.iter().collect();
-    println!("examples: {}", count_by_source(&all));
-    let strong: Vec<&data::Example> = examples.iter().filter(|e| e.strong.is_some()).collect();
-    println!("strong-score rows: {}", count_by_source(&strong));
+    println!("examples: {}", count_by_source(&examples));
+    let strong = examples.iter().filter(|e| e.strong.is_some());
+    println!("strong-score rows: {}", count_by_source(strong));
     let built_in = match serde_json::from_str::<Labels>(BUILTIN_LABELS) {
         Ok(l) => l,
         Err(e) => {
