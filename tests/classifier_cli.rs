@@ -982,3 +982,169 @@ fn model_heads_on_other_layers_score_as_they_do_alone() {
         }
     }
 }
+
+/// The row of `train-router --seed A,B --labels`'s check table for `seed`: (held out, on-box
+/// worse, built-in APGR, trained APGR, (5th percentile, median, 95th percentile)).
+fn seed_check(log: &str, seed: u64) -> (usize, usize, f64, f64, (f64, f64, f64)) {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with(&format!("| {seed} | ")))
+        .unwrap_or_else(|| panic!("no check row for seed {seed}:\n{log}"));
+    let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+    let num = |s: &str| -> f64 {
+        s.trim_start_matches('+')
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {s:?} in {line}"))
+    };
+    let (median, interval) = cells[6].split_once(" (").expect("interval");
+    let (low, high) = interval
+        .trim_end_matches(')')
+        .split_once(" to ")
+        .expect("to");
+    (
+        num(cells[2]) as usize,
+        num(cells[3]) as usize,
+        num(cells[4]),
+        num(cells[5]),
+        (num(low), num(median), num(high)),
+    )
+}
+
+/// `train-router --seed 7,1 --labels` trains once per seed, writes the first seed's heads, and
+/// checks each seed's heads against the built-in ones on that seed's held-out labels: the rows
+/// and numbers `eval-router --labels --seed N` gives, and a verdict that needs every seed.
+#[test]
+fn train_router_checks_each_seed_against_the_built_in_heads() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = |p: &Path| p.to_str().expect("path").to_string();
+    let train = |labels: &Path, out: &Path| {
+        let o = switchyard(
+            &[
+                "train-router",
+                "--base",
+                "builtin",
+                "--labels",
+                &path(labels),
+                "--seed",
+                "7,1",
+                "--validation",
+                "0.3",
+                "--out",
+                &path(out),
+                "--epochs",
+                "60",
+                "--no-cache",
+            ],
+            None,
+        );
+        let log = stdout(&o);
+        assert!(
+            o.status.success(),
+            "{log}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        log
+    };
+    // 160 label rows, half short fact questions and half clinical exam questions (which the
+    // built-in heads score far above the fact questions), `exam_hard` saying which half the
+    // on-box model fails.
+    let write = |file: &str, exam_hard: bool| {
+        let rows: String = (0..160)
+            .map(|i| {
+                let exam = i % 2 == 0;
+                let prompt = if exam {
+                    format!(
+                        "A {}-year-old man presents with progressive dyspnea, bilateral hilar \
+                         lymphadenopathy and elevated serum ACE. Which of the following is the \
+                         most likely finding on transbronchial biopsy? A. caseating granulomas \
+                         B. non-caseating granulomas C. Reed-Sternberg cells D. asbestos bodies",
+                        20 + i
+                    )
+                } else {
+                    format!("What is the capital of country number {i}?")
+                };
+                let label = if exam == exam_hard { 1.0 } else { 0.0 };
+                format!(
+                    "{}\n",
+                    json!({"id": i.to_string(), "prompt": prompt, "model": "odd-box",
+                        "strong_label": label, "graded": "gold"})
+                )
+            })
+            .collect();
+        let path = tmp.path().join(file);
+        std::fs::write(&path, rows).expect("write labels");
+        path
+    };
+    // Labels that turn the built-in order round (fact questions hard for this model, exam
+    // questions easy): the calibration wins at both seeds.
+    let odd = write("odd.jsonl", false);
+    let heads = tmp.path().join("odd-heads");
+    let log = train(&odd, &heads);
+    assert!(
+        log.contains("\nseed 7:\n") && log.contains("\nseed 1:\n"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("wrote ").count(),
+        1,
+        "one folder written: {log}"
+    );
+    for seed in [7, 1] {
+        let (held, worse, built_in, trained, (low, median, high)) = seed_check(&log, seed);
+        assert!(held > 0 && worse > 0 && worse < held, "{log}");
+        assert!(trained > built_in, "seed {seed}: {log}");
+        assert!(
+            0.0 < low && low <= median && median <= high,
+            "seed {seed}: {log}"
+        );
+    }
+    assert!(
+        log.contains("verdict: better than the built-in heads at every seed (2 splits)"),
+        "{log}"
+    );
+    // The folder holds seed 7's heads: eval-router scores the same rows to the same numbers.
+    let o = switchyard(
+        &[
+            "eval-router",
+            "--labels",
+            &path(&odd),
+            "--seed",
+            "7",
+            "--validation",
+            "0.3",
+            "--heads",
+            &path(&heads),
+        ],
+        None,
+    );
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (held, worse, built_in, trained, (low, median, high)) = seed_check(&log, 7);
+    assert!(
+        out.contains(&format!(
+            "({held} of 160 rows, seed 7; the on-box answer is worse on {worse})"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("| built-in | {built_in:.3} |")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("| {} | {trained:.3} |", heads.display())),
+        "{out}"
+    );
+    let eval_interval = difference_interval(&out, held);
+    assert_eq!(eval_interval, (low, median, high), "{out}\n{log}");
+
+    // Labels the built-in heads already order perfectly (exam questions hard, fact questions
+    // easy): no calibration can beat them, and the verdict keeps them.
+    let agree = write("agree.jsonl", true);
+    let log = train(&agree, &tmp.path().join("agree-heads"));
+    let (_, _, built_in, _, (low, _, _)) = seed_check(&log, 1);
+    assert!(built_in > 0.6 && low <= 0.0, "{log}");
+    assert!(
+        log.contains("verdict: not better than the built-in heads at seeds 7, 1"),
+        "{log}"
+    );
+}

@@ -127,7 +127,17 @@ impl Classifier {
             Some(dir) => Heads::load(dir)?,
             None => Heads::from_bytes(BUILTIN_HEADS, BUILTIN_LABELS)?,
         };
-        let mut encoder = Encoder::load(encoder)?;
+        Classifier::new(Encoder::load(encoder)?, heads, max_tokens)
+    }
+
+    /// A classifier of `encoder` and `heads`, the encoder set to pool the layers the heads read.
+    ///
+    /// Errors: the heads read a layer the encoder does not have.
+    pub fn new(
+        mut encoder: Encoder,
+        heads: Heads,
+        max_tokens: usize,
+    ) -> Result<Classifier, ClassifierError> {
         encoder.set_layers(&heads.labels.layers)?;
         Ok(Classifier {
             encoder,

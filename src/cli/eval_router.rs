@@ -3,15 +3,13 @@
 //! logistic-regression baseline).
 
 use super::classifier_args::{cache_dir, progress, ClassifierArgs};
+use super::held_out_labels::{score, Difference, HeldOut, Scored, RESAMPLES};
 use crate::classifier::data::{self, category_index};
 use crate::classifier::embed_cache::EmbedCache;
 use crate::classifier::encoder::Encoder;
-use crate::classifier::eval::{
-    apgr, bootstrap_apgr_difference, category_scores, cpt, map_benchmark_category, percentile,
-    pgr_curve, Outcome,
-};
+use crate::classifier::eval::{category_scores, map_benchmark_category, Outcome};
 use crate::classifier::train::{argmax, logistic_regression, TrainConfig};
-use crate::classifier::{ClassifierError, RouterModel, TRAIN_MAX_TOKENS};
+use crate::classifier::{ClassifierError, DEFAULT_MAX_TOKENS, TRAIN_MAX_TOKENS};
 use clap::Args;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -86,21 +84,6 @@ fn load_bench(
     })
 }
 
-struct Scored {
-    apgr: f64,
-    cpt50: f64,
-    cpt80: f64,
-}
-
-fn score(scores: &[f64], outcomes: &[Outcome]) -> Scored {
-    let curve = pgr_curve(scores, outcomes);
-    Scored {
-        apgr: apgr(&curve),
-        cpt50: cpt(&curve, 0.5),
-        cpt80: cpt(&curve, 0.8),
-    }
-}
-
 /// Runs the command.
 pub fn run(args: EvalRouterArgs) -> i32 {
     match eval(&args) {
@@ -114,40 +97,18 @@ pub fn run(args: EvalRouterArgs) -> i32 {
 
 /// `--labels`: APGR and CPT of the strong score on the held-out rows of a label file, for the
 /// built-in heads and the `--heads` given, beside a random router; with `--heads`, a paired
-/// bootstrap interval of the APGR difference
-/// ([`crate::classifier::eval::bootstrap_apgr_difference`]), which says whether a calibration
-/// beats the built-in heads by more than the held-out rows' noise.
+/// bootstrap interval of the APGR difference ([`Difference`]), which says whether a
+/// calibration beats the built-in heads by more than the held-out rows' noise.
 fn eval_labels(args: &EvalRouterArgs, path: &Path) -> Result<(), ClassifierError> {
     let (rows, model) = data::load_labels(path)?;
-    let validation = args.validation;
-    let held: Vec<&data::Example> = rows
-        .iter()
-        .filter(|e| crate::classifier::train::held_out(&e.text, args.seed, validation))
-        .collect();
-    if held.is_empty() {
-        return Err(ClassifierError::Format(format!(
-            "{}: no row is held out with seed {}",
-            path.display(),
-            args.seed
-        )));
-    }
-    let outcomes: Vec<Outcome> = held
-        .iter()
-        .map(|e| {
-            let (w, s) = e.pair.unwrap_or((false, true));
-            Outcome {
-                weak: f64::from(u8::from(w)),
-                strong: f64::from(u8::from(s)),
-            }
-        })
-        .collect();
-    let texts: Vec<&str> = held.iter().map(|e| e.text.as_str()).collect();
-    let wrong = outcomes.iter().filter(|o| o.weak == 0.0).count();
+    let held = HeldOut::split(&rows, args.seed, args.validation)
+        .map_err(|e| ClassifierError::Format(format!("{}: {e}", path.display())))?;
     println!(
-        "Held-out labels of `{model}` ({} of {} rows, seed {}; the on-box answer is worse on {wrong})\n",
-        held.len(),
+        "Held-out labels of `{model}` ({} of {} rows, seed {}; the on-box answer is worse on {})\n",
+        held.rows.len(),
         rows.len(),
-        args.seed
+        args.seed,
+        held.worse()
     );
     println!("| heads | APGR | CPT(50%) | CPT(80%) |");
     println!("|---|---|---|---|");
@@ -156,21 +117,22 @@ fn eval_labels(args: &EvalRouterArgs, path: &Path) -> Result<(), ClassifierError
     if let Some(h) = &args.classifier.heads {
         sets.push((h.display().to_string(), Some(h.clone())));
     }
+    let Some(mut encoder) = args.classifier.load_encoder() else {
+        return Err(ClassifierError::Format("no encoder".into()));
+    };
+    let max_tokens = args.classifier.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
     let mut all_scores: Vec<Vec<f64>> = vec![];
     for (name, heads) in sets {
         let c = ClassifierArgs {
             heads,
             ..args.classifier.clone()
         };
-        let Some(classifier) = c.load() else {
-            return Err(ClassifierError::Format("no classifier".into()));
+        let Some(heads) = c.load_heads() else {
+            return Err(ClassifierError::Format("no heads".into()));
         };
-        let mut scores: Vec<f64> = vec![];
-        for chunk in texts.chunks(32) {
-            let out = classifier.classify(chunk)?;
-            scores.extend(out.iter().map(|c| f64::from(c.strong_score)));
-        }
-        let s = score(&scores, &outcomes);
+        let (scores, back) = held.strong_scores(encoder, heads, max_tokens)?;
+        encoder = back;
+        let s = score(&scores, &held.outcomes);
         println!(
             "| {name} | {:.3} | {:.1}% | {:.1}% |",
             s.apgr,
@@ -180,21 +142,18 @@ fn eval_labels(args: &EvalRouterArgs, path: &Path) -> Result<(), ClassifierError
         all_scores.push(scores);
     }
     if let [built_in, heads] = all_scores.as_slice() {
-        let diffs = bootstrap_apgr_difference(built_in, heads, &outcomes, RESAMPLES, args.seed);
+        let d = Difference::of(built_in, heads, &held.outcomes, args.seed);
         println!(
             "\nAPGR of --heads minus the built-in heads', paired over these {} rows ({RESAMPLES} bootstrap resamples, seed {}): median {:+.3}, 5th to 95th percentile {:+.3} to {:+.3}",
-            held.len(),
+            held.rows.len(),
             args.seed,
-            percentile(&diffs, 0.5),
-            percentile(&diffs, 0.05),
-            percentile(&diffs, 0.95)
+            d.median,
+            d.low,
+            d.high
         );
     }
     Ok(())
 }
-
-/// Bootstrap resamples behind the `--labels` interval.
-const RESAMPLES: usize = 2000;
 
 fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
     if let Some(path) = &args.labels {

@@ -7,6 +7,7 @@ pub mod eval_local;
 pub mod eval_router;
 pub mod explain;
 pub mod generate;
+pub mod held_out_labels;
 pub mod label;
 pub mod pii_eval;
 pub mod policy;

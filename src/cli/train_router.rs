@@ -1,10 +1,14 @@
 //! `switchyard train-router`: reproduce the routing heads from a training-data folder.
 
 use super::classifier_args::{cache_dir, progress, ClassifierArgs};
+use super::held_out_labels::{score, Difference, HeldOut, RESAMPLES};
 use crate::classifier::embed_cache::EmbedCache;
+use crate::classifier::encoder::Encoder;
 use crate::classifier::heads::{describe_experts, Heads, Labels, StrongExpert};
 use crate::classifier::train::{train_from, Layout, TrainConfig};
-use crate::classifier::{data, BUILTIN_HEADS, BUILTIN_LABELS, TRAIN_MAX_TOKENS};
+use crate::classifier::{
+    data, ClassifierError, BUILTIN_HEADS, BUILTIN_LABELS, DEFAULT_MAX_TOKENS, TRAIN_MAX_TOKENS,
+};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -16,9 +20,12 @@ pub struct TrainRouterArgs {
     /// Where to write heads.safetensors and labels.json.
     #[arg(long)]
     pub out: PathBuf,
-    /// Seed of the initial weights, the validation split and the batch order.
-    #[arg(long, default_value_t = TrainConfig::default().seed)]
-    pub seed: u64,
+    /// Seed of the initial weights, the validation split and the batch order. Several
+    /// (`--seed 7,1,2`) train once per seed and write the first seed's heads; with --labels,
+    /// each seed's heads are checked against the built-in heads on that seed's held-out labels
+    /// (a calibration has beaten them when it does at every seed).
+    #[arg(long, value_delimiter = ',', default_values_t = [TrainConfig::default().seed])]
+    pub seed: Vec<u64>,
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     pub epochs: usize,
     /// Share of the examples held out for validation (chosen by a hash of the text and the seed).
@@ -139,8 +146,12 @@ pub fn run(args: TrainRouterArgs) -> i32 {
                 e.pair = None;
             }
         }
-        examples.extend(labels);
-        labelled_for = Some((model, path.display().to_string()));
+        examples.extend(labels.iter().cloned());
+        labelled_for = Some(Labelled {
+            model,
+            file: path.display().to_string(),
+            rows: labels,
+        });
     }
     println!("examples: {}", count_by_source(&examples));
     let strong = examples.iter().filter(|e| e.strong.is_some());
@@ -215,77 +226,189 @@ pub fn run(args: TrainRouterArgs) -> i32 {
             return 1;
         }
     };
-    let cfg = TrainConfig {
-        seed: args.seed,
-        epochs: args.epochs,
-        hidden: args.hidden,
-        validation: args.validation.clamp(0.0, 0.9),
-        labels_share: args.labels_share,
-        ..TrainConfig::default()
+    let trained = Trained {
+        examples: &examples,
+        embeddings: &embeddings,
+        layout: &layout,
+        base: base.as_ref(),
+        max_tokens,
     };
+    match train_each_seed(&args, &trained, labelled_for.as_ref(), encoder) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// A label file given with --labels: the on-box model it grades, its path, its rows.
+struct Labelled {
+    model: String,
+    file: String,
+    rows: Vec<data::Example>,
+}
+
+/// What every seed trains on.
+struct Trained<'a> {
+    examples: &'a [data::Example],
+    embeddings: &'a [Vec<f32>],
+    layout: &'a Layout,
+    base: Option<&'a Heads>,
+    /// The token budget of the training inputs.
+    max_tokens: usize,
+}
+
+/// One seed's heads against the built-in heads on that seed's held-out labels.
+struct SeedCheck {
+    seed: u64,
+    held_out: usize,
+    worse: usize,
+    built_in: f64,
+    trained: f64,
+    difference: Difference,
+}
+
+/// Trains the heads at each `--seed`, writes the first seed's to `--out`, and with labels
+/// checks each seed's heads against the built-in ones ([`print_checks`]).
+fn train_each_seed(
+    args: &TrainRouterArgs,
+    trained: &Trained,
+    labelled: Option<&Labelled>,
+    mut encoder: Encoder,
+) -> Result<(), ClassifierError> {
     let encoder_name = args
         .classifier
         .encoder
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut log = |line: String| println!("{line}");
-    let (mut heads, report) = match train_from(
-        &examples,
-        &embeddings,
-        &cfg,
-        &encoder_name,
-        max_tokens,
-        &layout,
-        base.as_ref(),
-        &mut log,
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
+    let built_in = Heads::from_bytes(BUILTIN_HEADS, BUILTIN_LABELS)?;
+    let mut checks = vec![];
+    for (i, &seed) in args.seed.iter().enumerate() {
+        if args.seed.len() > 1 {
+            println!("\nseed {seed}:");
         }
-    };
-    let category = match &args.base {
-        Some(b) => format!("category head kept from {b}"),
-        None => format!(
-            "category accuracy {:.3}, macro-F1 {:.3}",
-            report.category_accuracy, report.category_macro_f1
-        ),
-    };
-    println!(
-        "validation ({} held out of {}): {category}{}",
-        report.validation_examples,
-        report.validation_examples + report.train_examples,
-        report
-            .mmlu_pro_apgr
-            .map(|a| format!(
-                ", MMLU-Pro APGR {a:.3} ({} vs {})",
-                data::MMLU_PAIR.0,
-                data::MMLU_PAIR.1
-            ))
-            .unwrap_or_default()
-    );
-    if let Some(a) = report.labels_apgr {
-        println!("validation APGR on held-out labels: {a:.3}");
-    }
-    if let Some((model, file)) = labelled_for {
-        let own = format!(
-            "the on-box model `{model}` answers worse than the cloud (strong_label of {file}, from switchyard label)"
-        );
-        heads.labels.strong_label = match args.labels_share {
-            None => own,
-            Some(share) => format!(
-                "{}; beside it, at share {share}: {own}",
-                heads.labels.strong_label
+        let cfg = TrainConfig {
+            seed,
+            epochs: args.epochs,
+            hidden: args.hidden,
+            validation: args.validation.clamp(0.0, 0.9),
+            labels_share: args.labels_share,
+            ..TrainConfig::default()
+        };
+        let mut log = |line: String| println!("{line}");
+        let (mut heads, report) = train_from(
+            trained.examples,
+            trained.embeddings,
+            &cfg,
+            &encoder_name,
+            trained.max_tokens,
+            trained.layout,
+            trained.base,
+            &mut log,
+        )?;
+        let category = match &args.base {
+            Some(b) => format!("category head kept from {b}"),
+            None => format!(
+                "category accuracy {:.3}, macro-F1 {:.3}",
+                report.category_accuracy, report.category_macro_f1
             ),
         };
-        heads.labels.model = Some(model);
+        println!(
+            "validation ({} held out of {}): {category}{}",
+            report.validation_examples,
+            report.validation_examples + report.train_examples,
+            report
+                .mmlu_pro_apgr
+                .map(|a| format!(
+                    ", MMLU-Pro APGR {a:.3} ({} vs {})",
+                    data::MMLU_PAIR.0,
+                    data::MMLU_PAIR.1
+                ))
+                .unwrap_or_default()
+        );
+        if let Some(a) = report.labels_apgr {
+            println!("validation APGR on held-out labels: {a:.3}");
+        }
+        if let Some(l) = labelled {
+            let own = format!(
+                "the on-box model `{}` answers worse than the cloud (strong_label of {}, from switchyard label)",
+                l.model, l.file
+            );
+            heads.labels.strong_label = match args.labels_share {
+                None => own,
+                Some(share) => format!(
+                    "{}; beside it, at share {share}: {own}",
+                    heads.labels.strong_label
+                ),
+            };
+            heads.labels.model = Some(l.model.clone());
+        }
+        if i == 0 {
+            heads.save(&args.out)?;
+            println!("wrote {}", args.out.display());
+        }
+        if let Some(l) = labelled {
+            let held = HeldOut::split(&l.rows, seed, cfg.validation)?;
+            let (base_scores, back) =
+                held.strong_scores(encoder, built_in.clone(), DEFAULT_MAX_TOKENS)?;
+            let (scores, back) = held.strong_scores(back, heads, DEFAULT_MAX_TOKENS)?;
+            encoder = back;
+            checks.push(SeedCheck {
+                seed,
+                held_out: held.rows.len(),
+                worse: held.worse(),
+                built_in: score(&base_scores, &held.outcomes).apgr,
+                trained: score(&scores, &held.outcomes).apgr,
+                difference: Difference::of(&base_scores, &scores, &held.outcomes, seed),
+            });
+        }
     }
-    if let Err(e) = heads.save(&args.out) {
-        eprintln!("error: {e}");
-        return 1;
+    if let Some(l) = labelled {
+        print_checks(&checks, l, args.validation);
     }
-    println!("wrote {}", args.out.display());
-    0
+    Ok(())
+}
+
+/// The table of [`SeedCheck`]s and a verdict: the heads beat the built-in ones when every
+/// seed's paired interval lies above zero (one split's interval covers which rows are scored,
+/// not which were trained on).
+fn print_checks(checks: &[SeedCheck], labelled: &Labelled, validation: f64) {
+    println!(
+        "\nAgainst the built-in heads, on each seed's held-out labels of `{}` at {DEFAULT_MAX_TOKENS} \
+         tokens (`eval-router --labels {} --seed N --validation {validation} --heads DIR` scores \
+         the same rows; interval: {RESAMPLES} paired bootstrap resamples, 5th to 95th percentile):\n",
+        labelled.model, labelled.file
+    );
+    println!("| seed | held out | on-box worse | built-in APGR | trained APGR | difference: median (interval) |");
+    println!("|---:|---:|---:|---:|---:|---|");
+    for c in checks {
+        let d = &c.difference;
+        println!(
+            "| {} | {} | {} | {:.3} | {:.3} | {:+.3} ({:+.3} to {:+.3}) |",
+            c.seed, c.held_out, c.worse, c.built_in, c.trained, d.median, d.low, d.high
+        );
+    }
+    let short: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.difference.above_zero())
+        .map(|c| c.seed.to_string())
+        .collect();
+    if !short.is_empty() {
+        println!(
+            "\nverdict: not better than the built-in heads at seed{} {} (the interval reaches zero): keep the built-in heads",
+            if short.len() > 1 { "s" } else { "" },
+            short.join(", ")
+        );
+    } else if checks.len() == 1 {
+        println!(
+            "\nverdict: better than the built-in heads at this seed; check other splits before deploying (--seed 7,1,2)"
+        );
+    } else {
+        println!(
+            "\nverdict: better than the built-in heads at every seed ({} splits)",
+            checks.len()
+        );
+    }
 }
