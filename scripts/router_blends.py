@@ -23,7 +23,6 @@ Needs numpy, scipy and scikit-learn, which the project itself does not use:
         --switchyard target/release/switchyard [--labels LABELS.jsonl ...]
 """
 
-import argparse
 import csv
 import json
 import os
@@ -35,7 +34,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import NearestNeighbors
 
 # The second round's helpers.
-from router_experiments import WEAK8, Embeddings, apgr, jsonl, mmlu_prompt
+from router_experiments import WEAK8, Embeddings, apgr, jsonl, mmlu_prompt, research_args
 
 DIM = 384
 LAYER6 = slice(2 * DIM, 3 * DIM)  # the last of the three pooled blocks (layers 2, 4, 6)
@@ -53,11 +52,7 @@ def classify(switchyard, rows, *extra):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="../shared/data")
-    ap.add_argument("--switchyard", default="switchyard")
-    ap.add_argument("--cache", default=os.path.expanduser(
-        "~/.cache/switchyard/embeddings/all-MiniLM-L6-v2-256-layers2.4.6.emb"))
+    ap = research_args(__doc__)
     ap.add_argument("--labels", action="append", default=[],
                     help="GSM8K labels from `switchyard label` (repeatable): a logistic "
                          "regression on them is scored, alone and beside the maths expert")

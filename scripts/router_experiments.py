@@ -56,6 +56,17 @@ def mmlu_prompt(question, options):
     return s + "\nAnswer:"
 
 
+def research_args(doc):
+    """The options every research script takes: --data (the shared data folder), --switchyard
+    (the binary) and --cache (train-router's embedding cache at 256 tokens)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--switchyard", default="switchyard")
+    ap.add_argument("--cache", default=os.path.expanduser(
+        "~/.cache/switchyard/embeddings/all-MiniLM-L6-v2-256-layers2.4.6.emb"))
+    return ap
+
+
 def built_in_layers():
     """The encoder layers the built-in heads pool (src/classifier/trained/labels.json `layers`)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,11 +141,7 @@ def apgr(scores, weak, strong):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="../shared/data")
-    ap.add_argument("--switchyard", default="switchyard")
-    ap.add_argument("--cache", default=os.path.expanduser(
-        "~/.cache/switchyard/embeddings/all-MiniLM-L6-v2-256-layers2.4.6.emb"))
+    ap = research_args(__doc__)
     args = ap.parse_args()
     emb = Embeddings(args.cache, args.switchyard)
     train = os.path.join(args.data, "train")

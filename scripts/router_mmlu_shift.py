@@ -28,7 +28,6 @@ switchyard binary for the shipped score (`switchyard classify --json -`).
         --switchyard target/release/switchyard
 """
 
-import argparse
 import csv
 import os
 from collections import defaultdict
@@ -39,17 +38,14 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import Ridge
 
 from router_blends import classify
-from router_experiments import WEAK8, Embeddings, apgr, jsonl, mmlu_prompt, shape
+from router_experiments import (WEAK8, Embeddings, apgr, jsonl, mmlu_prompt, research_args,
+                                shape)
 
 MIXTRAL = "Mixtral-8x7B-Instruct-v0.1"
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="../shared/data")
-    ap.add_argument("--switchyard", default="switchyard")
-    ap.add_argument("--cache", default=os.path.expanduser(
-        "~/.cache/switchyard/embeddings/all-MiniLM-L6-v2-256-layers2.4.6.emb"))
+    ap = research_args(__doc__)
     args = ap.parse_args()
     train = os.path.join(args.data, "train")
 

@@ -34,9 +34,21 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Runs `switchyard` and returns its stdout; a failure shows stdout and stderr.
+fn switchyard_ok(args: &[&str], stdin: Option<&str>) -> String {
+    let o = switchyard(args, stdin);
+    let out = stdout(&o);
+    assert!(
+        o.status.success(),
+        "{args:?}: {out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
 #[test]
 fn classify_prints_the_distribution_and_strong_score() {
-    let o = switchyard(
+    let out = switchyard_ok(
         &[
             "classify",
             "--json",
@@ -44,8 +56,7 @@ fn classify_prints_the_distribution_and_strong_score() {
         ],
         None,
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    let v: Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(v["category"], "code");
     let cats = v["categories"].as_object().expect("categories");
     assert_eq!(cats.len(), 8);
@@ -109,9 +120,8 @@ fn classify_can_print_each_rows_embedding() {
     .iter()
     .map(|r| format!("{r}\n"))
     .collect::<String>();
-    let o = switchyard(&["classify", "--embedding", "-"], Some(&input));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let vectors: Vec<Vec<f64>> = stdout(&o)
+    let out = switchyard_ok(&["classify", "--embedding", "-"], Some(&input));
+    let vectors: Vec<Vec<f64>> = out
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).expect("json line");
@@ -226,13 +236,7 @@ fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
         "60",
         "--no-cache",
     ];
-    let o = switchyard(&args, None);
-    let log = stdout(&o);
-    assert!(
-        o.status.success(),
-        "{log}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let log = switchyard_ok(&args, None);
     assert!(log.contains("category head kept from builtin"), "{log}");
     let meta: Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("labels.json")).expect("read"))
@@ -246,9 +250,8 @@ fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
         }
         a.push(text.into());
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        let o = switchyard(&a, None);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_str::<Value>(stdout(&o).trim()).expect("json")
+        let out = switchyard_ok(&a, None);
+        serde_json::from_str::<Value>(out.trim()).expect("json")
     };
     let chat = "hi there, how are you doing today, friend number 7?";
     let exam =
@@ -304,7 +307,7 @@ fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
         })
         .collect();
     std::fs::write(&exam_labels, rows).expect("write labels");
-    let o = switchyard(
+    let out = switchyard_ok(
         &[
             "eval-router",
             "--labels",
@@ -315,12 +318,6 @@ fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
             &path(&out_dir),
         ],
         None,
-    );
-    let out = stdout(&o);
-    assert!(
-        o.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
     );
     let held = out
         .split(" of 120 rows")
@@ -494,12 +491,11 @@ fn train_router_pools_the_layers_asked_for() {
             .expect("json");
     assert_eq!(meta["layers"], json!([3, 6]));
     // The heads are read with the layers they were trained on.
-    let o = switchyard(
+    let printed = switchyard_ok(
         &["classify", "--heads", &out, "--embedding", "-"],
         Some("{\"prompt\": \"What is 2+2?\"}\n"),
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let row: Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    let row: Value = serde_json::from_str(printed.trim()).expect("json");
     assert_eq!(row["embedding"].as_array().map(Vec::len), Some(2 * 384));
     assert!(row["strong_score"].as_f64().is_some(), "{row}");
 
@@ -566,12 +562,11 @@ fn train_router_trains_strong_experts_that_mix_by_category() {
     // The served score is the mixture: the maths expert weighs P(math), the main head the rest.
     let text = "Tom has 7 apples and buys 5 more. How many apples does he have?";
     let row = format!("{}\n", json!({ "prompt": text }));
-    let o = switchyard(
+    let out = switchyard_ok(
         &["classify", "--heads", &with, "--embedding", "-"],
         Some(&row),
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let row: Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    let row: Value = serde_json::from_str(out.trim()).expect("json");
     let embedding: Vec<f32> = serde_json::from_value(row["embedding"].clone()).expect("embedding");
     let served = row["strong_score"].as_f64().expect("score");
     let p_math = row["categories"]["math"].as_f64().expect("p(math)");
@@ -681,7 +676,7 @@ fn eval_router_reports_apgr_beside_random() {
         ),
     )
     .expect("write");
-    let o = switchyard(
+    let out = switchyard_ok(
         &[
             "eval-router",
             "--data",
@@ -690,8 +685,6 @@ fn eval_router_reports_apgr_beside_random() {
         ],
         None,
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = stdout(&o);
     for b in [
         "| mmlu | 10 | random (expected) | 0.500 |",
         "| gsm8k | 10 |",
@@ -838,7 +831,7 @@ fn heads_trained_on_labels_score_their_held_out_rows() {
         format!("Prove the bound on the spectral gap of random regular graph family {i} and derive its constant.")
     });
     let out_dir = tmp.path().join("heads");
-    let o = switchyard(
+    let log = switchyard_ok(
         &[
             "train-router",
             "--data",
@@ -853,12 +846,6 @@ fn heads_trained_on_labels_score_their_held_out_rows() {
         ],
         None,
     );
-    let log = stdout(&o);
-    assert!(
-        o.status.success(),
-        "{log}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
     assert!(
         log.contains("validation APGR on held-out labels: "),
         "{log}"
@@ -868,7 +855,7 @@ fn heads_trained_on_labels_score_their_held_out_rows() {
             .expect("json");
     assert_eq!(meta["model"], "tiny-box");
 
-    let o = switchyard(
+    let out = switchyard_ok(
         &[
             "eval-router",
             "--labels",
@@ -877,12 +864,6 @@ fn heads_trained_on_labels_score_their_held_out_rows() {
             out_dir.to_str().expect("path"),
         ],
         None,
-    );
-    let out = stdout(&o);
-    assert!(
-        o.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
     );
     assert!(out.contains("Held-out labels of `tiny-box`"), "{out}");
     assert!(out.contains("| random (expected) | 0.500 |"), "{out}");
@@ -1018,7 +999,7 @@ fn train_router_checks_each_seed_against_the_built_in_heads() {
     let tmp = tempfile::tempdir().expect("tmp");
     let path = |p: &Path| p.to_str().expect("path").to_string();
     let train = |labels: &Path, out: &Path| {
-        let o = switchyard(
+        switchyard_ok(
             &[
                 "train-router",
                 "--base",
@@ -1036,14 +1017,7 @@ fn train_router_checks_each_seed_against_the_built_in_heads() {
                 "--no-cache",
             ],
             None,
-        );
-        let log = stdout(&o);
-        assert!(
-            o.status.success(),
-            "{log}{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        log
+        )
     };
     // 160 label rows, half short fact questions and half clinical exam questions (which the
     // built-in heads score far above the fact questions), `exam_hard` saying which half the
@@ -1103,7 +1077,7 @@ fn train_router_checks_each_seed_against_the_built_in_heads() {
         "{log}"
     );
     // The folder holds seed 7's heads: eval-router scores the same rows to the same numbers.
-    let o = switchyard(
+    let out = switchyard_ok(
         &[
             "eval-router",
             "--labels",
@@ -1117,8 +1091,6 @@ fn train_router_checks_each_seed_against_the_built_in_heads() {
         ],
         None,
     );
-    let out = stdout(&o);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (held, worse, built_in, trained, (low, median, high)) = seed_check(&log, 7);
     assert!(
         out.contains(&format!(
