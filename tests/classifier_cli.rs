@@ -998,7 +998,7 @@ fn seed_check(log: &str, seed: u64) -> (usize, usize, f64, f64, (f64, f64, f64))
 fn train_router_checks_each_seed_against_the_built_in_heads() {
     let tmp = tempfile::tempdir().expect("tmp");
     let path = |p: &Path| p.to_str().expect("path").to_string();
-    let train = |labels: &Path, out: &Path| {
+    let train = |labels: &Path, out: &Path, validation: &str| {
         switchyard_ok(
             &[
                 "train-router",
@@ -1009,7 +1009,7 @@ fn train_router_checks_each_seed_against_the_built_in_heads() {
                 "--seed",
                 "7,1",
                 "--validation",
-                "0.3",
+                validation,
                 "--out",
                 &path(out),
                 "--epochs",
@@ -1053,7 +1053,7 @@ fn train_router_checks_each_seed_against_the_built_in_heads() {
     // questions easy): the calibration wins at both seeds.
     let odd = write("odd.jsonl", false);
     let heads = tmp.path().join("odd-heads");
-    let log = train(&odd, &heads);
+    let log = train(&odd, &heads, "0.3");
     assert!(
         log.contains("\nseed 7:\n") && log.contains("\nseed 1:\n"),
         "{log}"
@@ -1112,11 +1112,20 @@ fn train_router_checks_each_seed_against_the_built_in_heads() {
     // Labels the built-in heads already order perfectly (exam questions hard, fact questions
     // easy): no calibration can beat them, and the verdict keeps them.
     let agree = write("agree.jsonl", true);
-    let log = train(&agree, &tmp.path().join("agree-heads"));
+    let log = train(&agree, &tmp.path().join("agree-heads"), "0.3");
     let (_, _, built_in, _, (low, _, _)) = seed_check(&log, 1);
     assert!(built_in > 0.6 && low <= 0.0, "{log}");
     assert!(
         log.contains("verdict: not better than the built-in heads at seeds 7, 1"),
+        "{log}"
+    );
+    // Heads trained on every label (nothing held out) are written; there is nothing to check.
+    let all = tmp.path().join("all-heads");
+    let log = train(&agree, &all, "0");
+    assert!(all.join("heads.safetensors").exists(), "{log}");
+    assert!(
+        log.contains("no label row held out at seed 1 (--validation 0)")
+            && !log.contains("verdict"),
         "{log}"
     );
 }

@@ -350,7 +350,13 @@ fn train_each_seed(
             println!("wrote {}", args.out.display());
         }
         if let Some(l) = labelled {
-            let held = HeldOut::split(&l.rows, seed, cfg.validation)?;
+            let Ok(held) = HeldOut::split(&l.rows, seed, cfg.validation) else {
+                println!(
+                    "no label row held out at seed {seed} (--validation {}): nothing to check against the built-in heads",
+                    cfg.validation
+                );
+                continue;
+            };
             let (base_scores, back) =
                 held.strong_scores(encoder, built_in.clone(), DEFAULT_MAX_TOKENS)?;
             let (scores, back) = held.strong_scores(back, heads, DEFAULT_MAX_TOKENS)?;
@@ -365,7 +371,7 @@ fn train_each_seed(
             });
         }
     }
-    if let Some(l) = labelled {
+    if let (Some(l), false) = (labelled, checks.is_empty()) {
         print_checks(&checks, l, args.validation);
     }
     Ok(())
