@@ -13,8 +13,9 @@ use crate::classifier::{Classifier, ClassifierError, RouterModel};
 /// Bootstrap resamples behind the paired interval.
 pub const RESAMPLES: usize = 2000;
 
-/// The rows `train-router --labels --seed S --validation V` holds out, with their outcomes:
-/// weak = the on-box answer is right (strong_label 0), strong = the cloud's is.
+/// The rows `train-router --labels --seed S --validation V` holds out, with their outcomes
+/// (`data::load_labels`): the on-box answer right when `strong_label` is below 0.5, the
+/// cloud's always right.
 pub struct HeldOut<'a> {
     pub rows: Vec<&'a Example>,
     pub outcomes: Vec<Outcome>,
