@@ -1129,3 +1129,72 @@ fn train_router_checks_each_seed_against_the_built_in_heads() {
         "{log}"
     );
 }
+
+/// The heads shipped for `scripts/serve.sh`'s default model (policies/heads/, trained by
+/// `train-router --base builtin --labels` on the labels beside them, seed 7) beat the built-in
+/// heads on the labels that training held out, by a paired interval above zero; and the default
+/// policy gives them to its on-box model only when `SWITCHYARD_LOCAL_HEADS` names them.
+#[test]
+fn the_default_models_shipped_heads_beat_the_built_in_ones_on_their_held_out_labels() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let heads = repo.join("policies/heads/qwen2.5-coder-1.5b-instruct-q4_k_m");
+    let labels = heads.join("gsm8k-labels.jsonl");
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(heads.join("labels.json")).expect("read"))
+            .expect("json");
+    assert_eq!(meta["model"], "on-box");
+    let rows = std::fs::read_to_string(&labels).expect("labels");
+    let rows: Vec<Value> = rows
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("label row"))
+        .collect();
+    assert!(
+        rows.iter()
+            .all(|r| r["model"] == "on-box" && r["graded"] == "gold"),
+        "every row gold-graded for the on-box model"
+    );
+
+    let out = switchyard_ok(
+        &[
+            "eval-router",
+            "--labels",
+            labels.to_str().expect("path"),
+            "--validation",
+            "0.3",
+            "--seed",
+            "7",
+            "--heads",
+            heads.to_str().expect("path"),
+            "--no-cache",
+        ],
+        None,
+    );
+    // Seed 7 holds out 949 of the 3,000 rows, as train-router did.
+    let (low, median, high) = difference_interval(&out, 949);
+    assert!(low > 0.0 && median > low && high > median, "{out}");
+
+    // The default policy reads the on-box model's own score only with the heads named.
+    let policy = repo.join("policies/default.yaml");
+    let explain = |heads_env: Option<&Path>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        c.args(["policy", "explain", "--policy"])
+            .arg(&policy)
+            .arg("Tell me about the history of the Roman senate and how it lost power.")
+            .env_remove("SWITCHYARD_LOCAL_HEADS");
+        if let Some(h) = heads_env {
+            c.env("SWITCHYARD_LOCAL_HEADS", h);
+        }
+        let o = c.output().expect("explain");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        stdout(&o)
+    };
+    let shared = explain(None);
+    let calibrated = explain(Some(&heads));
+    // The rule the classifier decides on reads the shared score, or the on-box model's own.
+    assert!(shared.contains("hard-for-small-model"), "{shared}");
+    assert!(!shared.contains("(for on-box)"), "{shared}");
+    assert!(
+        calibrated.contains("strong_score (for on-box)"),
+        "{calibrated}"
+    );
+}

@@ -265,6 +265,21 @@ fn the_image_runs_as_its_user_with_the_paths_the_manifests_name() {
     let root = PathBuf::from(buildah(&["mount", &ctr]));
     assert!(root.join("usr/local/bin/switchyard").is_file());
     assert!(root.join("etc/switchyard/policy.yaml").is_file());
+    // The heads calibrated for Qwen2.5-Coder-1.5B, for SWITCHYARD_LOCAL_HEADS with that model.
+    let heads = "qwen2.5-coder-1.5b-instruct-q4_k_m";
+    for f in ["heads.safetensors", "labels.json"] {
+        let repo_file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("policies/heads")
+            .join(heads)
+            .join(f);
+        let image_file = root.join("etc/switchyard/heads").join(heads).join(f);
+        assert_eq!(
+            std::fs::read(&image_file).ok(),
+            Some(std::fs::read(&repo_file).expect("the repository's heads")),
+            "{} in the image",
+            image_file.display()
+        );
+    }
     assert!(!root.join("bin/sh").exists(), "no shell at run time");
     let version = run(Command::new("chroot")
         .arg(&root)

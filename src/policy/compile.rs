@@ -241,7 +241,9 @@ impl Compiler<'_> {
                     (ModelKind::Local, Ok(p)) if !p.is_empty() => {
                         model_heads.push((name.clone(), std::path::PathBuf::from(p)))
                     }
-                    (ModelKind::Local, Ok(_)) => self.error(&field, "`heads` must not be empty"),
+                    // Empty (`${VAR:-}` with VAR unset): no heads of its own, as for
+                    // `classifier.heads`.
+                    (ModelKind::Local, Ok(_)) => {}
                     (ModelKind::Local, Err(var)) => self.error(
                         &field,
                         format!("environment variable {var} is not set and the heads give no default (`${{{var}:-...}}`)"),

@@ -370,6 +370,12 @@ default: { route: other }
         // The shared score says easy; `small`'s own heads say it would get it wrong.
         assert_eq!(rule_of(&p, &with(0.2, 0.9)), "hard");
         assert_eq!(rule_of(&p, &with(0.9, 0.2)), "default");
+        // Empty heads (an unset `${VAR:-}`) are none: the rule reads the shared score.
+        let unset = src.replace("heads: /heads/small", "heads: \"${SMALL_HEADS:-}\"");
+        let p = parse(&unset, "test.yaml", &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(p.classifier.model_heads.is_empty());
+        assert_eq!(p.rules[0].when.strong_model, None);
+        assert_eq!(rule_of(&p, &with(0.9, 0.2)), "hard");
         // `heads` belongs to on-box models only.
         let bad = src.replace("big: { kind: openai,", "big: { kind: openai, heads: /h,");
         let e = parse(&bad, "test.yaml", &|_| None)

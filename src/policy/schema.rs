@@ -302,6 +302,7 @@ pub struct ModelSpec {
     pub template: Option<String>,
     /// `local` only: a heads folder from `train-router --labels` calibrated for this model:
     /// rules whose route's on-box model is this one read the strong score of these heads.
+    /// Empty (e.g. `${VAR:-}` with VAR unset): none, the rules read the shared heads.
     #[serde(default)]
     pub heads: Option<String>,
     /// `local` only: a `tokenizer.json` (default: built from the GGUF metadata).

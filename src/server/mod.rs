@@ -109,13 +109,31 @@ impl Gateway {
                 Some(p) if p.policy.classifier == policy.classifier && p.classifier.is_some() => {
                     p.classifier.clone()
                 }
-                _ => Some(crate::classifier::start(&policy.classifier).map_err(|e| {
-                    format!(
-                        "cannot load the request classifier ({}): {e}\n\
-                         hint: scripts/fetch-models.sh fetches the default encoder",
-                        policy.classifier.encoder.display()
-                    )
-                })?),
+                _ => {
+                    let c = &policy.classifier;
+                    let started = crate::classifier::start(c).map_err(|e| {
+                        format!(
+                            "cannot load the request classifier ({}): {e}\n\
+                             hint: scripts/fetch-models.sh fetches the default encoder",
+                            c.encoder.display()
+                        )
+                    })?;
+                    let shared = c
+                        .heads
+                        .as_ref()
+                        .map_or("built in".into(), |h| h.display().to_string());
+                    tracing::info!(
+                        "request classifier: encoder {}, heads {shared}",
+                        c.encoder.display()
+                    );
+                    for (model, dir) in &c.model_heads {
+                        tracing::info!(
+                            "model `{model}`: strong_score rules read its own heads, {}",
+                            dir.display()
+                        );
+                    }
+                    Some(started)
+                }
             }
         };
         let recorder = match (&policy.recording, previous) {
