@@ -167,6 +167,9 @@ async fn with_no_cloud_key_structured_requests_are_answered_on_the_box() {
     body["tools"] = json!([{"type": "function", "function": {"name": "get_weather",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
     body["tool_choice"] = json!("required");
+    // Greedy: the arguments below are checked for shape, which a sampled 0.5B model can miss
+    // (the tool's schema requires nothing, so echoing it is valid JSON under it).
+    body["temperature"] = json!(0);
     let r = chat(&gw, body.clone(), &[]).await;
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.error_code(), "model_unavailable");
