@@ -1193,6 +1193,11 @@ fn the_default_models_shipped_heads_beat_the_built_in_ones_on_their_held_out_lab
     // The rule the classifier decides on reads the shared score, or the on-box model's own.
     assert!(shared.contains("hard-for-small-model"), "{shared}");
     assert!(!shared.contains("(for on-box)"), "{shared}");
+    assert!(!shared.contains("its own heads"), "{shared}");
+    assert!(
+        calibrated.contains("strong_score for on-box (its own heads): 0."),
+        "{calibrated}"
+    );
     assert!(
         calibrated.contains("strong_score (for on-box)"),
         "{calibrated}"

@@ -212,8 +212,15 @@ pub fn run(args: ExplainArgs) -> i32 {
                     .take(4)
                     .map(|(k, p)| format!("{k} {p:.3}"))
                     .collect();
+                let own: String = c
+                    .strong_by_model
+                    .iter()
+                    .map(|(m, score)| {
+                        format!("\n  strong_score for {m} (its own heads): {score:.3}")
+                    })
+                    .collect();
                 detail = Some(format!(
-                    "categories: {}; {} tokens{}{}",
+                    "categories: {}; {} tokens{}{}{own}",
                     cats.join(", "),
                     c.tokens,
                     if c.truncated { ", truncated" } else { "" },
