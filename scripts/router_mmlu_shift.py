@@ -11,7 +11,10 @@ as a diagnosis only, the APGR a router would reach if it knew each evaluation su
   (`src` = `ori_mmlu-SUBJECT`) a model got wrong, given to each evaluation question by its own
   `subject` field (an upper bound for any subject classifier on the text); the table gives the
   best rank correlation, over the 29 models of correctness.csv, between that share and the
-  evaluation subjects' gain (strong right minus weak right).
+  evaluation subjects' gain (strong right minus weak right). The same for a gain prior: per
+  subject, the folder's most accurate model right minus Mixtral right on MMLU-Pro, the
+  benchmark's own quantity on the training questions (and the best correlation over the 28
+  models paired with Mixtral).
 - Lexical ridge: TF-IDF of words (1-2 grams) or characters (3-5 grams within words) on the
   shipped label (share of the eight small models wrong), alpha 10, alone and rank-averaged with
   the shipped score at half its weight (chosen before scoring); first fitted on 90% of MMLU-Pro
@@ -42,6 +45,8 @@ from router_experiments import (WEAK8, Embeddings, apgr, jsonl, mmlu_prompt, res
                                 shape)
 
 MIXTRAL = "Mixtral-8x7B-Instruct-v0.1"
+# The folder's most accurate model on MMLU-Pro (70.1% right), standing in for GPT-4.
+STRONGEST = "gemini-1.5-pro-002"
 
 
 def main():
@@ -97,7 +102,18 @@ def main():
     best = max(corr)
     print(f"Subjects in both: {len(names)}. Rank correlation between an MMLU-Pro model's share "
           f"wrong per subject and the evaluation subjects' gain: at best {best[0]:.2f} "
-          f"({best[1]}), {dict((m, round(c, 2)) for c, m in corr)[MIXTRAL]} for {MIXTRAL}\n")
+          f"({best[1]}), {dict((m, round(c, 2)) for c, m in corr)[MIXTRAL]} for {MIXTRAL}")
+    gains = []
+    for j, m in enumerate(models):
+        if m == MIXTRAL:
+            continue
+        own = [np.nanmean(np.array(subject_rows[s])[:, j]
+                          - np.array(subject_rows[s])[:, models.index(MIXTRAL)]) for s in names]
+        gains.append((spearmanr(own, gain)[0], m))
+    best = max(gains)
+    print(f"The same for a model pair's gain on MMLU-Pro ({MIXTRAL} wrong, the other right, per "
+          f"subject): at best {best[0]:.2f} ({best[1]}), "
+          f"{dict((m, round(c, 2)) for c, m in gains)[STRONGEST]} for {STRONGEST}\n")
 
     def row(title, score):
         print(f"| {title} | {apgr(score, weak, strong):.3f} |", flush=True)
@@ -134,6 +150,14 @@ def main():
         by_subject)
     row("the same, rank-averaged with the shipped score (prior at half weight)",
         0.5 * rank(by_subject) + rank(shipped))
+    gap = {s: np.nanmean(np.array(subject_rows[s])[:, models.index(STRONGEST)]
+                         - np.array(subject_rows[s])[:, models.index(MIXTRAL)]) for s in names}
+    fallback = np.mean(list(gap.values()))
+    by_gap = np.array([gap.get(s, fallback) for s in subject])
+    row(f"subject gain prior: {STRONGEST} right minus {MIXTRAL} right, on MMLU-Pro's rows of "
+        "the question's subject", by_gap)
+    row("the same, rank-averaged with the shipped score (prior at half weight)",
+        0.5 * rank(by_gap) + rank(shipped))
     for title, make in vectorizers:
         vec = make()
         ridge = Ridge(alpha=10.0).fit(vec.fit_transform(texts), label)
