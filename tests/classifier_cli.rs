@@ -182,7 +182,7 @@ fn write_labels(path: &Path, model: &str, n: usize, hard: impl Fn(usize) -> Stri
             format!(
                 "{}\n",
                 json!({"id": i.to_string(), "prompt": prompt, "model": model,
-                    "strong_label": if h { 1.0 } else { 0.0 }, "graded": "gold"})
+                    "model_file": format!("{model}.gguf"), "strong_label": if h { 1.0 } else { 0.0 }, "graded": "gold"})
             )
         })
         .collect();
@@ -242,6 +242,10 @@ fn heads_can_start_from_the_built_in_ones_and_keep_their_categories() {
         serde_json::from_slice(&std::fs::read(out_dir.join("labels.json")).expect("read"))
             .expect("json");
     assert_eq!(meta["model"], "odd-box");
+    assert_eq!(
+        meta["model_file"], "odd-box.gguf",
+        "the labels' weights file"
+    );
 
     let classify = |heads: Option<&Path>, text: &str| {
         let mut a = vec!["classify".to_string(), "--json".into()];
@@ -1143,6 +1147,8 @@ fn the_default_models_shipped_heads_beat_the_built_in_ones_on_their_held_out_lab
         serde_json::from_slice(&std::fs::read(heads.join("labels.json")).expect("read"))
             .expect("json");
     assert_eq!(meta["model"], "on-box");
+    let file = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
+    assert_eq!(meta["model_file"], file);
     let rows = std::fs::read_to_string(&labels).expect("labels");
     let rows: Vec<Value> = rows
         .lines()
@@ -1150,7 +1156,7 @@ fn the_default_models_shipped_heads_beat_the_built_in_ones_on_their_held_out_lab
         .collect();
     assert!(
         rows.iter()
-            .all(|r| r["model"] == "on-box" && r["graded"] == "gold"),
+            .all(|r| r["model"] == "on-box" && r["model_file"] == file && r["graded"] == "gold"),
         "every row gold-graded for the on-box model"
     );
 

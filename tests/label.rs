@@ -86,6 +86,12 @@ default: {{ route: smollm2-135m }}
         let l = r["strong_label"].as_f64().expect("a label");
         assert!((0.0..=1.0).contains(&l), "{r}");
         assert_eq!(r["model"], "smollm2-135m");
+        let file = smollm2_path();
+        let file = file.file_name().expect("a file").to_string_lossy();
+        assert_eq!(
+            r["model_file"], *file,
+            "the weights' file name, not its folders"
+        );
     }
     let by_id = |id: &str| got.iter().find(|r| r["id"] == id).cloned().expect("row");
     let math = by_id("math");
@@ -121,6 +127,20 @@ default: {{ route: smollm2-135m }}
         "{err}"
     );
     assert_eq!(rows(&out).len(), 3);
+
+    // Labels another model file earned are not mixed with this one's.
+    let foreign = tmp.path().join("foreign.jsonl");
+    std::fs::write(
+        &foreign,
+        "{\"id\": \"math\", \"prompt\": \"x\", \"model\": \"on-box\", \"model_file\": \"other.gguf\", \"strong_label\": 1.0}\n",
+    )
+    .expect("write");
+    let (ok, err) = label(&policy, &input, &foreign, &["--judge", "judge"]);
+    assert!(
+        !ok && err.contains("holds labels earned by other.gguf") && err.contains("another --out"),
+        "{err}"
+    );
+    assert_eq!(rows(&foreign).len(), 1, "the file is left as it was");
 
     // At $1000 per million tokens, a cap below one judged row's cost stops after the first.
     let more = tmp.path().join("more.jsonl");

@@ -273,3 +273,30 @@ fn a_chat_template_is_for_local_models() {
     ));
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn heads_calibrated_for_another_model_file_are_noted() {
+    // The shipped heads of the default model record the file their labels came from; a policy
+    // that gives them to a model loading another file is told so, and one loading that file is not.
+    let heads = format!(
+        "{}/policies/heads/qwen2.5-coder-1.5b-instruct-q4_k_m",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let policy = |file: &str| {
+        format!(
+            "version: 1\nmodels:\n  on-box: {{ kind: local, path: /opt/models/{file}, heads: '{heads}' }}\n\
+             classifier: {{}}\nrules:\n  - {{ name: hard, when: {{ strong_score: {{ above: 0.5 }} }}, route: on-box }}\n\
+             default: {{ route: on-box }}\n"
+        )
+    };
+    let (code, out, err) = check_text(&policy("smollm2-135m-instruct-q8_0.gguf"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("note: model `on-box` loads smollm2-135m-instruct-q8_0.gguf, but its heads")
+            && out.contains("were calibrated for qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
+        "{out}"
+    );
+    let (code, out, err) = check_text(&policy("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("calibrated for"), "{out}");
+}

@@ -276,13 +276,22 @@ pub fn load(dir: &Path) -> Result<Vec<Example>, ClassifierError> {
 /// The source name of rows from `switchyard label`.
 pub const LABELS_SOURCE: &str = "labels";
 
+/// The on-box model a label file was made for: its first row's `model` (the policy's name for
+/// it) and `model_file` (the file name of its weights; `None` in files written before rows
+/// carried it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelledModel {
+    pub name: String,
+    pub file: Option<String>,
+}
+
 /// Rows of a `switchyard label` file as strong-score examples (no category): the text is the
 /// row's `prompt`, the target its `strong_label`, and its validation pair (on-box right when
 /// the label is below 0.5, cloud right). Returns the examples and the on-box model they were
-/// labelled for (the first row's `model`).
+/// labelled for.
 ///
 /// Errors: a file that cannot be read, or a row without `prompt` and `strong_label` in [0, 1].
-pub fn load_labels(path: &Path) -> Result<(Vec<Example>, String), ClassifierError> {
+pub fn load_labels(path: &Path) -> Result<(Vec<Example>, LabelledModel), ClassifierError> {
     let rows = jsonl(path)?;
     let mut out = vec![];
     for (i, r) in rows.iter().enumerate() {
@@ -311,12 +320,16 @@ pub fn load_labels(path: &Path) -> Result<(Vec<Example>, String), ClassifierErro
             pair: Some((label < 0.5, true)),
         });
     }
-    let model = rows
-        .first()
-        .and_then(|r| r.get("model"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let field = |name: &str| {
+        rows.first()
+            .and_then(|r| r.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let model = LabelledModel {
+        name: field("model").unwrap_or_default(),
+        file: field("model_file"),
+    };
     Ok((out, model))
 }
 

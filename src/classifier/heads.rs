@@ -11,6 +11,16 @@ use std::path::Path;
 pub const WEIGHTS_FILE: &str = "heads.safetensors";
 pub const LABELS_FILE: &str = "labels.json";
 
+/// The name by which labels and heads record an on-box model's weights: the file name of its
+/// path, without the folders (which differ from machine to machine), e.g.
+/// `qwen2.5-coder-1.5b-instruct-q4_k_m.gguf`.
+pub fn model_file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// The JSON label map stored beside the weights.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Labels {
@@ -34,6 +44,11 @@ pub struct Labels {
     /// for heads trained on the public data's labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The file name of the weights that earned those labels ([`model_file_name`]; the label
+    /// rows' `model_file`), so that a policy giving these heads to a model that loads another
+    /// file is told (`switchyard policy check`, `serve`'s log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_file: Option<String>,
     /// Strong heads for some categories, beside the main one (weights `strong_expert{i}.*`).
     /// The strong score is a mixture gated by the category head: each expert's score weighs
     /// the probability of its categories, the main head's the rest (see [`Heads::apply`]).
@@ -104,6 +119,19 @@ impl std::fmt::Display for StrongExpert {
 }
 
 impl Labels {
+    /// Reads a heads folder's `labels.json` alone (not the weights).
+    ///
+    /// Errors: the file cannot be read or is not a label map.
+    pub fn read(dir: &Path) -> Result<Labels, ClassifierError> {
+        let path = dir.join(LABELS_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ClassifierError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| ClassifierError::Format(format!("{}: {e}", path.display())))
+    }
+
     /// The encoder layers the heads read, all of them and the strong head's: [`Labels::layers`]
     /// (`last`, the encoder's last layer, when it names none) and [`Labels::strong_layers`]
     /// (all of them when it names none).
@@ -491,6 +519,7 @@ mod tests {
             max_tokens: 128,
             strong_label: String::new(),
             model: None,
+            model_file: None,
             strong_experts: vec![],
         }
     }

@@ -106,6 +106,36 @@ pub trait RouterModel: Send + Sync {
     fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>, ClassifierError>;
 }
 
+/// Notes on on-box models whose own heads (`models.<name>.heads`) were calibrated on another
+/// weights file than the one the policy loads for them (the heads' `model_file` against the
+/// file name of the model's `path`): their strong score says when the labels' model answers
+/// worse than the cloud, not when this one does. Heads that record no file, and folders that
+/// cannot be read (loading them reports that), give none.
+pub fn calibration_notes(policy: &crate::policy::Policy) -> Vec<String> {
+    let mut notes = vec![];
+    for (model, dir) in &policy.classifier.model_heads {
+        let Ok(labels) = heads::Labels::read(dir) else {
+            continue;
+        };
+        let loads = policy
+            .models
+            .get(model)
+            .and_then(|m| m.local.as_ref())
+            .and_then(|l| l.path.as_deref())
+            .map(heads::model_file_name);
+        if let (Some(calibrated), Some(loads)) = (labels.model_file, loads) {
+            if calibrated != loads {
+                notes.push(format!(
+                    "model `{model}` loads {loads}, but its heads ({}) were calibrated for {calibrated}: \
+                     its strong score says when {calibrated} answers worse than the cloud, not {loads}",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    notes
+}
+
 /// The encoder and its heads.
 pub struct Classifier {
     pub encoder: Encoder,

@@ -406,6 +406,7 @@ pub fn train_from(
                        synthetic tasks' complexity at 0.3 weight; see docs/router-quality.md"
             .to_string(),
         model: None,
+        model_file: None,
         strong_experts: layout.strong_experts.clone(),
     };
     let strong_blocks = labels.strong_blocks()?;

@@ -100,7 +100,8 @@ pub fn run(args: EvalRouterArgs) -> i32 {
 /// bootstrap interval of the APGR difference ([`Difference`]), which says whether a
 /// calibration beats the built-in heads by more than the held-out rows' noise.
 fn eval_labels(args: &EvalRouterArgs, path: &Path) -> Result<(), ClassifierError> {
-    let (rows, model) = data::load_labels(path)?;
+    let (rows, labelled) = data::load_labels(path)?;
+    let model = labelled.name;
     let held = HeldOut::split(&rows, args.seed, args.validation)
         .map_err(|e| ClassifierError::Format(format!("{}: {e}", path.display())))?;
     println!(

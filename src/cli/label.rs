@@ -11,6 +11,7 @@
 
 use super::classifier_args::progress;
 use crate::api::ChatRequest;
+use crate::classifier::heads::model_file_name;
 use crate::engines::{ChatEngine, EngineRequest};
 use crate::policy::{self, Policy};
 use crate::tuning::answers::{self, Question, Task};
@@ -172,7 +173,10 @@ fn load_training(
 }
 
 /// The ids already labelled in `out`. A last line cut short by an interruption is removed.
-fn done_ids(out: &Path) -> Result<std::collections::HashSet<String>, String> {
+///
+/// Errors: a row labelled by another model file than `model_file` (labels of two models in one
+/// file would teach heads neither model's failures).
+fn done_ids(out: &Path, model_file: &str) -> Result<std::collections::HashSet<String>, String> {
     let Ok(text) = std::fs::read_to_string(out) else {
         return Ok(Default::default());
     };
@@ -183,9 +187,22 @@ fn done_ids(out: &Path) -> Result<std::collections::HashSet<String>, String> {
     if complete.len() != text.len() {
         std::fs::write(out, complete).map_err(|e| format!("{}: {e}", out.display()))?;
     }
-    Ok(complete
+    let rows: Vec<Value> = complete
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    if let Some(other) = rows
+        .iter()
+        .filter_map(|v| v["model_file"].as_str())
+        .find(|f| *f != model_file)
+    {
+        return Err(format!(
+            "{} holds labels earned by {other}, and this run loads {model_file}: give another --out",
+            out.display()
+        ));
+    }
+    Ok(rows
+        .iter()
         .filter_map(|v| v["id"].as_str().map(str::to_string))
         .collect())
 }
@@ -249,6 +266,8 @@ async fn ask(
 struct Run<'a> {
     policy: &'a Policy,
     args: &'a LabelArgs,
+    /// The file name of the on-box model's weights (each row's `model_file`).
+    model_file: String,
     local: Arc<dyn ChatEngine>,
     judge: Option<(String, Arc<dyn ChatEngine>)>,
 }
@@ -276,7 +295,7 @@ async fn label(run: &Run<'_>, item: &Item) -> Result<(Value, f64), String> {
         let extracted = answers::extract(&q, &answer);
         let correct = extracted.as_deref() == Some(gold.as_str());
         let row = json!({"id": item.id, "prompt": prompt, "model": args.model,
-            "strong_label": if correct { 0.0 } else { 1.0 }, "graded": "gold",
+            "model_file": run.model_file, "strong_label": if correct { 0.0 } else { 1.0 }, "graded": "gold",
             "task": task.name(), "gold": gold, "extracted": extracted});
         return Ok((row, 0.0));
     }
@@ -292,7 +311,7 @@ async fn label(run: &Run<'_>, item: &Item) -> Result<(Value, f64), String> {
     let r = rating(&reply)
         .ok_or_else(|| format!("row {}: the judge gave no rating ([[1]] to [[5]])", item.id))?;
     let row = json!({"id": item.id, "prompt": prompt, "model": args.model,
-        "strong_label": f64::from(5 - r) / 4.0, "graded": "judge", "judge": judge, "rating": r,
+        "model_file": run.model_file, "strong_label": f64::from(5 - r) / 4.0, "graded": "judge", "judge": judge, "rating": r,
         "local_answer": answer, "cloud_answer": reference});
     Ok((row, c1 + c2))
 }
@@ -345,14 +364,16 @@ pub fn run(args: LabelArgs) -> i32 {
 
 fn try_run(args: &LabelArgs) -> Result<i32, String> {
     let policy = policy::load(&args.policy).map_err(|e| e.to_string())?;
-    match policy.models.get(&args.model) {
-        Some(m) if m.local.as_ref().is_some_and(|l| l.path.is_some()) => {}
-        Some(_) => {
-            return Err(format!(
-                "`{}` is not a local model with a `path`",
-                args.model
-            ))
-        }
+    let model_file = match policy.models.get(&args.model) {
+        Some(m) => match m.local.as_ref().and_then(|l| l.path.as_ref()) {
+            Some(path) => model_file_name(path),
+            None => {
+                return Err(format!(
+                    "`{}` is not a local model with a `path`",
+                    args.model
+                ))
+            }
+        },
         None => {
             return Err(format!(
                 "no model `{}` in {}",
@@ -360,7 +381,7 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
                 args.policy.display()
             ))
         }
-    }
+    };
     if let Some(j) = &args.judge {
         if !policy.models.get(j).is_some_and(|m| m.kind.is_cloud()) {
             return Err(format!(
@@ -374,7 +395,7 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
     } else {
         load_rows(&args.input)?
     };
-    let done = done_ids(&args.out)?;
+    let done = done_ids(&args.out, &model_file)?;
     let todo: Vec<&Item> = items.iter().filter(|i| !done.contains(&i.id)).collect();
     let judged: Vec<&Item> = todo.iter().copied().filter(|i| i.gold.is_none()).collect();
     eprintln!(
@@ -421,6 +442,7 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
         let run = Run {
             policy: &policy,
             args,
+            model_file,
             local: engine(&args.model)?,
             judge: match judge {
                 Some(j) => Some((j.clone(), engine(&j)?)),
@@ -519,7 +541,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("labels.jsonl");
         std::fs::write(&out, "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\",\"stro").unwrap();
-        let done = done_ids(&out).unwrap();
+        let done = done_ids(&out, "m.gguf").unwrap();
         assert!(done.contains("a") && done.contains("b") && !done.contains("c"));
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),

@@ -43,6 +43,9 @@ pub fn run(cmd: PolicyCommand) -> i32 {
                         ),
                     }
                 }
+                for note in crate::classifier::calibration_notes(&p) {
+                    println!("note: {note}");
+                }
                 for m in p.models.values() {
                     if let Some(reason) = m
                         .provider

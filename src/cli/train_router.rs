@@ -244,7 +244,7 @@ pub fn run(args: TrainRouterArgs) -> i32 {
 
 /// A label file given with --labels: the on-box model it grades, its path, its rows.
 struct Labelled {
-    model: String,
+    model: data::LabelledModel,
     file: String,
     rows: Vec<data::Example>,
 }
@@ -334,7 +334,7 @@ fn train_each_seed(
         if let Some(l) = labelled {
             let own = format!(
                 "the on-box model `{}` answers worse than the cloud (strong_label of {}, from switchyard label)",
-                l.model, l.file
+                l.model.name, l.file
             );
             heads.labels.strong_label = match args.labels_share {
                 None => own,
@@ -343,7 +343,8 @@ fn train_each_seed(
                     heads.labels.strong_label
                 ),
             };
-            heads.labels.model = Some(l.model.clone());
+            heads.labels.model = Some(l.model.name.clone());
+            heads.labels.model_file = l.model.file.clone();
         }
         if i == 0 {
             heads.save(&args.out)?;
@@ -385,7 +386,7 @@ fn print_checks(checks: &[SeedCheck], labelled: &Labelled, validation: f64) {
         "\nAgainst the built-in heads, on each seed's held-out labels of `{}` at {DEFAULT_MAX_TOKENS} \
          tokens (`eval-router --labels {} --seed N --validation {validation} --heads DIR` scores \
          the same rows; interval: {RESAMPLES} paired bootstrap resamples, 5th to 95th percentile):\n",
-        labelled.model, labelled.file
+        labelled.model.name, labelled.file
     );
     println!("| seed | held out | on-box worse | built-in APGR | trained APGR | difference: median (interval) |");
     println!("|---:|---:|---:|---:|---:|---|");

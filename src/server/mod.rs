@@ -132,6 +132,9 @@ impl Gateway {
                             dir.display()
                         );
                     }
+                    for note in crate::classifier::calibration_notes(&policy) {
+                        tracing::warn!("{note}");
+                    }
                     Some(started)
                 }
             }
