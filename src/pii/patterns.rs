@@ -4,8 +4,8 @@
 //! | kind | candidate | validation |
 //! |---|---|---|
 //! | `email` | RFC 5322 dot-atom local part, `@`, DNS labels, a letter TLD | no `..`, no edge dots; TLD is not a file extension (`icon@2x.png`) |
-//! | `phone` | `+` and 8-15 digits (E.164), or North American `(NXX) NXX-XXXX` with separators, or 9-13 digits after a phone word (`tel`, `phone`, `call`...) | digit count; not part of a longer number or id |
-//! | `credit_card` | 13-19 digits, single spaces or dashes between | Luhn (ISO/IEC 7812-1) and an issuer prefix (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay) |
+//! | `phone` | `+` and 8-15 digits (E.164), or North American `(NXX) NXX-XXXX` with separators, or 7-13 digits after a phone word (`tel`, `phone`, `call`...), or 8-13 before a line label (`office`, `fax`, `mobile`, `cell`); extensions kept | digit count; not part of a longer number or id; not a date |
+//! | `credit_card` | 12-19 digits, single spaces or dashes between | Luhn (ISO/IEC 7812-1) and an issuer prefix and length (Visa, Mastercard, Maestro, Amex, Discover, JCB, Diners, UnionPay) |
 //! | `iban` | two letters, two digits, 11-30 letters or digits, spaces between groups | ISO 13616: the country's length and BBAN format, mod-97 checksum (crate `iban_validate`) |
 //! | `national_id` | US SSN `AAA-GG-SSSS`, UK NINO, Spanish DNI/NIE | SSA area/group/serial rules; NINO prefix rules; DNI/NIE mod-23 check letter |
 //! | `ip_address` | dotted quad, IPv6 with `::` or eight groups | parses as an address; not loopback, unspecified, broadcast or a netmask; not after a version word |
@@ -35,10 +35,12 @@ fn re(pattern: &str) -> Regex {
 
 const EMAIL_P: &str = r"(?i)[a-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}";
 const PHONE_INTL_P: &str = r"\+[0-9]{1,3}(?:[ .-]?\(?[0-9]{1,5}\)?){2,6}";
-const PHONE_NANP_P: &str =
-    r"(?:\([2-9][0-9]{2}\)[ \t\r\n]?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}";
-const PHONE_WORD_P: &str = r"(?i)(?-u:\b)(?:phone|tel|telephone|mobile|cell|call(?: me)?(?: on| at)?|fax|whatsapp|ring me on)(?-u:\b)[:.]?[ \t\r\n]*(?:no\.?|number|nr\.?)?[:.]?[ \t\r\n]*(\(?[0-9][0-9 ()-]{7,16}[0-9])";
-const CARD_P: &str = r"[0-9](?:[ -]?[0-9]){12,18}";
+const PHONE_NANP_P: &str = r"(?:\([2-9][0-9]{2}\)[ \t\r\n]?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}(?:[ ]?(?i:x|ext\.?)[ ]?[0-9]{1,6})?";
+const PHONE_WORD_P: &str = r"(?i)(?-u:\b)(?:phone|tel|telephone|mobile|cell|call(?: me)?(?: on| at)?|fax|whatsapp|ring me on)(?-u:\b)[:.]?[ \t\r\n]*(?:no\.?|number|nr\.?)?[:.]?[ \t\r\n]*(\(?[0-9][0-9 ().-]{5,16}[0-9](?:[ ]?(?i:x|ext\.?)[ ]?[0-9]{1,6})?)";
+/// A number followed by the label of its line, as signatures and contact cards write them
+/// (`+41 53 147 37 99 fax`, `041 052 4919 (office)`, `(73) 4746-3459-Office`).
+const PHONE_LABEL_P: &str = r"(\(?[0-9][0-9 ().-]{6,16}[0-9](?:[ ]?(?i:x|ext\.?)[ ]?[0-9]{1,6})?)[ \t]*[-(]?[ \t]*(?i:office|fax|mobile|cell)(?-u:\b)";
+const CARD_P: &str = r"[0-9](?:[ -]?[0-9]){11,18}";
 const IBAN_P: &str = r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}";
 const SSN_P: &str = r"([0-9]{3})-([0-9]{2})-([0-9]{4})";
 const SSN_WORD_P: &str = r"(?i)(?-u:\b)(?:ssn|social security(?: number| no\.?)?)(?-u:\b)[:#]?[ \t\r\n]*([0-9]{3} ?[0-9]{2} ?[0-9]{4})";
@@ -68,6 +70,7 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| re(EMAIL_P));
 static PHONE_INTL: LazyLock<Regex> = LazyLock::new(|| re(PHONE_INTL_P));
 static PHONE_NANP: LazyLock<Regex> = LazyLock::new(|| re(PHONE_NANP_P));
 static PHONE_WORD: LazyLock<Regex> = LazyLock::new(|| re(PHONE_WORD_P));
+static PHONE_LABEL: LazyLock<Regex> = LazyLock::new(|| re(PHONE_LABEL_P));
 static CARD: LazyLock<Regex> = LazyLock::new(|| re(CARD_P));
 static IBAN: LazyLock<Regex> = LazyLock::new(|| re(IBAN_P));
 static SSN: LazyLock<Regex> = LazyLock::new(|| re(SSN_P));
@@ -228,12 +231,40 @@ fn phones(text: &str, out: &mut Vec<Found>) {
     }
     for c in PHONE_WORD.captures_iter(text) {
         let Some(m) = c.get(1) else { continue };
-        let n = digits(m.as_str()).len();
+        let n = number_digits(m.as_str());
         let (_, after) = around(text, m.start(), m.end());
-        if (9..=13).contains(&n) && !glued(after) {
+        if (7..=13).contains(&n) && !glued(after) && !date_shaped(m.as_str()) {
             push(out, Kind::Phone, m.range());
         }
     }
+    for c in PHONE_LABEL.captures_iter(text) {
+        let Some(m) = c.get(1) else { continue };
+        let n = number_digits(m.as_str());
+        let (before, _) = around(text, m.start(), m.end());
+        let number_before =
+            glued(before) || matches!(before, Some(b'-' | b'.' | b'/' | b'#' | b'+'));
+        if (8..=13).contains(&n) && !number_before && !date_shaped(m.as_str()) {
+            push(out, Kind::Phone, m.range());
+        }
+    }
+}
+
+/// A date written with one separator: `2024-11-30`, `30.11.2024`, `11/30/2024`.
+fn date_shaped(s: &str) -> bool {
+    let Some(sep) = s.bytes().find(|b| matches!(b, b'-' | b'.' | b'/')) else {
+        return false;
+    };
+    let groups: Vec<usize> = s.split(char::from(sep)).map(str::len).collect();
+    s.bytes().all(|b| b.is_ascii_digit() || b == sep)
+        && (groups == [4, 2, 2] || groups == [2, 2, 4])
+}
+
+/// The digits of a phone number before its extension (`x123`, `ext. 12`).
+fn number_digits(s: &str) -> usize {
+    let main = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or(s, |i| &s[..i]);
+    main.bytes().filter(u8::is_ascii_digit).count()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -256,7 +287,8 @@ pub fn luhn(number: &str) -> bool {
 }
 
 /// Whether a card number's length and issuer prefix belong to a major network (published IIN
-/// ranges of Visa, Mastercard, American Express, Discover, JCB, Diners Club and UnionPay).
+/// ranges of Visa, Mastercard, Maestro, American Express, Discover, JCB, Diners Club and
+/// UnionPay).
 fn issued(number: &str) -> bool {
     let n = number.len();
     let p = |k: usize| {
@@ -265,6 +297,15 @@ fn issued(number: &str) -> bool {
             .and_then(|s| s.parse::<u32>().ok())
             .unwrap_or(0)
     };
+    // Maestro: 12 to 19 digits.
+    let maestro = (12..=19).contains(&n)
+        && matches!(
+            p(4),
+            5018 | 5020 | 5038 | 5893 | 6304 | 6759 | 6761 | 6762 | 6763
+        );
+    if maestro {
+        return true;
+    }
     match number.as_bytes().first() {
         Some(b'4') => matches!(n, 13 | 16 | 19),
         Some(b'5') => n == 16 && (51..=55).contains(&p(2)),
@@ -586,6 +627,25 @@ mod tests {
         one("office: (415) 555-2671", Kind::Phone, "(415) 555-2671");
         one("mobile: 07700 900123", Kind::Phone, "07700 900123");
         none("order 415-555-26711 and ISBN 978-3-16-148410-0, total 1,234,567.89 on 2024-01-15");
+        // A short local number after a phone word; dots between groups; an extension.
+        one("Phone: 428 6182", Kind::Phone, "428 6182");
+        one("tel. 04.44.34.41.79", Kind::Phone, "04.44.34.41.79");
+        one("Fax: 831.244.1290x7596", Kind::Phone, "831.244.1290x7596");
+        one(
+            "ring (415) 555-2671 ext. 12 now",
+            Kind::Phone,
+            "(415) 555-2671 ext. 12",
+        );
+        // The label of its line after the number, as contact cards write it.
+        one(
+            "Jane Roe\n+41 53 147 37 99 fax\n",
+            Kind::Phone,
+            "+41 53 147 37 99",
+        );
+        one("041 052 4919 (office)", Kind::Phone, "041 052 4919");
+        one("(73) 4746-3459-Office", Kind::Phone, "(73) 4746-3459");
+        // Too short, a date, and a number continuing another.
+        none("room 1204 office, received 2024-10-12 (fax), call in 5 min, id #12345678 office");
     }
 
     #[test]
@@ -596,6 +656,9 @@ mod tests {
             "4111 1111 1111 1111",
         );
         one("amex 378282246310005", Kind::CreditCard, "378282246310005");
+        // Maestro's 12 digits; 12 Luhn-valid digits no network issues.
+        one("card no 501803075628", Kind::CreditCard, "501803075628");
+        none("card no 587662702899");
         // Luhn-valid but no issuer; issuer but Luhn-invalid; an ISBN-13.
         none("ref 1234567812345670, card 4111111111111112, isbn 9780306406157");
     }
