@@ -217,3 +217,53 @@ fn a_training_folder_is_sampled_per_task_and_rows_keep_the_question_alone() {
     let (ok, _) = label(&policy, &train, &out, &["--task", "gsm8k_typo"]);
     assert!(!ok, "an unknown task is refused");
 }
+
+#[test]
+fn answers_cut_at_max_tokens_are_graded_or_left_for_a_longer_run() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let policy = tmp.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1\nmodels:\n  smollm2-135m: {{ kind: local, path: \"{}\" }}\ndefault: {{ route: smollm2-135m }}\n",
+            smollm2_path().display()
+        ),
+    )
+    .expect("write");
+    let input = tmp.path().join("rows.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"story\", \"prompt\": \"Write a long story about a dragon, then say the number 5.\", \"answer\": \"#### 5\"}\n",
+    )
+    .expect("write");
+    let run = |out: &Path, unfinished: &str| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["label", "--model", "smollm2-135m", "--max-tokens", "2"])
+            .args(["--unfinished", unfinished, "--policy"])
+            .arg(&policy)
+            .arg("--input")
+            .arg(&input)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .expect("label");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // Two tokens cannot tell a story: graded as it is, the row is wrong.
+    let graded = tmp.path().join("graded.jsonl");
+    run(&graded, "wrong");
+    let got = rows(&graded);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["strong_label"].as_f64(), Some(1.0), "{}", got[0]);
+    // Skipped, it is not written, so a rerun (with more tokens) labels it.
+    let skipped = tmp.path().join("skipped.jsonl");
+    let err = run(&skipped, "skip");
+    assert!(
+        err.contains("1 rows skipped: the on-box answer stopped at --max-tokens 2"),
+        "{err}"
+    );
+    assert!(rows(&skipped).is_empty());
+    let err = run(&skipped, "skip");
+    assert!(err.contains("0 labelled already, 1 to label"), "{err}");
+}

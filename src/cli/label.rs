@@ -60,6 +60,20 @@ pub struct LabelArgs {
     /// With a training-data folder: the sample's seed (the same seed gives every model the same questions).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// A row whose on-box answer stopped at --max-tokens: label it as it is (`wrong`: graded or
+    /// judged cut, which for a gold row usually means wrong) or leave it out of --out (`skip`),
+    /// so that a rerun with a higher --max-tokens labels it.
+    #[arg(long, value_enum, default_value_t = Unfinished::Wrong)]
+    pub unfinished: Unfinished,
+}
+
+/// What `--unfinished` does with an on-box answer cut at `--max-tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Unfinished {
+    /// Grade it as it is (a gold row's answer is then usually wrong).
+    Wrong,
+    /// Leave the row unlabelled (not written; a rerun tries it again).
+    Skip,
 }
 
 /// One row to label.
@@ -232,14 +246,15 @@ pub fn rating(reply: &str) -> Option<u8> {
     (rest.get(1..3) == Some("]]") && (1..=5).contains(&n)).then_some(n)
 }
 
-/// What one call gave: the answer's text and its cost in USD.
+/// What one call gave: the answer's text, whether it stopped at `max_tokens`, and its cost in
+/// USD.
 async fn ask(
     policy: &Policy,
     engine: &Arc<dyn ChatEngine>,
     model: &str,
     messages: &[Value],
     max_tokens: u64,
-) -> Result<(String, f64), String> {
+) -> Result<(String, bool, f64), String> {
     let body =
         json!({"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0});
     let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
@@ -259,8 +274,9 @@ async fn ask(
         .as_str()
         .unwrap_or_default()
         .to_string();
+    let cut = v["choices"][0]["finish_reason"] == "length";
     let cost = crate::accounting::bill(policy, model, done.usage).cost_usd;
-    Ok((text, cost))
+    Ok((text, cut, cost))
 }
 
 struct Run<'a> {
@@ -272,10 +288,11 @@ struct Run<'a> {
     judge: Option<(String, Arc<dyn ChatEngine>)>,
 }
 
-/// Labels one row: its output row and the USD its cloud calls cost.
-async fn label(run: &Run<'_>, item: &Item) -> Result<(Value, f64), String> {
+/// Labels one row: its output row (`None`: skipped, `--unfinished skip`) and the USD its cloud
+/// calls cost.
+async fn label(run: &Run<'_>, item: &Item) -> Result<(Option<Value>, f64), String> {
     let args = run.args;
-    let (answer, _) = ask(
+    let (answer, cut, _) = ask(
         run.policy,
         &run.local,
         &args.model,
@@ -283,6 +300,9 @@ async fn label(run: &Run<'_>, item: &Item) -> Result<(Value, f64), String> {
         args.max_tokens,
     )
     .await?;
+    if cut && args.unfinished == Unfinished::Skip {
+        return Ok((None, 0.0));
+    }
     let prompt = item.prompt();
     if let Some((task, gold)) = &item.gold {
         let q = Question {
@@ -297,7 +317,7 @@ async fn label(run: &Run<'_>, item: &Item) -> Result<(Value, f64), String> {
         let row = json!({"id": item.id, "prompt": prompt, "model": args.model,
             "model_file": run.model_file, "strong_label": if correct { 0.0 } else { 1.0 }, "graded": "gold",
             "task": task.name(), "gold": gold, "extracted": extracted});
-        return Ok((row, 0.0));
+        return Ok((Some(row), 0.0));
     }
     let Some((judge, engine)) = &run.judge else {
         return Err(format!(
@@ -305,15 +325,16 @@ async fn label(run: &Run<'_>, item: &Item) -> Result<(Value, f64), String> {
             item.id
         ));
     };
-    let (reference, c1) = ask(run.policy, engine, judge, &item.messages, args.max_tokens).await?;
+    let (reference, _, c1) =
+        ask(run.policy, engine, judge, &item.messages, args.max_tokens).await?;
     let verdict = [json!({"role": "user", "content": judge_prompt(&prompt, &reference, &answer)})];
-    let (reply, c2) = ask(run.policy, engine, judge, &verdict, 16).await?;
+    let (reply, _, c2) = ask(run.policy, engine, judge, &verdict, 16).await?;
     let r = rating(&reply)
         .ok_or_else(|| format!("row {}: the judge gave no rating ([[1]] to [[5]])", item.id))?;
     let row = json!({"id": item.id, "prompt": prompt, "model": args.model,
         "model_file": run.model_file, "strong_label": f64::from(5 - r) / 4.0, "graded": "judge", "judge": judge, "rating": r,
         "local_answer": answer, "cloud_answer": reference});
-    Ok((row, c1 + c2))
+    Ok((Some(row), c1 + c2))
 }
 
 /// Upper bound of the cloud cost of judging `items`: the reference answer (prompt and
@@ -459,6 +480,7 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
         let finished = AtomicUsize::new(0);
         let failed = AtomicUsize::new(0);
         let capped = AtomicUsize::new(0);
+        let skipped = AtomicUsize::new(0);
         let total = todo.len();
         progress("labelling", 0, total);
         futures_util::stream::iter(todo)
@@ -471,7 +493,10 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
                     return;
                 }
                 match label(&run, item).await {
-                    Ok((row, usd)) => {
+                    Ok((None, _)) => {
+                        skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok((Some(row), usd)) => {
                         *spent.lock().unwrap_or_else(|e| e.into_inner()) += usd;
                         let mut f = out.lock().unwrap_or_else(|e| e.into_inner());
                         if let Err(e) = writeln!(f, "{row}").and_then(|_| f.flush()) {
@@ -492,11 +517,18 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
             .await;
         let spent = *spent.lock().unwrap_or_else(|e| e.into_inner());
         let (failed, capped) = (failed.into_inner(), capped.into_inner());
+        let skipped = skipped.into_inner();
         eprintln!(
             "labelled {} rows into {}; cloud calls cost ${spent:.4}",
-            total - failed - capped,
+            total - failed - capped - skipped,
             args.out.display()
         );
+        if skipped > 0 {
+            eprintln!(
+                "{skipped} rows skipped: the on-box answer stopped at --max-tokens {} (--unfinished skip; run again with a higher --max-tokens to label them)",
+                args.max_tokens
+            );
+        }
         if capped > 0 {
             eprintln!("{capped} rows not started: the --max-usd cap was reached (run again with a higher cap to go on)");
         }
