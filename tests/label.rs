@@ -33,6 +33,20 @@ fn label(policy: &Path, input: &Path, out: &Path, extra: &[&str]) -> (bool, Stri
     )
 }
 
+/// A policy in `dir` whose one model is SmolLM2, on the box.
+fn smollm2_only_policy(dir: &Path) -> std::path::PathBuf {
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1\nmodels:\n  smollm2-135m: {{ kind: local, path: \"{}\" }}\ndefault: {{ route: smollm2-135m }}\n",
+            smollm2_path().display()
+        ),
+    )
+    .expect("write");
+    policy
+}
+
 fn rows(out: &Path) -> Vec<Value> {
     std::fs::read_to_string(out)
         .unwrap_or_default()
@@ -170,15 +184,7 @@ default: {{ route: smollm2-135m }}
 #[test]
 fn a_training_folder_is_sampled_per_task_and_rows_keep_the_question_alone() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let policy = tmp.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "version: 1\nmodels:\n  smollm2-135m: {{ kind: local, path: \"{}\" }}\ndefault: {{ route: smollm2-135m }}\n",
-            smollm2_path().display()
-        ),
-    )
-    .expect("write");
+    let policy = smollm2_only_policy(tmp.path());
     let train = tmp.path().join("train");
     std::fs::create_dir_all(train.join("gsm8k")).expect("mkdir");
     std::fs::create_dir_all(train.join("mmlu_pro")).expect("mkdir");
@@ -221,15 +227,7 @@ fn a_training_folder_is_sampled_per_task_and_rows_keep_the_question_alone() {
 #[test]
 fn answers_cut_at_max_tokens_are_graded_or_left_for_a_longer_run() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let policy = tmp.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "version: 1\nmodels:\n  smollm2-135m: {{ kind: local, path: \"{}\" }}\ndefault: {{ route: smollm2-135m }}\n",
-            smollm2_path().display()
-        ),
-    )
-    .expect("write");
+    let policy = smollm2_only_policy(tmp.path());
     let input = tmp.path().join("rows.jsonl");
     std::fs::write(
         &input,

@@ -619,31 +619,24 @@ mod tests {
 
     #[test]
     fn phones_need_a_phone_shape() {
-        one(
-            "call +44 20 7946 0958 today",
-            Kind::Phone,
-            "+44 20 7946 0958",
-        );
-        one("office: (415) 555-2671", Kind::Phone, "(415) 555-2671");
-        one("mobile: 07700 900123", Kind::Phone, "07700 900123");
+        // (text, the phone number in it)
+        for (text, phone) in [
+            ("call +44 20 7946 0958 today", "+44 20 7946 0958"),
+            ("office: (415) 555-2671", "(415) 555-2671"),
+            ("mobile: 07700 900123", "07700 900123"),
+            // A short local number after a phone word; dots between groups; extensions.
+            ("Phone: 428 6182", "428 6182"),
+            ("tel. 04.44.34.41.79", "04.44.34.41.79"),
+            ("Fax: 831.244.1290x7596", "831.244.1290x7596"),
+            ("ring (415) 555-2671 ext. 12 now", "(415) 555-2671 ext. 12"),
+            // The label of its line after the number, as contact cards write it.
+            ("Jane Roe\n+41 53 147 37 99 fax\n", "+41 53 147 37 99"),
+            ("041 052 4919 (office)", "041 052 4919"),
+            ("(73) 4746-3459-Office", "(73) 4746-3459"),
+        ] {
+            one(text, Kind::Phone, phone);
+        }
         none("order 415-555-26711 and ISBN 978-3-16-148410-0, total 1,234,567.89 on 2024-01-15");
-        // A short local number after a phone word; dots between groups; an extension.
-        one("Phone: 428 6182", Kind::Phone, "428 6182");
-        one("tel. 04.44.34.41.79", Kind::Phone, "04.44.34.41.79");
-        one("Fax: 831.244.1290x7596", Kind::Phone, "831.244.1290x7596");
-        one(
-            "ring (415) 555-2671 ext. 12 now",
-            Kind::Phone,
-            "(415) 555-2671 ext. 12",
-        );
-        // The label of its line after the number, as contact cards write it.
-        one(
-            "Jane Roe\n+41 53 147 37 99 fax\n",
-            Kind::Phone,
-            "+41 53 147 37 99",
-        );
-        one("041 052 4919 (office)", Kind::Phone, "041 052 4919");
-        one("(73) 4746-3459-Office", Kind::Phone, "(73) 4746-3459");
         // Too short, a date, and a number continuing another.
         none("room 1204 office, received 2024-10-12 (fax), call in 5 min, id #12345678 office");
     }
