@@ -216,8 +216,6 @@ fn phones(text: &str, out: &mut Vec<Found>) {
     }
     for m in PHONE_NANP.find_iter(text) {
         let (before, after) = around(text, m.start(), m.end());
-        let number_before =
-            glued(before) || matches!(before, Some(b'-' | b'.' | b'/' | b'#' | b'+'));
         // A separator after the number continues it only when a digit follows.
         let next_digit = text[m.end()..]
             .chars()
@@ -225,7 +223,7 @@ fn phones(text: &str, out: &mut Vec<Found>) {
             .is_some_and(|c| c.is_ascii_digit());
         let number_after =
             glued(after) || (matches!(after, Some(b'-' | b'.' | b'/')) && next_digit);
-        if !number_before && !number_after {
+        if !continues_a_number(before) && !number_after {
             push(out, Kind::Phone, m.range());
         }
     }
@@ -241,17 +239,22 @@ fn phones(text: &str, out: &mut Vec<Found>) {
         let Some(m) = c.get(1) else { continue };
         let n = number_digits(m.as_str());
         let (before, _) = around(text, m.start(), m.end());
-        let number_before =
-            glued(before) || matches!(before, Some(b'-' | b'.' | b'/' | b'#' | b'+'));
-        if (8..=13).contains(&n) && !number_before && !date_shaped(m.as_str()) {
+        if (8..=13).contains(&n) && !continues_a_number(before) && !date_shaped(m.as_str()) {
             push(out, Kind::Phone, m.range());
         }
     }
 }
 
-/// A date written with one separator: `2024-11-30`, `30.11.2024`, `11/30/2024`.
+/// Whether the byte before a phone-shaped match makes it the tail of another number or id
+/// (`ORD-415...`, `#415...`, `v2.415...`).
+fn continues_a_number(before: Option<u8>) -> bool {
+    glued(before) || matches!(before, Some(b'-' | b'.' | b'/' | b'#' | b'+'))
+}
+
+/// A date written with one separator, as the phone captures can hold it: `2024-11-30`,
+/// `30.11.2024`.
 fn date_shaped(s: &str) -> bool {
-    let Some(sep) = s.bytes().find(|b| matches!(b, b'-' | b'.' | b'/')) else {
+    let Some(sep) = s.bytes().find(|b| matches!(b, b'-' | b'.')) else {
         return false;
     };
     let groups: Vec<usize> = s.split(char::from(sep)).map(str::len).collect();
