@@ -690,13 +690,56 @@ fn eval_router_reports_apgr_beside_random() {
         None,
     );
     for b in [
-        "| mmlu | 10 | random (expected) | 0.500 |",
+        "| mmlu | 10 | random (expected) | 0.500 | - |",
         "| gsm8k | 10 |",
         "| mt_bench | 2 |",
         "switchyard strong_score",
         "macro-F1",
     ] {
         assert!(out.contains(b), "{b} missing:\n{out}");
+    }
+    // Each learned router's APGR comes with its bootstrap interval, which holds the APGR.
+    let ours = out
+        .lines()
+        .find(|l| l.starts_with("| mmlu | 10 | switchyard strong_score |"))
+        .unwrap_or_else(|| panic!("no mmlu row:\n{out}"));
+    let cells: Vec<&str> = ours.split('|').map(str::trim).collect();
+    let apgr: f64 = cells[4].parse().expect("apgr");
+    let (low, high) = cells[5].split_once(" to ").expect("interval");
+    let (low, high): (f64, f64) = (low.parse().expect("low"), high.parse().expect("high"));
+    assert!(low <= apgr && apgr <= high && low < high, "{ours}");
+    assert!(
+        !out.contains("minus the built-in"),
+        "no --heads, no pairing:\n{out}"
+    );
+
+    // With --heads, each benchmark also gets the paired interval against the built-in heads:
+    // the built-in heads' own folder differs from them by nothing on every resample.
+    let builtin = concat!(env!("CARGO_MANIFEST_DIR"), "/src/classifier/trained");
+    let out = switchyard_ok(
+        &[
+            "eval-router",
+            "--data",
+            eval.to_str().expect("path"),
+            "--no-cache",
+            "--heads",
+            builtin,
+        ],
+        None,
+    );
+    for b in [
+        "mmlu (10 prompts)",
+        "gsm8k (10 prompts)",
+        "mt_bench (2 prompts)",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(b))
+            .unwrap_or_else(|| panic!("{b} missing:\n{out}"));
+        assert!(
+            line.ends_with("median +0.000, 5th to 95th percentile +0.000 to +0.000"),
+            "{line}"
+        );
     }
 }
 

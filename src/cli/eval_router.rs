@@ -7,9 +7,11 @@ use super::held_out_labels::{score, Difference, HeldOut, Scored, RESAMPLES};
 use crate::classifier::data::{self, category_index};
 use crate::classifier::embed_cache::EmbedCache;
 use crate::classifier::encoder::Encoder;
-use crate::classifier::eval::{category_scores, map_benchmark_category, Outcome};
+use crate::classifier::eval::{
+    bootstrap_apgr, category_scores, map_benchmark_category, percentile, Outcome,
+};
 use crate::classifier::train::{argmax, logistic_regression, TrainConfig};
-use crate::classifier::{ClassifierError, DEFAULT_MAX_TOKENS, TRAIN_MAX_TOKENS};
+use crate::classifier::{Classifier, ClassifierError, DEFAULT_MAX_TOKENS, TRAIN_MAX_TOKENS};
 use clap::Args;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ pub struct EvalRouterArgs {
     /// and a paired bootstrap interval (2,000 resamples) of the difference.
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// The seed of the held-out split (train-router's `--seed`).
+    /// The seed of the held-out split (train-router's `--seed`), and of the bootstrap resamples.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
     /// The held-out share (train-router's `--validation`).
@@ -184,6 +186,21 @@ fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
         EmbedCache::open(file.as_deref(), encoder.dim)
     };
     let mut cache = open_cache(classifier.max_tokens, &classifier.encoder);
+    // With --heads, the built-in heads score the same prompts, for the paired interval.
+    let mut built_in = match &args.classifier.heads {
+        Some(_) => {
+            let c = ClassifierArgs {
+                heads: None,
+                ..args.classifier.clone()
+            };
+            let Some(classifier) = c.load() else {
+                return Err(ClassifierError::Format("no built-in classifier".into()));
+            };
+            let cache = open_cache(classifier.max_tokens, &classifier.encoder);
+            Some((classifier, cache))
+        }
+        None => None,
+    };
     // The baseline reads the last layer's embeddings of inputs truncated at 256 tokens, whatever
     // the heads read.
     let mut baseline = match &args.baseline_train {
@@ -199,22 +216,18 @@ fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
     };
 
     println!(
-        "Strong score on RouteLLM's benchmarks (encoder {}, {} tokens)\n",
+        "Strong score on RouteLLM's benchmarks (encoder {}, {} tokens; interval: {RESAMPLES} \
+         bootstrap resamples of the prompts, seed {}, 5th to 95th percentile)\n",
         args.classifier.encoder.display(),
-        classifier.max_tokens
+        classifier.max_tokens,
+        args.seed
     );
-    println!("| benchmark | prompts | router | APGR | CPT(50%) | CPT(80%) |");
-    println!("|---|---|---|---|---|---|");
+    println!("| benchmark | prompts | router | APGR | APGR interval | CPT(50%) | CPT(80%) |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut differences = vec![];
     for b in &benches {
         let texts: Vec<&str> = b.prompts.iter().map(String::as_str).collect();
-        let emb = cache.embed(
-            &classifier.encoder,
-            classifier.max_tokens,
-            &texts,
-            |d, t| progress(b.name, d, t),
-        )?;
-        let heads = classifier.heads.apply(&emb)?;
-        let ours: Vec<f64> = heads.iter().map(|h| f64::from(h.strong_score)).collect();
+        let ours = strong_scores(&classifier, &mut cache, &texts, b.name)?;
         let mut lines = vec![(
             "random (expected)",
             Scored {
@@ -222,21 +235,59 @@ fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
                 cpt50: 0.5,
                 cpt80: 0.8,
             },
+            None,
         )];
+        let interval = |scores: &[f64]| {
+            let values = bootstrap_apgr(scores, &b.outcomes, RESAMPLES, args.seed);
+            Some((percentile(&values, 0.05), percentile(&values, 0.95)))
+        };
         if let Some((base, encoder, baseline_cache)) = &mut baseline {
             let emb = baseline_cache.embed(encoder, TRAIN_MAX_TOKENS, &texts, |_, _| {})?;
             let s: Vec<f64> = emb.iter().map(|e| f64::from(base(e))).collect();
-            lines.push(("baseline (logistic regression)", score(&s, &b.outcomes)));
+            lines.push((
+                "baseline (logistic regression)",
+                score(&s, &b.outcomes),
+                interval(&s),
+            ));
         }
-        lines.push(("switchyard strong_score", score(&ours, &b.outcomes)));
-        for (name, s) in lines {
+        lines.push((
+            "switchyard strong_score",
+            score(&ours, &b.outcomes),
+            interval(&ours),
+        ));
+        for (name, s, interval) in lines {
+            let interval = match interval {
+                Some((low, high)) => format!("{low:.3} to {high:.3}"),
+                None => "-".to_string(),
+            };
             println!(
-                "| {} | {} | {name} | {:.3} | {:.1}% | {:.1}% |",
+                "| {} | {} | {name} | {:.3} | {interval} | {:.1}% | {:.1}% |",
                 b.name,
                 b.prompts.len(),
                 s.apgr,
                 s.cpt50 * 100.0,
                 s.cpt80 * 100.0
+            );
+        }
+        if let Some((classifier, cache)) = &mut built_in {
+            let theirs = strong_scores(classifier, cache, &texts, b.name)?;
+            let d = Difference::of(&theirs, &ours, &b.outcomes, args.seed);
+            differences.push((b.name, b.prompts.len(), d));
+        }
+    }
+    if !differences.is_empty() {
+        println!(
+            "\nAPGR of --heads minus the built-in heads', paired over each benchmark's prompts \
+             ({RESAMPLES} bootstrap resamples, seed {}):",
+            args.seed
+        );
+        for (name, n, d) in differences {
+            println!(
+                "{name} ({n} prompts): median {:+.3}, 5th to 95th percentile {:+.3} to {:+.3}{}",
+                d.median,
+                d.low,
+                d.high,
+                if d.above_zero() { " (above zero)" } else { "" }
             );
         }
     }
@@ -282,6 +333,20 @@ fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
         mistakes.join(", ")
     );
     Ok(())
+}
+
+/// The strong score `classifier` gives each text, its embeddings read through `cache`.
+fn strong_scores(
+    classifier: &Classifier,
+    cache: &mut EmbedCache,
+    texts: &[&str],
+    name: &str,
+) -> Result<Vec<f64>, ClassifierError> {
+    let emb = cache.embed(&classifier.encoder, classifier.max_tokens, texts, |d, t| {
+        progress(name, d, t)
+    })?;
+    let heads = classifier.heads.apply(&emb)?;
+    Ok(heads.iter().map(|h| f64::from(h.strong_score)).collect())
 }
 
 fn train_baseline(
