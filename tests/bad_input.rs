@@ -83,6 +83,10 @@ async fn hostile_requests_each_get_a_clear_4xx() {
         r#"{{"model":"auto","messages":[{{"role":"user","content":"x","meta":{}}}]}}"#,
         deep(10_000)
     );
+    let too_deep = format!(
+        r#"{{"model":"auto","messages":[{{"role":"user","content":"x"}}],"x":{}}}"#,
+        deep(127)
+    );
     let many: Vec<_> = (0..5000)
         .map(|i| json!({"role": "user", "content": format!("m{i}")}))
         .collect();
@@ -101,6 +105,8 @@ async fn hostile_requests_each_get_a_clear_4xx() {
         case("lone surrogate", br#"{"model": "auto", "messages": [{"role": "user", "content": "\ud800"}]}"#.to_vec(), 400, "not valid JSON"),
         case("deeply nested body", deep(50_000).into_bytes(), 400, "not valid JSON"),
         case("deeply nested field", deep_in_message.into_bytes(), 400, "not valid JSON"),
+        // 128 levels with the body's own object: one past what serde_json parses whole.
+        case("one level past serde_json's limit", too_deep.into_bytes(), 400, "not valid JSON"),
         case("NaN literal", br#"{"model": "auto", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}"#.to_vec(), 400, "not valid JSON"),
         // The model.
         case("missing model", br#"{"messages": [{"role": "user", "content": "x"}]}"#.to_vec(), 400, "model"),
@@ -354,6 +360,7 @@ async fn hostile_messages_requests_each_get_an_anthropic_4xx() {
         ("unknown model", "/v1/messages", json!({"model": "gpt-nope", "max_tokens": 5, "messages": ok_turn}).to_string().into_bytes(), 404, "gpt-nope"),
         ("count_tokens not json", "/v1/messages/count_tokens", b"nope".to_vec(), 400, "not valid JSON"),
         ("count_tokens no messages", "/v1/messages/count_tokens", json!({"model": "auto"}).to_string().into_bytes(), 400, "`messages`"),
+        ("count_tokens one huge message", "/v1/messages/count_tokens", json!({"model": "auto", "messages": [{"role": "user", "content": "x".repeat(8000)}]}).to_string().into_bytes(), 400, "bytes long"),
         ("oversized", "/v1/messages", vec![b' '; 300_000], 413, "larger"),
     ];
     for (name, path, body, status, needle) in cases {

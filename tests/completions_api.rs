@@ -30,6 +30,24 @@ async fn the_on_box_model_continues_a_raw_prompt() {
     .await;
     let prompt_tokens = r.json()["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
     assert!((1..=8).contains(&prompt_tokens), "{prompt_tokens}");
+    // An empty prompt leaves nothing to continue: the client's error, named, not the box's.
+    let r = request(
+        "POST",
+        &format!("{}/v1/completions", gw.url),
+        serde_json::json!({"model": "local", "prompt": "", "max_tokens": 2}).to_string(),
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["param"], "prompt");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("empty"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

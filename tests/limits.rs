@@ -82,6 +82,21 @@ async fn connections_over_the_limit_get_503_and_are_closed() {
     let mut rest = vec![];
     let closed = tokio::time::timeout(TEST_TIMEOUT, third.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the refused connection is closed");
+    // An Anthropic client is refused in its own dialect (Anthropic's 529 `overloaded_error`).
+    let mut fourth = TcpStream::connect(addr(&gw)).await.expect("connect");
+    fourth
+        .write_all(
+            b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 2\r\n\r\n{}",
+        )
+        .await
+        .expect("write");
+    let resp = read_response(&mut fourth).await;
+    assert!(resp.starts_with("HTTP/1.1 529"), "{resp}");
+    assert!(
+        resp.contains(r#"{"type":"error","error":{"type":"overloaded_error""#),
+        "{resp}"
+    );
     // Closing one held connection makes room again.
     drop(held.pop());
     let deadline = Instant::now() + TEST_TIMEOUT;

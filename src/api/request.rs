@@ -269,6 +269,12 @@ impl ChatRequest {
         serde_json::from_str(self.member(name)?).ok()
     }
 
+    /// Bytes of the request body as sent: an upper bound on every text inside it (message
+    /// content, tool-call arguments, tool results), for work whose cost grows with them.
+    pub fn body_bytes(&self) -> u64 {
+        self.raw.len() as u64
+    }
+
     /// The whole request object, parsed (for the request log and the on-box engine; the cloud
     /// path does not need it).
     pub fn body(&self) -> Map<String, Value> {

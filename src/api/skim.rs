@@ -8,8 +8,9 @@
 
 use std::borrow::Cow;
 
-/// Deepest nesting accepted (serde_json's limit too).
-const MAX_DEPTH: usize = 128;
+/// Deepest nesting accepted: serde_json's limit, so that a body the reader accepts also parses
+/// whole (serde_json counts down from 128 and refuses the level that reaches 0: 127 levels).
+const MAX_DEPTH: usize = 127;
 
 /// Why a document is not well-formed JSON.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -613,12 +614,21 @@ mod tests {
             assert!(!serde_accepts(doc.as_bytes()), "serde takes {doc:?}");
             assert!(well_formed(doc.as_bytes()).is_err(), "{doc:?}");
         }
-        let deep = "[".repeat(200) + &"]".repeat(200);
-        assert!(!serde_accepts(deep.as_bytes()));
+        let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        assert!(!serde_accepts(deep(200).as_bytes()));
         assert_eq!(
-            well_formed(deep.as_bytes()).unwrap_err().what,
+            well_formed(deep(200).as_bytes()).unwrap_err().what,
             "nested too deep"
         );
+        // The two agree at the limit itself: what the reader accepts, serde_json parses whole.
+        for n in [126, 127, 128, 129] {
+            assert_eq!(
+                well_formed(deep(n).as_bytes()).is_ok(),
+                serde_accepts(deep(n).as_bytes()),
+                "{n} levels"
+            );
+        }
+        assert!(well_formed(deep(MAX_DEPTH).as_bytes()).is_ok());
         assert_eq!(well_formed(b"\"\xff\"").unwrap_err().what, "invalid UTF-8");
     }
 

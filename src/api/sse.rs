@@ -105,7 +105,10 @@ impl Decoder {
 
     /// The next complete event, if one is buffered.
     pub fn next_event(&mut self) -> Result<Option<Event>, LineTooLong> {
-        if !self.ready.is_empty() {
+        // The fast paths read whole events; an `event:` line already read (its event split
+        // across pieces) names the next event, which only the general way attaches.
+        let fast = self.name.is_none();
+        if fast && !self.ready.is_empty() {
             if let Some(end) = single_data_line(&self.ready, self.has_data) {
                 let mut data = self.ready.split_to(end + 2);
                 data.truncate(end);
@@ -118,9 +121,9 @@ impl Decoder {
                 let data = event.slice(name_end + 7..end);
                 return Ok(Some(Event { data, name }));
             }
-            self.spill();
         }
-        if let Some(end) = single_data_line(&self.buf, self.has_data) {
+        self.spill();
+        if let Some(end) = single_data_line(&self.buf, self.has_data || !fast) {
             let mut event = self.buf.split_to(end + 2);
             event.truncate(end);
             let data = event.split_off(6).freeze();
@@ -231,7 +234,7 @@ mod tests {
 
     #[test]
     fn decodes_events_split_anywhere() {
-        let stream = b": keep-alive\n\ndata: {\"a\":1}\r\n\r\nevent: x\ndata: line1\ndata: line2\n\ndata: [DONE]\n\n";
+        let stream = b": keep-alive\n\ndata: {\"a\":1}\r\n\r\nevent: x\ndata: line1\ndata: line2\n\nevent: y\ndata: {\"b\":2}\n\ndata: [DONE]\n\n";
         // Pieces pushed as slices (copied) or as `Bytes` (kept), split at every two points.
         for (a, b) in (0..=stream.len()).flat_map(|a| (a..=stream.len()).map(move |b| (a, b))) {
             for shared in [false, true] {
@@ -250,12 +253,16 @@ mod tests {
                 let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_ref()).collect();
                 assert_eq!(
                     data,
-                    vec![&b"{\"a\":1}"[..], b"line1\nline2", b"[DONE]"],
+                    vec![&b"{\"a\":1}"[..], b"line1\nline2", b"{\"b\":2}", b"[DONE]"],
                     "split at {a} and {b}, shared {shared}"
                 );
                 let names: Vec<Option<&[u8]>> = events.iter().map(|e| e.name.as_deref()).collect();
-                assert_eq!(names, vec![None, Some(&b"x"[..]), None]);
-                assert!(events[2].is_done());
+                assert_eq!(
+                    names,
+                    vec![None, Some(&b"x"[..]), Some(&b"y"[..]), None],
+                    "split at {a} and {b}, shared {shared}"
+                );
+                assert!(events[3].is_done());
             }
         }
     }

@@ -8,7 +8,7 @@ use super::generate::{Finish, Generation, Outcome, Params, Piece};
 use super::request::LocalRequest;
 use super::response::{logprobs_json, ChoiceState};
 use super::sampling::TokenLogprob;
-use super::LocalModel;
+use super::{LocalError, LocalModel};
 use crate::accounting::LocalMetrics;
 use crate::api::{Capabilities, Capability, ChatRequest};
 use crate::engines::{ChatEngine, Chunk, Completion, EngineError, EngineRequest, Streaming, Usage};
@@ -135,7 +135,21 @@ impl LocalEngine {
                 Some((_, text)) => super::tokenizer::encode(&model.tokenizer, &text),
                 None => model.chat_prompt(&job.messages, job.tools.as_deref()),
             }
-            .map_err(|e| EngineError::Failed(e.to_string()))?;
+            .map_err(|e| match e {
+                LocalError::TemplateRefused(_) => EngineError::Invalid {
+                    message: e.to_string(),
+                    param: "messages",
+                },
+                e => EngineError::Failed(e.to_string()),
+            })?;
+            if prompt.is_empty() {
+                // Only a legacy completion's raw prompt can be empty: a chat template always
+                // writes its turn markers.
+                return Err(EngineError::Invalid {
+                    message: "the prompt is empty: there is nothing to continue".into(),
+                    param: "prompt",
+                });
+            }
             let constraint = match &job.constraint {
                 None => None,
                 Some(c) => Some(model.grammars().and_then(|g| g.matcher(c)).map_err(

@@ -45,6 +45,10 @@ pub enum LocalError {
     Tokenizer(String),
     #[error("chat template: {0}")]
     Template(String),
+    /// The chat template refused the messages with its own `raise_exception` (e.g. roles that
+    /// do not alternate, a system message the model does not take): the request's fault.
+    #[error("the model's chat template refuses these messages: {0}")]
+    TemplateRefused(String),
     #[error("the prompt is {prompt} tokens, the model's context is {context}")]
     PromptTooLong { prompt: usize, context: usize },
     #[error("the generation reached its capacity of {0} tokens")]

@@ -147,7 +147,10 @@ impl ChatTemplate {
         env.add_function(
             "raise_exception",
             |msg: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+                Err(
+                    minijinja::Error::new(ErrorKind::InvalidOperation, msg.clone())
+                        .with_source(Refusal(msg)),
+                )
             },
         );
         env.add_template_owned("chat", source.unwrap_or(CHATML).to_string())
@@ -214,8 +217,28 @@ impl ChatTemplate {
             bos_token => self.bos,
             eos_token => self.eos,
         })
-        .map_err(|e| LocalError::Template(format!("the chat template failed: {e}")))
+        .map_err(|e| match refusal(&e) {
+            Some(message) => LocalError::TemplateRefused(message),
+            None => LocalError::Template(format!("the chat template failed: {e}")),
+        })
     }
+}
+
+/// The message of a template's `raise_exception`, carried as the error's source.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refusal(String);
+
+/// The template's own refusal, when `e` (or an error it wraps) is one.
+fn refusal(e: &minijinja::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(Refusal(message)) = err.downcast_ref::<Refusal>() {
+            return Some(message.clone());
+        }
+        source = err.source();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -267,5 +290,13 @@ mod tests {
         .unwrap();
         let e = t.render(&[(Role::System, "x".into())]).unwrap_err();
         assert!(e.to_string().contains("user first"), "{e}");
+        // A refusal is told apart from a template that fails on its own.
+        assert!(
+            matches!(&e, LocalError::TemplateRefused(m) if m == "user first"),
+            "{e:?}"
+        );
+        let broken = ChatTemplate::new(Some("{{ messages[0].nothing.deeper }}"), "", "").unwrap();
+        let e = broken.render(&[(Role::User, "x".into())]).unwrap_err();
+        assert!(matches!(e, LocalError::Template(_)), "{e:?}");
     }
 }

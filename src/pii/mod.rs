@@ -151,23 +151,23 @@ pub fn find(text: &str) -> Vec<Found> {
 /// values apart. Values are held only for the request's life and never leave the box.
 #[derive(Debug, Default)]
 pub struct Placeholders {
-    seen: Vec<(Kind, String)>,
+    /// Each value's number within its kind (a hash map: a request may hold many values).
+    seen: std::collections::HashMap<(Kind, String), usize>,
+    /// Values numbered so far, by kind.
+    numbered: std::collections::HashMap<Kind, usize>,
     /// Values replaced, by kind (the metrics' count).
     pub replaced: Vec<(Kind, u64)>,
 }
 
 impl Placeholders {
     fn placeholder(&mut self, kind: Kind, value: &str) -> String {
-        let n = match self
-            .seen
-            .iter()
-            .filter(|(k, _)| *k == kind)
-            .position(|(_, v)| v == value)
-        {
-            Some(i) => i + 1,
+        let n = match self.seen.get(&(kind, value.to_string())) {
+            Some(n) => *n,
             None => {
-                self.seen.push((kind, value.to_string()));
-                self.seen.iter().filter(|(k, _)| *k == kind).count()
+                let count = self.numbered.entry(kind).or_default();
+                *count += 1;
+                self.seen.insert((kind, value.to_string()), *count);
+                *count
             }
         };
         match self.replaced.iter_mut().find(|(k, _)| *k == kind) {

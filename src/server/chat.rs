@@ -304,7 +304,9 @@ fn record(
     }
 }
 
-/// Texts longer than this are scanned for private data off the async runtime's threads.
+/// Requests whose body is longer than this are scanned for private data off the async
+/// runtime's threads. The body, not the message text, is measured: the scan also reads
+/// tool-call arguments and tool results, which the text count leaves out.
 const PII_INLINE_BYTES: u64 = 64 * 1024;
 
 /// Scans the request for private data when the policy routes on it or redacts it, puts the
@@ -313,7 +315,7 @@ async fn detect_pii(gateway: &Gateway, req: &ChatRequest, feats: &mut Features) 
     if !gateway.policy.uses_pii() {
         return;
     }
-    let found = if req.text_bytes > PII_INLINE_BYTES {
+    let found = if req.body_bytes() > PII_INLINE_BYTES {
         let owned = req.clone();
         tokio::task::spawn_blocking(move || pii::request::scan_request(&owned))
             .await
@@ -327,7 +329,7 @@ async fn detect_pii(gateway: &Gateway, req: &ChatRequest, feats: &mut Features) 
 
 /// The request with the private data its route redacts replaced by placeholders, for the
 /// route's cloud models, and the kinds replaced (`None` when there is nothing to replace).
-/// Requests over [`PII_INLINE_BYTES`] of text are redacted off the async runtime's threads.
+/// Requests over [`PII_INLINE_BYTES`] of body are redacted off the async runtime's threads.
 /// Counted in `switchyard_pii_redactions_total`.
 ///
 /// Errors: the redacted request does not parse again (never expected; the request is refused
@@ -343,7 +345,7 @@ async fn redact(
     if kinds.is_empty() {
         return Ok(None);
     }
-    let copy = if req.text_bytes > PII_INLINE_BYTES {
+    let copy = if req.body_bytes() > PII_INLINE_BYTES {
         let owned = req.clone();
         let body = native.map(|n| n.body.to_vec());
         tokio::task::spawn_blocking(move || redacted_copy(&owned, body.as_deref(), kinds))

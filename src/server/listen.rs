@@ -147,8 +147,10 @@ pub async fn serve_handle(
         if over {
             gateway.metrics().connection_rejected();
             let limit = limits.max_connections;
-            let busy = hyper::service::service_fn(move |_req| async move {
-                let mut resp = respond::error(&crate::api::ApiError::TooManyConnections { limit });
+            let busy = hyper::service::service_fn(move |req| async move {
+                // In the client's dialect, as every other refusal.
+                let mut resp =
+                    respond::refusal(&crate::api::ApiError::TooManyConnections { limit }, &req);
                 resp.headers_mut().insert(
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),
