@@ -178,6 +178,13 @@ fn rates() -> Limits {
                         tokens_per_minute: Some(600),
                     },
                 ),
+                (
+                    "deep".into(),
+                    Rate {
+                        requests_per_minute: None,
+                        tokens_per_minute: Some(600),
+                    },
+                ),
             ],
         }),
     }
@@ -193,7 +200,7 @@ fn arrive(tenant: &str, tokens: u64) -> Ask<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_refuse_with_the_time_to_wait() {
-    for (backend, replica, _server) in backends(rates(), Duration::from_secs(600)) {
+    for (backend, replica, server) in backends(rates(), Duration::from_secs(600)) {
         let (one, two) = (replica(), replica());
         let started = Instant::now();
         for store in [&one, &two] {
@@ -228,6 +235,28 @@ async fn rate_limits_refuse_with_the_time_to_wait() {
         assert_eq!(e.limit, Limit::Tokens, "{backend}");
         let wait = e.retry_after.as_secs_f64();
         assert!((9.0..=10.01).contains(&wait), "{backend}: {wait}");
+        // A debt longer than minutes is kept until it is paid back: 500 taken, 2,900 used,
+        // 2,300 in debt (230 s at 600 a minute).
+        let mut t = Ticket::new(Some("deep"));
+        two.admit(&arrive("deep", 500), &mut t)
+            .await
+            .expect("tokens");
+        two.settle(&t, 0.0, 2_900).await.expect("settle");
+        let Err(Refused::RateLimited(e)) = one
+            .admit(&arrive("deep", 1), &mut Ticket::new(Some("deep")))
+            .await
+        else {
+            panic!("{backend}: the tokens bucket is in debt");
+        };
+        let wait = e.retry_after.as_secs_f64();
+        assert!((229.0..=230.01).contains(&wait), "{backend}: {wait}");
+        // On Redis the bucket's key lives until the bucket would be full again (2,900 tokens:
+        // 290 s), not a fixed time.
+        if let Some(redis) = &server {
+            let key = redis.cli(&["KEYS", "*rate:deep:tokens"]);
+            let pttl: i64 = redis.cli(&["PTTL", key.trim()]).parse().expect("pttl");
+            assert!((285_000..=291_000).contains(&pttl), "{key}: {pttl}");
+        }
         // A tenant without a rate is never refused, and holds no tokens.
         let mut free = Ticket::new(Some("free"));
         let r = one.admit(&arrive("free", 1_000_000), &mut free).await;
@@ -393,6 +422,7 @@ const ACL: &[&str] = &[
     "+zadd",
     "+zrem",
     "+zrangebyscore",
+    "+get",
     "+set",
     "+pexpire",
 ];
@@ -422,6 +452,14 @@ async fn a_redis_user_with_only_its_prefix_and_commands_suffices_and_its_passwor
     assert_eq!(good.admit(&ask, &mut t).await, Ok(Admitted::Yes));
     good.settle(&t, 1.5, 120).await.expect("settle");
     assert_eq!(left(&good, GLOBAL, Period::Day).await, 8.5);
+    // Sticky conversations' pins, read and written as that user.
+    good.pin("conversation", "cloud\thard", Duration::from_secs(60))
+        .await
+        .expect("pin");
+    assert_eq!(
+        good.pinned("conversation").await.expect("pinned"),
+        Some("cloud\thard".to_string())
+    );
 
     let bad = store("wrong-pass");
     let Err(Refused::Unavailable(e)) = bad.admit(&ask, &mut Ticket::new(Some("t"))).await else {

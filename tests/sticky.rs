@@ -176,3 +176,55 @@ async fn two_gateways_on_one_redis_share_their_pins() {
     assert!((590..=600).contains(&ttl), "{ttl}");
     assert_eq!(redis.cli(&["GET", keys.trim()]), "cloud\nlong");
 }
+
+/// A pinned cloud model that fails is passed over for that turn by the rest of its route, and
+/// the conversation stays its own: the next turn tries it first again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_turn_does_not_move_its_conversation() {
+    let up = FakeUpstream::start().await;
+    let policy = format!(
+        r#"version: 1
+models:
+  local-echo: {{ kind: local }}
+  cloud:
+    kind: openai
+    base_url: "{base}"
+    api_key: "${{CLOUD_KEY}}"
+    retries: {{ max_retries: 0 }}
+    price: {{ input_per_million: 2, output_per_million: 8 }}
+sticky: {{ ttl_s: 600 }}
+rules:
+  - name: long
+    when: {{ prompt_tokens: {{ above: 60 }} }}
+    route: cloud
+    fallbacks: [local-echo]
+default: {{ route: local-echo }}
+"#,
+        base = up.base("failing-after-1")
+    );
+    let gw = start_gateway(&policy, KEY).await;
+    assert_eq!(route_of(&gw, conversation(&[LONG]), &[]).await.0, "cloud");
+    // The cloud model is down from now on: the box answers each turn for it, and each turn
+    // still tries the cloud model first (the pin did not move to the box).
+    for turn in [&[LONG, "short"][..], &[LONG, "short", "more"]] {
+        let r = chat(&gw, conversation(turn), &[]).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("x-switchyard-model"), "local-echo");
+        assert!(
+            r.header("x-switchyard-fallback")
+                .starts_with("cloud; reason="),
+            "{:?}",
+            r.header("x-switchyard-fallback")
+        );
+        assert_eq!(r.header("x-switchyard-rule"), "long");
+    }
+    assert_eq!(
+        up.recorded().len(),
+        3,
+        "every turn went to the cloud model first"
+    );
+    assert_eq!(
+        metric(&gw, "switchyard_sticky_total{outcome=\"hit\"}").await,
+        2.0
+    );
+}

@@ -1062,9 +1062,21 @@ impl Compiler<'_> {
                 );
             }
         }
+        let all: Vec<String> = std::iter::once(model.clone())
+            .chain(fallbacks.iter().cloned())
+            .collect();
+        let pinned_fallbacks = (0..all.len())
+            .map(|i| {
+                let mut others = all.clone();
+                others.remove(i);
+                others
+            })
+            .chain(std::iter::once(all.clone()))
+            .collect();
         Route {
             model,
             fallbacks,
+            pinned_fallbacks,
             ..Route::default()
         }
     }

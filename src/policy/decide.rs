@@ -173,10 +173,14 @@ fn route<'p>(policy: &'p Policy, f: &Features) -> Result<Decision<'p>, DecideErr
 }
 
 /// The decision of a sticky conversation's pin ([`Features::pinned`]): its model, with the
-/// pinning route's models after it as fallbacks. A pin holds unless a rule above the one that
-/// pinned it, and not sticky itself, matches (that rule forces the change: images, tools); a
-/// pin whose rule or model the policy no longer has, or whose rule is no longer sticky, is
-/// ignored. Capabilities and budgets are checked afterwards as for any decision.
+/// pinning route's other models, in route order, as fallbacks (so a turn the pinned model
+/// cannot take, for a capability or a failure, goes where the route would send it). A pin
+/// holds unless a rule above the one that pinned it, and not sticky itself, matches (that rule
+/// forces the change: images, tools). A pin is ignored, and the turn routed afresh, when the
+/// policy no longer has its rule, the rule is no longer sticky, or its route no longer holds
+/// the pinned model (a reload moved it), unless that model is the policy's local model (a
+/// budget sent the conversation to the box). Capabilities and budgets are checked afterwards
+/// as for any decision.
 fn pinned<'p>(policy: &'p Policy, f: &Features, matched: Option<usize>) -> Option<Decision<'p>> {
     let pin = f.pinned.as_ref()?;
     if f.requested_model != AUTO {
@@ -197,12 +201,23 @@ fn pinned<'p>(policy: &'p Policy, f: &Features, matched: Option<usize>) -> Optio
             return None;
         }
     }
-    let (model, fallbacks): (&str, &[String]) = if route.model == pin.model {
-        (&route.model, &route.fallbacks)
-    } else if let Some(i) = route.fallbacks.iter().position(|x| *x == pin.model) {
-        (&route.fallbacks[i], &route.fallbacks[i + 1..])
+    let at_model = if route.model == pin.model {
+        Some(0)
     } else {
-        (policy.models.get_key_value(&pin.model)?.0, &[])
+        route
+            .fallbacks
+            .iter()
+            .position(|x| *x == pin.model)
+            .map(|i| i + 1)
+    };
+    let others = |i: usize| route.pinned_fallbacks.get(i).map_or(&[][..], Vec::as_slice);
+    let (model, fallbacks): (&str, &[String]) = match at_model {
+        Some(0) => (&route.model, others(0)),
+        Some(i) => (&route.fallbacks[i - 1], others(i)),
+        None => {
+            let local = policy.local_model.as_deref().filter(|l| *l == pin.model)?;
+            (local, others(route.fallbacks.len() + 1))
+        }
     };
     Some(Decision {
         model,
@@ -440,6 +455,52 @@ default: { route: other }
             ..pinned("big", "long", 10, false)
         };
         assert!(!decide(&p, &named).unwrap().pinned);
+    }
+
+    #[test]
+    fn a_pinned_turn_falls_back_to_the_routes_other_models() {
+        use crate::features::Pin;
+        let p = policy(concat!(
+            "  - { name: hard, when: { prompt_tokens: { above: 1000 } }, route: big, fallbacks: [small], sticky: true }\n",
+            "  - { name: cloud-only, when: { tags: [cloud] }, route: big, sticky: true }\n",
+            "  - { name: box-only, when: { tags: [box] }, route: small, sticky: true }",
+        ));
+        let pinned = |model: &str, rule: &str| Features {
+            pinned: Some(Pin {
+                model: model.into(),
+                rule: rule.into(),
+            }),
+            ..auto()
+        };
+        // Pinned to the route's fallback: the route's first model follows it.
+        let d = decide(&p, &pinned("small", "hard")).unwrap();
+        assert_eq!(
+            (d.model, d.fallbacks, d.pinned),
+            ("small", &["big".to_string()][..], true)
+        );
+        // So a turn the box cannot take (an image) goes to the cloud model, not to a 400.
+        let images = Features {
+            needs: Capabilities::NONE.with(Capability::Images),
+            ..pinned("small", "hard")
+        };
+        let d = decide(&p, &images).unwrap();
+        assert_eq!(
+            (d.model, d.skipped),
+            ("big", Some(("small", Capability::Images)))
+        );
+        // Pinned to the route's first model: the rest of the route after it.
+        let d = decide(&p, &pinned("big", "hard")).unwrap();
+        assert_eq!((d.model, d.fallbacks), ("big", &["small".to_string()][..]));
+        // The box, outside the route (a budget sent the conversation there): the whole route
+        // follows it.
+        let d = decide(&p, &pinned("small", "cloud-only")).unwrap();
+        assert_eq!(
+            (d.model, d.fallbacks, d.rule),
+            ("small", &["big".to_string()][..], "cloud-only")
+        );
+        // A cloud model the route no longer holds (a reload moved the rule): routed afresh.
+        let d = decide(&p, &pinned("big", "box-only")).unwrap();
+        assert_eq!((d.model, d.rule, d.pinned), ("small", "default", false));
     }
 
     #[test]

@@ -439,6 +439,11 @@ pub struct Rule {
 pub struct Route {
     pub model: String,
     pub fallbacks: Vec<String>,
+    /// The fallbacks of a conversation pinned to one of the route's models: entry 0 for
+    /// `model`, entry `i + 1` for `fallbacks[i]` (the route's other models, in route order), and
+    /// a last entry, every model of the route, for a pin outside it (the box a budget sent
+    /// the conversation to).
+    pub pinned_fallbacks: Vec<Vec<String>>,
     /// Kinds of private data replaced by placeholders before a cloud model of the route gets
     /// the request.
     pub redact: crate::pii::Kinds,

@@ -117,7 +117,8 @@ pub(super) async fn answer(
         Ok(d) => d,
         Err(e) => return refuse(&mut settlement, &undecided(&e), None),
     };
-    if session.is_some() {
+    // A lookup the store did not answer was counted as `unavailable` already.
+    if let Some((_, true)) = &session {
         let m = &gateway.ledger.metrics;
         match (decision.pinned && decision.skipped.is_none(), &feats.pinned) {
             (true, _) => m.sticky("hit"),
@@ -148,8 +149,8 @@ pub(super) async fn answer(
     let answer = dispatch::dispatch(policy, &gateway.engines, decision, request, &mut settlement);
     let mut resp = match answer.await {
         Ok(answer) => {
-            if let (Some(key), true) = (&session, decision.sticky) {
-                keep_pin(&gateway, key, answer.model, decision.rule).await;
+            if let (Some((key, _)), true) = (&session, decision.sticky) {
+                keep_pin(&gateway, key, pin_after(&decision, &answer), decision.rule).await;
             }
             let cloud = answer.route == "cloud";
             let mut resp = respond(&gateway, answer, decision.rule, settlement, &parsed);
@@ -392,15 +393,16 @@ fn redacted_copy(
 }
 
 /// Looks up the conversation's pin when the policy has sticky routes and the request is
-/// `auto`, and puts it into the features; returns the conversation's key. A store that does
-/// not answer in time leaves the request unpinned (`switchyard_sticky_total{outcome="unavailable"}`).
+/// `auto`, and puts it into the features; returns the conversation's key and whether the
+/// store answered. A store that does not answer in time leaves the request unpinned
+/// (`switchyard_sticky_total{outcome="unavailable"}`).
 async fn pinned(
     gateway: &Gateway,
     headers: &HeaderMap,
     req: &ChatRequest,
     caller: &Caller,
     feats: &mut Features,
-) -> Option<String> {
+) -> Option<(String, bool)> {
     if !gateway.policy.uses_sticky() || feats.requested_model != policy::AUTO {
         return None;
     }
@@ -410,13 +412,34 @@ async fn pinned(
         .and_then(|v| v.to_str().ok());
     let key = sticky::session_key(header, caller.tenant.as_deref(), req)?;
     match sticky::lookup(store.as_ref(), &key).await {
-        Ok(pin) => feats.pinned = pin,
+        Ok(pin) => {
+            feats.pinned = pin;
+            Some((key, true))
+        }
         Err(e) => {
             gateway.ledger.metrics.sticky("unavailable");
             tracing::debug!("sticky conversation lookup failed: {e}");
+            Some((key, false))
         }
     }
-    Some(key)
+}
+
+/// The model a sticky turn leaves its conversation pinned to: the one that answered, except
+/// when a pinned model failed (an error, an open circuit, an unavailable store) and a fallback
+/// answered for it: one failed turn does not move the conversation (and its provider's prompt
+/// cache) off its model. A capability the pinned model lacks, or a budget that refuses it,
+/// moves the pin (docs/policies.md, "Sticky conversations").
+fn pin_after<'p>(decision: &Decision<'p>, answer: &dispatch::Answer<'p>) -> &'p str {
+    match answer.fallback {
+        Some((_, why)) if decision.pinned && decision.skipped.is_none() => {
+            if why == "budget_exhausted" {
+                answer.model
+            } else {
+                decision.model
+            }
+        }
+        _ => answer.model,
+    }
 }
 
 /// Pins the conversation `key` to the model that answered it (or refreshes its pin), before

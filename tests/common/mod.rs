@@ -172,6 +172,7 @@ impl FakeUpstream {
         let model = body["model"].as_str().unwrap_or("").to_string();
         // `flaky-N`: the first N requests of this behaviour get a 503, the rest are answered.
         // `limited-N`: the first N get a 429 asking to retry after 1 s.
+        // `failing-after-N`: the first N are answered, the rest get a 503.
         let seen = {
             let p = format!("/{behaviour}/");
             self.recorded()
@@ -197,6 +198,18 @@ impl FakeUpstream {
                     }
                     return r;
                 }
+            }
+        }
+        if let Some(n) = behaviour
+            .strip_prefix("failing-after-")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            if seen > n {
+                return full_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    json!({"error": {"message": "down", "type": "server_error"}}).to_string(),
+                );
             }
         }
         let auth = headers

@@ -37,9 +37,9 @@ for i = 1, nr do
 end
 for i = 1, nr do
   local key = KEYS[2 * nb + i]
+  local per_minute = tonumber(ARGV[ra + 3 * (i - 1)])
   local take = tonumber(ARGV[ra + 3 * (i - 1) + 2])
-  redis.call('HSET', key, 'level', levels[i] - take, 'at', now)
-  redis.call('PEXPIRE', key, 120000)
+  store_level(key, levels[i] - take, per_minute, now)
 end
 
 for i = 1, nb do

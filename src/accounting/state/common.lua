@@ -36,3 +36,12 @@ local function refill(key, per_minute, now)
   return level, b[1] ~= false
 end
 
+
+-- Stores a token bucket's level at now. The key lives until the bucket would be full again
+-- (a full bucket is the same as none), and a second more: a bucket in debt (a request used more
+-- tokens than it reserved) keeps its debt until it is paid back.
+local function store_level(key, level, per_minute, now)
+  redis.call('HSET', key, 'level', level, 'at', now)
+  local refill_ms = math.ceil((per_minute - level) * 60000 / per_minute)
+  redis.call('PEXPIRE', key, math.max(refill_ms, 0) + 1000)
+end

@@ -256,16 +256,48 @@ pub fn open(policy: &Policy) -> Result<Option<std::sync::Arc<dyn StateStore>>, S
     }))
 }
 
-/// Whether two policies would build the same store (a reload keeps it, and its state).
+/// Whether two policies would build the same store (a reload keeps it, and its state: budget
+/// spending, rate buckets, pins). Turning sticky conversations on or off keeps it when the
+/// limits alone already need one.
 pub fn same_store(a: &Policy, b: &Policy) -> bool {
+    let has_store = |p: &Policy| Limits::of(p).is_some() || p.uses_sticky();
     a.budgets == b.budgets
         && a.rate_limits == b.rate_limits
         && a.state == b.state
-        && a.uses_sticky() == b.uses_sticky()
+        && has_store(a) == has_store(b)
 }
 
 /// Seconds a budget window's key is kept after its period began: the rest of the period and a
 /// day more (so that a late settlement still finds it).
 fn window_ttl(period: Period, now: SystemTime) -> Duration {
     Duration::from_secs(period.seconds_left(now) + 86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(extra: &str) -> Policy {
+        let src = format!(
+            "version: 1\nmodels:\n  small: {{ kind: local }}\ndefault: {{ route: small }}\n{extra}"
+        );
+        crate::policy::parse(&src, "t.yaml", &|_| None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_reload_keeps_the_store_unless_what_it_holds_changes() {
+        let budget = "budgets:\n  global: { daily_usd: 5 }\n";
+        let sticky = "sticky: { ttl_s: 60 }\n";
+        let (plain, budgeted) = (policy(""), policy(budget));
+        let both = policy(&format!("{budget}{sticky}"));
+        // Sticky turned on beside a budget: the same store (spending and buckets stay).
+        assert!(same_store(&budgeted, &both) && same_store(&both, &budgeted));
+        // Other limits, or a store where there was none: another store.
+        assert!(!same_store(
+            &budgeted,
+            &policy("budgets:\n  global: { daily_usd: 6 }\n")
+        ));
+        assert!(!same_store(&plain, &policy(sticky)));
+        assert!(same_store(&plain, &plain));
+    }
 }

@@ -29,11 +29,10 @@ if nbucket == 1 then
   local key = KEYS[2 * nb + 2]
   local a = 6 + nb
   local per_minute = tonumber(ARGV[a])
-  local level, existed = refill(key, per_minute, now)
-  if existed then
-    level = math.min(per_minute, level + tonumber(ARGV[a + 1]) - tonumber(ARGV[a + 2]))
-    redis.call('HSET', key, 'level', level, 'at', now)
-    redis.call('PEXPIRE', key, 120000)
-  end
+  -- A bucket that refilled and lapsed since admission is full: the correction applies to it
+  -- as to any (a request that used more than it reserved leaves the debt).
+  local level = refill(key, per_minute, now)
+  level = math.min(per_minute, level + tonumber(ARGV[a + 1]) - tonumber(ARGV[a + 2]))
+  store_level(key, level, per_minute, now)
 end
 return 1
