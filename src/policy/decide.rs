@@ -232,9 +232,18 @@ fn pinned<'p>(policy: &'p Policy, f: &Features, matched: Option<usize>) -> Optio
 
 /// Whether the classifier's outputs could change this request's decision: a rule with a
 /// classifier condition, whose other conditions hold, comes before any rule that matches
-/// without the classifier. Requests for which this is false skip the classifier.
+/// without the classifier. A conversation's pin that holds decides by itself unless a rule
+/// above the pinning one matches first ([`pinned`]), so under a pin only those rules count.
+/// Requests for which this is false skip the classifier.
 pub fn needs_classifier(policy: &Policy, f: &Features) -> bool {
-    for rule in &policy.rules {
+    let rules = match pinned(policy, f, None) {
+        Some(d) => {
+            let at = policy.rules.iter().position(|r| r.name == d.rule);
+            &policy.rules[..at.unwrap_or(policy.rules.len())]
+        }
+        None => &policy.rules[..],
+    };
+    for rule in rules {
         if rule.when.uses_classifier() {
             if rule.when.matches_request(f) {
                 return true;
@@ -716,6 +725,38 @@ default: { route: other }
         );
         let plain = policy("  - { name: tools, when: { has_tools: true }, route: big }");
         assert!(!needs_classifier(&plain, &auto()));
+
+        // A conversation's pin decides: only rules above the pinning one could move the turn.
+        use crate::features::Pin;
+        let sticky = policy(concat!(
+            "  - { name: urgent, when: { strong_score: { above: 0.9 }, tags: [urgent] }, route: big, sticky: false }\n",
+            "  - { name: chat, when: { messages: { above: 0 } }, route: small, sticky: true }\n",
+            "  - { name: hard, when: { strong_score: { above: 0.7 } }, route: big, sticky: true }",
+        ));
+        let pinned = |rule: &str, model: &str, tags: &[&str]| Features {
+            pinned: Some(Pin {
+                model: model.into(),
+                rule: rule.into(),
+            }),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            ..auto()
+        };
+        assert!(!needs_classifier(&sticky, &pinned("chat", "small", &[])));
+        assert!(
+            !needs_classifier(&sticky, &pinned("hard", "big", &[])),
+            "`chat` matches first"
+        );
+        assert!(needs_classifier(
+            &sticky,
+            &pinned("chat", "small", &["urgent"])
+        ));
+        // A pin that does not hold (its rule is gone) is routed afresh, classifier and all.
+        assert!(!needs_classifier(&sticky, &pinned("gone", "big", &[])));
+        let fresh = policy(
+            "  - { name: hard, when: { strong_score: { above: 0.7 } }, route: big, sticky: true }",
+        );
+        assert!(needs_classifier(&fresh, &pinned("gone", "big", &[])));
+        assert!(!needs_classifier(&fresh, &pinned("hard", "big", &[])));
     }
 
     #[test]
