@@ -16,7 +16,7 @@ use crate::engines::{ChatEngine, Completion, EngineError, EngineRequest, Streami
 use crate::policy::{Decision, OnExhausted, Policy};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The engines of a gateway, by the policy's model name.
 pub type Engines = HashMap<String, Arc<dyn ChatEngine>>;
@@ -250,6 +250,9 @@ async fn try_route<'p>(
         let engine = match ready(policy, engines, model) {
             Ok(e) => e,
             Err(e) => {
+                // An open circuit or a disabled model counts as the model's error, as a
+                // failed call does (`switchyard_upstream_errors_total`).
+                settlement.call_failed(e.kind(), Duration::ZERO);
                 tried.push(Attempt::new(model, Failure::Engine(e)));
                 continue;
             }

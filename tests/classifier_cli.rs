@@ -1171,7 +1171,7 @@ fn train_router_checks_each_seed_against_the_built_in_heads() {
     let log = train(&agree, &all, "0");
     assert!(all.join("heads.safetensors").exists(), "{log}");
     assert!(
-        log.contains("no label row held out at seed 1 (--validation 0)")
+        log.contains("no label row is held out with seed 1 and validation 0")
             && !log.contains("verdict"),
         "{log}"
     );

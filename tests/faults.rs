@@ -315,6 +315,15 @@ async fn the_circuit_opens_sends_traffic_to_the_fallback_and_closes_again() {
         "cloud; reason=circuit_open"
     );
     assert_eq!(up.recorded().len(), 2);
+    // The refusal counts as the model's error, with its kind.
+    assert_eq!(
+        metric(
+            &gw,
+            r#"switchyard_upstream_errors_total{kind="circuit_open",model="cloud"}"#
+        )
+        .await,
+        1.0
+    );
     // Without a fallback, the client gets a 503 that says the circuit is open.
     let r = chat(&gw, ask("auto", "x"), &[]).await;
     assert_eq!(r.status, 503);

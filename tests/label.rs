@@ -179,6 +179,24 @@ default: {{ route: smollm2-135m }}
         "{err}"
     );
     assert_eq!(rows(&capped).len(), 1);
+    // Two at once: the first row's estimate holds the cap while it runs, so the second does not
+    // start beside it.
+    let capped = tmp.path().join("capped-concurrent.jsonl");
+    let args = [
+        "--judge",
+        "judge",
+        "--max-usd",
+        "0.001",
+        "--concurrency",
+        "2",
+    ];
+    let (ok, err) = label(&policy, &more, &capped, &args);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("1 rows not started: the --max-usd cap was reached"),
+        "{err}"
+    );
+    assert_eq!(rows(&capped).len(), 1);
 }
 
 #[test]

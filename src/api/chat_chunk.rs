@@ -45,7 +45,8 @@ pub fn read(data: &[u8]) -> Option<ChatEvent> {
         return Some(ChatEvent::Done);
     }
     let v: Value = serde_json::from_slice(data).ok()?;
-    if let Some(err) = v.get("error") {
+    // `"error": null` is no error (some providers send it on every chunk).
+    if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
         let message = err
             .get("message")
             .and_then(Value::as_str)
@@ -79,4 +80,22 @@ pub fn read(data: &[u8]) -> Option<ChatEvent> {
             .collect(),
         finish: choice.and_then(|c| s(c, "/finish_reason")),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_null_error_is_a_chunk_and_an_error_object_ends_the_stream() {
+        let chunk = br#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"}}],"error":null}"#;
+        match read(chunk) {
+            Some(ChatEvent::Chunk(c)) => assert_eq!(c.text.as_deref(), Some("Hi")),
+            other => panic!("{other:?}"),
+        }
+        let failed = br#"{"error":{"message":"overloaded","type":"server_error"}}"#;
+        assert!(matches!(read(failed), Some(ChatEvent::Error(m)) if m == "overloaded"));
+        assert!(matches!(read(b"[DONE]"), Some(ChatEvent::Done)));
+        assert!(read(b"not json").is_none());
+    }
 }

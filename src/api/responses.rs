@@ -315,10 +315,36 @@ fn input_item(item: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), Api
                 .get("call_id")
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad("a function_call_output item needs `call_id`", param))?;
+            // A string, or a list of content parts (the tool's text as `input_text` parts).
             let output = match item.get("output") {
                 Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-                None => String::new(),
+                Some(Value::Array(parts)) => {
+                    let mut text = String::new();
+                    for (j, part) in parts.iter().enumerate() {
+                        match (part.get("type").and_then(Value::as_str), part.get("text")) {
+                            (Some("input_text" | "output_text"), Some(Value::String(t))) => {
+                                text.push_str(t)
+                            }
+                            (kind, _) => {
+                                return Err(bad(
+                                    format!(
+                                        "a function_call_output part of type `{}` is not supported; send the tool's output as text",
+                                        kind.unwrap_or("none")
+                                    ),
+                                    &format!("{param}.output[{j}]"),
+                                ))
+                            }
+                        }
+                    }
+                    text
+                }
+                Some(Value::Null) | None => String::new(),
+                Some(_) => {
+                    return Err(bad(
+                        "`output` must be a string or a list of `input_text` parts",
+                        &format!("{param}.output"),
+                    ))
+                }
             };
             out.push(json!({"role": "tool", "tool_call_id": id, "content": output}));
             Ok(())
@@ -763,6 +789,12 @@ mod tests {
             v["messages"][5],
             json!({"role": "tool", "tool_call_id": "c2", "content": "noon"})
         );
+        // A tool output sent as text parts reaches the model as its text.
+        let parts = chat(json!({"model": "auto", "input": [
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1",
+             "output": [{"type": "input_text", "text": "18 "}, {"type": "input_text", "text": "C"}]}]}));
+        assert_eq!(parts["messages"][1]["content"], "18 C");
         assert_eq!(v["max_tokens"], 50);
         assert_eq!(v["response_format"]["json_schema"]["strict"], true);
         assert_eq!(v["tools"][0]["function"]["name"], "get_weather");
@@ -789,6 +821,11 @@ mod tests {
                 "input[0]",
             ),
             (json!({"model": "m"}), "input"),
+            (
+                json!({"model": "m", "input": [{"type": "function_call_output", "call_id": "c1",
+                    "output": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}]}),
+                "input[0].output[0]",
+            ),
         ] {
             let e = to_chat(body.to_string().as_bytes()).expect_err("refused");
             assert_eq!(e.body_json()["error"]["param"], param, "{e}");

@@ -112,7 +112,8 @@ pub fn map_benchmark_category(label: &str) -> Option<&'static str> {
 
 /// A paired bootstrap of the APGR difference between two scores of the same prompts: `resamples`
 /// resamples of the prompts (drawn with replacement by `seed`), each scoring `b` and `a` on the
-/// same resampled prompts. Returns the differences `APGR(b) - APGR(a)`, sorted ascending; read an
+/// same resampled prompts (a resample without a quality gap, whose APGR is undefined, is left
+/// out). Returns the differences `APGR(b) - APGR(a)`, sorted ascending; read an
 /// interval off them with [`percentile`]. Pairing keeps the prompts' own difficulty out of the
 /// spread, so the interval says whether `b` orders these prompts better than `a`, not whether the
 /// set is easy (Efron and Tibshirani 1993, "An Introduction to the Bootstrap", ch. 13, the
@@ -129,10 +130,10 @@ pub fn bootstrap_apgr_difference(
 ) -> Vec<f64> {
     let n = a.len().min(b.len()).min(outcomes.len());
     let mut diffs: Vec<f64> = draws(n, resamples, seed)
-        .map(|picks| {
+        .filter_map(|picks| {
             let take = |xs: &[f64]| picks.iter().map(|&i| xs[i]).collect::<Vec<f64>>();
             let o: Vec<Outcome> = picks.iter().map(|&i| outcomes[i]).collect();
-            apgr(&pgr_curve(&take(b), &o)) - apgr(&pgr_curve(&take(a), &o))
+            has_gap(&o).then(|| apgr(&pgr_curve(&take(b), &o)) - apgr(&pgr_curve(&take(a), &o)))
         })
         .collect();
     diffs.sort_by(f64::total_cmp);
@@ -159,8 +160,7 @@ pub fn bootstrap_apgr(
     let mut values: Vec<f64> = draws(n, resamples, seed)
         .filter_map(|picks| {
             let o: Vec<Outcome> = picks.iter().map(|&i| outcomes[i]).collect();
-            let gap: f64 = o.iter().map(|o| o.strong - o.weak).sum::<f64>() / n as f64;
-            (gap > 1e-12).then(|| {
+            has_gap(&o).then(|| {
                 let s: Vec<f64> = picks.iter().map(|&i| scores[i]).collect();
                 apgr(&pgr_curve(&s, &o))
             })
@@ -168,6 +168,13 @@ pub fn bootstrap_apgr(
         .collect();
     values.sort_by(f64::total_cmp);
     values
+}
+
+/// Whether the strong model does better than the weak one on average over `outcomes`: without
+/// a gap there is nothing to recover, and PGR (so APGR) is undefined.
+pub fn has_gap(outcomes: &[Outcome]) -> bool {
+    let gap: f64 = outcomes.iter().map(|o| o.strong - o.weak).sum();
+    gap > 1e-12
 }
 
 /// `resamples` draws of `n` indices in `0..n` with replacement, from `seed`'s stream (none when

@@ -4,7 +4,7 @@
 use crate::classifier::data::Example;
 use crate::classifier::encoder::Encoder;
 use crate::classifier::eval::{
-    apgr, bootstrap_apgr_difference, cpt, percentile, pgr_curve, Outcome,
+    apgr, bootstrap_apgr_difference, cpt, has_gap, percentile, pgr_curve, Outcome,
 };
 use crate::classifier::heads::Heads;
 use crate::classifier::train::held_out;
@@ -24,7 +24,8 @@ pub struct HeldOut<'a> {
 impl<'a> HeldOut<'a> {
     /// The held-out rows of `labels` (by [`held_out`] on the text, as training splits them).
     ///
-    /// Errors: no row is held out (too few labels, or `validation` 0).
+    /// Errors: no row is held out (too few labels, or `validation` 0), or on none of them is
+    /// the on-box answer worse (no quality gap: APGR is undefined).
     pub fn split(
         labels: &'a [Example],
         seed: u64,
@@ -39,7 +40,7 @@ impl<'a> HeldOut<'a> {
                 "no label row is held out with seed {seed} and validation {validation}"
             )));
         }
-        let outcomes = rows
+        let outcomes: Vec<Outcome> = rows
             .iter()
             .map(|e| {
                 let (w, s) = e.pair.unwrap_or((false, true));
@@ -49,6 +50,14 @@ impl<'a> HeldOut<'a> {
                 }
             })
             .collect();
+        if !has_gap(&outcomes) {
+            return Err(ClassifierError::Format(format!(
+                "on none of the {} label rows held out with seed {seed} and validation {validation} \
+                 is the on-box answer worse: there is no gap to recover, so APGR is undefined \
+                 (label more rows, or hold out more with --validation)",
+                rows.len()
+            )));
+        }
         Ok(HeldOut { rows, outcomes })
     }
 

@@ -6,8 +6,8 @@
 //!
 //! Rows are written as they finish (JSONL, one per input row), so an interrupted run resumes
 //! where it stopped: rows already in `--out` are skipped. Cloud calls are priced at the policy's
-//! prices; an estimate is printed before the first one, and no new row starts once `--max-usd`
-//! is spent.
+//! prices; an estimate is printed before the first one, and no new row starts once what was
+//! spent, with the estimated cost of the rows in flight, reaches `--max-usd`.
 
 use super::classifier_args::progress;
 use crate::api::ChatRequest;
@@ -44,7 +44,8 @@ pub struct LabelArgs {
     /// Rows labelled at once.
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
-    /// Stop starting rows once the cloud calls have cost this many USD.
+    /// Stop starting judged rows once the cloud calls have cost this many USD, counting the
+    /// estimated cost of the rows in flight.
     #[arg(long)]
     pub max_usd: Option<f64>,
     /// Most tokens of each answer (greedy decoding).
@@ -106,20 +107,30 @@ impl Item {
 
 /// A row's gold answer as the grader compares it: a letter A-J (multiple choice, or `task:
 /// mmlu_pro`), else a number as GSM8K writes it (`#### 18` or `18`).
+///
+/// A letter may be written `B`, `b`, `(B)` or `B.`; a number with `$`, thousands separators or
+/// a trailing `.`. Anything else (a word, an empty string, `#### ` with no number) is no gold
+/// answer: `None`, which the caller refuses with the row's line.
 fn gold_of(answer: &Value, task: Option<&str>) -> Option<(Task, String)> {
     let text = match answer {
         Value::String(s) => s.trim().to_string(),
         Value::Number(n) => n.to_string(),
         _ => return None,
     };
-    let letter = text.len() == 1 && text.chars().all(|c| ('A'..='J').contains(&c));
+    let bare = text
+        .trim_start_matches('(')
+        .trim_end_matches(['.', ')'])
+        .to_ascii_uppercase();
+    let letter = bare.len() == 1 && bare.chars().all(|c| ('A'..='J').contains(&c));
     match task {
-        Some("mmlu_pro") | None if letter => Some((Task::MmluPro, text)),
+        Some("mmlu_pro") | None if letter => Some((Task::MmluPro, bare)),
         Some("mmlu_pro") => None,
-        _ => Some((
-            Task::Gsm8k,
-            answers::normalise_number(text.rsplit("####").next().unwrap_or("")),
-        )),
+        _ => {
+            let number = answers::normalise_number(text.rsplit("####").next().unwrap_or(""));
+            answers::parse_number(&number)
+                .is_some()
+                .then_some((Task::Gsm8k, number))
+        }
     }
 }
 
@@ -238,12 +249,15 @@ Reply with the rating only, in the form [[N]].\n\n\
     )
 }
 
-/// The rating in a judge's reply (`[[N]]`, N from 1 to 5).
+static RATING: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"\[\[\s*([1-5])\s*(?:/\s*5\s*)?\]\]").expect("the rating pattern compiles")
+});
+
+/// The rating in a judge's reply: the last `[[N]]` (N from 1 to 5; `[[ 4 ]]` and `[[4/5]]`
+/// too, as judges write them).
 pub fn rating(reply: &str) -> Option<u8> {
-    let start = reply.find("[[")?;
-    let rest = &reply[start + 2..];
-    let n: u8 = rest.get(..1)?.parse().ok()?;
-    (rest.get(1..3) == Some("]]") && (1..=5).contains(&n)).then_some(n)
+    let last = RATING.captures_iter(reply).last()?;
+    last[1].parse().ok()
 }
 
 /// What one call gave: the answer's text, whether it stopped at `max_tokens`, and its cost in
@@ -286,11 +300,24 @@ struct Run<'a> {
     model_file: String,
     local: Arc<dyn ChatEngine>,
     judge: Option<(String, Arc<dyn ChatEngine>)>,
+    /// USD the cloud calls cost so far, each added as soon as its call returns (a row that
+    /// fails after a paid call still counts it).
+    spent: Mutex<f64>,
 }
 
-/// Labels one row: its output row (`None`: skipped, `--unfinished skip`) and the USD its cloud
-/// calls cost.
-async fn label(run: &Run<'_>, item: &Item) -> Result<(Option<Value>, f64), String> {
+impl Run<'_> {
+    fn pay(&self, usd: f64) {
+        *self.spent.lock().unwrap_or_else(|e| e.into_inner()) += usd;
+    }
+
+    fn spent(&self) -> f64 {
+        *self.spent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Labels one row: its output row (`None`: skipped, `--unfinished skip`). The cloud calls'
+/// cost goes into `run.spent` as each returns.
+async fn label(run: &Run<'_>, item: &Item) -> Result<Option<Value>, String> {
     let args = run.args;
     let (answer, cut, _) = ask(
         run.policy,
@@ -301,7 +328,7 @@ async fn label(run: &Run<'_>, item: &Item) -> Result<(Option<Value>, f64), Strin
     )
     .await?;
     if cut && args.unfinished == Unfinished::Skip {
-        return Ok((None, 0.0));
+        return Ok(None);
     }
     let prompt = item.prompt();
     if let Some((task, gold)) = &item.gold {
@@ -313,11 +340,11 @@ async fn label(run: &Run<'_>, item: &Item) -> Result<(Option<Value>, f64), Strin
             gold: gold.clone(),
         };
         let extracted = answers::extract(&q, &answer);
-        let correct = extracted.as_deref() == Some(gold.as_str());
+        let correct = answers::is_correct(&q, &answer);
         let row = json!({"id": item.id, "prompt": prompt, "model": args.model,
             "model_file": run.model_file, "strong_label": if correct { 0.0 } else { 1.0 }, "graded": "gold",
             "task": task.name(), "gold": gold, "extracted": extracted});
-        return Ok((Some(row), 0.0));
+        return Ok(Some(row));
     }
     let Some((judge, engine)) = &run.judge else {
         return Err(format!(
@@ -327,18 +354,24 @@ async fn label(run: &Run<'_>, item: &Item) -> Result<(Option<Value>, f64), Strin
     };
     let (reference, _, c1) =
         ask(run.policy, engine, judge, &item.messages, args.max_tokens).await?;
+    run.pay(c1);
     let verdict = [json!({"role": "user", "content": judge_prompt(&prompt, &reference, &answer)})];
-    let (reply, _, c2) = ask(run.policy, engine, judge, &verdict, 16).await?;
+    let (reply, _, c2) = ask(run.policy, engine, judge, &verdict, VERDICT_TOKENS).await?;
+    run.pay(c2);
     let r = rating(&reply)
         .ok_or_else(|| format!("row {}: the judge gave no rating ([[1]] to [[5]])", item.id))?;
     let row = json!({"id": item.id, "prompt": prompt, "model": args.model,
         "model_file": run.model_file, "strong_label": f64::from(5 - r) / 4.0, "graded": "judge", "judge": judge, "rating": r,
         "local_answer": answer, "cloud_answer": reference});
-    Ok((Some(row), c1 + c2))
+    Ok(Some(row))
 }
 
-/// Upper bound of the cloud cost of judging `items`: the reference answer (prompt and
-/// `max_tokens`) and the verdict (prompt, both answers and the instructions in, 16 tokens out).
+/// Tokens the judge may write for its verdict (`[[N]]`, with room for a few words before it).
+const VERDICT_TOKENS: u64 = 32;
+
+/// Estimated cloud cost of judging `items`: the reference answer (prompt and `max_tokens`) and
+/// the verdict (prompt, both answers and the instructions in, [`VERDICT_TOKENS`] out), at the
+/// gateway's estimate of 4 bytes a token (text that takes more tokens, such as CJK, costs more).
 fn estimate(policy: &Policy, judge: &str, items: &[&Item], max_tokens: u64) -> f64 {
     items
         .iter()
@@ -364,7 +397,7 @@ fn estimate(policy: &Policy, judge: &str, items: &[&Item], max_tokens: u64) -> f
                 judge,
                 crate::api::Usage {
                     prompt_tokens: prompt + 2 * max_tokens + 200,
-                    completion_tokens: 16,
+                    completion_tokens: VERDICT_TOKENS,
                     ..Default::default()
                 },
             );
@@ -469,6 +502,7 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
                 Some(j) => Some((j.clone(), engine(&j)?)),
                 None => None,
             },
+            spent: Mutex::new(0.0),
         };
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -476,7 +510,10 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
             .open(&args.out)
             .map_err(|e| format!("{}: {e}", args.out.display()))?;
         let out = Mutex::new(out);
-        let spent = Mutex::new(0.0f64);
+        // Estimated cost of the judged rows in flight: a row starts only while what was spent
+        // and what the rows in flight may spend stay under the cap, so concurrent rows cannot
+        // all start at $0 and pass it together (the last row started may still pass it).
+        let in_flight = Mutex::new(0.0f64);
         let finished = AtomicUsize::new(0);
         let failed = AtomicUsize::new(0);
         let capped = AtomicUsize::new(0);
@@ -485,19 +522,30 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
         progress("labelling", 0, total);
         futures_util::stream::iter(todo)
             .map(|item| async {
-                let over = args
-                    .max_usd
-                    .is_some_and(|cap| *spent.lock().unwrap_or_else(|e| e.into_inner()) >= cap);
-                if over && item.gold.is_none() {
-                    capped.fetch_add(1, Ordering::Relaxed);
-                    return;
+                let judged = match (&run.judge, &item.gold) {
+                    (Some((judge, _)), None) => estimate(&policy, judge, &[item], args.max_tokens),
+                    _ => 0.0,
+                };
+                if let (Some(cap), true) = (args.max_usd, item.gold.is_none()) {
+                    let mut flight = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                    if run.spent() + *flight >= cap {
+                        drop(flight);
+                        capped.fetch_add(1, Ordering::Relaxed);
+                        let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
+                        progress("labelling", n, total);
+                        return;
+                    }
+                    *flight += judged;
                 }
-                match label(&run, item).await {
-                    Ok((None, _)) => {
+                let labelled = label(&run, item).await;
+                if args.max_usd.is_some() && item.gold.is_none() {
+                    *in_flight.lock().unwrap_or_else(|e| e.into_inner()) -= judged;
+                }
+                match labelled {
+                    Ok(None) => {
                         skipped.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok((Some(row), usd)) => {
-                        *spent.lock().unwrap_or_else(|e| e.into_inner()) += usd;
+                    Ok(Some(row)) => {
                         let mut f = out.lock().unwrap_or_else(|e| e.into_inner());
                         if let Err(e) = writeln!(f, "{row}").and_then(|_| f.flush()) {
                             eprintln!("\nerror: {}: {e}", args.out.display());
@@ -515,7 +563,7 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
             .buffer_unordered(args.concurrency.max(1))
             .collect::<Vec<()>>()
             .await;
-        let spent = *spent.lock().unwrap_or_else(|e| e.into_inner());
+        let spent = run.spent();
         let (failed, capped) = (failed.into_inner(), capped.into_inner());
         let skipped = skipped.into_inner();
         eprintln!(
@@ -530,7 +578,7 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
             );
         }
         if capped > 0 {
-            eprintln!("{capped} rows not started: the --max-usd cap was reached (run again with a higher cap to go on)");
+            eprintln!("{capped} rows not started: the --max-usd cap was reached (what was spent and the estimate of the rows in flight; run again with a higher cap to go on)");
         }
         if failed > 0 {
             eprintln!("{failed} rows failed (run again to retry them)");
@@ -558,6 +606,29 @@ mod tests {
             Some((Task::Gsm8k, "18".into()))
         );
         assert_eq!(gold_of(&json!("42"), Some("mmlu_pro")), None);
+        // Letters as people write them; numbers with their decoration; no word is an answer.
+        for written in ["b", "(B)", "B.", " B "] {
+            assert_eq!(
+                gold_of(&json!(written), None),
+                Some((Task::MmluPro, "B".into())),
+                "{written}"
+            );
+        }
+        assert_eq!(
+            gold_of(&json!("$1,200."), None),
+            Some((Task::Gsm8k, "1200".into()))
+        );
+        assert_eq!(
+            gold_of(&json!(18.0), Some("gsm8k")),
+            Some((Task::Gsm8k, "18.0".into()))
+        );
+        for not_an_answer in ["Paris", "", "#### ", "1/2"] {
+            assert_eq!(
+                gold_of(&json!(not_an_answer), None),
+                None,
+                "{not_an_answer}"
+            );
+        }
     }
 
     #[test]
@@ -566,6 +637,10 @@ mod tests {
         assert_eq!(rating("Rating: [[1]]."), Some(1));
         assert_eq!(rating("[[7]]"), None);
         assert_eq!(rating("4"), None);
+        assert_eq!(rating("[[ 4 ]]"), Some(4));
+        assert_eq!(rating("[[3/5]]"), Some(3));
+        // The verdict, not an example quoted before it.
+        assert_eq!(rating("Ratings look like [[1]]; mine: [[5]]"), Some(5));
     }
 
     #[test]

@@ -351,12 +351,16 @@ fn train_each_seed(
             println!("wrote {}", args.out.display());
         }
         if let Some(l) = labelled {
-            let Ok(held) = HeldOut::split(&l.rows, seed, cfg.validation) else {
-                println!(
-                    "no label row held out at seed {seed} (--validation {}): nothing to check against the built-in heads",
-                    cfg.validation
-                );
-                continue;
+            let held = match HeldOut::split(&l.rows, seed, cfg.validation) {
+                Ok(held) => held,
+                Err(e) => {
+                    let why = match e {
+                        ClassifierError::Format(m) => m,
+                        e => e.to_string(),
+                    };
+                    println!("{why}: nothing to check against the built-in heads");
+                    continue;
+                }
             };
             let (base_scores, back) =
                 held.strong_scores(encoder, built_in.clone(), DEFAULT_MAX_TOKENS)?;

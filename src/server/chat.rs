@@ -149,11 +149,14 @@ pub(super) async fn answer(
     let answer = dispatch::dispatch(policy, &gateway.engines, decision, request, &mut settlement);
     let mut resp = match answer.await {
         Ok(answer) => {
-            if let (Some((key, _)), true) = (&session, decision.sticky) {
-                keep_pin(&gateway, key, pin_after(&decision, &answer), decision.rule).await;
-            }
+            let pin = pin_after(&decision, &answer);
             let cloud = answer.route == "cloud";
+            // A complete answer is settled here, before the pin is written: a client that goes
+            // away meanwhile cannot cut its settlement short.
             let mut resp = respond(&gateway, answer, decision.rule, settlement, &parsed);
+            if let (Some((key, _)), true) = (&session, decision.sticky) {
+                keep_pin(&gateway, key, pin, decision.rule).await;
+            }
             if let (Some((_, kinds)), true) = (&redacted, cloud) {
                 let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
                 if let Ok(v) = HeaderValue::from_str(&names.join(",")) {

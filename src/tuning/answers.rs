@@ -168,14 +168,26 @@ pub fn normalise_number(s: &str) -> String {
         .to_string()
 }
 
+/// A normalised number's value, when it is one (`18`, `-3`, `18.50`).
+pub fn parse_number(s: &str) -> Option<f64> {
+    s.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+// The lm-evaluation-harness GSM8K patterns ("strict-match" and "flexible-extract",
+// lm_eval/tasks/gsm8k/gsm8k-cot.yaml), with two repairs: the strict pattern takes a `$` and ends
+// on a digit (the harness's `(\-?[0-9\.\,]+).` needs one more character after the number, and
+// without one drops its last digit: "The answer is 42" at the end read as 4), and the flexible
+// one keeps only matches with a digit (a trailing "..." read as no answer).
 static STRICT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"The answer is (\-?[0-9\.\,]+).").expect("the strict-match pattern compiles")
+    Regex::new(r"The answer is \$?(-?[0-9.,]*[0-9])").expect("the strict-match pattern compiles")
 });
 static FLEXIBLE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(-?[$0-9.,]{2,})|(-?[0-9]+)").expect("the flexible-extract pattern compiles")
 });
+// MMLU-Pro's "answer is (X)", also with a colon or markdown emphasis around the letter; the
+// letter must end its word ("the answer is Because" chooses nothing).
 static CHOICE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"answer is \(?([ABCDEFGHIJ])\)?").expect("the choice pattern compiles")
+    Regex::new(r"answer is:?\s*\**\s*\(?([ABCDEFGHIJ])\b").expect("the choice pattern compiles")
 });
 
 /// The number a GSM8K answer gives (normalised), if any.
@@ -185,9 +197,9 @@ pub fn extract_number(text: &str) -> Option<String> {
     }
     FLEXIBLE
         .find_iter(text)
-        .last()
         .map(|m| normalise_number(m.as_str()))
-        .filter(|n| !n.is_empty())
+        .filter(|n| n.bytes().any(|b| b.is_ascii_digit()))
+        .last()
 }
 
 /// The letter an MMLU-Pro answer chooses, if any.
@@ -203,9 +215,15 @@ pub fn extract(q: &Question, answer: &str) -> Option<String> {
     }
 }
 
-/// Whether `answer` answers `q` correctly.
+/// Whether `answer` answers `q` correctly: the same letter, or the same number by value
+/// (`18.00` is `18`).
 pub fn is_correct(q: &Question, answer: &str) -> bool {
-    extract(q, answer).is_some_and(|a| a == q.gold)
+    extract(q, answer).is_some_and(
+        |a| match (q.task, parse_number(&a), parse_number(&q.gold)) {
+            (Task::Gsm8k, Some(x), Some(y)) => (x - y).abs() < 1e-9,
+            _ => a == q.gold,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -225,6 +243,33 @@ mod tests {
         );
         assert_eq!(extract_number("no digits").as_deref(), None);
         assert_eq!(normalise_number(" 72"), "72");
+        // The answer's last digit is kept when nothing follows it.
+        assert_eq!(extract_number("The answer is 42").as_deref(), Some("42"));
+        assert_eq!(
+            extract_number("The answer is 1,234\nDone").as_deref(),
+            Some("1234")
+        );
+        assert_eq!(
+            extract_number("The answer is $18.00.").as_deref(),
+            Some("18.00")
+        );
+        // A trailing ellipsis is not the answer.
+        assert_eq!(extract_number("He has 18 apples...").as_deref(), Some("18"));
+    }
+
+    #[test]
+    fn numbers_are_graded_by_value_and_letters_by_letter() {
+        let q = |task, gold: &str| Question {
+            task,
+            id: "q".into(),
+            prompt: String::new(),
+            question: String::new(),
+            gold: gold.into(),
+        };
+        assert!(is_correct(&q(Task::Gsm8k, "18"), "The answer is $18.00."));
+        assert!(!is_correct(&q(Task::Gsm8k, "18"), "The answer is 17."));
+        assert!(is_correct(&q(Task::MmluPro, "B"), "So the answer is (B)."));
+        assert!(!is_correct(&q(Task::MmluPro, "B"), "So the answer is (C)."));
     }
 
     #[test]
@@ -235,6 +280,14 @@ mod tests {
         );
         assert_eq!(extract_choice("The answer is J").as_deref(), Some("J"));
         assert_eq!(extract_choice("I pick B").as_deref(), None);
+        assert_eq!(
+            extract_choice("The correct answer is: **(B)**").as_deref(),
+            Some("B")
+        );
+        assert_eq!(
+            extract_choice("the answer is Because of it").as_deref(),
+            None
+        );
     }
 
     #[test]
