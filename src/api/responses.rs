@@ -641,9 +641,23 @@ impl StreamTranslator {
             None => return,
             Some(ChatEvent::Done) => return self.end(out),
             Some(ChatEvent::Error(message)) => {
+                // As the API ends a failed stream: after `response.created` (which clients
+                // expect first), an `error` event, then `response.failed` with the output so far
+                // and the error.
+                self.start(None, out);
                 let error =
                     json!({"code": "server_error", "message": message, "param": Value::Null});
                 self.emit(out, "error", error);
+                let mut r = response_object(
+                    &self.id,
+                    &self.inbound,
+                    "failed",
+                    Value::Array(self.done.clone()),
+                    usage_of(self.usage.as_ref()),
+                    false,
+                );
+                r["error"] = json!({"code": "server_error", "message": message});
+                self.emit(out, "response.failed", json!({"response": r}));
                 self.ended = true;
                 return;
             }
@@ -831,6 +845,35 @@ mod tests {
             assert_eq!(e.body_json()["error"]["param"], param, "{e}");
         }
         assert!(to_chat(br#"{"model":"m","input":"x","store":false}"#).is_ok());
+    }
+
+    #[test]
+    fn a_stream_that_fails_first_still_starts_and_ends_as_failed() {
+        let (_, inbound) = to_chat(br#"{"model":"auto","input":"hi","stream":true}"#).unwrap();
+        let mut t = StreamTranslator::new(&inbound);
+        let mut out = BytesMut::new();
+        t.event(br#"{"error":{"message":"model `m`: no event for 30s"}}"#, &mut out);
+        assert!(t.ended());
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let kinds: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(
+            kinds,
+            ["response.created", "response.in_progress", "error", "response.failed"]
+        );
+        let failed: Value = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .last()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap();
+        assert_eq!(failed["response"]["status"], "failed");
+        assert_eq!(
+            failed["response"]["error"]["message"],
+            "model `m`: no event for 30s"
+        );
     }
 
     #[test]
