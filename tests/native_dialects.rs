@@ -240,6 +240,19 @@ async fn anthropic_stream_events_pass_through_and_are_settled() {
         .as_str()
         .unwrap_or("")
         .contains("closed"));
+    // Cut before its usage: billed the prompt `message_start` reported (21 tokens), not the
+    // gateway's estimate of "Hi".
+    let input = "switchyard_tokens_total{direction=\"input\",model=\"claude-cut\"}";
+    assert_eq!(metric(&gw, input).await, 21.0);
+    // The same stream read by an OpenAI client (translated into chunks).
+    let chat = r#"{"model":"auto","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let r = post(&gw, "/v1/chat/completions", chat, "cut", &[]).await;
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("closed"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(metric(&gw, input).await, 42.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,4 +83,9 @@ async fn a_client_that_goes_away_mid_request_leaves_only_its_prompt_spent() {
         .await,
         8.0
     );
+    // Estimated, but not counted against the model: it had no chance to report its usage.
+    assert_eq!(
+        metric_opt(&gw, r#"switchyard_usage_estimated_total{model="cloud"}"#).await,
+        None
+    );
 }

@@ -62,6 +62,8 @@ pub struct Settlement {
     ticket: Ticket,
     /// Whether the rate limits were asked already (once per request).
     rate_asked: bool,
+    /// Whether a budget refused a call of this request already (counted once per request).
+    over_budget: bool,
     call: Call,
     engine_time: Duration,
     first_text: Option<Instant>,
@@ -95,6 +97,7 @@ impl Ledger {
             usage_estimated: false,
             log: None,
             settled: false,
+            over_budget: false,
         }
     }
 }
@@ -185,7 +188,10 @@ impl Settlement {
         match store.admit(&ask, &mut self.ticket).await {
             Ok(Admitted::Yes) => Ok(()),
             Ok(Admitted::OverBudget(ex)) => {
-                ledger.metrics.budget_exhausted(&ex.tenant);
+                // One request whose route tries two cloud models is one request refused.
+                if !std::mem::replace(&mut self.over_budget, true) {
+                    ledger.metrics.budget_exhausted(&ex.tenant);
+                }
                 Err(Refusal::Budget(ex))
             }
             Err(Refused::RateLimited(r)) => {
@@ -287,7 +293,9 @@ impl Settlement {
             let (usage, estimated) =
                 reported.resolve(self.prompt_estimate, estimate_text_tokens(self.text_bytes));
             let estimated = estimated || self.usage_estimated;
-            if estimated {
+            // Only an answer that ended as it should had counts to report: a cut one is
+            // estimated without the model being at fault.
+            if estimated && matches!(end, End::Complete(..) | End::StreamDone) {
                 ledger.usage_estimated(&self.model);
             }
             billed = Some((usage, estimated));

@@ -278,6 +278,8 @@ pub struct StreamFromAnthropic {
     /// OpenAI tool-call index of each Anthropic content block index.
     tool_index: Vec<(u64, u64)>,
     finish: &'static str,
+    /// `message_start`'s prompt counts, not yet handed to the settlement.
+    prompt_usage: Option<crate::api::usage::Reported>,
 }
 
 impl StreamFromAnthropic {
@@ -288,7 +290,15 @@ impl StreamFromAnthropic {
             usage: Map::new(),
             tool_index: vec![],
             finish: "stop",
+            prompt_usage: None,
         }
+    }
+
+    /// The prompt's counts `message_start` reported (uncached input, cache reads and writes; no
+    /// output count yet), once: what a stream cut before `message_stop` is billed for its
+    /// prompt, in place of the gateway's estimate.
+    pub fn take_prompt_usage(&mut self) -> Option<crate::api::usage::Reported> {
+        self.prompt_usage.take()
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
@@ -311,6 +321,13 @@ impl StreamFromAnthropic {
                 self.id = format!("chatcmpl-{}", id.strip_prefix("msg_").unwrap_or(id));
                 if let Some(u) = m.get("usage").and_then(Value::as_object) {
                     self.usage.extend(u.clone());
+                    let openai = usage_of(&Value::Object(u.clone()));
+                    self.prompt_usage = crate::api::usage::Reported::from_json(&openai.to_string())
+                        .filter(|_| u.get("input_tokens").is_some_and(|n| n.is_u64()))
+                        .map(|r| crate::api::usage::Reported {
+                            completion_tokens: None,
+                            ..r
+                        });
                 }
                 Translated::Chunks(vec![
                     self.chunk(json!({"role": "assistant", "content": ""}), None)

@@ -253,6 +253,12 @@ impl StreamReader {
                 self.started = find(data, &["message", "usage"])?
                     .and_then(usage::<AnthropicUsage>)
                     .map(|u| u.reported());
+                // The prompt's counts now, the output's at `message_delta`: a stream cut
+                // between them is billed its prompt as reported, its output estimated.
+                read.usage = self.started.map(|u| Reported {
+                    completion_tokens: None,
+                    ..u
+                });
             }
             (Dialect::Anthropic, "content_block_delta") => {
                 if let Some(delta) = find(data, &["delta"])? {
@@ -416,11 +422,20 @@ mod tests {
     fn an_anthropic_stream_joins_its_prompt_and_output_counts() {
         let mut r = StreamReader::new(Dialect::Anthropic);
         let start = json!({"type": "message_start", "message": {"usage": {"input_tokens": 21, "output_tokens": 1, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 0}}});
+        // The prompt's counts at once (no output count yet), for a stream cut before its end.
+        let read = r
+            .event(Some(b"message_start"), start.to_string().as_bytes())
+            .unwrap();
+        let prompt = read.usage.expect("the prompt's counts");
         assert_eq!(
-            r.event(Some(b"message_start"), start.to_string().as_bytes())
-                .unwrap(),
-            EventRead::default()
+            (
+                prompt.prompt_tokens,
+                prompt.completion_tokens,
+                prompt.cached_tokens
+            ),
+            (Some(25), None, Some(4))
         );
+        assert!(!read.finished && !read.usage_only);
         let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}});
         assert_eq!(
             r.event(None, delta.to_string().as_bytes())

@@ -852,7 +852,10 @@ mod tests {
         let (_, inbound) = to_chat(br#"{"model":"auto","input":"hi","stream":true}"#).unwrap();
         let mut t = StreamTranslator::new(&inbound);
         let mut out = BytesMut::new();
-        t.event(br#"{"error":{"message":"model `m`: no event for 30s"}}"#, &mut out);
+        t.event(
+            br#"{"error":{"message":"model `m`: no event for 30s"}}"#,
+            &mut out,
+        );
         assert!(t.ended());
         let text = String::from_utf8(out.to_vec()).unwrap();
         let kinds: Vec<&str> = text
@@ -861,12 +864,17 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            ["response.created", "response.in_progress", "error", "response.failed"]
+            [
+                "response.created",
+                "response.in_progress",
+                "error",
+                "response.failed"
+            ]
         );
         let failed: Value = text
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
-            .last()
+            .next_back()
             .and_then(|d| serde_json::from_str(d).ok())
             .unwrap();
         assert_eq!(failed["response"]["status"], "failed");

@@ -594,7 +594,15 @@ impl SseChunks {
         use crate::api::anthropic_upstream::Translated;
         loop {
             if let Some(payload) = self.queue.pop_front() {
-                return Some(Some(parse_chunk(payload).map(|(c, _)| c)));
+                let prompt = self.anthropic.as_mut().and_then(|t| t.take_prompt_usage());
+                return Some(Some(parse_chunk(payload).map(|(mut c, _)| {
+                    // The prompt's counts ride on the first chunk after `message_start`, so a
+                    // stream cut before its usage chunk bills them.
+                    if c.usage.is_none() {
+                        c.usage = prompt;
+                    }
+                    c
+                })));
             }
             if self.finished {
                 return Some(self.end());
