@@ -406,6 +406,7 @@ fn stop_reason(finish: Option<&str>) -> &'static str {
     match finish {
         Some("length") => "max_tokens",
         Some("tool_calls" | "function_call") => "tool_use",
+        Some("content_filter") => "refusal",
         _ => "end_turn",
     }
 }
@@ -669,6 +670,19 @@ pub fn count_tokens_body(input_tokens: u64) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finish_reasons_map_to_stop_reasons() {
+        for (finish, stop) in [
+            (Some("stop"), "end_turn"),
+            (Some("length"), "max_tokens"),
+            (Some("tool_calls"), "tool_use"),
+            (Some("content_filter"), "refusal"),
+            (None, "end_turn"),
+        ] {
+            assert_eq!(stop_reason(finish), stop, "{finish:?}");
+        }
+    }
 
     fn chat(body: Value) -> Value {
         let (bytes, _) = to_chat(body.to_string().as_bytes(), false).expect("translates");

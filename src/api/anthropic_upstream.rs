@@ -192,8 +192,9 @@ pub fn from_chat(
 /// OpenAI's `finish_reason` for Anthropic's `stop_reason`.
 fn finish_reason(stop: Option<&str>) -> &'static str {
     match stop {
-        Some("max_tokens") => "length",
+        Some("max_tokens" | "model_context_window_exceeded") => "length",
         Some("tool_use") => "tool_calls",
+        Some("refusal") => "content_filter",
         _ => "stop",
     }
 }
@@ -404,6 +405,21 @@ impl StreamFromAnthropic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_reasons_map_to_finish_reasons() {
+        for (stop, finish) in [
+            (Some("end_turn"), "stop"),
+            (Some("stop_sequence"), "stop"),
+            (Some("max_tokens"), "length"),
+            (Some("model_context_window_exceeded"), "length"),
+            (Some("tool_use"), "tool_calls"),
+            (Some("refusal"), "content_filter"),
+            (Some("pause_turn"), "stop"),
+        ] {
+            assert_eq!(finish_reason(stop), finish, "{stop:?}");
+        }
+    }
 
     #[test]
     fn a_chat_request_becomes_a_messages_request() {

@@ -436,13 +436,23 @@ fn bare_id(id: Option<&str>) -> String {
 }
 
 /// The `response` object around `output`, repeating the request's settings.
+/// The Responses API's `incomplete_details.reason` for a chat `finish_reason` that stops an
+/// answer short: `length` (`max_output_tokens`) or `content_filter`.
+fn incomplete_reason(finish: Option<&str>) -> Option<&'static str> {
+    match finish {
+        Some("length") => Some("max_output_tokens"),
+        Some("content_filter") => Some("content_filter"),
+        _ => None,
+    }
+}
+
 fn response_object(
     id: &str,
     inbound: &Inbound,
     status: &str,
     output: Value,
     usage: Value,
-    incomplete: bool,
+    incomplete: Option<&str>,
 ) -> Value {
     let mut r = json!({
         "id": format!("resp_{id}"),
@@ -453,7 +463,7 @@ fn response_object(
         "output": output,
         "usage": usage,
         "error": Value::Null,
-        "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "incomplete_details": match incomplete { Some(reason) => json!({"reason": reason}), None => Value::Null },
         "instructions": Value::Null,
         "max_output_tokens": Value::Null,
         "parallel_tool_calls": true,
@@ -499,8 +509,8 @@ pub fn from_completion(body: &[u8], inbound: &Inbound) -> Result<Bytes, ApiError
             "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or(""),
             "arguments": call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}")}));
     }
-    let incomplete = choice.get("finish_reason").and_then(Value::as_str) == Some("length");
-    let status = if incomplete {
+    let incomplete = incomplete_reason(choice.get("finish_reason").and_then(Value::as_str));
+    let status = if incomplete.is_some() {
         "incomplete"
     } else {
         "completed"
@@ -543,7 +553,8 @@ pub struct StreamTranslator {
     started: bool,
     open: Option<Item>,
     done: Vec<Value>,
-    incomplete: bool,
+    /// Why the answer stopped short (`incomplete_details.reason`), when it did.
+    incomplete: Option<&'static str>,
     usage: Option<Value>,
     ended: bool,
 }
@@ -557,7 +568,7 @@ impl StreamTranslator {
             started: false,
             open: None,
             done: vec![],
-            incomplete: false,
+            incomplete: None,
             usage: None,
             ended: false,
         }
@@ -586,7 +597,7 @@ impl StreamTranslator {
             "in_progress",
             json!([]),
             Value::Null,
-            false,
+            None,
         );
         self.emit(out, "response.created", json!({"response": r.clone()}));
         self.emit(out, "response.in_progress", json!({"response": r}));
@@ -654,7 +665,7 @@ impl StreamTranslator {
                     "failed",
                     Value::Array(self.done.clone()),
                     usage_of(self.usage.as_ref()),
-                    false,
+                    None,
                 );
                 r["error"] = json!({"code": "server_error", "message": message});
                 self.emit(out, "response.failed", json!({"response": r}));
@@ -725,8 +736,8 @@ impl StreamTranslator {
                 self.emit(out, "response.function_call_arguments.delta", delta);
             }
         }
-        if c.finish.as_deref() == Some("length") {
-            self.incomplete = true;
+        if let Some(reason) = incomplete_reason(c.finish.as_deref()) {
+            self.incomplete = Some(reason);
         }
     }
 
@@ -738,7 +749,7 @@ impl StreamTranslator {
         }
         self.start(None, out);
         self.close(out);
-        let (status, kind) = if self.incomplete {
+        let (status, kind) = if self.incomplete.is_some() {
             ("incomplete", "response.incomplete")
         } else {
             ("completed", "response.completed")
@@ -845,6 +856,31 @@ mod tests {
             assert_eq!(e.body_json()["error"]["param"], param, "{e}");
         }
         assert!(to_chat(br#"{"model":"m","input":"x","store":false}"#).is_ok());
+    }
+
+    #[test]
+    fn a_filtered_answer_is_incomplete_with_its_reason() {
+        let (_, inbound) = to_chat(br#"{"model":"auto","input":"hi","stream":true}"#).unwrap();
+        let mut t = StreamTranslator::new(&inbound);
+        let mut out = BytesMut::new();
+        let chunk = json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "No"}, "finish_reason": "content_filter"}]});
+        t.event(chunk.to_string().as_bytes(), &mut out);
+        t.event(b"[DONE]", &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let last: Value = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .next_back()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap();
+        assert_eq!(last["type"], "response.incomplete");
+        assert_eq!(last["response"]["status"], "incomplete");
+        assert_eq!(
+            last["response"]["incomplete_details"]["reason"],
+            "content_filter"
+        );
+        assert_eq!(incomplete_reason(Some("length")), Some("max_output_tokens"));
+        assert_eq!(incomplete_reason(Some("stop")), None);
     }
 
     #[test]

@@ -35,7 +35,7 @@ enum Inbound {
 /// A stream translator of either dialect.
 enum Translator {
     Anthropic(anthropic::StreamTranslator),
-    Responses(responses::StreamTranslator),
+    Responses(Box<responses::StreamTranslator>),
     Completions(completions::StreamTranslator),
 }
 
@@ -117,7 +117,9 @@ impl Inbound {
             Inbound::Anthropic(i) => {
                 Translator::Anthropic(anthropic::StreamTranslator::new(&i.model))
             }
-            Inbound::Responses(i) => Translator::Responses(responses::StreamTranslator::new(i)),
+            Inbound::Responses(i) => {
+                Translator::Responses(Box::new(responses::StreamTranslator::new(i)))
+            }
             Inbound::Completions(i) => {
                 Translator::Completions(completions::StreamTranslator::new(i))
             }
