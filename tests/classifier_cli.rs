@@ -1155,6 +1155,45 @@ fn train_router_checks_each_seed_against_the_built_in_heads() {
     );
     let eval_interval = difference_interval(&out, held);
     assert_eq!(eval_interval, (low, median, high), "{out}\n{log}");
+    // The heads record their split: without --seed and --validation, eval-router scores the
+    // same rows; with another seed, it refuses (those rows were partly trained on).
+    let recorded: Value =
+        serde_json::from_slice(&std::fs::read(heads.join("labels.json")).expect("read"))
+            .expect("json");
+    assert_eq!(recorded["held_out"]["seed"], 7);
+    assert_eq!(recorded["held_out"]["validation"], 0.3);
+    let again = switchyard_ok(
+        &[
+            "eval-router",
+            "--labels",
+            &path(&odd),
+            "--heads",
+            &path(&heads),
+        ],
+        None,
+    );
+    assert_eq!(
+        difference_interval(&again, held),
+        (low, median, high),
+        "{again}"
+    );
+    let o = switchyard(
+        &[
+            "eval-router",
+            "--labels",
+            &path(&odd),
+            "--seed",
+            "1",
+            "--heads",
+            &path(&heads),
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("trained holding out --seed 7 --validation 0.3"),
+        "{err}"
+    );
 
     // Labels the built-in heads already order perfectly (exam questions hard, fact questions
     // easy): no calibration can beat them, and the verdict keeps them.
@@ -1192,6 +1231,11 @@ fn the_default_models_shipped_heads_beat_the_built_in_ones_on_their_held_out_lab
     assert_eq!(meta["model"], "on-box");
     let file = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
     assert_eq!(meta["model_file"], file);
+    // They record the split of these very rows that training held out.
+    assert_eq!(
+        meta["held_out"]["labels_sha256"],
+        switchyard::classifier::data::file_sha256(&labels).expect("sha256")
+    );
     let rows = std::fs::read_to_string(&labels).expect("labels");
     let rows: Vec<Value> = rows
         .lines()

@@ -163,40 +163,26 @@ default: {{ route: smollm2-135m }}
         "{\"id\": \"a\", \"prompt\": \"Say hi.\"}\n{\"id\": \"b\", \"prompt\": \"Say bye.\"}\n",
     )
     .expect("write");
-    let capped = tmp.path().join("capped.jsonl");
-    let args = [
-        "--judge",
-        "judge",
-        "--max-usd",
-        "0.001",
-        "--concurrency",
-        "1",
-    ];
-    let (ok, err) = label(&policy, &more, &capped, &args);
-    assert!(ok, "{err}");
-    assert!(
-        err.contains("1 rows not started: the --max-usd cap was reached"),
-        "{err}"
-    );
-    assert_eq!(rows(&capped).len(), 1);
-    // Two at once: the first row's estimate holds the cap while it runs, so the second does not
-    // start beside it.
-    let capped = tmp.path().join("capped-concurrent.jsonl");
-    let args = [
-        "--judge",
-        "judge",
-        "--max-usd",
-        "0.001",
-        "--concurrency",
-        "2",
-    ];
-    let (ok, err) = label(&policy, &more, &capped, &args);
-    assert!(ok, "{err}");
-    assert!(
-        err.contains("1 rows not started: the --max-usd cap was reached"),
-        "{err}"
-    );
-    assert_eq!(rows(&capped).len(), 1);
+    // One at a time, and two at once: there the first row's estimate holds the cap while it
+    // runs, so the second does not start beside it.
+    for concurrency in ["1", "2"] {
+        let capped = tmp.path().join(format!("capped-{concurrency}.jsonl"));
+        let args = [
+            "--judge",
+            "judge",
+            "--max-usd",
+            "0.001",
+            "--concurrency",
+            concurrency,
+        ];
+        let (ok, err) = label(&policy, &more, &capped, &args);
+        assert!(ok, "{err}");
+        assert!(
+            err.contains("1 rows not started: the --max-usd cap was reached"),
+            "concurrency {concurrency}: {err}"
+        );
+        assert_eq!(rows(&capped).len(), 1, "concurrency {concurrency}");
+    }
 }
 
 #[test]

@@ -780,6 +780,22 @@ mod tests {
         serde_json::from_slice(&b).unwrap()
     }
 
+    /// The `event:` names of an SSE text, in order.
+    fn event_names(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect()
+    }
+
+    /// The last event's data, parsed.
+    fn last_data(text: &str) -> Value {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .next_back()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .expect("a JSON event")
+    }
+
     #[test]
     fn input_items_become_chat_messages() {
         let v = chat(
@@ -867,12 +883,7 @@ mod tests {
         t.event(chunk.to_string().as_bytes(), &mut out);
         t.event(b"[DONE]", &mut out);
         let text = String::from_utf8(out.to_vec()).unwrap();
-        let last: Value = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .next_back()
-            .and_then(|d| serde_json::from_str(d).ok())
-            .unwrap();
+        let last = last_data(&text);
         assert_eq!(last["type"], "response.incomplete");
         assert_eq!(last["response"]["status"], "incomplete");
         assert_eq!(
@@ -894,10 +905,7 @@ mod tests {
         );
         assert!(t.ended());
         let text = String::from_utf8(out.to_vec()).unwrap();
-        let kinds: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("event: "))
-            .collect();
+        let kinds = event_names(&text);
         assert_eq!(
             kinds,
             [
@@ -907,12 +915,7 @@ mod tests {
                 "response.failed"
             ]
         );
-        let failed: Value = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .next_back()
-            .and_then(|d| serde_json::from_str(d).ok())
-            .unwrap();
+        let failed = last_data(&text);
         assert_eq!(failed["response"]["status"], "failed");
         assert_eq!(
             failed["response"]["error"]["message"],
@@ -934,10 +937,7 @@ mod tests {
         }
         t.event(b"[DONE]", &mut out);
         let text = String::from_utf8(out.to_vec()).unwrap();
-        let kinds: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("event: "))
-            .collect();
+        let kinds = event_names(&text);
         assert_eq!(
             kinds,
             [

@@ -285,6 +285,18 @@ pub struct LabelledModel {
     pub file: Option<String>,
 }
 
+/// SHA-256 (hex) of a file's bytes: which label file a heads folder's held-out split is of.
+///
+/// Errors: the file cannot be read.
+pub fn file_sha256(path: &Path) -> Result<String, ClassifierError> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|source| ClassifierError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
 /// Rows of a `switchyard label` file as strong-score examples (no category): the text is the
 /// row's `prompt`, the target its `strong_label`, and its validation pair (on-box right when
 /// the label is below 0.5, cloud right). Returns the examples and the on-box model they were

@@ -54,6 +54,21 @@ pub struct Labels {
     /// the probability of its categories, the main head's the rest (see [`Heads::apply`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub strong_experts: Vec<StrongExpert>,
+    /// The label rows training held out (`train-router --labels`: its first `--seed` and its
+    /// `--validation`), so that `eval-router --labels --heads` scores these heads on rows they
+    /// were not trained on, whatever seed it is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<HeldOutSplit>,
+}
+
+/// Which label rows a training held out ([`Labels::held_out`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeldOutSplit {
+    pub seed: u64,
+    /// The held-out share, in (0, 1).
+    pub validation: f64,
+    /// SHA-256 (hex) of the label file's bytes: the split is of that file's rows.
+    pub labels_sha256: String,
 }
 
 /// A strong head for some categories ([`Labels::strong_experts`]): trained on the same label
@@ -521,6 +536,7 @@ mod tests {
             model: None,
             model_file: None,
             strong_experts: vec![],
+            held_out: None,
         }
     }
 

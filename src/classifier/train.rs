@@ -408,6 +408,7 @@ pub fn train_from(
         model: None,
         model_file: None,
         strong_experts: layout.strong_experts.clone(),
+        held_out: None,
     };
     let strong_blocks = labels.strong_blocks()?;
     labels.expert_gates()?;

@@ -10,6 +10,7 @@ use crate::classifier::encoder::Encoder;
 use crate::classifier::eval::{
     bootstrap_apgr, category_scores, map_benchmark_category, percentile, Outcome,
 };
+use crate::classifier::heads::Labels;
 use crate::classifier::train::{argmax, logistic_regression, TrainConfig};
 use crate::classifier::{Classifier, ClassifierError, DEFAULT_MAX_TOKENS, TRAIN_MAX_TOKENS};
 use clap::Args;
@@ -26,12 +27,14 @@ pub struct EvalRouterArgs {
     /// and a paired bootstrap interval (2,000 resamples) of the difference.
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// The seed of the held-out split (train-router's `--seed`), and of the bootstrap resamples.
-    #[arg(long, default_value_t = TrainConfig::default().seed)]
-    pub seed: u64,
-    /// The held-out share (train-router's `--validation`).
-    #[arg(long, default_value_t = TrainConfig::default().validation)]
-    pub validation: f64,
+    /// The seed of the held-out split (train-router's `--seed`), and of the bootstrap resamples
+    /// [default: 7; with --labels and --heads, the seed those heads were trained with].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The held-out share (train-router's `--validation`) [default: 0.1; with --labels and
+    /// --heads, the share those heads held out].
+    #[arg(long)]
+    pub validation: Option<f64>,
     /// Also train and score the baseline: a logistic regression on the embeddings, trained on
     /// this training folder's MMLU-Pro with the label "Llama-3.1-8B-Instruct wrong".
     #[arg(long)]
@@ -97,6 +100,43 @@ pub fn run(args: EvalRouterArgs) -> i32 {
     }
 }
 
+/// The held-out split `--labels` scores: the one `--heads` were trained with when their
+/// `labels.json` records it (`held_out`) for this label file (by its SHA-256), else `--seed`
+/// and `--validation` (7 and 0.1 by default).
+///
+/// Errors: a `--seed` or `--validation` other than the heads' own (they would be scored on rows
+/// they were trained on), or heads whose `labels.json` cannot be read.
+fn split_of(args: &EvalRouterArgs, labels: &Path) -> Result<(u64, f64), ClassifierError> {
+    let defaults = TrainConfig::default();
+    let recorded = match &args.classifier.heads {
+        Some(dir) => Labels::read(dir)?.held_out,
+        None => None,
+    };
+    // A split is of the file the heads were trained on; other files' rows were never seen.
+    let recorded = match recorded {
+        Some(r) if r.labels_sha256 == data::file_sha256(labels)? => Some(r),
+        _ => None,
+    };
+    let Some(r) = recorded else {
+        return Ok((
+            args.seed.unwrap_or(defaults.seed),
+            args.validation.unwrap_or(defaults.validation),
+        ));
+    };
+    let seed_differs = args.seed.is_some_and(|s| s != r.seed);
+    let share_differs = args
+        .validation
+        .is_some_and(|v| (v - r.validation).abs() > 1e-9);
+    if seed_differs || share_differs {
+        return Err(ClassifierError::Format(format!(
+            "these heads were trained holding out --seed {} --validation {}: another split would \
+             score them on label rows they were trained on (leave --seed and --validation out)",
+            r.seed, r.validation
+        )));
+    }
+    Ok((r.seed, r.validation))
+}
+
 /// `--labels`: APGR and CPT of the strong score on the held-out rows of a label file, for the
 /// built-in heads and the `--heads` given, beside a random router; with `--heads`, a paired
 /// bootstrap interval of the APGR difference ([`Difference`]), which says whether a
@@ -104,13 +144,14 @@ pub fn run(args: EvalRouterArgs) -> i32 {
 fn eval_labels(args: &EvalRouterArgs, path: &Path) -> Result<(), ClassifierError> {
     let (rows, labelled) = data::load_labels(path)?;
     let model = labelled.name;
-    let held = HeldOut::split(&rows, args.seed, args.validation)
+    let (seed, validation) = split_of(args, path)?;
+    let held = HeldOut::split(&rows, seed, validation)
         .map_err(|e| ClassifierError::Format(format!("{}: {e}", path.display())))?;
     println!(
         "Held-out labels of `{model}` ({} of {} rows, seed {}; the on-box answer is worse on {})\n",
         held.rows.len(),
         rows.len(),
-        args.seed,
+        seed,
         held.worse()
     );
     println!("| heads | APGR | CPT(50%) | CPT(80%) |");
@@ -145,11 +186,11 @@ fn eval_labels(args: &EvalRouterArgs, path: &Path) -> Result<(), ClassifierError
         all_scores.push(scores);
     }
     if let [built_in, heads] = all_scores.as_slice() {
-        let d = Difference::of(built_in, heads, &held.outcomes, args.seed);
+        let d = Difference::of(built_in, heads, &held.outcomes, seed);
         println!(
             "\nAPGR of --heads minus the built-in heads', paired over these {} rows ({RESAMPLES} bootstrap resamples, seed {}): median {:+.3}, 5th to 95th percentile {:+.3} to {:+.3}",
             held.rows.len(),
-            args.seed,
+            seed,
             d.median,
             d.low,
             d.high
@@ -165,6 +206,7 @@ fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
     let Some(dir) = &args.data else {
         return Err(ClassifierError::Format("give --data or --labels".into()));
     };
+    let seed = args.seed.unwrap_or(TrainConfig::default().seed);
     let benches = vec![
         load_bench(dir, "mmlu", "weak_correct", "strong_correct")?,
         load_bench(dir, "gsm8k", "weak_correct", "strong_correct")?,
@@ -220,7 +262,7 @@ fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
          bootstrap resamples of the prompts, seed {}, 5th to 95th percentile)\n",
         args.classifier.encoder.display(),
         classifier.max_tokens,
-        args.seed
+        seed
     );
     println!("| benchmark | prompts | router | APGR | APGR interval | CPT(50%) | CPT(80%) |");
     println!("|---|---|---|---|---|---|---|");
@@ -238,7 +280,7 @@ fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
             None,
         )];
         let interval = |scores: &[f64]| {
-            let values = bootstrap_apgr(scores, &b.outcomes, RESAMPLES, args.seed);
+            let values = bootstrap_apgr(scores, &b.outcomes, RESAMPLES, seed);
             Some((percentile(&values, 0.05), percentile(&values, 0.95)))
         };
         if let Some((base, encoder, baseline_cache)) = &mut baseline {
@@ -271,7 +313,7 @@ fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
         }
         if let Some((classifier, cache)) = &mut built_in {
             let theirs = strong_scores(classifier, cache, &texts, b.name)?;
-            let d = Difference::of(&theirs, &ours, &b.outcomes, args.seed);
+            let d = Difference::of(&theirs, &ours, &b.outcomes, seed);
             differences.push((b.name, b.prompts.len(), d));
         }
     }
@@ -279,7 +321,7 @@ fn eval(args: &EvalRouterArgs) -> Result<(), ClassifierError> {
         println!(
             "\nAPGR of --heads minus the built-in heads', paired over each benchmark's prompts \
              ({RESAMPLES} bootstrap resamples, seed {}):",
-            args.seed
+            seed
         );
         for (name, n, d) in differences {
             println!(

@@ -4,7 +4,7 @@ use super::classifier_args::{cache_dir, progress, ClassifierArgs};
 use super::held_out_labels::{score, Difference, HeldOut, RESAMPLES};
 use crate::classifier::embed_cache::EmbedCache;
 use crate::classifier::encoder::Encoder;
-use crate::classifier::heads::{describe_experts, Heads, Labels, StrongExpert};
+use crate::classifier::heads::{describe_experts, Heads, HeldOutSplit, Labels, StrongExpert};
 use crate::classifier::train::{train_from, Layout, TrainConfig};
 use crate::classifier::{
     data, ClassifierError, BUILTIN_HEADS, BUILTIN_LABELS, DEFAULT_MAX_TOKENS, TRAIN_MAX_TOKENS,
@@ -147,9 +147,17 @@ pub fn run(args: TrainRouterArgs) -> i32 {
             }
         }
         examples.extend(labels.iter().cloned());
+        let sha256 = match data::file_sha256(path) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        };
         labelled_for = Some(Labelled {
             model,
             file: path.display().to_string(),
+            sha256,
             rows: labels,
         });
     }
@@ -246,6 +254,8 @@ pub fn run(args: TrainRouterArgs) -> i32 {
 struct Labelled {
     model: data::LabelledModel,
     file: String,
+    /// SHA-256 of the label file ([`data::file_sha256`]).
+    sha256: String,
     rows: Vec<data::Example>,
 }
 
@@ -345,6 +355,11 @@ fn train_each_seed(
             };
             heads.labels.model = Some(l.model.name.clone());
             heads.labels.model_file = l.model.file.clone();
+            heads.labels.held_out = (cfg.validation > 0.0).then(|| HeldOutSplit {
+                seed,
+                validation: cfg.validation,
+                labels_sha256: l.sha256.clone(),
+            });
         }
         if i == 0 {
             heads.save(&args.out)?;
@@ -377,7 +392,7 @@ fn train_each_seed(
         }
     }
     if let (Some(l), false) = (labelled, checks.is_empty()) {
-        print_checks(&checks, l, args.validation);
+        print_checks(&checks, l, args.validation.clamp(0.0, 0.9));
     }
     Ok(())
 }
