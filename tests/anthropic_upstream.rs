@@ -21,6 +21,7 @@ async fn gateway(up: &FakeUpstream) -> TestGateway {
         ("claude-tool", "-tool"),
         ("claude-cached", "-cached"),
         ("claude-busy", "-529"),
+        ("claude-nousage", "-nousage"),
     ] {
         p = p.model(
             name,
@@ -38,6 +39,7 @@ async fn gateway(up: &FakeUpstream) -> TestGateway {
         .rule("tool", "{ tags: [tool] }", "claude-tool", &[])
         .rule("cached", "{ tags: [cached] }", "claude-cached", &[])
         .rule("busy", "{ tags: [busy] }", "claude-busy", &[])
+        .rule("nousage", "{ tags: [nousage] }", "claude-nousage", &[])
         .default_route("claude", &[])
         .render();
     start_gateway(&policy, &[("ANTHROPIC_KEY", UPSTREAM_KEY)]).await
@@ -196,4 +198,20 @@ async fn anthropic_clients_reach_an_anthropic_model_with_their_version_and_betas
         text.contains(r#""text":"Hello""#) && text.contains("event: message_stop"),
         "{text}"
     );
+}
+
+/// An Anthropic-wire server that sends no `usage`: the answer is billed on the gateway's
+/// estimates (and counted as estimated), not as free.
+#[tokio::test]
+async fn an_answer_without_usage_is_estimated_not_free() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let r = chat(&gw, ask(false), &[("x-switchyard-tags", "nousage")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "claude-nousage");
+    assert!(r.json()["usage"].is_null(), "{}", r.json());
+    let cost: f64 = r.header("x-switchyard-cost-usd").parse().expect("cost");
+    assert!(cost > 0.0, "{cost}");
+    let estimated = r#"switchyard_usage_estimated_total{model="claude-nousage"}"#;
+    assert_eq!(metric(&gw, estimated).await, 1.0);
 }

@@ -201,18 +201,39 @@ fn finish_reason(stop: Option<&str>) -> &'static str {
 
 /// OpenAI's `usage` for Anthropic's: prompt tokens are the uncached input plus the cache's reads
 /// and writes; the reads are `prompt_tokens_details.cached_tokens`, and Anthropic's two cache
-/// counts are kept beside them as they came (as LiteLLM's OpenAI usage does).
+/// counts are kept beside them as they came (as LiteLLM's OpenAI usage does). A count the
+/// upstream did not send is left out (`null` when it sent neither), not written as 0: the
+/// settlement then estimates it, where a 0 would bill nothing.
 fn usage_of(u: &Value) -> Value {
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let n = |k: &str| u.get(k).and_then(Value::as_u64);
+    let (input, output) = (n("input_tokens"), n("output_tokens"));
+    if input.is_none() && output.is_none() {
+        return Value::Null;
+    }
     let (read, write) = (
-        n("cache_read_input_tokens"),
-        n("cache_creation_input_tokens"),
+        n("cache_read_input_tokens").unwrap_or(0),
+        n("cache_creation_input_tokens").unwrap_or(0),
     );
-    let prompt = n("input_tokens") + read + write;
-    let completion = n("output_tokens");
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": read},
-        "cache_read_input_tokens": read, "cache_creation_input_tokens": write})
+    let prompt = input.map(|i| i + read + write);
+    let mut usage = Map::new();
+    if let Some(p) = prompt {
+        usage.insert("prompt_tokens".into(), json!(p));
+    }
+    if let Some(o) = output {
+        usage.insert("completion_tokens".into(), json!(o));
+    }
+    if let (Some(p), Some(o)) = (prompt, output) {
+        usage.insert("total_tokens".into(), json!(p + o));
+    }
+    if prompt.is_some() {
+        usage.insert(
+            "prompt_tokens_details".into(),
+            json!({"cached_tokens": read}),
+        );
+    }
+    usage.insert("cache_read_input_tokens".into(), json!(read));
+    usage.insert("cache_creation_input_tokens".into(), json!(write));
+    Value::Object(usage)
 }
 
 /// Translates a Messages answer into an OpenAI chat completion body.
@@ -405,6 +426,21 @@ impl StreamFromAnthropic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_counts_stay_missing_for_the_settlement_to_estimate() {
+        assert_eq!(usage_of(&Value::Null), Value::Null);
+        assert_eq!(usage_of(&json!({})), Value::Null);
+        let only_output = usage_of(&json!({"output_tokens": 5}));
+        assert_eq!(only_output["completion_tokens"], 5);
+        assert!(only_output.get("prompt_tokens").is_none());
+        let whole = usage_of(&json!({"input_tokens": 10, "output_tokens": 3,
+            "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5}));
+        assert_eq!(
+            (&whole["prompt_tokens"], &whole["total_tokens"]),
+            (&json!(115), &json!(118))
+        );
+    }
 
     #[test]
     fn stop_reasons_map_to_finish_reasons() {

@@ -446,8 +446,14 @@ fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Respon
         )
     };
     if body["stream"] != json!(true) {
-        let v = json!({"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+        let mut v = json!({"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
             "content": [block], "stop_reason": stop, "stop_sequence": null, "usage": usage});
+        // `-nousage`: an Anthropic-compatible server that counts nothing.
+        if variant == "-nousage" {
+            if let Some(m) = v.as_object_mut() {
+                m.remove("usage");
+            }
+        }
         return full_response(StatusCode::OK, "application/json", v.to_string());
     }
     let mut events = vec![
