@@ -343,13 +343,14 @@ impl StreamFromAnthropic {
                 self.id = format!("chatcmpl-{}", id.strip_prefix("msg_").unwrap_or(id));
                 if let Some(u) = m.get("usage").and_then(Value::as_object) {
                     self.usage.extend(u.clone());
-                    let openai = usage_of(&Value::Object(u.clone()));
-                    self.prompt_usage = crate::api::usage::Reported::from_json(&openai.to_string())
-                        .filter(|_| u.get("input_tokens").is_some_and(|n| n.is_u64()))
-                        .map(|r| crate::api::usage::Reported {
-                            completion_tokens: None,
-                            ..r
-                        });
+                    // `message_start`'s output count is a placeholder: the prompt's alone.
+                    self.prompt_usage =
+                        crate::api::native::anthropic_reported(&Value::Object(u.clone()))
+                            .filter(|r| r.prompt_tokens.is_some())
+                            .map(|r| crate::api::usage::Reported {
+                                completion_tokens: None,
+                                ..r
+                            });
                 }
                 Translated::Chunks(vec![
                     self.chunk(json!({"role": "assistant", "content": ""}), None)

@@ -83,6 +83,14 @@ impl AnthropicUsage {
     }
 }
 
+/// Anthropic's `usage` object in the gateway's terms ([`Reported`]; counts it left out are
+/// `None`), or `None` when it is not an object of counts.
+pub fn anthropic_reported(usage: &serde_json::Value) -> Option<Reported> {
+    AnthropicUsage::deserialize(usage)
+        .ok()
+        .map(|u| u.reported())
+}
+
 /// The Responses API's `usage` object: `input_tokens` includes the cached ones.
 #[derive(Debug, Default, Deserialize)]
 struct ResponsesUsage {

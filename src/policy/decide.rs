@@ -201,19 +201,13 @@ fn pinned<'p>(policy: &'p Policy, f: &Features, matched: Option<usize>) -> Optio
             return None;
         }
     }
-    let at_model = if route.model == pin.model {
-        Some(0)
-    } else {
-        route
-            .fallbacks
-            .iter()
-            .position(|x| *x == pin.model)
-            .map(|i| i + 1)
-    };
     let others = |i: usize| route.pinned_fallbacks.get(i).map_or(&[][..], Vec::as_slice);
-    let (model, fallbacks): (&str, &[String]) = match at_model {
-        Some(0) => (&route.model, others(0)),
-        Some(i) => (&route.fallbacks[i - 1], others(i)),
+    let in_route = std::iter::once(&route.model)
+        .chain(&route.fallbacks)
+        .enumerate()
+        .find(|(_, m)| **m == pin.model);
+    let (model, fallbacks): (&str, &[String]) = match in_route {
+        Some((i, m)) => (m, others(i)),
         None => {
             let local = policy.local_model.as_deref().filter(|l| *l == pin.model)?;
             (local, others(route.fallbacks.len() + 1))
