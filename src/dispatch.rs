@@ -252,7 +252,7 @@ async fn try_route<'p>(
             Err(e) => {
                 // An open circuit or a disabled model counts as the model's error, as a
                 // failed call does (`switchyard_upstream_errors_total`).
-                settlement.call_failed(e.kind(), Duration::ZERO);
+                settlement.call_failed(e.kind(), Duration::ZERO, None);
                 tried.push(Attempt::new(model, Failure::Engine(e)));
                 continue;
             }
@@ -299,7 +299,7 @@ async fn try_route<'p>(
                 });
             }
             Err(e) => {
-                settlement.call_failed(e.kind(), started.elapsed());
+                settlement.call_failed(e.kind(), started.elapsed(), e.billed());
                 let go_on = e.allows_fallback();
                 tried.push(Attempt {
                     circuit_retry_in: engine.circuit_retry_in(),

@@ -1,5 +1,6 @@
 //! A request is settled once, however it ends: here, a client that goes away while the cloud
-//! holds its answer. Its budget reservation must not stay counted.
+//! holds its answer (its budget reservation must not stay counted), and a cloud call that
+//! breaks after the upstream took it (the provider bills it, so the budget counts it).
 
 mod common;
 
@@ -87,5 +88,39 @@ async fn a_client_that_goes_away_mid_request_leaves_only_its_prompt_spent() {
     assert_eq!(
         metric_opt(&gw, r#"switchyard_usage_estimated_total{model="cloud"}"#).await,
         None
+    );
+}
+
+#[tokio::test]
+async fn a_cloud_call_that_breaks_after_its_head_is_billed_though_the_box_answers() {
+    let up = FakeUpstream::start().await;
+    let policy = PolicyBuilder::standard(&up.base("cutbody"))
+        .global_budget("{ daily_usd: 1000 }")
+        .render();
+    let gw = start_gateway(&policy, KEY).await;
+    let body = json!({"model": "cloud", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+    let r = chat(&gw, body, &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "local-echo");
+    assert_eq!(up.recorded().len(), 1);
+    // The cloud read the 8-token prompt ($1 a token) before its answer broke: $8 spent, though
+    // the box answered.
+    let left = until_left(&gw, "the failed call is settled", |left| left != 1000.0).await;
+    assert_eq!(left, 1000.0 - 8.0);
+    assert_eq!(
+        metric(
+            &gw,
+            r#"switchyard_cost_usd_total{model="cloud",tenant="anonymous"}"#
+        )
+        .await,
+        8.0
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            r#"switchyard_upstream_errors_total{kind="transport",model="cloud"}"#
+        )
+        .await,
+        1.0
     );
 }

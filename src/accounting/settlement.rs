@@ -71,6 +71,9 @@ pub struct Settlement {
     usage: Option<Reported>,
     /// Whether the complete answer's counts were estimated by its engine.
     usage_estimated: bool,
+    /// Calls that failed after their upstream took them (which the provider bills), with what
+    /// each is billed.
+    failed_billed: Vec<(String, Usage)>,
     /// The request's row of the request log, written when it is settled.
     log: Option<super::recorder::Row>,
     settled: bool,
@@ -95,6 +98,7 @@ impl Ledger {
             text_bytes: 0,
             usage: None,
             usage_estimated: false,
+            failed_billed: vec![],
             log: None,
             settled: false,
             over_budget: false,
@@ -227,11 +231,17 @@ impl Settlement {
 
     /// The current model failed before answering, after `took` in its engine, with `kind` (its
     /// `switchyard_upstream_errors_total` kind). Its budget reservation is replaced by the next
-    /// cloud call's, or given back when the request is settled.
-    pub fn call_failed(&mut self, kind: &str, took: Duration) {
+    /// cloud call's, or given back when the request is settled. A failure the provider bills
+    /// anyway (`billed`: one after the upstream took the call) is billed to the model when the
+    /// request is settled, whichever model answers in the end: its tokens and cost count, and
+    /// its savings, with a reference model, are minus its cost (it answered nothing).
+    pub fn call_failed(&mut self, kind: &str, took: Duration, billed: Option<Usage>) {
         self.engine_time += took;
         self.call = Call::None;
         self.ledger.metrics.upstream_error(&self.model, kind);
+        if let Some(usage) = billed {
+            self.failed_billed.push((self.model.to_string(), usage));
+        }
     }
 
     /// The current model answers (a complete answer, or a stream's head), after `took` in its
@@ -302,7 +312,24 @@ impl Settlement {
             bill = ledger.bill(&self.model, usage);
             metrics.billed(&self.model, self.tenant_label(), usage, bill);
         }
-        let used_tokens = billed.map_or(0, |(u, _)| u.total());
+        let mut used_tokens = billed.map_or(0, |(u, _)| u.total());
+        for (model, usage) in std::mem::take(&mut self.failed_billed) {
+            let cost_usd = ledger.bill(&model, usage).cost_usd;
+            // Savings are measured against the reference model's price of an answer; a failed
+            // call answered nothing, so it saved minus its cost.
+            let wasted = Bill {
+                cost_usd,
+                savings_usd: if ledger.policy.reference_model.is_some() {
+                    -cost_usd
+                } else {
+                    0.0
+                },
+            };
+            metrics.billed(&model, self.tenant_label(), usage, wasted);
+            bill.cost_usd += wasted.cost_usd;
+            bill.savings_usd += wasted.savings_usd;
+            used_tokens += usage.total();
+        }
         let ticket = std::mem::take(&mut self.ticket);
         ledger.settle_state(ticket, bill.cost_usd, used_tokens);
         let status = match end {
@@ -446,7 +473,7 @@ mod tests {
     fn a_failed_call_gives_its_reservation_back_and_is_not_billed() {
         let l = ledger();
         let mut s = in_flight(&l);
-        s.call_failed("status_5xx", Duration::ZERO);
+        s.call_failed("status_5xx", Duration::ZERO, None);
         s.finish(End::Error(StatusCode::BAD_GATEWAY));
         assert_eq!(day_left(&l), 1000.0);
         let failed =
@@ -461,6 +488,32 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_call_that_failed_after_its_head_is_billed_beside_the_answer() {
+        let l = ledger();
+        let mut s = in_flight(&l);
+        let prompt = Usage {
+            prompt_tokens: 8,
+            ..Usage::default()
+        };
+        s.call_failed("transport", Duration::ZERO, Some(prompt));
+        // The fallback (the same model again here) answers with 10 + 3 tokens ($16).
+        s.call_started();
+        s.answering(Duration::ZERO);
+        let usage = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 3,
+            ..Usage::default()
+        };
+        let bill = s.finish(End::Complete(usage, false));
+        assert_eq!(bill.cost_usd, 16.0 + 8.0);
+        assert_eq!(day_left(&l), 1000.0 - 24.0);
+        let cost = r#"switchyard_cost_usd_total{model="cloud",tenant="anonymous"}"#;
+        assert_eq!(sample(&l, cost), Some(24.0));
+        let input = r#"switchyard_tokens_total{direction="input",model="cloud"}"#;
+        assert_eq!(sample(&l, input), Some(18.0));
     }
 
     #[test]

@@ -183,12 +183,21 @@ pub enum EngineError {
     /// The engine failed while computing the answer.
     #[error("the model failed: {0}")]
     Failed(String),
+    /// A cloud call failed after the upstream accepted it (a `200` head, then a body that broke,
+    /// timed out or could not be read): the provider bills it, so the settlement does too, with
+    /// `billed` (the prompt estimate; what was generated is unknown). Everything else about
+    /// the failure is `error`'s.
+    #[error("{error}")]
+    AfterHead {
+        error: Box<EngineError>,
+        billed: crate::api::Usage,
+    },
 }
 
 impl EngineError {
     /// Label for `switchyard_upstream_errors_total{kind}`.
     pub fn kind(&self) -> &'static str {
-        match self {
+        match self.cause() {
             EngineError::Unavailable(_) => "unavailable",
             EngineError::CircuitOpen { .. } => "circuit_open",
             EngineError::Connect(_) => "connect",
@@ -205,18 +214,47 @@ impl EngineError {
             EngineError::ContextLength(_) => "context_length",
             EngineError::Invalid { .. } => "invalid_request",
             EngineError::Failed(_) => "failed",
+            EngineError::AfterHead { error, .. } => error.kind(),
         }
     }
 
     /// Whether the next model of the route should be tried (only failures before the
     /// first byte, and never for the client's own mistakes).
     pub fn allows_fallback(&self) -> bool {
-        match self {
+        match self.cause() {
             EngineError::Status { status, .. } => {
                 status.is_server_error() || status.as_u16() == 429
             }
             EngineError::Invalid { .. } => false,
             _ => true,
+        }
+    }
+
+    /// The failure itself: `error` of [`EngineError::AfterHead`], else `self`.
+    pub fn cause(&self) -> &EngineError {
+        match self {
+            EngineError::AfterHead { error, .. } => error.cause(),
+            e => e,
+        }
+    }
+
+    /// What the provider bills for this failed call, when it bills one
+    /// ([`EngineError::AfterHead`]).
+    pub fn billed(&self) -> Option<crate::api::Usage> {
+        match self {
+            EngineError::AfterHead { billed, .. } => Some(*billed),
+            _ => None,
+        }
+    }
+
+    /// This failure, billed `usage` by the provider (it came after the upstream's `200` head).
+    pub fn after_head(self, usage: crate::api::Usage) -> EngineError {
+        match self {
+            e @ EngineError::AfterHead { .. } => e,
+            e => EngineError::AfterHead {
+                error: Box::new(e),
+                billed: usage,
+            },
         }
     }
 
@@ -234,7 +272,7 @@ impl EngineError {
     /// Whether the same call may be tried again: the upstream could not be reached, or said
     /// 429 or 5xx (nothing reached the client yet).
     pub fn is_retryable(&self) -> bool {
-        match self {
+        match self.cause() {
             EngineError::Connect(_) => true,
             EngineError::Status { status, .. } => {
                 status.is_server_error() || status.as_u16() == 429
@@ -246,7 +284,7 @@ impl EngineError {
     /// Whether this failure counts against the upstream's health (its circuit breaker); the
     /// client's own mistakes and refusals on this side do not.
     pub fn is_upstream_failure(&self) -> bool {
-        match self {
+        match self.cause() {
             EngineError::Status { .. } => self.is_retryable(),
             EngineError::Connect(_)
             | EngineError::FirstByteTimeout(_)
@@ -261,7 +299,7 @@ impl EngineError {
 
     /// The error the client sees for this failure of `model`.
     pub fn to_api(&self, model: &str) -> ApiError {
-        match self {
+        match self.cause() {
             EngineError::Unavailable(reason) => ApiError::Unavailable(format!("model `{model}` is unavailable: {reason}")),
             EngineError::CircuitOpen { reason, retry_after_secs } => ApiError::CircuitOpen {
                 message: format!("model `{model}` is unavailable: {reason}"),

@@ -8,7 +8,7 @@ use crate::accounting::metrics::RetryCounter;
 use crate::api::native::{self, StreamReader};
 use crate::api::skim::{self, Kind, Reader, SkimError};
 use crate::api::sse;
-use crate::api::{Dialect, Reported};
+use crate::api::{Dialect, Reported, Usage};
 use crate::features::estimate_text_tokens;
 use crate::policy::{Model, RetrySettings, Secret, Timeouts};
 use async_trait::async_trait;
@@ -699,6 +699,23 @@ impl OpenAiEngine {
     async fn complete(&self, req: &EngineRequest<'_>) -> Result<Completion, EngineError> {
         let deadline = Instant::now() + self.timeouts.total;
         let resp = self.call(req, false, deadline).await?;
+        // The upstream took the call: a failure from here on is billed, at least the prompt.
+        let prompt = Usage {
+            prompt_tokens: self.prompt_estimate(req),
+            ..Usage::default()
+        };
+        self.read_completion(req, resp, deadline)
+            .await
+            .map_err(|e| e.after_head(prompt))
+    }
+
+    /// The answer of a call whose `200` head came: its body read in full, checked and counted.
+    async fn read_completion(
+        &self,
+        req: &EngineRequest<'_>,
+        resp: upstream::Response,
+        deadline: Instant,
+    ) -> Result<Completion, EngineError> {
         let headers = resp.passed;
         let body = timeout_at(deadline, read_limited(resp.body, MAX_RESPONSE_BYTES))
             .await

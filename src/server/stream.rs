@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// The payload of the error event sent when a stream breaks after its head.
 fn error_payload(e: &EngineError, model: &str) -> Bytes {
-    match e {
+    match e.cause() {
         EngineError::InStream(payload) => payload.clone(),
         other => Bytes::from(stream_error(other, model).body_json().to_string()),
     }
@@ -23,7 +23,7 @@ fn error_payload(e: &EngineError, model: &str) -> Bytes {
 
 /// The client's error for a stream that broke after its head.
 fn stream_error(e: &EngineError, model: &str) -> ApiError {
-    match e {
+    match e.cause() {
         EngineError::TotalTimeout(_)
         | EngineError::FirstByteTimeout(_)
         | EngineError::StreamIdle(_) => ApiError::GatewayTimeout(format!("model `{model}`: {e}")),

@@ -313,6 +313,21 @@ impl FakeUpstream {
                 v["choices"][0]["finish_reason"] = json!("tool_calls");
                 full_response(StatusCode::OK, "application/json", v.to_string())
             }
+            // `cutbody`: a 200 head and half a completion, then the connection breaks. The body
+            // waits once between the two, so the server writes the head and the half out first.
+            "cutbody" if !stream => {
+                let text = completion(&model, true).to_string();
+                let half = Bytes::from(text[..text.len() / 2].to_string());
+                let frames = async_stream::stream! {
+                    yield Ok::<_, std::io::Error>(Frame::data(half));
+                    tokio::task::yield_now().await;
+                    yield Err(std::io::Error::other("connection cut"));
+                };
+                let mut r = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+                r.headers_mut()
+                    .insert("content-type", "application/json".parse().expect("header"));
+                r
+            }
             "json-for-stream" => full_response(
                 StatusCode::OK,
                 "application/json",
