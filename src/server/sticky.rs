@@ -9,6 +9,7 @@
 use crate::accounting::state::{StateStore, StoreError};
 use crate::api::{ChatRequest, Role};
 use crate::features::Pin;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -32,19 +33,51 @@ pub fn session_key(
         }
         None => {
             h.update(b"messages\0");
-            let messages = req.messages();
-            let first_user = messages.iter().position(|(r, _)| *r == Role::User)?;
-            for (role, text) in &messages[..=first_user] {
-                if matches!(role, Role::System | Role::Developer | Role::User) {
-                    h.update(format!("{role:?}").as_bytes());
-                    h.update([0]);
-                    h.update(text.as_bytes());
-                    h.update([0]);
-                }
+            let Some(Value::Array(messages)) = req.field("messages") else {
+                return None;
+            };
+            let role = |m: &Value| m.get("role").and_then(Value::as_str).and_then(Role::parse);
+            let first_user = messages.iter().position(|m| role(m) == Some(Role::User))?;
+            for m in &messages[..=first_user] {
+                let Some(r) =
+                    role(m).filter(|r| matches!(r, Role::System | Role::Developer | Role::User))
+                else {
+                    continue;
+                };
+                h.update(format!("{r:?}").as_bytes());
+                h.update([0]);
+                content_name(&mut h, m.get("content"));
             }
         }
     }
     Some(hex::encode(h.finalize()))
+}
+
+/// Feeds what names a message's `content` to `h`: its text, and each other part's payload (an
+/// image's URL or data, an audio clip), so that two conversations opening with different images
+/// and no text are two conversations. Part fields beside the payload (`cache_control`, which
+/// clients move from turn to turn) are left out.
+fn content_name(h: &mut Sha256, content: Option<&Value>) {
+    match content {
+        Some(Value::String(s)) => {
+            h.update(b"text\0");
+            h.update(s.as_bytes());
+            h.update([0]);
+        }
+        Some(Value::Array(parts)) => {
+            for p in parts {
+                let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
+                h.update(kind.as_bytes());
+                h.update([0]);
+                match p.get("text").and_then(Value::as_str) {
+                    Some(text) => h.update(text.as_bytes()),
+                    None => h.update(p.get(kind).map(Value::to_string).unwrap_or_default()),
+                }
+                h.update([0]);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The pin stored for a conversation.
@@ -106,6 +139,34 @@ mod tests {
             session_key(Some("s1"), None, &first),
             session_key(Some("s1"), None, &other)
         );
+        // Openers that are only an image are told apart by the image, and a part's
+        // `cache_control`, which clients move between turns, does not change the key.
+        let image = |url: &str, extra: &str| {
+            req(&format!(
+                r#"{{"model":"auto","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"{url}"}}{extra}}}]}}]}}"#
+            ))
+        };
+        let a = session_key(None, None, &image("data:image/png;base64,AAAA", ""));
+        assert_ne!(
+            a,
+            session_key(None, None, &image("data:image/png;base64,BBBB", ""))
+        );
+        assert_eq!(
+            a,
+            session_key(
+                None,
+                None,
+                &image(
+                    "data:image/png;base64,AAAA",
+                    r#","cache_control":{"type":"ephemeral"}"#
+                )
+            )
+        );
+        // Text sent as a string or as one text part is the same opener.
+        let parts = req(
+            r#"{"model":"auto","messages":[{"role":"system","content":"S"},{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#,
+        );
+        assert_eq!(k, session_key(None, None, &parts));
         let none = req(r#"{"model":"auto","messages":[{"role":"system","content":"S"}]}"#);
         assert_eq!(session_key(None, None, &none), None);
     }
