@@ -133,6 +133,7 @@ async fn hostile_requests_each_get_a_clear_4xx() {
         case("text part with a number", messages(json!([{"role": "user", "content": [{"type": "text", "text": 5}]}])), 400, "text"),
         case("thousands of messages", messages(json!(many)), 400, "too many messages"),
         case("one huge message", messages(json!([{"role": "user", "content": "x".repeat(8000)}])), 400, "bytes long"),
+        case("one huge tool call", messages(json!([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "x".repeat(8000)}}]}, {"role": "tool", "tool_call_id": "c1", "content": "ok"}, {"role": "user", "content": "y"}])), 400, "bytes long"),
         // Numbers.
         case("negative max_tokens", with(json!({"max_tokens": -1})), 400, "max_tokens"),
         case("zero max_tokens", with(json!({"max_tokens": 0})), 400, "at least 1"),

@@ -585,7 +585,16 @@ fn check_message(r: &mut Reader, i: usize) -> Result<Result<(u64, Parts), ApiErr
     }
     let mut role: Option<Result<RawStr, Kind>> = None;
     let mut content = Content::Absent;
+    // An assistant turn's tool calls are prompt text on every later turn: their JSON counts
+    // with the message's text.
+    let mut calls = 0u64;
     r.object(|r, key| {
+        if key.is("tool_calls") || key.is("function_call") {
+            let start = r.offset();
+            r.skip()?;
+            calls += (r.offset() - start) as u64;
+            return Ok(());
+        }
         if key.is("role") {
             role = Some(match r.peek()? {
                 Kind::String => Ok(r.string()?),
@@ -632,11 +641,11 @@ fn check_message(r: &mut Reader, i: usize) -> Result<Result<(u64, Parts), ApiErr
         }
     };
     Ok(match content {
-        Content::Text(text, parts) => Ok((text, parts)),
+        Content::Text(text, parts) => Ok((text + calls, parts)),
         Content::Invalid(e) => Err(e),
         Content::Absent => {
             if role == Role::Assistant || role == Role::Tool || role == Role::Function {
-                Ok((0, Parts::default()))
+                Ok((calls, Parts::default()))
             } else {
                 let content_param = format!("messages[{i}].content");
                 Err(bad(

@@ -67,7 +67,7 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most messages in one request.
     pub max_messages: u64,
-    /// Largest text of one message, in bytes.
+    /// Largest text of one message, its tool calls' JSON included, in bytes.
     pub max_message_bytes: u64,
     /// Largest `max_tokens` a client may ask for.
     pub max_tokens: u64,
