@@ -15,8 +15,9 @@ scripts/setup.sh
 if [ -z "${SWITCHYARD_LOCAL_MODEL:-}" ]; then
   scripts/fetch-models.sh --qwen15
   export SWITCHYARD_LOCAL_MODEL="$PWD/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
-  # The classifier heads calibrated for that model (docs/router-quality.md#shipped-heads-for-the-default-model).
-  export SWITCHYARD_LOCAL_HEADS="${SWITCHYARD_LOCAL_HEADS:-$PWD/policies/heads/qwen2.5-coder-1.5b-instruct-q4_k_m}"
+  # The classifier heads calibrated for that model (docs/router-quality.md#shipped-heads-for-the-default-model);
+  # SWITCHYARD_LOCAL_HEADS= (empty) keeps the shared heads.
+  export SWITCHYARD_LOCAL_HEADS="${SWITCHYARD_LOCAL_HEADS-$PWD/policies/heads/qwen2.5-coder-1.5b-instruct-q4_k_m}"
 fi
 cargo build --locked --release --bin switchyard >&2
 exec "$CARGO_TARGET_DIR/release/switchyard" serve "$@"

@@ -20,7 +20,9 @@ pub struct TrainConfig {
     pub batch: usize,
     pub learning_rate: f64,
     pub weight_decay: f64,
-    /// Share of the examples held out for validation.
+    /// Share of the examples held out for validation. Held-out label rows
+    /// ([`super::data::LABELS_SOURCE`]) are only scored; the same share of the other label rows
+    /// chooses the strong heads' epoch.
     pub validation: f64,
     /// Rows of a label file (`switchyard label`) learned beside the training folder's strong
     /// labels: their share of the strong heads' loss (MMLU-Pro's rows carry 1, the synthetic
@@ -70,6 +72,9 @@ impl Rng {
         }
     }
 }
+
+/// Mixed into the seed to pick, among label rows not held out, those that choose the epoch.
+const TUNING_SALT: u64 = 0x7e57_5eed_0000_0001;
 
 /// Whether an example is held out: a hash of its text and the seed, so the split does not
 /// depend on the order of the data.
@@ -136,6 +141,17 @@ impl Params {
         })
     }
 
+    /// Parameters that start from a [`Params::snapshot`].
+    fn from_snapshot(snapshot: &[Tensor], hidden: usize) -> candle_core::Result<Params> {
+        Ok(Params {
+            hidden,
+            vars: snapshot
+                .iter()
+                .map(|t| Var::from_tensor(&t.copy()?))
+                .collect::<candle_core::Result<_>>()?,
+        })
+    }
+
     fn snapshot(&self) -> candle_core::Result<Vec<Tensor>> {
         self.vars.iter().map(|v| v.as_tensor().copy()).collect()
     }
@@ -192,7 +208,42 @@ impl Task {
 
 type Loss = fn(&Tensor, &Tensor, &Tensor) -> candle_core::Result<Tensor>;
 
-/// Fits parameters on `train` rows, keeping the epoch with the lowest validation loss.
+/// One pass over `order` (shuffled first) in batches; returns the mean batch loss.
+fn epoch(
+    task: &Task,
+    order: &mut [usize],
+    params: &Params,
+    opt: &mut AdamW,
+    loss: Loss,
+    cfg: &TrainConfig,
+    rng: &mut Rng,
+) -> Result<f64, ClassifierError> {
+    rng.shuffle(order);
+    let mut total = 0.0;
+    let mut batches = 0;
+    for chunk in order.chunks(cfg.batch) {
+        let (x, t, w) = task.select(chunk)?;
+        let l = loss(&params.forward(&x)?, &t, &w)?;
+        opt.backward_step(&l)?;
+        total += l.to_scalar::<f32>()? as f64;
+        batches += 1;
+    }
+    Ok(total / batches.max(1) as f64)
+}
+
+fn optimizer(params: &Params, cfg: &TrainConfig) -> Result<AdamW, ClassifierError> {
+    Ok(AdamW::new(
+        params.vars.clone(),
+        ParamsAdamW {
+            lr: cfg.learning_rate,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?)
+}
+
+/// Fits parameters on `train` rows, keeping the epoch with the lowest validation loss (epoch 0,
+/// the starting point, included). Returns the kept weights and their epoch.
 #[allow(clippy::too_many_arguments)]
 fn fit(
     name: &str,
@@ -204,15 +255,8 @@ fn fit(
     cfg: &TrainConfig,
     rng: &mut Rng,
     log: &mut dyn FnMut(String),
-) -> Result<Vec<Tensor>, ClassifierError> {
-    let mut opt = AdamW::new(
-        params.vars.clone(),
-        ParamsAdamW {
-            lr: cfg.learning_rate,
-            weight_decay: cfg.weight_decay,
-            ..Default::default()
-        },
-    )?;
+) -> Result<(Vec<Tensor>, usize), ClassifierError> {
+    let mut opt = optimizer(params, cfg)?;
     let (vx, vt, vw) = task.select(val)?;
     // Epoch 0 is the starting point: with weights from base heads, training keeps them unless
     // an epoch does better on validation.
@@ -223,37 +267,55 @@ fn fit(
     };
     let mut best = (start, params.snapshot()?, 0);
     let mut order = train.to_vec();
-    for epoch in 1..=cfg.epochs {
-        rng.shuffle(&mut order);
-        let mut total = 0.0;
-        let mut batches = 0;
-        for chunk in order.chunks(cfg.batch) {
-            let (x, t, w) = task.select(chunk)?;
-            let l = loss(&params.forward(&x)?, &t, &w)?;
-            opt.backward_step(&l)?;
-            total += l.to_scalar::<f32>()? as f64;
-            batches += 1;
-        }
+    for epoch_no in 1..=cfg.epochs {
+        let train_loss = epoch(task, &mut order, params, &mut opt, loss, cfg, rng)?;
         let v = if val.is_empty() {
-            total / batches.max(1) as f64
+            train_loss
         } else {
             loss(&params.forward(&vx)?, &vt, &vw)?.to_scalar::<f32>()? as f64
         };
-        if epoch == 1 || epoch % 5 == 0 || epoch == cfg.epochs {
+        if epoch_no == 1 || epoch_no % 5 == 0 || epoch_no == cfg.epochs {
             log(format!(
-                "{name:>9} epoch {epoch:>3}  train loss {:.4}  validation loss {v:.4}",
-                total / batches.max(1) as f64
+                "{name:>9} epoch {epoch_no:>3}  train loss {train_loss:.4}  validation loss {v:.4}"
             ));
         }
         if v < best.0 {
-            best = (v, params.snapshot()?, epoch);
+            best = (v, params.snapshot()?, epoch_no);
         }
     }
     log(format!(
         "{name:>9} kept epoch {} (validation loss {:.4})",
         best.2, best.0
     ));
-    Ok(best.1)
+    Ok((best.1, best.2))
+}
+
+/// Trains `params` on `rows` for exactly `epochs` epochs and returns the weights (the starting
+/// ones for 0 epochs): the second pass of a run whose epoch count was chosen on rows that are
+/// now trained on too.
+#[allow(clippy::too_many_arguments)]
+fn fit_epochs(
+    name: &str,
+    task: &Task,
+    rows: &[usize],
+    params: &Params,
+    epochs: usize,
+    loss: Loss,
+    cfg: &TrainConfig,
+    rng: &mut Rng,
+    log: &mut dyn FnMut(String),
+) -> Result<Vec<Tensor>, ClassifierError> {
+    let mut opt = optimizer(params, cfg)?;
+    let mut order = rows.to_vec();
+    let mut train_loss = f64::NAN;
+    for _ in 0..epochs {
+        train_loss = epoch(task, &mut order, params, &mut opt, loss, cfg, rng)?;
+    }
+    log(format!(
+        "{name:>9} trained again on {} rows for {epochs} epochs (train loss {train_loss:.4})",
+        rows.len()
+    ));
+    Ok(params.snapshot()?)
 }
 
 /// The rows `rows` of a `[n, dim]` tensor.
@@ -491,7 +553,7 @@ pub fn train_from(
         Some(b) => b.category.clone(),
         None => {
             let cat_params = Params::new(&mut rng, dim, cfg.hidden, CATEGORIES.len())?;
-            let cat_best = fit(
+            let (cat_best, _) = fit(
                 "category",
                 &cat_task,
                 &ct,
@@ -537,8 +599,28 @@ pub fn train_from(
         strong_rows.len(),
         &Device::Cpu,
     )?;
-    let (st, sv): (Vec<usize>, Vec<usize>) =
-        (0..strong_rows.len()).partition(|&j| !held[strong_rows[j]]);
+    // The folder's held-out rows choose each strong head's epoch and measure the run. Held-out
+    // label rows are the calibration's test rows (`eval-router --labels` scores them), so they
+    // neither train nor choose anything: the epoch is chosen on another slice of the label rows
+    // (`tuning`, the same share of the rest), and the head is then trained again, from the same
+    // start, on every label row not held out for that many epochs.
+    let tuning = |j: usize| {
+        let e = &examples[strong_rows[j]];
+        e.source == super::data::LABELS_SOURCE
+            && !held[strong_rows[j]]
+            && held_out(&e.text, cfg.seed ^ TUNING_SALT, cfg.validation)
+    };
+    let is_label = |j: usize| examples[strong_rows[j]].source == super::data::LABELS_SOURCE;
+    let st: Vec<usize> = (0..strong_rows.len())
+        .filter(|&j| !held[strong_rows[j]] && !tuning(j))
+        .collect();
+    let sv: Vec<usize> = (0..strong_rows.len())
+        .filter(|&j| (held[strong_rows[j]] && !is_label(j)) || tuning(j))
+        .collect();
+    let refit: Vec<usize> = (0..strong_rows.len())
+        .filter(|&j| !held[strong_rows[j]])
+        .collect();
+    let tuned = (0..strong_rows.len()).any(tuning);
     // The strong head, then each expert: the same task on their own blocks, each starting from
     // the base's head where there is one.
     let mut to_fit = vec![(
@@ -561,9 +643,16 @@ pub fn train_from(
             Some(m) => Params::from_mlp(m)?,
             None => Params::new(&mut rng, task.x.dims2()?.1, cfg.hidden, 1)?,
         };
-        let best = fit(
+        let start = params.snapshot()?;
+        let (mut best, kept) = fit(
             &name, &task, &st, &sv, &params, soft_bce, cfg, &mut rng, log,
         )?;
+        if tuned {
+            let again = Params::from_snapshot(&start, params.hidden)?;
+            best = fit_epochs(
+                &name, &task, &refit, &again, kept, soft_bce, cfg, &mut rng, log,
+            )?;
+        }
         fitted.push(Params::mlp(&best)?);
     }
     let strong = fitted.remove(0);
@@ -637,7 +726,7 @@ pub fn logistic_regression(
     let mut rng = Rng::new(cfg.seed);
     let params = Params::new(&mut rng, dim, 0, 1)?;
     let all: Vec<usize> = (0..n).collect();
-    let best = fit(
+    let (best, _) = fit(
         "baseline",
         &task,
         &all,
@@ -722,5 +811,65 @@ mod tests {
         assert!(close(&w[1], &[1.0, 0.375, 0.25]), "expert: {w:?}");
         let replaced = weights_with(&TrainConfig::default());
         assert_eq!(replaced, vec![weights.to_vec(), weights.to_vec()]);
+    }
+
+    /// Label rows held out for scoring (`eval-router --labels`) neither train nor choose the
+    /// epoch: heads trained on label files that differ only in those rows' labels are the same,
+    /// while the other label rows do change them.
+    #[test]
+    fn held_out_label_rows_choose_no_epoch() {
+        let cfg = TrainConfig {
+            validation: 0.3,
+            epochs: 8,
+            hidden: 4,
+            batch: 16,
+            ..TrainConfig::default()
+        };
+        let labels = super::super::data::LABELS_SOURCE;
+        let mut rng = Rng::new(11);
+        let mut examples = vec![];
+        for i in 0..20 {
+            examples.push(Example {
+                text: format!("c{i}"),
+                source: "seeds",
+                category: Some(i % 2),
+                strong: None,
+                pair: None,
+            });
+        }
+        for i in 0..80 {
+            let label = rng.unit() as f32;
+            examples.push(Example {
+                text: format!("l{i}"),
+                source: labels,
+                category: None,
+                strong: Some(label),
+                pair: Some((label < 0.5, true)),
+            });
+        }
+        let embeddings: Vec<Vec<f32>> = examples
+            .iter()
+            .map(|_| (0..8).map(|_| rng.unit() as f32 - 0.5).collect())
+            .collect();
+        let strong_head = |examples: &[Example]| {
+            let (heads, _) = train(examples, &embeddings, &cfg, "enc", 128, &mut |_| {})
+                .unwrap_or_else(|e| panic!("{e}"));
+            (
+                heads.strong.w1.to_vec2::<f32>().expect("w1"),
+                heads.strong.b2.to_vec1::<f32>().expect("b2"),
+            )
+        };
+        let flipped = |held: bool| {
+            let mut out = examples.clone();
+            for e in out.iter_mut().filter(|e| {
+                e.source == labels && held_out(&e.text, cfg.seed, cfg.validation) == held
+            }) {
+                e.strong = e.strong.map(|s| 1.0 - s);
+            }
+            out
+        };
+        let base = strong_head(&examples);
+        assert_eq!(base, strong_head(&flipped(true)));
+        assert_ne!(base, strong_head(&flipped(false)));
     }
 }

@@ -29,6 +29,8 @@ pub struct TrainRouterArgs {
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     pub epochs: usize,
     /// Share of the examples held out for validation (chosen by a hash of the text and the seed).
+    /// Held-out --labels rows are only scored: the same share of the other label rows chooses
+    /// the strong heads' epoch, and the heads are then trained again on all of those rows.
     #[arg(long, default_value_t = TrainConfig::default().validation)]
     pub validation: f64,
     /// Width of each head's hidden layer.
