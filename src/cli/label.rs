@@ -33,6 +33,7 @@ pub struct LabelArgs {
     pub model: String,
     /// Rows (JSONL: `{"id", "prompt", "answer"?, "task"?}` or chat requests with an `id`), or a
     /// training-data folder, whose GSM8K and MMLU-Pro questions are labelled with their gold answers.
+    /// A row without `id` is named by a hash of its messages (`sha256:` and 16 hex digits).
     #[arg(long)]
     pub input: PathBuf,
     /// Where the labels go (JSONL; rows already there are kept and not labelled again).
@@ -139,6 +140,7 @@ pub fn load_rows(path: &Path) -> Result<Vec<Item>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut items = vec![];
+    let mut unnamed = std::collections::HashMap::new();
     for (i, line) in text
         .lines()
         .enumerate()
@@ -146,15 +148,15 @@ pub fn load_rows(path: &Path) -> Result<Vec<Item>, String> {
     {
         let at = || format!("{}:{}", path.display(), i + 1);
         let v: Value = serde_json::from_str(line).map_err(|e| format!("{}: {e}", at()))?;
-        let id = match &v["id"] {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => (i + 1).to_string(),
-        };
         let messages = match (&v["messages"], &v["prompt"]) {
             (Value::Array(m), _) => m.clone(),
             (_, Value::String(p)) => vec![json!({"role": "user", "content": p})],
             _ => return Err(format!("{}: a row needs `prompt` or `messages`", at())),
+        };
+        let id = match &v["id"] {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => content_id(&messages, &mut unnamed),
         };
         let gold =
             match v.get("answer") {
@@ -171,6 +173,22 @@ pub fn load_rows(path: &Path) -> Result<Vec<Item>, String> {
         });
     }
     Ok(items)
+}
+
+/// The id of a row that has none: `sha256:` and the first 16 hex digits of the SHA-256 of its
+/// messages (as JSON), so that a resumed run finds the rows it labelled however the input file
+/// was reordered or edited since; the second and later rows with the same messages get `#2`,
+/// `#3`... (`seen` counts them).
+fn content_id(messages: &[Value], seen: &mut std::collections::HashMap<String, usize>) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(Value::Array(messages.to_vec()).to_string().as_bytes());
+    let id = format!("sha256:{}", &hex::encode(digest)[..16]);
+    let n = seen.entry(id.clone()).or_insert(0);
+    *n += 1;
+    match *n {
+        1 => id,
+        n => format!("{id}#{n}"),
+    }
 }
 
 /// The GSM8K and MMLU-Pro questions of a training-data folder, with their gold answers.
@@ -641,6 +659,41 @@ mod tests {
         assert_eq!(rating("[[3/5]]"), Some(3));
         // The verdict, not an example quoted before it.
         assert_eq!(rating("Ratings look like [[1]]; mine: [[5]]"), Some(5));
+    }
+
+    /// Rows without an id keep theirs when the input file is reordered or edited, so a resumed
+    /// run skips exactly the rows it labelled; repeated rows are told apart.
+    #[test]
+    fn rows_without_an_id_are_named_by_their_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("rows.jsonl");
+        let ids = |lines: &[&str]| {
+            std::fs::write(&input, lines.join("\n")).unwrap();
+            load_rows(&input)
+                .unwrap()
+                .into_iter()
+                .map(|i| i.id)
+                .collect::<Vec<_>>()
+        };
+        let a = r#"{"prompt": "What is 2 + 2?"}"#;
+        let b = r#"{"messages": [{"role": "user", "content": "Name a colour."}]}"#;
+        let first = ids(&[a, b]);
+        assert!(
+            first[0].starts_with("sha256:") && first[0].len() == 23,
+            "{first:?}"
+        );
+        assert_ne!(first[0], first[1]);
+        // Another row inserted before them and the two swapped: the same ids.
+        let c = r#"{"id": "q7", "prompt": "Why is the sky blue?"}"#;
+        assert_eq!(
+            ids(&[c, b, a]),
+            vec!["q7".to_string(), first[1].clone(), first[0].clone()]
+        );
+        // A repeated row is a second row.
+        assert_eq!(
+            ids(&[a, a]),
+            vec![first[0].clone(), format!("{}#2", first[0])]
+        );
     }
 
     #[test]
