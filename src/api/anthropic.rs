@@ -411,6 +411,17 @@ fn stop_reason(finish: Option<&str>) -> &'static str {
     }
 }
 
+/// Anthropic's `stop_reason` and `stop_sequence` for an OpenAI choice's `finish_reason` and the
+/// stop string it reports as `stop_reason` (vLLM's field, which the on-box engine writes too):
+/// a `stop` that a stop string caused is `stop_sequence`, naming it. OpenAI itself does not say
+/// which stop string matched, so its answers end in `end_turn`.
+fn stop_of(finish: Option<&str>, stop_string: Option<&str>) -> (&'static str, Value) {
+    match (finish, stop_string) {
+        (Some("stop"), Some(s)) => ("stop_sequence", json!(s)),
+        _ => (stop_reason(finish), Value::Null),
+    }
+}
+
 /// Anthropic's `usage` from an OpenAI one: `input_tokens` leaves out the cached part, which is
 /// `cache_read_input_tokens`, and the part written to the cache (`cache_creation_input_tokens`,
 /// which an Anthropic upstream's translated usage carries).
@@ -448,14 +459,18 @@ fn message_id(id: Option<&str>) -> String {
 pub fn from_completion(body: &[u8], model: &str) -> Result<Bytes, ApiError> {
     let (v, choice) = dialect::chat_answer(body)?;
     let content = super::anthropic_upstream::assistant_blocks(&choice["message"]);
+    let stop = stop_of(
+        choice.get("finish_reason").and_then(Value::as_str),
+        choice.get("stop_reason").and_then(Value::as_str),
+    );
     let out = json!({
         "id": message_id(v.get("id").and_then(Value::as_str)),
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason(choice.get("finish_reason").and_then(Value::as_str)),
-        "stop_sequence": Value::Null,
+        "stop_reason": stop.0,
+        "stop_sequence": stop.1,
         "usage": usage_of(v.get("usage")),
     });
     Ok(Bytes::from(out.to_string()))
@@ -520,6 +535,7 @@ pub struct StreamTranslator {
     open: Option<Open>,
     next_block: usize,
     stop: &'static str,
+    stop_sequence: Value,
     usage: Option<Value>,
     ended: bool,
 }
@@ -533,6 +549,7 @@ impl StreamTranslator {
             open: None,
             next_block: 0,
             stop: "end_turn",
+            stop_sequence: Value::Null,
             usage: None,
             ended: false,
         }
@@ -635,7 +652,7 @@ impl StreamTranslator {
             }
         }
         if let Some(f) = &c.finish {
-            self.stop = stop_reason(Some(f));
+            (self.stop, self.stop_sequence) = stop_of(Some(f), c.stop_sequence.as_deref());
         }
     }
 
@@ -650,7 +667,7 @@ impl StreamTranslator {
         write_event(
             out,
             "message_delta",
-            &json!({"type": "message_delta", "delta": {"stop_reason": self.stop, "stop_sequence": Value::Null}, "usage": usage}),
+            &json!({"type": "message_delta", "delta": {"stop_reason": self.stop, "stop_sequence": self.stop_sequence}, "usage": usage}),
         );
         write_event(out, "message_stop", &json!({"type": "message_stop"}));
         self.ended = true;
@@ -682,6 +699,47 @@ mod tests {
         ] {
             assert_eq!(stop_reason(finish), stop, "{finish:?}");
         }
+    }
+
+    /// A choice that a stop string ended (`stop_reason`, as vLLM and the on-box engine report
+    /// it) is Anthropic's `stop_sequence`, naming the string, in an answer and in a stream.
+    #[test]
+    fn a_reported_stop_string_is_the_stop_sequence() {
+        let answer = |choice: Value| -> Value {
+            let body = json!({"id": "chatcmpl-1", "choices": [choice]}).to_string();
+            serde_json::from_slice(&from_completion(body.as_bytes(), "m").expect("answer"))
+                .expect("json")
+        };
+        let stopped = answer(
+            json!({"index": 0, "message": {"role": "assistant", "content": "Th"},
+            "finish_reason": "stop", "stop_reason": "e"}),
+        );
+        assert_eq!(
+            (&stopped["stop_reason"], &stopped["stop_sequence"]),
+            (&json!("stop_sequence"), &json!("e"))
+        );
+        // vLLM writes a stop token's id there, and a cut answer names no string.
+        for (finish, reason) in [(json!("stop"), json!(2)), (json!("length"), json!("e"))] {
+            let other = answer(
+                json!({"index": 0, "message": {"role": "assistant", "content": "x"},
+                "finish_reason": finish, "stop_reason": reason}),
+            );
+            assert_eq!(other["stop_sequence"], Value::Null, "{other}");
+        }
+        let mut t = StreamTranslator::new("m");
+        let mut out = BytesMut::new();
+        for chunk in [
+            json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"content": "Th"}, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "stop_reason": "e"}]}),
+        ] {
+            t.event(chunk.to_string().as_bytes(), &mut out);
+        }
+        t.event(b"[DONE]", &mut out);
+        let text = String::from_utf8(out.to_vec()).expect("utf-8");
+        assert!(
+            text.contains(r#""stop_reason":"stop_sequence","stop_sequence":"e""#),
+            "{text}"
+        );
     }
 
     fn chat(body: Value) -> Value {

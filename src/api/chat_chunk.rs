@@ -27,6 +27,9 @@ pub struct ChunkView {
     pub text: Option<String>,
     pub calls: Vec<CallDelta>,
     pub finish: Option<String>,
+    /// The stop string that ended the choice (`stop_reason`, as vLLM and the on-box engine
+    /// report it), when it is a string.
+    pub stop_sequence: Option<String>,
 }
 
 /// One `delta.tool_calls` entry.
@@ -79,6 +82,7 @@ pub fn read(data: &[u8]) -> Option<ChatEvent> {
             })
             .collect(),
         finish: choice.and_then(|c| s(c, "/finish_reason")),
+        stop_sequence: choice.and_then(|c| s(c, "/stop_reason")),
     })))
 }
 

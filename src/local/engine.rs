@@ -523,6 +523,8 @@ pub fn capabilities() -> Capabilities {
 /// the completion tokens of every choice added up.
 struct Choices {
     states: Vec<ChoiceState>,
+    /// The request's stop strings.
+    stops: Vec<String>,
     logprobs: bool,
     done: usize,
     usage: Usage,
@@ -537,6 +539,7 @@ impl Choices {
                     ChoiceState::new(local.tool_names(), &format!("call_{unique}{i}"))
                 })
                 .collect(),
+            stops: local.params.stop.clone(),
             logprobs: local.logprobs,
             done: 0,
             usage: Usage {
@@ -568,18 +571,27 @@ impl Choices {
         Some((state.push(text), logprobs))
     }
 
-    /// A choice's end: its last deltas and its finish reason.
-    fn done(&mut self, choice: usize, outcome: &Outcome) -> Option<(Vec<Value>, &'static str)> {
+    /// A choice's end: its last deltas, its finish reason and the stop string that ended it.
+    fn done(
+        &mut self,
+        choice: usize,
+        outcome: &Outcome,
+    ) -> Option<(Vec<Value>, &'static str, Option<String>)> {
         let state = self.states.get_mut(choice)?;
         let finish = match outcome.finish {
             Finish::Cancelled => Finish::Stop,
             f => f,
         };
-        let deltas = state.end(finish);
+        let stop = outcome.stop_string.and_then(|i| self.stops.get(i).cloned());
+        let deltas = state.end(finish, stop);
         self.done += 1;
         self.usage.prompt_tokens = outcome.prompt_tokens as u64;
         self.usage.completion_tokens += outcome.completion_tokens as u64;
-        Some((deltas, state.finish_reason()))
+        Some((
+            deltas,
+            state.finish_reason(),
+            state.stop_reason().map(str::to_string),
+        ))
     }
 }
 
@@ -667,17 +679,21 @@ impl ChatEngine for LocalEngine {
         };
         let chunk = {
             let envelope = envelope.clone();
-            move |index: usize, delta: Value, logprobs: Value, finish: Option<&str>| {
+            move |index: usize,
+                  delta: Value,
+                  logprobs: Value,
+                  finish: Option<(&str, Option<&str>)>| {
                 let text_bytes = delta
                     .get("content")
                     .and_then(Value::as_str)
                     .map_or(0, |t| t.len() as u64);
+                let mut choice = json!({"index": index, "delta": delta, "logprobs": logprobs,
+                                        "finish_reason": finish.map(|(f, _)| f)});
+                if let Some((_, Some(stop))) = finish {
+                    choice["stop_reason"] = json!(stop);
+                }
                 Chunk {
-                    payload: envelope(
-                        json!([{"index": index, "delta": delta, "logprobs": logprobs,
-                                "finish_reason": finish}]),
-                        None,
-                    ),
+                    payload: envelope(json!([choice]), None),
                     event: None,
                     text_bytes,
                     usage: None,
@@ -705,13 +721,13 @@ impl ChatEngine for LocalEngine {
                         }
                     }
                     Some(Event::Done { choice, outcome }) => {
-                        let Some((deltas, finish)) = choices.done(choice, &outcome) else {
+                        let Some((deltas, finish, stop)) = choices.done(choice, &outcome) else {
                             continue;
                         };
                         for delta in deltas {
                             yield Ok(chunk(choice, delta, Value::Null, None));
                         }
-                        yield Ok(chunk(choice, json!({}), Value::Null, Some(finish)));
+                        yield Ok(chunk(choice, json!({}), Value::Null, Some((finish, stop.as_deref()))));
                         if choices.finished() {
                             let usage = choices.usage;
                             yield Ok(Chunk {

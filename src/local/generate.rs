@@ -67,6 +67,8 @@ impl Finish {
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome {
     pub finish: Finish,
+    /// The place in the request's `stop` list of the stop string that ended the answer.
+    pub stop_string: Option<usize>,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     /// Time to run the prompt (and so to the first token).
@@ -128,30 +130,37 @@ impl Detokenizer<'_> {
 
 /// Holds back text that may be the start of a stop string.
 pub struct StopFilter {
-    stops: Vec<String>,
+    /// The stop strings with their places in the request's list (empty ones left out).
+    stops: Vec<(usize, String)>,
     pending: String,
 }
 
 impl StopFilter {
     pub fn new(stops: &[String]) -> StopFilter {
         StopFilter {
-            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            stops: stops
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.is_empty())
+                .map(|(i, s)| (i, s.clone()))
+                .collect(),
             pending: String::new(),
         }
     }
 
-    /// Adds text; returns what can be handed out and whether a stop string was reached.
-    pub fn push(&mut self, text: &str) -> (String, bool) {
+    /// Adds text; returns what can be handed out and, when a stop string was reached, its
+    /// place in the request's list (the one that starts first; of those, the longest).
+    pub fn push(&mut self, text: &str) -> (String, Option<usize>) {
         self.pending.push_str(text);
-        if let Some(at) = self
+        if let Some((at, _, i)) = self
             .stops
             .iter()
-            .filter_map(|s| self.pending.find(s.as_str()))
+            .filter_map(|(i, s)| Some((self.pending.find(s.as_str())?, usize::MAX - s.len(), *i)))
             .min()
         {
             let out = self.pending[..at].to_string();
             self.pending.clear();
-            return (out, true);
+            return (out, Some(i));
         }
         let len = self.pending.len();
         let keep = (1..len.min(self.longest()) + 1)
@@ -161,12 +170,12 @@ impl StopFilter {
                     && self
                         .stops
                         .iter()
-                        .any(|s| s.starts_with(&self.pending[len - k..]))
+                        .any(|(_, s)| s.starts_with(&self.pending[len - k..]))
             })
             .unwrap_or(0);
         let out = self.pending[..len - keep].to_string();
         self.pending.drain(..len - keep);
-        (out, false)
+        (out, None)
     }
 
     /// The text held back, at the end of the answer.
@@ -175,7 +184,7 @@ impl StopFilter {
     }
 
     fn longest(&self) -> usize {
-        self.stops.iter().map(String::len).max().unwrap_or(0)
+        self.stops.iter().map(|(_, s)| s.len()).max().unwrap_or(0)
     }
 }
 
@@ -196,7 +205,8 @@ pub struct Generation<'m> {
     max_tokens: usize,
     generated: usize,
     finish: Option<Finish>,
-    by_stop_string: bool,
+    /// The place in the request's `stop` list of the stop string that ended the answer.
+    stop_string: Option<usize>,
     prompt_tokens: usize,
     started: Instant,
     prefill: Duration,
@@ -247,7 +257,7 @@ impl<'m> Generation<'m> {
             max_tokens,
             generated: 0,
             finish: None,
-            by_stop_string: false,
+            stop_string: None,
             prompt_tokens: prompt_len,
             started: Instant::now(),
             prefill: Duration::ZERO,
@@ -303,7 +313,7 @@ impl<'m> Generation<'m> {
             max_tokens: self.max_tokens,
             generated: 0,
             finish: None,
-            by_stop_string: false,
+            stop_string: None,
             prompt_tokens: self.prompt_tokens,
             started: self.started,
             prefill: self.prefill,
@@ -361,7 +371,7 @@ impl<'m> Generation<'m> {
         self.generated += 1;
         match self.detok.push(token)? {
             Some(piece) => {
-                let (out, stopped) = self.stops.push(&piece);
+                let (out, stop) = self.stops.push(&piece);
                 if !out.is_empty() {
                     let logprobs = std::mem::take(&mut self.pending);
                     if !emit(Piece {
@@ -372,9 +382,9 @@ impl<'m> Generation<'m> {
                         return Ok(None);
                     }
                 }
-                if stopped {
+                if stop.is_some() {
                     self.finish = Some(Finish::Stop);
-                    self.by_stop_string = true;
+                    self.stop_string = stop;
                     return Ok(None);
                 }
             }
@@ -407,8 +417,9 @@ impl<'m> Generation<'m> {
     /// Ends the generation: hands out any text still held back and reports the outcome.
     pub fn finish(mut self, emit: &mut dyn FnMut(Piece) -> bool) -> Result<Outcome, LocalError> {
         let finish = self.finish.unwrap_or(Finish::Length);
-        if finish != Finish::Cancelled && !self.by_stop_string {
-            let (out, _) = self.stops.push(&self.detok.rest()?);
+        if finish != Finish::Cancelled && self.stop_string.is_none() {
+            let (out, stop) = self.stops.push(&self.detok.rest()?);
+            self.stop_string = stop;
             let tail = out + &self.stops.flush();
             if !tail.is_empty() || !self.pending.is_empty() {
                 emit(Piece {
@@ -419,6 +430,7 @@ impl<'m> Generation<'m> {
         }
         Ok(Outcome {
             finish,
+            stop_string: self.stop_string,
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.generated,
             prefill: self.prefill,
@@ -462,35 +474,42 @@ pub fn generate_with(
 mod tests {
     use super::StopFilter;
 
-    fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+    fn run(stops: &[&str], pieces: &[&str]) -> (String, Option<usize>) {
         let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
         let mut f = StopFilter::new(&stops);
         let mut out = String::new();
         for p in pieces {
-            let (o, stopped) = f.push(p);
+            let (o, stop) = f.push(p);
             out += &o;
-            if stopped {
-                return (out, true);
+            if stop.is_some() {
+                return (out, stop);
             }
         }
-        (out + &f.flush(), false)
+        (out + &f.flush(), None)
     }
 
     #[test]
     fn stop_strings_split_across_pieces_are_never_emitted() {
         assert_eq!(
             run(&["END"], &["hello E", "N", "D more"]),
-            ("hello ".into(), true)
+            ("hello ".into(), Some(0))
         );
-        assert_eq!(run(&["\n\n"], &["a\n", "\nb"]), ("a".into(), true));
-        assert_eq!(run(&["xyz", "yo"], &["say y", "o!"]), ("say ".into(), true));
+        assert_eq!(run(&["\n\n"], &["a\n", "\nb"]), ("a".into(), Some(0)));
+        assert_eq!(
+            run(&["xyz", "yo"], &["say y", "o!"]),
+            ("say ".into(), Some(1))
+        );
+        // The stop string that matched is named by its place in the request's list (an empty
+        // one keeps its place); of two starting at the same place, the longer.
+        assert_eq!(run(&["", "END"], &["a END"]), ("a ".into(), Some(1)));
+        assert_eq!(run(&["ab", "abc"], &["xabcz"]), ("x".into(), Some(1)));
     }
 
     #[test]
     fn held_back_text_is_released_when_it_is_not_a_stop() {
-        assert_eq!(run(&["END"], &["the E", "ND"]), ("the ".into(), true));
-        assert_eq!(run(&["END"], &["the E", "nd"]), ("the End".into(), false));
-        assert_eq!(run(&[], &["a", "b"]), ("ab".into(), false));
-        assert_eq!(run(&["é!"], &["caf", "é"]), ("café".into(), false));
+        assert_eq!(run(&["END"], &["the E", "ND"]), ("the ".into(), Some(0)));
+        assert_eq!(run(&["END"], &["the E", "nd"]), ("the End".into(), None));
+        assert_eq!(run(&[], &["a", "b"]), ("ab".into(), None));
+        assert_eq!(run(&["é!"], &["caf", "é"]), ("café".into(), None));
     }
 }

@@ -40,6 +40,8 @@ pub struct ChoiceState {
     pub tool_calls: Vec<Value>,
     pub logprobs: Vec<Value>,
     pub finish: Option<Finish>,
+    /// The stop string that ended the choice, when one did.
+    pub stop_sequence: Option<String>,
 }
 
 impl ChoiceState {
@@ -52,6 +54,7 @@ impl ChoiceState {
             tool_calls: vec![],
             logprobs: vec![],
             finish: None,
+            stop_sequence: None,
         }
     }
 
@@ -65,14 +68,25 @@ impl ChoiceState {
         self.take(outputs)
     }
 
-    /// The end of the choice's text: what the parser held back.
-    pub fn end(&mut self, finish: Finish) -> Vec<Value> {
+    /// The end of the choice's text: what the parser held back. `stop_sequence`: the stop
+    /// string that ended it, when one did.
+    pub fn end(&mut self, finish: Finish, stop_sequence: Option<String>) -> Vec<Value> {
         let outputs = match &mut self.parser {
             Some(p) => p.finish(),
             None => vec![],
         };
         self.finish = Some(finish);
+        self.stop_sequence = stop_sequence;
         self.take(outputs)
+    }
+
+    /// The stop string that ended the choice, as the choice's `stop_reason` (the field vLLM's
+    /// OpenAI-compatible server adds to a choice, and the Anthropic translation reads as
+    /// `stop_sequence`); `None` when the choice ended otherwise.
+    pub fn stop_reason(&self) -> Option<&str> {
+        (self.finish_reason() == "stop")
+            .then_some(self.stop_sequence.as_deref())
+            .flatten()
     }
 
     fn take(&mut self, outputs: Vec<Output>) -> Vec<Value> {
@@ -115,11 +129,15 @@ impl ChoiceState {
             }
             message["tool_calls"] = json!(self.tool_calls);
         }
-        json!({
+        let mut choice = json!({
             "index": index,
             "message": message,
             "logprobs": if with_logprobs { json!({"content": self.logprobs}) } else { Value::Null },
             "finish_reason": self.finish_reason(),
-        })
+        });
+        if let Some(stop) = self.stop_reason() {
+            choice["stop_reason"] = json!(stop);
+        }
+        choice
     }
 }

@@ -43,6 +43,18 @@ assert "".join(b.text for b in final.content if b.type == "text") == streamed
 assert final.usage.output_tokens > 0, final.usage
 assert final.stop_reason in ("end_turn", "max_tokens"), final.stop_reason
 
+if mode == "local":
+    # A stop sequence the answer reaches: the on-box engine says which one, as Anthropic does.
+    ask = [{"role": "user", "content": "Describe the sea in one sentence."}]
+    msg = client.messages.create(model=model, max_tokens=64, temperature=0,
+                                 stop_sequences=["zq", "e"], messages=ask)
+    assert msg.stop_reason == "stop_sequence" and msg.stop_sequence == "e", msg
+    assert "e" not in "".join(b.text for b in msg.content if b.type == "text"), msg
+    with client.messages.stream(model=model, max_tokens=64, temperature=0,
+                                stop_sequences=["zq", "e"], messages=ask) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "stop_sequence" and final.stop_sequence == "e", final
+
 count = client.messages.count_tokens(model=model, messages=messages)
 assert count.input_tokens > 0, count
 
