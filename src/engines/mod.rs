@@ -38,7 +38,7 @@ pub struct Chunk {
     pub payload: Bytes,
     /// The event's name (its `event:` line), in dialects that name their events.
     pub event: Option<Bytes>,
-    /// Bytes of generated text in this chunk.
+    /// Bytes of generated text in this chunk, tool-call arguments included.
     pub text_bytes: u64,
     /// Usage, when this chunk carries it (counts the upstream left out or garbled are `None`).
     pub usage: Option<Reported>,

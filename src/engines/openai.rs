@@ -840,6 +840,7 @@ fn parse_chunk(payload: Bytes) -> Result<(Chunk, bool), EngineError> {
 /// Substring finders for the members [`quick_delta`] looks for.
 struct DeltaKeys {
     content: memchr::memmem::Finder<'static>,
+    arguments: memchr::memmem::Finder<'static>,
     finish_reason: memchr::memmem::Finder<'static>,
     usage: memchr::memmem::Finder<'static>,
     error: memchr::memmem::Finder<'static>,
@@ -847,6 +848,7 @@ struct DeltaKeys {
 
 static DELTA_KEYS: std::sync::LazyLock<DeltaKeys> = std::sync::LazyLock::new(|| DeltaKeys {
     content: memchr::memmem::Finder::new(b"\"content\""),
+    arguments: memchr::memmem::Finder::new(b"\"arguments\""),
     finish_reason: memchr::memmem::Finder::new(b"\"finish_reason\""),
     usage: memchr::memmem::Finder::new(b"\"usage\""),
     error: memchr::memmem::Finder::new(b"\"error\""),
@@ -875,13 +877,16 @@ fn quick_delta(payload: &[u8]) -> Option<(u64, bool)> {
         return None;
     }
     let (mut text_bytes, mut finished) = (0u64, false);
-    skim::each_member_value(doc, &keys.content, |r| {
-        if r.peek()? == Kind::String {
-            text_bytes += r.string()?.len() as u64;
-        }
-        Ok(())
-    })
-    .ok()?;
+    // Text and tool-call arguments are both generated output.
+    for key in [&keys.content, &keys.arguments] {
+        skim::each_member_value(doc, key, |r| {
+            if r.peek()? == Kind::String {
+                text_bytes += r.string()?.len() as u64;
+            }
+            Ok(())
+        })
+        .ok()?;
+    }
     skim::each_member_value(doc, &keys.finish_reason, |r| {
         finished |= r.peek()? != Kind::Null;
         Ok(())
@@ -912,6 +917,26 @@ fn read_chunk(payload: Bytes) -> Result<(Chunk, bool), EngineError> {
                             if key.is("content") && r.peek()? == Kind::String {
                                 text_bytes += r.string()?.len() as u64;
                                 return Ok(());
+                            }
+                            if key.is("tool_calls") && r.peek()? == Kind::Array {
+                                return r.array(|r| {
+                                    if r.peek()? != Kind::Object {
+                                        return r.skip();
+                                    }
+                                    r.object(|r, key| {
+                                        if key.is("function") && r.peek()? == Kind::Object {
+                                            return r.object(|r, key| {
+                                                if key.is("arguments") && r.peek()? == Kind::String
+                                                {
+                                                    text_bytes += r.string()?.len() as u64;
+                                                    return Ok(());
+                                                }
+                                                r.skip()
+                                            });
+                                        }
+                                        r.skip()
+                                    })
+                                });
                             }
                             r.skip()
                         });
@@ -974,6 +999,11 @@ mod tests {
                 String::from_utf8_lossy(e)
             );
         }
+        // Tool-call arguments are generated output, as text is.
+        assert_eq!(
+            quick_delta(events[4]).map(|(n, _)| n),
+            Some(r#"{"content":"x"}"#.len() as u64)
+        );
         // Usage, errors and anything not an object go the full way.
         for e in [
             &br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#[..],

@@ -683,10 +683,20 @@ impl ChatEngine for LocalEngine {
                   delta: Value,
                   logprobs: Value,
                   finish: Option<(&str, Option<&str>)>| {
-                let text_bytes = delta
-                    .get("content")
-                    .and_then(Value::as_str)
-                    .map_or(0, |t| t.len() as u64);
+                // Text and tool-call arguments are both generated output.
+                let arguments: u64 = delta
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.pointer("/function/arguments")?.as_str())
+                    .map(|a| a.len() as u64)
+                    .sum();
+                let text_bytes = arguments
+                    + delta
+                        .get("content")
+                        .and_then(Value::as_str)
+                        .map_or(0, |t| t.len() as u64);
                 let mut choice = json!({"index": index, "delta": delta, "logprobs": logprobs,
                                         "finish_reason": finish.map(|(f, _)| f)});
                 if let Some((_, Some(stop))) = finish {
