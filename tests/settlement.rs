@@ -124,3 +124,36 @@ async fn a_cloud_call_that_breaks_after_its_head_is_billed_though_the_box_answer
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_failed_request_reports_what_its_billed_call_cost() {
+    // `model: broken`, a cloud model with no fallback: the broken answer ends the request.
+    for behaviour in ["cutbody", "json-for-stream"] {
+        let up = FakeUpstream::start().await;
+        let policy = PolicyBuilder::standard(&up.base("ok"))
+            .cloud("broken", &up.base(behaviour))
+            .model_field(
+                "broken",
+                "price",
+                "{ input_per_million: 1000000, output_per_million: 2000000 }",
+            )
+            .rule("broken-only", "{ model: [broken] }", "broken", &[])
+            .render();
+        let gw = start_gateway(&policy, KEY).await;
+        // `json-for-stream` answers a stream request with plain JSON: answered, so billed too.
+        let stream = behaviour == "json-for-stream";
+        let body = json!({"model": "broken", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+        let r = chat(&gw, body, &[]).await;
+        assert_eq!(
+            r.status,
+            502,
+            "{behaviour}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(
+            r.header("x-switchyard-cost-usd"),
+            "8.00000000",
+            "{behaviour}"
+        );
+    }
+}

@@ -189,7 +189,18 @@ impl Settlement {
             return Ok(());
         }
         self.rate_asked = true;
-        match store.admit(&ask, &mut self.ticket).await {
+        // An admission gives back the ticket's earlier reservation first; if it is refused,
+        // the windows a call that failed after its head must still be billed in are kept (with
+        // nothing reserved in them any more).
+        let windows = (!self.failed_billed.is_empty()).then(|| self.ticket.windows.clone());
+        let admitted = store.admit(&ask, &mut self.ticket).await;
+        if let Some(windows) = windows.filter(|_| !matches!(admitted, Ok(Admitted::Yes))) {
+            if self.ticket.windows.is_empty() {
+                self.ticket.windows = windows;
+                self.ticket.reserved_usd = 0.0;
+            }
+        }
+        match admitted {
             Ok(Admitted::Yes) => Ok(()),
             Ok(Admitted::OverBudget(ex)) => {
                 // One request whose route tries two cloud models is one request refused.
@@ -514,6 +525,27 @@ mod tests {
         assert_eq!(sample(&l, cost), Some(24.0));
         let input = r#"switchyard_tokens_total{direction="input",model="cloud"}"#;
         assert_eq!(sample(&l, input), Some(18.0));
+    }
+
+    /// A call billed after its head, then a second cloud call the budget refuses: the first
+    /// call's cost still lands in the budget.
+    #[test]
+    fn a_billed_failure_counts_when_the_next_reservation_is_refused() {
+        let l = ledger();
+        let mut s = in_flight(&l);
+        let prompt = Usage {
+            prompt_tokens: 8,
+            ..Usage::default()
+        };
+        s.call_failed("transport", Duration::ZERO, Some(prompt));
+        // The next call asks for more than the budget has.
+        let refused = s
+            .admit_call(&l.policy.models["cloud"], Some(1_000_000))
+            .now_or_never()
+            .expect("the memory store answers at once");
+        assert!(matches!(refused, Err(Refusal::Budget(_))), "{refused:?}");
+        s.finish(End::Error(StatusCode::TOO_MANY_REQUESTS));
+        assert_eq!(day_left(&l), 1000.0 - 8.0);
     }
 
     #[test]

@@ -156,6 +156,8 @@ fn find<'a>(doc: &'a [u8], path: &[&str]) -> Result<Option<&'a str>, SkimError> 
 
 /// Bytes of the strings under `key` in the objects of the JSON array `raw_array`; with `inner`,
 /// in the objects of each element's `inner` array instead (Responses' `output[].content[].text`).
+/// Tool calls among the elements count too: a string `arguments` (a Responses `function_call`)
+/// and an object `input` (an Anthropic `tool_use`, its compact JSON).
 fn text_bytes(raw_array: &str, inner: Option<&str>, key: &str) -> Result<u64, SkimError> {
     let mut total = 0u64;
     let mut r = Reader::of(raw_array);
@@ -173,6 +175,14 @@ fn text_bytes(raw_array: &str, inner: Option<&str>, key: &str) -> Result<u64, Sk
             }
             None if k.is(key) && r.peek()? == Kind::String => {
                 total += r.string()?.len() as u64;
+                Ok(())
+            }
+            _ if k.is("arguments") && r.peek()? == Kind::String => {
+                total += r.string()?.len() as u64;
+                Ok(())
+            }
+            _ if k.is("input") && r.peek()? == Kind::Object => {
+                total += super::skim::compact_len(r.raw()?) as u64;
                 Ok(())
             }
             _ => r.skip(),
@@ -392,7 +402,7 @@ mod tests {
 
     #[test]
     fn answers_give_their_usage_and_text() {
-        let messages = json!({"type": "message", "content": [{"type": "text", "text": "Hello"}, {"type": "tool_use", "input": {}}],
+        let messages = json!({"type": "message", "content": [{"type": "text", "text": "Hello"}, {"type": "tool_use", "input": {"city": "Paris"}}],
             "usage": {"input_tokens": 10, "output_tokens": 3, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5}});
         let (u, text) = answer(Dialect::Anthropic, messages.to_string().as_bytes()).unwrap();
         let u = u.unwrap();
@@ -405,8 +415,10 @@ mod tests {
             ),
             (Some(115), Some(3), Some(100), Some(5))
         );
-        assert_eq!(text, 5);
-        let response = json!({"object": "response", "output": [{"type": "message", "content": [{"type": "output_text", "text": "Hi there"}]}],
+        // The text and the tool call's input (`{"city":"Paris"}`, compact).
+        assert_eq!(text, 5 + 16);
+        let response = json!({"object": "response", "output": [{"type": "message", "content": [{"type": "output_text", "text": "Hi there"}]},
+                {"type": "function_call", "name": "f", "arguments": "{}"}],
             "usage": {"input_tokens": 20, "output_tokens": 2, "input_tokens_details": {"cached_tokens": 8}}});
         let (u, text) = answer(Dialect::Responses, response.to_string().as_bytes()).unwrap();
         let u = u.unwrap();
@@ -414,7 +426,7 @@ mod tests {
             (u.prompt_tokens, u.completion_tokens, u.cached_tokens),
             (Some(20), Some(2), Some(8))
         );
-        assert_eq!(text, 8);
+        assert_eq!(text, 8 + 2);
         let completion = json!({"object": "text_completion", "choices": [{"text": "abc", "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 4, "completion_tokens": 1}});
         let (u, text) = answer(Dialect::Completions, completion.to_string().as_bytes()).unwrap();

@@ -404,6 +404,39 @@ struct ChoiceView<'a> {
 struct MessageView<'a> {
     #[serde(default, borrow)]
     content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<CallView<'a>>>,
+    #[serde(default, borrow)]
+    function_call: Option<FunctionView<'a>>,
+}
+
+impl MessageView<'_> {
+    /// Bytes of generated output: the text and every tool call's arguments.
+    fn output_bytes(&self) -> u64 {
+        let text = self.content.as_ref().map_or(0, |c| c.len());
+        let calls = self
+            .tool_calls
+            .iter()
+            .flatten()
+            .filter_map(|c| c.function.as_ref());
+        let arguments: usize = calls
+            .chain(&self.function_call)
+            .filter_map(|f| f.arguments.as_ref().map(|a| a.len()))
+            .sum();
+        (text + arguments) as u64
+    }
+}
+
+#[derive(Deserialize)]
+struct CallView<'a> {
+    #[serde(default, borrow)]
+    function: Option<FunctionView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionView<'a> {
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
 }
 
 #[async_trait]
@@ -751,7 +784,7 @@ impl OpenAiEngine {
         let text: u64 = view
             .choices
             .iter()
-            .filter_map(|c| c.message.as_ref()?.content.as_ref().map(|s| s.len() as u64))
+            .filter_map(|c| c.message.as_ref().map(MessageView::output_bytes))
             .sum();
         let (usage, usage_estimated) =
             reported.resolve(self.prompt_estimate(req), estimate_text_tokens(text));
@@ -786,9 +819,15 @@ impl OpenAiEngine {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         if !is_sse {
+            // It answered (the provider bills that), only not as a stream.
+            let prompt = Usage {
+                prompt_tokens: self.prompt_estimate(req),
+                ..Usage::default()
+            };
             return Err(EngineError::Protocol(
                 "the upstream did not answer the stream request with text/event-stream".into(),
-            ));
+            )
+            .after_head(prompt));
         }
         let native = self
             .native(req)
@@ -918,6 +957,15 @@ fn read_chunk(payload: Bytes) -> Result<(Chunk, bool), EngineError> {
                                 text_bytes += r.string()?.len() as u64;
                                 return Ok(());
                             }
+                            if key.is("function_call") && r.peek()? == Kind::Object {
+                                return r.object(|r, key| {
+                                    if key.is("arguments") && r.peek()? == Kind::String {
+                                        text_bytes += r.string()?.len() as u64;
+                                        return Ok(());
+                                    }
+                                    r.skip()
+                                });
+                            }
                             if key.is("tool_calls") && r.peek()? == Kind::Array {
                                 return r.array(|r| {
                                     if r.peek()? != Kind::Object {
@@ -988,6 +1036,7 @@ mod tests {
             br#"{"choices":[{"delta":{"content":"a"},"finish_reason":null},{"delta":{"content":"bc"},"finish_reason":"stop"}]}"#,
             br#"{"choices":[{"delta":{"content":null,"tool_calls":[{"function":{"arguments":"{\"content\":\"x\"}"}}]}}]}"#,
             br#"{"choices":[{"delta":{},"logprobs":{"content":[{"token":"a"}]},"finish_reason":"stop"}]}"#,
+            br#"{"choices":[{"delta":{"function_call":{"name":"f","arguments":"{\"a\":1}"}},"finish_reason":null}]}"#,
         ];
         for e in events {
             let quick = quick_delta(e).expect("a plain delta");
@@ -1012,6 +1061,18 @@ mod tests {
         ] {
             assert_eq!(quick_delta(e), None, "{}", String::from_utf8_lossy(e));
         }
+    }
+
+    #[test]
+    fn a_complete_answers_output_counts_its_tool_call_arguments() {
+        let body = br#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"city\":\"Paris\"}"}}]}},{"message":{"content":"hi","function_call":{"name":"g","arguments":"{}"}}}]}"#;
+        let view: CompletionView = serde_json::from_slice(body).expect("a completion");
+        let bytes: Vec<u64> = view
+            .choices
+            .iter()
+            .map(|c| c.message.as_ref().map_or(0, MessageView::output_bytes))
+            .collect();
+        assert_eq!(bytes, [16, 4]);
     }
 
     #[test]

@@ -274,10 +274,11 @@ fn undecided(e: &policy::DecideError) -> ApiError {
 
 /// The error response of a request that ends without an answer, settled with its status.
 fn refuse(settlement: &mut Settlement, e: &ApiError, routing: Option<&Routing>) -> Response<Body> {
-    settlement.finish(End::Error(e.status()));
+    // What the request cost though it failed: calls the providers bill after their head.
+    let cost_usd = settlement.finish(End::Error(e.status())).cost_usd;
     let mut resp = respond::error(e);
     if let Some(r) = routing {
-        r.apply(resp.headers_mut());
+        Routing { cost_usd, ..*r }.apply(resp.headers_mut());
     }
     resp
 }
