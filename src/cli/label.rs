@@ -156,7 +156,7 @@ pub fn load_rows(path: &Path) -> Result<Vec<Item>, String> {
         let id = match &v["id"] {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
-            _ => content_id(&messages, &mut unnamed),
+            _ => content_id(&messages, &v, &mut unnamed),
         };
         let gold =
             match v.get("answer") {
@@ -176,18 +176,41 @@ pub fn load_rows(path: &Path) -> Result<Vec<Item>, String> {
 }
 
 /// The id of a row that has none: `sha256:` and the first 16 hex digits of the SHA-256 of its
-/// messages (as JSON), so that a resumed run finds the rows it labelled however the input file
-/// was reordered or edited since; the second and later rows with the same messages get `#2`,
-/// `#3`... (`seen` counts them).
-fn content_id(messages: &[Value], seen: &mut std::collections::HashMap<String, usize>) -> String {
+/// messages, `answer` and `task` (as JSON with every object's keys sorted), so that a resumed run
+/// finds the rows it labelled however the input file was reordered, edited or re-serialised
+/// since; the second and later rows with all three the same get `#2`, `#3`... (`seen` counts
+/// them).
+fn content_id(
+    messages: &[Value],
+    row: &Value,
+    seen: &mut std::collections::HashMap<String, usize>,
+) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(Value::Array(messages.to_vec()).to_string().as_bytes());
+    let named = json!([messages, row.get("answer"), row.get("task")]);
+    let digest = Sha256::digest(sorted_keys(&named).to_string().as_bytes());
     let id = format!("sha256:{}", &hex::encode(digest)[..16]);
     let n = seen.entry(id.clone()).or_insert(0);
     *n += 1;
     match *n {
         1 => id,
         n => format!("{id}#{n}"),
+    }
+}
+
+/// `v` with every object's keys in sorted order (serde_json keeps insertion order here).
+fn sorted_keys(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted_keys(&m[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted_keys).collect()),
+        other => other.clone(),
     }
 }
 
@@ -215,11 +238,13 @@ fn load_training(
     Ok(items)
 }
 
-/// The ids already labelled in `out`. A last line cut short by an interruption is removed.
+/// What `out` holds already: the ids labelled, and the prompts of rows whose id is a line
+/// number (files written before rows without an id were named by their content). A last line
+/// cut short by an interruption is removed.
 ///
 /// Errors: a row labelled by another model file than `model_file` (labels of two models in one
 /// file would teach heads neither model's failures).
-fn done_ids(out: &Path, model_file: &str) -> Result<std::collections::HashSet<String>, String> {
+fn done_ids(out: &Path, model_file: &str) -> Result<Done, String> {
     let Ok(text) = std::fs::read_to_string(out) else {
         return Ok(Default::default());
     };
@@ -244,10 +269,38 @@ fn done_ids(out: &Path, model_file: &str) -> Result<std::collections::HashSet<St
             out.display()
         ));
     }
-    Ok(rows
-        .iter()
-        .filter_map(|v| v["id"].as_str().map(str::to_string))
-        .collect())
+    Ok(Done {
+        ids: rows
+            .iter()
+            .filter_map(|v| v["id"].as_str().map(str::to_string))
+            .collect(),
+        numbered: rows
+            .iter()
+            .filter(|v| {
+                v["id"]
+                    .as_str()
+                    .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .filter_map(|v| v["prompt"].as_str().map(str::to_string))
+            .collect(),
+    })
+}
+
+/// The rows an output file holds already ([`done_ids`]).
+#[derive(Default)]
+struct Done {
+    ids: std::collections::HashSet<String>,
+    /// Prompts of rows whose id was a line number.
+    numbered: std::collections::HashSet<String>,
+}
+
+impl Done {
+    /// Whether `item` was labelled: by its id, or, for a row without an id of its own, by its
+    /// prompt in a row that a line number named.
+    fn contains(&self, item: &Item) -> bool {
+        self.ids.contains(&item.id)
+            || (item.id.starts_with("sha256:") && self.numbered.contains(&item.prompt()))
+    }
 }
 
 /// The judge's instructions: the question, the reference (cloud) answer and the answer to rate
@@ -278,15 +331,16 @@ pub fn rating(reply: &str) -> Option<u8> {
     last[1].parse().ok()
 }
 
-/// What one call gave: the answer's text, whether it stopped at `max_tokens`, and its cost in
-/// USD.
+/// What one call gave: the answer's text and whether it stopped at `max_tokens`. Its cost in
+/// USD goes to `pay` as soon as it returns, a failed call's too when the provider bills it.
 async fn ask(
     policy: &Policy,
     engine: &Arc<dyn ChatEngine>,
     model: &str,
     messages: &[Value],
     max_tokens: u64,
-) -> Result<(String, bool, f64), String> {
+    pay: &(dyn Fn(f64) + Sync),
+) -> Result<(String, bool), String> {
     let body =
         json!({"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0});
     let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
@@ -300,15 +354,20 @@ async fn ask(
             redacted: None,
         })
         .await
-        .map_err(|e| format!("{model}: {e}"))?;
+        .map_err(|e| {
+            if let Some(usage) = e.billed() {
+                pay(crate::accounting::bill(policy, model, usage).cost_usd);
+            }
+            format!("{model}: {e}")
+        })?;
+    pay(crate::accounting::bill(policy, model, done.usage).cost_usd);
     let v: Value = serde_json::from_slice(&done.body).map_err(|e| format!("{model}: {e}"))?;
     let text = v["choices"][0]["message"]["content"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     let cut = v["choices"][0]["finish_reason"] == "length";
-    let cost = crate::accounting::bill(policy, model, done.usage).cost_usd;
-    Ok((text, cut, cost))
+    Ok((text, cut))
 }
 
 struct Run<'a> {
@@ -337,12 +396,13 @@ impl Run<'_> {
 /// cost goes into `run.spent` as each returns.
 async fn label(run: &Run<'_>, item: &Item) -> Result<Option<Value>, String> {
     let args = run.args;
-    let (answer, cut, _) = ask(
+    let (answer, cut) = ask(
         run.policy,
         &run.local,
         &args.model,
         &item.messages,
         args.max_tokens,
+        &|_| {},
     )
     .await?;
     if cut && args.unfinished == Unfinished::Skip {
@@ -370,12 +430,18 @@ async fn label(run: &Run<'_>, item: &Item) -> Result<Option<Value>, String> {
             item.id
         ));
     };
-    let (reference, _, c1) =
-        ask(run.policy, engine, judge, &item.messages, args.max_tokens).await?;
-    run.pay(c1);
+    let pay = |usd| run.pay(usd);
+    let (reference, _) = ask(
+        run.policy,
+        engine,
+        judge,
+        &item.messages,
+        args.max_tokens,
+        &pay,
+    )
+    .await?;
     let verdict = [json!({"role": "user", "content": judge_prompt(&prompt, &reference, &answer)})];
-    let (reply, _, c2) = ask(run.policy, engine, judge, &verdict, VERDICT_TOKENS).await?;
-    run.pay(c2);
+    let (reply, _) = ask(run.policy, engine, judge, &verdict, VERDICT_TOKENS, &pay).await?;
     let r = rating(&reply)
         .ok_or_else(|| format!("row {}: the judge gave no rating ([[1]] to [[5]])", item.id))?;
     let row = json!({"id": item.id, "prompt": prompt, "model": args.model,
@@ -468,7 +534,7 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
         load_rows(&args.input)?
     };
     let done = done_ids(&args.out, &model_file)?;
-    let todo: Vec<&Item> = items.iter().filter(|i| !done.contains(&i.id)).collect();
+    let todo: Vec<&Item> = items.iter().filter(|i| !done.contains(i)).collect();
     let judged: Vec<&Item> = todo.iter().copied().filter(|i| i.gold.is_none()).collect();
     eprintln!(
         "{} rows: {} labelled already, {} to label ({} with a gold answer, {} to judge)",
@@ -694,6 +760,22 @@ mod tests {
             ids(&[a, a]),
             vec![first[0].clone(), format!("{}#2", first[0])]
         );
+        // Keys written in another order name the same row; another gold answer, another row.
+        let b_sorted = r#"{"messages": [{"content": "Name a colour.", "role": "user"}]}"#;
+        assert_eq!(ids(&[b_sorted])[0], first[1]);
+        let a_gold = r#"{"prompt": "What is 2 + 2?", "answer": 4}"#;
+        assert_ne!(ids(&[a_gold])[0], first[0]);
+        // An output file written when such rows were named by their line number resumes too.
+        let out = dir.path().join("labels.jsonl");
+        std::fs::write(
+            &out,
+            "{\"id\":\"1\",\"prompt\":\"What is 2 + 2?\",\"model_file\":\"m.gguf\"}\n",
+        )
+        .unwrap();
+        let done = done_ids(&out, "m.gguf").unwrap();
+        std::fs::write(&input, [a, b].join("\n")).unwrap();
+        let rows = load_rows(&input).unwrap();
+        assert!(done.contains(&rows[0]) && !done.contains(&rows[1]));
     }
 
     #[test]
@@ -701,7 +783,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("labels.jsonl");
         std::fs::write(&out, "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\",\"stro").unwrap();
-        let done = done_ids(&out, "m.gguf").unwrap();
+        let done = done_ids(&out, "m.gguf").unwrap().ids;
         assert!(done.contains("a") && done.contains("b") && !done.contains("c"));
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
