@@ -585,14 +585,12 @@ fn check_message(r: &mut Reader, i: usize) -> Result<Result<(u64, Parts), ApiErr
     }
     let mut role: Option<Result<RawStr, Kind>> = None;
     let mut content = Content::Absent;
-    // An assistant turn's tool calls are prompt text on every later turn: their JSON counts
-    // with the message's text.
+    // An assistant turn's tool calls are prompt text on every later turn: their JSON (compact,
+    // as `tools` is counted) counts with the message's text.
     let mut calls = 0u64;
     r.object(|r, key| {
         if key.is("tool_calls") || key.is("function_call") {
-            let start = r.offset();
-            r.skip()?;
-            calls += (r.offset() - start) as u64;
+            calls += skim::compact_len(r.raw()?) as u64;
             return Ok(());
         }
         if key.is("role") {

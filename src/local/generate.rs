@@ -416,10 +416,14 @@ impl<'m> Generation<'m> {
 
     /// Ends the generation: hands out any text still held back and reports the outcome.
     pub fn finish(mut self, emit: &mut dyn FnMut(Piece) -> bool) -> Result<Outcome, LocalError> {
-        let finish = self.finish.unwrap_or(Finish::Length);
+        let mut finish = self.finish.unwrap_or(Finish::Length);
         if finish != Finish::Cancelled && self.stop_string.is_none() {
             let (out, stop) = self.stops.push(&self.detok.rest()?);
-            self.stop_string = stop;
+            if stop.is_some() {
+                // The answer's last characters reached a stop string: that is how it ended.
+                finish = Finish::Stop;
+                self.stop_string = stop;
+            }
             let tail = out + &self.stops.flush();
             if !tail.is_empty() || !self.pending.is_empty() {
                 emit(Piece {

@@ -7,7 +7,7 @@
 //! the model that answered the last sticky turn and the rule that routed it.
 
 use crate::accounting::state::{StateStore, StoreError};
-use crate::api::{ChatRequest, Role};
+use crate::api::{content_text, ChatRequest, Role};
 use crate::features::Pin;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -53,30 +53,24 @@ pub fn session_key(
     Some(hex::encode(h.finalize()))
 }
 
-/// Feeds what names a message's `content` to `h`: its text, and each other part's payload (an
-/// image's URL or data, an audio clip), so that two conversations opening with different images
-/// and no text are two conversations. Part fields beside the payload (`cache_control`, which
-/// clients move from turn to turn) are left out.
+/// Feeds what names a message's `content` to `h`: its text (a string, or its text parts joined
+/// by newlines, as keys were always made), then each other part's payload (an image's URL or
+/// data, an audio clip), so that two conversations opening with different images and no text
+/// are two conversations. Text-only openers keep the key they had before parts counted. Part
+/// fields beside the payload (`cache_control`, which clients move from turn to turn) are left
+/// out.
 fn content_name(h: &mut Sha256, content: Option<&Value>) {
-    match content {
-        Some(Value::String(s)) => {
-            h.update(b"text\0");
-            h.update(s.as_bytes());
-            h.update([0]);
-        }
-        Some(Value::Array(parts)) => {
-            for p in parts {
-                let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
-                h.update(kind.as_bytes());
-                h.update([0]);
-                match p.get("text").and_then(Value::as_str) {
-                    Some(text) => h.update(text.as_bytes()),
-                    None => h.update(p.get(kind).map(Value::to_string).unwrap_or_default()),
-                }
-                h.update([0]);
-            }
-        }
-        _ => {}
+    h.update(content_text(content).as_bytes());
+    h.update([0]);
+    let Some(Value::Array(parts)) = content else {
+        return;
+    };
+    for p in parts.iter().filter(|p| p.get("text").is_none()) {
+        let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
+        h.update(kind.as_bytes());
+        h.update([0]);
+        h.update(p.get(kind).map(Value::to_string).unwrap_or_default());
+        h.update([0]);
     }
 }
 
@@ -162,6 +156,11 @@ mod tests {
                 )
             )
         );
+        // A text-only opener keeps the key it had before non-text parts counted (pins stored
+        // then still match): the tenant, then each role and text.
+        let mut old = Sha256::new();
+        old.update(b"\0messages\0System\0S\0User\0hi\0");
+        assert_eq!(k, Some(hex::encode(old.finalize())));
         // Text sent as a string or as one text part is the same opener.
         let parts = req(
             r#"{"model":"auto","messages":[{"role":"system","content":"S"},{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#,
