@@ -7,7 +7,8 @@ train-router --data ../shared/data/train --seed N --out DIR` output (the built-i
 seed 7); each is scored with `switchyard classify --json --heads DIR -` (128-token budget) and
 APGR is computed as `src/classifier/eval.rs` computes it (ties moved together).
 
-Needs numpy (the research venv of scripts/router_experiments.py):
+Needs numpy, scipy and scikit-learn (through scripts/router_experiments.py's helpers; its
+research venv):
 
     ~/.cache/switchyard/research/bin/python scripts/router_seed_ensemble.py --data ../shared/data \
         --switchyard target/release/switchyard --heads builtin DIR1 DIR2 ...

@@ -621,6 +621,14 @@ pub fn train_from(
         .filter(|&j| !held[strong_rows[j]])
         .collect();
     let tuned = (0..strong_rows.len()).any(tuning);
+    if cfg.validation > 0.0 && !tuned && sv.is_empty() && (0..strong_rows.len()).any(is_label) {
+        return Err(ClassifierError::Format(format!(
+            "too few label rows to choose an epoch on: of the {} not held out, none fell in the \
+             share {} that chooses it; add labels or raise --validation",
+            refit.len(),
+            cfg.validation
+        )));
+    }
     // The strong head, then each expert: the same task on their own blocks, each starting from
     // the base's head where there is one.
     let mut to_fit = vec![(
@@ -851,9 +859,19 @@ mod tests {
             .iter()
             .map(|_| (0..8).map(|_| rng.unit() as f32 - 0.5).collect())
             .collect();
+        let trained_again = (0..80)
+            .filter(|i| !held_out(&format!("l{i}"), cfg.seed, cfg.validation))
+            .count();
         let strong_head = |examples: &[Example]| {
-            let (heads, _) = train(examples, &embeddings, &cfg, "enc", 128, &mut |_| {})
-                .unwrap_or_else(|e| panic!("{e}"));
+            let mut log = vec![];
+            let (heads, _) = train(examples, &embeddings, &cfg, "enc", 128, &mut |l| {
+                log.push(l)
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+            // The epoch was chosen on other label rows, then the head trained on all of those
+            // not held out.
+            let again = format!("trained again on {trained_again} rows");
+            assert!(log.iter().any(|l| l.contains(&again)), "{log:?}");
             (
                 heads.strong.w1.to_vec2::<f32>().expect("w1"),
                 heads.strong.b2.to_vec1::<f32>().expect("b2"),
