@@ -733,13 +733,9 @@ impl OpenAiEngine {
         let deadline = Instant::now() + self.timeouts.total;
         let resp = self.call(req, false, deadline).await?;
         // The upstream took the call: a failure from here on is billed, at least the prompt.
-        let prompt = Usage {
-            prompt_tokens: self.prompt_estimate(req),
-            ..Usage::default()
-        };
         self.read_completion(req, resp, deadline)
             .await
-            .map_err(|e| e.after_head(prompt))
+            .map_err(|e| e.after_head(self.prompt_usage(req)))
     }
 
     /// The answer of a call whose `200` head came: its body read in full, checked and counted.
@@ -797,6 +793,14 @@ impl OpenAiEngine {
         })
     }
 
+    /// What a call that failed after its head is billed: the prompt estimate, no output.
+    fn prompt_usage(&self, req: &EngineRequest<'_>) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_estimate(req),
+            ..Usage::default()
+        }
+    }
+
     /// The gateway's estimate of the request's prompt tokens, for when the upstream counts none.
     fn prompt_estimate(&self, req: &EngineRequest<'_>) -> u64 {
         crate::features::estimate_prompt_tokens(
@@ -820,14 +824,10 @@ impl OpenAiEngine {
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         if !is_sse {
             // It answered (the provider bills that), only not as a stream.
-            let prompt = Usage {
-                prompt_tokens: self.prompt_estimate(req),
-                ..Usage::default()
-            };
             return Err(EngineError::Protocol(
                 "the upstream did not answer the stream request with text/event-stream".into(),
             )
-            .after_head(prompt));
+            .after_head(self.prompt_usage(req)));
         }
         let native = self
             .native(req)
