@@ -528,9 +528,15 @@ enum Open {
 /// `input_json_delta` for a tool call's arguments) and `content_block_stop`, then
 /// `message_delta` (stop reason and counts) and `message_stop`. An error event of the stream
 /// becomes an Anthropic `error` event.
+///
+/// `message_start` carries the prompt's token count as the gateway knew it when the stream
+/// began (its estimate: OpenAI streams report usage only at their end); `message_delta` carries
+/// the exact counts once the stream's usage chunk came, and Anthropic's SDKs take the input
+/// count from there too.
 #[derive(Debug)]
 pub struct StreamTranslator {
     model: String,
+    prompt_tokens: u64,
     started: bool,
     open: Option<Open>,
     next_block: usize,
@@ -541,10 +547,12 @@ pub struct StreamTranslator {
 }
 
 impl StreamTranslator {
-    /// A translator for the client that asked for `model`.
-    pub fn new(model: &str) -> StreamTranslator {
+    /// A translator for the client that asked for `model`, whose prompt is about
+    /// `prompt_tokens` tokens long (reported in `message_start`).
+    pub fn new(model: &str, prompt_tokens: u64) -> StreamTranslator {
         StreamTranslator {
             model: model.to_string(),
+            prompt_tokens,
             started: false,
             open: None,
             next_block: 0,
@@ -563,7 +571,7 @@ impl StreamTranslator {
         let message = json!({
             "id": message_id(id), "type": "message", "role": "assistant", "model": self.model,
             "content": [], "stop_reason": Value::Null, "stop_sequence": Value::Null,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 0},
         });
         write_event(
             out,
@@ -726,7 +734,7 @@ mod tests {
             );
             assert_eq!(other["stop_sequence"], Value::Null, "{other}");
         }
-        let mut t = StreamTranslator::new("m");
+        let mut t = StreamTranslator::new("m", 0);
         let mut out = BytesMut::new();
         for chunk in [
             json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"content": "Th"}, "finish_reason": null}]}),
@@ -850,7 +858,7 @@ mod tests {
 
     #[test]
     fn a_stream_becomes_the_messages_event_sequence() {
-        let mut t = StreamTranslator::new("claude-x");
+        let mut t = StreamTranslator::new("claude-x", 6);
         let mut out = BytesMut::new();
         for chunk in [
             json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}),
@@ -886,7 +894,18 @@ mod tests {
         );
         assert!(text.contains(r#""partial_json":"{\"a\":""#), "{text}");
         assert!(text.contains(r#""stop_reason":"tool_use""#));
-        assert!(text.contains(r#""output_tokens":3"#));
+        // The prompt's count as known at the start, the exact counts at the end.
+        let data: Vec<Value> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str(d).ok())
+            .collect();
+        assert_eq!(data[0]["message"]["usage"]["input_tokens"], 6);
+        let delta = data.iter().find(|d| d["type"] == "message_delta");
+        assert_eq!(
+            delta.map(|d| (&d["usage"]["input_tokens"], &d["usage"]["output_tokens"])),
+            Some((&json!(5), &json!(3)))
+        );
         assert!(t.ended());
     }
 

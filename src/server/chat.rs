@@ -92,6 +92,12 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Answered(pub crate::api::Dialect);
 
+/// On a stream's response: the prompt's tokens as the gateway estimated them when the stream
+/// began (the dialects that report a prompt's size before its answer, such as Anthropic's
+/// `message_start`, say this).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PromptTokens(pub u64);
+
 /// Answers a parsed chat request, whatever dialect it came in (`headers`: the client's;
 /// `native`: the request as it came in another dialect, which a model whose upstream speaks it
 /// is sent instead): client limits, features, classification, decision, dispatch, response.
@@ -217,8 +223,9 @@ fn respond(
         }
         Reply::Stream(streaming) => {
             // A stream's head goes out before any tokens exist: its cost header is the prompt's.
+            let prompt_estimate = settlement.prompt_estimate();
             let prompt = Usage {
-                prompt_tokens: settlement.prompt_estimate(),
+                prompt_tokens: prompt_estimate,
                 completion_tokens: 0,
                 cached_prompt_tokens: 0,
                 cache_write_prompt_tokens: 0,
@@ -240,6 +247,7 @@ fn respond(
                 framing,
             );
             let mut resp = Response::new(stream::take_ready(body));
+            resp.extensions_mut().insert(PromptTokens(prompt_estimate));
             if let Some(d) = framing {
                 resp.extensions_mut().insert(Answered(d));
             }

@@ -112,10 +112,12 @@ impl Inbound {
         }
     }
 
-    fn translator(&self) -> Translator {
+    /// The stream translator of the dialect; `prompt_tokens`: the prompt's size as the gateway
+    /// knew it when the stream began.
+    fn translator(&self, prompt_tokens: u64) -> Translator {
         match self {
             Inbound::Anthropic(i) => {
-                Translator::Anthropic(anthropic::StreamTranslator::new(&i.model))
+                Translator::Anthropic(anthropic::StreamTranslator::new(&i.model, prompt_tokens))
             }
             Inbound::Responses(i) => {
                 Translator::Responses(Box::new(responses::StreamTranslator::new(i)))
@@ -230,7 +232,11 @@ async fn translate(resp: Response<Body>, dialect: Dialect, inbound: &Inbound) ->
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if parts.status == StatusCode::OK && is_stream {
         parts.headers.remove(CONTENT_LENGTH);
-        return Response::from_parts(parts, translate_stream(body, inbound.translator()));
+        let prompt = parts
+            .extensions
+            .get::<chat::PromptTokens>()
+            .map_or(0, |p| p.0);
+        return Response::from_parts(parts, translate_stream(body, inbound.translator(prompt)));
     }
     // JSON answers and errors are whole in memory already.
     let bytes = body

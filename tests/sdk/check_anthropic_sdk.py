@@ -35,12 +35,22 @@ assert msg.usage.input_tokens > 0 and 0 < msg.usage.output_tokens <= 16, msg.usa
 route = raw.headers["x-switchyard-route"]
 assert route == ("local" if mode == "local" else "cloud"), dict(raw.headers)
 
+started, pieces = None, []
 with client.messages.stream(model=model, max_tokens=16, temperature=0, messages=messages) as stream:
-    streamed = "".join(stream.text_stream)
+    for event in stream:
+        if event.type == "message_start":
+            started = event.message.usage.input_tokens
+        elif event.type == "text":
+            pieces.append(event.text)
     final = stream.get_final_message()
+streamed = "".join(pieces)
 assert streamed.strip(), streamed
 assert "".join(b.text for b in final.content if b.type == "text") == streamed
 assert final.usage.output_tokens > 0, final.usage
+# message_start says the prompt's size before any token (the gateway's estimate when the stream
+# is translated); the final message has the exact count of message_delta.
+assert started is not None and started > 0, started
+assert final.usage.input_tokens > 0, final.usage
 assert final.stop_reason in ("end_turn", "max_tokens"), final.stop_reason
 
 if mode == "local":
