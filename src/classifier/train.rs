@@ -9,7 +9,7 @@ use super::heads::{
 use super::ClassifierError;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Settings of a training run.
 #[derive(Debug, Clone)]
@@ -599,28 +599,13 @@ pub fn train_from(
         strong_rows.len(),
         &Device::Cpu,
     )?;
-    // The folder's held-out rows choose each strong head's epoch and measure the run. Held-out
-    // label rows are the calibration's test rows (`eval-router --labels` scores them), so they
-    // neither train nor choose anything: the epoch is chosen on another slice of the label rows
-    // (`tuning`, the same share of the rest), and the head is then trained again, from the same
-    // start, on every label row not held out for that many epochs.
-    let tuning = |j: usize| {
-        let e = &examples[strong_rows[j]];
-        e.source == super::data::LABELS_SOURCE
-            && !held[strong_rows[j]]
-            && held_out(&e.text, cfg.seed ^ TUNING_SALT, cfg.validation)
-    };
+    let StrongSplit {
+        train: st,
+        choose: sv,
+        refit,
+        tuned,
+    } = strong_split(examples, &strong_rows, &held, cfg);
     let is_label = |j: usize| examples[strong_rows[j]].source == super::data::LABELS_SOURCE;
-    let st: Vec<usize> = (0..strong_rows.len())
-        .filter(|&j| !held[strong_rows[j]] && !tuning(j))
-        .collect();
-    let sv: Vec<usize> = (0..strong_rows.len())
-        .filter(|&j| (held[strong_rows[j]] && !is_label(j)) || tuning(j))
-        .collect();
-    let refit: Vec<usize> = (0..strong_rows.len())
-        .filter(|&j| !held[strong_rows[j]])
-        .collect();
-    let tuned = (0..strong_rows.len()).any(tuning);
     if cfg.validation > 0.0 && !tuned && sv.is_empty() && (0..strong_rows.len()).any(is_label) {
         return Err(ClassifierError::Format(format!(
             "too few label rows to choose an epoch on: of the {} not held out, none fell in the \
@@ -714,6 +699,67 @@ pub fn train_from(
         validation_examples: val_rows.len(),
     };
     Ok((heads, report))
+}
+
+/// The strong heads' rows by role, as indices into `strong_rows` (indices of `examples`;
+/// `held`: each example held out for scoring).
+struct StrongSplit {
+    /// Rows the first fit trains on.
+    train: Vec<usize>,
+    /// Rows whose loss chooses the epoch kept.
+    choose: Vec<usize>,
+    /// Rows trained on again, from the same start, for the epochs chosen (when `tuned`).
+    refit: Vec<usize>,
+    /// Whether label rows chose the epoch (and the head is trained again on `refit`).
+    tuned: bool,
+}
+
+/// Splits the strong rows. The folder's held-out rows choose each strong head's epoch and
+/// measure the run. Held-out label rows are the calibration's test rows (`eval-router --labels`
+/// scores them), so they neither train nor choose anything: the epoch is chosen on another slice
+/// of the label rows (the same share of the rest), and the head is then trained again, from the
+/// same start, on every label row not held out for that many epochs. A folder row with a label
+/// row's text (a label file that asked the folder's own questions) is held out with it, the
+/// split being by text, and chooses nothing either: else the held-out label rows' questions would
+/// choose the epoch under the folder's label.
+fn strong_split(
+    examples: &[Example],
+    strong_rows: &[usize],
+    held: &[bool],
+    cfg: &TrainConfig,
+) -> StrongSplit {
+    let is_label = |j: usize| examples[strong_rows[j]].source == super::data::LABELS_SOURCE;
+    let tuning = |j: usize| {
+        is_label(j)
+            && !held[strong_rows[j]]
+            && held_out(
+                &examples[strong_rows[j]].text,
+                cfg.seed ^ TUNING_SALT,
+                cfg.validation,
+            )
+    };
+    let label_texts: HashSet<&str> = (0..strong_rows.len())
+        .filter(|&j| is_label(j))
+        .map(|j| examples[strong_rows[j]].text.as_str())
+        .collect();
+    let rows = 0..strong_rows.len();
+    StrongSplit {
+        train: rows
+            .clone()
+            .filter(|&j| !held[strong_rows[j]] && !tuning(j))
+            .collect(),
+        choose: rows
+            .clone()
+            .filter(|&j| {
+                let folder_held = held[strong_rows[j]]
+                    && !is_label(j)
+                    && !label_texts.contains(examples[strong_rows[j]].text.as_str());
+                folder_held || tuning(j)
+            })
+            .collect(),
+        refit: rows.clone().filter(|&j| !held[strong_rows[j]]).collect(),
+        tuned: rows.into_iter().any(tuning),
+    }
 }
 
 /// A logistic regression on the embeddings for a 0/1 label (the documented baseline router).
@@ -889,5 +935,58 @@ mod tests {
         let base = strong_head(&examples);
         assert_eq!(base, strong_head(&flipped(true)));
         assert_ne!(base, strong_head(&flipped(false)));
+    }
+
+    /// Beside the folder: a folder row that asks a label row's question is held out with it
+    /// (the split is by text) and chooses no epoch, so the folder's label on a held-out label
+    /// row's question cannot steer the heads scored on it; the folder's other held-out rows and
+    /// the tuning slice of the label rows choose it, and nothing held out trains.
+    #[test]
+    fn folder_twins_of_label_rows_choose_no_epoch() {
+        let cfg = TrainConfig {
+            validation: 0.3,
+            ..TrainConfig::default()
+        };
+        let labels = super::super::data::LABELS_SOURCE;
+        let row = |text: String, source: &'static str| Example {
+            text,
+            source,
+            category: None,
+            strong: Some(0.5),
+            pair: None,
+        };
+        let mut examples = vec![];
+        for i in 0..200 {
+            examples.push(row(format!("q{i}"), labels));
+            examples.push(row(format!("q{i}"), "mmlu_pro"));
+            examples.push(row(format!("f{i}"), "mmlu_pro"));
+        }
+        let held: Vec<bool> = examples
+            .iter()
+            .map(|e| held_out(&e.text, cfg.seed, cfg.validation))
+            .collect();
+        let strong_rows: Vec<usize> = (0..examples.len()).collect();
+        let split = strong_split(&examples, &strong_rows, &held, &cfg);
+        let of = |rows: &[usize]| -> Vec<&Example> { rows.iter().map(|&j| &examples[j]).collect() };
+        let choose = of(&split.choose);
+        assert!(split.tuned);
+        assert!(
+            choose
+                .iter()
+                .all(|e| e.source == labels || e.text.starts_with('f')),
+            "a folder twin of a label row chooses the epoch"
+        );
+        assert!(choose
+            .iter()
+            .all(|e| !held_out(&e.text, cfg.seed, cfg.validation) || e.source != labels));
+        // Both kinds of choosing row are there: the folder's own held-out rows, and label rows.
+        assert!(choose.iter().any(|e| e.text.starts_with('f')));
+        assert!(choose.iter().any(|e| e.source == labels));
+        for rows in [&split.train, &split.refit] {
+            assert!(rows.iter().all(|&j| !held[j]));
+        }
+        // The first fit leaves the choosing label rows out; the refit takes every row not held.
+        assert!(split.choose.iter().all(|j| !split.train.contains(j)));
+        assert_eq!(split.refit.len(), held.iter().filter(|h| !**h).count());
     }
 }
