@@ -57,6 +57,10 @@ pub struct Streaming {
     /// `None`: the chunks are `chat.completion.chunk`s. Else the client's dialect, whose events
     /// they are ([`Completion::dialect`]).
     pub dialect: Option<Dialect>,
+    /// The prompt's tokens, where the engine counted them before its first chunk (the on-box
+    /// engine tokenizes the prompt to queue it); `None` for a cloud stream, whose counts come
+    /// with its last chunk.
+    pub prompt_tokens: Option<u64>,
 }
 
 impl Streaming {
@@ -66,6 +70,7 @@ impl Streaming {
             chunks,
             headers: HeaderMap::new(),
             dialect: None,
+            prompt_tokens: None,
         }
     }
 }

@@ -491,6 +491,7 @@ impl ChatEngine for OpenAiEngine {
                     chunks: Box::pin(chunks),
                     headers,
                     dialect,
+                    prompt_tokens: None,
                 })
             }
             Err(e) => {

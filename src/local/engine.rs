@@ -122,7 +122,7 @@ impl LocalEngine {
     async fn submit(
         &self,
         req: &ChatRequest,
-    ) -> Result<(UnboundedReceiver<Event>, LocalRequest), EngineError> {
+    ) -> Result<(UnboundedReceiver<Event>, LocalRequest, u64), EngineError> {
         let local = self.read(req)?;
         // Templating and tokenising a long prompt takes a while (about 0.25 s per MB here), and
         // so does compiling a grammar: off the runtime thread, which serves every other
@@ -170,6 +170,7 @@ impl LocalEngine {
                 prompt.len()
             )));
         }
+        let prompt_tokens = prompt.len() as u64;
         let (events, rx) = unbounded_channel();
         self.waiting.fetch_add(1, Ordering::SeqCst);
         match self.jobs.try_send(Job {
@@ -181,7 +182,7 @@ impl LocalEngine {
         }) {
             Ok(()) => {
                 self.publish_depth();
-                Ok((rx, local))
+                Ok((rx, local, prompt_tokens))
             }
             Err(e) => {
                 let queued = self.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
@@ -622,7 +623,7 @@ impl ChatEngine for LocalEngine {
     }
 
     async fn infer(&self, req: EngineRequest<'_>) -> Result<Completion, EngineError> {
-        let (mut rx, local) = self.submit(req.request).await?;
+        let (mut rx, local, _) = self.submit(req.request).await?;
         let id = completion_id();
         let mut choices = Choices::new(&local, &id);
         while !choices.finished() {
@@ -661,7 +662,7 @@ impl ChatEngine for LocalEngine {
     }
 
     async fn infer_stream(&self, req: EngineRequest<'_>) -> Result<Streaming, EngineError> {
-        let (mut rx, local) = self.submit(req.request).await?;
+        let (mut rx, local, prompt_tokens) = self.submit(req.request).await?;
         let id = completion_id();
         let created = now_secs();
         let model_name = self.name.clone();
@@ -761,7 +762,10 @@ impl ChatEngine for LocalEngine {
                 }
             }
         };
-        Ok(Streaming::new(Box::pin(stream)))
+        Ok(Streaming {
+            prompt_tokens: Some(prompt_tokens),
+            ..Streaming::new(Box::pin(stream))
+        })
     }
 }
 

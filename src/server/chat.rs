@@ -92,9 +92,9 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>) -> Response<B
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Answered(pub crate::api::Dialect);
 
-/// On a stream's response: the prompt's tokens as the gateway estimated them when the stream
-/// began (the dialects that report a prompt's size before its answer, such as Anthropic's
-/// `message_start`, say this).
+/// On a stream's response: the prompt's tokens when the stream began, as the engine counted
+/// them where it had (the on-box model), else the gateway's estimate (the dialects that report a
+/// prompt's size before its answer, such as Anthropic's `message_start`, say this).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PromptTokens(pub u64);
 
@@ -247,7 +247,8 @@ fn respond(
                 framing,
             );
             let mut resp = Response::new(stream::take_ready(body));
-            resp.extensions_mut().insert(PromptTokens(prompt_estimate));
+            let counted = streaming.prompt_tokens.unwrap_or(prompt_estimate);
+            resp.extensions_mut().insert(PromptTokens(counted));
             if let Some(d) = framing {
                 resp.extensions_mut().insert(Answered(d));
             }

@@ -47,10 +47,13 @@ streamed = "".join(pieces)
 assert streamed.strip(), streamed
 assert "".join(b.text for b in final.content if b.type == "text") == streamed
 assert final.usage.output_tokens > 0, final.usage
-# message_start says the prompt's size before any token (the gateway's estimate when the stream
-# is translated); the final message has the exact count of message_delta.
+# message_start says the prompt's size before any token (the on-box model's own count, else the
+# gateway's estimate when the stream is translated); the final message has the exact count of
+# message_delta.
 assert started is not None and started > 0, started
 assert final.usage.input_tokens > 0, final.usage
+if mode == "local":
+    assert started == final.usage.input_tokens, (started, final.usage)
 assert final.stop_reason in ("end_turn", "max_tokens"), final.stop_reason
 
 if mode == "local":
