@@ -531,9 +531,8 @@ enum Open {
 ///
 /// `message_start` carries the prompt's token count as the gateway knew it when the stream
 /// began (the on-box engine's count, or the gateway's estimate: OpenAI streams report usage only
-/// at their end); `message_delta` carries
-/// the exact counts once the stream's usage chunk came, and Anthropic's SDKs take the input
-/// count from there too.
+/// at their end); `message_delta` carries the exact counts once the stream's usage chunk came,
+/// and current Anthropic SDKs take the input count from there too.
 #[derive(Debug)]
 pub struct StreamTranslator {
     model: String,

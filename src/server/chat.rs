@@ -145,6 +145,8 @@ pub(super) async fn answer(
         request_id,
         decision,
     );
+    // Anthropic's stream says the prompt's size in its first event (`message_start`).
+    let count_prompt = native.is_some_and(|n| n.dialect == crate::api::Dialect::Anthropic);
     let request = EngineRequest {
         request: &parsed,
         headers,
@@ -159,7 +161,14 @@ pub(super) async fn answer(
             let cloud = answer.route == "cloud";
             // A complete answer is settled here, before the pin is written: a client that goes
             // away meanwhile cannot cut its settlement short.
-            let mut resp = respond(&gateway, answer, decision.rule, settlement, &parsed);
+            let mut resp = respond(
+                &gateway,
+                answer,
+                decision.rule,
+                settlement,
+                &parsed,
+                count_prompt,
+            );
             if let (Some((key, _)), true) = (&session, decision.sticky) {
                 keep_pin(&gateway, key, pin, decision.rule).await;
             }
@@ -189,13 +198,15 @@ pub(super) async fn answer(
 }
 
 /// The response of a model's answer: the JSON as the engine gave it, or the SSE stream (which
-/// takes the settlement along, to settle when it ends).
+/// takes the settlement along, to settle when it ends); with `count_prompt`, a stream carries
+/// [`PromptTokens`] for the dialect's translator.
 fn respond(
     gateway: &Gateway,
     answer: Answer<'_>,
     rule: &str,
     mut settlement: Settlement,
     req: &ChatRequest,
+    count_prompt: bool,
 ) -> Response<Body> {
     let Answer {
         model,
@@ -247,8 +258,10 @@ fn respond(
                 framing,
             );
             let mut resp = Response::new(stream::take_ready(body));
-            let counted = streaming.prompt_tokens.unwrap_or(prompt_estimate);
-            resp.extensions_mut().insert(PromptTokens(counted));
+            if count_prompt {
+                let counted = streaming.prompt_tokens.unwrap_or(prompt_estimate);
+                resp.extensions_mut().insert(PromptTokens(counted));
+            }
             if let Some(d) = framing {
                 resp.extensions_mut().insert(Answered(d));
             }
