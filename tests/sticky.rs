@@ -1,6 +1,7 @@
 //! Sticky conversations: the model that answered a conversation's first turn answers the next
 //! ones, whatever the rules would now say, unless a rule above the pinning one and not sticky
-//! itself matches (images here). Conversations are told apart by their first messages or by
+//! itself matches (images here), a rule above it keeps private data on the box, or the pinned
+//! route cannot serve the turn at all. Conversations are told apart by their first messages or by
 //! `x-switchyard-session`; pins live in the state store, in memory or in a real `redis-server`
 //! shared by two gateways.
 
@@ -222,6 +223,119 @@ default: {{ route: local-echo }}
         up.recorded().len(),
         3,
         "every turn went to the cloud model first"
+    );
+    assert_eq!(
+        metric(&gw, "switchyard_sticky_total{outcome=\"hit\"}").await,
+        2.0
+    );
+}
+
+/// The pin gives way, under a policy-wide `sticky`, where holding it would send private data to
+/// the cloud or refuse a turn its route cannot serve (docs/policies.md, "Sticky conversations").
+fn private_policy(up: &FakeUpstream) -> String {
+    format!(
+        r#"version: 1
+models:
+  local-echo: {{ kind: local }}
+  cloud:
+    kind: openai
+    base_url: "{base}"
+    api_key: "${{CLOUD_KEY}}"
+    price: {{ input_per_million: 2, output_per_million: 8 }}
+sticky: {{ ttl_s: 600 }}
+rules:
+  - name: cards
+    when: {{ pii: [credit_card] }}
+    route: local-echo
+  - name: cheap
+    when: {{ tags: [cheap] }}
+    route: local-echo
+  - name: long
+    when: {{ prompt_tokens: {{ above: 60 }} }}
+    route: cloud
+default: {{ route: cloud }}
+"#,
+        base = up.base("ok")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_number_in_a_conversation_pinned_to_the_cloud_stays_on_the_box() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&private_policy(&up), KEY).await;
+    assert_eq!(route_of(&gw, conversation(&[LONG]), &[]).await.0, "cloud");
+    let card = "my card is 4111 1111 1111 1111, can you check the charge?";
+    let (model, rule) = route_of(&gw, conversation(&[LONG, card]), &[]).await;
+    assert_eq!((model.as_str(), rule.as_str()), ("local-echo", "cards"));
+    assert_eq!(
+        metric(&gw, "switchyard_sticky_total{outcome=\"overridden\"}").await,
+        1.0
+    );
+    // The sticky `cards` rule pinned the conversation to the box from then on.
+    let (model, rule) = route_of(&gw, conversation(&[LONG, card, "thanks"]), &[]).await;
+    assert_eq!((model.as_str(), rule.as_str()), ("local-echo", "cards"));
+    assert_eq!(
+        up.recorded().len(),
+        1,
+        "only the first turn reached the cloud"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_in_a_conversation_pinned_to_a_box_only_route_is_routed_afresh() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&private_policy(&up), KEY).await;
+    let cheap = [("x-switchyard-tags", "cheap")];
+    let first = "hi, what can you see?";
+    let (model, rule) = route_of(&gw, conversation(&[first]), &cheap).await;
+    assert_eq!((model.as_str(), rule.as_str()), ("local-echo", "cheap"));
+    // No model of the pinning route takes images: the turn is routed without the pin instead
+    // of being refused (an image's tokens make the prompt `long`).
+    let mut with_image = conversation(&[first, "this one"]);
+    with_image["messages"][3]["content"] = json!([
+        {"type": "text", "text": "this one"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    ]);
+    let (model, rule) = route_of(&gw, with_image, &[]).await;
+    assert_eq!((model.as_str(), rule.as_str()), ("cloud", "long"));
+    assert_eq!(
+        metric(&gw, "switchyard_sticky_total{outcome=\"overridden\"}").await,
+        1.0
+    );
+    assert_eq!(up.recorded().len(), 1);
+}
+
+/// A budget that refuses the pinned cloud model sends the turn to the box, and the pin with it:
+/// later turns stay on the box rather than each asking the spent budget again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_budget_moves_the_conversation_to_the_box() {
+    let up = FakeUpstream::start().await;
+    let budget = "budgets: { on_exhausted: local, global: { daily_usd: 0.0005 } }\n";
+    let gw = start_gateway(&policy(&up, budget), KEY).await;
+    let with_max = |turns: &[&str], max_tokens: u32| {
+        let mut body = conversation(turns);
+        body["max_tokens"] = json!(max_tokens);
+        body
+    };
+    // Its reservation (about 50 prompt tokens and 16 output tokens, at $2 and $8 per million)
+    // fits the budget.
+    let (model, rule) = route_of(&gw, with_max(&[LONG], 16), &[]).await;
+    assert_eq!((model.as_str(), rule.as_str()), ("cloud", "long"));
+    // 100 output tokens at $8 per million do not fit what is left.
+    let r = chat(&gw, with_max(&[LONG, "go on"], 100), &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "local-echo");
+    assert_eq!(
+        metric(&gw, "switchyard_budget_exhausted_total{tenant=\"*\"}").await,
+        1.0
+    );
+    // The next turn stays where the pin moved, without asking the budget.
+    let (model, _) = route_of(&gw, with_max(&[LONG, "go on", "and?"], 16), &[]).await;
+    assert_eq!(model, "local-echo");
+    assert_eq!(
+        up.recorded().len(),
+        1,
+        "only the first turn reached the cloud"
     );
     assert_eq!(
         metric(&gw, "switchyard_sticky_total{outcome=\"hit\"}").await,

@@ -343,7 +343,7 @@ impl Metrics {
         let sticky = must(IntCounterVec::new(
             Opts::new(
                 "switchyard_sticky_total",
-                "Sticky-conversation lookups of auto requests, by outcome: hit (the pin decided), new (no pin yet), overridden (a higher non-sticky rule or a missing capability moved the turn), unavailable (the state store did not answer).",
+                "Sticky-conversation lookups of auto requests, by outcome: hit (the pin decided), new (no pin yet), overridden (a higher non-sticky or private-data rule or a missing capability moved the turn), unavailable (the state store did not answer).",
             ),
             &["outcome"],
         ));

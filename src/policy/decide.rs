@@ -1,5 +1,6 @@
 //! The routing decision: a pure function of a [`Policy`] and request [`Features`].
 
+use super::conditions::PiiCondition;
 use super::model::{Policy, Route};
 use super::{AUTO, LOCAL};
 use crate::api::{Capabilities, Capability};
@@ -100,9 +101,19 @@ impl DecideError {
 /// A route's target that lacks a capability the request needs ([`Features::needs`]) is passed
 /// over for the first of its fallbacks that has them all ([`Decision::skipped`] says so); when
 /// none has, the request cannot be served ([`DecideError::Unservable`]).
+///
+/// A conversation's pin whose route has no model that can serve the turn is set aside for that
+/// turn, which is routed as if the conversation had none: a rule above the pinning one, sticky
+/// or not, that sends images or tools to a model that can take them serves it, rather than the
+/// pin turning the request into [`DecideError::Unservable`].
 pub fn decide<'p>(policy: &'p Policy, f: &Features) -> Result<Decision<'p>, DecideError> {
-    let decision = route(policy, f)?;
-    capable(policy, f.needs, decision)
+    let decision = route(policy, f, true)?;
+    match capable(policy, f.needs, decision) {
+        Err(DecideError::Unservable(_)) if decision.pinned => {
+            capable(policy, f.needs, route(policy, f, false)?)
+        }
+        decided => decided,
+    }
 }
 
 /// The first capability of `needs` that `model` lacks (none when nothing is needed).
@@ -143,8 +154,13 @@ fn capable<'p>(
     Err(DecideError::Unservable(lacks))
 }
 
-/// The route of a request, before capabilities are considered.
-fn route<'p>(policy: &'p Policy, f: &Features) -> Result<Decision<'p>, DecideError> {
+/// The route of a request, before capabilities are considered; a conversation's pin is read
+/// only when `with_pin`.
+fn route<'p>(
+    policy: &'p Policy,
+    f: &Features,
+    with_pin: bool,
+) -> Result<Decision<'p>, DecideError> {
     let requested = f.requested_model.as_str();
     let named = match requested {
         AUTO | LOCAL => None,
@@ -154,7 +170,7 @@ fn route<'p>(policy: &'p Policy, f: &Features) -> Result<Decision<'p>, DecideErr
         },
     };
     let matched = policy.rules.iter().position(|r| r.when.matches(f));
-    if let Some(d) = pinned(policy, f, matched) {
+    if let Some(d) = with_pin.then(|| pinned(policy, f, matched)).flatten() {
         return Ok(d);
     }
     if let Some(rule) = matched.and_then(|i| policy.rules.get(i)) {
@@ -175,8 +191,10 @@ fn route<'p>(policy: &'p Policy, f: &Features) -> Result<Decision<'p>, DecideErr
 /// The decision of a sticky conversation's pin ([`Features::pinned`]): its model, with the
 /// pinning route's other models, in route order, as fallbacks (so a turn the pinned model
 /// cannot take, for a capability or a failure, goes where the route would send it). A pin
-/// holds unless a rule above the one that pinned it, and not sticky itself, matches (that rule
-/// forces the change: images, tools). A pin is ignored, and the turn routed afresh, when the
+/// holds unless a rule above the one that pinned it matches and forces the change: a rule that
+/// is not sticky itself (images, tools), or one that asks for private data (`pii: true` or
+/// kinds), sticky or not, since keeping private data where a policy sends it outranks a
+/// provider's prompt cache. A pin is ignored, and the turn routed afresh, when the
 /// policy no longer has its rule, the rule is no longer sticky, or its route no longer holds
 /// the pinned model (a reload moved it), unless that model is the policy's local model (a
 /// budget sent the conversation to the box). Capabilities and budgets are checked afterwards
@@ -196,8 +214,9 @@ fn pinned<'p>(policy: &'p Policy, f: &Features, matched: Option<usize>) -> Optio
     if !route.sticky {
         return None;
     }
-    if let Some(m) = matched {
-        if m < at && !policy.rules[m].route.sticky {
+    if let Some(r) = matched.filter(|m| *m < at).map(|m| &policy.rules[m]) {
+        let private = matches!(r.when.pii, Some(PiiCondition::Any(_)));
+        if !r.route.sticky || private {
             return None;
         }
     }
@@ -458,6 +477,71 @@ default: { route: other }
             ..pinned("big", "long", 10, false)
         };
         assert!(!decide(&p, &named).unwrap().pinned);
+    }
+
+    #[test]
+    fn private_data_and_unservable_turns_break_a_pin_even_under_sticky_rules() {
+        use crate::features::Pin;
+        use crate::pii::Kind;
+        let p = policy(concat!(
+            "  - { name: cards, when: { pii: [credit_card] }, route: small, sticky: true }\n",
+            "  - { name: clean, when: { pii: false, tags: [clean] }, route: small, sticky: true }\n",
+            "  - { name: images, when: { has_images: true }, route: big, sticky: true }\n",
+            "  - { name: hard, when: { prompt_tokens: { above: 1000 } }, route: big, sticky: true }\n",
+            "  - { name: box-only, when: { tags: [box] }, route: small, sticky: true }",
+        ));
+        let pinned = |model: &str, rule: &str| Features {
+            pinned: Some(Pin {
+                model: model.into(),
+                rule: rule.into(),
+            }),
+            ..auto()
+        };
+        // A card in a conversation pinned to the cloud: the private-data rule above forces the
+        // change, though it is sticky.
+        let card = Features {
+            pii: Kinds::NONE.with(Kind::CreditCard),
+            ..pinned("big", "hard")
+        };
+        let d = decide(&p, &card).unwrap();
+        assert_eq!(
+            (d.model, d.rule, d.pinned, d.sticky),
+            ("small", "cards", false, true)
+        );
+        // Private data of a kind the rule does not name: the pin holds.
+        let email = Features {
+            pii: Kinds::NONE.with(Kind::Email),
+            ..pinned("big", "hard")
+        };
+        let d = decide(&p, &email).unwrap();
+        assert_eq!((d.model, d.rule, d.pinned), ("big", "hard", true));
+        // A sticky rule that asks for the absence of private data does not force a change.
+        let clean = Features {
+            tags: vec!["clean".into()],
+            ..pinned("big", "hard")
+        };
+        assert_eq!(decide(&p, &clean).unwrap().rule, "hard");
+        // An image in a conversation pinned to a box-only route: no model of that route can take
+        // it, so the turn is routed without the pin (by the sticky images rule), not refused.
+        let image = Features {
+            needs: Capabilities::NONE.with(Capability::Images),
+            has_images: true,
+            tags: vec!["box".into()],
+            ..pinned("small", "box-only")
+        };
+        let d = decide(&p, &image).unwrap();
+        assert_eq!((d.model, d.rule, d.pinned), ("big", "images", false));
+        // Without a rule for it, the default route's fallback takes it.
+        let bare = Features {
+            has_images: false,
+            tags: Vec::new(),
+            ..image.clone()
+        };
+        let d = decide(&p, &bare).unwrap();
+        assert_eq!(
+            (d.model, d.rule, d.skipped, d.pinned),
+            ("big", "default", Some(("small", Capability::Images)), false)
+        );
     }
 
     #[test]
