@@ -1,6 +1,7 @@
 //! Private data stays on the box: a `pii` condition routes requests that carry it to the on-box
 //! model, `redact` replaces it with typed placeholders before a cloud model gets the request
-//! (OpenAI chat, streamed or not, and Anthropic Messages passed on natively), metrics count it
+//! (OpenAI chat, streamed or not; Anthropic Messages, Responses and legacy completions passed on
+//! natively), metrics count it
 //! by kind, the request log and `replay` never see a value, and `policy explain` says where it
 //! was. Through a real gateway on loopback and the fake upstreams of `tests/common`.
 
@@ -32,6 +33,13 @@ models:
     api_key: "${{CLOUD_KEY}}"
     upstream_model: claude-test
     price: {{ input_per_million: 3, output_per_million: 15 }}
+  native:
+    kind: openai
+    base_url: "{base}"
+    api_key: "${{CLOUD_KEY}}"
+    responses: true
+    completions: true
+    price: {{ input_per_million: 2, output_per_million: 8 }}
 recording: {{ path: "{log}", prompts: keep }}
 rules:
   - name: regulated
@@ -40,6 +48,10 @@ rules:
   - name: claude
     when: {{ tags: [claude] }}
     route: claude
+    redact: true
+  - name: native
+    when: {{ tags: [native] }}
+    route: native
     redact: true
   - name: hard
     when: {{ tags: [hard] }}
@@ -245,6 +257,93 @@ async fn streams_and_native_dialects_are_redacted_too() {
         "Call me on [PHONE_1]"
     );
     assert_eq!(sent.body["max_tokens"], 64);
+}
+
+/// Every dialect's texts are redacted where they go upstream as they came: a Responses request
+/// and a legacy completion to a model that serves them, the members that name the end user, and
+/// an Anthropic conversation's tool call given as an object, whose signed thinking is left as the
+/// provider wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_completions_and_anthropic_tool_calls_are_redacted_as_they_go() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let gw = start_gateway(&policy(&up, &tmp.path().join("log.jsonl")), KEY).await;
+    let post = |path: &str, body: Value, tag: &'static str| {
+        let url = format!("{}{path}", gw.url);
+        async move {
+            let r = request(
+                "POST",
+                &url,
+                body.to_string(),
+                &[
+                    ("content-type", "application/json"),
+                    ("anthropic-version", "2023-06-01"),
+                    ("x-switchyard-tags", tag),
+                ],
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            r
+        }
+    };
+
+    let responses = json!({"model": "auto", "instructions": format!("The customer is {EMAIL}."),
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": format!("Call {PHONE}")}]}],
+        "user": EMAIL, "metadata": {"customer": EMAIL}});
+    let r = post("/v1/responses", responses, "native").await;
+    assert_eq!(r.header("x-switchyard-redacted"), "email,phone");
+    let sent = up.recorded().pop().expect("a Responses request");
+    assert_eq!(sent.path, "/ok/v1/responses");
+    assert_eq!(sent.body["instructions"], "The customer is [EMAIL_1].");
+    assert_eq!(
+        sent.body["input"][0]["content"][0]["text"],
+        "Call [PHONE_1]"
+    );
+    assert_eq!(
+        (&sent.body["user"], &sent.body["metadata"]["customer"]),
+        (&json!("[EMAIL_1]"), &json!("[EMAIL_1]"))
+    );
+
+    let completion = json!({"model": "auto", "prompt": format!("Dear {EMAIL},"), "max_tokens": 8});
+    let r = post("/v1/completions", completion, "native").await;
+    assert_eq!(r.header("x-switchyard-redacted"), "email");
+    let sent = up.recorded().pop().expect("a completions request");
+    assert_eq!(sent.path, "/ok/v1/completions");
+    assert_eq!(sent.body["prompt"], "Dear [EMAIL_1],");
+
+    let thinking = format!("The user gave {EMAIL}; look it up.");
+    let anthropic = json!({"model": "auto", "max_tokens": 64,
+    "metadata": {"user_id": EMAIL},
+    "messages": [
+        {"role": "user", "content": format!("Find the account of {EMAIL}")},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": thinking, "signature": "c2lnbmVk"},
+            {"type": "tool_use", "id": "toolu_1", "name": "lookup",
+             "input": {"email": EMAIL, "name": PHONE}}
+        ]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": format!("{EMAIL}: active")}
+        ]}
+    ]});
+    let r = post("/v1/messages", anthropic, "claude").await;
+    assert_eq!(r.header("x-switchyard-redacted"), "email,phone");
+    let sent = up.recorded().pop().expect("an Anthropic request");
+    assert_eq!(sent.path, "/anthropic/v1/messages");
+    assert_eq!(sent.body["metadata"]["user_id"], "[EMAIL_1]");
+    let call = &sent.body["messages"][1]["content"][1];
+    assert_eq!(
+        call["input"],
+        json!({"email": "[EMAIL_1]", "name": "[PHONE_1]"})
+    );
+    assert_eq!(
+        (&call["id"], &call["name"]),
+        (&json!("toolu_1"), &json!("lookup"))
+    );
+    assert_eq!(sent.body["messages"][1]["content"][0]["thinking"], thinking);
+    assert_eq!(
+        sent.body["messages"][2]["content"][0]["content"],
+        "[EMAIL_1]: active"
+    );
 }
 
 #[test]

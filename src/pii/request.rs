@@ -3,16 +3,33 @@
 //! The texts are the strings under the body's conversation members — `messages` (OpenAI chat,
 //! Anthropic Messages), `system` (Anthropic), `input` and `instructions` (OpenAI Responses),
 //! `prompt` (legacy completions) — at any depth: message content, text parts, tool results,
-//! tool-call arguments. Strings that are not text a person wrote are skipped: roles, types,
-//! ids, names, URLs and inline data (images, files) ([`SKIPPED_KEYS`]).
+//! tool-call arguments; and under the members that carry the predicted output or name the
+//! end user ([`TEXT_MEMBERS`]). Strings that are not text a person wrote are skipped: roles, types,
+//! ids, names, URLs and inline data (images, files) ([`SKIPPED_KEYS`]), except inside a tool
+//! call's arguments given as an object (Anthropic `tool_use.input`), whose keys are the tool's
+//! own and are all read. Redaction leaves Anthropic `thinking` blocks as they are: the provider
+//! signs them and refuses a changed one, and their text is the cloud model's own, written from
+//! what it was sent (placeholders, where the conversation was redacted).
 
 use super::{find, Kind, Kinds, Placeholders};
 use serde_json::{Map, Value};
 
-/// The top-level members that hold the conversation.
-pub const TEXT_MEMBERS: [&str; 5] = ["messages", "system", "input", "instructions", "prompt"];
+/// The top-level members scanned: those that hold the conversation, the predicted output
+/// (OpenAI `prediction`), and those that name the person using the app (OpenAI `user` and
+/// `metadata`, Anthropic `metadata.user_id`), which a client often fills with an email. Tool definitions and response schemas are the app's own and are
+/// not scanned.
+pub const TEXT_MEMBERS: [&str; 8] = [
+    "messages",
+    "system",
+    "input",
+    "instructions",
+    "prompt",
+    "prediction",
+    "user",
+    "metadata",
+];
 
-/// Keys whose string values are never scanned or replaced.
+/// Keys whose string values are never scanned or replaced (outside tool-call arguments).
 pub const SKIPPED_KEYS: [&str; 18] = [
     "role",
     "type",
@@ -33,6 +50,44 @@ pub const SKIPPED_KEYS: [&str; 18] = [
     "cache_control",
     "status",
 ];
+
+/// Content-block types whose `input` member holds a tool call's arguments as an object.
+const TOOL_CALL_TYPES: [&str; 3] = ["tool_use", "server_tool_use", "mcp_tool_use"];
+
+/// Content-block types redaction leaves unchanged (signed by the provider).
+const SIGNED_TYPES: [&str; 1] = ["thinking"];
+
+/// How the members of an object are read: whether a key is skipped, and whether a member
+/// holds tool-call arguments (read whole: every key is the tool's own).
+#[derive(Clone, Copy)]
+enum Scope {
+    /// Message structure: [`SKIPPED_KEYS`] are skipped.
+    Structure,
+    /// Inside a tool call's arguments: nothing is skipped.
+    Arguments,
+}
+
+impl Scope {
+    /// The scope of `map`'s member `key`, or `None` when it is skipped.
+    fn member(self, map: &Map<String, Value>, key: &str) -> Option<Scope> {
+        match self {
+            Scope::Arguments => Some(Scope::Arguments),
+            Scope::Structure if SKIPPED_KEYS.contains(&key) => None,
+            Scope::Structure => {
+                let tool_call = block_type(map).is_some_and(|t| TOOL_CALL_TYPES.contains(&t));
+                Some(if tool_call && key == "input" {
+                    Scope::Arguments
+                } else {
+                    Scope::Structure
+                })
+            }
+        }
+    }
+}
+
+fn block_type(map: &Map<String, Value>) -> Option<&str> {
+    map.get("type").and_then(Value::as_str)
+}
 
 /// Where private data was found: its kind and the JSON path of the text
 /// (`messages[2].content[0].text`). The value itself is never kept.
@@ -75,7 +130,7 @@ pub fn scan(body: &Map<String, Value>) -> Findings {
     let mut out = Findings::default();
     for key in TEXT_MEMBERS {
         if let Some(v) = body.get(key) {
-            scan_value(v, key.to_string(), &mut out);
+            scan_value(v, key.to_string(), Scope::Structure, &mut out);
         }
     }
     out
@@ -88,13 +143,13 @@ pub fn scan_request(req: &crate::api::ChatRequest) -> Findings {
     let mut out = Findings::default();
     for key in TEXT_MEMBERS {
         if let Some(v) = req.field(key) {
-            scan_value(&v, key.to_string(), &mut out);
+            scan_value(&v, key.to_string(), Scope::Structure, &mut out);
         }
     }
     out
 }
 
-fn scan_value(v: &Value, path: String, out: &mut Findings) {
+fn scan_value(v: &Value, path: String, scope: Scope, out: &mut Findings) {
     match v {
         Value::String(s) => {
             for f in find(s) {
@@ -106,13 +161,13 @@ fn scan_value(v: &Value, path: String, out: &mut Findings) {
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                scan_value(item, format!("{path}[{i}]"), out);
+                scan_value(item, format!("{path}[{i}]"), scope, out);
             }
         }
         Value::Object(map) => {
             for (k, item) in map {
-                if !SKIPPED_KEYS.contains(&k.as_str()) {
-                    scan_value(item, format!("{path}.{k}"), out);
+                if let Some(inner) = scope.member(map, k) {
+                    scan_value(item, format!("{path}.{k}"), inner, out);
                 }
             }
         }
@@ -126,13 +181,13 @@ pub fn redact(body: &mut Map<String, Value>, kinds: Kinds, p: &mut Placeholders)
     let mut changed = false;
     for key in TEXT_MEMBERS {
         if let Some(v) = body.get_mut(key) {
-            changed |= redact_value(v, kinds, p);
+            changed |= redact_value(v, kinds, Scope::Structure, p);
         }
     }
     changed
 }
 
-fn redact_value(v: &mut Value, kinds: Kinds, p: &mut Placeholders) -> bool {
+fn redact_value(v: &mut Value, kinds: Kinds, scope: Scope, p: &mut Placeholders) -> bool {
     match v {
         Value::String(s) => match p.redact(s, kinds) {
             Some(r) => {
@@ -142,14 +197,22 @@ fn redact_value(v: &mut Value, kinds: Kinds, p: &mut Placeholders) -> bool {
             None => false,
         },
         Value::Array(items) => items.iter_mut().fold(false, |changed, item| {
-            redact_value(item, kinds, p) | changed
+            redact_value(item, kinds, scope, p) | changed
         }),
-        Value::Object(map) => map
-            .iter_mut()
-            .filter(|(k, _)| !SKIPPED_KEYS.contains(&k.as_str()))
-            .fold(false, |changed, (_, item)| {
-                redact_value(item, kinds, p) | changed
-            }),
+        Value::Object(map) => {
+            let signed = matches!(scope, Scope::Structure)
+                && block_type(map).is_some_and(|t| SIGNED_TYPES.contains(&t));
+            if signed {
+                return false;
+            }
+            let scopes: Vec<Option<Scope>> = map.keys().map(|k| scope.member(map, k)).collect();
+            map.values_mut()
+                .zip(scopes)
+                .fold(false, |changed, (item, inner)| match inner {
+                    Some(inner) => redact_value(item, kinds, inner, p) | changed,
+                    None => changed,
+                })
+        }
         _ => false,
     }
 }
@@ -195,6 +258,44 @@ mod tests {
             ]
         );
         assert_eq!(f.counts(), vec![(Kind::Email, 1), (Kind::Iban, 1)]);
+    }
+
+    #[test]
+    fn tool_arguments_given_as_an_object_are_read_whole_and_thinking_is_left_signed() {
+        let mut b = body(json!({
+            "messages": [
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "Ann's SSN is 123-45-6789.", "signature": "c2ln"},
+                    {"type": "tool_use", "id": "toolu_1", "name": "lookup",
+                     "input": {"id": "123-45-6789", "name": "ann@example.com", "type": "ssn"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "found"}
+                ]}
+            ]
+        }));
+        let paths: Vec<String> = scan(&b).detections.into_iter().map(|d| d.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "messages[0].content[0].thinking",
+                "messages[0].content[1].input.id",
+                "messages[0].content[1].input.name",
+            ]
+        );
+        let mut p = Placeholders::default();
+        assert!(redact(&mut b, Kinds::ALL, &mut p));
+        let call = &b["messages"][0]["content"][1];
+        assert_eq!(call["input"]["id"], "[NATIONAL_ID_1]");
+        assert_eq!(call["input"]["name"], "[EMAIL_1]");
+        assert_eq!(
+            (&call["id"], &call["name"]),
+            (&json!("toolu_1"), &json!("lookup"))
+        );
+        assert_eq!(
+            b["messages"][0]["content"][0]["thinking"],
+            "Ann's SSN is 123-45-6789."
+        );
     }
 
     #[test]
