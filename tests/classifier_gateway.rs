@@ -286,6 +286,32 @@ async fn agent_harness_text_is_not_what_the_classifier_reads() {
         ),
         (rule, route)
     );
+    // Through the Anthropic dialect, as Claude Code sends a turn that only carries a tool's
+    // result and a reminder: the classifier reads the human's request of the turn before.
+    let claude_code = json!({"model": "auto", "max_tokens": 64, "messages": [
+        {"role": "user", "content": [
+            {"type": "text", "text": format!("<system-reminder>{noise}</system-reminder>")},
+            {"type": "text", "text": question}]},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"file_path": "notes.txt"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": noise},
+            {"type": "text", "text": format!("<system-reminder>{noise}</system-reminder>")}]}]});
+    let r = request(
+        "POST",
+        &format!("{}/v1/messages", gw.url),
+        claude_code.to_string(),
+        &[
+            ("content-type", "application/json"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.header("x-switchyard-classifier"),
+        bare.header("x-switchyard-classifier")
+    );
     // Without the rules the same text reads as something else.
     let unstripped = format!("{noise}\n{question}");
     let r = chat(&gw, ask("auto", &unstripped), &[]).await;
