@@ -13,9 +13,10 @@ use serde_json::{json, Value};
 
 const KEY: &[(&str, &str)] = &[("CLOUD_KEY", "sk-upstream-test")];
 
-/// Long prompts go to the cloud, the rest (and anything tagged `cheap`) stays on the box; images
-/// always go to the cloud and are not sticky. `state` is appended as it is.
-fn policy(up: &FakeUpstream, state: &str) -> String {
+/// The box (`local-echo`) and a cloud model, every route sticky; `first` is the rule before
+/// `cheap` (tagged requests to the box) and `long` (long prompts to the cloud), `default` the
+/// default route's model, `state` is appended as it is.
+fn sticky_policy(up: &FakeUpstream, first: &str, default: &str, state: &str) -> String {
     format!(
         r#"version: 1
 models:
@@ -27,20 +28,24 @@ models:
     price: {{ input_per_million: 2, output_per_million: 8 }}
 sticky: {{ ttl_s: 600 }}
 rules:
-  - name: images
-    when: {{ has_images: true }}
-    route: cloud
-    sticky: false
+{first}
   - name: cheap
     when: {{ tags: [cheap] }}
     route: local-echo
   - name: long
     when: {{ prompt_tokens: {{ above: 60 }} }}
     route: cloud
-default: {{ route: local-echo }}
+default: {{ route: {default} }}
 {state}"#,
         base = up.base("ok")
     )
+}
+
+/// Long prompts go to the cloud, the rest (and anything tagged `cheap`) stays on the box; images
+/// always go to the cloud and are not sticky.
+fn policy(up: &FakeUpstream, state: &str) -> String {
+    let images = "  - { name: images, when: { has_images: true }, route: cloud, sticky: false }";
+    sticky_policy(up, images, "local-echo", state)
 }
 
 const LONG: &str = "Please compare these two designs in detail, with their trade-offs, failure modes, costs, operational burden, and what you would measure before choosing one over the other for a team of five engineers running it in production.";
@@ -232,31 +237,10 @@ default: {{ route: local-echo }}
 
 /// The pin gives way, under a policy-wide `sticky`, where holding it would send private data to
 /// the cloud or refuse a turn its route cannot serve (docs/policies.md, "Sticky conversations").
+/// Card numbers stay on the box; the default route is the cloud.
 fn private_policy(up: &FakeUpstream) -> String {
-    format!(
-        r#"version: 1
-models:
-  local-echo: {{ kind: local }}
-  cloud:
-    kind: openai
-    base_url: "{base}"
-    api_key: "${{CLOUD_KEY}}"
-    price: {{ input_per_million: 2, output_per_million: 8 }}
-sticky: {{ ttl_s: 600 }}
-rules:
-  - name: cards
-    when: {{ pii: [credit_card] }}
-    route: local-echo
-  - name: cheap
-    when: {{ tags: [cheap] }}
-    route: local-echo
-  - name: long
-    when: {{ prompt_tokens: {{ above: 60 }} }}
-    route: cloud
-default: {{ route: cloud }}
-"#,
-        base = up.base("ok")
-    )
+    let cards = "  - { name: cards, when: { pii: [credit_card] }, route: local-echo }";
+    sticky_policy(up, cards, "cloud", "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

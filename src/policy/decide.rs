@@ -301,6 +301,17 @@ tenants:
         }
     }
 
+    /// An `auto` turn of a conversation pinned to `model` by `rule`.
+    fn pinned_to(model: &str, rule: &str) -> Features {
+        Features {
+            pinned: Some(crate::features::Pin {
+                model: model.into(),
+                rule: rule.into(),
+            }),
+            ..auto()
+        }
+    }
+
     fn needing(model: &str, c: Capability) -> Features {
         Features {
             requested_model: model.into(),
@@ -481,7 +492,6 @@ default: { route: other }
 
     #[test]
     fn private_data_and_unservable_turns_break_a_pin_even_under_sticky_rules() {
-        use crate::features::Pin;
         use crate::pii::Kind;
         let p = policy(concat!(
             "  - { name: cards, when: { pii: [credit_card] }, route: small, sticky: true }\n",
@@ -490,18 +500,11 @@ default: { route: other }
             "  - { name: hard, when: { prompt_tokens: { above: 1000 } }, route: big, sticky: true }\n",
             "  - { name: box-only, when: { tags: [box] }, route: small, sticky: true }",
         ));
-        let pinned = |model: &str, rule: &str| Features {
-            pinned: Some(Pin {
-                model: model.into(),
-                rule: rule.into(),
-            }),
-            ..auto()
-        };
         // A card in a conversation pinned to the cloud: the private-data rule above forces the
         // change, though it is sticky.
         let card = Features {
             pii: Kinds::NONE.with(Kind::CreditCard),
-            ..pinned("big", "hard")
+            ..pinned_to("big", "hard")
         };
         let d = decide(&p, &card).unwrap();
         assert_eq!(
@@ -511,14 +514,14 @@ default: { route: other }
         // Private data of a kind the rule does not name: the pin holds.
         let email = Features {
             pii: Kinds::NONE.with(Kind::Email),
-            ..pinned("big", "hard")
+            ..pinned_to("big", "hard")
         };
         let d = decide(&p, &email).unwrap();
         assert_eq!((d.model, d.rule, d.pinned), ("big", "hard", true));
         // A sticky rule that asks for the absence of private data does not force a change.
         let clean = Features {
             tags: vec!["clean".into()],
-            ..pinned("big", "hard")
+            ..pinned_to("big", "hard")
         };
         assert_eq!(decide(&p, &clean).unwrap().rule, "hard");
         // An image in a conversation pinned to a box-only route: no model of that route can take
@@ -527,7 +530,7 @@ default: { route: other }
             needs: Capabilities::NONE.with(Capability::Images),
             has_images: true,
             tags: vec!["box".into()],
-            ..pinned("small", "box-only")
+            ..pinned_to("small", "box-only")
         };
         let d = decide(&p, &image).unwrap();
         assert_eq!((d.model, d.rule, d.pinned), ("big", "images", false));
@@ -546,21 +549,13 @@ default: { route: other }
 
     #[test]
     fn a_pinned_turn_falls_back_to_the_routes_other_models() {
-        use crate::features::Pin;
         let p = policy(concat!(
             "  - { name: hard, when: { prompt_tokens: { above: 1000 } }, route: big, fallbacks: [small], sticky: true }\n",
             "  - { name: cloud-only, when: { tags: [cloud] }, route: big, sticky: true }\n",
             "  - { name: box-only, when: { tags: [box] }, route: small, sticky: true }",
         ));
-        let pinned = |model: &str, rule: &str| Features {
-            pinned: Some(Pin {
-                model: model.into(),
-                rule: rule.into(),
-            }),
-            ..auto()
-        };
         // Pinned to the route's fallback: the route's first model follows it.
-        let d = decide(&p, &pinned("small", "hard")).unwrap();
+        let d = decide(&p, &pinned_to("small", "hard")).unwrap();
         assert_eq!(
             (d.model, d.fallbacks, d.pinned),
             ("small", &["big".to_string()][..], true)
@@ -568,7 +563,7 @@ default: { route: other }
         // So a turn the box cannot take (an image) goes to the cloud model, not to a 400.
         let images = Features {
             needs: Capabilities::NONE.with(Capability::Images),
-            ..pinned("small", "hard")
+            ..pinned_to("small", "hard")
         };
         let d = decide(&p, &images).unwrap();
         assert_eq!(
@@ -576,17 +571,17 @@ default: { route: other }
             ("big", Some(("small", Capability::Images)))
         );
         // Pinned to the route's first model: the rest of the route after it.
-        let d = decide(&p, &pinned("big", "hard")).unwrap();
+        let d = decide(&p, &pinned_to("big", "hard")).unwrap();
         assert_eq!((d.model, d.fallbacks), ("big", &["small".to_string()][..]));
         // The box, outside the route (a budget sent the conversation there): the whole route
         // follows it.
-        let d = decide(&p, &pinned("small", "cloud-only")).unwrap();
+        let d = decide(&p, &pinned_to("small", "cloud-only")).unwrap();
         assert_eq!(
             (d.model, d.fallbacks, d.rule),
             ("small", &["big".to_string()][..], "cloud-only")
         );
         // A cloud model the route no longer holds (a reload moved the rule): routed afresh.
-        let d = decide(&p, &pinned("big", "box-only")).unwrap();
+        let d = decide(&p, &pinned_to("big", "box-only")).unwrap();
         assert_eq!((d.model, d.rule, d.pinned), ("small", "default", false));
     }
 
