@@ -4,10 +4,10 @@
 //! Anthropic Messages), `system` (Anthropic), `input` and `instructions` (OpenAI Responses),
 //! `prompt` (legacy completions) — at any depth: message content, text parts, tool results,
 //! tool-call arguments; and under the members that carry the predicted output or name the
-//! end user ([`TEXT_MEMBERS`]). Strings that are not text a person wrote are skipped: roles, types,
-//! ids, names, URLs and inline data (images, files) ([`SKIPPED_KEYS`]), except inside a tool
-//! call's arguments given as an object (Anthropic `tool_use.input`), whose keys are the tool's
-//! own and are all read. Redaction leaves Anthropic `thinking` blocks as they are: the provider
+//! end user ([`TEXT_MEMBERS`]). Strings that are not text a person wrote are skipped: roles,
+//! types, ids, names, URLs and inline data (images, files) ([`SKIPPED_KEYS`]), except inside a
+//! tool call's arguments given as an object (Anthropic `tool_use.input`), whose keys are the
+//! tool's own and are all read. Redaction leaves Anthropic `thinking` blocks as they are: the provider
 //! signs them and refuses a changed one, and their text is the cloud model's own, written from
 //! what it was sent (placeholders, where the conversation was redacted).
 
@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 
 /// The top-level members scanned: those that hold the conversation, the predicted output
 /// (OpenAI `prediction`), and those that name the person using the app (OpenAI `user` and
-/// `metadata`, Anthropic `metadata.user_id`), which a client often fills with an email. Tool definitions and response schemas are the app's own and are
-/// not scanned.
+/// `metadata`, Anthropic `metadata.user_id`), which a client often fills with an email. Tool
+/// definitions and response schemas are the app's own and are not scanned.
 pub const TEXT_MEMBERS: [&str; 8] = [
     "messages",
     "system",
@@ -68,25 +68,23 @@ enum Scope {
 }
 
 impl Scope {
-    /// The scope of `map`'s member `key`, or `None` when it is skipped.
-    fn member(self, map: &Map<String, Value>, key: &str) -> Option<Scope> {
+    /// The scope of member `key` of an object read in this scope, or `None` when it is
+    /// skipped; `tool_call` says whether the object is a tool-call block ([`is_block_of`]).
+    fn member(self, tool_call: bool, key: &str) -> Option<Scope> {
         match self {
             Scope::Arguments => Some(Scope::Arguments),
             Scope::Structure if SKIPPED_KEYS.contains(&key) => None,
-            Scope::Structure => {
-                let tool_call = block_type(map).is_some_and(|t| TOOL_CALL_TYPES.contains(&t));
-                Some(if tool_call && key == "input" {
-                    Scope::Arguments
-                } else {
-                    Scope::Structure
-                })
-            }
+            Scope::Structure if tool_call && key == "input" => Some(Scope::Arguments),
+            Scope::Structure => Some(Scope::Structure),
         }
     }
 }
 
-fn block_type(map: &Map<String, Value>) -> Option<&str> {
-    map.get("type").and_then(Value::as_str)
+/// Whether `map` is a content block whose `type` is one of `types`.
+fn is_block_of(map: &Map<String, Value>, types: &[&str]) -> bool {
+    map.get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| types.contains(&t))
 }
 
 /// Where private data was found: its kind and the JSON path of the text
@@ -165,8 +163,9 @@ fn scan_value(v: &Value, path: String, scope: Scope, out: &mut Findings) {
             }
         }
         Value::Object(map) => {
+            let tool_call = is_block_of(map, &TOOL_CALL_TYPES);
             for (k, item) in map {
-                if let Some(inner) = scope.member(map, k) {
+                if let Some(inner) = scope.member(tool_call, k) {
                     scan_value(item, format!("{path}.{k}"), inner, out);
                 }
             }
@@ -200,18 +199,16 @@ fn redact_value(v: &mut Value, kinds: Kinds, scope: Scope, p: &mut Placeholders)
             redact_value(item, kinds, scope, p) | changed
         }),
         Value::Object(map) => {
-            let signed = matches!(scope, Scope::Structure)
-                && block_type(map).is_some_and(|t| SIGNED_TYPES.contains(&t));
-            if signed {
+            if matches!(scope, Scope::Structure) && is_block_of(map, &SIGNED_TYPES) {
                 return false;
             }
-            let scopes: Vec<Option<Scope>> = map.keys().map(|k| scope.member(map, k)).collect();
-            map.values_mut()
-                .zip(scopes)
-                .fold(false, |changed, (item, inner)| match inner {
+            let tool_call = is_block_of(map, &TOOL_CALL_TYPES);
+            map.iter_mut().fold(false, |changed, (k, item)| {
+                match scope.member(tool_call, k) {
                     Some(inner) => redact_value(item, kinds, inner, p) | changed,
                     None => changed,
-                })
+                }
+            })
         }
         _ => false,
     }
