@@ -409,12 +409,15 @@ async fn hostile_responses_requests_each_get_a_clear_4xx() {
         ("previous_response_id", json!({"model": "auto", "input": "x", "previous_response_id": "resp_1"}).to_string().into_bytes(), 400, "previous_response_id"),
         ("store", json!({"model": "auto", "input": "x", "store": true}).to_string().into_bytes(), 400, "store"),
         ("background", json!({"model": "auto", "input": "x", "background": true}).to_string().into_bytes(), 400, "background"),
-        ("built-in tool", json!({"model": "auto", "input": "x", "tools": [{"type": "file_search"}]}).to_string().into_bytes(), 400, "file_search"),
-        ("reasoning item", json!({"model": "auto", "input": [{"type": "reasoning", "summary": []}]}).to_string().into_bytes(), 400, "reasoning"),
-        ("file input", json!({"model": "auto", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}).to_string().into_bytes(), 400, "input_file"),
+        // What only the Responses API serves, on a policy with no model that serves it.
+        ("built-in tool", json!({"model": "auto", "input": "x", "tools": [{"type": "file_search"}]}).to_string().into_bytes(), 400, "needs `responses` (set by `tools[0]`)"),
+        ("reasoning item", json!({"model": "auto", "input": [{"type": "reasoning", "summary": []}]}).to_string().into_bytes(), 400, "(set by `input[0]`)"),
+        ("file input", json!({"model": "auto", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}).to_string().into_bytes(), 400, "(set by `input[0].content[0]`)"),
+        ("item reference", json!({"model": "auto", "input": [{"type": "item_reference", "id": "msg_1"}]}).to_string().into_bytes(), 400, "item_reference"),
         ("zero max_output_tokens", json!({"model": "auto", "input": "x", "max_output_tokens": 0}).to_string().into_bytes(), 400, "max_output_tokens"),
         ("bad format", json!({"model": "auto", "input": "x", "text": {"format": {"type": "xml"}}}).to_string().into_bytes(), 400, "text.format"),
-        ("unknown field", json!({"model": "auto", "input": "x", "reasoning": {"effort": "high"}}).to_string().into_bytes(), 400, "`reasoning`"),
+        ("unknown field", json!({"model": "auto", "input": "x", "frobnicate": true}).to_string().into_bytes(), 400, "`frobnicate`"),
+        ("reasoning not an object", json!({"model": "auto", "input": "x", "reasoning": "high"}).to_string().into_bytes(), 400, "`reasoning`"),
         ("unknown model", json!({"model": "gpt-nope", "input": "x"}).to_string().into_bytes(), 404, "gpt-nope"),
     ];
     each_gets_an_openai_error(&gw, "/v1/responses", cases).await;

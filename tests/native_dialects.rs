@@ -74,6 +74,7 @@ async fn gateway_with(up: &FakeUpstream, default: &str, tenant: bool) -> TestGat
         .rule("busy", "{ tags: [busy] }", "claude-busy", &["gpt"])
         .rule("gpt", "{ tags: [gpt] }", "gpt", &[])
         .rule("plain", "{ tags: [plain] }", "plain", &[])
+        .rule("agent", "{ tags: [agent] }", "plain", &["gpt"])
         .default_route(default, &[])
         .render();
     start_gateway(
@@ -308,6 +309,74 @@ async fn a_responses_request_reaches_a_model_that_serves_responses_as_it_came() 
     assert_eq!(r.json()["model"], "auto");
     let sent = up.recorded().pop().expect("a request upstream");
     assert_eq!(sent.path, "/ok/v1/chat/completions");
+}
+
+/// A coding agent's Responses request (Codex CLI's shape): reasoning carried across turns, a
+/// reasoning summary asked for, custom and shell tools. Only a model that serves the Responses
+/// API can answer it, as it came; a route without one is a 400 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_only_the_responses_api_serves_goes_only_to_a_model_that_serves_it() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let body = r#"{"model": "auto", "instructions": "You are a coding agent.", "store": false, "stream": false,
+        "reasoning": {"effort": "medium", "summary": "auto"}, "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "conv-42", "parallel_tool_calls": false,
+        "tools": [{"type": "custom", "name": "apply_patch", "description": "Edit files"}, {"type": "local_shell"}],
+        "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Make the test pass"}]},
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAAB"},
+            {"type": "local_shell_call", "id": "lsh_1", "call_id": "c1", "status": "completed", "action": {"type": "exec", "command": ["cargo", "test"]}},
+            {"type": "local_shell_call_output", "call_id": "c1", "output": "1 failed"}]}"#;
+    // The route's first model speaks only chat: it is passed over for the one that serves
+    // Responses, which gets the body as it came.
+    let r = post(&gw, "/v1/responses", body, "agent", &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "gpt");
+    assert_eq!(
+        r.header("x-switchyard-fallback"),
+        "plain; reason=lacks_responses"
+    );
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.path, "/ok/v1/responses");
+    let mut expected: Value = serde_json::from_str(body).expect("json");
+    expected["model"] = json!("gpt-up");
+    assert_eq!(sent.body, expected);
+    assert_eq!(r.body, upstream_answer(&up).await.body);
+
+    // A route with no such model: refused, naming the field, and nothing goes upstream.
+    let before = up.recorded().len();
+    let r = post(&gw, "/v1/responses", body, "plain", &[]).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let e = r.json();
+    assert_eq!(e["error"]["code"], "unsupported_capability");
+    assert_eq!(e["error"]["param"], "reasoning.summary");
+    let message = e["error"]["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        message.contains("`plain` cannot do `responses`"),
+        "{message}"
+    );
+    assert_eq!(up.recorded().len(), before);
+
+    // Without them, the identifiers, the effort and the verbosity reach a chat model too.
+    let plain = r#"{"model": "auto", "input": "Hi", "safety_identifier": "user-7f3a", "prompt_cache_key": "conv-42",
+        "reasoning": {"effort": "low"}, "text": {"verbosity": "low"}}"#;
+    let r = post(&gw, "/v1/responses", plain, "plain", &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(
+        (&v["safety_identifier"], &v["reasoning"]["effort"]),
+        (&json!("user-7f3a"), &json!("low"))
+    );
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.path, "/ok/v1/chat/completions");
+    for (field, value) in [
+        ("safety_identifier", "user-7f3a"),
+        ("prompt_cache_key", "conv-42"),
+        ("reasoning_effort", "low"),
+        ("verbosity", "low"),
+    ] {
+        assert_eq!(sent.body[field], value, "{field}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -245,6 +245,14 @@ fn the_dialects_a_model_serves_are_checked() {
             "{ kind: openai, base_url: 'http://h/v1', capabilities: [tools, completions] }",
             "when it says `completions: true`",
         ),
+        (
+            "{ kind: openai, base_url: 'http://h/v1', capabilities: [responses] }",
+            "when it says `responses: true`",
+        ),
+        (
+            "{ kind: local, capabilities: [responses] }",
+            "the on-box engine cannot do `responses`",
+        ),
     ] {
         let (code, _, err) = check_text(&format!(
             "{HEAD}  m: {model}\ndefault: {{ route: small }}\n"

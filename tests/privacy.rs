@@ -304,6 +304,33 @@ async fn responses_completions_and_anthropic_tool_calls_are_redacted_as_they_go(
         (&json!("[EMAIL_1]"), &json!("[EMAIL_1]"))
     );
 
+    // An agent's turn, with what only the Responses API serves: redacted where people and
+    // tools wrote and in the ids that name the end user; the model's own reasoning untouched.
+    let reasoning = json!({"type": "reasoning", "id": "rs_1",
+        "summary": [{"type": "summary_text", "text": format!("Look up {EMAIL}")}],
+        "encrypted_content": format!("gAAAA{EMAIL}")});
+    let agent = json!({"model": "auto", "safety_identifier": EMAIL,
+        "prompt_cache_key": format!("support:{EMAIL}"),
+        "reasoning": {"effort": "low", "summary": "auto"}, "include": ["reasoning.encrypted_content"],
+        "tools": [{"type": "custom", "name": "crm"}],
+        "input": [{"role": "user", "content": "Update the account"}, reasoning.clone(),
+            {"type": "custom_tool_call", "call_id": "c1", "name": "crm", "input": format!("find {EMAIL}")},
+            {"type": "custom_tool_call_output", "call_id": "c1", "output": format!("call {PHONE}")}]});
+    let r = post("/v1/responses", agent, "native").await;
+    assert_eq!(r.header("x-switchyard-redacted"), "email,phone");
+    let sent = up.recorded().pop().expect("a Responses request");
+    assert_eq!(sent.path, "/ok/v1/responses");
+    assert_eq!(
+        (
+            &sent.body["safety_identifier"],
+            &sent.body["prompt_cache_key"]
+        ),
+        (&json!("[EMAIL_1]"), &json!("support:[EMAIL_1]"))
+    );
+    assert_eq!(sent.body["input"][1], reasoning);
+    assert_eq!(sent.body["input"][2]["input"], "find [EMAIL_1]");
+    assert_eq!(sent.body["input"][3]["output"], "call [PHONE_1]");
+
     let completion = json!({"model": "auto", "prompt": format!("Dear {EMAIL},"), "max_tokens": 8});
     let r = post("/v1/completions", completion, "native").await;
     assert_eq!(r.header("x-switchyard-redacted"), "email");

@@ -79,8 +79,8 @@ fn push_turn(turns: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
 /// `model`. `max_tokens` comes from the request (`max_completion_tokens`, else `max_tokens`),
 /// else `default_max_tokens` (Messages requires it). System and developer messages become
 /// `system`; tool calls `tool_use` blocks; tool messages `tool_result` blocks of a user turn;
-/// image parts image blocks; `stop` `stop_sequences`; `user` `metadata.user_id`; temperature is
-/// capped at 1.
+/// image parts image blocks; `stop` `stop_sequences`; `safety_identifier` (else `user`)
+/// `metadata.user_id`; temperature is capped at 1.
 pub fn from_chat(
     chat: &Map<String, Value>,
     model: &str,
@@ -152,7 +152,11 @@ pub fn from_chat(
         Some(Value::Array(a)) if !a.is_empty() => out["stop_sequences"] = Value::Array(a.clone()),
         _ => {}
     }
-    if let Some(u) = chat.get("user").and_then(Value::as_str) {
+    // OpenAI's `safety_identifier` replaced `user` as the end user's id.
+    if let Some(u) = ["safety_identifier", "user"]
+        .iter()
+        .find_map(|k| chat.get(*k).and_then(Value::as_str))
+    {
         out["metadata"] = json!({"user_id": u});
     }
     let tools: Vec<Value> = chat
@@ -498,6 +502,11 @@ mod tests {
             json!({"type": "any", "disable_parallel_tool_use": true})
         );
         assert_eq!(v["metadata"]["user_id"], "u1");
+        // `safety_identifier`, OpenAI's successor to `user`, is the one Anthropic is given.
+        let mut chat = chat;
+        chat.insert("safety_identifier".into(), json!("hashed-9"));
+        let v: Value = serde_json::from_slice(&from_chat(&chat, "claude-x", false, 4096)).unwrap();
+        assert_eq!(v["metadata"], json!({"user_id": "hashed-9"}));
     }
 
     #[test]

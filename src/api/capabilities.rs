@@ -29,11 +29,16 @@ pub enum Capability {
     /// `POST /v1/completions`): the on-box engine, and cloud models that declare
     /// `completions: true`.
     Completions,
+    /// What only the Responses API serves (a Responses request with reasoning summaries or
+    /// reasoning items, `include`, built-in or custom tools and their calls, file inputs): such
+    /// a request is passed as it came to an OpenAI model that declares `responses: true`, and
+    /// no other model can answer it.
+    Responses,
 }
 
 impl Capability {
     /// Every capability, in the order of the bit set.
-    pub const ALL: [Capability; 9] = [
+    pub const ALL: [Capability; 10] = [
         Capability::Tools,
         Capability::JsonObject,
         Capability::JsonSchema,
@@ -43,6 +48,7 @@ impl Capability {
         Capability::Audio,
         Capability::Files,
         Capability::Completions,
+        Capability::Responses,
     ];
 
     /// The policy's name of the capability.
@@ -57,6 +63,7 @@ impl Capability {
             Capability::Audio => "audio",
             Capability::Files => "files",
             Capability::Completions => "completions",
+            Capability::Responses => "responses",
         }
     }
 
@@ -72,10 +79,13 @@ impl Capability {
             Capability::Audio => "lacks_audio",
             Capability::Files => "lacks_files",
             Capability::Completions => "lacks_completions",
+            Capability::Responses => "lacks_responses",
         }
     }
 
-    /// The request parameter a client sets to need it (the `param` of the error).
+    /// The request parameter a client sets to need it (the `param` of the error; for
+    /// [`Capability::Responses`] the request names its own field,
+    /// [`super::ChatRequest::responses_only`]).
     pub fn param(self) -> &'static str {
         match self {
             Capability::Tools => "tools",
@@ -84,6 +94,7 @@ impl Capability {
             Capability::N => "n",
             Capability::Images | Capability::Audio | Capability::Files => "messages",
             Capability::Completions => "prompt",
+            Capability::Responses => "input",
         }
     }
 
@@ -111,8 +122,9 @@ impl Capabilities {
     /// No capability: what a plain text chat request needs.
     pub const NONE: Capabilities = Capabilities(0);
 
-    /// Every capability the gateway knows (a cloud model's default is this but `completions`,
-    /// which it must declare: its provider refuses what the model behind it lacks).
+    /// Every capability the gateway knows (a cloud model's default is this but `completions`
+    /// and `responses`, which it must declare: its provider refuses what the model behind it
+    /// lacks).
     pub fn all() -> Capabilities {
         Capability::ALL.into_iter().collect()
     }

@@ -24,6 +24,22 @@ pub struct Inbound {
     /// Request fields the `response` object repeats (`instructions`, `max_output_tokens`,
     /// `temperature`, `top_p`, `tools`, `tool_choice`, `text`, `metadata`, ...).
     pub echo: Map<String, Value>,
+    /// The first field that only the Responses API serves, as a `param` path
+    /// (`reasoning.summary`, `include`, `tools[1]`, `input[4]`, `input[0].content[1]`): the
+    /// request can then only be passed as it came to a model that serves the Responses API.
+    pub responses_only: Option<String>,
+}
+
+/// Records the first field of a request that only the Responses API serves.
+#[derive(Default)]
+struct ResponsesOnly(Option<String>);
+
+impl ResponsesOnly {
+    fn mark(&mut self, param: &str) {
+        if self.0.is_none() {
+            self.0 = Some(param.to_string());
+        }
+    }
 }
 
 /// Fields of the Responses API this gateway cannot honour, and why.
@@ -46,12 +62,24 @@ const REFUSED: &[(&str, &str)] = &[
 /// user/system/developer/assistant, `content` a string or `input_text` / `input_image` /
 /// `output_text` parts), `function_call` and `function_call_output`; `instructions`; function
 /// `tools` and `tool_choice`; `max_output_tokens`, `temperature`, `top_p`, `user`,
-/// `parallel_tool_calls`, `metadata`; `text.format` (`text`, `json_object`, `json_schema`);
-/// `stream`. `store: false` and `truncation: disabled` are accepted.
+/// `safety_identifier`, `prompt_cache_key`, `prompt_cache_retention`, `parallel_tool_calls`,
+/// `metadata`; `reasoning.effort` (chat's `reasoning_effort`); `text.format` (`text`,
+/// `json_object`, `json_schema`) and `text.verbosity` (chat's `verbosity`); `stream`.
+/// `store: false`, `truncation: disabled` and `stream_options` are accepted.
+///
+/// What only the Responses API serves is not refused but recorded in
+/// [`Inbound::responses_only`] (the request then goes only to a model that serves the
+/// Responses API, as it came): `reasoning.summary`, a non-empty `include`, `max_tool_calls`,
+/// `top_logprobs`, tools other than functions (built-in, custom, MCP) and a `tool_choice` that
+/// names one, `input_file` parts, and input items other than messages and function calls
+/// (reasoning items, custom and shell tool calls and their outputs, built-in tool calls). The
+/// internal request still carries what a person or a tool wrote in those items (a tool call's
+/// input, its output's text) for the classifier, the private-data scan and the token estimate,
+/// and leaves out the rest (reasoning, which is the model's own).
 ///
 /// Errors: a 400 naming the field: `previous_response_id`, `conversation`, `store: true`,
-/// `background`, stored prompts, built-in tools (web search, file search, computer use, code
-/// interpreter, image generation, MCP), `reasoning` items, file inputs, and anything malformed.
+/// `background`, stored prompts, `item_reference` items (all need state the gateway does not
+/// keep), and anything malformed.
 pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
     let obj = dialect::request_object(body)?;
     for (field, why) in REFUSED {
@@ -80,10 +108,18 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
                 | "temperature"
                 | "top_p"
                 | "user"
+                | "safety_identifier"
+                | "prompt_cache_key"
+                | "prompt_cache_retention"
                 | "parallel_tool_calls"
                 | "metadata"
                 | "text"
+                | "reasoning"
+                | "include"
+                | "max_tool_calls"
+                | "top_logprobs"
                 | "stream"
+                | "stream_options"
                 | "store"
                 | "truncation"
                 | "previous_response_id"
@@ -110,6 +146,9 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
     let stream = dialect::stream(&obj)?;
     let mut out = Map::new();
     let mut echo = Map::new();
+    // The request's own settings are named before the items of its conversation.
+    let mut only = ResponsesOnly::default();
+    let mut only_in_input = ResponsesOnly::default();
     out.insert("model".into(), json!(model));
     let mut messages = vec![];
     match obj.get("instructions") {
@@ -124,7 +163,12 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
         Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
         Some(Value::Array(items)) if !items.is_empty() => {
             for (i, item) in items.iter().enumerate() {
-                input_item(item, &format!("input[{i}]"), &mut messages)?;
+                input_item(
+                    item,
+                    &format!("input[{i}]"),
+                    &mut messages,
+                    &mut only_in_input,
+                )?;
             }
         }
         _ => {
@@ -133,6 +177,11 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
                 "input",
             ))
         }
+    }
+    if messages.is_empty() {
+        // Input items the internal request does not carry (reasoning alone): the policy reads
+        // an empty turn, and only a model that serves the Responses API is sent them.
+        messages.push(json!({"role": "user", "content": ""}));
     }
     out.insert("messages".into(), Value::Array(messages));
     match obj.get("max_output_tokens") {
@@ -160,6 +209,9 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
     }
     for (field, check) in [
         ("user", Value::is_string as fn(&Value) -> bool),
+        ("safety_identifier", Value::is_string),
+        ("prompt_cache_key", Value::is_string),
+        ("prompt_cache_retention", Value::is_string),
         ("parallel_tool_calls", Value::is_boolean),
     ] {
         if let Some(x) = obj.get(field).filter(|x| !x.is_null()) {
@@ -176,6 +228,62 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
         }
         echo.insert("metadata".into(), m.clone());
     }
+    if let Some(r) = obj.get("reasoning").filter(|r| !r.is_null()) {
+        let Some(r) = r.as_object() else {
+            return Err(bad("`reasoning` must be an object", "reasoning"));
+        };
+        match r.get("effort") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(e)) => {
+                out.insert("reasoning_effort".into(), json!(e));
+            }
+            Some(_) => {
+                return Err(bad(
+                    "`reasoning.effort` must be a string",
+                    "reasoning.effort",
+                ))
+            }
+        }
+        // A summary of the model's reasoning is output only the Responses API gives.
+        for field in ["summary", "generate_summary"] {
+            if r.get(field).is_some_and(|v| !v.is_null()) {
+                only.mark(&format!("reasoning.{field}"));
+            }
+        }
+        echo.insert("reasoning".into(), Value::Object(r.clone()));
+    }
+    match obj.get("include") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) if list.iter().all(Value::is_string) => {
+            if !list.is_empty() {
+                only.mark("include");
+            }
+        }
+        Some(_) => return Err(bad("`include` must be a list of strings", "include")),
+    }
+    for field in ["max_tool_calls", "top_logprobs"] {
+        match obj.get(field) {
+            None | Some(Value::Null) => {}
+            Some(n) if n.is_u64() => {
+                if field == "max_tool_calls" || n.as_u64() != Some(0) {
+                    only.mark(field);
+                }
+            }
+            Some(_) => {
+                return Err(bad(
+                    format!("`{field}` must be a non-negative integer"),
+                    field,
+                ))
+            }
+        }
+    }
+    if let Some(o) = obj.get("stream_options").filter(|o| !o.is_null()) {
+        // `include_obfuscation` pads the events of OpenAI's own streams; the translated
+        // stream has no padding to leave out.
+        if !o.is_object() {
+            return Err(bad("`stream_options` must be an object", "stream_options"));
+        }
+    }
     if let Some(tools) = obj.get("tools").filter(|t| !t.is_null()) {
         let Some(list) = tools.as_array() else {
             return Err(bad("`tools` must be a list", "tools"));
@@ -183,12 +291,16 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
         let mut fns = vec![];
         for (i, t) in list.iter().enumerate() {
             let p = format!("tools[{i}]");
-            let kind = t.get("type").and_then(Value::as_str).unwrap_or("");
-            if kind != "function" {
-                return Err(bad(
-                    format!("tool type `{kind}` is not supported: only `function` tools (built-in tools run on OpenAI's servers)"),
-                    &p,
-                ));
+            let kind = t.get("type").and_then(Value::as_str);
+            match kind {
+                Some("function") => {}
+                // Built-in tools (web search, file search, computer use, code interpreter,
+                // image generation, shell), MCP servers and custom (free-form) tools.
+                Some(_) => {
+                    only.mark(&p);
+                    continue;
+                }
+                None => return Err(bad("a tool needs a `type`", &p)),
             }
             let name = t
                 .get("name")
@@ -211,7 +323,7 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
     if let Some(choice) = obj.get("tool_choice").filter(|c| !c.is_null()) {
         let mapped = match choice {
             Value::String(s) if matches!(s.as_str(), "auto" | "none" | "required") => {
-                choice.clone()
+                Some(choice.clone())
             }
             Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
                 let name = o.get("name").and_then(Value::as_str).ok_or_else(|| {
@@ -220,20 +332,34 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
                         "tool_choice.name",
                     )
                 })?;
-                json!({"type": "function", "function": {"name": name}})
+                Some(json!({"type": "function", "function": {"name": name}}))
+            }
+            // A built-in or custom tool, `allowed_tools`, an MCP server's tool.
+            Value::Object(o) if o.get("type").is_some_and(Value::is_string) => {
+                only.mark("tool_choice");
+                None
             }
             _ => {
                 return Err(bad(
-                    "`tool_choice` must be auto, none, required or a function",
+                    "`tool_choice` must be auto, none, required or a tool",
                     "tool_choice",
                 ))
             }
         };
         echo.insert("tool_choice".into(), choice.clone());
-        out.insert("tool_choice".into(), mapped);
+        if let Some(mapped) = mapped {
+            out.insert("tool_choice".into(), mapped);
+        }
     }
     if let Some(text) = obj.get("text").filter(|t| !t.is_null()) {
         echo.insert("text".into(), text.clone());
+        match text.get("verbosity") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(v)) => {
+                out.insert("verbosity".into(), json!(v));
+            }
+            Some(_) => return Err(bad("`text.verbosity` must be a string", "text.verbosity")),
+        }
         if let Some(format) = text.get("format").filter(|f| !f.is_null()) {
             match format.get("type").and_then(Value::as_str) {
                 Some("text") => {}
@@ -284,12 +410,63 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
             model: model.to_string(),
             stream,
             echo,
+            responses_only: only.0.or(only_in_input.0),
         },
     ))
 }
 
-/// One input item onto the chat messages.
-fn input_item(item: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), ApiError> {
+/// Appends a tool call to the assistant turn it belongs to: consecutive calls are one turn.
+fn push_call(out: &mut Vec<Value>, id: &str, name: &str, args: &str) {
+    let call = json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}});
+    if let Some(last) = out
+        .last_mut()
+        .filter(|m| m["role"] == "assistant" && m.get("tool_calls").is_some())
+    {
+        if let Some(calls) = last["tool_calls"].as_array_mut() {
+            calls.push(call);
+            return;
+        }
+    }
+    out.push(json!({"role": "assistant", "content": Value::Null, "tool_calls": [call]}));
+}
+
+/// A tool call's output as text: a string, or a list of content parts whose text parts count
+/// (other parts, such as images or files, mark the request as one only the Responses API
+/// serves), or any other JSON as it is written.
+fn output_text(item: &Value, param: &str, only: &mut ResponsesOnly) -> Result<String, ApiError> {
+    Ok(match item.get("output") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            for (j, part) in parts.iter().enumerate() {
+                match (part.get("type").and_then(Value::as_str), part.get("text")) {
+                    (Some("input_text" | "output_text"), Some(Value::String(t))) => {
+                        text.push_str(t)
+                    }
+                    (Some(_), _) => only.mark(&format!("{param}.output[{j}]")),
+                    (None, _) => {
+                        return Err(bad(
+                            "an output part needs a `type`",
+                            &format!("{param}.output[{j}]"),
+                        ))
+                    }
+                }
+            }
+            text
+        }
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    })
+}
+
+/// One input item onto the chat messages; items only the Responses API serves are marked in
+/// `only` and carried as the chat turns closest to them (see [`to_chat`]).
+fn input_item(
+    item: &Value,
+    param: &str,
+    out: &mut Vec<Value>,
+    only: &mut ResponsesOnly,
+) -> Result<(), ApiError> {
     let kind = item.get("type").and_then(Value::as_str);
     match kind {
         Some("function_call") => {
@@ -299,15 +476,7 @@ fn input_item(item: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), Api
                 return Err(bad("a function_call item needs `call_id` and `name`", param));
             };
             let args = item.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-            let call = json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}});
-            // Consecutive calls belong to one assistant turn.
-            if let Some(last) = out.last_mut().filter(|m| m["role"] == "assistant" && m.get("tool_calls").is_some()) {
-                if let Some(calls) = last["tool_calls"].as_array_mut() {
-                    calls.push(call);
-                    return Ok(());
-                }
-            }
-            out.push(json!({"role": "assistant", "content": Value::Null, "tool_calls": [call]}));
+            push_call(out, id, name, args);
             Ok(())
         }
         Some("function_call_output") => {
@@ -315,38 +484,44 @@ fn input_item(item: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), Api
                 .get("call_id")
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad("a function_call_output item needs `call_id`", param))?;
-            // A string, or a list of content parts (the tool's text as `input_text` parts).
-            let output = match item.get("output") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => {
-                    let mut text = String::new();
-                    for (j, part) in parts.iter().enumerate() {
-                        match (part.get("type").and_then(Value::as_str), part.get("text")) {
-                            (Some("input_text" | "output_text"), Some(Value::String(t))) => {
-                                text.push_str(t)
-                            }
-                            (kind, _) => {
-                                return Err(bad(
-                                    format!(
-                                        "a function_call_output part of type `{}` is not supported; send the tool's output as text",
-                                        kind.unwrap_or("none")
-                                    ),
-                                    &format!("{param}.output[{j}]"),
-                                ))
-                            }
-                        }
-                    }
-                    text
-                }
-                Some(Value::Null) | None => String::new(),
-                Some(_) => {
-                    return Err(bad(
-                        "`output` must be a string or a list of `input_text` parts",
-                        &format!("{param}.output"),
-                    ))
-                }
-            };
+            let output = output_text(item, param, only)?;
             out.push(json!({"role": "tool", "tool_call_id": id, "content": output}));
+            Ok(())
+        }
+        Some("item_reference") => Err(bad(
+            "`item_reference` items are not supported: the gateway keeps no items (send the item itself)",
+            param,
+        )),
+        // The model's own reasoning (encrypted, or a summary of it): passed on as it came,
+        // read by nothing here.
+        Some("reasoning") => {
+            only.mark(param);
+            Ok(())
+        }
+        // Custom, shell, patch, computer and built-in tool calls, and their outputs: the call's
+        // input and the output's text are what the conversation holds.
+        Some(t) if t.ends_with("_call_output") => {
+            only.mark(param);
+            if let Some(id) = item.get("call_id").and_then(Value::as_str) {
+                let output = output_text(item, param, only)?;
+                out.push(json!({"role": "tool", "tool_call_id": id, "content": output}));
+            }
+            Ok(())
+        }
+        Some(t) if t.ends_with("_call") => {
+            only.mark(param);
+            if let Some(id) = item.get("call_id").and_then(Value::as_str) {
+                let name = item
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or(t.trim_end_matches("_call"));
+                let args = match ["arguments", "input", "action"].iter().find_map(|k| item.get(*k)) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                    None => "{}".to_string(),
+                };
+                push_call(out, id, name, &args);
+            }
             Ok(())
         }
         None | Some("message") => {
@@ -370,6 +545,8 @@ fn input_item(item: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), Api
                                 let t = p.get("text").and_then(Value::as_str).ok_or_else(|| bad("a text part needs `text`", &pp))?;
                                 out_parts.push(json!({"type": "text", "text": t}));
                             }
+                            // Files are read by the Responses API's own models.
+                            Some("input_file") if role == "user" => only.mark(&pp),
                             Some("input_image") => {
                                 let url = p
                                     .get("image_url")
@@ -382,7 +559,7 @@ fn input_item(item: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), Api
                                 out_parts.push(json!({"type": "image_url", "image_url": image}));
                             }
                             Some(other) => {
-                                return Err(bad(format!("content parts of type `{other}` are not supported (input_text, input_image, output_text)"), &pp))
+                                return Err(bad(format!("content parts of type `{other}` are not supported (input_text, input_image, input_file, output_text)"), &pp))
                             }
                             None => return Err(bad("a content part needs a `type`", &pp)),
                         }
@@ -394,6 +571,9 @@ fn input_item(item: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), Api
                             return Err(bad("only user messages may hold images", param));
                         }
                         json!(text.join(""))
+                    } else if out_parts.is_empty() {
+                        // Only files, which the internal request does not carry.
+                        json!("")
                     } else {
                         Value::Array(out_parts)
                     }
@@ -403,10 +583,12 @@ fn input_item(item: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), Api
             out.push(json!({"role": role, "content": content}));
             Ok(())
         }
-        Some(other) => Err(bad(
-            format!("input items of type `{other}` are not supported (message, function_call, function_call_output)"),
-            param,
-        )),
+        // Other items the Responses API defines (MCP approvals and tool lists, compaction,
+        // ...): nothing here reads them.
+        Some(_) => {
+            only.mark(param);
+            Ok(())
+        }
     }
 }
 
@@ -842,7 +1024,7 @@ mod tests {
     }
 
     #[test]
-    fn state_and_built_in_tools_are_refused_by_name() {
+    fn state_is_refused_by_name() {
         for (body, param) in [
             (
                 json!({"model": "m", "input": "x", "previous_response_id": "resp_1"}),
@@ -854,24 +1036,181 @@ mod tests {
                 "background",
             ),
             (
-                json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}),
-                "tools[0]",
-            ),
-            (
-                json!({"model": "m", "input": [{"type": "reasoning", "summary": []}]}),
+                json!({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}),
                 "input[0]",
             ),
             (json!({"model": "m"}), "input"),
             (
-                json!({"model": "m", "input": [{"type": "function_call_output", "call_id": "c1",
-                    "output": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}]}),
-                "input[0].output[0]",
+                json!({"model": "m", "input": "x", "include": "all"}),
+                "include",
+            ),
+            (
+                json!({"model": "m", "input": "x", "reasoning": {"effort": 3}}),
+                "reasoning.effort",
+            ),
+            (
+                json!({"model": "m", "input": "x", "tools": [{}]}),
+                "tools[0]",
+            ),
+            (
+                json!({"model": "m", "input": "x", "frobnicate": 1}),
+                "frobnicate",
             ),
         ] {
             let e = to_chat(body.to_string().as_bytes()).expect_err("refused");
             assert_eq!(e.body_json()["error"]["param"], param, "{e}");
         }
         assert!(to_chat(br#"{"model":"m","input":"x","store":false}"#).is_ok());
+    }
+
+    /// The first field of `body` that only the Responses API serves.
+    fn responses_only(body: Value) -> Option<String> {
+        to_chat(body.to_string().as_bytes())
+            .expect("translated")
+            .1
+            .responses_only
+    }
+
+    #[test]
+    fn what_only_the_responses_api_serves_is_marked_not_refused() {
+        for (body, param) in [
+            (
+                json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": "f"}, {"type": "web_search"}]}),
+                "tools[1]",
+            ),
+            (
+                json!({"model": "m", "input": [{"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA"}]}),
+                "input[0]",
+            ),
+            (
+                json!({"model": "m", "input": "x", "reasoning": {"effort": "low", "summary": "auto"}}),
+                "reasoning.summary",
+            ),
+            (
+                json!({"model": "m", "input": "x", "include": ["reasoning.encrypted_content"]}),
+                "include",
+            ),
+            (
+                json!({"model": "m", "input": "x", "tool_choice": {"type": "web_search_preview"}}),
+                "tool_choice",
+            ),
+            (
+                json!({"model": "m", "input": "x", "max_tool_calls": 3}),
+                "max_tool_calls",
+            ),
+            (
+                json!({"model": "m", "input": [{"role": "user", "content": [
+                    {"type": "input_text", "text": "Summarise"},
+                    {"type": "input_file", "file_id": "file-1"}]}]}),
+                "input[0].content[1]",
+            ),
+            (
+                json!({"model": "m", "input": [{"type": "function_call_output", "call_id": "c1",
+                    "output": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}]}),
+                "input[0].output[0]",
+            ),
+            (
+                json!({"model": "m", "input": [{"type": "mcp_approval_response", "approve": true, "approval_request_id": "a1"}]}),
+                "input[0]",
+            ),
+        ] {
+            assert_eq!(
+                responses_only(body.clone()).as_deref(),
+                Some(param),
+                "{body}"
+            );
+        }
+        for plain in [
+            json!({"model": "m", "input": "x"}),
+            json!({"model": "m", "input": "x", "include": [], "top_logprobs": 0,
+                   "reasoning": {"effort": "high", "summary": null}, "stream_options": {"include_obfuscation": false}}),
+        ] {
+            assert_eq!(responses_only(plain.clone()), None, "{plain}");
+        }
+    }
+
+    #[test]
+    fn identifiers_effort_and_verbosity_reach_the_chat_request() {
+        let (body, inbound) = to_chat(
+            json!({"model": "auto", "input": "hi", "safety_identifier": "u-hash", "prompt_cache_key": "conv-7",
+                   "prompt_cache_retention": "24h", "reasoning": {"effort": "minimal"}, "text": {"verbosity": "low"}})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["safety_identifier"], "u-hash");
+        assert_eq!(v["prompt_cache_key"], "conv-7");
+        assert_eq!(v["prompt_cache_retention"], "24h");
+        assert_eq!(v["reasoning_effort"], "minimal");
+        assert_eq!(v["verbosity"], "low");
+        assert_eq!(inbound.responses_only, None);
+        // The response repeats them, as OpenAI's does.
+        assert_eq!(inbound.echo["safety_identifier"], "u-hash");
+        assert_eq!(inbound.echo["reasoning"], json!({"effort": "minimal"}));
+        let e = to_chat(br#"{"model":"m","input":"x","prompt_cache_key":7}"#).expect_err("refused");
+        assert_eq!(e.body_json()["error"]["param"], "prompt_cache_key");
+    }
+
+    #[test]
+    fn an_agent_conversation_keeps_what_people_and_tools_wrote() {
+        // A coding agent's turn: reasoning carried across turns, a custom (free-form) tool call
+        // and a shell call with their outputs.
+        let (body, inbound) = to_chat(
+            json!({"model": "auto", "instructions": "You are a coding agent.", "store": false,
+                   "include": ["reasoning.encrypted_content"], "reasoning": {"effort": "medium", "summary": "auto"},
+                   "tools": [{"type": "custom", "name": "apply_patch"}, {"type": "local_shell"}],
+                   "input": [
+                       {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Fix the test"}]},
+                       {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA"},
+                       {"type": "local_shell_call", "id": "lsh_1", "call_id": "c1", "status": "completed",
+                        "action": {"type": "exec", "command": ["cargo", "test"]}},
+                       {"type": "local_shell_call_output", "call_id": "c1", "output": "1 failed"},
+                       {"type": "custom_tool_call", "call_id": "c2", "name": "apply_patch", "input": "*** Begin Patch"},
+                       {"type": "custom_tool_call_output", "call_id": "c2", "output": "Done"}]})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(inbound.responses_only.as_deref(), Some("reasoning.summary"));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let messages = v["messages"].as_array().unwrap();
+        // The system turn, the user's, then one assistant call and output per tool: the
+        // reasoning item is the model's own and is not carried.
+        assert_eq!(messages.len(), 6, "{v}");
+        assert_eq!(
+            messages[2]["tool_calls"][0]["function"]["name"],
+            "local_shell"
+        );
+        assert_eq!(
+            messages[2]["tool_calls"][0]["function"]["arguments"],
+            json!({"type": "exec", "command": ["cargo", "test"]}).to_string()
+        );
+        assert_eq!(
+            messages[3],
+            json!({"role": "tool", "tool_call_id": "c1", "content": "1 failed"})
+        );
+        assert_eq!(
+            messages[4]["tool_calls"][0]["function"]["arguments"],
+            "*** Begin Patch"
+        );
+        assert_eq!(messages[5]["content"], "Done");
+        // Neither tool is a function tool: the internal request offers none.
+        assert!(v.get("tools").is_none());
+        let parsed = crate::api::ChatRequest::parse(&body).expect("the internal request parses");
+        assert_eq!(parsed.message_count, 6);
+        // A turn of files alone is an empty turn inside.
+        let (body, inbound) = to_chat(
+            json!({"model": "auto", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            inbound.responses_only.as_deref(),
+            Some("input[0].content[0]")
+        );
+        assert!(crate::api::ChatRequest::parse(&body).is_ok());
     }
 
     #[test]

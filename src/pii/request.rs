@@ -7,18 +7,20 @@
 //! end user ([`TEXT_MEMBERS`]). Strings that are not text a person wrote are skipped: roles,
 //! types, ids, names, URLs and inline data (images, files) ([`SKIPPED_KEYS`]), except inside a
 //! tool call's arguments given as an object (Anthropic `tool_use.input`), whose keys are the
-//! tool's own and are all read. Redaction leaves Anthropic `thinking` blocks as they are: the provider
-//! signs them and refuses a changed one, and their text is the cloud model's own, written from
-//! what it was sent (placeholders, where the conversation was redacted).
+//! tool's own and are all read. Redaction leaves Anthropic `thinking` blocks and OpenAI Responses
+//! `reasoning` items as they are: the provider signs or encrypts them and refuses a changed one,
+//! and their text is the cloud model's own, written from what it was sent (placeholders, where
+//! the conversation was redacted).
 
 use super::{find, Kind, Kinds, Placeholders};
 use serde_json::{Map, Value};
 
 /// The top-level members scanned: those that hold the conversation, the predicted output
-/// (OpenAI `prediction`), and those that name the person using the app (OpenAI `user` and
-/// `metadata`, Anthropic `metadata.user_id`), which a client often fills with an email. Tool
-/// definitions and response schemas are the app's own and are not scanned.
-pub const TEXT_MEMBERS: [&str; 8] = [
+/// (OpenAI `prediction`), and those that name the person using the app (OpenAI `user`,
+/// `safety_identifier`, `prompt_cache_key` and `metadata`, Anthropic `metadata.user_id`),
+/// which a client often fills with an email. Tool definitions and response schemas are the
+/// app's own and are not scanned.
+pub const TEXT_MEMBERS: [&str; 10] = [
     "messages",
     "system",
     "input",
@@ -26,11 +28,13 @@ pub const TEXT_MEMBERS: [&str; 8] = [
     "prompt",
     "prediction",
     "user",
+    "safety_identifier",
+    "prompt_cache_key",
     "metadata",
 ];
 
 /// Keys whose string values are never scanned or replaced (outside tool-call arguments).
-pub const SKIPPED_KEYS: [&str; 18] = [
+pub const SKIPPED_KEYS: [&str; 19] = [
     "role",
     "type",
     "id",
@@ -47,6 +51,7 @@ pub const SKIPPED_KEYS: [&str; 18] = [
     "file_id",
     "file_data",
     "signature",
+    "encrypted_content",
     "cache_control",
     "status",
 ];
@@ -54,8 +59,9 @@ pub const SKIPPED_KEYS: [&str; 18] = [
 /// Content-block types whose `input` member holds a tool call's arguments as an object.
 const TOOL_CALL_TYPES: [&str; 3] = ["tool_use", "server_tool_use", "mcp_tool_use"];
 
-/// Content-block types redaction leaves unchanged (signed by the provider).
-const SIGNED_TYPES: [&str; 1] = ["thinking"];
+/// Content-block types redaction leaves unchanged: the model's own reasoning, which the
+/// provider signs (Anthropic `thinking`) or encrypts (OpenAI Responses `reasoning` items).
+const SIGNED_TYPES: [&str; 2] = ["thinking", "reasoning"];
 
 /// How the members of an object are read: whether a key is skipped, and whether a member
 /// holds tool-call arguments (read whole: every key is the tool's own).

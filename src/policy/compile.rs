@@ -253,11 +253,16 @@ impl Compiler<'_> {
             }
             let mut capabilities = self.capabilities(&path, m.kind, m.capabilities.as_deref());
             if m.kind.is_cloud() {
-                // Set by `completions: true` alone, whatever the list says.
-                capabilities = match m.completions {
-                    Some(true) => capabilities.with(Capability::Completions),
-                    _ => capabilities.without(Capability::Completions),
-                };
+                // Set by `completions: true` and `responses: true` alone, whatever the list says.
+                for (c, set) in [
+                    (Capability::Completions, m.completions),
+                    (Capability::Responses, m.responses),
+                ] {
+                    capabilities = match set {
+                        Some(true) => capabilities.with(c),
+                        _ => capabilities.without(c),
+                    };
+                }
             }
             models.insert(
                 name.clone(),
@@ -944,7 +949,9 @@ impl Compiler<'_> {
     ) -> Capabilities {
         let engine = match kind {
             ModelKind::Local => crate::local::capabilities(),
-            ModelKind::Openai => Capabilities::all().without(Capability::Completions),
+            ModelKind::Openai => Capabilities::all()
+                .without(Capability::Completions)
+                .without(Capability::Responses),
             // What the Messages translation carries: tools and images.
             ModelKind::Anthropic => Capabilities::NONE
                 .with(crate::api::Capability::Tools)
@@ -967,6 +974,10 @@ impl Compiler<'_> {
                 Some(Capability::Completions) if kind.is_cloud() => self.error(
                     &p,
                     "a cloud model serves legacy completions when it says `completions: true`",
+                ),
+                Some(Capability::Responses) if kind.is_cloud() => self.error(
+                    &p,
+                    "a cloud model serves the Responses API when it says `responses: true`",
                 ),
                 Some(c) if !engine.has(c) => self.error(
                     &p,

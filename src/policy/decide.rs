@@ -64,11 +64,11 @@ pub enum DecideError {
     NoLocalModel,
     /// No model of the route has every capability the request needs: each model with the
     /// first one it lacks, in route order.
-    #[error("{}", unservable_message(.0))]
+    #[error("{}", unservable_message(.0, None))]
     Unservable(Vec<(String, Capability)>),
 }
 
-fn unservable_message(lacking: &[(String, Capability)]) -> String {
+fn unservable_message(lacking: &[(String, Capability)], param: Option<&str>) -> String {
     let which: Vec<String> = lacking
         .iter()
         .map(|(m, c)| format!("`{m}` cannot do `{c}`"))
@@ -77,7 +77,7 @@ fn unservable_message(lacking: &[(String, Capability)]) -> String {
     match first {
         Some(c) => format!(
             "this request needs `{c}` (set by `{}`), and no model it may be routed to can serve it: {}",
-            c.param(),
+            param.unwrap_or(c.param()),
             which.join(", ")
         ),
         None => "no model can serve this request".into(),
@@ -85,6 +85,15 @@ fn unservable_message(lacking: &[(String, Capability)]) -> String {
 }
 
 impl DecideError {
+    /// The message, naming `param` as the field that set the missing capability instead of
+    /// the capability's own ([`Capability::param`]).
+    pub fn message_for(&self, param: Option<&str>) -> String {
+        match self {
+            DecideError::Unservable(l) => unservable_message(l, param),
+            e => e.to_string(),
+        }
+    }
+
     /// The capability the client asked for that no model can give, for an unservable request.
     pub fn missing_capability(&self) -> Option<Capability> {
         match self {

@@ -11,7 +11,7 @@ use super::stream;
 use super::{Caller, Gateway, REQUEST_ID};
 use crate::accounting::recorder::Entry;
 use crate::accounting::{End, Settlement};
-use crate::api::{ApiError, ChatRequest, Usage};
+use crate::api::{ApiError, Capability, ChatRequest, Usage};
 use crate::classifier;
 use crate::dispatch::{self, Answer, Reply};
 use crate::engines::{EngineRequest, Native, Redacted};
@@ -121,7 +121,7 @@ pub(super) async fn answer(
     let classified = classify(&gateway, &parsed, &mut feats, request_id).await;
     let decision = match policy::decide(&gateway.policy, &feats) {
         Ok(d) => d,
-        Err(e) => return refuse(&mut settlement, &undecided(&e), None),
+        Err(e) => return refuse(&mut settlement, &undecided(&e, &parsed), None),
     };
     // A lookup the store did not answer was counted as `unavailable` already.
     if let Some((_, true)) = &session {
@@ -282,14 +282,21 @@ fn respond(
 }
 
 /// The client's error for a request the policy cannot route: an unknown model (404), or a
-/// capability no model of the route has (400, naming it and its request parameter).
-fn undecided(e: &policy::DecideError) -> ApiError {
+/// capability no model of the route has (400, naming it and the request parameter that asks
+/// for it: a Responses request's own field for `responses`).
+fn undecided(e: &policy::DecideError, req: &ChatRequest) -> ApiError {
     match e.missing_capability() {
-        Some(c) => ApiError::BadRequest {
-            message: e.to_string(),
-            param: Some(c.param().into()),
-            code: Some("unsupported_capability"),
-        },
+        Some(c) => {
+            let param = match c {
+                Capability::Responses => req.responses_only.as_deref(),
+                _ => None,
+            };
+            ApiError::BadRequest {
+                message: e.message_for(param),
+                param: Some(param.unwrap_or(c.param()).into()),
+                code: Some("unsupported_capability"),
+            }
+        }
         None => ApiError::ModelNotFound(e.to_string()),
     }
 }
@@ -394,7 +401,8 @@ async fn redact(
 /// The redacted copies of a request (the parsed request and, when the client spoke another
 /// dialect, its own body), with the placeholders used; `None` when the redacted request does not
 /// parse again. A native body that cannot be redacted is dropped, so cloud models get the
-/// redacted parsed request instead ([`crate::engines::EngineRequest::for_engine`]).
+/// redacted parsed request instead ([`crate::engines::EngineRequest::for_engine`]), unless the
+/// request uses what only its dialect serves ([`ChatRequest::responses_only`]): then `None`.
 fn redacted_copy(
     req: &ChatRequest,
     native: Option<&[u8]>,
@@ -409,12 +417,19 @@ fn redacted_copy(
     if req.raw_prompt {
         request.set_raw_prompt();
     }
+    if let Some(p) = &req.responses_only {
+        request.set_responses_only(p.clone());
+    }
     let native = native.and_then(|n| {
         let mut body: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(n).ok()?;
         pii::request::redact(&mut body, kinds, &mut p);
         serde_json::to_vec(&body).ok()
     });
+    // What only the Responses API serves has no translation to fall back on.
+    if native.is_none() && req.responses_only.is_some() {
+        return None;
+    }
     Some((Redacted { request, native }, p))
 }
 

@@ -146,6 +146,11 @@ pub async fn handle(
         if dialect == Dialect::Completions {
             parsed.set_raw_prompt();
         }
+        if let Inbound::Responses(i) = &inbound {
+            if let Some(p) = &i.responses_only {
+                parsed.set_responses_only(p.clone());
+            }
+        }
         Ok((parsed, inbound))
     });
     let (parsed, inbound) = match translated {
