@@ -273,7 +273,7 @@ async fn agent_harness_text_is_not_what_the_classifier_reads() {
     // Claude Code sends the reminder as a text part of its own.
     let body = json!({"model": "auto", "messages": [{"role": "user", "content": [
         {"type": "text", "text": format!("<system-reminder>{noise}</system-reminder>")},
-        {"type": "text", "text": wrapped}]}]});
+        {"type": "text", "text": &wrapped}]}]});
     let agent = chat(&gw, body, &[]).await;
     assert_eq!(
         agent.header("x-switchyard-classifier"),
@@ -315,6 +315,21 @@ async fn agent_harness_text_is_not_what_the_classifier_reads() {
     // Without the rules the same text reads as something else.
     let unstripped = format!("{noise}\n{question}");
     let r = chat(&gw, ask("auto", &unstripped), &[]).await;
+    assert_ne!(
+        r.header("x-switchyard-classifier"),
+        bare.header("x-switchyard-classifier")
+    );
+    // A policy that switches the built-in rules off keeps only its own: the reminder and the
+    // file are read as sent.
+    let own_only = classifier_builder(&up.base("ok"))
+        .classifier(&[
+            ("batch_window_us", "300"),
+            ("strip", "['<agent-state>.*?</agent-state>']"),
+            ("strip_builtin", "false"),
+        ])
+        .render();
+    let gw = start_gateway(&own_only, KEY).await;
+    let r = chat(&gw, ask("auto", &wrapped), &[]).await;
     assert_ne!(
         r.header("x-switchyard-classifier"),
         bare.header("x-switchyard-classifier")

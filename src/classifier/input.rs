@@ -64,6 +64,8 @@ fn tag_rule(tag: &str) -> String {
 /// The rules that strip harness text from the classifier's input.
 #[derive(Debug, Clone)]
 pub struct HarnessFilter {
+    /// Whether the built-in rules come first.
+    builtin: bool,
     /// The policy's own rules (after the built-in ones), as written.
     extra: Vec<String>,
     rules: Vec<Regex>,
@@ -71,13 +73,15 @@ pub struct HarnessFilter {
 
 impl PartialEq for HarnessFilter {
     fn eq(&self, other: &Self) -> bool {
-        self.extra == other.extra
+        (self.builtin, &self.extra) == (other.builtin, &other.extra)
     }
 }
 
+/// The built-in rules alone.
 impl Default for HarnessFilter {
     fn default() -> Self {
         HarnessFilter {
+            builtin: true,
             extra: vec![],
             rules: HARNESS_TAGS
                 .iter()
@@ -95,11 +99,19 @@ fn compile(rule: &str) -> Result<Regex, regex::Error> {
 }
 
 impl HarnessFilter {
-    /// The built-in rules plus `extra` (regular expressions; `.` matches newlines).
+    /// The built-in rules (unless `builtin` is false: the policy's `strip_builtin`) plus
+    /// `extra` (regular expressions; `.` matches newlines).
     ///
     /// Errors: the index and message of the first rule that does not compile.
-    pub fn new(extra: &[String]) -> Result<HarnessFilter, (usize, String)> {
-        let mut f = HarnessFilter::default();
+    pub fn new(extra: &[String], builtin: bool) -> Result<HarnessFilter, (usize, String)> {
+        let mut f = match builtin {
+            true => HarnessFilter::default(),
+            false => HarnessFilter {
+                builtin,
+                extra: vec![],
+                rules: vec![],
+            },
+        };
         for (i, rule) in extra.iter().enumerate() {
             f.rules.push(compile(rule).map_err(|e| (i, e.to_string()))?);
         }
@@ -258,7 +270,7 @@ mod tests {
 
     #[test]
     fn the_policy_adds_rules_and_bad_ones_are_named() {
-        let f = HarnessFilter::new(&["<my-agent>.*?</my-agent>".into()]).unwrap();
+        let f = HarnessFilter::new(&["<my-agent>.*?</my-agent>".into()], true).unwrap();
         let m = turns(&[(Role::User, "<my-agent>\nstate\n</my-agent>\nWhat is 2+2?")]);
         assert_eq!(text_of(&m, &f), "What is 2+2?");
         assert_eq!(
@@ -266,11 +278,36 @@ mod tests {
             "<my-agent>\nstate\n</my-agent>\nWhat is 2+2?"
         );
         // A rule keeps what its group named `keep` holds.
-        let f = HarnessFilter::new(&["<wrap>(?P<keep>.*?)</wrap>".into()]).unwrap();
+        let f = HarnessFilter::new(&["<wrap>(?P<keep>.*?)</wrap>".into()], true).unwrap();
         let m = turns(&[(Role::User, "<wrap>What is 2+2?</wrap>")]);
         assert_eq!(text_of(&m, &f), "What is 2+2?");
-        let e = HarnessFilter::new(&["ok".into(), "(unclosed".into()]).unwrap_err();
+        let e = HarnessFilter::new(&["ok".into(), "(unclosed".into()], true).unwrap_err();
         assert_eq!(e.0, 1);
         assert_ne!(f, HarnessFilter::default());
+    }
+
+    #[test]
+    fn the_policy_can_switch_the_built_in_rules_off() {
+        // An app whose people write the tags themselves keeps only its own rules.
+        let text =
+            "Why does <system-reminder>x</system-reminder> show up?\n<my-agent>state</my-agent>";
+        let own = ["<my-agent>.*?</my-agent>".to_string()];
+        let f = HarnessFilter::new(&own, false).unwrap();
+        assert_eq!(
+            text_of(&turns(&[(Role::User, text)]), &f),
+            "Why does <system-reminder>x</system-reminder> show up?"
+        );
+        assert_eq!(
+            text_of(
+                &turns(&[(Role::User, text)]),
+                &HarnessFilter::new(&own, true).unwrap()
+            ),
+            "Why does  show up?"
+        );
+        assert_ne!(f, HarnessFilter::new(&own, true).unwrap());
+        assert_eq!(
+            HarnessFilter::new(&[], true).unwrap(),
+            HarnessFilter::default()
+        );
     }
 }

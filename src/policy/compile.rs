@@ -694,6 +694,7 @@ impl Compiler<'_> {
             }
         }
         out.strip = spec.strip.unwrap_or_default();
+        out.strip_builtin = spec.strip_builtin.unwrap_or(true);
         out
     }
 

@@ -158,6 +158,8 @@ pub struct ClassifierSettings {
     /// The policy's own harness rules (regular expressions), stripped from the classifier's
     /// input after the built-in ones (`classifier::input::HarnessFilter`).
     pub strip: Vec<String>,
+    /// Whether the built-in harness rules apply before [`Self::strip`] (`strip_builtin`).
+    pub strip_builtin: bool,
     /// Heads calibrated for an on-box model (`models.<name>.heads`), by model name: each gives
     /// that model's own strong score.
     pub model_heads: Vec<(String, std::path::PathBuf)>,
@@ -178,6 +180,7 @@ impl Default for ClassifierSettings {
             batch_window: Duration::from_micros(500),
             max_batch: 16,
             strip: vec![],
+            strip_builtin: true,
             model_heads: vec![],
         }
     }

@@ -247,6 +247,10 @@ pub struct ClassifierSpec {
     /// matches newlines), after the built-in rules.
     #[serde(default)]
     pub strip: Option<Vec<String>>,
+    /// Whether the built-in harness rules strip the classifier's input (default true); `false`
+    /// leaves only `strip`.
+    #[serde(default)]
+    pub strip_builtin: Option<bool>,
 }
 
 /// Where a model runs.
