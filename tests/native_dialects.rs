@@ -75,6 +75,12 @@ async fn gateway_with(up: &FakeUpstream, default: &str, tenant: bool) -> TestGat
         .rule("gpt", "{ tags: [gpt] }", "gpt", &[])
         .rule("plain", "{ tags: [plain] }", "plain", &[])
         .rule("agent", "{ tags: [agent] }", "plain", &["gpt"])
+        .rule(
+            "claude-agent",
+            "{ tags: [claude-agent] }",
+            "plain",
+            &["claude"],
+        )
         .default_route(default, &[])
         .render();
     start_gateway(
@@ -178,6 +184,52 @@ async fn a_messages_request_reaches_an_anthropic_model_as_it_came() {
     assert_eq!(metric(&gw, &m("cached_input")).await, 900.0);
     assert_eq!(metric(&gw, &m("cache_write_input")).await, 200.0);
     assert!(!String::from_utf8_lossy(&r.body).contains(UPSTREAM_KEY));
+}
+
+/// Claude Code's shape with extended thinking and a server tool: only an Anthropic model can
+/// answer it, as it came; a route without one is a 400 in Anthropic's shape naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_only_the_messages_api_serves_goes_only_to_an_anthropic_model() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let body = r#"{"model": "auto", "max_tokens": 2048, "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2},
+                  {"name": "Read", "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}}}],
+        "messages": [
+            {"role": "user", "content": "What changed in the latest tokio release?"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "I should search.", "signature": "c2ln"},
+                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "tokio release"}},
+                {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+                    {"type": "web_search_result", "url": "https://tokio.example/blog", "title": "Tokio", "encrypted_content": "RW5j"}]}]},
+            {"role": "user", "content": "Summarise it in one line."}]}"#;
+    let version = [("anthropic-version", "2023-06-01")];
+    let r = post(&gw, "/v1/messages", body, "claude-agent", &version).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "claude");
+    assert_eq!(
+        r.header("x-switchyard-fallback"),
+        "plain; reason=lacks_messages"
+    );
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.path, "/anthropic/v1/messages");
+    let mut expected: Value = serde_json::from_str(body).expect("json");
+    expected["model"] = json!("claude-sonnet-test");
+    assert_eq!(sent.body, expected);
+
+    let before = up.recorded().len();
+    let r = post(&gw, "/v1/messages", body, "plain", &version).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let e = r.json();
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+    let message = e["error"]["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        message.contains("needs `messages` (set by `thinking`)")
+            && message.contains("`plain` cannot do `messages`"),
+        "{message}"
+    );
+    assert_eq!(up.recorded().len(), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -253,6 +253,10 @@ fn the_dialects_a_model_serves_are_checked() {
             "{ kind: local, capabilities: [responses] }",
             "the on-box engine cannot do `responses`",
         ),
+        (
+            "{ kind: openai, base_url: 'http://h/v1', capabilities: [messages] }",
+            "`kind: anthropic` models serve Anthropic's Messages API",
+        ),
     ] {
         let (code, _, err) = check_text(&format!(
             "{HEAD}  m: {model}\ndefault: {{ route: small }}\n"

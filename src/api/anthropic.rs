@@ -23,7 +23,32 @@ pub struct Inbound {
     /// The model the client named.
     pub model: String,
     pub stream: bool,
+    /// The first field that only Anthropic's Messages API serves, as a `param` path
+    /// (`thinking`, `tools[2]`, `messages[0].content[1]`): the request can then only be passed
+    /// as it came to a `kind: anthropic` model.
+    pub messages_only: Option<String>,
 }
+
+/// Records the first field of a request that only the Messages API serves.
+#[derive(Default)]
+struct MessagesOnly(Option<String>);
+
+impl MessagesOnly {
+    fn mark(&mut self, param: &str) {
+        if self.0.is_none() {
+            self.0 = Some(param.to_string());
+        }
+    }
+}
+
+/// Request members that only the Messages API serves: a container for code execution, MCP
+/// servers it connects to, context editing and structured output formats.
+const MESSAGES_ONLY_MEMBERS: [&str; 4] = [
+    "container",
+    "mcp_servers",
+    "context_management",
+    "output_format",
+];
 
 /// Translates a Messages request body into an OpenAI chat completion request body.
 ///
@@ -37,8 +62,14 @@ pub struct Inbound {
 ///
 /// With `counting` (a `count_tokens` body), `max_tokens` is not required.
 ///
-/// Errors: a 400 naming the field for a body that is not such a request, and for what cannot be
-/// translated (server tools, document blocks, extended thinking).
+/// What only the Messages API serves is not refused but recorded in [`Inbound::messages_only`]
+/// (the request then goes only to an Anthropic model, as it came): extended `thinking`, server
+/// and Anthropic-defined tools (`type` other than `custom`), [`MESSAGES_ONLY_MEMBERS`], and
+/// content blocks other than text, images, tool calls and results (documents, search results,
+/// server tool calls and their results, non-text tool results). The internal request keeps
+/// the text around them and a server or MCP tool call's input as a tool call.
+///
+/// Errors: a 400 naming the field for a body that is not such a request.
 pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiError> {
     let obj = dialect::request_object(body)?;
     for key in obj.keys() {
@@ -57,6 +88,11 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
                 | "tools"
                 | "tool_choice"
                 | "service_tier"
+                | "thinking"
+                | "container"
+                | "mcp_servers"
+                | "context_management"
+                | "output_format"
         ) {
             return Err(bad(
                 format!("`{key}` is not supported here (docs/api.md lists what is)"),
@@ -78,6 +114,23 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
             })?,
     };
     let stream = dialect::stream(&obj)?;
+    let mut only = MessagesOnly::default();
+    match obj.get("thinking") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(t)) => match t.get("type").and_then(Value::as_str) {
+            Some("disabled") => {}
+            Some(_) => only.mark("thinking"),
+            None => return Err(bad("`thinking` needs a `type`", "thinking.type")),
+        },
+        Some(_) => return Err(bad("`thinking` must be an object", "thinking")),
+    }
+    for member in MESSAGES_ONLY_MEMBERS {
+        if obj.get(member).is_some_and(|v| !v.is_null()) {
+            only.mark(member);
+        }
+    }
+    // The request's own settings are named before the blocks of its conversation.
+    let mut only_in_messages = MessagesOnly::default();
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
     out.insert("max_tokens".into(), json!(max_tokens));
@@ -127,8 +180,12 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
             .get("content")
             .ok_or_else(|| bad("each message needs `content`", &param))?;
         match role {
-            "user" => user_turn(content, &param, &mut messages)?,
-            "assistant" => messages.push(assistant_turn(content, &param)?),
+            "user" => user_turn(content, &param, &mut messages, &mut only_in_messages)?,
+            "assistant" => messages.push(assistant_turn(
+                content,
+                &param,
+                &mut only_in_messages,
+            )?),
             other => {
                 return Err(bad(
                     format!("role `{other}` is not a Messages role (user or assistant; the system prompt goes in `system`)"),
@@ -193,11 +250,11 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
         for (i, t) in list.iter().enumerate() {
             let param = format!("tools[{i}]");
             if let Some(kind) = t.get("type").and_then(Value::as_str) {
+                // Server tools (web search, code execution, ...) and Anthropic-defined client
+                // tools (bash, text editor, computer use), whose schema is Anthropic's.
                 if kind != "custom" {
-                    return Err(bad(
-                        format!("tool type `{kind}` (a server tool) is not supported: only client tools with `input_schema`"),
-                        &param,
-                    ));
+                    only.mark(&param);
+                    continue;
                 }
             }
             let name = t
@@ -251,6 +308,7 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
         Inbound {
             model: model.to_string(),
             stream,
+            messages_only: only.0.or(only_in_messages.0),
         },
     ))
 }
@@ -297,7 +355,12 @@ fn image_part(block: &Value, param: &str) -> Result<Value, ApiError> {
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
-fn user_turn(content: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), ApiError> {
+fn user_turn(
+    content: &Value,
+    param: &str,
+    out: &mut Vec<Value>,
+    only: &mut MessagesOnly,
+) -> Result<(), ApiError> {
     let blocks = match content {
         Value::String(s) => {
             out.push(json!({"role": "user", "content": s}));
@@ -306,6 +369,7 @@ fn user_turn(content: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), A
         Value::Array(b) => b,
         _ => return Err(bad("`content` must be a string or a list of blocks", param)),
     };
+    let before = out.len();
     let mut parts = vec![];
     for (j, b) in blocks.iter().enumerate() {
         let p = format!("{param}.content[{j}]");
@@ -326,18 +390,16 @@ fn user_turn(content: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), A
                             let ip = format!("{p}.content[{k}]");
                             match ib.get("type").and_then(Value::as_str) {
                                 Some("text") => texts.push(text_of(ib, &ip)?),
-                                Some(other) => {
-                                    return Err(bad(
-                                        format!("a tool_result holding a `{other}` block cannot be translated (text only)"),
-                                        &ip,
-                                    ))
-                                }
+                                // Images, documents, search results: the text is carried.
+                                Some(_) => only.mark(&ip),
                                 None => return Err(bad("a block needs a `type`", &ip)),
                             }
                         }
                         texts.join("\n")
                     }
-                    Some(_) => return Err(bad("tool_result `content` must be a string or blocks", &p)),
+                    Some(_) => {
+                        return Err(bad("tool_result `content` must be a string or blocks", &p))
+                    }
                 };
                 let text = if b.get("is_error") == Some(&Value::Bool(true)) {
                     format!("Error: {text}")
@@ -347,22 +409,25 @@ fn user_turn(content: &Value, param: &str, out: &mut Vec<Value>) -> Result<(), A
                 // Tool results answer the assistant's calls: they come first.
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
             }
-            Some(other) => {
-                return Err(bad(
-                    format!("content blocks of type `{other}` are not supported in user turns (text, image, tool_result)"),
-                    &p,
-                ))
-            }
+            // Documents, search results, container uploads, ...
+            Some(_) => only.mark(&p),
             None => return Err(bad("a content block needs a `type`", &p)),
         }
     }
     if !parts.is_empty() {
         out.push(json!({"role": "user", "content": parts}));
+    } else if out.len() == before {
+        // Only blocks the internal request does not carry (a document): an empty turn.
+        out.push(json!({"role": "user", "content": ""}));
     }
     Ok(())
 }
 
-fn assistant_turn(content: &Value, param: &str) -> Result<Value, ApiError> {
+fn assistant_turn(
+    content: &Value,
+    param: &str,
+    only: &mut MessagesOnly,
+) -> Result<Value, ApiError> {
     let blocks = match content {
         Value::String(s) => return Ok(json!({"role": "assistant", "content": s})),
         Value::Array(b) => b,
@@ -374,7 +439,10 @@ fn assistant_turn(content: &Value, param: &str) -> Result<Value, ApiError> {
         let p = format!("{param}.content[{j}]");
         match b.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(&text_of(b, &p)?),
-            Some("tool_use") => {
+            Some(kind @ ("tool_use" | "server_tool_use" | "mcp_tool_use")) => {
+                if kind != "tool_use" {
+                    only.mark(&p);
+                }
                 let id = b.get("id").and_then(Value::as_str);
                 let name = b.get("name").and_then(Value::as_str);
                 let (Some(id), Some(name)) = (id, name) else {
@@ -385,12 +453,8 @@ fn assistant_turn(content: &Value, param: &str) -> Result<Value, ApiError> {
                     "function": {"name": name, "arguments": input.to_string()}}));
             }
             Some("thinking" | "redacted_thinking") => {}
-            Some(other) => {
-                return Err(bad(
-                    format!("content blocks of type `{other}` are not supported in assistant turns (text, tool_use)"),
-                    &p,
-                ))
-            }
+            // Server tools' results (web search, code execution, MCP), ...
+            Some(_) => only.mark(&p),
             None => return Err(bad("a content block needs a `type`", &p)),
         }
     }
@@ -816,22 +880,79 @@ mod tests {
                 "messages[0].role",
             ),
             (
-                json!({"model": "m", "max_tokens": 5, "thinking": {"type": "enabled"}, "messages": [{"role": "user", "content": "x"}]}),
+                json!({"model": "m", "max_tokens": 5, "thinking": "on", "messages": [{"role": "user", "content": "x"}]}),
                 "thinking",
             ),
             (
-                json!({"model": "m", "max_tokens": 5, "tools": [{"type": "web_search_20250305", "name": "web_search"}], "messages": [{"role": "user", "content": "x"}]}),
-                "tools[0]",
-            ),
-            (
-                json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}),
-                "messages[0].content[0]",
+                json!({"model": "m", "max_tokens": 5, "betas": [], "messages": [{"role": "user", "content": "x"}]}),
+                "betas",
             ),
         ] {
             let e = to_chat(body.to_string().as_bytes(), false).expect_err("refused");
             assert_eq!(e.status(), StatusCode::BAD_REQUEST);
             assert_eq!(e.body_json()["error"]["param"], param, "{e}");
         }
+    }
+
+    /// The first field of `body` that only the Messages API serves.
+    fn messages_only(body: Value) -> Option<String> {
+        to_chat(body.to_string().as_bytes(), false)
+            .expect("translated")
+            .1
+            .messages_only
+    }
+
+    #[test]
+    fn what_only_the_messages_api_serves_is_marked_not_refused() {
+        let user = json!([{"role": "user", "content": "x"}]);
+        for (body, param) in [
+            (
+                json!({"model": "m", "max_tokens": 5, "thinking": {"type": "enabled", "budget_tokens": 1024}, "messages": user}),
+                "thinking",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "tools": [{"name": "f", "input_schema": {"type": "object"}},
+                    {"type": "web_search_20250305", "name": "web_search"}], "messages": user}),
+                "tools[1]",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "mcp_servers": [{"type": "url", "url": "https://mcp.example", "name": "x"}], "messages": user}),
+                "mcp_servers",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+                    {"type": "text", "text": "Summarise"}, {"type": "document", "source": {}}]}]}),
+                "messages[0].content[1]",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "News?"},
+                    {"role": "assistant", "content": [{"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "news"}},
+                        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}]}]}),
+                "messages[1].content[0]",
+            ),
+        ] {
+            assert_eq!(
+                messages_only(body.clone()).as_deref(),
+                Some(param),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            messages_only(
+                json!({"model": "m", "max_tokens": 5, "thinking": {"type": "disabled"}, "messages": user})
+            ),
+            None
+        );
+        // The internal request keeps the text around what it does not carry, and a server
+        // tool's call; a turn of a document alone is an empty turn.
+        let v = chat(json!({"model": "m", "max_tokens": 5, "messages": [
+            {"role": "user", "content": [{"type": "document", "source": {}}]},
+            {"role": "assistant", "content": [{"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "news"}}]}]}));
+        assert_eq!(v["messages"][0], json!({"role": "user", "content": ""}));
+        assert_eq!(
+            v["messages"][1]["tool_calls"][0]["function"]["arguments"],
+            "{\"query\":\"news\"}"
+        );
     }
 
     #[test]

@@ -34,11 +34,16 @@ pub enum Capability {
     /// a request is passed as it came to an OpenAI model that declares `responses: true`, and
     /// no other model can answer it.
     Responses,
+    /// What only Anthropic's Messages API serves (a Messages request with extended
+    /// `thinking`, server or Anthropic-defined tools and their blocks, documents, MCP servers,
+    /// a container): such a request is passed as it came to a `kind: anthropic` model, which
+    /// always has it, and no other model can answer it.
+    Messages,
 }
 
 impl Capability {
     /// Every capability, in the order of the bit set.
-    pub const ALL: [Capability; 10] = [
+    pub const ALL: [Capability; 11] = [
         Capability::Tools,
         Capability::JsonObject,
         Capability::JsonSchema,
@@ -49,6 +54,7 @@ impl Capability {
         Capability::Files,
         Capability::Completions,
         Capability::Responses,
+        Capability::Messages,
     ];
 
     /// The policy's name of the capability.
@@ -64,6 +70,7 @@ impl Capability {
             Capability::Files => "files",
             Capability::Completions => "completions",
             Capability::Responses => "responses",
+            Capability::Messages => "messages",
         }
     }
 
@@ -80,12 +87,13 @@ impl Capability {
             Capability::Files => "lacks_files",
             Capability::Completions => "lacks_completions",
             Capability::Responses => "lacks_responses",
+            Capability::Messages => "lacks_messages",
         }
     }
 
     /// The request parameter a client sets to need it (the `param` of the error; for
     /// [`Capability::Responses`] the request names its own field,
-    /// [`super::ChatRequest::responses_only`]).
+    /// [`super::ChatRequest::dialect_only`]; for [`Capability::Messages`] as well).
     pub fn param(self) -> &'static str {
         match self {
             Capability::Tools => "tools",
@@ -95,6 +103,7 @@ impl Capability {
             Capability::Images | Capability::Audio | Capability::Files => "messages",
             Capability::Completions => "prompt",
             Capability::Responses => "input",
+            Capability::Messages => "messages",
         }
     }
 
@@ -122,9 +131,9 @@ impl Capabilities {
     /// No capability: what a plain text chat request needs.
     pub const NONE: Capabilities = Capabilities(0);
 
-    /// Every capability the gateway knows (a cloud model's default is this but `completions`
-    /// and `responses`, which it must declare: its provider refuses what the model behind it
-    /// lacks).
+    /// Every capability the gateway knows (an OpenAI-compatible model's default is this but
+    /// `completions` and `responses`, which it must declare, and `messages`, which only
+    /// Anthropic models have: its provider refuses what the model behind it lacks).
     pub fn all() -> Capabilities {
         Capability::ALL.into_iter().collect()
     }

@@ -68,10 +68,11 @@ pub struct ChatRequest {
     /// A legacy completion (`/v1/completions`): the one user message is a raw prompt, which an
     /// on-box model continues as it is, without its chat template.
     pub raw_prompt: bool,
-    /// For a Responses request (`/v1/responses`), the first field that only the Responses API
-    /// serves (`reasoning.summary`, `input[3]`, `tools[0]`, ...): the request then needs
-    /// [`Capability::Responses`], and this is the `param` of the error when no model has it.
-    pub responses_only: Option<String>,
+    /// For a request in a dialect with features of its own (the Responses API, Anthropic's
+    /// Messages), the first field that only that API serves (`reasoning.summary`, `input[3]`,
+    /// `thinking`, ...): the request then needs [`Capability::Responses`] or
+    /// [`Capability::Messages`], and this is the `param` of the error when no model has it.
+    pub dialect_only: Option<String>,
 }
 
 /// A content part of a type the gateway does not know: passed to a cloud provider as it is,
@@ -188,7 +189,7 @@ impl ChatRequest {
             needs: Capabilities::NONE,
             unknown_part: None,
             raw_prompt: false,
-            responses_only: None,
+            dialect_only: None,
         };
         req.validate()?;
         let counts = match messages {
@@ -211,11 +212,12 @@ impl ChatRequest {
         self.needs = self.needs.with(Capability::Completions);
     }
 
-    /// Marks a Responses request that uses `param`, which only the Responses API serves: only
-    /// a model with the `responses` capability (its body passed as it came) can answer it.
-    pub fn set_responses_only(&mut self, param: String) {
-        self.responses_only = Some(param);
-        self.needs = self.needs.with(Capability::Responses);
+    /// Marks a request that uses `param`, which only its dialect's API serves (`api`:
+    /// [`Capability::Responses`] or [`Capability::Messages`]): only a model with that
+    /// capability (its body passed as it came) can answer it.
+    pub fn set_dialect_only(&mut self, api: Capability, param: String) {
+        self.dialect_only = Some(param);
+        self.needs = self.needs.with(api);
     }
 
     /// What the request needs of a model (see [`Capability`] for where each comes from).

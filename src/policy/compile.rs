@@ -253,10 +253,13 @@ impl Compiler<'_> {
             }
             let mut capabilities = self.capabilities(&path, m.kind, m.capabilities.as_deref());
             if m.kind.is_cloud() {
-                // Set by `completions: true` and `responses: true` alone, whatever the list says.
+                // Set by `completions: true` and `responses: true` alone, whatever the list says;
+                // an Anthropic model always serves the Messages API.
+                let anthropic = Some(m.kind == ModelKind::Anthropic);
                 for (c, set) in [
                     (Capability::Completions, m.completions),
                     (Capability::Responses, m.responses),
+                    (Capability::Messages, anthropic),
                 ] {
                     capabilities = match set {
                         Some(true) => capabilities.with(c),
@@ -952,11 +955,14 @@ impl Compiler<'_> {
             ModelKind::Local => crate::local::capabilities(),
             ModelKind::Openai => Capabilities::all()
                 .without(Capability::Completions)
-                .without(Capability::Responses),
-            // What the Messages translation carries: tools and images.
+                .without(Capability::Responses)
+                .without(Capability::Messages),
+            // What the Messages translation carries (tools and images), and what only the
+            // Messages API serves.
             ModelKind::Anthropic => Capabilities::NONE
-                .with(crate::api::Capability::Tools)
-                .with(crate::api::Capability::Images),
+                .with(Capability::Tools)
+                .with(Capability::Images)
+                .with(Capability::Messages),
         };
         let Some(names) = declared else {
             return engine;
@@ -979,6 +985,10 @@ impl Compiler<'_> {
                 Some(Capability::Responses) if kind.is_cloud() => self.error(
                     &p,
                     "a cloud model serves the Responses API when it says `responses: true`",
+                ),
+                Some(Capability::Messages) if kind.is_cloud() => self.error(
+                    &p,
+                    "`kind: anthropic` models serve Anthropic's Messages API, and only they do",
                 ),
                 Some(c) if !engine.has(c) => self.error(
                     &p,

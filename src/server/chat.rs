@@ -288,7 +288,7 @@ fn undecided(e: &policy::DecideError, req: &ChatRequest) -> ApiError {
     match e.missing_capability() {
         Some(c) => {
             let param = match c {
-                Capability::Responses => req.responses_only.as_deref(),
+                Capability::Responses | Capability::Messages => req.dialect_only.as_deref(),
                 _ => None,
             };
             ApiError::BadRequest {
@@ -402,7 +402,7 @@ async fn redact(
 /// dialect, its own body), with the placeholders used; `None` when the redacted request does not
 /// parse again. A native body that cannot be redacted is dropped, so cloud models get the
 /// redacted parsed request instead ([`crate::engines::EngineRequest::for_engine`]), unless the
-/// request uses what only its dialect serves ([`ChatRequest::responses_only`]): then `None`.
+/// request uses what only its dialect serves ([`ChatRequest::dialect_only`]): then `None`.
 fn redacted_copy(
     req: &ChatRequest,
     native: Option<&[u8]>,
@@ -417,8 +417,12 @@ fn redacted_copy(
     if req.raw_prompt {
         request.set_raw_prompt();
     }
-    if let Some(p) = &req.responses_only {
-        request.set_responses_only(p.clone());
+    if let Some(p) = &req.dialect_only {
+        for api in [Capability::Responses, Capability::Messages] {
+            if req.needs.has(api) {
+                request.set_dialect_only(api, p.clone());
+            }
+        }
     }
     let native = native.and_then(|n| {
         let mut body: serde_json::Map<String, serde_json::Value> =
@@ -427,7 +431,7 @@ fn redacted_copy(
         serde_json::to_vec(&body).ok()
     });
     // What only the Responses API serves has no translation to fall back on.
-    if native.is_none() && req.responses_only.is_some() {
+    if native.is_none() && req.dialect_only.is_some() {
         return None;
     }
     Some((Redacted { request, native }, p))

@@ -10,7 +10,7 @@
 use super::respond::{self, Body};
 use super::{chat, Caller, Gateway};
 use crate::accounting::End;
-use crate::api::{anthropic, completions, responses, sse, ApiError, ChatRequest};
+use crate::api::{anthropic, completions, responses, sse, ApiError, Capability, ChatRequest};
 use crate::engines::Native;
 use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -146,10 +146,16 @@ pub async fn handle(
         if dialect == Dialect::Completions {
             parsed.set_raw_prompt();
         }
-        if let Inbound::Responses(i) = &inbound {
-            if let Some(p) = &i.responses_only {
-                parsed.set_responses_only(p.clone());
-            }
+        match &inbound {
+            Inbound::Responses(responses::Inbound {
+                responses_only: Some(p),
+                ..
+            }) => parsed.set_dialect_only(Capability::Responses, p.clone()),
+            Inbound::Anthropic(anthropic::Inbound {
+                messages_only: Some(p),
+                ..
+            }) => parsed.set_dialect_only(Capability::Messages, p.clone()),
+            _ => {}
         }
         Ok((parsed, inbound))
     });
