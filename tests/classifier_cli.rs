@@ -1,5 +1,6 @@
-//! The classifier's commands, run as a user runs them: `classify` (text and JSONL), and
-//! `train-router` / `eval-router` on small fixtures written here.
+//! The classifier's commands, run as a user runs them: `classify` (text and JSONL),
+//! `bench-classifier --harness`, and `train-router` / `eval-router` on small fixtures written
+//! here.
 
 mod common;
 
@@ -74,6 +75,40 @@ fn classify_prints_the_distribution_and_strong_score() {
     for label in ["category", "strong score", "tokens", "time"] {
         assert!(t.contains(label), "{t}");
     }
+}
+
+/// `bench-classifier --harness` times the harness filter on a chat turn and an agent's turn:
+/// the chat turn is read whole, the agent's turn down to its question.
+#[test]
+fn the_harness_benchmark_strips_only_the_agents_text() {
+    let out = switchyard_ok(
+        &[
+            "bench-classifier",
+            "--harness",
+            "--runs",
+            "3",
+            "--threads",
+            "1",
+        ],
+        None,
+    );
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for r in &rows {
+        assert_eq!(r["bench"], "harness_strip");
+        assert!(r["strip_p50_us"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+        assert!(
+            r["encoder_128_tokens_p50_ms"].as_f64().unwrap_or(0.0) > 0.0,
+            "{r}"
+        );
+    }
+    let bytes = |r: &Value, k: &str| r[k].as_u64().unwrap_or(0);
+    assert_eq!(bytes(&rows[0], "kept_bytes"), bytes(&rows[0], "bytes"));
+    assert!(bytes(&rows[1], "bytes") > 20_000);
+    assert!(bytes(&rows[1], "kept_bytes") < 100, "{}", rows[1]);
 }
 
 #[test]

@@ -41,6 +41,11 @@ pub struct BenchClassifierArgs {
     /// Also time candle's BertModel (the reference implementation) one request at a time.
     #[arg(long)]
     pub reference: bool,
+    /// Instead: time the harness filter (the built-in rules that strip coding agents' text from
+    /// the classifier's input) on a chat turn and a coding agent's turn, beside the encoder at
+    /// 128 tokens in the same run.
+    #[arg(long)]
+    pub harness: bool,
 }
 
 /// A router model over fixed token ids (the text is only a key into them).
@@ -68,6 +73,72 @@ impl RouterModel for IdsModel {
         }
         Ok(out)
     }
+}
+
+/// The inputs of `--harness`: a person's chat turn, and a coding agent's turn in Claude Code's
+/// shape (a reminder block, a 20 KB file dump, a to-do reminder, then the question). Built here
+/// so that every run reads the same bytes.
+fn harness_inputs() -> [(&'static str, String); 2] {
+    let chat = "I'm planning a trip to Lisbon in May with two kids (6 and 9). Could you suggest a \
+        three-day itinerary that balances museums, outdoor time and easy food options, and tell \
+        me which neighbourhoods are best to stay in if we want to walk most places? We don't \
+        want more than one long outing a day."
+        .to_string();
+    let reminder = "As you answer the user's questions, you can use the following context: \
+        codebase conventions, the project's build commands, and the style guide. IMPORTANT: this \
+        context may or may not be relevant to your tasks. "
+        .repeat(6);
+    let mut file = String::new();
+    for i in 0..400 {
+        file.push_str(&format!(
+            "    let value_{i} = compute(&input[{i}..], {i}).map_err(Error::from)?;\n"
+        ));
+    }
+    let agent = format!(
+        "<system-reminder>\n{reminder}\n</system-reminder>\n<file path=\"src/pipeline.rs\">\n{file}</file>\n\
+         <system-reminder>The todo list is empty. Do not mention this to the user.</system-reminder>\n\
+         Why does the pipeline fail on empty input, and how should compute handle it?"
+    );
+    [("chat turn", chat), ("coding agent turn", agent)]
+}
+
+/// p50 microseconds of `filter.strip(text)`.
+fn time_strip(filter: &crate::classifier::input::HarnessFilter, text: &str, runs: usize) -> f64 {
+    for _ in 0..10 {
+        std::hint::black_box(filter.strip(text));
+    }
+    let mut us = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        std::hint::black_box(filter.strip(std::hint::black_box(text)));
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    us.sort_by(f64::total_cmp);
+    percentile(&us, 0.5)
+}
+
+/// `--harness`: the filter's time on each input, and its share of the encoder's time at 128
+/// tokens (measured in the same run), as JSON lines.
+fn harness(encoder: &Encoder, args: &BenchClassifierArgs) -> Result<(), ClassifierError> {
+    let ids: Vec<u32> = std::iter::once(101)
+        .chain((0..126).map(|i| 1000 + (i as u32 * 37) % 20000))
+        .chain(std::iter::once(102))
+        .collect();
+    let (encoder_p50_ms, _) = time_single(encoder, &ids, args.runs)?;
+    let filter = crate::classifier::input::HarnessFilter::default();
+    for (input, text) in harness_inputs() {
+        let p50_us = time_strip(&filter, &text, args.runs.max(1) * 100);
+        println!(
+            "{}",
+            json!({"bench": "harness_strip", "input": input, "bytes": text.len(),
+                   "kept_bytes": filter.strip(&text).len(),
+                   "strip_p50_us": (p50_us * 100.0).round() / 100.0,
+                   "encoder_128_tokens_p50_ms": (encoder_p50_ms * 1000.0).round() / 1000.0,
+                   "strip_share_of_encoder": (p50_us / (encoder_p50_ms * 1000.0) * 1e5).round() / 1e5,
+                   "threads": args.threads})
+        );
+    }
+    Ok(())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -146,7 +217,7 @@ pub fn run(args: BenchClassifierArgs) -> i32 {
         .clone()
         .unwrap_or_else(|| heads.labels.layers.clone());
     // The heads on one embedding (their input width does not depend on the text's length).
-    if args.layers.is_none() {
+    if args.layers.is_none() && !args.harness {
         let width = heads.category.w1.dims2().map_or(0, |d| d.1);
         match time_heads(&heads, width, args.runs.max(1) * 10) {
             Ok(p50) => println!(
@@ -193,6 +264,15 @@ pub fn run(args: BenchClassifierArgs) -> i32 {
             return 1;
         }
     };
+    if args.harness {
+        return match harness(&fast, &args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        };
+    }
     let mut fast = Some(fast);
     for &len in &args.lengths {
         let len = len.clamp(3, 512);
