@@ -1,7 +1,7 @@
 //! `switchyard label` as a user runs it: SmolLM2 (a real on-box model) answers rows, graded
 //! against their gold answers, or compared by a cloud judge (the fake upstream of
-//! `tests/common`, rating every candidate 2); the run resumes where an earlier one stopped and
-//! stops starting judged rows at `--max-usd`.
+//! `tests/common`, rating every candidate 2); the run resumes where an earlier one stopped,
+//! stops starting judged rows at `--max-usd`, and sends the judge placeholders with `--redact`.
 
 mod common;
 
@@ -55,11 +55,9 @@ fn rows(out: &Path) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gold_rows_are_graded_judged_rows_are_rated_and_a_rerun_resumes() {
-    let up = FakeUpstream::start().await;
-    let tmp = tempfile::tempdir().expect("tmp");
-    let policy = tmp.path().join("policy.yaml");
+/// A policy in `dir` with SmolLM2 on the box and `judge`, the fake upstream rating 2 of 5.
+fn judge_policy(dir: &Path, up: &FakeUpstream) -> std::path::PathBuf {
+    let policy = dir.join("policy.yaml");
     let text = format!(
         r#"version: 1
 models:
@@ -75,6 +73,66 @@ default: {{ route: smollm2-135m }}
         up.base("judge-2")
     );
     std::fs::write(&policy, text).expect("write");
+    policy
+}
+
+/// `--redact`: the judge is sent placeholders where the row holds private data, the same value
+/// the same placeholder in the question and the answers; the labels file keeps the row as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_judge_can_be_sent_placeholders_instead_of_private_data() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let policy = judge_policy(tmp.path(), &up);
+    let input = tmp.path().join("rows.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"mail\", \"messages\": [{\"role\": \"user\", \"content\": \"Repeat this address: dana.okafor@example.com\"}]}\n",
+    )
+    .expect("write");
+    let out = tmp.path().join("labels.jsonl");
+    let (ok, err) = label(
+        &policy,
+        &input,
+        &out,
+        &["--judge", "judge", "--redact", "pii"],
+    );
+    assert!(!ok && err.contains("unknown kind `pii`"), "{err}");
+    let (ok, err) = label(
+        &policy,
+        &input,
+        &out,
+        &["--judge", "judge", "--redact", "email,phone"],
+    );
+    assert!(ok, "{err}");
+    let sent = up.recorded();
+    assert_eq!(sent.len(), 2, "one answer and one verdict");
+    for r in &sent {
+        let body = String::from_utf8_lossy(&r.raw);
+        assert!(!body.contains("dana.okafor@example.com"), "{body}");
+    }
+    assert_eq!(
+        sent[0].body["messages"][0]["content"],
+        "Repeat this address: [EMAIL_1]"
+    );
+    let verdict = sent[1].body["messages"][0]["content"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        verdict.contains("Repeat this address: [EMAIL_1]"),
+        "{verdict}"
+    );
+    let got = rows(&out);
+    assert_eq!(
+        got[0]["prompt"],
+        "Repeat this address: dana.okafor@example.com"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gold_rows_are_graded_judged_rows_are_rated_and_a_rerun_resumes() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let policy = judge_policy(tmp.path(), &up);
     let input = tmp.path().join("rows.jsonl");
     std::fs::write(
         &input,

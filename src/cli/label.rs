@@ -67,6 +67,12 @@ pub struct LabelArgs {
     /// so that a rerun with a higher --max-tokens labels it.
     #[arg(long, value_enum, default_value_t = Unfinished::Wrong)]
     pub unfinished: Unfinished,
+    /// Private data replaced by typed placeholders (`[EMAIL_1]`) in what the --judge is sent:
+    /// the row's conversation and the on-box answer it rates (`all`, or kinds: email, phone,
+    /// credit_card, iban, national_id, ip_address, secret). The on-box model and --out see the
+    /// rows as they are. Default: nothing replaced.
+    #[arg(long, value_delimiter = ',')]
+    pub redact: Vec<String>,
 }
 
 /// What `--unfinished` does with an on-box answer cut at `--max-tokens`.
@@ -377,6 +383,8 @@ struct Run<'a> {
     model_file: String,
     local: Arc<dyn ChatEngine>,
     judge: Option<(String, Arc<dyn ChatEngine>)>,
+    /// What the judge is not sent (`--redact`).
+    redact: crate::pii::Kinds,
     /// USD the cloud calls cost so far, each added as soon as its call returns (a row that
     /// fails after a paid call still counts it).
     spent: Mutex<f64>,
@@ -431,16 +439,27 @@ async fn label(run: &Run<'_>, item: &Item) -> Result<Option<Value>, String> {
         ));
     };
     let pay = |usd| run.pay(usd);
-    let (reference, _) = ask(
-        run.policy,
-        engine,
-        judge,
-        &item.messages,
-        args.max_tokens,
-        &pay,
-    )
-    .await?;
-    let verdict = [json!({"role": "user", "content": judge_prompt(&prompt, &reference, &answer)})];
+    // One set of placeholders for the row, so that the judge sees the same value as the same
+    // placeholder in the question and in the answers.
+    let mut placeholders = crate::pii::Placeholders::default();
+    let mut conversation = serde_json::Map::new();
+    conversation.insert("messages".into(), Value::Array(item.messages.clone()));
+    if !run.redact.is_empty() {
+        crate::pii::request::redact(&mut conversation, run.redact, &mut placeholders);
+    }
+    let Some(Value::Array(sent)) = conversation.remove("messages") else {
+        return Err(format!("row {}: its messages cannot be redacted", item.id));
+    };
+    let (reference, _) = ask(run.policy, engine, judge, &sent, args.max_tokens, &pay).await?;
+    let mut redact = |text: &str| match run.redact.is_empty() {
+        true => text.to_string(),
+        false => placeholders
+            .redact(text, run.redact)
+            .unwrap_or_else(|| text.to_string()),
+    };
+    let (prompt_sent, answer_sent) = (redact(&prompt), redact(&answer));
+    let verdict =
+        [json!({"role": "user", "content": judge_prompt(&prompt_sent, &reference, &answer_sent)})];
     let (reply, _) = ask(run.policy, engine, judge, &verdict, VERDICT_TOKENS, &pay).await?;
     let r = rating(&reply)
         .ok_or_else(|| format!("row {}: the judge gave no rating ([[1]] to [[5]])", item.id))?;
@@ -500,6 +519,15 @@ pub fn run(args: LabelArgs) -> i32 {
     }
 }
 
+/// The kinds of private data, comma-separated.
+fn kind_names() -> String {
+    crate::pii::Kind::ALL
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn try_run(args: &LabelArgs) -> Result<i32, String> {
     let policy = policy::load(&args.policy).map_err(|e| e.to_string())?;
     let model_file = match policy.models.get(&args.model) {
@@ -519,6 +547,11 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
                 args.policy.display()
             ))
         }
+    };
+    let redact = match args.redact.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["all"] => crate::pii::Kinds::ALL,
+        ref names => crate::pii::Kinds::parse(names.iter().copied())
+            .map_err(|k| format!("--redact: unknown kind `{k}` (all, or {})", kind_names()))?,
     };
     if let Some(j) = &args.judge {
         if !policy.models.get(j).is_some_and(|m| m.kind.is_cloud()) {
@@ -586,6 +619,7 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
                 Some(j) => Some((j.clone(), engine(&j)?)),
                 None => None,
             },
+            redact,
             spent: Mutex::new(0.0),
         };
         let out = std::fs::OpenOptions::new()
