@@ -55,6 +55,24 @@ fn rows(out: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// A fake judge, a temporary folder with [`judge_policy`] in it, and `rows` written to its
+/// `rows.jsonl`: (judge, folder, policy, rows).
+async fn judged_rows(
+    rows: &str,
+) -> (
+    FakeUpstream,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let policy = judge_policy(tmp.path(), &up);
+    let input = tmp.path().join("rows.jsonl");
+    std::fs::write(&input, rows).expect("write");
+    (up, tmp, policy, input)
+}
+
 /// A policy in `dir` with SmolLM2 on the box and `judge`, the fake upstream rating 2 of 5.
 fn judge_policy(dir: &Path, up: &FakeUpstream) -> std::path::PathBuf {
     let policy = dir.join("policy.yaml");
@@ -80,15 +98,10 @@ default: {{ route: smollm2-135m }}
 /// the same placeholder in the question and the answers; the labels file keeps the row as it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_judge_can_be_sent_placeholders_instead_of_private_data() {
-    let up = FakeUpstream::start().await;
-    let tmp = tempfile::tempdir().expect("tmp");
-    let policy = judge_policy(tmp.path(), &up);
-    let input = tmp.path().join("rows.jsonl");
-    std::fs::write(
-        &input,
+    let (up, tmp, policy, input) = judged_rows(
         "{\"id\": \"mail\", \"messages\": [{\"role\": \"user\", \"content\": \"Repeat this address: dana.okafor@example.com\"}]}\n",
     )
-    .expect("write");
+    .await;
     let out = tmp.path().join("labels.jsonl");
     let (ok, err) = label(
         &policy,
@@ -130,19 +143,12 @@ async fn the_judge_can_be_sent_placeholders_instead_of_private_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gold_rows_are_graded_judged_rows_are_rated_and_a_rerun_resumes() {
-    let up = FakeUpstream::start().await;
-    let tmp = tempfile::tempdir().expect("tmp");
-    let policy = judge_policy(tmp.path(), &up);
-    let input = tmp.path().join("rows.jsonl");
-    std::fs::write(
-        &input,
-        concat!(
+    let (up, tmp, policy, input) = judged_rows(concat!(
             "{\"id\": \"math\", \"prompt\": \"What is 2 + 3? End with \\\"The answer is N.\\\"\", \"answer\": \"#### 5\"}\n",
             "{\"id\": \"choice\", \"prompt\": \"Which is a colour? (A) red (B) seven. End with \\\"The answer is (X)\\\".\", \"answer\": \"A\"}\n",
             "{\"id\": \"open\", \"messages\": [{\"role\": \"user\", \"content\": \"Write a haiku about rain.\"}]}\n",
-        ),
-    )
-    .expect("write");
+        ))
+    .await;
     let out = tmp.path().join("labels.jsonl");
 
     // Without a judge, the row with no gold answer cannot be labelled.

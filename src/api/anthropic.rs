@@ -11,7 +11,7 @@
 //! completions reference for the other side.
 
 use super::chat_chunk::ChatEvent;
-use super::dialect::{self, bad};
+use super::dialect::{self, bad, DialectOnly};
 use super::ApiError;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
@@ -27,18 +27,6 @@ pub struct Inbound {
     /// (`thinking`, `tools[2]`, `messages[0].content[1]`): the request can then only be passed
     /// as it came to a `kind: anthropic` model.
     pub messages_only: Option<String>,
-}
-
-/// Records the first field of a request that only the Messages API serves.
-#[derive(Default)]
-struct MessagesOnly(Option<String>);
-
-impl MessagesOnly {
-    fn mark(&mut self, param: &str) {
-        if self.0.is_none() {
-            self.0 = Some(param.to_string());
-        }
-    }
 }
 
 /// Request members that only the Messages API serves: a container for code execution, MCP
@@ -114,7 +102,7 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
             })?,
     };
     let stream = dialect::stream(&obj)?;
-    let mut only = MessagesOnly::default();
+    let mut only = DialectOnly::default();
     match obj.get("thinking") {
         None | Some(Value::Null) => {}
         Some(Value::Object(t)) => match t.get("type").and_then(Value::as_str) {
@@ -130,7 +118,7 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
         }
     }
     // The request's own settings are named before the blocks of its conversation.
-    let mut only_in_messages = MessagesOnly::default();
+    let mut only_in_messages = DialectOnly::default();
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
     out.insert("max_tokens".into(), json!(max_tokens));
@@ -359,7 +347,7 @@ fn user_turn(
     content: &Value,
     param: &str,
     out: &mut Vec<Value>,
-    only: &mut MessagesOnly,
+    only: &mut DialectOnly,
 ) -> Result<(), ApiError> {
     let blocks = match content {
         Value::String(s) => {
@@ -423,11 +411,7 @@ fn user_turn(
     Ok(())
 }
 
-fn assistant_turn(
-    content: &Value,
-    param: &str,
-    only: &mut MessagesOnly,
-) -> Result<Value, ApiError> {
+fn assistant_turn(content: &Value, param: &str, only: &mut DialectOnly) -> Result<Value, ApiError> {
     let blocks = match content {
         Value::String(s) => return Ok(json!({"role": "assistant", "content": s})),
         Value::Array(b) => b,

@@ -33,6 +33,19 @@ impl Dialect {
 }
 
 /// A 400 naming the request parameter `param`.
+/// The first field of a request that only its dialect's own API serves (a Responses or
+/// Messages request passed on as it came), as a `param` path; later marks are ignored.
+#[derive(Default)]
+pub(crate) struct DialectOnly(pub Option<String>);
+
+impl DialectOnly {
+    pub fn mark(&mut self, param: &str) {
+        if self.0.is_none() {
+            self.0 = Some(param.to_string());
+        }
+    }
+}
+
 pub(crate) fn bad(message: impl Into<String>, param: &str) -> ApiError {
     ApiError::bad_request(message, Some(param))
 }

@@ -10,7 +10,7 @@
 //! `response.function_call_arguments.done`, `response.output_item.done`, `response.completed`).
 
 use super::chat_chunk::ChatEvent;
-use super::dialect::{self, bad};
+use super::dialect::{self, bad, DialectOnly};
 use super::ApiError;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
@@ -28,18 +28,6 @@ pub struct Inbound {
     /// (`reasoning.summary`, `include`, `tools[1]`, `input[4]`, `input[0].content[1]`): the
     /// request can then only be passed as it came to a model that serves the Responses API.
     pub responses_only: Option<String>,
-}
-
-/// Records the first field of a request that only the Responses API serves.
-#[derive(Default)]
-struct ResponsesOnly(Option<String>);
-
-impl ResponsesOnly {
-    fn mark(&mut self, param: &str) {
-        if self.0.is_none() {
-            self.0 = Some(param.to_string());
-        }
-    }
 }
 
 /// Fields of the Responses API this gateway cannot honour, and why.
@@ -147,8 +135,8 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
     let mut out = Map::new();
     let mut echo = Map::new();
     // The request's own settings are named before the items of its conversation.
-    let mut only = ResponsesOnly::default();
-    let mut only_in_input = ResponsesOnly::default();
+    let mut only = DialectOnly::default();
+    let mut only_in_input = DialectOnly::default();
     out.insert("model".into(), json!(model));
     let mut messages = vec![];
     match obj.get("instructions") {
@@ -433,7 +421,7 @@ fn push_call(out: &mut Vec<Value>, id: &str, name: &str, args: &str) {
 /// A tool call's output as text: a string, or a list of content parts whose text parts count
 /// (other parts, such as images or files, mark the request as one only the Responses API
 /// serves), or any other JSON as it is written.
-fn output_text(item: &Value, param: &str, only: &mut ResponsesOnly) -> Result<String, ApiError> {
+fn output_text(item: &Value, param: &str, only: &mut DialectOnly) -> Result<String, ApiError> {
     Ok(match item.get("output") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => {
@@ -465,7 +453,7 @@ fn input_item(
     item: &Value,
     param: &str,
     out: &mut Vec<Value>,
-    only: &mut ResponsesOnly,
+    only: &mut DialectOnly,
 ) -> Result<(), ApiError> {
     let kind = item.get("type").and_then(Value::as_str);
     match kind {
