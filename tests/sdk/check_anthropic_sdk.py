@@ -1,6 +1,6 @@
 """Drives a running gateway with the official `anthropic` Python SDK, only the base URL
-changed: Messages as JSON and as a stream, tools both ways, count_tokens, and errors in
-Anthropic's shapes. The gateway key goes in `x-api-key`, as the SDK sends it.
+changed: Messages as JSON and as a stream, tools both ways, count_tokens, extended thinking and
+server tools (only an Anthropic model takes them), and errors in Anthropic's shapes. The gateway key goes in `x-api-key`, as the SDK sends it.
 
 usage: check_anthropic_sdk.py BASE_URL KEY MODE
   MODE cloud: the gateway's `cloud` model is a fake OpenAI upstream; `tool` routes to one that
@@ -70,6 +70,19 @@ if mode == "local":
 
 count = client.messages.count_tokens(model=model, messages=messages)
 assert count.input_tokens > 0, count
+
+# Extended thinking and a server tool: only an Anthropic model can take them. In native mode
+# `auto` is one and gets the request as it came; elsewhere the gateway names the field that no
+# model of the route can serve.
+for extra in ({"thinking": {"type": "enabled", "budget_tokens": 1024}},
+              {"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}]}):
+    try:
+        msg = client.messages.create(model=model, max_tokens=2048, messages=messages, **extra)
+        assert mode == "native" and msg.model == "claude-sonnet-test", ("answered by a model that cannot", msg)
+    except anthropic.BadRequestError as e:
+        assert mode != "native" and e.body["error"]["type"] == "invalid_request_error", e.body
+        field = "thinking" if "thinking" in extra else "tools[0]"
+        assert f"needs `messages` (set by `{field}`)" in e.body["error"]["message"], e.body
 
 try:
     client.messages.create(model="no-such-model", max_tokens=8, messages=messages)
