@@ -32,7 +32,6 @@ impl Dialect {
     }
 }
 
-/// A 400 naming the request parameter `param`.
 /// The first field of a request that only its dialect's own API serves (a Responses or
 /// Messages request passed on as it came), as a `param` path; later marks are ignored.
 #[derive(Default)]
@@ -46,6 +45,7 @@ impl DialectOnly {
     }
 }
 
+/// A 400 naming the request parameter `param`.
 pub(crate) fn bad(message: impl Into<String>, param: &str) -> ApiError {
     ApiError::bad_request(message, Some(param))
 }

@@ -68,11 +68,11 @@ pub struct ChatRequest {
     /// A legacy completion (`/v1/completions`): the one user message is a raw prompt, which an
     /// on-box model continues as it is, without its chat template.
     pub raw_prompt: bool,
-    /// For a request in a dialect with features of its own (the Responses API, Anthropic's
-    /// Messages), the first field that only that API serves (`reasoning.summary`, `input[3]`,
-    /// `thinking`, ...): the request then needs [`Capability::Responses`] or
-    /// [`Capability::Messages`], and this is the `param` of the error when no model has it.
-    pub dialect_only: Option<String>,
+    /// For a request in a dialect with features of its own, the API that alone serves them
+    /// ([`Capability::Responses`] or [`Capability::Messages`], which the request then needs)
+    /// and the first field that uses one (`reasoning.summary`, `input[3]`, `thinking`, ...):
+    /// the `param` of the error when no model has that capability.
+    pub dialect_only: Option<(Capability, String)>,
 }
 
 /// A content part of a type the gateway does not know: passed to a cloud provider as it is,
@@ -216,7 +216,7 @@ impl ChatRequest {
     /// [`Capability::Responses`] or [`Capability::Messages`]): only a model with that
     /// capability (its body passed as it came) can answer it.
     pub fn set_dialect_only(&mut self, api: Capability, param: String) {
-        self.dialect_only = Some(param);
+        self.dialect_only = Some((api, param));
         self.needs = self.needs.with(api);
     }
 

@@ -76,7 +76,7 @@ impl RouterModel for IdsModel {
 }
 
 /// The inputs of `--harness`: a person's chat turn, and a coding agent's turn in Claude Code's
-/// shape (a reminder block, a 20 KB file dump, a to-do reminder, then the question). Built here
+/// shape (a reminder block, a 28 KB file dump, a to-do reminder, then the question). Built here
 /// so that every run reads the same bytes.
 fn harness_inputs() -> [(&'static str, String); 2] {
     let chat = "I'm planning a trip to Lisbon in May with two kids (6 and 9). Could you suggest a \

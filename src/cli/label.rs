@@ -441,21 +441,19 @@ async fn label(run: &Run<'_>, item: &Item) -> Result<Option<Value>, String> {
     let pay = |usd| run.pay(usd);
     // One set of placeholders for the row, so that the judge sees the same value as the same
     // placeholder in the question and in the answers.
+    // With no kinds to redact, nothing is replaced.
     let mut placeholders = crate::pii::Placeholders::default();
     let mut conversation = serde_json::Map::new();
     conversation.insert("messages".into(), Value::Array(item.messages.clone()));
-    if !run.redact.is_empty() {
-        crate::pii::request::redact(&mut conversation, run.redact, &mut placeholders);
-    }
+    crate::pii::request::redact(&mut conversation, run.redact, &mut placeholders);
     let Some(Value::Array(sent)) = conversation.remove("messages") else {
         return Err(format!("row {}: its messages cannot be redacted", item.id));
     };
     let (reference, _) = ask(run.policy, engine, judge, &sent, args.max_tokens, &pay).await?;
-    let mut redact = |text: &str| match run.redact.is_empty() {
-        true => text.to_string(),
-        false => placeholders
+    let mut redact = |text: &str| {
+        placeholders
             .redact(text, run.redact)
-            .unwrap_or_else(|| text.to_string()),
+            .unwrap_or_else(|| text.to_string())
     };
     let (prompt_sent, answer_sent) = (redact(&prompt), redact(&answer));
     let verdict =
@@ -519,15 +517,6 @@ pub fn run(args: LabelArgs) -> i32 {
     }
 }
 
-/// The kinds of private data, comma-separated.
-fn kind_names() -> String {
-    crate::pii::Kind::ALL
-        .iter()
-        .map(|k| k.name())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn try_run(args: &LabelArgs) -> Result<i32, String> {
     let policy = policy::load(&args.policy).map_err(|e| e.to_string())?;
     let model_file = match policy.models.get(&args.model) {
@@ -550,8 +539,12 @@ fn try_run(args: &LabelArgs) -> Result<i32, String> {
     };
     let redact = match args.redact.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["all"] => crate::pii::Kinds::ALL,
-        ref names => crate::pii::Kinds::parse(names.iter().copied())
-            .map_err(|k| format!("--redact: unknown kind `{k}` (all, or {})", kind_names()))?,
+        ref names => crate::pii::Kinds::parse(names.iter().copied()).map_err(|k| {
+            format!(
+                "--redact: unknown kind `{k}` (all, or {})",
+                crate::pii::Kind::names()
+            )
+        })?,
     };
     if let Some(j) = &args.judge {
         if !policy.models.get(j).is_some_and(|m| m.kind.is_cloud()) {

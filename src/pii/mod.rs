@@ -54,6 +54,11 @@ impl Kind {
         }
     }
 
+    /// Every kind's name, comma-separated (for error messages).
+    pub fn names() -> String {
+        Kind::ALL.map(Kind::name).join(", ")
+    }
+
     /// The kind of a policy name.
     pub fn parse(name: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.name() == name)

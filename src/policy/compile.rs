@@ -19,11 +19,6 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-/// The kinds of private data, as a policy names them.
-fn pii_names() -> String {
-    crate::pii::Kind::ALL.map(|k| k.name()).join(", ")
-}
-
 /// One problem in a policy file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyError {
@@ -552,7 +547,7 @@ impl Compiler<'_> {
                             &format!("{path}[{i}]"),
                             format!(
                                 "unknown kind of private data `{n}` (kinds: {})",
-                                pii_names()
+                                crate::pii::Kind::names()
                             ),
                         ),
                     }

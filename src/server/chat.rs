@@ -11,7 +11,7 @@ use super::stream;
 use super::{Caller, Gateway, REQUEST_ID};
 use crate::accounting::recorder::Entry;
 use crate::accounting::{End, Settlement};
-use crate::api::{ApiError, Capability, ChatRequest, Usage};
+use crate::api::{ApiError, ChatRequest, Usage};
 use crate::classifier;
 use crate::dispatch::{self, Answer, Reply};
 use crate::engines::{EngineRequest, Native, Redacted};
@@ -283,14 +283,15 @@ fn respond(
 
 /// The client's error for a request the policy cannot route: an unknown model (404), or a
 /// capability no model of the route has (400, naming it and the request parameter that asks
-/// for it: a Responses request's own field for `responses`).
+/// for it: the request's own field for `responses` and `messages`).
 fn undecided(e: &policy::DecideError, req: &ChatRequest) -> ApiError {
     match e.missing_capability() {
         Some(c) => {
-            let param = match c {
-                Capability::Responses | Capability::Messages => req.dialect_only.as_deref(),
-                _ => None,
-            };
+            let param = req
+                .dialect_only
+                .as_ref()
+                .filter(|(api, _)| *api == c)
+                .map(|(_, p)| p.as_str());
             ApiError::BadRequest {
                 message: e.message_for(param),
                 param: Some(param.unwrap_or(c.param()).into()),
@@ -417,12 +418,8 @@ fn redacted_copy(
     if req.raw_prompt {
         request.set_raw_prompt();
     }
-    if let Some(p) = &req.dialect_only {
-        for api in [Capability::Responses, Capability::Messages] {
-            if req.needs.has(api) {
-                request.set_dialect_only(api, p.clone());
-            }
-        }
+    if let Some((api, p)) = &req.dialect_only {
+        request.set_dialect_only(*api, p.clone());
     }
     let native = native.and_then(|n| {
         let mut body: serde_json::Map<String, serde_json::Value> =
