@@ -77,8 +77,9 @@ fn classify_prints_the_distribution_and_strong_score() {
     }
 }
 
-/// `bench-classifier --harness` times the harness filter on a chat turn and an agent's turn:
-/// the chat turn is read whole, the agent's turn down to its question.
+/// `bench-classifier --harness` times the harness rules on a chat turn and an agent's turn
+/// (the chat turn is read whole, the agent's turn down to its question) and the tool-feedback
+/// rules on a tool's result (nothing kept) and a rejected call (the reason kept).
 #[test]
 fn the_harness_benchmark_strips_only_the_agents_text() {
     let out = switchyard_ok(
@@ -96,19 +97,28 @@ fn the_harness_benchmark_strips_only_the_agents_text() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
-    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!(rows.len(), 4, "{out}");
     for r in &rows {
-        assert_eq!(r["bench"], "harness_strip");
-        assert!(r["strip_p50_us"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+        assert_eq!(r["bench"], "harness");
+        assert!(r["p50_us"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
         assert!(
             r["encoder_128_tokens_p50_ms"].as_f64().unwrap_or(0.0) > 0.0,
             "{r}"
         );
     }
+    let rules: Vec<&str> = rows.iter().filter_map(|r| r["rules"].as_str()).collect();
+    assert_eq!(rules, ["strip", "strip", "tool_feedback", "tool_feedback"]);
     let bytes = |r: &Value, k: &str| r[k].as_u64().unwrap_or(0);
     assert_eq!(bytes(&rows[0], "kept_bytes"), bytes(&rows[0], "bytes"));
     assert!(bytes(&rows[1], "bytes") > 20_000);
     assert!(bytes(&rows[1], "kept_bytes") < 100, "{}", rows[1]);
+    assert!(bytes(&rows[2], "bytes") > 20_000);
+    assert_eq!(bytes(&rows[2], "kept_bytes"), 0, "{}", rows[2]);
+    assert!(
+        (1..100).contains(&bytes(&rows[3], "kept_bytes")),
+        "{}",
+        rows[3]
+    );
 }
 
 #[test]

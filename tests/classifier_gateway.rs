@@ -312,6 +312,42 @@ async fn agent_harness_text_is_not_what_the_classifier_reads() {
         r.header("x-switchyard-classifier"),
         bare.header("x-switchyard-classifier")
     );
+    // The person rejects the next tool call and says what to do instead: Claude Code puts
+    // those words in the call's `tool_result`, and the classifier reads them, not the request
+    // of the turn before.
+    let (instead, ..) = PINNED[1];
+    let bare_instead = chat(&gw, ask("auto", instead), &[]).await;
+    assert_ne!(
+        bare_instead.header("x-switchyard-classifier"),
+        bare.header("x-switchyard-classifier")
+    );
+    let rejection = format!(
+        "The user doesn't want to proceed with this tool use. The tool use was rejected (eg. if \
+         it was a file edit, the new_string was NOT written to the file). To tell you how to \
+         proceed, the user said:\n{instead}"
+    );
+    let rejected = json!({"model": "auto", "max_tokens": 64, "messages": [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "toolu_2", "name": "Write", "input": {"file_path": "csv.rs"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": true, "content": rejection},
+            {"type": "text", "text": "[Request interrupted by user for tool use]"}]}]});
+    let r = request(
+        "POST",
+        &format!("{}/v1/messages", gw.url),
+        rejected.to_string(),
+        &[
+            ("content-type", "application/json"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.header("x-switchyard-classifier"),
+        bare_instead.header("x-switchyard-classifier")
+    );
     // Without the rules the same text reads as something else.
     let unstripped = format!("{noise}\n{question}");
     let r = chat(&gw, ask("auto", &unstripped), &[]).await;

@@ -71,6 +71,11 @@ fn each_mistake_is_located_and_explained() {
             "unclosed group",
         ),
         (
+            "classifier:\n  tool_feedback: ['(?P<keep>x)', 'no group']\ndefault: { route: small }\n",
+            "p.yaml:6:34: needs a group named `keep`",
+            "(?P<keep>...)",
+        ),
+        (
             "rules:\n  - { name: any-tools, when: { has_tools: true }, route: big }\n  - { name: tools-long, when: { has_tools: true, prompt_tokens: { above: 10 } }, route: small }\ndefault: { route: small }\n",
             "p.yaml:7:13: rule `tools-long` is unreachable: rule `any-tools` (line 6)",
             "matches every request it matches",

@@ -11,6 +11,11 @@
 //! plus any the policy adds (`classifier.strip`). When stripping leaves a user turn empty (a
 //! turn that only carries a tool's result), the classifier reads the latest user turn that
 //! still has text of its own.
+//!
+//! A person can also speak through a tool's result: Claude Code puts the reason a person gave
+//! for rejecting a tool call into that call's `tool_result`. Those words are the human's
+//! latest request, and are read where the tool's output is not ([`TOOL_FEEDBACK_RULES`], plus
+//! the policy's `classifier.tool_feedback`).
 
 use crate::api::Role;
 use regex::Regex;
@@ -56,12 +61,23 @@ pub const DEFAULT_RULES: [&str; 3] = [
     r"(?m)^\[[a-z_]+(?: for [^\n]*?)?\] Result:.*?(?P<keep><feedback>.*?</feedback>|<answer>.*?</answer>|\z)",
 ];
 
+/// The built-in rules for a person's words inside a tool's result (regular expressions, `.`
+/// matching newlines): the group named `keep` of the first rule that matches holds them.
+/// Claude Code's rejection of a tool call with a reason: "The user doesn't want to proceed with
+/// this tool use. The tool use was rejected (...). To tell you how to proceed, the user
+/// said:\n" and the reason, to the end of the result (a rejection without a reason says
+/// "STOP what you are doing" instead, and holds no words of the person's).
+pub const TOOL_FEEDBACK_RULES: [&str; 1] = [
+    r"The user doesn't want to proceed with this tool use\..*?To tell you how to proceed, the user said:(?P<keep>.*)",
+];
+
 /// The rule that removes the blocks tagged `tag`.
 fn tag_rule(tag: &str) -> String {
     format!(r"<{tag}\b[^>]*>.*?</{tag}>")
 }
 
-/// The rules that strip harness text from the classifier's input.
+/// The rules that strip harness text from the classifier's input, and those that find a
+/// person's words in a tool's result.
 #[derive(Debug, Clone)]
 pub struct HarnessFilter {
     /// Whether the built-in rules come first.
@@ -69,11 +85,35 @@ pub struct HarnessFilter {
     /// The policy's own rules (after the built-in ones), as written.
     extra: Vec<String>,
     rules: Vec<Regex>,
+    /// The policy's own tool-feedback rules (after the built-in ones), as written.
+    extra_feedback: Vec<String>,
+    feedback: Vec<Regex>,
 }
 
 impl PartialEq for HarnessFilter {
     fn eq(&self, other: &Self) -> bool {
-        (self.builtin, &self.extra) == (other.builtin, &other.extra)
+        (self.builtin, &self.extra, &self.extra_feedback)
+            == (other.builtin, &other.extra, &other.extra_feedback)
+    }
+}
+
+/// A rule of the policy's that cannot be used: the list it is in (`strip` or
+/// `tool_feedback`), its index there, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub list: &'static str,
+    pub index: usize,
+    pub message: String,
+}
+
+/// A tool-feedback rule: a regular expression with a group named `keep`.
+///
+/// Errors: why it is not one.
+pub fn compile_feedback(rule: &str) -> Result<Regex, String> {
+    let r = compile(rule).map_err(|e| format!("not a regular expression: {e}"))?;
+    match r.capture_names().flatten().any(|n| n == "keep") {
+        true => Ok(r),
+        false => Err("needs a group named `keep` for the person's words: (?P<keep>...)".into()),
     }
 }
 
@@ -89,6 +129,11 @@ impl Default for HarnessFilter {
                 .chain(DEFAULT_RULES.iter().map(|r| r.to_string()))
                 .filter_map(|r| compile(&r).ok())
                 .collect(),
+            extra_feedback: vec![],
+            feedback: TOOL_FEEDBACK_RULES
+                .iter()
+                .filter_map(|r| compile_feedback(r).ok())
+                .collect(),
         }
     }
 }
@@ -100,23 +145,61 @@ fn compile(rule: &str) -> Result<Regex, regex::Error> {
 
 impl HarnessFilter {
     /// The built-in rules (unless `builtin` is false: the policy's `strip_builtin`) plus
-    /// `extra` (regular expressions; `.` matches newlines).
+    /// `extra` and `feedback` (the policy's `strip` and `tool_feedback`: regular expressions,
+    /// `.` matching newlines; each `feedback` rule with a group named `keep`).
     ///
-    /// Errors: the index and message of the first rule that does not compile.
-    pub fn new(extra: &[String], builtin: bool) -> Result<HarnessFilter, (usize, String)> {
+    /// Errors: the first rule that cannot be used.
+    pub fn new(
+        extra: &[String],
+        feedback: &[String],
+        builtin: bool,
+    ) -> Result<HarnessFilter, RuleError> {
         let mut f = match builtin {
             true => HarnessFilter::default(),
             false => HarnessFilter {
                 builtin,
                 extra: vec![],
                 rules: vec![],
+                extra_feedback: vec![],
+                feedback: vec![],
             },
         };
-        for (i, rule) in extra.iter().enumerate() {
-            f.rules.push(compile(rule).map_err(|e| (i, e.to_string()))?);
+        for (index, rule) in extra.iter().enumerate() {
+            f.rules.push(compile(rule).map_err(|e| RuleError {
+                list: "strip",
+                index,
+                message: format!("not a regular expression: {e}"),
+            })?);
+        }
+        for (index, rule) in feedback.iter().enumerate() {
+            f.feedback
+                .push(compile_feedback(rule).map_err(|message| RuleError {
+                    list: "tool_feedback",
+                    index,
+                    message,
+                })?);
         }
         f.extra = extra.to_vec();
+        f.extra_feedback = feedback.to_vec();
         Ok(f)
+    }
+
+    /// The policy's rules as the classifier settings hold them (`strip`, `tool_feedback`,
+    /// `strip_builtin`).
+    ///
+    /// Errors: the first rule that cannot be used (a compiled policy has none).
+    pub fn of(s: &crate::policy::ClassifierSettings) -> Result<HarnessFilter, RuleError> {
+        HarnessFilter::new(&s.strip, &s.tool_feedback, s.strip_builtin)
+    }
+
+    /// A person's words in a tool's result `output`: what the `keep` group of the first
+    /// feedback rule that matches holds, stripped as a user turn is; empty when none matches.
+    pub fn feedback(&self, output: &str) -> String {
+        self.feedback
+            .iter()
+            .find_map(|r| r.captures(output)?.name("keep"))
+            .map(|m| self.strip(m.as_str()))
+            .unwrap_or_default()
     }
 
     /// `text` without the harness blocks, trimmed: each rule's matches are replaced by what
@@ -132,18 +215,21 @@ impl HarnessFilter {
     }
 }
 
-/// The text the classifier scores for a conversation: the latest user turn with text of its own
-/// once `filter` has stripped harness text; when every user turn is harness text only, the
-/// last user turn as sent (never a tool's output or the assistant's words); a conversation
-/// without a user turn, its last message.
+/// The text the classifier scores for a conversation: the person's latest words, which are
+/// the latest user turn with text of its own once `filter` has stripped harness text, or
+/// words of the person's that a tool's result after it carries ([`HarnessFilter::feedback`]);
+/// when every user turn is harness text only, the last user turn as sent (never a tool's
+/// output or the assistant's words); a conversation without a user turn, its last message.
 pub fn text_of(messages: &[(Role, String)], filter: &HarnessFilter) -> String {
-    let users = messages
+    let last_user = messages.iter().rev().find(|(role, _)| *role == Role::User);
+    messages
         .iter()
         .rev()
-        .filter(|(role, _)| *role == Role::User);
-    let last_user = users.clone().next();
-    users
-        .map(|(_, text)| filter.strip(text))
+        .filter_map(|(role, text)| match role {
+            Role::User => Some(filter.strip(text)),
+            Role::Tool => Some(filter.feedback(text)),
+            _ => None,
+        })
         .find(|text| !text.is_empty())
         .or_else(|| last_user.map(|(_, text)| text.trim().to_string()))
         .or_else(|| messages.last().map(|(_, text)| filter.strip(text)))
@@ -270,7 +356,7 @@ mod tests {
 
     #[test]
     fn the_policy_adds_rules_and_bad_ones_are_named() {
-        let f = HarnessFilter::new(&["<my-agent>.*?</my-agent>".into()], true).unwrap();
+        let f = HarnessFilter::new(&["<my-agent>.*?</my-agent>".into()], &[], true).unwrap();
         let m = turns(&[(Role::User, "<my-agent>\nstate\n</my-agent>\nWhat is 2+2?")]);
         assert_eq!(text_of(&m, &f), "What is 2+2?");
         assert_eq!(
@@ -278,11 +364,12 @@ mod tests {
             "<my-agent>\nstate\n</my-agent>\nWhat is 2+2?"
         );
         // A rule keeps what its group named `keep` holds.
-        let f = HarnessFilter::new(&["<wrap>(?P<keep>.*?)</wrap>".into()], true).unwrap();
+        let f = HarnessFilter::new(&["<wrap>(?P<keep>.*?)</wrap>".into()], &[], true).unwrap();
         let m = turns(&[(Role::User, "<wrap>What is 2+2?</wrap>")]);
         assert_eq!(text_of(&m, &f), "What is 2+2?");
-        let e = HarnessFilter::new(&["ok".into(), "(unclosed".into()], true).unwrap_err();
-        assert_eq!(e.0, 1);
+        let e = HarnessFilter::new(&["ok".into(), "(unclosed".into()], &[], true).unwrap_err();
+        assert_eq!((e.list, e.index), ("strip", 1));
+        assert!(e.message.starts_with("not a regular expression"), "{e:?}");
         assert_ne!(f, HarnessFilter::default());
     }
 
@@ -292,7 +379,7 @@ mod tests {
         let text =
             "Why does <system-reminder>x</system-reminder> show up?\n<my-agent>state</my-agent>";
         let own = ["<my-agent>.*?</my-agent>".to_string()];
-        let f = HarnessFilter::new(&own, false).unwrap();
+        let f = HarnessFilter::new(&own, &[], false).unwrap();
         assert_eq!(
             text_of(&turns(&[(Role::User, text)]), &f),
             "Why does <system-reminder>x</system-reminder> show up?"
@@ -300,14 +387,96 @@ mod tests {
         assert_eq!(
             text_of(
                 &turns(&[(Role::User, text)]),
-                &HarnessFilter::new(&own, true).unwrap()
+                &HarnessFilter::new(&own, &[], true).unwrap()
             ),
             "Why does  show up?"
         );
-        assert_ne!(f, HarnessFilter::new(&own, true).unwrap());
+        assert_ne!(f, HarnessFilter::new(&own, &[], true).unwrap());
         assert_eq!(
-            HarnessFilter::new(&[], true).unwrap(),
+            HarnessFilter::new(&[], &[], true).unwrap(),
             HarnessFilter::default()
         );
+    }
+
+    /// Claude Code's result of a tool call the person rejected, as the Anthropic translation
+    /// carries it (`is_error` results start with "Error: ").
+    fn rejected(reason: Option<&str>) -> String {
+        let head = "Error: The user doesn't want to proceed with this tool use. The tool use was rejected (eg. if it was a file edit, the new_string was NOT written to the file).";
+        match reason {
+            Some(r) => format!("{head} To tell you how to proceed, the user said:\n{r}"),
+            None => format!(
+                "{head} STOP what you are doing and wait for the user to tell you how to proceed."
+            ),
+        }
+    }
+
+    #[test]
+    fn a_rejected_tool_calls_reason_is_the_humans_latest_request() {
+        let f = HarnessFilter::default();
+        let reason = "Use iterators instead of recursion, and keep the public API.";
+        let m = turns(&[
+            (Role::User, "Refactor the parser."),
+            (Role::Assistant, "Editing src/parse.rs."),
+            (Role::Tool, &rejected(Some(reason))),
+            // Claude Code's next text part: stripped.
+            (Role::User, "[Request interrupted by user for tool use]"),
+        ]);
+        assert_eq!(text_of(&m, &f), reason);
+        // A reason with harness text after it is stripped as a user turn is.
+        let m = turns(&[
+            (Role::User, "Refactor the parser."),
+            (
+                Role::Tool,
+                &rejected(Some(&format!(
+                    "{reason}\n<system-reminder>x</system-reminder>"
+                ))),
+            ),
+        ]);
+        assert_eq!(text_of(&m, &f), reason);
+        // Without a reason, or a tool's plain output, the human's request is still the turn before.
+        for output in [rejected(None), "fn parse() {}".to_string()] {
+            let m = turns(&[
+                (Role::User, "Refactor the parser."),
+                (Role::Tool, &output),
+                (Role::User, "<system-reminder>x</system-reminder>"),
+            ]);
+            assert_eq!(text_of(&m, &f), "Refactor the parser.");
+        }
+        // A newer request of the person's comes first.
+        let m = turns(&[
+            (Role::Tool, &rejected(Some(reason))),
+            (Role::User, "Now add tests."),
+        ]);
+        assert_eq!(text_of(&m, &f), "Now add tests.");
+        // A person's own text that quotes the phrase is a user turn, read as written.
+        let quoted = format!("Why does Claude Code print \"{}\"?", rejected(Some("x")));
+        assert_eq!(text_of(&turns(&[(Role::User, &quoted)]), &f), quoted);
+    }
+
+    #[test]
+    fn the_policy_adds_tool_feedback_rules_and_bad_ones_are_named() {
+        let own = ["^DENIED by the operator: (?P<keep>.*)$".to_string()];
+        let f = HarnessFilter::new(&[], &own, true).unwrap();
+        let m = turns(&[
+            (Role::User, "Deploy to staging."),
+            (
+                Role::Tool,
+                "DENIED by the operator: deploy to the canary first",
+            ),
+        ]);
+        assert_eq!(text_of(&m, &f), "deploy to the canary first");
+        assert_eq!(text_of(&m, &HarnessFilter::default()), "Deploy to staging.");
+        assert_ne!(f, HarnessFilter::default());
+        // Switched off with the built-in strip rules: the policy's own still apply.
+        let f = HarnessFilter::new(&[], &own, false).unwrap();
+        assert_eq!(text_of(&m, &f), "deploy to the canary first");
+        let r = rejected(Some("use the form library"));
+        let m = turns(&[(Role::User, "Add a login page."), (Role::Tool, &r)]);
+        assert_eq!(text_of(&m, &f), "Add a login page.");
+        let e = HarnessFilter::new(&[], &["ok".into(), "no group".into()], true).unwrap_err();
+        assert_eq!((e.list, e.index), ("tool_feedback", 0));
+        assert!(e.message.contains("group named `keep`"), "{e:?}");
+        let e = HarnessFilter::new(&[], &["(?P<keep>(".into()], true).unwrap_err();
+        assert!(e.message.starts_with("not a regular expression"), "{e:?}");
     }
 }

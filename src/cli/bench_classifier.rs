@@ -75,10 +75,37 @@ impl RouterModel for IdsModel {
     }
 }
 
+/// Which rules `--harness` times on an input.
+#[derive(Clone, Copy)]
+enum Rules {
+    /// The harness rules on a user turn (`HarnessFilter::strip`).
+    Strip,
+    /// The tool-feedback rules on a tool's result (`HarnessFilter::feedback`).
+    ToolFeedback,
+}
+
+impl Rules {
+    fn name(self) -> &'static str {
+        match self {
+            Rules::Strip => "strip",
+            Rules::ToolFeedback => "tool_feedback",
+        }
+    }
+
+    fn apply(self, filter: &crate::classifier::input::HarnessFilter, text: &str) -> String {
+        match self {
+            Rules::Strip => filter.strip(text),
+            Rules::ToolFeedback => filter.feedback(text),
+        }
+    }
+}
+
 /// The inputs of `--harness`: a person's chat turn, and a coding agent's turn in Claude Code's
-/// shape (a reminder block, a 28 KB file dump, a to-do reminder, then the question). Built here
-/// so that every run reads the same bytes.
-fn harness_inputs() -> [(&'static str, String); 2] {
+/// shape (a reminder block, a 28 KB file dump, a to-do reminder, then the question), for the
+/// harness rules; the same file as a tool's result (nothing to keep: the rules read it all),
+/// and Claude Code's result of a tool call the person rejected with a reason, for the
+/// tool-feedback rules. Built here so that every run reads the same bytes.
+fn harness_inputs() -> [(&'static str, Rules, String); 4] {
     let chat = "I'm planning a trip to Lisbon in May with two kids (6 and 9). Could you suggest a \
         three-day itinerary that balances museums, outdoor time and easy food options, and tell \
         me which neighbourhoods are best to stay in if we want to walk most places? We don't \
@@ -99,26 +126,40 @@ fn harness_inputs() -> [(&'static str, String); 2] {
          <system-reminder>The todo list is empty. Do not mention this to the user.</system-reminder>\n\
          Why does the pipeline fail on empty input, and how should compute handle it?"
     );
-    [("chat turn", chat), ("coding agent turn", agent)]
+    let rejected = "Error: The user doesn't want to proceed with this tool use. The tool use was \
+        rejected (eg. if it was a file edit, the new_string was NOT written to the file). To tell \
+        you how to proceed, the user said:\nKeep the early return and log the empty input instead."
+        .to_string();
+    [
+        ("chat turn", Rules::Strip, chat),
+        ("coding agent turn", Rules::Strip, agent),
+        ("tool result", Rules::ToolFeedback, file),
+        ("rejected tool call", Rules::ToolFeedback, rejected),
+    ]
 }
 
-/// p50 microseconds of `filter.strip(text)`.
-fn time_strip(filter: &crate::classifier::input::HarnessFilter, text: &str, runs: usize) -> f64 {
+/// p50 microseconds of `rules` on `text`.
+fn time_rules(
+    filter: &crate::classifier::input::HarnessFilter,
+    rules: Rules,
+    text: &str,
+    runs: usize,
+) -> f64 {
     for _ in 0..10 {
-        std::hint::black_box(filter.strip(text));
+        std::hint::black_box(rules.apply(filter, text));
     }
     let mut us = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        std::hint::black_box(filter.strip(std::hint::black_box(text)));
+        std::hint::black_box(rules.apply(filter, std::hint::black_box(text)));
         us.push(t.elapsed().as_secs_f64() * 1e6);
     }
     us.sort_by(f64::total_cmp);
     percentile(&us, 0.5)
 }
 
-/// `--harness`: the filter's time on each input, and its share of the encoder's time at 128
-/// tokens (measured in the same run), as JSON lines.
+/// `--harness`: the built-in rules' time on each input, and their share of the encoder's time
+/// at 128 tokens (measured in the same run), as JSON lines.
 fn harness(encoder: &Encoder, args: &BenchClassifierArgs) -> Result<(), ClassifierError> {
     let ids: Vec<u32> = std::iter::once(101)
         .chain((0..126).map(|i| 1000 + (i as u32 * 37) % 20000))
@@ -126,15 +167,15 @@ fn harness(encoder: &Encoder, args: &BenchClassifierArgs) -> Result<(), Classifi
         .collect();
     let (encoder_p50_ms, _) = time_single(encoder, &ids, args.runs)?;
     let filter = crate::classifier::input::HarnessFilter::default();
-    for (input, text) in harness_inputs() {
-        let p50_us = time_strip(&filter, &text, args.runs.max(1) * 100);
+    for (input, rules, text) in harness_inputs() {
+        let p50_us = time_rules(&filter, rules, &text, args.runs.max(1) * 100);
         println!(
             "{}",
-            json!({"bench": "harness_strip", "input": input, "bytes": text.len(),
-                   "kept_bytes": filter.strip(&text).len(),
-                   "strip_p50_us": (p50_us * 100.0).round() / 100.0,
+            json!({"bench": "harness", "rules": rules.name(), "input": input,
+                   "bytes": text.len(), "kept_bytes": rules.apply(&filter, &text).len(),
+                   "p50_us": (p50_us * 100.0).round() / 100.0,
                    "encoder_128_tokens_p50_ms": (encoder_p50_ms * 1000.0).round() / 1000.0,
-                   "strip_share_of_encoder": (p50_us / (encoder_p50_ms * 1000.0) * 1e5).round() / 1e5,
+                   "share_of_encoder": (p50_us / (encoder_p50_ms * 1000.0) * 1e5).round() / 1e5,
                    "threads": args.threads})
         );
     }

@@ -200,7 +200,7 @@ pub fn run(args: ExplainArgs) -> i32 {
                 return 1;
             }
         };
-        let harness = input::HarnessFilter::new(&s.strip, s.strip_builtin).unwrap_or_default();
+        let harness = input::HarnessFilter::of(s).unwrap_or_default();
         let text = input::text_of(&row.request.messages(), &harness);
         match classifier.classify(&[text.as_str()]) {
             Ok(mut v) if !v.is_empty() => {

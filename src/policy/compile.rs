@@ -691,7 +691,13 @@ impl Compiler<'_> {
                 );
             }
         }
+        for (i, rule) in spec.tool_feedback.iter().flatten().enumerate() {
+            if let Err(e) = crate::classifier::input::compile_feedback(rule) {
+                self.error(&format!("classifier.tool_feedback[{i}]"), e);
+            }
+        }
         out.strip = spec.strip.unwrap_or_default();
+        out.tool_feedback = spec.tool_feedback.unwrap_or_default();
         out.strip_builtin = spec.strip_builtin.unwrap_or(true);
         out
     }

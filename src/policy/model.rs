@@ -158,7 +158,11 @@ pub struct ClassifierSettings {
     /// The policy's own harness rules (regular expressions), stripped from the classifier's
     /// input after the built-in ones (`classifier::input::HarnessFilter`).
     pub strip: Vec<String>,
-    /// Whether the built-in harness rules apply before [`Self::strip`] (`strip_builtin`).
+    /// The policy's own rules for a person's words in a tool's result (regular expressions with
+    /// a group named `keep`), after the built-in ones (`classifier::input::TOOL_FEEDBACK_RULES`).
+    pub tool_feedback: Vec<String>,
+    /// Whether the built-in harness and tool-feedback rules apply before the policy's
+    /// (`strip_builtin`).
     pub strip_builtin: bool,
     /// Heads calibrated for an on-box model (`models.<name>.heads`), by model name: each gives
     /// that model's own strong score.
@@ -180,6 +184,7 @@ impl Default for ClassifierSettings {
             batch_window: Duration::from_micros(500),
             max_batch: 16,
             strip: vec![],
+            tool_feedback: vec![],
             strip_builtin: true,
             model_heads: vec![],
         }

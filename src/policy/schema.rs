@@ -247,8 +247,12 @@ pub struct ClassifierSpec {
     /// matches newlines), after the built-in rules.
     #[serde(default)]
     pub strip: Option<Vec<String>>,
-    /// Whether the built-in harness rules strip the classifier's input (default true); `false`
-    /// leaves only `strip`.
+    /// Where a person's words sit in a tool's result (a rejected tool call's reason), as
+    /// regular expressions with a group named `keep` holding them, after the built-in rules.
+    #[serde(default)]
+    pub tool_feedback: Option<Vec<String>>,
+    /// Whether the built-in harness and tool-feedback rules apply (default true); `false`
+    /// leaves only `strip` and `tool_feedback`.
     #[serde(default)]
     pub strip_builtin: Option<bool>,
 }

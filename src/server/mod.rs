@@ -156,11 +156,8 @@ impl Gateway {
         };
         let ledger = Ledger::new(policy.clone(), metrics, previous.map(|p| &*p.ledger))?;
         Ok(Gateway {
-            harness: crate::classifier::input::HarnessFilter::new(
-                &policy.classifier.strip,
-                policy.classifier.strip_builtin,
-            )
-            .unwrap_or_default(),
+            harness: crate::classifier::input::HarnessFilter::of(&policy.classifier)
+                .unwrap_or_default(),
             auth: Auth::new(policy.tenants.clone()),
             policy,
             engines,

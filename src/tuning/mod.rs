@@ -26,9 +26,7 @@ pub fn classify_rows(
         .filter(|&i| policy::needs_classifier(policy, &rows[i].features))
         .collect();
     let total = need.len();
-    let harness =
-        input::HarnessFilter::new(&policy.classifier.strip, policy.classifier.strip_builtin)
-            .unwrap_or_default();
+    let harness = input::HarnessFilter::of(&policy.classifier).unwrap_or_default();
     progress(0, total);
     for (n, chunk) in need.chunks(BATCH).enumerate() {
         let texts: Vec<String> = chunk
