@@ -297,16 +297,7 @@ async fn agent_harness_text_is_not_what_the_classifier_reads() {
         {"role": "user", "content": [
             {"type": "tool_result", "tool_use_id": "toolu_1", "content": noise},
             {"type": "text", "text": format!("<system-reminder>{noise}</system-reminder>")}]}]});
-    let r = request(
-        "POST",
-        &format!("{}/v1/messages", gw.url),
-        claude_code.to_string(),
-        &[
-            ("content-type", "application/json"),
-            ("anthropic-version", "2023-06-01"),
-        ],
-    )
-    .await;
+    let r = post_messages(&gw, &claude_code, &[]).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(
         r.header("x-switchyard-classifier"),
@@ -333,16 +324,7 @@ async fn agent_harness_text_is_not_what_the_classifier_reads() {
         {"role": "user", "content": [
             {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": true, "content": rejection},
             {"type": "text", "text": "[Request interrupted by user for tool use]"}]}]});
-    let r = request(
-        "POST",
-        &format!("{}/v1/messages", gw.url),
-        rejected.to_string(),
-        &[
-            ("content-type", "application/json"),
-            ("anthropic-version", "2023-06-01"),
-        ],
-    )
-    .await;
+    let r = post_messages(&gw, &rejected, &[]).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(
         r.header("x-switchyard-classifier"),

@@ -236,17 +236,7 @@ async fn streams_and_native_dialects_are_redacted_too() {
     let native = json!({"model": "auto", "max_tokens": 64,
         "system": [{"type": "text", "text": format!("The customer is {EMAIL}.")}],
         "messages": [{"role": "user", "content": [{"type": "text", "text": format!("Call me on {PHONE}")}]}]});
-    let r = request(
-        "POST",
-        &format!("{}/v1/messages", gw.url),
-        native.to_string(),
-        &[
-            ("content-type", "application/json"),
-            ("anthropic-version", "2023-06-01"),
-            ("x-switchyard-tags", "claude"),
-        ],
-    )
-    .await;
+    let r = post_messages(&gw, &native, &[("x-switchyard-tags", "claude")]).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("x-switchyard-redacted"), "email,phone");
     let sent = up.recorded().pop().expect("an Anthropic request");

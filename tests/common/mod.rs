@@ -992,6 +992,23 @@ pub async fn chat(gw: &TestGateway, body: Value, headers: &[(&str, &str)]) -> Re
     .await
 }
 
+/// POSTs an Anthropic Messages request (JSON content type, `anthropic-version: 2023-06-01`,
+/// plus `headers`).
+pub async fn post_messages(gw: &TestGateway, body: &Value, headers: &[(&str, &str)]) -> Reply {
+    let mut h = vec![
+        ("content-type", "application/json"),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    h.extend_from_slice(headers);
+    request(
+        "POST",
+        &format!("{}/v1/messages", gw.url),
+        body.to_string(),
+        &h,
+    )
+    .await
+}
+
 /// POSTs a chat completion and returns the response head with its streaming body.
 pub async fn open_chat(gw: &TestGateway, body: &Value) -> Response<Incoming> {
     send(
