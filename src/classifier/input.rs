@@ -106,11 +106,18 @@ pub struct RuleError {
     pub message: String,
 }
 
-/// A tool-feedback rule: a regular expression with a group named `keep`.
+/// A strip rule: a regular expression (`.` matching newlines).
+///
+/// Errors: why it is not one.
+pub fn compile_strip(rule: &str) -> Result<Regex, String> {
+    compile(rule).map_err(|e| format!("not a regular expression: {e}"))
+}
+
+/// A tool-feedback rule: a regular expression (`.` matching newlines) with a group named `keep`.
 ///
 /// Errors: why it is not one.
 pub fn compile_feedback(rule: &str) -> Result<Regex, String> {
-    let r = compile(rule).map_err(|e| format!("not a regular expression: {e}"))?;
+    let r = compile_strip(rule)?;
     match r.capture_names().flatten().any(|n| n == "keep") {
         true => Ok(r),
         false => Err("needs a group named `keep` for the person's words: (?P<keep>...)".into()),
@@ -165,11 +172,12 @@ impl HarnessFilter {
             },
         };
         for (index, rule) in extra.iter().enumerate() {
-            f.rules.push(compile(rule).map_err(|e| RuleError {
-                list: "strip",
-                index,
-                message: format!("not a regular expression: {e}"),
-            })?);
+            f.rules
+                .push(compile_strip(rule).map_err(|message| RuleError {
+                    list: "strip",
+                    index,
+                    message,
+                })?);
         }
         for (index, rule) in feedback.iter().enumerate() {
             f.feedback

@@ -684,11 +684,8 @@ impl Compiler<'_> {
             out.max_batch = b.max(1);
         }
         for (i, rule) in spec.strip.iter().flatten().enumerate() {
-            if let Err(e) = regex::Regex::new(&format!("(?s){rule}")) {
-                self.error(
-                    &format!("classifier.strip[{i}]"),
-                    format!("not a regular expression: {e}"),
-                );
+            if let Err(e) = crate::classifier::input::compile_strip(rule) {
+                self.error(&format!("classifier.strip[{i}]"), e);
             }
         }
         for (i, rule) in spec.tool_feedback.iter().flatten().enumerate() {
