@@ -2,10 +2,11 @@
 //! process (the on-box SmolLM2, the classifier, a cloud model on the fake upstream, budgets,
 //! rate limits, state in a real `redis-server`) gets known traffic that touches every part the
 //! dashboard shows (on-box and cloud answers, a stream, a retried call and a fallback, a model
-//! pricier than the reference, a used-up budget, a rate limit, a Redis pause); a real Prometheus (Debian package `prometheus`) scrapes it and
-//! evaluates the recording rules; then `deploy/check_queries.py` runs every panel's query and
-//! every recording rule there. A query that returns nothing, or that names a metric the gateway
-//! does not export, fails the test.
+//! pricier than the reference, private data kept on the box and redacted, a sticky
+//! conversation, a used-up budget, a rate limit, a Redis pause); a real Prometheus (Debian
+//! package `prometheus`) scrapes it and evaluates the recording rules; then
+//! `deploy/check_queries.py` runs every panel's query and every recording rule there. A query
+//! that returns nothing, or that names a metric the gateway does not export, fails the test.
 
 mod common;
 
@@ -117,12 +118,17 @@ async fn every_panel_and_recording_rule_returns_data_from_a_real_prometheus() {
             ("url", &quoted(&redis.url())),
             ("timeout_ms", "200"),
         ])
+        .rule("private", "{ pii: [credit_card] }", "smollm2", &[])
         .rule(
             "code-on-box",
             "{ category: { in: [code], min_probability: 0.2 } }",
             "smollm2",
             &[],
         )
+        .rule("redacted", "{ tags: [redact] }", "cloud", &[])
+        .rule_field("redacted", "redact", "[email]")
+        .rule("sticky", "{ tags: [sticky] }", "cloud", &[])
+        .rule_field("sticky", "sticky", "true")
         .rule("box", "{ tags: [box] }", "smollm2", &[])
         .rule("broken", "{ tags: [broken] }", "flaky", &["smollm2"])
         .rule("solo", "{ tags: [solo] }", "cloud", &[])
@@ -171,6 +177,32 @@ async fn every_panel_and_recording_rule_returns_data_from_a_real_prometheus() {
         .await;
         assert_eq!(r.header("x-switchyard-route"), "cloud");
     }
+    // Private data: a card number kept on the box, an address redacted before the cloud.
+    let r = post(
+        &url,
+        "sk-team",
+        ask("Is 4111 1111 1111 1111 a valid card number?", false),
+        None,
+    )
+    .await;
+    assert_eq!(r.header("x-switchyard-rule"), "private");
+    assert_eq!(r.header("x-switchyard-route"), "local");
+    let r = post(
+        &url,
+        "sk-team",
+        ask("Write to jane.doe@northwind-mail.com to thank her.", false),
+        Some("redact"),
+    )
+    .await;
+    assert_eq!(r.header("x-switchyard-route"), "cloud");
+    assert_eq!(r.header("x-switchyard-redacted"), "email");
+    // A sticky conversation: its second turn stays on the cloud model that answered the first,
+    // although its tag names a rule (below the pinning one) that routes to the box.
+    let turn = ask("Name three Roman emperors.", false);
+    let r = post(&url, "sk-team", turn.clone(), Some("sticky")).await;
+    assert_eq!(r.header("x-switchyard-model"), "cloud");
+    let r = post(&url, "sk-team", turn, Some("box")).await;
+    assert_eq!(r.header("x-switchyard-model"), "cloud", "the pin decides");
     // A model pricier than the reference (overspend).
     let r = post(
         &url,

@@ -24,6 +24,8 @@ struct Rule {
     when: String,
     route: String,
     fallbacks: Vec<String>,
+    /// More fields of the rule: (field, flow YAML value), e.g. `("sticky", "true")`.
+    fields: Vec<(String, String)>,
 }
 
 /// A policy under construction; `render` gives its YAML.
@@ -224,6 +226,18 @@ impl PolicyBuilder {
         self
     }
 
+    /// Sets `field` of the rule named `rule` to `value` (flow YAML), e.g. `redact`, `sticky`.
+    pub fn rule_field(mut self, rule: &str, field: &str, value: &str) -> Self {
+        let r = self
+            .rules
+            .iter_mut()
+            .chain(self.last_rules.iter_mut())
+            .find(|r| r.name == rule)
+            .unwrap_or_else(|| panic!("no rule {rule}"));
+        r.fields.push((field.to_string(), value.to_string()));
+        self
+    }
+
     fn last_rule(mut self, name: &str, when: &str, route: &str, fallbacks: &[&str]) -> Self {
         self.last_rules.push(rule(name, when, route, fallbacks));
         self
@@ -295,6 +309,9 @@ impl PolicyBuilder {
                 if !r.fallbacks.is_empty() {
                     let _ = writeln!(y, "    fallbacks: [{}]", r.fallbacks.join(", "));
                 }
+                for (k, v) in &r.fields {
+                    let _ = writeln!(y, "    {k}: {v}");
+                }
             }
         }
         if let Some((route, fallbacks)) = &self.default {
@@ -313,6 +330,7 @@ fn rule(name: &str, when: &str, route: &str, fallbacks: &[&str]) -> Rule {
         when: when.to_string(),
         route: route.to_string(),
         fallbacks: fallbacks.iter().map(|f| f.to_string()).collect(),
+        fields: Vec::new(),
     }
 }
 
