@@ -143,3 +143,60 @@ async fn rows_carry_the_answers_usage_and_cost_and_replay_prices_them_alike() {
     assert_eq!(r["requests"], 2);
     assert_eq!(r["cost_usd"], 420.0, "{r}");
 }
+
+/// A log written under a policy without sticky routes names each `auto` request's conversation
+/// (a key; neither the `x-switchyard-session` value nor any text), and `replay` of a sticky
+/// version of the policy follows pins by it: the second turn, which the header alone ties to
+/// the first, stays on the model that answered the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_policy_replays_over_a_log_that_a_policy_without_pins_wrote() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = tmp.path().join("requests.jsonl");
+    let serving = recording_policy(&up.base("ok"), &log, "hash");
+    let gw = start_gateway(&serving, KEY).await;
+    let session = ("x-switchyard-session", "chat-7f3a");
+    let turns = [
+        (
+            ask("auto", "plan a trip"),
+            vec![session, ("x-switchyard-tags", "premium")],
+        ),
+        (ask("auto", "and the hotels"), vec![session]),
+        (ask("auto", "another chat"), vec![]),
+    ];
+    for (body, headers) in turns {
+        assert_eq!(chat(&gw, body, &headers).await.status, 200);
+    }
+    let rows = lines_when_ready(&log, 3);
+    let sessions: Vec<&str> = rows
+        .iter()
+        .map(|r| r["session"].as_str().unwrap_or_else(|| panic!("{r}")))
+        .collect();
+    assert!(sessions
+        .iter()
+        .all(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())));
+    assert_eq!(
+        sessions[0], sessions[1],
+        "the header names the conversation"
+    );
+    assert_ne!(sessions[0], sessions[2]);
+    let text = std::fs::read_to_string(&log).expect("read");
+    assert!(!text.contains("chat-7f3a"), "{text}");
+    // Served without pins: the second turn took the default route.
+    assert_eq!(rows[1]["decision"]["model"], "cloud");
+
+    let as_served = replay(tmp.path(), &serving, &log);
+    assert_eq!(as_served["by_model"]["local-echo"]["requests"], 1);
+    assert!(as_served["sticky"].is_null());
+    let sticky = PolicyBuilder::standard(&up.base("ok"))
+        .rule("premium", "{ tags: [premium] }", "local-echo", &[])
+        .rule_field("premium", "sticky", "true")
+        .render();
+    let r = replay(tmp.path(), &sticky, &log);
+    assert_eq!(r["by_model"]["local-echo"]["requests"], 2, "{r}");
+    assert_eq!(r["by_rule"]["premium"]["requests"], 2, "{r}");
+    assert_eq!(
+        r["sticky"],
+        serde_json::json!({"hit": 1, "new": 2, "overridden": 0})
+    );
+}

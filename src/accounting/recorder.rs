@@ -36,6 +36,20 @@ pub struct Entry<'a> {
     /// ([`crate::pii::request::scan_request`]), when it scanned it; `None`: not scanned, so the
     /// row is scanned for every kind.
     pub pii: Option<crate::pii::Kinds>,
+    /// The conversation's key ([`crate::server::sticky::session_key`]: hex SHA-256 of the
+    /// tenant and the `x-switchyard-session` header or the opening messages), for an `auto`
+    /// request; `replay` follows pins by it.
+    pub session: Option<Conversation<'a>>,
+}
+
+/// Which conversation a request continues, and how it was named.
+#[derive(Debug, Clone, Copy)]
+pub struct Conversation<'a> {
+    /// The key (hex SHA-256).
+    pub key: &'a str,
+    /// Named by the client's `x-switchyard-session` header, not by the opening messages' text
+    /// (which `prompts: drop` keeps no trace of, so such a key is not written then).
+    pub by_header: bool,
 }
 
 fn hashed(text: &str) -> Value {
@@ -131,6 +145,11 @@ impl Recorder {
         }
         if let Some(id) = e.request_id {
             row.insert("request_id".into(), json!(id));
+        }
+        if let Some(c) = e.session {
+            if c.by_header || self.prompts != PromptRecording::Drop {
+                row.insert("session".into(), json!(c.key));
+            }
         }
         row.insert("prompt_tokens".into(), json!(e.prompt_tokens));
         if !p.replaced.is_empty() {
@@ -274,6 +293,39 @@ mod tests {
         let mut d = json!([{"role": "user", "content": "secret"}]);
         redact(&mut d, PromptRecording::Drop);
         assert_eq!(d[0]["content"], "");
+    }
+
+    #[test]
+    fn a_conversation_named_by_text_is_not_written_when_prompts_are_dropped() {
+        let body = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
+        let Value::Object(body) = body else {
+            unreachable!("an object")
+        };
+        let session = |prompts, by_header| {
+            let (tx, _rx) = mpsc::sync_channel(1);
+            let rec = Recorder { tx, prompts };
+            let row = rec.row(&Entry {
+                body: &body,
+                tags: &[],
+                tenant: None,
+                route: "local",
+                model: "m",
+                rule: "default",
+                prompt_tokens: 1,
+                request_id: None,
+                pii: None,
+                session: Some(Conversation {
+                    key: "ab12",
+                    by_header,
+                }),
+            });
+            row.row.get("session").cloned()
+        };
+        for prompts in [PromptRecording::Keep, PromptRecording::Hash] {
+            assert_eq!(session(prompts, false), Some(json!("ab12")));
+        }
+        assert_eq!(session(PromptRecording::Drop, false), None);
+        assert_eq!(session(PromptRecording::Drop, true), Some(json!("ab12")));
     }
 
     #[test]

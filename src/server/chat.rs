@@ -9,7 +9,7 @@ use super::respond::{self, Body};
 use super::sticky;
 use super::stream;
 use super::{Caller, Gateway, REQUEST_ID};
-use crate::accounting::recorder::Entry;
+use crate::accounting::recorder::{Conversation, Entry};
 use crate::accounting::{End, Settlement};
 use crate::api::{ApiError, ChatRequest, Usage};
 use crate::classifier;
@@ -117,14 +117,16 @@ pub(super) async fn answer(
     settlement.arrived(caller.tenant.as_deref(), feats.prompt_tokens);
     let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
     detect_pii(&gateway, &parsed, &mut feats).await;
-    let session = pinned(&gateway, headers, &parsed, caller, &mut feats).await;
+    let conversation = conversation_of(&gateway, headers, &parsed, &feats);
+    let key = conversation.as_ref().map(|c| c.0.as_str());
+    let answered = pinned(&gateway, key, &mut feats).await;
     let classified = classify(&gateway, &parsed, &mut feats, request_id).await;
     let decision = match policy::decide(&gateway.policy, &feats) {
         Ok(d) => d,
         Err(e) => return refuse(&mut settlement, &undecided(&e, &parsed), None),
     };
     // A lookup the store did not answer was counted as `unavailable` already.
-    if let Some((_, true)) = &session {
+    if answered == Some(true) {
         let m = &gateway.ledger.metrics;
         match (decision.pinned && decision.skipped.is_none(), &feats.pinned) {
             (true, _) => m.sticky("hit"),
@@ -141,8 +143,11 @@ pub(super) async fn answer(
         &mut settlement,
         &parsed,
         &feats,
-        caller,
         request_id,
+        conversation.as_ref().map(|(key, by_header)| Conversation {
+            key,
+            by_header: *by_header,
+        }),
         decision,
     );
     // Anthropic's stream says the prompt's size in its first event (`message_start`).
@@ -169,7 +174,7 @@ pub(super) async fn answer(
                 &parsed,
                 count_prompt,
             );
-            if let (Some((key, _)), true) = (&session, decision.sticky) {
+            if let (Some(key), true) = (key, decision.sticky) {
                 keep_pin(&gateway, key, pin, decision.rule).await;
             }
             if let (Some((_, kinds)), true) = (&redacted, cloud) {
@@ -320,21 +325,22 @@ fn record(
     settlement: &mut Settlement,
     req: &ChatRequest,
     feats: &Features,
-    caller: &Caller,
     request_id: Option<&str>,
+    session: Option<Conversation>,
     decision: Decision,
 ) {
     if let Some(rec) = &gateway.recorder {
         settlement.log(rec.row(&Entry {
             body: &req.body(),
             tags: &feats.tags,
-            tenant: caller.tenant.as_deref(),
+            tenant: feats.tenant.as_deref(),
             route: gateway.policy.route_of(decision.model),
             model: decision.model,
             rule: decision.rule,
             prompt_tokens: feats.prompt_tokens,
             request_id,
             pii: gateway.policy.uses_pii().then_some(feats.pii),
+            session,
         }));
     }
 }
@@ -434,34 +440,48 @@ fn redacted_copy(
     Some((Redacted { request, native }, p))
 }
 
-/// Looks up the conversation's pin when the policy has sticky routes and the request is
-/// `auto`, and puts it into the features; returns the conversation's key and whether the
-/// store answered. A store that does not answer in time leaves the request unpinned
-/// (`switchyard_sticky_total{outcome="unavailable"}`).
-async fn pinned(
+/// The conversation an `auto` request continues ([`sticky::session_key`]) and whether the
+/// `x-switchyard-session` header named it, when the policy has sticky routes (its pin is looked
+/// up by it) or keeps a request log (`replay` follows a sticky policy's pins by it, whatever
+/// the policy that served the traffic).
+fn conversation_of(
     gateway: &Gateway,
     headers: &HeaderMap,
     req: &ChatRequest,
-    caller: &Caller,
-    feats: &mut Features,
+    feats: &Features,
 ) -> Option<(String, bool)> {
-    if !gateway.policy.uses_sticky() || feats.requested_model != policy::AUTO {
+    let wanted = gateway.policy.uses_sticky() || gateway.recorder.is_some();
+    if !wanted || feats.requested_model != policy::AUTO {
         return None;
     }
-    let store = gateway.ledger.state.as_ref()?;
     let header = headers
         .get(sticky::SESSION_HEADER)
         .and_then(|v| v.to_str().ok());
-    let key = sticky::session_key(header, caller.tenant.as_deref(), req)?;
-    match sticky::lookup(store.as_ref(), &key).await {
+    let by_header = header.is_some_and(|h| !h.trim().is_empty());
+    Some((
+        sticky::session_key(header, feats.tenant.as_deref(), req)?,
+        by_header,
+    ))
+}
+
+/// Looks up the pin of conversation `key` when the policy has sticky routes, and puts it into
+/// the features; returns whether the store answered (`None`: no lookup). A store that does
+/// not answer in time leaves the request unpinned
+/// (`switchyard_sticky_total{outcome="unavailable"}`).
+async fn pinned(gateway: &Gateway, key: Option<&str>, feats: &mut Features) -> Option<bool> {
+    if !gateway.policy.uses_sticky() {
+        return None;
+    }
+    let store = gateway.ledger.state.as_ref()?;
+    match sticky::lookup(store.as_ref(), key?).await {
         Ok(pin) => {
             feats.pinned = pin;
-            Some((key, true))
+            Some(true)
         }
         Err(e) => {
             gateway.ledger.metrics.sticky("unavailable");
             tracing::debug!("sticky conversation lookup failed: {e}");
-            Some((key, false))
+            Some(false)
         }
     }
 }

@@ -10,7 +10,7 @@ pub mod reload;
 mod request_id;
 pub mod respond;
 mod routes;
-mod sticky;
+pub mod sticky;
 mod stream;
 
 pub use auth::{Auth, AuthLayer, AuthService, Caller};

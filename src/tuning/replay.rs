@@ -1,13 +1,17 @@
 //! Replay: what a policy does to a set of requests, without calling any model. Pure functions of
 //! the policy, the rows' features (classified where the policy needs it) and their labels.
+//! Under a policy with sticky routes, the rows are turns in the order given: a turn follows the
+//! pin its conversation's earlier turns left, as `serve` would.
 
 use super::traffic::Row;
 use crate::accounting;
 use crate::api::Usage;
 use crate::classifier::eval::Outcome;
+use crate::features::{Features, Pin};
 use crate::policy::{self, Policy};
 use indexmap::IndexMap;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// Counts and shares of one group (route, model or rule).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -56,6 +60,38 @@ pub struct Report {
     pub savings_usd: f64,
     pub savings_percent: f64,
     pub quality: Option<Quality>,
+    /// How the `auto` turns met their conversations' pins, when the policy has sticky routes.
+    pub sticky: Option<StickyOutcomes>,
+}
+
+/// The `auto` turns of a replay under sticky routes, by what the pin did; the outcomes of
+/// `switchyard_sticky_total` (docs/metrics.md), without `unavailable` (no store is called).
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct StickyOutcomes {
+    /// The conversation's pin decided the model.
+    pub hit: u64,
+    /// The conversation had no pin (a first turn, or its pin had lapsed).
+    pub new: u64,
+    /// A rule above the pinning one (or a capability the pinned model lacks) moved the turn.
+    pub overridden: u64,
+}
+
+/// Pins of the conversations replayed so far: the pin and the `ts` of the turn that wrote it.
+struct Pins {
+    ttl_s: f64,
+    by_key: HashMap<String, (Pin, Option<f64>)>,
+}
+
+impl Pins {
+    /// The pin of `key` at `ts`: lapsed once `ts` is more than the TTL past the turn that wrote
+    /// it; a row without `ts` (or a pin written by one) finds its pin however far apart.
+    fn get(&self, key: &str, ts: Option<f64>) -> Option<&Pin> {
+        let (pin, at) = self.by_key.get(key)?;
+        match (ts, at) {
+            (Some(now), Some(at)) if now - at > self.ttl_s => None,
+            _ => Some(pin),
+        }
+    }
 }
 
 fn bump(map: &mut IndexMap<String, Share>, key: &str) {
@@ -112,14 +148,51 @@ pub fn replay(policy: &Policy, rows: &[Row], output_tokens: u64) -> Report {
     let mut errors = 0;
     let (mut cost, mut reference_cost) = (0.0, 0.0);
     let mut labelled = vec![];
+    let mut pins = Pins {
+        ttl_s: policy.sticky_ttl.as_secs_f64(),
+        by_key: HashMap::new(),
+    };
+    let mut sticky = policy.uses_sticky().then(StickyOutcomes::default);
     for row in rows {
-        let decision = match policy::decide(policy, &row.features) {
+        let conversation = row
+            .session
+            .as_deref()
+            .filter(|_| sticky.is_some() && row.features.requested_model == policy::AUTO);
+        let with_pin: Features;
+        let features = match conversation.and_then(|k| pins.get(k, row.ts)) {
+            Some(pin) => {
+                with_pin = Features {
+                    pinned: Some(pin.clone()),
+                    ..row.features.clone()
+                };
+                &with_pin
+            }
+            None => &row.features,
+        };
+        let decision = match policy::decide(policy, features) {
             Ok(d) => d,
             Err(_) => {
                 errors += 1;
                 continue;
             }
         };
+        if let (Some(key), Some(s)) = (conversation, sticky.as_mut()) {
+            match (
+                decision.pinned && decision.skipped.is_none(),
+                &features.pinned,
+            ) {
+                (true, _) => s.hit += 1,
+                (false, Some(_)) => s.overridden += 1,
+                (false, None) => s.new += 1,
+            }
+            if decision.sticky {
+                let pin = Pin {
+                    model: decision.model.to_string(),
+                    rule: decision.rule.to_string(),
+                };
+                pins.by_key.insert(key.to_string(), (pin, row.ts));
+            }
+        }
         let route = policy.route_of(decision.model);
         bump(&mut by_route, route);
         bump(&mut by_model, decision.model);
@@ -171,6 +244,7 @@ pub fn replay(policy: &Policy, rows: &[Row], output_tokens: u64) -> Report {
             0.0
         },
         quality: quality(&labelled),
+        sticky,
     }
 }
 
@@ -214,6 +288,12 @@ pub fn render(r: &Report) -> String {
         line(format!(
             "quality on {} labelled rows: policy {:.4}, all weak {:.4}, all strong {:.4}, PGR {:.3} with {:.1}% cloud calls",
             q.labelled, q.policy, q.all_weak, q.all_strong, q.pgr, 100.0 * q.cloud_share
+        ));
+    }
+    if let Some(s) = &r.sticky {
+        line(format!(
+            "sticky conversations: {} turns followed their pin, {} were moved by a higher rule, {} had none",
+            s.hit, s.overridden, s.new
         ));
     }
     out
@@ -265,5 +345,82 @@ default: { route: small }
         // Policy: strong on the first (1), weak on the others (1, 0) = 2/3; weak 1/3, strong 1.
         assert!((q.pgr - 0.5).abs() < 1e-9, "{}", q.pgr);
         assert!(render(&r).contains("PGR 0.500"));
+        assert_eq!(r.sticky, None, "no sticky route, no sticky outcomes");
+    }
+
+    #[test]
+    fn turns_follow_their_conversations_pins_until_they_lapse() {
+        let policy = crate::policy::parse(
+            r#"
+version: 1
+models:
+  small: { kind: local }
+  big: { kind: openai, base_url: "http://127.0.0.1:1/v1" }
+sticky: { enabled: false, ttl_s: 60 }
+rules:
+  - { name: forced, when: { tags: [forced] }, route: small }
+  - { name: tagged, when: { tags: [premium] }, route: big, sticky: true }
+default: { route: small }
+"#,
+            "t.yaml",
+            &|_| None,
+        )
+        .expect("policy");
+        // Two turns of one conversation (the same opener), as the request log writes them.
+        let turn = |extra: &str, tags: &str, ts: f64| {
+            let more = if extra.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    r#", {{"role": "assistant", "content": "ok"}}, {{"role": "user", "content": "{extra}"}}"#
+                )
+            };
+            format!(
+                r#"{{"model": "auto", "messages": [{{"role": "user", "content": "plan a trip"}}{more}], "tags": [{tags}], "ts": {ts}}}"#
+            )
+        };
+        let rows: Vec<Row> = [
+            turn("", r#""premium""#, 1000.0), // new: pinned to big by `tagged`
+            turn("and hotels", "", 1010.0),   // hit: big, though the default says small
+            turn("and trains", r#""forced""#, 1020.0), // overridden by the rule above
+            turn("and food", "", 1030.0),     // hit: the pin stayed
+            turn("back again", "", 1100.0),   // 70 s after the last pin: lapsed, new
+            r#"{"prompt": "another chat"}"#.to_string(), // new: its own conversation
+            r#"{"model": "big", "messages": [{"role": "user", "content": "plan a trip"}]}"#
+                .to_string(), // a named model: no pin, no outcome
+        ]
+        .iter()
+        .map(|l| parse_row(l).expect("row"))
+        .collect();
+        let r = replay(&policy, &rows, 10);
+        let models: Vec<u64> = ["big", "small"]
+            .iter()
+            .map(|m| r.by_model[*m].requests)
+            .collect();
+        assert_eq!(models, [4, 3], "{:?}", r.by_model);
+        assert_eq!(
+            r.by_rule["tagged"].requests, 3,
+            "pinned turns count for the pinning rule"
+        );
+        assert_eq!(
+            r.sticky,
+            Some(StickyOutcomes {
+                hit: 2,
+                new: 3,
+                overridden: 1
+            })
+        );
+        assert!(render(&r).contains("2 turns followed their pin"));
+        // A request log's `session` names the conversation, whatever the messages say.
+        let named = |text: &str| {
+            parse_row(&format!(
+                r#"{{"model": "auto", "session": "abc", "messages": [{{"role": "user", "content": "{text}"}}], "tags": ["premium"]}}"#
+            ))
+            .expect("row")
+        };
+        let mut second = named("something else");
+        second.features.tags.clear();
+        let r = replay(&policy, &[named("first"), second], 10);
+        assert_eq!(r.by_model["big"].requests, 2);
     }
 }

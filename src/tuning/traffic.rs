@@ -1,7 +1,7 @@
 //! Recorded or benchmark traffic for `replay` and `calibrate`: one JSON object per line, either an
 //! OpenAI chat request or `{"prompt": ...}`, optionally with outcome labels
-//! (`weak_correct`/`strong_correct` or `weak_score`/`strong_score`), `tags`, `tenant` and the
-//! answer's `completion_tokens`.
+//! (`weak_correct`/`strong_correct` or `weak_score`/`strong_score`), `tags`, `tenant`, the
+//! answer's `completion_tokens`, and a request log's `ts` and `session` (the conversation).
 
 use crate::api::ChatRequest;
 use crate::classifier::eval::Outcome;
@@ -29,6 +29,13 @@ pub struct Row {
     /// Of the prompt, the tokens written to a provider's prompt cache (priced at the cache
     /// write price), when the row says.
     pub cache_write_prompt_tokens: Option<u64>,
+    /// The conversation the row continues: a request log's `session` (the key the gateway
+    /// named it by, from its `x-switchyard-session` header or opening messages; a log row
+    /// without one continues none), else the key of the row's own opening messages and tenant
+    /// ([`crate::server::sticky::session_key`]).
+    pub session: Option<String>,
+    /// When the request arrived (a request log's `ts`, Unix seconds), when the row says.
+    pub ts: Option<f64>,
 }
 
 /// Why traffic could not be read.
@@ -88,6 +95,7 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
             "cache_write_prompt_tokens",
             // What the request log adds to the request.
             "ts",
+            "session",
             "request_id",
             "prompt_tokens",
             "decision",
@@ -157,6 +165,13 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
                 .and_then(|u| u.get("cache_creation_input_tokens"))
         })
         .and_then(Value::as_u64);
+    // A request log names the conversation, or leaves it unnamed (`prompts: drop`, or a log
+    // written before conversations were recorded): its texts may be hashed or dropped.
+    let session = match obj.get("session") {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ if obj.contains_key("decision") => None,
+        _ => crate::server::sticky::session_key(None, tenant, &request),
+    };
     Ok(Row {
         id: obj.get("id").cloned(),
         outcome: outcome(&obj),
@@ -166,6 +181,8 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
         billed_prompt_tokens,
         cached_prompt_tokens,
         cache_write_prompt_tokens,
+        session,
+        ts: obj.get("ts").and_then(Value::as_f64),
     })
 }
 
@@ -192,6 +209,34 @@ pub fn read(path: &Path) -> Result<Vec<Row>, TrafficError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rows_conversation_is_the_logs_session_or_its_opening_messages() {
+        let session = |line: &str| parse_row(line).expect("row").session;
+        // A request log's row: the conversation it names, or none (the log kept no name).
+        let logged = r#"{"model": "auto", "messages": [{"role": "user", "content": ""}], "decision": {"route": "local", "model": "m", "rule": "default"}"#;
+        assert_eq!(
+            session(&format!(r#"{logged}, "session": "ab12", "ts": 5.5}}"#)),
+            Some("ab12".to_string())
+        );
+        assert_eq!(session(&format!("{logged}}}")), None);
+        // Other traffic: the opening messages and the tenant, as `serve` names a conversation.
+        let a = session(r#"{"prompt": "plan a trip"}"#);
+        assert!(a.is_some());
+        assert_eq!(
+            a,
+            session(
+                r#"{"messages": [{"role": "user", "content": "plan a trip"}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]}"#
+            )
+        );
+        assert_ne!(a, session(r#"{"prompt": "plan a trip", "tenant": "b"}"#));
+        assert_eq!(
+            parse_row(&format!(r#"{logged}, "ts": 5.5}}"#))
+                .expect("row")
+                .ts,
+            Some(5.5)
+        );
+    }
 
     #[test]
     fn reads_prompts_requests_and_labels() {
