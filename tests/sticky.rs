@@ -326,3 +326,54 @@ async fn a_spent_budget_moves_the_conversation_to_the_box() {
         2.0
     );
 }
+
+/// Codex CLI opens every conversation in a folder with the same user messages of its own (the
+/// folder's AGENTS.md, its `<environment_context>`): the person's first request names the
+/// conversation, so a second conversation in the same folder is routed afresh, and not by the
+/// first one's pin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_an_agent_opens_alike_keep_pins_of_their_own() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up, ""), KEY).await;
+    let text = |t: &str| json!({"type": "input_text", "text": t});
+    let codex = |turns: &[&str]| {
+        let mut input = vec![
+            json!({"type": "message", "role": "user", "content": [text("# AGENTS.md instructions for /r\n\n<INSTRUCTIONS>\nBe brief.\n</INSTRUCTIONS>")]}),
+            json!({"type": "message", "role": "user", "content": [text("<environment_context><cwd>/r</cwd></environment_context>")]}),
+        ];
+        for (i, t) in turns.iter().enumerate() {
+            if i > 0 {
+                input.push(json!({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "done"}]}));
+            }
+            input.push(json!({"type": "message", "role": "user", "content": [text(t)]}));
+        }
+        json!({"model": "auto", "input": input, "store": false})
+    };
+    let model = |body: Value| {
+        let gw = &gw;
+        async move {
+            let r = request(
+                "POST",
+                &format!("{}/v1/responses", gw.url),
+                body.to_string(),
+                &[("content-type", "application/json")],
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            format!("{} {}", r.header("x-switchyard-model"), r.header("x-switchyard-rule"))
+        }
+    };
+    // The first conversation opens long (cloud) and stays there.
+    assert_eq!(model(codex(&[LONG])).await, "cloud long");
+    assert_eq!(model(codex(&[LONG, "and the tests?"])).await, "cloud long");
+    // A second conversation in the same folder opens short: the box, by the default route.
+    assert_eq!(model(codex(&["rename it"])).await, "local-echo default");
+    assert_eq!(
+        model(codex(&["rename it", LONG])).await,
+        "local-echo default"
+    );
+    assert_eq!(
+        metric(&gw, "switchyard_sticky_total{outcome=\"hit\"}").await,
+        2.0
+    );
+}

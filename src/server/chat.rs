@@ -459,7 +459,7 @@ fn conversation_of(
         .and_then(|v| v.to_str().ok());
     let by_header = header.is_some_and(|h| !h.trim().is_empty());
     Some((
-        sticky::session_key(header, feats.tenant.as_deref(), req)?,
+        sticky::session_key(header, feats.tenant.as_deref(), req, &gateway.harness)?,
         by_header,
     ))
 }

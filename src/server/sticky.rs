@@ -1,13 +1,18 @@
 //! Sticky conversations: which conversation a request continues, and its pin in the state store.
 //!
-//! A conversation is named by the client's `x-switchyard-session` header, or else by its first
-//! messages (every system or developer message before the first user message, and that user
-//! message): they are the same on every turn of one conversation. The key is a SHA-256 of the
-//! caller's tenant and that name, so neither the header nor any text is stored. The pin holds
-//! the model that answered the last sticky turn and the rule that routed it.
+//! A conversation is named by the client's `x-switchyard-session` header, or else by its
+//! opening: its messages up to the first user message that holds words of the person's (what
+//! is left of it once the classifier's harness rules have stripped it), the system, developer
+//! and user messages among them; they are the same on every turn of one conversation. Coding
+//! agents open every conversation with user messages of their own (Codex CLI: the folder's
+//! `AGENTS.md` and `<environment_context>`), which would make every conversation in a folder one
+//! conversation without the person's first request. The key is a SHA-256 of the caller's tenant
+//! and that name, so neither the header nor any text is stored. The pin holds the model that
+//! answered the last sticky turn and the rule that routed it.
 
 use crate::accounting::state::{StateStore, StoreError};
 use crate::api::{content_text, ChatRequest, Role};
+use crate::classifier::input::HarnessFilter;
 use crate::features::Pin;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -17,11 +22,14 @@ use std::time::Duration;
 pub const SESSION_HEADER: &str = "x-switchyard-session";
 
 /// The conversation's key (hex SHA-256), or `None` when the request names none and has no user
-/// message to name it by.
+/// message to name it by. `harness`: the rules that tell an agent's own user messages from the
+/// person's (the policy's classifier settings); when no user message has words of the
+/// person's yet, the opening ends at the first user message.
 pub fn session_key(
     header: Option<&str>,
     tenant: Option<&str>,
     req: &ChatRequest,
+    harness: &HarnessFilter,
 ) -> Option<String> {
     let mut h = Sha256::new();
     h.update(tenant.unwrap_or("").as_bytes());
@@ -38,7 +46,17 @@ pub fn session_key(
             };
             let role = |m: &Value| m.get("role").and_then(Value::as_str).and_then(Role::parse);
             let first_user = messages.iter().position(|m| role(m) == Some(Role::User))?;
-            for m in &messages[..=first_user] {
+            // An image or other part that is not text is the person's too.
+            let person = |m: &Value| {
+                let content = m.get("content");
+                let media = matches!(content, Some(Value::Array(parts))
+                    if parts.iter().any(|p| p.get("text").is_none()));
+                media || !harness.strip(&content_text(content)).is_empty()
+            };
+            let end = (first_user..messages.len())
+                .find(|&i| role(&messages[i]) == Some(Role::User) && person(&messages[i]))
+                .unwrap_or(first_user);
+            for m in &messages[..=end] {
                 let Some(r) =
                     role(m).filter(|r| matches!(r, Role::System | Role::Developer | Role::User))
                 else {
@@ -113,6 +131,7 @@ mod tests {
 
     #[test]
     fn a_conversation_keeps_its_key_across_turns() {
+        let h = HarnessFilter::default();
         let first = req(
             r#"{"model":"auto","messages":[{"role":"system","content":"S"},{"role":"user","content":"hi"}]}"#,
         );
@@ -122,16 +141,16 @@ mod tests {
         let other = req(
             r#"{"model":"auto","messages":[{"role":"system","content":"S"},{"role":"user","content":"bye"}]}"#,
         );
-        let k = session_key(None, None, &first);
+        let k = session_key(None, None, &first, &h);
         assert!(k.is_some());
-        assert_eq!(k, session_key(None, None, &later));
-        assert_ne!(k, session_key(None, None, &other));
+        assert_eq!(k, session_key(None, None, &later, &h));
+        assert_ne!(k, session_key(None, None, &other, &h));
         // Another tenant's identical conversation is another conversation.
-        assert_ne!(k, session_key(None, Some("team-b"), &first));
+        assert_ne!(k, session_key(None, Some("team-b"), &first, &h));
         // The header names the conversation, whatever its messages.
         assert_eq!(
-            session_key(Some("s1"), None, &first),
-            session_key(Some("s1"), None, &other)
+            session_key(Some("s1"), None, &first, &h),
+            session_key(Some("s1"), None, &other, &h)
         );
         // Openers that are only an image are told apart by the image, and a part's
         // `cache_control`, which clients move between turns, does not change the key.
@@ -140,10 +159,10 @@ mod tests {
                 r#"{{"model":"auto","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"{url}"}}{extra}}}]}}]}}"#
             ))
         };
-        let a = session_key(None, None, &image("data:image/png;base64,AAAA", ""));
+        let a = session_key(None, None, &image("data:image/png;base64,AAAA", ""), &h);
         assert_ne!(
             a,
-            session_key(None, None, &image("data:image/png;base64,BBBB", ""))
+            session_key(None, None, &image("data:image/png;base64,BBBB", ""), &h)
         );
         assert_eq!(
             a,
@@ -153,7 +172,8 @@ mod tests {
                 &image(
                     "data:image/png;base64,AAAA",
                     r#","cache_control":{"type":"ephemeral"}"#
-                )
+                ),
+                &h
             )
         );
         // A text-only opener keeps the key it had before non-text parts counted (pins stored
@@ -165,9 +185,48 @@ mod tests {
         let parts = req(
             r#"{"model":"auto","messages":[{"role":"system","content":"S"},{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#,
         );
-        assert_eq!(k, session_key(None, None, &parts));
+        assert_eq!(k, session_key(None, None, &parts, &h));
         let none = req(r#"{"model":"auto","messages":[{"role":"system","content":"S"}]}"#);
-        assert_eq!(session_key(None, None, &none), None);
+        assert_eq!(session_key(None, None, &none, &h), None);
+    }
+
+    /// Codex CLI opens every conversation in a folder with the same user messages (the
+    /// folder's AGENTS.md, its environment): the person's first request tells two of them
+    /// apart, and stays the conversation's name on later turns.
+    #[test]
+    fn an_agents_own_opening_messages_do_not_name_the_conversation() {
+        let h = HarnessFilter::default();
+        let codex = |prompt: &str, more: &str| {
+            req(&format!(
+                r##"{{"model":"auto","messages":[{{"role":"developer","content":"You are Codex."}},{{"role":"user","content":[{{"type":"text","text":"# AGENTS.md instructions for /repo\n\n<INSTRUCTIONS>\nUse 4 spaces.\n</INSTRUCTIONS>"}}]}},{{"role":"user","content":[{{"type":"text","text":"<environment_context>\n  <cwd>/repo</cwd>\n</environment_context>"}}]}},{{"role":"user","content":"{prompt}"}}{more}]}}"##
+            ))
+        };
+        let a = session_key(None, None, &codex("Add retries to the client.", ""), &h);
+        let b = session_key(None, None, &codex("Write a README.", ""), &h);
+        assert!(a.is_some());
+        assert_ne!(a, b, "two conversations in one folder");
+        let later =
+            r#",{"role":"assistant","content":"Done."},{"role":"user","content":"Now add tests."}"#;
+        assert_eq!(
+            a,
+            session_key(None, None, &codex("Add retries to the client.", later), &h)
+        );
+        // Under a policy that turns the built-in rules off, those messages are the person's.
+        let none = HarnessFilter::new(&[], &[], false).expect("no rules");
+        assert_eq!(
+            session_key(None, None, &codex("Add retries to the client.", ""), &none),
+            session_key(None, None, &codex("Write a README.", ""), &none)
+        );
+        // A conversation with no words of the person's yet is named by its first user message.
+        let harness_only = req(
+            r#"{"model":"auto","messages":[{"role":"user","content":"<environment_context>x</environment_context>"}]}"#,
+        );
+        let mut first = Sha256::new();
+        first.update(b"\0messages\0User\0<environment_context>x</environment_context>\0");
+        assert_eq!(
+            session_key(None, None, &harness_only, &h),
+            Some(hex::encode(first.finalize()))
+        );
     }
 
     #[test]

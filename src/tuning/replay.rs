@@ -3,12 +3,14 @@
 //! Under a policy with sticky routes, the rows are turns in the order given: a turn follows the
 //! pin its conversation's earlier turns left, as `serve` would.
 
-use super::traffic::Row;
+use super::traffic::{Conversation, Row};
 use crate::accounting;
 use crate::api::Usage;
 use crate::classifier::eval::Outcome;
+use crate::classifier::input::HarnessFilter;
 use crate::features::{Features, Pin};
 use crate::policy::{self, Policy};
+use crate::server::sticky::session_key;
 use indexmap::IndexMap;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -153,11 +155,18 @@ pub fn replay(policy: &Policy, rows: &[Row], output_tokens: u64) -> Report {
         by_key: HashMap::new(),
     };
     let mut sticky = policy.uses_sticky().then(StickyOutcomes::default);
+    let harness = HarnessFilter::of(&policy.classifier).unwrap_or_default();
     for row in rows {
-        let conversation = row
-            .session
-            .as_deref()
-            .filter(|_| sticky.is_some() && row.features.requested_model == policy::AUTO);
+        let conversation = match &row.conversation {
+            _ if sticky.is_none() || row.features.requested_model != policy::AUTO => None,
+            Conversation::Logged(key) => Some(key.clone()),
+            Conversation::Unnamed => None,
+            Conversation::Opening => {
+                let tenant = row.features.tenant.as_deref();
+                session_key(None, tenant, &row.request, &harness)
+            }
+        };
+        let conversation = conversation.as_deref();
         let with_pin: Features;
         let features = match conversation.and_then(|k| pins.get(k, row.ts)) {
             Some(pin) => {

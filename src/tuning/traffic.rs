@@ -29,13 +29,25 @@ pub struct Row {
     /// Of the prompt, the tokens written to a provider's prompt cache (priced at the cache
     /// write price), when the row says.
     pub cache_write_prompt_tokens: Option<u64>,
-    /// The conversation the row continues: a request log's `session` (the key the gateway
-    /// named it by, from its `x-switchyard-session` header or opening messages; a log row
-    /// without one continues none), else the key of the row's own opening messages and tenant
-    /// ([`crate::server::sticky::session_key`]).
-    pub session: Option<String>,
+    /// The conversation the row continues.
+    pub conversation: Conversation,
     /// When the request arrived (a request log's `ts`, Unix seconds), when the row says.
     pub ts: Option<f64>,
+}
+
+/// Which conversation a row continues (for sticky routes in a replay).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conversation {
+    /// A request log's `session`: the key the gateway named it by (from the
+    /// `x-switchyard-session` header or the opening messages).
+    Logged(String),
+    /// A request log's row that names none (`prompts: drop`, or a log written before
+    /// conversations were recorded): a turn of no conversation.
+    Unnamed,
+    /// Another traffic file's row: named by its tenant and opening messages, as `serve` names a
+    /// conversation without the header ([`crate::server::sticky::session_key`], with the
+    /// replayed policy's harness rules).
+    Opening,
 }
 
 /// Why traffic could not be read.
@@ -165,12 +177,12 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
                 .and_then(|u| u.get("cache_creation_input_tokens"))
         })
         .and_then(Value::as_u64);
-    // A request log names the conversation, or leaves it unnamed (`prompts: drop`, or a log
-    // written before conversations were recorded): its texts may be hashed or dropped.
-    let session = match obj.get("session") {
-        Some(Value::String(s)) => Some(s.clone()),
-        _ if obj.contains_key("decision") => None,
-        _ => crate::server::sticky::session_key(None, tenant, &request),
+    // A request log names the conversation, or leaves it unnamed: its texts may be hashed or
+    // dropped, so they do not name it.
+    let conversation = match obj.get("session") {
+        Some(Value::String(s)) => Conversation::Logged(s.clone()),
+        _ if obj.contains_key("decision") => Conversation::Unnamed,
+        _ => Conversation::Opening,
     };
     Ok(Row {
         id: obj.get("id").cloned(),
@@ -181,7 +193,7 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
         billed_prompt_tokens,
         cached_prompt_tokens,
         cache_write_prompt_tokens,
-        session,
+        conversation,
         ts: obj.get("ts").and_then(Value::as_f64),
     })
 }
@@ -212,24 +224,19 @@ mod tests {
 
     #[test]
     fn a_rows_conversation_is_the_logs_session_or_its_opening_messages() {
-        let session = |line: &str| parse_row(line).expect("row").session;
+        let conversation = |line: &str| parse_row(line).expect("row").conversation;
         // A request log's row: the conversation it names, or none (the log kept no name).
         let logged = r#"{"model": "auto", "messages": [{"role": "user", "content": ""}], "decision": {"route": "local", "model": "m", "rule": "default"}"#;
         assert_eq!(
-            session(&format!(r#"{logged}, "session": "ab12", "ts": 5.5}}"#)),
-            Some("ab12".to_string())
+            conversation(&format!(r#"{logged}, "session": "ab12", "ts": 5.5}}"#)),
+            Conversation::Logged("ab12".to_string())
         );
-        assert_eq!(session(&format!("{logged}}}")), None);
-        // Other traffic: the opening messages and the tenant, as `serve` names a conversation.
-        let a = session(r#"{"prompt": "plan a trip"}"#);
-        assert!(a.is_some());
+        assert_eq!(conversation(&format!("{logged}}}")), Conversation::Unnamed);
+        // Other traffic: named by its opening messages when replayed.
         assert_eq!(
-            a,
-            session(
-                r#"{"messages": [{"role": "user", "content": "plan a trip"}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]}"#
-            )
+            conversation(r#"{"prompt": "plan a trip"}"#),
+            Conversation::Opening
         );
-        assert_ne!(a, session(r#"{"prompt": "plan a trip", "tenant": "b"}"#));
         assert_eq!(
             parse_row(&format!(r#"{logged}, "ts": 5.5}}"#))
                 .expect("row")
