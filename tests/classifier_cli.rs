@@ -78,8 +78,9 @@ fn classify_prints_the_distribution_and_strong_score() {
 }
 
 /// `bench-classifier --harness` times the harness rules on a chat turn and an agent's turn
-/// (the chat turn is read whole, the agent's turn down to its question) and the tool-feedback
-/// rules on a tool's result (nothing kept) and a rejected call (the reason kept).
+/// (the chat turn is read whole, the agent's turn down to its question), the tool-feedback
+/// rules on a tool's result (nothing kept) and a rejected call (the reason kept), and a sticky
+/// conversation's key on three openings.
 #[test]
 fn the_harness_benchmark_strips_only_the_agents_text() {
     let out = switchyard_ok(
@@ -97,7 +98,7 @@ fn the_harness_benchmark_strips_only_the_agents_text() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
-    assert_eq!(rows.len(), 4, "{out}");
+    assert_eq!(rows.len(), 7, "{out}");
     for r in &rows {
         assert_eq!(r["bench"], "harness");
         assert!(r["p50_us"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
@@ -107,7 +108,25 @@ fn the_harness_benchmark_strips_only_the_agents_text() {
         );
     }
     let rules: Vec<&str> = rows.iter().filter_map(|r| r["rules"].as_str()).collect();
-    assert_eq!(rules, ["strip", "strip", "tool_feedback", "tool_feedback"]);
+    assert_eq!(
+        rules,
+        [
+            "strip",
+            "strip",
+            "tool_feedback",
+            "tool_feedback",
+            "conversation_key",
+            "conversation_key",
+            "conversation_key"
+        ]
+    );
+    // A key keeps no text: its rows say how big the opening was, not what was kept.
+    assert!(rows[4..].iter().all(|r| r["kept_bytes"].is_null()));
+    assert!(
+        rows[5]["bytes"].as_u64().unwrap_or(0) > 20_000,
+        "{}",
+        rows[5]
+    );
     let bytes = |r: &Value, k: &str| r[k].as_u64().unwrap_or(0);
     assert_eq!(bytes(&rows[0], "kept_bytes"), bytes(&rows[0], "bytes"));
     assert!(bytes(&rows[1], "bytes") > 20_000);

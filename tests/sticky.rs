@@ -360,7 +360,11 @@ async fn conversations_an_agent_opens_alike_keep_pins_of_their_own() {
             )
             .await;
             assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-            format!("{} {}", r.header("x-switchyard-model"), r.header("x-switchyard-rule"))
+            format!(
+                "{} {}",
+                r.header("x-switchyard-model"),
+                r.header("x-switchyard-rule")
+            )
         }
     };
     // The first conversation opens long (cloud) and stays there.

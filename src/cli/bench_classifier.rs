@@ -8,7 +8,7 @@ use crate::classifier::encoder::{Encoder, Kernels};
 use crate::classifier::heads::Heads;
 use crate::classifier::{Classification, ClassifierError, RouterModel};
 use clap::Args;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,10 @@ enum Rules {
     Strip,
     /// The tool-feedback rules on a tool's result (`HarnessFilter::feedback`).
     ToolFeedback,
+    /// A sticky conversation's key on a chat request's opening (`sticky::session_key`: the
+    /// harness rules on the opening's user messages until one has the person's words, then
+    /// SHA-256).
+    ConversationKey,
 }
 
 impl Rules {
@@ -89,13 +93,7 @@ impl Rules {
         match self {
             Rules::Strip => "strip",
             Rules::ToolFeedback => "tool_feedback",
-        }
-    }
-
-    fn apply(self, filter: &crate::classifier::input::HarnessFilter, text: &str) -> String {
-        match self {
-            Rules::Strip => filter.strip(text),
-            Rules::ToolFeedback => filter.feedback(text),
+            Rules::ConversationKey => "conversation_key",
         }
     }
 }
@@ -104,8 +102,11 @@ impl Rules {
 /// shape (a reminder block, a 28 KB file dump, a to-do reminder, then the question), for the
 /// harness rules; the same file as a tool's result (nothing to keep: the rules read it all),
 /// and Claude Code's result of a tool call the person rejected with a reason, for the
-/// tool-feedback rules. Built here so that every run reads the same bytes.
-fn harness_inputs() -> [(&'static str, Rules, String); 4] {
+/// tool-feedback rules; chat requests that open with the chat turn, with the agent's turn
+/// (Claude Code's first message), and Codex CLI's opening (AGENTS.md and environment as user
+/// messages of their own, then the question), for the conversation key. Built here so that
+/// every run reads the same bytes.
+fn harness_inputs() -> [(&'static str, Rules, String); 7] {
     let chat = "I'm planning a trip to Lisbon in May with two kids (6 and 9). Could you suggest a \
         three-day itinerary that balances museums, outdoor time and easy food options, and tell \
         me which neighbourhoods are best to stay in if we want to walk most places? We don't \
@@ -130,28 +131,41 @@ fn harness_inputs() -> [(&'static str, Rules, String); 4] {
         rejected (eg. if it was a file edit, the new_string was NOT written to the file). To tell \
         you how to proceed, the user said:\nKeep the early return and log the empty input instead."
         .to_string();
+    let opening = |messages: Vec<Value>| json!({"model": "auto", "messages": messages}).to_string();
+    let system = json!({"role": "system", "content": "You are a helpful assistant."});
+    let chat_opening = opening(vec![
+        system.clone(),
+        json!({"role": "user", "content": chat}),
+    ]);
+    let agent_opening = opening(vec![system, json!({"role": "user", "content": agent})]);
+    let codex_opening = opening(vec![
+        json!({"role": "developer", "content": "You are Codex, a coding agent."}),
+        json!({"role": "user", "content": format!(
+            "# AGENTS.md instructions for /repo\n\n<INSTRUCTIONS>\n{reminder}\n</INSTRUCTIONS>"
+        )}),
+        json!({"role": "user", "content": "<environment_context>\n  <cwd>/repo</cwd>\n  <sandbox_mode>workspace-write</sandbox_mode>\n</environment_context>"}),
+        json!({"role": "user", "content": "Why does the pipeline fail on empty input?"}),
+    ]);
     [
         ("chat turn", Rules::Strip, chat),
         ("coding agent turn", Rules::Strip, agent),
         ("tool result", Rules::ToolFeedback, file),
         ("rejected tool call", Rules::ToolFeedback, rejected),
+        ("chat opening", Rules::ConversationKey, chat_opening),
+        ("Claude Code opening", Rules::ConversationKey, agent_opening),
+        ("Codex CLI opening", Rules::ConversationKey, codex_opening),
     ]
 }
 
-/// p50 microseconds of `rules` on `text`.
-fn time_rules(
-    filter: &crate::classifier::input::HarnessFilter,
-    rules: Rules,
-    text: &str,
-    runs: usize,
-) -> f64 {
+/// p50 microseconds of `f`, over `runs` calls after 10 to warm up.
+fn time_calls<T>(runs: usize, f: impl Fn() -> T) -> f64 {
     for _ in 0..10 {
-        std::hint::black_box(rules.apply(filter, text));
+        std::hint::black_box(f());
     }
     let mut us = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        std::hint::black_box(rules.apply(filter, std::hint::black_box(text)));
+        std::hint::black_box(f());
         us.push(t.elapsed().as_secs_f64() * 1e6);
     }
     us.sort_by(f64::total_cmp);
@@ -167,12 +181,29 @@ fn harness(encoder: &Encoder, args: &BenchClassifierArgs) -> Result<(), Classifi
         .collect();
     let (encoder_p50_ms, _) = time_single(encoder, &ids, args.runs)?;
     let filter = crate::classifier::input::HarnessFilter::default();
+    let runs = args.runs.max(1) * 100;
     for (input, rules, text) in harness_inputs() {
-        let p50_us = time_rules(&filter, rules, &text, args.runs.max(1) * 100);
+        let text = std::hint::black_box(text.as_str());
+        let (p50_us, kept_bytes) = match rules {
+            Rules::Strip => (
+                time_calls(runs, || filter.strip(text)),
+                Some(filter.strip(text).len()),
+            ),
+            Rules::ToolFeedback => (
+                time_calls(runs, || filter.feedback(text)),
+                Some(filter.feedback(text).len()),
+            ),
+            Rules::ConversationKey => {
+                let req = crate::api::ChatRequest::parse(text.as_bytes())
+                    .map_err(|e| ClassifierError::Format(format!("the {input} request: {e:?}")))?;
+                let key = || crate::server::sticky::session_key(None, None, &req, &filter);
+                (time_calls(runs, key), None)
+            }
+        };
         println!(
             "{}",
             json!({"bench": "harness", "rules": rules.name(), "input": input,
-                   "bytes": text.len(), "kept_bytes": rules.apply(&filter, &text).len(),
+                   "bytes": text.len(), "kept_bytes": kept_bytes,
                    "p50_us": (p50_us * 100.0).round() / 100.0,
                    "encoder_128_tokens_p50_ms": (encoder_p50_ms * 1000.0).round() / 1000.0,
                    "share_of_encoder": (p50_us / (encoder_p50_ms * 1000.0) * 1e5).round() / 1e5,
