@@ -40,6 +40,9 @@ pub struct Entry<'a> {
     /// tenant and the `x-switchyard-session` header or the opening messages), for an `auto`
     /// request; `replay` follows pins by it.
     pub session: Option<Conversation<'a>>,
+    /// The rules that tell an agent's opening messages from the person's (the policy's), for a
+    /// key made again from the redacted opening.
+    pub harness: &'a crate::classifier::input::HarnessFilter,
 }
 
 /// Which conversation a request continues, and how it was named.
@@ -47,9 +50,31 @@ pub struct Entry<'a> {
 pub struct Conversation<'a> {
     /// The key (hex SHA-256).
     pub key: &'a str,
-    /// Named by the client's `x-switchyard-session` header, not by the opening messages' text
-    /// (which `prompts: drop` keeps no trace of, so such a key is not written then).
+    /// Named by the client's `x-switchyard-session` header, not by the opening messages' text.
+    /// A key made of the text is made again from the text as the log keeps it (private data
+    /// replaced), so that it is no hash of a detected value; `prompts: drop` keeps no trace of
+    /// the text, so then such a key is not written.
     pub by_header: bool,
+}
+
+/// The conversation key a row records: the gateway's when the session header named the
+/// conversation or nothing in the body was redacted, else the key of the opening as `row`
+/// holds it (placeholders for private data, before the prompt setting applies); none under
+/// `prompts: drop` unless the header named it.
+fn conversation(
+    e: &Entry,
+    row: &Map<String, Value>,
+    redacted: bool,
+    prompts: PromptRecording,
+) -> Option<String> {
+    let c = e.session?;
+    if c.by_header || !redacted {
+        return (c.by_header || prompts != PromptRecording::Drop).then(|| c.key.to_string());
+    }
+    if prompts == PromptRecording::Drop {
+        return None;
+    }
+    crate::server::sticky::conversation_key(None, e.tenant, row.get("messages"), e.harness)
 }
 
 fn hashed(text: &str) -> Value {
@@ -131,6 +156,7 @@ impl Recorder {
         if !kinds.is_empty() {
             crate::pii::request::redact(&mut row, kinds, &mut p);
         }
+        let session = conversation(e, &row, !p.replaced.is_empty(), self.prompts);
         if let Some(m) = row.get_mut("messages") {
             redact(m, self.prompts);
         }
@@ -146,10 +172,8 @@ impl Recorder {
         if let Some(id) = e.request_id {
             row.insert("request_id".into(), json!(id));
         }
-        if let Some(c) = e.session {
-            if c.by_header || self.prompts != PromptRecording::Drop {
-                row.insert("session".into(), json!(c.key));
-            }
+        if let Some(key) = session {
+            row.insert("session".into(), json!(key));
         }
         row.insert("prompt_tokens".into(), json!(e.prompt_tokens));
         if !p.replaced.is_empty() {
@@ -295,12 +319,18 @@ mod tests {
         assert_eq!(d[0]["content"], "");
     }
 
+    fn object(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
     #[test]
     fn a_conversation_named_by_text_is_not_written_when_prompts_are_dropped() {
-        let body = json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]});
-        let Value::Object(body) = body else {
-            unreachable!("an object")
-        };
+        let body =
+            object(json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}));
+        let harness = crate::classifier::input::HarnessFilter::default();
         let session = |prompts, by_header| {
             let (tx, _rx) = mpsc::sync_channel(1);
             let rec = Recorder { tx, prompts };
@@ -318,6 +348,7 @@ mod tests {
                     key: "ab12",
                     by_header,
                 }),
+                harness: &harness,
             });
             row.row.get("session").cloned()
         };
@@ -326,6 +357,45 @@ mod tests {
         }
         assert_eq!(session(PromptRecording::Drop, false), None);
         assert_eq!(session(PromptRecording::Drop, true), Some(json!("ab12")));
+    }
+
+    /// A key made of an opening that holds private data is made again from the opening with
+    /// placeholders: a hash of the value, which a guess of the rest of the text could test,
+    /// never reaches the log.
+    #[test]
+    fn a_conversation_key_is_made_of_the_redacted_opening() {
+        let harness = crate::classifier::input::HarnessFilter::default();
+        let opening = |text: &str| json!([{"role": "user", "content": text}]);
+        let raw = opening("Mail bob@example.com the report");
+        let live = crate::server::sticky::conversation_key(None, Some("t"), Some(&raw), &harness)
+            .expect("a key");
+        let body = object(json!({"model": "auto", "messages": raw}));
+        let (tx, _rx) = mpsc::sync_channel(1);
+        let rec = Recorder {
+            tx,
+            prompts: PromptRecording::Hash,
+        };
+        let row = rec.row(&Entry {
+            body: &body,
+            tags: &[],
+            tenant: Some("t"),
+            route: "local",
+            model: "m",
+            rule: "default",
+            prompt_tokens: 1,
+            request_id: None,
+            pii: None,
+            session: Some(Conversation {
+                key: &live,
+                by_header: false,
+            }),
+            harness: &harness,
+        });
+        let redacted = opening("Mail [EMAIL_1] the report");
+        let expected =
+            crate::server::sticky::conversation_key(None, Some("t"), Some(&redacted), &harness);
+        assert_eq!(row.row.get("session"), expected.map(Value::from).as_ref());
+        assert_ne!(row.row["session"], json!(live));
     }
 
     #[test]

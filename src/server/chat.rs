@@ -341,6 +341,7 @@ fn record(
             request_id,
             pii: gateway.policy.uses_pii().then_some(feats.pii),
             session,
+            harness: &gateway.harness,
         }));
     }
 }

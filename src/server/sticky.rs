@@ -31,6 +31,17 @@ pub fn session_key(
     req: &ChatRequest,
     harness: &HarnessFilter,
 ) -> Option<String> {
+    conversation_key(header, tenant, req.field("messages").as_ref(), harness)
+}
+
+/// [`session_key`] of a request whose `messages` member (the internal request's, an array of
+/// chat messages) is `messages`.
+pub fn conversation_key(
+    header: Option<&str>,
+    tenant: Option<&str>,
+    messages: Option<&Value>,
+    harness: &HarnessFilter,
+) -> Option<String> {
     let mut h = Sha256::new();
     h.update(tenant.unwrap_or("").as_bytes());
     h.update([0]);
@@ -41,7 +52,7 @@ pub fn session_key(
         }
         None => {
             h.update(b"messages\0");
-            let Some(Value::Array(messages)) = req.field("messages") else {
+            let Some(Value::Array(messages)) = messages else {
                 return None;
             };
             let role = |m: &Value| m.get("role").and_then(Value::as_str).and_then(Role::parse);
