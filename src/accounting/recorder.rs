@@ -326,31 +326,40 @@ mod tests {
         }
     }
 
+    /// The `session` a recorder keeping `prompts` writes for a request of tenant `t` with
+    /// `messages`, whose conversation the gateway named `session`.
+    fn logged_session(
+        prompts: PromptRecording,
+        messages: &Value,
+        session: Conversation,
+    ) -> Option<Value> {
+        let body = object(json!({"model": "auto", "messages": messages}));
+        let (tx, _rx) = mpsc::sync_channel(1);
+        let row = Recorder { tx, prompts }.row(&Entry {
+            body: &body,
+            tags: &[],
+            tenant: Some("t"),
+            route: "local",
+            model: "m",
+            rule: "default",
+            prompt_tokens: 1,
+            request_id: None,
+            pii: None,
+            session: Some(session),
+            harness: &crate::classifier::input::HarnessFilter::default(),
+        });
+        row.row.get("session").cloned()
+    }
+
     #[test]
     fn a_conversation_named_by_text_is_not_written_when_prompts_are_dropped() {
-        let body =
-            object(json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}));
-        let harness = crate::classifier::input::HarnessFilter::default();
+        let hi = json!([{"role": "user", "content": "hi"}]);
         let session = |prompts, by_header| {
-            let (tx, _rx) = mpsc::sync_channel(1);
-            let rec = Recorder { tx, prompts };
-            let row = rec.row(&Entry {
-                body: &body,
-                tags: &[],
-                tenant: None,
-                route: "local",
-                model: "m",
-                rule: "default",
-                prompt_tokens: 1,
-                request_id: None,
-                pii: None,
-                session: Some(Conversation {
-                    key: "ab12",
-                    by_header,
-                }),
-                harness: &harness,
-            });
-            row.row.get("session").cloned()
+            let named = Conversation {
+                key: "ab12",
+                by_header,
+            };
+            logged_session(prompts, &hi, named)
         };
         for prompts in [PromptRecording::Keep, PromptRecording::Hash] {
             assert_eq!(session(prompts, false), Some(json!("ab12")));
@@ -366,36 +375,19 @@ mod tests {
     fn a_conversation_key_is_made_of_the_redacted_opening() {
         let harness = crate::classifier::input::HarnessFilter::default();
         let opening = |text: &str| json!([{"role": "user", "content": text}]);
-        let raw = opening("Mail bob@example.com the report");
-        let live = crate::server::sticky::conversation_key(None, Some("t"), Some(&raw), &harness)
-            .expect("a key");
-        let body = object(json!({"model": "auto", "messages": raw}));
-        let (tx, _rx) = mpsc::sync_channel(1);
-        let rec = Recorder {
-            tx,
-            prompts: PromptRecording::Hash,
+        let key = |messages: &Value| {
+            crate::server::sticky::conversation_key(None, Some("t"), Some(messages), &harness)
         };
-        let row = rec.row(&Entry {
-            body: &body,
-            tags: &[],
-            tenant: Some("t"),
-            route: "local",
-            model: "m",
-            rule: "default",
-            prompt_tokens: 1,
-            request_id: None,
-            pii: None,
-            session: Some(Conversation {
-                key: &live,
-                by_header: false,
-            }),
-            harness: &harness,
-        });
-        let redacted = opening("Mail [EMAIL_1] the report");
-        let expected =
-            crate::server::sticky::conversation_key(None, Some("t"), Some(&redacted), &harness);
-        assert_eq!(row.row.get("session"), expected.map(Value::from).as_ref());
-        assert_ne!(row.row["session"], json!(live));
+        let raw = opening("Mail bob@example.com the report");
+        let live = key(&raw).expect("a key");
+        let named = Conversation {
+            key: &live,
+            by_header: false,
+        };
+        let logged = logged_session(PromptRecording::Hash, &raw, named);
+        let redacted = key(&opening("Mail [EMAIL_1] the report"));
+        assert_eq!(logged, redacted.map(Value::from));
+        assert_ne!(logged, Some(json!(live)));
     }
 
     #[test]
