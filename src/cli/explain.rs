@@ -6,7 +6,7 @@ use crate::policy::{self, Policy};
 
 use crate::tuning::traffic;
 use clap::Args;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::fmt::Write;
 use std::path::PathBuf;
 
@@ -119,6 +119,15 @@ pub fn explain(
                     "  sticky: the conversation stays on the model that answers it for {} s",
                     policy.sticky_ttl.as_secs()
                 );
+                let harness = input::HarnessFilter::of(&policy.classifier).unwrap_or_default();
+                if let Some(Value::Array(messages)) = row.request.field("messages") {
+                    if let Some(end) = crate::server::sticky::opening_end(&messages, &harness) {
+                        let _ = writeln!(
+                            s,
+                            "  conversation: named by messages[0..={end}], its opening up to the person's first request (or by an x-switchyard-session header)"
+                        );
+                    }
+                }
             }
             if let Some((model, c)) = d.skipped {
                 let _ = writeln!(
@@ -257,4 +266,32 @@ pub fn strong_terms(parts: &[crate::classifier::heads::StrongPart]) -> String {
         })
         .collect();
     format!(" = {}", terms.join(" + "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under a sticky route, explain says which messages name the conversation: past an
+    /// agent's own opening messages, up to the person's first request.
+    #[test]
+    fn a_sticky_decision_names_the_conversations_opening() {
+        let policy = crate::policy::parse(
+            "version: 1\nmodels:\n  small: { kind: local }\nsticky: true\ndefault: { route: small }\n",
+            "t.yaml",
+            &|_| None,
+        )
+        .expect("policy");
+        let row = traffic::parse_row(
+            r#"{"model": "auto", "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "<environment_context><cwd>/r</cwd></environment_context>"}, {"role": "user", "content": "Fix the build."}, {"role": "assistant", "content": "Done."}, {"role": "user", "content": "Thanks."}]}"#,
+        )
+        .expect("row");
+        let t = explain(&policy, &row, None, 16);
+        assert!(t.contains("conversation: named by messages[0..=2]"), "{t}");
+        let named = traffic::parse_row(
+            r#"{"model": "small", "messages": [{"role": "user", "content": "hi"}]}"#,
+        )
+        .expect("row");
+        assert!(!explain(&policy, &named, None, 16).contains("conversation:"));
+    }
 }

@@ -55,18 +55,7 @@ pub fn conversation_key(
             let Some(Value::Array(messages)) = messages else {
                 return None;
             };
-            let role = |m: &Value| m.get("role").and_then(Value::as_str).and_then(Role::parse);
-            let first_user = messages.iter().position(|m| role(m) == Some(Role::User))?;
-            // An image or other part that is not text is the person's too.
-            let person = |m: &Value| {
-                let content = m.get("content");
-                let media = matches!(content, Some(Value::Array(parts))
-                    if parts.iter().any(|p| p.get("text").is_none()));
-                media || !harness.strip(&content_text(content)).is_empty()
-            };
-            let end = (first_user..messages.len())
-                .find(|&i| role(&messages[i]) == Some(Role::User) && person(&messages[i]))
-                .unwrap_or(first_user);
+            let end = opening_end(messages, harness)?;
             for m in &messages[..=end] {
                 let Some(r) =
                     role(m).filter(|r| matches!(r, Role::System | Role::Developer | Role::User))
@@ -101,6 +90,28 @@ fn content_name(h: &mut Sha256, content: Option<&Value>) {
         h.update(p.get(kind).map(Value::to_string).unwrap_or_default());
         h.update([0]);
     }
+}
+
+fn role(m: &Value) -> Option<Role> {
+    m.get("role").and_then(Value::as_str).and_then(Role::parse)
+}
+
+/// The index of the opening's last message in `messages` (chat messages): the first user
+/// message that holds words of the person's once `harness` has stripped it, or an image or
+/// other part that is not text; when none does yet, the first user message. `None` when there
+/// is no user message.
+pub fn opening_end(messages: &[Value], harness: &HarnessFilter) -> Option<usize> {
+    let first_user = messages.iter().position(|m| role(m) == Some(Role::User))?;
+    let person = |m: &Value| {
+        let content = m.get("content");
+        let media = matches!(content, Some(Value::Array(parts))
+            if parts.iter().any(|p| p.get("text").is_none()));
+        media || !harness.strip(&content_text(content)).is_empty()
+    };
+    let end = (first_user..messages.len())
+        .find(|&i| role(&messages[i]) == Some(Role::User) && person(&messages[i]))
+        .unwrap_or(first_user);
+    Some(end)
 }
 
 /// The pin stored for a conversation.
