@@ -192,6 +192,12 @@ pub fn run_calibrate(args: CalibrateArgs) -> i32 {
             q.labelled, q.policy, q.all_weak, q.all_strong, q.pgr
         );
     }
+    if let Some(s) = c.sticky_cloud_share {
+        println!(
+            "note: found turn by turn; with this policy's sticky conversations followed, the threshold sends {:.1}% to the cloud (replay)",
+            100.0 * s
+        );
+    }
     println!("{}", snippet(&c));
     0
 }

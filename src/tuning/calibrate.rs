@@ -1,7 +1,9 @@
 //! Calibration: the strong-score threshold of one rule that sends a chosen share of the traffic
-//! to the cloud (as RouteLLM calibrates its routers), from replayed decisions.
+//! to the cloud (as RouteLLM calibrates its routers), from replayed decisions. The threshold is
+//! found turn by turn; under sticky routes, where later turns follow their conversation's pin,
+//! the share with pins followed is replayed at that threshold and reported beside it.
 
-use super::replay::{quality, Quality};
+use super::replay::{quality, replay, Quality};
 use super::traffic::Row;
 use crate::policy::{self, Policy, Range};
 
@@ -22,6 +24,9 @@ pub struct Calibration {
     /// cannot influence).
     pub fixed_cloud_share: f64,
     pub quality: Option<Quality>,
+    /// Under sticky routes: the share of the rows sent to the cloud at this threshold when
+    /// each conversation's later turns follow its pin (a replay of the calibrated policy).
+    pub sticky_cloud_share: Option<f64>,
 }
 
 /// Why no threshold could be found.
@@ -195,6 +200,12 @@ pub fn calibrate(
         reaching: open.len(),
         fixed_cloud_share: fixed_cloud as f64 / total,
         quality: quality(&labelled),
+        sticky_cloud_share: calibrated.uses_sticky().then(|| {
+            replay(&calibrated, rows, 0)
+                .by_route
+                .get("cloud")
+                .map_or(0.0, |s| s.share)
+        }),
     })
 }
 
@@ -274,5 +285,19 @@ default: { route: small }
         );
         let all = calibrate(&policy, &rows, None, 1.0).expect("all");
         assert!((all.cloud_share - 1.0).abs() < 1e-9);
+        assert_eq!(c.sticky_cloud_share, None, "no sticky routes");
+    }
+
+    /// Under sticky routes the threshold is still found turn by turn, and the share with pins
+    /// followed is replayed beside it: here every row is a turn of one conversation (the same
+    /// opener), pinned to the box by its first turn, so no later turn reaches the cloud.
+    #[test]
+    fn under_sticky_routes_the_share_with_pins_is_replayed_beside() {
+        let sticky = format!("{POLICY}sticky: true\n");
+        let policy = crate::policy::parse(&sticky, "t.yaml", &|_| None).expect("policy");
+        let scores: Vec<f64> = (0..10).map(|i| f64::from(i) / 10.0).collect();
+        let c = calibrate(&policy, &rows(&scores, 0), None, 0.5).expect("calibrated");
+        assert!((c.cloud_share - 0.5).abs() < 1e-9, "{}", c.cloud_share);
+        assert_eq!(c.sticky_cloud_share, Some(0.0));
     }
 }
