@@ -198,6 +198,32 @@ fn calibrate_finds_the_threshold_for_a_cloud_share() {
     ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no rule `nope`"));
+    assert!(
+        !out(&text).contains("sticky conversations"),
+        "{}",
+        out(&text)
+    );
+
+    // Under sticky routes the share with pins followed is replayed beside the threshold; these
+    // rows are one-turn conversations, so it is the same share.
+    let sticky = tmp.path().join("sticky.yaml");
+    let text = std::fs::read_to_string(&policy).expect("policy") + "sticky: true\n";
+    std::fs::write(&sticky, text).expect("write");
+    let o = run(&[
+        "calibrate",
+        "--policy",
+        sticky.to_str().expect("path"),
+        "--input",
+        &traffic,
+        "--cloud-share",
+        "0.45",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out(&o).contains("with this policy's sticky conversations followed, the threshold sends 44.4% to the cloud"),
+        "{}",
+        out(&o)
+    );
 }
 
 #[test]
