@@ -20,18 +20,7 @@ OHA="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
 "$BENCH/install.sh" --no-litellm >&2
 cargo build --locked --release --bin switchyard >&2
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-REDIS_PORT="$(free_port)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
-  "$BENCH/mock-upstream/stop.sh" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$OUT" >"$OUT/redis.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
-"$BENCH/mock-upstream/start.sh"
+source benches/redis_and_mock.sh
 
 cp benches/overhead-policy.yaml "$OUT/plain.yaml"
 { cat benches/overhead-policy.yaml; echo 'sticky: true'; } >"$OUT/memory.yaml"
