@@ -1,5 +1,4 @@
 # Sourced by the benchmark scripts, from the repository root: the root, and the build cache
-# shared with scripts/ (CARGO_TARGET_DIR under ~/.cache/switchyard unless set).
+# shared with scripts/ (scripts/build-cache.sh: CARGO_TARGET_DIR under ~/.cache/switchyard unless set).
 ROOT="$PWD"
-CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+source scripts/build-cache.sh

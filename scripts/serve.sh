@@ -9,8 +9,6 @@
 # SWITCHYARD_LOCAL_HEADS=DIR classifier heads calibrated for it (`switchyard train-router --labels`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 scripts/setup.sh
 if [ -z "${SWITCHYARD_LOCAL_MODEL:-}" ]; then
   scripts/fetch-models.sh --qwen15
@@ -19,5 +17,6 @@ if [ -z "${SWITCHYARD_LOCAL_MODEL:-}" ]; then
   # SWITCHYARD_LOCAL_HEADS= (empty) keeps the shared heads.
   export SWITCHYARD_LOCAL_HEADS="${SWITCHYARD_LOCAL_HEADS-$PWD/policies/heads/qwen2.5-coder-1.5b-instruct-q4_k_m}"
 fi
+source scripts/build-cache.sh
 cargo build --locked --release --bin switchyard >&2
 exec "$CARGO_TARGET_DIR/release/switchyard" serve "$@"

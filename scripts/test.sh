@@ -3,8 +3,7 @@
 # (real gateway on loopback, fake upstream, promtool, the official openai Python SDK).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE="${SWITCHYARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+source scripts/build-cache.sh
 export SWITCHYARD_PYTHON="${SWITCHYARD_PYTHON:-$CACHE/venv/bin/python}"
 export SWITCHYARD_PROMTOOL="${SWITCHYARD_PROMTOOL:-$(command -v promtool || echo promtool)}"
 scripts/setup.sh --test
