@@ -45,10 +45,11 @@ if [ "${1:-}" = "--test" ]; then
     apt_install prometheus
   fi
   VENV="$CACHE/venv"
-  if ! "$VENV/bin/python" -c 'import openai, anthropic' 2>/dev/null; then
+  # anthropic 0.77 is the first with `output_config` (structured output), which the tests send.
+  if ! "$VENV/bin/python" -c 'import openai; from anthropic.types import OutputConfigParam' 2>/dev/null; then
     log "creating $VENV with the openai and anthropic SDKs"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
-    "$VENV/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<4' 'anthropic>=0.40,<1'
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<4' 'anthropic>=0.77,<1'
   fi
   # The deployment files' validators: Kubernetes schemas, and the compose schema.
   if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/check-jsonschema" ]; then

@@ -168,6 +168,8 @@ async fn anthropic_clients_reach_an_anthropic_model_with_their_version_and_betas
         ("content-type", "application/json"),
         ("anthropic-version", "2023-06-01"),
         ("anthropic-beta", "prompt-caching-2024-07-31"),
+        // A list of betas may come in several lines: each is passed on.
+        ("anthropic-beta", "output-128k-2025-02-19"),
     ];
     let r = request(
         "POST",
@@ -182,7 +184,13 @@ async fn anthropic_clients_reach_an_anthropic_model_with_their_version_and_betas
     assert_eq!(v["content"][0]["text"], "Hello from Claude");
     assert_eq!(v["usage"]["input_tokens"], 21);
     let sent = up.recorded().pop().expect("a request");
-    assert_eq!(sent.headers["anthropic-beta"], "prompt-caching-2024-07-31");
+    let betas: Vec<_> = sent.headers.get_all("anthropic-beta").iter().collect();
+    assert_eq!(
+        betas,
+        ["prompt-caching-2024-07-31", "output-128k-2025-02-19"],
+        "{:?}",
+        sent.headers
+    );
     assert_eq!(sent.body["max_tokens"], 64);
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);

@@ -373,6 +373,7 @@ async fn what_only_the_responses_api_serves_goes_only_to_a_model_that_serves_it(
     let body = r#"{"model": "auto", "instructions": "You are a coding agent.", "store": false, "stream": false,
         "reasoning": {"effort": "medium", "summary": "auto"}, "include": ["reasoning.encrypted_content"],
         "prompt_cache_key": "conv-42", "parallel_tool_calls": false,
+        "client_metadata": {"session_id": "019ad3c1-7f3a", "thread_id": "019ad3c1-7f3a"},
         "tools": [{"type": "custom", "name": "apply_patch", "description": "Edit files"}, {"type": "local_shell"}],
         "input": [
             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Make the test pass"}]},
@@ -411,7 +412,7 @@ async fn what_only_the_responses_api_serves_goes_only_to_a_model_that_serves_it(
 
     // Without them, the identifiers, the effort and the verbosity reach a chat model too.
     let plain = r#"{"model": "auto", "input": "Hi", "safety_identifier": "user-7f3a", "prompt_cache_key": "conv-42",
-        "reasoning": {"effort": "low"}, "text": {"verbosity": "low"}}"#;
+        "reasoning": {"effort": "low"}, "text": {"verbosity": "low"}, "client_metadata": {"session_id": "019ad3c1-7f3a"}}"#;
     let r = post(&gw, "/v1/responses", plain, "plain", &[]).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let v = r.json();
@@ -429,6 +430,8 @@ async fn what_only_the_responses_api_serves_goes_only_to_a_model_that_serves_it(
     ] {
         assert_eq!(sent.body[field], value, "{field}");
     }
+    // Codex CLI's metadata is OpenAI's to read: a chat model is not sent it.
+    assert!(sent.body.get("client_metadata").is_none(), "{}", sent.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

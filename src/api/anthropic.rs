@@ -30,12 +30,15 @@ pub struct Inbound {
 }
 
 /// Request members that only the Messages API serves: a container for code execution, MCP
-/// servers it connects to, context editing and structured output formats.
-const MESSAGES_ONLY_MEMBERS: [&str; 4] = [
+/// servers it connects to, context editing, the region inference runs in, Anthropic's own
+/// fallback models on a refusal and the credit a refusal gave for them.
+const MESSAGES_ONLY_MEMBERS: [&str; 6] = [
     "container",
     "mcp_servers",
     "context_management",
-    "output_format",
+    "inference_geo",
+    "fallbacks",
+    "fallback_credit_token",
 ];
 
 /// Translates a Messages request body into an OpenAI chat completion request body.
@@ -45,14 +48,18 @@ const MESSAGES_ONLY_MEMBERS: [&str; 4] = [
 /// `image` (base64 or URL source), `tool_use` (assistant) and `tool_result` (user); `tools` are
 /// client tools (`name`, `description`, `input_schema`); `tool_choice` is `auto`, `any`, `tool`
 /// or `none`; `stop_sequences`, `temperature`, `top_p`, `metadata.user_id` and `stream` map to
-/// their OpenAI fields. `top_k` and `cache_control` are accepted and not forwarded (OpenAI has no
-/// such fields); `thinking` blocks in earlier turns are dropped.
+/// their OpenAI fields; a tool's `strict` is the function's; `output_config` (and the beta's
+/// `output_format`) becomes `reasoning_effort` and `response_format` ([`output_config`]).
+/// `top_k`, `cache_control` (a block's, or the request's), `speed: standard` and `diagnostics`
+/// are accepted and not forwarded (OpenAI has no such fields); `thinking` blocks in earlier
+/// turns are dropped.
 ///
 /// With `counting` (a `count_tokens` body), `max_tokens` is not required.
 ///
 /// What only the Messages API serves is not refused but recorded in [`Inbound::messages_only`]
 /// (the request then goes only to an Anthropic model, as it came): extended `thinking`, server
-/// and Anthropic-defined tools (`type` other than `custom`), [`MESSAGES_ONLY_MEMBERS`], and
+/// and Anthropic-defined tools (`type` other than `custom`), [`MESSAGES_ONLY_MEMBERS`],
+/// `speed: fast`, and
 /// content blocks other than text, images, tool calls and results (documents, search results,
 /// server tool calls and their results, non-text tool results). The internal request keeps
 /// the text around them and a server or MCP tool call's input as a tool call.
@@ -81,6 +88,13 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
                 | "mcp_servers"
                 | "context_management"
                 | "output_format"
+                | "output_config"
+                | "cache_control"
+                | "inference_geo"
+                | "speed"
+                | "fallbacks"
+                | "fallback_credit_token"
+                | "diagnostics"
         ) {
             return Err(bad(
                 format!("`{key}` is not supported here (docs/api.md lists what is)"),
@@ -115,6 +129,24 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
     for member in MESSAGES_ONLY_MEMBERS {
         if obj.get(member).is_some_and(|v| !v.is_null()) {
             only.mark(member);
+        }
+    }
+    match obj.get("speed") {
+        None | Some(Value::Null) => {}
+        Some(s) if s == "standard" => {}
+        // Fast output is a mode of Anthropic's own models (and their price).
+        Some(s) if s == "fast" => only.mark("speed"),
+        Some(_) => return Err(bad("`speed` must be `standard` or `fast`", "speed")),
+    }
+    // Automatic prompt caching marks the last cacheable block, as a block's own
+    // `cache_control` does; neither is forwarded to other models. `diagnostics` reports
+    // Anthropic's prompt-cache misses to the client: nothing here to report.
+    for member in ["cache_control", "diagnostics"] {
+        if obj
+            .get(member)
+            .is_some_and(|v| !v.is_null() && !v.is_object())
+        {
+            return Err(bad(format!("`{member}` must be an object"), member));
         }
     }
     // The request's own settings are named before the blocks of its conversation.
@@ -257,6 +289,16 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
             if let Some(d) = t.get("description").and_then(Value::as_str) {
                 f["description"] = json!(d);
             }
+            match t.get("strict") {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(strict)) => f["strict"] = json!(strict),
+                Some(_) => {
+                    return Err(bad(
+                        "`strict` must be a boolean",
+                        &format!("{param}.strict"),
+                    ))
+                }
+            }
             fns.push(json!({"type": "function", "function": f}));
         }
         if !fns.is_empty() {
@@ -290,6 +332,7 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
             out.insert("parallel_tool_calls".into(), json!(false));
         }
     }
+    output_config(&obj, &mut out, &mut only)?;
     let bytes = serde_json::to_vec(&Value::Object(out)).map_err(|_| ApiError::Internal)?;
     Ok((
         bytes,
@@ -299,6 +342,67 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
             messages_only: only.0.or(only_in_messages.0),
         },
     ))
+}
+
+/// `output_config` (`effort`, and `format`: structured output) and the beta's `output_format`
+/// onto the chat request: `effort` (low, medium, high, xhigh, max) as `reasoning_effort`, as it
+/// is; a `json_schema` format as a strict `response_format` named `output`. Members of
+/// `output_config` added after these are marked as only the Messages API serving them.
+///
+/// Errors: a 400 naming the member for a malformed one, or both a format and `output_format`.
+fn output_config(
+    obj: &Map<String, Value>,
+    out: &mut Map<String, Value>,
+    only: &mut DialectOnly,
+) -> Result<(), ApiError> {
+    let config = match obj.get("output_config") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(c)) => Some(c),
+        Some(_) => return Err(bad("`output_config` must be an object", "output_config")),
+    };
+    let mut format = None;
+    if let Some(config) = config {
+        for (key, value) in config {
+            let param = format!("output_config.{key}");
+            match (key.as_str(), value) {
+                (_, Value::Null) => {}
+                ("effort", Value::String(effort)) => {
+                    out.insert("reasoning_effort".into(), json!(effort));
+                }
+                ("effort", _) => return Err(bad("`effort` must be a string", &param)),
+                ("format", f) => format = Some((f, param)),
+                _ => only.mark(&param),
+            }
+        }
+    }
+    if let Some(f) = obj.get("output_format").filter(|f| !f.is_null()) {
+        if format.is_some() {
+            return Err(bad(
+                "give the output format once, in `output_config.format` (`output_format` is its beta name)",
+                "output_format",
+            ));
+        }
+        format = Some((f, "output_format".to_string()));
+    }
+    if let Some((f, param)) = format {
+        if f.get("type").and_then(Value::as_str) != Some("json_schema") {
+            return Err(bad(
+                "the output format's `type` must be `json_schema`",
+                &format!("{param}.type"),
+            ));
+        }
+        let schema = f.get("schema").filter(|s| s.is_object()).ok_or_else(|| {
+            bad(
+                "a json_schema format needs a `schema` object",
+                &format!("{param}.schema"),
+            )
+        })?;
+        out.insert(
+            "response_format".into(),
+            json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}}),
+        );
+    }
+    Ok(())
 }
 
 fn text_of(block: &Value, param: &str) -> Result<String, ApiError> {
@@ -914,6 +1018,22 @@ mod tests {
                         {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}]}]}),
                 "messages[1].content[0]",
             ),
+            (
+                json!({"model": "m", "max_tokens": 5, "speed": "fast", "messages": user}),
+                "speed",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "inference_geo": "us", "messages": user}),
+                "inference_geo",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "fallbacks": ["default"], "messages": user}),
+                "fallbacks",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "output_config": {"effort": "high", "task_budget": 100}, "messages": user}),
+                "output_config.task_budget",
+            ),
         ] {
             assert_eq!(
                 messages_only(body.clone()).as_deref(),
@@ -937,6 +1057,73 @@ mod tests {
             v["messages"][1]["tool_calls"][0]["function"]["arguments"],
             "{\"query\":\"news\"}"
         );
+    }
+
+    #[test]
+    fn output_config_strict_tools_and_automatic_caching_reach_the_chat_request() {
+        let user = json!([{"role": "user", "content": "A city?"}]);
+        let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+        let expected = json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}});
+        let (bytes, inbound) = to_chat(
+            json!({"model": "m", "max_tokens": 5, "messages": user, "speed": "standard",
+                   "cache_control": {"type": "ephemeral"}, "diagnostics": {"previous_message_id": "msg_1"},
+                   "output_config": {"effort": "low", "format": {"type": "json_schema", "schema": schema}},
+                   "tools": [{"name": "f", "input_schema": {"type": "object"}, "strict": true}]})
+            .to_string()
+            .as_bytes(),
+            false,
+        )
+        .expect("translates");
+        let v: Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(inbound.messages_only, None);
+        assert_eq!(v["response_format"], expected);
+        assert_eq!(v["reasoning_effort"], "low");
+        assert_eq!(v["tools"][0]["function"]["strict"], true);
+        for dropped in ["cache_control", "diagnostics", "speed", "output_config"] {
+            assert!(v.get(dropped).is_none(), "{dropped}: {v}");
+        }
+        // The structured-output beta's name for the same format.
+        let beta = chat(json!({"model": "m", "max_tokens": 5, "messages": user,
+            "output_format": {"type": "json_schema", "schema": schema}}));
+        assert_eq!(beta["response_format"], expected);
+        for (body, param) in [
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": user, "output_config": {"format": {"type": "json_schema", "schema": schema}},
+                       "output_format": {"type": "json_schema", "schema": schema}}),
+                "output_format",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": user, "output_config": {"format": {"type": "text"}}}),
+                "output_config.format.type",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": user, "output_config": {"format": {"type": "json_schema"}}}),
+                "output_config.format.schema",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": user, "output_config": {"effort": 2}}),
+                "output_config.effort",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": user, "output_config": "json"}),
+                "output_config",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": user, "speed": "warp"}),
+                "speed",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": user, "cache_control": "ephemeral"}),
+                "cache_control",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": user, "tools": [{"name": "f", "input_schema": {"type": "object"}, "strict": "yes"}]}),
+                "tools[0].strict",
+            ),
+        ] {
+            let e = to_chat(body.to_string().as_bytes(), false).expect_err("refused");
+            assert_eq!(e.body_json()["error"]["param"], param, "{e}");
+        }
     }
 
     #[test]

@@ -41,6 +41,7 @@ const REFUSED: &[(&str, &str)] = &[
         "the gateway keeps no conversations: send the whole conversation in `input`",
     ),
     ("background", "background mode is not supported"),
+    ("background_options", "background mode is not supported"),
     ("prompt", "stored prompts are not supported"),
 ];
 
@@ -51,22 +52,26 @@ const REFUSED: &[(&str, &str)] = &[
 /// `output_text` parts), `function_call` and `function_call_output`; `instructions`; function
 /// `tools` and `tool_choice`; `max_output_tokens`, `temperature`, `top_p`, `user`,
 /// `safety_identifier`, `prompt_cache_key`, `prompt_cache_retention`, `parallel_tool_calls`,
-/// `metadata`; `reasoning.effort` (chat's `reasoning_effort`); `text.format` (`text`,
-/// `json_object`, `json_schema`) and `text.verbosity` (chat's `verbosity`); `stream`.
-/// `store: false`, `truncation: disabled` and `stream_options` are accepted.
+/// `metadata`, `prompt_cache_options`; `reasoning.effort` (chat's `reasoning_effort`);
+/// `text.format` (`text`, `json_object`, `json_schema`) and `text.verbosity` (chat's
+/// `verbosity`); `stream`; `refusal` parts of assistant messages (as their text).
+/// `store: false`, `truncation: disabled`, `stream_options`, `service_tier` and
+/// `client_metadata` are accepted.
 ///
 /// What only the Responses API serves is not refused but recorded in
 /// [`Inbound::responses_only`] (the request then goes only to a model that serves the
 /// Responses API, as it came): `reasoning.summary`, a non-empty `include`, `max_tool_calls`,
-/// `top_logprobs`, tools other than functions (built-in, custom, MCP) and a `tool_choice` that
-/// names one, `input_file` parts, and input items other than messages and function calls
+/// `top_logprobs`, `truncation: auto`, `context_management`, `moderation`, `image`,
+/// `access_programs`, tools other than functions (built-in, custom, MCP) and a `tool_choice`
+/// that names one, `input_file` parts and images by `file_id`, and input items other than
+/// messages and function calls
 /// (reasoning items, custom and shell tool calls and their outputs, built-in tool calls). The
 /// internal request still carries what a person or a tool wrote in those items (a tool call's
 /// input, its output's text) for the classifier, the private-data scan and the token estimate,
 /// and leaves out the rest (reasoning, which is the model's own).
 ///
 /// Errors: a 400 naming the field: `previous_response_id`, `conversation`, `store: true`,
-/// `background`, stored prompts, `item_reference` items (all need state the gateway does not
+/// `background` (and its `background_options`), stored prompts, `item_reference` items (all need state the gateway does not
 /// keep), and anything malformed.
 pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
     let obj = dialect::request_object(body)?;
@@ -115,18 +120,17 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
                 | "conversation"
                 | "prompt"
                 | "service_tier"
+                | "client_metadata"
+                | "prompt_cache_options"
+                | "context_management"
+                | "moderation"
+                | "image"
+                | "access_programs"
+                | "background_options"
         ) {
             return Err(bad(
                 format!("`{key}` is not supported here (docs/api.md lists what is)"),
                 key,
-            ));
-        }
-    }
-    if let Some(t) = obj.get("truncation").filter(|t| !t.is_null()) {
-        if t != "disabled" {
-            return Err(bad(
-                "only `truncation: disabled` is supported",
-                "truncation",
             ));
         }
     }
@@ -136,6 +140,43 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
     let mut echo = Map::new();
     // The request's own settings are named before the items of its conversation.
     let mut only = DialectOnly::default();
+    match obj.get("truncation") {
+        None | Some(Value::Null) => {}
+        Some(t) if t == "disabled" => {}
+        // Dropping the conversation's oldest items to fit the context window is the
+        // Responses API's own doing.
+        Some(t) if t == "auto" => only.mark("truncation"),
+        Some(_) => {
+            return Err(bad(
+                "`truncation` must be `auto` or `disabled`",
+                "truncation",
+            ))
+        }
+    }
+    // Server-side compaction, moderation, request-level image options and access programs:
+    // work the Responses API's own service does.
+    for field in [
+        "context_management",
+        "moderation",
+        "image",
+        "access_programs",
+    ] {
+        match obj.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(a)) if a.is_empty() => {}
+            Some(_) => only.mark(field),
+        }
+    }
+    // Codex CLI's own metadata for OpenAI (its session and turn): the chat API has no such
+    // field, and nothing here reads it; a request passed through keeps it.
+    if let Some(m) = obj.get("client_metadata").filter(|m| !m.is_null()) {
+        if !m.is_object() {
+            return Err(bad(
+                "`client_metadata` must be an object",
+                "client_metadata",
+            ));
+        }
+    }
     let mut only_in_input = DialectOnly::default();
     out.insert("model".into(), json!(model));
     let mut messages = vec![];
@@ -215,6 +256,17 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
             return Err(bad("`metadata` must be an object", "metadata"));
         }
         echo.insert("metadata".into(), m.clone());
+    }
+    // Chat completions take the same prompt-cache options.
+    if let Some(o) = obj.get("prompt_cache_options").filter(|o| !o.is_null()) {
+        if !o.is_object() {
+            return Err(bad(
+                "`prompt_cache_options` must be an object",
+                "prompt_cache_options",
+            ));
+        }
+        out.insert("prompt_cache_options".into(), o.clone());
+        echo.insert("prompt_cache_options".into(), o.clone());
     }
     if let Some(r) = obj.get("reasoning").filter(|r| !r.is_null()) {
         let Some(r) = r.as_object() else {
@@ -372,6 +424,9 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
                     let mut js = json!({"name": name, "schema": schema});
                     if let Some(s) = format.get("strict").and_then(Value::as_bool) {
                         js["strict"] = json!(s);
+                    }
+                    if let Some(d) = format.get("description").and_then(Value::as_str) {
+                        js["description"] = json!(d);
                     }
                     out.insert(
                         "response_format".into(),
@@ -533,13 +588,25 @@ fn input_item(
                                 let t = p.get("text").and_then(Value::as_str).ok_or_else(|| bad("a text part needs `text`", &pp))?;
                                 out_parts.push(json!({"type": "text", "text": t}));
                             }
-                            // Files are read by the Responses API's own models.
-                            Some("input_file") if role == "user" => only.mark(&pp),
+                            // An answer's refusal, given back in a later turn: what the model said.
+                            Some("refusal") if role == "assistant" => {
+                                let t = p.get("refusal").and_then(Value::as_str).ok_or_else(|| bad("a refusal part needs `refusal`", &pp))?;
+                                out_parts.push(json!({"type": "text", "text": t}));
+                            }
+                            // Files, and images by file id, are read from the Responses API's
+                            // own storage.
+                            Some("input_file") => only.mark(&pp),
+                            Some("input_image") if p.get("image_url").is_none_or(Value::is_null) => {
+                                if !p.get("file_id").is_some_and(Value::is_string) {
+                                    return Err(bad("an input_image needs `image_url` or `file_id`", &pp));
+                                }
+                                only.mark(&pp);
+                            }
                             Some("input_image") => {
                                 let url = p
                                     .get("image_url")
                                     .and_then(Value::as_str)
-                                    .ok_or_else(|| bad("an input_image needs `image_url` (file ids are not supported)", &pp))?;
+                                    .ok_or_else(|| bad("`image_url` must be a string", &pp))?;
                                 let mut image = json!({"url": url});
                                 if let Some(d) = p.get("detail").and_then(Value::as_str) {
                                     image["detail"] = json!(d);
@@ -547,7 +614,7 @@ fn input_item(
                                 out_parts.push(json!({"type": "image_url", "image_url": image}));
                             }
                             Some(other) => {
-                                return Err(bad(format!("content parts of type `{other}` are not supported (input_text, input_image, input_file, output_text)"), &pp))
+                                return Err(bad(format!("content parts of type `{other}` are not supported (input_text, input_image, input_file, output_text, refusal)"), &pp))
                             }
                             None => return Err(bad("a content part needs a `type`", &pp)),
                         }
@@ -1101,6 +1168,30 @@ mod tests {
                 json!({"model": "m", "input": [{"type": "mcp_approval_response", "approve": true, "approval_request_id": "a1"}]}),
                 "input[0]",
             ),
+            (
+                json!({"model": "m", "input": "x", "truncation": "auto"}),
+                "truncation",
+            ),
+            (
+                json!({"model": "m", "input": "x", "context_management": [{"type": "compaction", "compact_threshold": 200000}]}),
+                "context_management",
+            ),
+            (
+                json!({"model": "m", "input": "x", "moderation": {"mode": "enforce"}}),
+                "moderation",
+            ),
+            (
+                json!({"model": "m", "input": [{"role": "system", "content": [
+                    {"type": "input_text", "text": "Use the style guide"},
+                    {"type": "input_file", "file_id": "file-2"}]}]}),
+                "input[0].content[1]",
+            ),
+            (
+                json!({"model": "m", "input": [{"role": "user", "content": [
+                    {"type": "input_text", "text": "What is this?"},
+                    {"type": "input_image", "file_id": "file-3"}]}]}),
+                "input[0].content[1]",
+            ),
         ] {
             assert_eq!(
                 responses_only(body.clone()).as_deref(),
@@ -1112,6 +1203,9 @@ mod tests {
             json!({"model": "m", "input": "x"}),
             json!({"model": "m", "input": "x", "include": [], "top_logprobs": 0,
                    "reasoning": {"effort": "high", "summary": null}, "stream_options": {"include_obfuscation": false}}),
+            // Codex CLI's own metadata, and settings that change nothing here.
+            json!({"model": "m", "input": "x", "truncation": "disabled", "context_management": [],
+                   "client_metadata": {"session_id": "019a", "thread_id": "019a"}, "reasoning": null}),
         ] {
             assert_eq!(responses_only(plain.clone()), None, "{plain}");
         }
@@ -1138,6 +1232,63 @@ mod tests {
         assert_eq!(inbound.echo["reasoning"], json!({"effort": "minimal"}));
         let e = to_chat(br#"{"model":"m","input":"x","prompt_cache_key":7}"#).expect_err("refused");
         assert_eq!(e.body_json()["error"]["param"], "prompt_cache_key");
+    }
+
+    #[test]
+    fn prompt_cache_options_a_schema_description_and_an_old_refusal_reach_the_chat_request() {
+        let (body, inbound) = to_chat(
+            json!({"model": "auto", "prompt_cache_options": {"mode": "explicit", "ttl": "1h"},
+                   "client_metadata": {"session_id": "019a"},
+                   "text": {"format": {"type": "json_schema", "name": "city", "description": "A city and its country",
+                                       "schema": {"type": "object"}}},
+                   "input": [
+                       {"role": "user", "content": "How do I pick a lock?"},
+                       {"type": "message", "role": "assistant", "content": [{"type": "refusal", "refusal": "I can't help with that."}]},
+                       {"role": "user", "content": "Then name a city."}]})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["prompt_cache_options"],
+            json!({"mode": "explicit", "ttl": "1h"})
+        );
+        assert_eq!(
+            v["response_format"]["json_schema"]["description"],
+            "A city and its country"
+        );
+        assert_eq!(
+            v["messages"][1],
+            json!({"role": "assistant", "content": "I can't help with that."})
+        );
+        assert!(v.get("client_metadata").is_none(), "{v}");
+        assert_eq!(inbound.responses_only, None);
+        for (body, param) in [
+            (
+                json!({"model": "m", "input": "x", "client_metadata": "019a"}),
+                "client_metadata",
+            ),
+            (
+                json!({"model": "m", "input": "x", "truncation": "sometimes"}),
+                "truncation",
+            ),
+            (
+                json!({"model": "m", "input": "x", "background_options": {"completion_window": "2h"}}),
+                "background_options",
+            ),
+            (
+                json!({"model": "m", "input": [{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}]}),
+                "input[0].content[0]",
+            ),
+            (
+                json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_image"}]}]}),
+                "input[0].content[0]",
+            ),
+        ] {
+            let e = to_chat(body.to_string().as_bytes()).expect_err("refused");
+            assert_eq!(e.body_json()["error"]["param"], param, "{e}");
+        }
     }
 
     #[test]

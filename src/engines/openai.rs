@@ -288,7 +288,8 @@ impl OpenAiEngine {
                 head.extend_from_slice(b"anthropic-version: ");
                 head.extend_from_slice(version);
                 head.extend_from_slice(b"\r\n");
-                if let Some(beta) = req.headers.get("anthropic-beta") {
+                // Every `anthropic-beta` line the client sent (a list may come in several).
+                for beta in req.headers.get_all("anthropic-beta") {
                     head.extend_from_slice(b"anthropic-beta: ");
                     head.extend_from_slice(beta.as_bytes());
                     head.extend_from_slice(b"\r\n");

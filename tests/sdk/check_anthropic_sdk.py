@@ -1,6 +1,7 @@
 """Drives a running gateway with the official `anthropic` Python SDK, only the base URL
-changed: Messages as JSON and as a stream, tools both ways, count_tokens, extended thinking and
-server tools (only an Anthropic model takes them), and errors in Anthropic's shapes. The gateway key goes in `x-api-key`, as the SDK sends it.
+changed: Messages as JSON and as a stream, tools both ways, count_tokens, structured output
+(`output_config`), extended thinking and server tools (only an Anthropic model takes them), and
+errors in Anthropic's shapes. The gateway key goes in `x-api-key`, as the SDK sends it.
 
 usage: check_anthropic_sdk.py BASE_URL KEY MODE
   MODE cloud: the gateway's `cloud` model is a fake OpenAI upstream; `tool` routes to one that
@@ -67,6 +68,20 @@ if mode == "local":
                                 stop_sequences=["zq", "e"], messages=ask) as stream:
         final = stream.get_final_message()
     assert final.stop_reason == "stop_sequence" and final.stop_sequence == "e", final
+
+if mode == "local":
+    # Structured output (`output_config.format`): the on-box model decodes under the schema, so
+    # the answer parses and has the schema's members; top-level automatic caching is accepted.
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+              "required": ["city", "population"], "additionalProperties": False}
+    msg = client.messages.create(
+        model=model, max_tokens=64, temperature=0, messages=messages,
+        output_config={"format": {"type": "json_schema", "schema": schema}, "effort": "low"},
+        extra_body={"cache_control": {"type": "ephemeral"}},
+    )
+    answer = json.loads("".join(b.text for b in msg.content if b.type == "text"))
+    assert set(answer) == {"city", "population"}, answer
+    assert isinstance(answer["city"], str) and isinstance(answer["population"], int), answer
 
 count = client.messages.count_tokens(model=model, messages=messages)
 assert count.input_tokens > 0, count
