@@ -1,4 +1,4 @@
-//! Cloud models of `kind: anthropic`: an OpenAI chat request (JSON, stream, tools) is sent as a
+//! Cloud models of `kind: anthropic`: an OpenAI chat request (JSON, stream, tools, a JSON schema) is sent as a
 //! Messages request to a fake Anthropic upstream (a real HTTP server speaking Anthropic's wire
 //! format and events, which checks `x-api-key` and `anthropic-version`), and comes back as an
 //! OpenAI answer with Anthropic's usage (cache reads and writes at their own prices); a Messages client
@@ -84,6 +84,20 @@ async fn openai_clients_reach_an_anthropic_model() {
     assert_eq!(
         sent.body["messages"],
         json!([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}])
+    );
+    assert!(sent.body.get("output_config").is_none(), "{}", sent.body);
+
+    // A JSON schema is Anthropic's structured output: the model gets it, not a route past it.
+    let schema = json!({"type": "object", "properties": {"greeting": {"type": "string"}}, "required": ["greeting"], "additionalProperties": false});
+    let mut structured = ask(false);
+    structured["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "g", "schema": schema, "strict": true}});
+    let r = chat(&gw, structured, &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "claude");
+    let sent = up.recorded().pop().expect("a request");
+    assert_eq!(
+        sent.body["output_config"],
+        json!({"format": {"type": "json_schema", "schema": schema}})
     );
 
     let r = chat(&gw, ask(true), &[]).await;

@@ -1,6 +1,7 @@
 //! Capability-aware routing: a request that needs tools, a JSON mode, log probabilities,
-//! several choices, images, audio or files never goes to a model that lacks it. It falls back
-//! to one that has it (and says so), or gets a 400 naming what it needs; never a 200 without it.
+//! several choices, images, audio (in or out), files or a web search never goes to a model
+//! that lacks it. It falls back to one that has it (and says so), or gets a 400 naming what it
+//! needs; never a 200 without it.
 
 mod common;
 
@@ -59,6 +60,14 @@ async fn requests_needing_what_the_box_lacks_go_to_the_cloud_and_say_why() {
             "lacks_logprobs",
         ),
         (json!({"n": 2}), "lacks_n"),
+        (
+            json!({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}),
+            "lacks_audio",
+        ),
+        (
+            json!({"web_search_options": {"search_context_size": "low"}}),
+            "lacks_web_search",
+        ),
     ];
     for (i, (extra, reason)) in cases.iter().enumerate() {
         let r = chat(&gw, with("auto", extra.clone()), &[]).await;
@@ -111,6 +120,16 @@ async fn with_no_model_that_can_serve_it_the_client_gets_a_400_naming_the_capabi
         (json!({"logprobs": true}), "logprobs", "logprobs"),
         (json!({"n": 3}), "n", "n"),
         (json!({"tools": tools()}), "tools", "tools"),
+        (
+            json!({"modalities": ["text", "audio"]}),
+            "audio",
+            "modalities",
+        ),
+        (
+            json!({"web_search_options": {}}),
+            "web_search",
+            "web_search_options",
+        ),
     ];
     for model in ["local", "local-echo"] {
         for (extra, capability, param) in &cases {

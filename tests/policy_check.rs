@@ -262,6 +262,10 @@ fn the_dialects_a_model_serves_are_checked() {
             "{ kind: openai, base_url: 'http://h/v1', capabilities: [messages] }",
             "`kind: anthropic` models serve Anthropic's Messages API",
         ),
+        (
+            "{ kind: anthropic, capabilities: [tools, logprobs] }",
+            "the translation to Anthropic's Messages API cannot carry `logprobs` (it carries: tools, json_schema, images)",
+        ),
     ] {
         let (code, _, err) = check_text(&format!(
             "{HEAD}  m: {model}\ndefault: {{ route: small }}\n"
@@ -271,6 +275,11 @@ fn the_dialects_a_model_serves_are_checked() {
     }
     let (code, _, err) = check_text(&format!(
         "{HEAD}  m: {{ kind: openai, base_url: 'http://h/v1', responses: true, completions: true, capabilities: [tools] }}\ndefault: {{ route: m }}\n"
+    ));
+    assert_eq!(code, 0, "{err}");
+    // Structured output is carried to Anthropic models (as `output_config.format`).
+    let (code, _, err) = check_text(&format!(
+        "{HEAD}  m: {{ kind: anthropic, capabilities: [tools, json_schema] }}\ndefault: {{ route: m }}\n"
     ));
     assert_eq!(code, 0, "{err}");
 }

@@ -80,7 +80,9 @@ fn push_turn(turns: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
 /// else `default_max_tokens` (Messages requires it). System and developer messages become
 /// `system`; tool calls `tool_use` blocks; tool messages `tool_result` blocks of a user turn;
 /// image parts image blocks; `stop` `stop_sequences`; `safety_identifier` (else `user`)
-/// `metadata.user_id`; temperature is capped at 1.
+/// `metadata.user_id`; a function's `strict` the tool's; a `json_schema` `response_format`
+/// `output_config.format` (Anthropic's structured output, for the models that have it: the
+/// policy declares `json_schema` for them); temperature is capped at 1.
 pub fn from_chat(
     chat: &Map<String, Value>,
     model: &str,
@@ -171,6 +173,9 @@ pub fn from_chat(
             if let Some(d) = f.get("description") {
                 tool["description"] = d.clone();
             }
+            if let Some(strict) = f.get("strict").filter(|s| s.is_boolean()) {
+                tool["strict"] = strict.clone();
+            }
             Some(tool)
         })
         .collect();
@@ -189,6 +194,13 @@ pub fn from_chat(
             choice["disable_parallel_tool_use"] = json!(true);
         }
         out["tool_choice"] = choice;
+    }
+    if let Some(schema) = chat
+        .get("response_format")
+        .filter(|f| f.get("type").and_then(Value::as_str) == Some("json_schema"))
+        .and_then(|f| f.pointer("/json_schema/schema"))
+    {
+        out["output_config"] = json!({"format": {"type": "json_schema", "schema": schema}});
     }
     serde_json::to_vec(&out).unwrap_or_default()
 }
@@ -507,6 +519,23 @@ mod tests {
         chat.insert("safety_identifier".into(), json!("hashed-9"));
         let v: Value = serde_json::from_slice(&from_chat(&chat, "claude-x", false, 4096)).unwrap();
         assert_eq!(v["metadata"], json!({"user_id": "hashed-9"}));
+        assert!(v.get("output_config").is_none(), "{v}");
+    }
+
+    #[test]
+    fn a_json_schema_and_strict_tools_become_structured_output() {
+        let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false});
+        let chat: Map<String, Value> = serde_json::from_value(json!({
+            "model": "auto", "messages": [{"role": "user", "content": "A city?"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": true}},
+            "tools": [{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}, "strict": true}}]}))
+        .unwrap();
+        let v: Value = serde_json::from_slice(&from_chat(&chat, "claude-x", false, 4096)).unwrap();
+        assert_eq!(
+            v["output_config"],
+            json!({"format": {"type": "json_schema", "schema": schema}})
+        );
+        assert_eq!(v["tools"][0]["strict"], true);
     }
 
     #[test]

@@ -21,10 +21,13 @@ pub enum Capability {
     N,
     /// Image content parts (`image_url`).
     Images,
-    /// Audio content parts (`input_audio`).
+    /// Audio content parts (`input_audio`), or an answer in audio (`modalities` with `audio`,
+    /// or `audio` output settings).
     Audio,
     /// File content parts (`file`).
     Files,
+    /// A web search before the answer (`web_search_options`, OpenAI's search models).
+    WebSearch,
     /// A raw prompt continued as it is, without a chat template (a legacy completions request,
     /// `POST /v1/completions`): the on-box engine, and cloud models that declare
     /// `completions: true`.
@@ -43,7 +46,7 @@ pub enum Capability {
 
 impl Capability {
     /// Every capability, in the order of the bit set.
-    pub const ALL: [Capability; 11] = [
+    pub const ALL: [Capability; 12] = [
         Capability::Tools,
         Capability::JsonObject,
         Capability::JsonSchema,
@@ -52,6 +55,7 @@ impl Capability {
         Capability::Images,
         Capability::Audio,
         Capability::Files,
+        Capability::WebSearch,
         Capability::Completions,
         Capability::Responses,
         Capability::Messages,
@@ -68,6 +72,7 @@ impl Capability {
             Capability::Images => "images",
             Capability::Audio => "audio",
             Capability::Files => "files",
+            Capability::WebSearch => "web_search",
             Capability::Completions => "completions",
             Capability::Responses => "responses",
             Capability::Messages => "messages",
@@ -85,6 +90,7 @@ impl Capability {
             Capability::Images => "lacks_images",
             Capability::Audio => "lacks_audio",
             Capability::Files => "lacks_files",
+            Capability::WebSearch => "lacks_web_search",
             Capability::Completions => "lacks_completions",
             Capability::Responses => "lacks_responses",
             Capability::Messages => "lacks_messages",
@@ -101,6 +107,7 @@ impl Capability {
             Capability::Logprobs => "logprobs",
             Capability::N => "n",
             Capability::Images | Capability::Audio | Capability::Files => "messages",
+            Capability::WebSearch => "web_search_options",
             Capability::Completions => "prompt",
             Capability::Responses => "input",
             Capability::Messages => "messages",

@@ -220,6 +220,30 @@ impl ChatRequest {
         self.needs = self.needs.with(api);
     }
 
+    /// The request field that asks for `c`, for the `param` of the error when no model has it:
+    /// the dialect's own field for [`ChatRequest::dialect_only`], `modalities` or `audio` for
+    /// an answer in audio, else [`Capability::param`].
+    pub fn param_for(&self, c: Capability) -> String {
+        if let Some((api, p)) = &self.dialect_only {
+            if *api == c {
+                return p.clone();
+            }
+        }
+        if c == Capability::Audio {
+            if self.asks_audio_modality() {
+                return "modalities".into();
+            }
+            if matches!(self.field("audio"), Some(a) if !a.is_null()) {
+                return "audio".into();
+            }
+        }
+        c.param().into()
+    }
+
+    fn asks_audio_modality(&self) -> bool {
+        matches!(self.field("modalities"), Some(Value::Array(m)) if m.iter().any(|m| m == "audio"))
+    }
+
     /// What the request needs of a model (see [`Capability`] for where each comes from).
     fn needs_of(&self, counts: &MessageCounts) -> Capabilities {
         let mut needs = Capabilities::NONE;
@@ -250,6 +274,15 @@ impl ChatRequest {
         }
         if matches!(self.field("n"), Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 1)) {
             needs = needs.with(Capability::N);
+        }
+        // An answer in audio: `modalities` naming it, or the voice and format it comes in.
+        let audio_out =
+            self.asks_audio_modality() || matches!(self.field("audio"), Some(a) if !a.is_null());
+        if audio_out {
+            needs = needs.with(Capability::Audio);
+        }
+        if matches!(self.field("web_search_options"), Some(o) if !o.is_null()) {
+            needs = needs.with(Capability::WebSearch);
         }
         for (count, c) in [
             (counts.images, Capability::Images),
@@ -828,6 +861,32 @@ mod tests {
         assert_eq!(
             needs(r#","response_format":{"type":"json_object"}"#, r#""hi""#).0,
             "json_object"
+        );
+        for quiet in [
+            r#","modalities":["text"],"audio":null"#,
+            r#","web_search_options":null"#,
+        ] {
+            assert_eq!(needs(quiet, r#""hi""#), none, "{quiet}");
+        }
+        for (audio_out, param) in [
+            (r#","modalities":["text","audio"]"#, "modalities"),
+            (r#","audio":{"voice":"alloy","format":"wav"}"#, "audio"),
+        ] {
+            assert_eq!(needs(audio_out, r#""hi""#).0, "audio", "{audio_out}");
+            let body = format!(
+                r#"{{"model":"auto","messages":[{{"role":"user","content":"hi"}}]{audio_out}}}"#
+            );
+            let r = ChatRequest::parse(body.as_bytes()).unwrap();
+            assert_eq!(r.param_for(Capability::Audio), param);
+            assert_eq!(r.param_for(Capability::Tools), "tools");
+        }
+        assert_eq!(
+            needs(
+                r#","web_search_options":{"search_context_size":"low"}"#,
+                r#""hi""#
+            )
+            .0,
+            "web_search"
         );
     }
 

@@ -955,11 +955,13 @@ impl Compiler<'_> {
                 .without(Capability::Completions)
                 .without(Capability::Responses)
                 .without(Capability::Messages),
-            // What the Messages translation carries (tools and images), and what only the
-            // Messages API serves.
+            // What the Messages translation carries (tools, images, JSON schemas as structured
+            // output), and what only the Messages API serves. As for OpenAI models, the
+            // provider refuses what its model lacks (structured output on older models).
             ModelKind::Anthropic => Capabilities::NONE
                 .with(Capability::Tools)
                 .with(Capability::Images)
+                .with(Capability::JsonSchema)
                 .with(Capability::Messages),
         };
         let Some(names) = declared else {
@@ -990,10 +992,16 @@ impl Compiler<'_> {
                 ),
                 Some(c) if !engine.has(c) => self.error(
                     &p,
-                    format!(
-                        "the on-box engine cannot do `{c}` (it supports: {})",
-                        engine.names()
-                    ),
+                    match kind {
+                        ModelKind::Anthropic => format!(
+                            "the translation to Anthropic's Messages API cannot carry `{c}` (it carries: {})",
+                            engine.without(Capability::Messages).names()
+                        ),
+                        _ => format!(
+                            "the on-box engine cannot do `{c}` (it supports: {})",
+                            engine.names()
+                        ),
+                    },
                 ),
                 Some(c) => out = out.with(c),
             }

@@ -288,18 +288,14 @@ fn respond(
 
 /// The client's error for a request the policy cannot route: an unknown model (404), or a
 /// capability no model of the route has (400, naming it and the request parameter that asks
-/// for it: the request's own field for `responses` and `messages`).
+/// for it: [`ChatRequest::param_for`]).
 fn undecided(e: &policy::DecideError, req: &ChatRequest) -> ApiError {
     match e.missing_capability() {
         Some(c) => {
-            let param = req
-                .dialect_only
-                .as_ref()
-                .filter(|(api, _)| *api == c)
-                .map(|(_, p)| p.as_str());
+            let param = req.param_for(c);
             ApiError::BadRequest {
-                message: e.message_for(param),
-                param: Some(param.unwrap_or(c.param()).into()),
+                message: e.message_for(Some(&param)),
+                param: Some(param),
                 code: Some("unsupported_capability"),
             }
         }
