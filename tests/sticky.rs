@@ -2,8 +2,8 @@
 //! ones, whatever the rules would now say, unless a rule above the pinning one and not sticky
 //! itself matches (images here), a rule above it keeps private data on the box, or the pinned
 //! route cannot serve the turn at all. Conversations are told apart by their first messages or by
-//! `x-switchyard-session`; pins live in the state store, in memory or in a real `redis-server`
-//! shared by two gateways.
+//! `x-switchyard-session` (or Claude Code's and Codex CLI's session headers); pins live in the
+//! state store, in memory or in a real `redis-server` shared by two gateways.
 
 mod common;
 
@@ -154,6 +154,73 @@ async fn the_session_header_names_the_conversation() {
     let mut named = conversation(&["short"]);
     named["model"] = json!("local-echo");
     assert_eq!(route_of(&gw, named, &s1).await.0, "local-echo");
+}
+
+/// The model that answered a request of another dialect (`path`) with `headers`.
+async fn dialect_route(
+    gw: &TestGateway,
+    path: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> String {
+    let mut h = vec![
+        ("content-type", "application/json"),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    h.extend_from_slice(headers);
+    let r = request("POST", &format!("{}{path}", gw.url), body.to_string(), &h).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.header("x-switchyard-model").to_string()
+}
+
+/// Claude Code and Codex CLI name their sessions in headers of their own: a session stays
+/// pinned when its opening changes (a compaction replaces it with a summary), a Claude Code
+/// subagent's conversation is its own, and Codex's `session_id` names nothing outside the
+/// Responses API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coding_agents_name_their_sessions_in_their_own_headers() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&policy(&up, ""), KEY).await;
+    let messages = |text: &str| {
+        json!({"model": "auto", "max_tokens": 64,
+               "messages": [{"role": "user", "content": text}]})
+    };
+    let claude = [("x-claude-code-session-id", "5f1c0d2e-claude")];
+    let at = "/v1/messages";
+    assert_eq!(
+        dialect_route(&gw, at, messages(LONG), &claude).await,
+        "cloud"
+    );
+    let compacted = "This session is being continued from a previous conversation.";
+    assert_eq!(
+        dialect_route(&gw, at, messages(compacted), &claude).await,
+        "cloud"
+    );
+    assert_eq!(
+        dialect_route(&gw, at, messages(compacted), &[]).await,
+        "local-echo"
+    );
+    let subagent = [claude[0], ("x-claude-code-agent-id", "agent-7")];
+    assert_eq!(
+        dialect_route(&gw, at, messages(compacted), &subagent).await,
+        "local-echo"
+    );
+
+    let input = |text: &str| json!({"model": "auto", "input": text});
+    let codex = [("session_id", "0199a0b2-codex")];
+    let at = "/v1/responses";
+    assert_eq!(dialect_route(&gw, at, input(LONG), &codex).await, "cloud");
+    assert_eq!(
+        dialect_route(&gw, at, input("Summary of the work so far."), &codex).await,
+        "cloud"
+    );
+    // On chat completions `session_id` is no conversation name.
+    assert_eq!(
+        route_of(&gw, conversation(&["Summary of the work so far."]), &codex)
+            .await
+            .0,
+        "local-echo"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,7 +37,7 @@ pub struct Entry<'a> {
     /// row is scanned for every kind.
     pub pii: Option<crate::pii::Kinds>,
     /// The conversation's key ([`crate::server::sticky::session_key`]: hex SHA-256 of the
-    /// tenant and the `x-switchyard-session` header or the opening messages), for an `auto`
+    /// tenant and the header that named the conversation or the opening messages), for an `auto`
     /// request; `replay` follows pins by it.
     pub session: Option<Conversation<'a>>,
     /// The rules that tell an agent's opening messages from the person's (the policy's), for a
@@ -50,7 +50,8 @@ pub struct Entry<'a> {
 pub struct Conversation<'a> {
     /// The key (hex SHA-256).
     pub key: &'a str,
-    /// Named by the client's `x-switchyard-session` header, not by the opening messages' text.
+    /// Named by a header of the client's ([`crate::server::sticky::client_name`]), not by the
+    /// opening messages' text.
     /// A key made of the text is made again from the text as the log keeps it (private data
     /// replaced), so that it is no hash of a detected value; `prompts: drop` keeps no trace of
     /// the text, so then such a key is not written.

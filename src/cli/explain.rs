@@ -124,7 +124,7 @@ pub fn explain(
                     if let Some(end) = crate::server::sticky::opening_end(&messages, &harness) {
                         let _ = writeln!(
                             s,
-                            "  conversation: named by messages[0..={end}], its opening up to the person's first request (or by an x-switchyard-session header)"
+                            "  conversation: named by messages[0..={end}], its opening up to the person's first request (or by a session header: x-switchyard-session, Claude Code's, Codex CLI's)"
                         );
                     }
                 }

@@ -117,7 +117,8 @@ pub(super) async fn answer(
     settlement.arrived(caller.tenant.as_deref(), feats.prompt_tokens);
     let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
     detect_pii(&gateway, &parsed, &mut feats).await;
-    let conversation = conversation_of(&gateway, headers, &parsed, &feats);
+    let responses = native.is_some_and(|n| n.dialect == crate::api::Dialect::Responses);
+    let conversation = conversation_of(&gateway, headers, &parsed, &feats, responses);
     let key = conversation.as_ref().map(|c| c.0.as_str());
     let answered = pinned(&gateway, key, &mut feats).await;
     let classified = classify(&gateway, &parsed, &mut feats, request_id).await;
@@ -438,7 +439,7 @@ fn redacted_copy(
 }
 
 /// The conversation an `auto` request continues ([`sticky::session_key`]) and whether the
-/// `x-switchyard-session` header named it, when the policy has sticky routes (its pin is looked
+/// client named it in a header ([`sticky::client_name`]), when the policy has sticky routes (its pin is looked
 /// up by it) or keeps a request log (`replay` follows a sticky policy's pins by it, whatever
 /// the policy that served the traffic).
 fn conversation_of(
@@ -446,19 +447,20 @@ fn conversation_of(
     headers: &HeaderMap,
     req: &ChatRequest,
     feats: &Features,
+    responses: bool,
 ) -> Option<(String, bool)> {
     let wanted = gateway.policy.uses_sticky() || gateway.recorder.is_some();
     if !wanted || feats.requested_model != policy::AUTO {
         return None;
     }
-    let header = headers
-        .get(sticky::SESSION_HEADER)
-        .and_then(|v| v.to_str().ok());
-    let by_header = header.is_some_and(|h| !h.trim().is_empty());
-    Some((
-        sticky::session_key(header, feats.tenant.as_deref(), req, &gateway.harness)?,
-        by_header,
-    ))
+    let name = sticky::client_name(headers, responses);
+    let key = sticky::session_key(
+        name.as_deref(),
+        feats.tenant.as_deref(),
+        req,
+        &gateway.harness,
+    )?;
+    Some((key, name.is_some()))
 }
 
 /// Looks up the pin of conversation `key` when the policy has sticky routes, and puts it into

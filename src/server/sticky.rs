@@ -1,7 +1,8 @@
 //! Sticky conversations: which conversation a request continues, and its pin in the state store.
 //!
-//! A conversation is named by the client's `x-switchyard-session` header, or else by its
-//! opening: its messages up to the first user message that holds words of the person's (what
+//! A conversation is named by the client: the gateway's `x-switchyard-session` header, else
+//! the session id a coding agent sends on every request of one conversation
+//! ([`client_name`]); or else by its opening: its messages up to the first user message that holds words of the person's (what
 //! is left of it once the classifier's harness rules have stripped it), the system, developer
 //! and user messages among them; they are the same on every turn of one conversation. Coding
 //! agents open every conversation with user messages of their own (Codex CLI: the folder's
@@ -14,6 +15,7 @@ use crate::accounting::state::{StateStore, StoreError};
 use crate::api::{content_text, ChatRequest, Role};
 use crate::classifier::input::HarnessFilter;
 use crate::features::Pin;
+use http::HeaderMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -21,8 +23,49 @@ use std::time::Duration;
 /// The request header that names a conversation.
 pub const SESSION_HEADER: &str = "x-switchyard-session";
 
+/// Claude Code's session id, sent on every request of one session.
+pub const CLAUDE_CODE_SESSION: &str = "x-claude-code-session-id";
+
+/// Claude Code's subagent id, sent beside its session id by a subagent, whose conversation is
+/// its own.
+pub const CLAUDE_CODE_AGENT: &str = "x-claude-code-agent-id";
+
+/// Codex CLI's conversation id, sent on every Responses request of one conversation (and kept
+/// across its compactions, which replace the opening).
+pub const CODEX_SESSION: &str = "session_id";
+
+/// The conversation's name as the client gives it, from the first of these headers that is
+/// set (not blank): `x-switchyard-session` (the name as it is); Claude Code's
+/// `x-claude-code-session-id`, with `x-claude-code-agent-id` when a subagent sends it; and on
+/// the Responses API (`responses`: the request came to `POST /v1/responses`), Codex CLI's
+/// `session_id`. The agents' names carry their header's name, so no value of one header names
+/// another's conversation. A value that is not visible ASCII is not read.
+pub fn client_name(headers: &HeaderMap, responses: bool) -> Option<String> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(name) = get(SESSION_HEADER) {
+        return Some(name.to_string());
+    }
+    if let Some(session) = get(CLAUDE_CODE_SESSION) {
+        return Some(match get(CLAUDE_CODE_AGENT) {
+            Some(agent) => {
+                format!("{CLAUDE_CODE_SESSION}\n{session}\n{CLAUDE_CODE_AGENT}\n{agent}")
+            }
+            None => format!("{CLAUDE_CODE_SESSION}\n{session}"),
+        });
+    }
+    get(CODEX_SESSION)
+        .filter(|_| responses)
+        .map(|session| format!("{CODEX_SESSION}\n{session}"))
+}
+
 /// The conversation's key (hex SHA-256), or `None` when the request names none and has no user
-/// message to name it by. `harness`: the rules that tell an agent's own user messages from the
+/// message to name it by. `header`: the name the client gave it ([`client_name`]). `harness`: the rules that tell an agent's own user messages from the
 /// person's (the policy's classifier settings); when no user message has words of the
 /// person's yet, the opening ends at the first user message.
 pub fn session_key(
@@ -146,6 +189,51 @@ pub async fn pin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn clients_name_conversations_in_their_own_headers() {
+        let name = |pairs: &[(&str, &str)], responses| client_name(&headers(pairs), responses);
+        assert_eq!(name(&[], true), None);
+        assert_eq!(name(&[(SESSION_HEADER, "  ")], true), None);
+        // The gateway's own header is the name as it is, and comes first.
+        assert_eq!(
+            name(
+                &[(SESSION_HEADER, " chat-1 "), (CLAUDE_CODE_SESSION, "s")],
+                false
+            ),
+            Some("chat-1".into())
+        );
+        let claude = name(&[(CLAUDE_CODE_SESSION, "5f1c")], false);
+        assert_eq!(claude.as_deref(), Some("x-claude-code-session-id\n5f1c"));
+        let subagent = name(
+            &[(CLAUDE_CODE_SESSION, "5f1c"), (CLAUDE_CODE_AGENT, "a1")],
+            false,
+        );
+        assert_ne!(subagent, claude);
+        assert!(subagent.is_some());
+        // Codex CLI's `session_id` is read on the Responses API only.
+        assert_eq!(
+            name(&[(CODEX_SESSION, "0199")], true).as_deref(),
+            Some("session_id\n0199")
+        );
+        assert_eq!(name(&[(CODEX_SESSION, "0199")], false), None);
+        // One value in two headers names two conversations.
+        assert_ne!(
+            name(&[(CODEX_SESSION, "0199")], true),
+            name(&[(SESSION_HEADER, "0199")], true)
+        );
+    }
 
     fn req(body: &str) -> ChatRequest {
         ChatRequest::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{e:?}"))

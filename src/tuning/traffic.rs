@@ -39,7 +39,7 @@ pub struct Row {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Conversation {
     /// A request log's `session`: the key the gateway named it by (from the
-    /// `x-switchyard-session` header or the opening messages).
+    /// header that named the conversation or the opening messages).
     Logged(String),
     /// A request log's row that names none (`prompts: drop`, or a log written before
     /// conversations were recorded): a turn of no conversation.
