@@ -229,19 +229,23 @@ impl ChatRequest {
                 return p.clone();
             }
         }
-        if c == Capability::Audio {
-            if self.asks_audio_modality() {
-                return "modalities".into();
-            }
-            if matches!(self.field("audio"), Some(a) if !a.is_null()) {
-                return "audio".into();
-            }
+        match (c, self.audio_answer()) {
+            (Capability::Audio, Some(field)) => field.into(),
+            _ => c.param().into(),
         }
-        c.param().into()
     }
 
-    fn asks_audio_modality(&self) -> bool {
-        matches!(self.field("modalities"), Some(Value::Array(m)) if m.iter().any(|m| m == "audio"))
+    /// The field that asks for an answer in audio: `modalities` naming it, else `audio` (the
+    /// voice and format it comes in); `None` when neither does.
+    fn audio_answer(&self) -> Option<&'static str> {
+        if matches!(self.field("modalities"), Some(Value::Array(m)) if m.iter().any(|m| m == "audio"))
+        {
+            Some("modalities")
+        } else if matches!(self.field("audio"), Some(a) if !a.is_null()) {
+            Some("audio")
+        } else {
+            None
+        }
     }
 
     /// What the request needs of a model (see [`Capability`] for where each comes from).
@@ -275,10 +279,7 @@ impl ChatRequest {
         if matches!(self.field("n"), Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 1)) {
             needs = needs.with(Capability::N);
         }
-        // An answer in audio: `modalities` naming it, or the voice and format it comes in.
-        let audio_out =
-            self.asks_audio_modality() || matches!(self.field("audio"), Some(a) if !a.is_null());
-        if audio_out {
+        if self.audio_answer().is_some() {
             needs = needs.with(Capability::Audio);
         }
         if matches!(self.field("web_search_options"), Some(o) if !o.is_null()) {

@@ -439,8 +439,8 @@ fn redacted_copy(
 }
 
 /// The conversation an `auto` request continues ([`sticky::session_key`]) and whether the
-/// client named it in a header ([`sticky::client_name`]), when the policy has sticky routes (its pin is looked
-/// up by it) or keeps a request log (`replay` follows a sticky policy's pins by it, whatever
+/// client named it in a header ([`sticky::client_name`]), when the policy has sticky routes
+/// (its pin is looked up by it) or keeps a request log (`replay` follows a sticky policy's pins by it, whatever
 /// the policy that served the traffic).
 fn conversation_of(
     gateway: &Gateway,

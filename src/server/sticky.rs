@@ -2,14 +2,15 @@
 //!
 //! A conversation is named by the client: the gateway's `x-switchyard-session` header, else
 //! the session id a coding agent sends on every request of one conversation
-//! ([`client_name`]); or else by its opening: its messages up to the first user message that holds words of the person's (what
-//! is left of it once the classifier's harness rules have stripped it), the system, developer
-//! and user messages among them; they are the same on every turn of one conversation. Coding
-//! agents open every conversation with user messages of their own (Codex CLI: the folder's
-//! `AGENTS.md` and `<environment_context>`), which would make every conversation in a folder one
-//! conversation without the person's first request. The key is a SHA-256 of the caller's tenant
-//! and that name, so neither the header nor any text is stored. The pin holds the model that
-//! answered the last sticky turn and the rule that routed it.
+//! ([`client_name`]); or else by its opening: its messages up to the first user message that
+//! holds words of the person's (what is left of it once the classifier's harness rules have
+//! stripped it), the system, developer and user messages among them; they are the same on
+//! every turn of one conversation. Coding agents open every conversation with user messages of
+//! their own (Codex CLI: the folder's `AGENTS.md` and `<environment_context>`), which would
+//! make every conversation in a folder one conversation without the person's first request.
+//! The key is a SHA-256 of the caller's tenant and that name, so neither the header nor any
+//! text is stored. The pin holds the model that answered the last sticky turn and the rule
+//! that routed it.
 
 use crate::accounting::state::{StateStore, StoreError};
 use crate::api::{content_text, ChatRequest, Role};
