@@ -3,7 +3,8 @@
 //! format and events, which checks `x-api-key` and `anthropic-version`), and comes back as an
 //! OpenAI answer with Anthropic's usage (cache reads and writes at their own prices); a Messages client
 //! reaches the same model with its `anthropic-version` and `anthropic-beta` passed on; Anthropic's
-//! 529 reaches an OpenAI client as 503.
+//! 529 reaches an OpenAI client as 503; `reasoning_effort` is Anthropic's thinking (adaptive, or a
+//! budget), held by the fake upstream to Anthropic's rules for thinking requests.
 
 mod common;
 
@@ -16,12 +17,14 @@ async fn gateway(up: &FakeUpstream) -> TestGateway {
     let base = |variant: &str| quoted(&format!("http://{}/anthropic{variant}", up.addr));
     let price = "{ input_per_million: 3, output_per_million: 15, cached_input_per_million: 0.3, cache_write_per_million: 3.75 }";
     let mut p = PolicyBuilder::new();
-    for (name, variant) in [
-        ("claude", ""),
-        ("claude-tool", "-tool"),
-        ("claude-cached", "-cached"),
-        ("claude-busy", "-529"),
-        ("claude-nousage", "-nousage"),
+    for (name, variant, reasoning) in [
+        ("claude", "", "effort"),
+        ("claude-tool", "-tool", "effort"),
+        ("claude-cached", "-cached", "effort"),
+        ("claude-busy", "-529", "effort"),
+        ("claude-nousage", "-nousage", "effort"),
+        ("claude-budget", "", "budget"),
+        ("claude-plain", "", "none"),
     ] {
         p = p.model(
             name,
@@ -32,10 +35,13 @@ async fn gateway(up: &FakeUpstream) -> TestGateway {
                 ("upstream_model", "claude-sonnet-test"),
                 ("price", price),
                 ("retries", "{ max_retries: 0 }"),
+                ("reasoning", reasoning),
             ],
         );
     }
     let policy = p
+        .rule("budget", "{ tags: [budget] }", "claude-budget", &[])
+        .rule("plain", "{ tags: [plain] }", "claude-plain", &[])
         .rule("tool", "{ tags: [tool] }", "claude-tool", &[])
         .rule("cached", "{ tags: [cached] }", "claude-cached", &[])
         .rule("busy", "{ tags: [busy] }", "claude-busy", &[])
@@ -236,4 +242,91 @@ async fn an_answer_without_usage_is_estimated_not_free() {
     assert!(cost > 0.0, "{cost}");
     let estimated = r#"switchyard_usage_estimated_total{model="claude-nousage"}"#;
     assert_eq!(metric(&gw, estimated).await, 1.0);
+}
+
+/// The text of an OpenAI answer or of its stream's chunks.
+fn answer_text(r: &Reply, stream: bool) -> String {
+    if !stream {
+        return r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+    }
+    r.events()
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reasoning_effort_is_thinking_for_an_anthropic_model() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let thinking = |stream: bool, effort: &str| {
+        let mut v = ask(stream);
+        v["reasoning_effort"] = json!(effort);
+        v["temperature"] = json!(0.2);
+        v
+    };
+    // Claude 4.6 and later (`reasoning: effort`, the default): adaptive thinking at that effort.
+    for stream in [false, true] {
+        let r = chat(&gw, thinking(stream, "high"), &[]).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        // The model's thinking is not part of an OpenAI answer.
+        assert_eq!(answer_text(&r, stream), "Hello from Claude");
+        assert!(!String::from_utf8_lossy(&r.body).contains("greets"));
+        let sent = up.recorded().pop().expect("a request").body;
+        assert_eq!(sent["thinking"], json!({"type": "adaptive"}));
+        assert_eq!(sent["output_config"], json!({"effort": "high"}));
+        assert!(sent.get("temperature").is_none(), "{sent}");
+    }
+    // Claude 3.7 to 4.5 (`reasoning: budget`): a share of max_tokens.
+    let mut budgeted = thinking(false, "medium");
+    budgeted["max_tokens"] = json!(4000);
+    let r = chat(&gw, budgeted, &[("x-switchyard-tags", "budget")]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "claude-budget");
+    let sent = up.recorded().pop().expect("a request").body;
+    assert_eq!(
+        sent["thinking"],
+        json!({"type": "enabled", "budget_tokens": 2000})
+    );
+    assert!(sent.get("output_config").is_none(), "{sent}");
+    // A model that does not reason is given no effort, and the request as it was.
+    let r = chat(
+        &gw,
+        thinking(false, "high"),
+        &[("x-switchyard-tags", "plain")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sent = up.recorded().pop().expect("a request").body;
+    assert!(sent.get("thinking").is_none() && sent.get("output_config").is_none());
+    assert_eq!(sent["temperature"], 0.2);
+    // A tool call's result goes back without thinking: the client kept no thinking block for
+    // the turn that called the tool, which Anthropic would refuse.
+    let mut continued = thinking(false, "high");
+    continued["tools"] = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    continued["messages"] = json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "toolu_fake_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "toolu_fake_1", "content": "18 C, sunny"}]);
+    for tags in ["", "budget"] {
+        let r = chat(&gw, continued.clone(), &[("x-switchyard-tags", tags)]).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{tags}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let sent = up.recorded().pop().expect("a request").body;
+        assert!(sent.get("thinking").is_none(), "{sent}");
+    }
 }

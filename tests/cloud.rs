@@ -280,3 +280,52 @@ async fn an_azure_style_model_gets_its_key_header_and_query() {
     assert!(got.headers.get("authorization").is_none());
     assert!(got.headers.get("x-api-key").is_none());
 }
+
+/// `reasoning: none` (a model that does not reason, such as gpt-4o-mini, which refuses the
+/// field): a request's reasoning effort is not sent, from a chat request or a Responses one; by
+/// default it goes as it came.
+#[tokio::test]
+async fn reasoning_effort_reaches_only_models_that_reason() {
+    let up = FakeUpstream::start().await;
+    let policy = PolicyBuilder::new()
+        .cloud("reasoner", &up.base("ok"))
+        .cloud("plain", &up.base("ok"))
+        .model_field("plain", "reasoning", "none")
+        .rule("plain", "{ tags: [plain] }", "plain", &[])
+        .default_route("reasoner", &[])
+        .render();
+    let gw = start_gateway(&policy, KEY).await;
+    let mut body = ask("auto", "Prove that there are infinitely many primes.");
+    body["reasoning_effort"] = json!("high");
+    for (tags, sent_effort) in [("", Some("high")), ("plain", None)] {
+        let r = chat(&gw, body.clone(), &[("x-switchyard-tags", tags)]).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let sent = up.recorded().pop().expect("a request").body;
+        assert_eq!(
+            sent["reasoning_effort"].as_str(),
+            sent_effort,
+            "{tags}: {sent}"
+        );
+        assert_eq!(sent["messages"], body["messages"]);
+    }
+    let responses = json!({"model": "auto", "input": "Prove it.", "reasoning": {"effort": "low"}});
+    for (tags, sent_effort) in [("", Some("low")), ("plain", None)] {
+        let r = request(
+            "POST",
+            &format!("{}/v1/responses", gw.url),
+            responses.to_string(),
+            &[
+                ("content-type", "application/json"),
+                ("x-switchyard-tags", tags),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let sent = up.recorded().pop().expect("a request").body;
+        assert_eq!(
+            sent["reasoning_effort"].as_str(),
+            sent_effort,
+            "{tags}: {sent}"
+        );
+    }
+}

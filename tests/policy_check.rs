@@ -285,6 +285,39 @@ fn the_dialects_a_model_serves_are_checked() {
 }
 
 #[test]
+fn how_a_model_is_given_reasoning_effort_is_checked() {
+    for (model, says) in [
+        (
+            "{ kind: local, reasoning: effort }",
+            "`reasoning` is only valid for cloud",
+        ),
+        (
+            "{ kind: openai, base_url: 'http://h/v1', reasoning: budget }",
+            "`budget` is Anthropic's extended thinking",
+        ),
+        (
+            "{ kind: anthropic, reasoning: adaptive }",
+            "unknown variant `adaptive`, expected one of `effort`, `budget`, `none`",
+        ),
+    ] {
+        let (code, _, err) = check_text(&format!(
+            "{HEAD}  m: {model}\ndefault: {{ route: small }}\n"
+        ));
+        assert_eq!(code, 1, "{model}");
+        assert!(err.contains(says), "{model}: {err}");
+    }
+    for model in [
+        "{ kind: openai, base_url: 'http://h/v1', reasoning: none }",
+        "{ kind: openai, base_url: 'http://h/v1', reasoning: effort }",
+        "{ kind: anthropic, reasoning: budget }",
+        "{ kind: anthropic, reasoning: none }",
+    ] {
+        let (code, _, err) = check_text(&format!("{HEAD}  m: {model}\ndefault: {{ route: m }}\n"));
+        assert_eq!(code, 0, "{model}: {err}");
+    }
+}
+
+#[test]
 fn a_chat_template_is_for_local_models() {
     let (code, _, err) = check_text(&format!(
         "{HEAD}  m: {{ kind: openai, base_url: 'http://h/v1', template: gemma }}\ndefault: {{ route: small }}\n"

@@ -9,6 +9,114 @@ use serde_json::{json, Map, Value};
 /// Anthropic's `temperature` is in [0, 1]; OpenAI's in [0, 2].
 const MAX_TEMPERATURE: f64 = 1.0;
 
+/// The smallest thinking budget Anthropic accepts, in tokens.
+const MIN_THINKING_BUDGET: u64 = 1024;
+
+/// The lowest `top_p` Anthropic accepts with thinking on.
+const MIN_THINKING_TOP_P: f64 = 0.95;
+
+/// How a model is asked to think for a request's `reasoning_effort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thinking {
+    /// Adaptive thinking (`thinking: {"type": "adaptive"}`), its depth set by
+    /// `output_config.effort`: Claude 4.6 and later.
+    Adaptive,
+    /// Extended thinking with a token budget (`thinking: {"type": "enabled", "budget_tokens"}`):
+    /// Claude 3.7 to 4.5.
+    Budget,
+}
+
+/// Anthropic's `output_config.effort` for an OpenAI `reasoning_effort`: `minimal` is `low`
+/// (Anthropic's least), the others are the same words (`low`, `medium`, `high`, `xhigh`,
+/// `max`; a model without one refuses it with its own 400); `none` asks for no effort setting.
+fn anthropic_effort(effort: &str) -> Option<&str> {
+    match effort {
+        "none" => None,
+        "minimal" => Some("low"),
+        e => Some(e),
+    }
+}
+
+/// The share of `max_tokens` a thinking budget takes at each effort, as OpenRouter's
+/// reasoning-tokens guide maps efforts onto Anthropic budgets (`minimal` 10%, `low` 20%,
+/// `medium` 50%, `high` 80%, `xhigh` 95%); Anthropic's `max` as `xhigh`. `None` for `none` and
+/// for words that name no effort.
+fn budget_share(effort: &str) -> Option<f64> {
+    Some(match effort {
+        "minimal" => 0.1,
+        "low" => 0.2,
+        "medium" => 0.5,
+        "high" => 0.8,
+        "xhigh" | "max" => 0.95,
+        _ => return None,
+    })
+}
+
+/// Sets `thinking` (and for [`Thinking::Adaptive`] `output_config.effort`) on a Messages
+/// request `out` for the chat request's `reasoning_effort`, where Anthropic allows it:
+/// thinking stays off when a tool call is forced (`tool_choice` `required` or a named
+/// function) and when the request continues a tool call (the last assistant message has tool
+/// calls: Anthropic wants that turn to start with the thinking block the model wrote, which an
+/// OpenAI client does not keep); a budget must be at least 1,024 tokens and below
+/// `max_tokens`. With thinking on, `temperature` is not sent (Anthropic allows only 1) and
+/// `top_p` is raised to 0.95 at least. Returns whether thinking is on.
+fn set_thinking(chat: &Map<String, Value>, mode: Thinking, out: &mut Value) -> bool {
+    let Some(effort) = chat.get("reasoning_effort").and_then(Value::as_str) else {
+        return false;
+    };
+    let forced = match chat.get("tool_choice") {
+        Some(Value::String(s)) => s == "required",
+        Some(Value::Object(_)) => true,
+        _ => false,
+    };
+    let continues_tool_call = chat
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "assistant"))
+        .and_then(|m| m.get("tool_calls"))
+        .and_then(Value::as_array)
+        .is_some_and(|calls| !calls.is_empty());
+    let allowed = !forced && !continues_tool_call;
+    let on = match mode {
+        Thinking::Adaptive => {
+            let Some(effort) = anthropic_effort(effort) else {
+                return false;
+            };
+            match out.get_mut("output_config").and_then(Value::as_object_mut) {
+                Some(config) => {
+                    config.insert("effort".into(), json!(effort));
+                }
+                None => out["output_config"] = json!({"effort": effort}),
+            }
+            if allowed {
+                out["thinking"] = json!({"type": "adaptive"});
+            }
+            allowed
+        }
+        Thinking::Budget => {
+            let Some(share) = budget_share(effort) else {
+                return false;
+            };
+            let max_tokens = out["max_tokens"].as_u64().unwrap_or(0);
+            let budget = ((max_tokens as f64 * share) as u64).max(MIN_THINKING_BUDGET);
+            let on = allowed && budget < max_tokens;
+            if on {
+                out["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
+            }
+            on
+        }
+    };
+    if on {
+        if let Some(o) = out.as_object_mut() {
+            o.remove("temperature");
+        }
+        if let Some(p) = out.get("top_p").and_then(Value::as_f64) {
+            out["top_p"] = json!(p.max(MIN_THINKING_TOP_P));
+        }
+    }
+    on
+}
+
 /// A `data:` URL as an Anthropic base64 image source, else a URL source.
 fn image_source(url: &str) -> Value {
     if let Some(rest) = url.strip_prefix("data:") {
@@ -82,12 +190,15 @@ fn push_turn(turns: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
 /// image parts image blocks; `stop` `stop_sequences`; `safety_identifier` (else `user`)
 /// `metadata.user_id`; a function's `strict` the tool's; a `json_schema` `response_format`
 /// `output_config.format` (Anthropic's structured output, for the models that have it: the
-/// policy declares `json_schema` for them); temperature is capped at 1.
+/// policy declares `json_schema` for them); temperature is capped at 1. `reasoning_effort`
+/// becomes thinking as `thinking` says ([`set_thinking`]; `None`: not sent). The thinking the
+/// answer holds is not brought back (OpenAI's chat completions have no place for it).
 pub fn from_chat(
     chat: &Map<String, Value>,
     model: &str,
     stream: bool,
     default_max_tokens: u64,
+    thinking: Option<Thinking>,
 ) -> Vec<u8> {
     let mut system = vec![];
     let mut turns: Vec<Value> = vec![];
@@ -201,6 +312,9 @@ pub fn from_chat(
         .and_then(|f| f.pointer("/json_schema/schema"))
     {
         out["output_config"] = json!({"format": {"type": "json_schema", "schema": schema}});
+    }
+    if let Some(mode) = thinking {
+        set_thinking(chat, mode, &mut out);
     }
     serde_json::to_vec(&out).unwrap_or_default()
 }
@@ -487,7 +601,8 @@ mod tests {
                 {"role": "user", "content": "And tomorrow?"}],
             "tools": [{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}],
             "tool_choice": "required", "parallel_tool_calls": false})).unwrap();
-        let v: Value = serde_json::from_slice(&from_chat(&chat, "claude-x", true, 4096)).unwrap();
+        let v: Value =
+            serde_json::from_slice(&from_chat(&chat, "claude-x", true, 4096, None)).unwrap();
         assert_eq!(v["model"], "claude-x");
         assert_eq!(v["system"], "Be brief.");
         assert_eq!(v["temperature"], 1.0);
@@ -517,7 +632,8 @@ mod tests {
         // `safety_identifier`, OpenAI's successor to `user`, is the one Anthropic is given.
         let mut chat = chat;
         chat.insert("safety_identifier".into(), json!("hashed-9"));
-        let v: Value = serde_json::from_slice(&from_chat(&chat, "claude-x", false, 4096)).unwrap();
+        let v: Value =
+            serde_json::from_slice(&from_chat(&chat, "claude-x", false, 4096, None)).unwrap();
         assert_eq!(v["metadata"], json!({"user_id": "hashed-9"}));
         assert!(v.get("output_config").is_none(), "{v}");
     }
@@ -530,12 +646,173 @@ mod tests {
             "response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": true}},
             "tools": [{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}, "strict": true}}]}))
         .unwrap();
-        let v: Value = serde_json::from_slice(&from_chat(&chat, "claude-x", false, 4096)).unwrap();
+        let v: Value =
+            serde_json::from_slice(&from_chat(&chat, "claude-x", false, 4096, None)).unwrap();
         assert_eq!(
             v["output_config"],
             json!({"format": {"type": "json_schema", "schema": schema}})
         );
         assert_eq!(v["tools"][0]["strict"], true);
+    }
+
+    /// The Messages request for a chat request with these members.
+    fn thinking_request(chat: Value, mode: Thinking) -> Value {
+        let chat: Map<String, Value> = serde_json::from_value(chat).unwrap();
+        serde_json::from_slice(&from_chat(&chat, "claude-x", false, 4096, Some(mode))).unwrap()
+    }
+
+    #[test]
+    fn reasoning_effort_becomes_adaptive_thinking_with_its_effort() {
+        let ask = |effort: &str| {
+            json!({"model": "auto", "reasoning_effort": effort, "temperature": 0.2, "top_p": 0.5,
+                "messages": [{"role": "user", "content": "Prove it."}]})
+        };
+        let v = thinking_request(ask("high"), Thinking::Adaptive);
+        assert_eq!(v["thinking"], json!({"type": "adaptive"}));
+        assert_eq!(v["output_config"], json!({"effort": "high"}));
+        // Anthropic allows temperature 1 only, and top_p from 0.95, while the model thinks.
+        assert!(v.get("temperature").is_none(), "{v}");
+        assert_eq!(v["top_p"], 0.95);
+        assert_eq!(
+            thinking_request(ask("minimal"), Thinking::Adaptive)["output_config"],
+            json!({"effort": "low"})
+        );
+        let none = thinking_request(ask("none"), Thinking::Adaptive);
+        assert!(none.get("thinking").is_none() && none.get("output_config").is_none());
+        assert_eq!(none["temperature"], 0.2);
+        // Beside a JSON schema, the effort joins `output_config`.
+        let mut with_schema = ask("low");
+        with_schema["response_format"] = json!({"type": "json_schema",
+            "json_schema": {"name": "x", "schema": {"type": "object"}}});
+        assert_eq!(
+            thinking_request(with_schema, Thinking::Adaptive)["output_config"],
+            json!({"format": {"type": "json_schema", "schema": {"type": "object"}}, "effort": "low"})
+        );
+        // Without `reasoning_effort`, nothing is asked.
+        let plain = thinking_request(
+            json!({"model": "auto", "messages": [{"role": "user", "content": "Hi"}]}),
+            Thinking::Adaptive,
+        );
+        assert!(plain.get("thinking").is_none() && plain.get("output_config").is_none());
+    }
+
+    #[test]
+    fn a_thinking_budget_is_a_share_of_max_tokens() {
+        let ask = |effort: &str, max_tokens: u64| {
+            json!({"model": "auto", "reasoning_effort": effort, "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": "Prove it."}]})
+        };
+        for (effort, budget) in [
+            ("minimal", 1024),
+            ("low", 2000),
+            ("medium", 5000),
+            ("high", 8000),
+            ("xhigh", 9500),
+        ] {
+            let v = thinking_request(ask(effort, 10_000), Thinking::Budget);
+            assert_eq!(
+                v["thinking"],
+                json!({"type": "enabled", "budget_tokens": budget}),
+                "{effort}"
+            );
+            assert!(v.get("output_config").is_none(), "{v}");
+        }
+        // No budget fits below 1,025 tokens: the model answers without thinking.
+        assert!(thinking_request(ask("high", 1024), Thinking::Budget)
+            .get("thinking")
+            .is_none());
+        assert_eq!(
+            thinking_request(ask("low", 1025), Thinking::Budget)["thinking"]["budget_tokens"],
+            1024
+        );
+        assert!(thinking_request(ask("none", 10_000), Thinking::Budget)
+            .get("thinking")
+            .is_none());
+    }
+
+    #[test]
+    fn no_thinking_where_anthropic_refuses_it() {
+        let call =
+            json!([{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]);
+        let tools = json!([{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}]);
+        for mode in [Thinking::Adaptive, Thinking::Budget] {
+            // A forced tool call.
+            for choice in [
+                json!("required"),
+                json!({"type": "function", "function": {"name": "w"}}),
+            ] {
+                let v = thinking_request(
+                    json!({"model": "auto", "reasoning_effort": "high", "tools": tools,
+                        "tool_choice": choice, "temperature": 0.3,
+                        "messages": [{"role": "user", "content": "Weather?"}]}),
+                    mode,
+                );
+                assert!(v.get("thinking").is_none(), "{mode:?} {v}");
+                assert_eq!(v["temperature"], 0.3);
+            }
+            // A tool call's result, answered in the same turn.
+            let v = thinking_request(
+                json!({"model": "auto", "reasoning_effort": "high", "tools": tools,
+                    "messages": [{"role": "user", "content": "Weather?"},
+                        {"role": "assistant", "content": null, "tool_calls": call},
+                        {"role": "tool", "tool_call_id": "c1", "content": "cold"}]}),
+                mode,
+            );
+            assert!(v.get("thinking").is_none(), "{mode:?} {v}");
+            // Once the model answered in text, the next turn thinks again.
+            let v = thinking_request(
+                json!({"model": "auto", "reasoning_effort": "high", "tools": tools,
+                    "messages": [{"role": "user", "content": "Weather?"},
+                        {"role": "assistant", "content": null, "tool_calls": call},
+                        {"role": "tool", "tool_call_id": "c1", "content": "cold"},
+                        {"role": "assistant", "content": "Cold."},
+                        {"role": "user", "content": "Tomorrow?"}]}),
+                mode,
+            );
+            assert!(v.get("thinking").is_some(), "{mode:?} {v}");
+        }
+        // Adaptive: the effort is still given, since it needs no thinking.
+        let v = thinking_request(
+            json!({"model": "auto", "reasoning_effort": "low", "tools": tools,
+                "tool_choice": "required", "messages": [{"role": "user", "content": "Weather?"}]}),
+            Thinking::Adaptive,
+        );
+        assert_eq!(v["output_config"], json!({"effort": "low"}));
+    }
+
+    #[test]
+    fn thinking_in_the_answer_is_not_brought_back() {
+        let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+            "content": [{"type": "thinking", "thinking": "Let me see.", "signature": "sig"},
+                {"type": "redacted_thinking", "data": "xyz"},
+                {"type": "text", "text": "42"}],
+            "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 30}});
+        let v: Value =
+            serde_json::from_slice(&to_completion(body.to_string().as_bytes(), "m").unwrap())
+                .unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "42");
+        assert_eq!(v["usage"]["completion_tokens"], 30);
+        let mut s = StreamFromAnthropic::new("m");
+        let mut text = String::new();
+        for event in [
+            json!({"type": "message_start", "message": {"id": "msg_1", "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me see."}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "42"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+        ] {
+            let Translated::Chunks(chunks) = s.event(event.to_string().as_bytes()) else {
+                panic!("{event}");
+            };
+            for c in chunks {
+                let c: Value = serde_json::from_slice(&c).unwrap();
+                text.push_str(c["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+            }
+        }
+        assert_eq!(text, "42");
     }
 
     #[test]

@@ -329,9 +329,11 @@ impl ChatRequest {
         serde_json::from_str(&self.raw).unwrap_or_default()
     }
 
-    /// Writes the request as sent to a cloud model: `model` replaced by `model`, every other
-    /// member as the client sent it, and on streams `stream_options.include_usage` set.
-    pub fn write_upstream(&self, model: &str, stream: bool, out: &mut Vec<u8>) {
+    /// Writes the request as sent to a cloud model: `model` replaced by `model`, the members
+    /// named in `omit` left out (what the model is not given, such as `reasoning_effort` for a
+    /// model that does not reason), every other member as the client sent it, and on streams
+    /// `stream_options.include_usage` set.
+    pub fn write_upstream(&self, model: &str, stream: bool, omit: &[&str], out: &mut Vec<u8>) {
         let text = self.raw.as_str();
         out.reserve(self.raw.len() + model.len() + 48);
         out.extend_from_slice(b"{\"model\":");
@@ -339,7 +341,7 @@ impl ChatRequest {
         let _ = serde_json::to_writer(&mut *out, model);
         for m in &self.members {
             let key = key_of(text, m);
-            if key == "model" || (stream && key == "stream_options") {
+            if key == "model" || (stream && key == "stream_options") || omit.contains(&&*key) {
                 continue;
             }
             out.extend_from_slice(b",\"");
@@ -907,13 +909,18 @@ mod tests {
     #[test]
     fn upstream_body_replaces_model_keeps_the_rest_and_asks_for_usage_on_streams() {
         let sent = br#"{ "model" : "auto", "messages":[{"role":"user","content":"h\u00e9"}],
-            "stream":true,"stream_options":{"x":1},"seed":7,"n\u0061me":"a"}"#;
+            "stream":true,"stream_options":{"x":1},"seed":7,"n\u0061me":"a",
+            "re\u0061soning_effort":"high"}"#;
         let r = ChatRequest::parse(sent).unwrap();
         let upstream = |model: &str, stream: bool| {
             let mut out = vec![];
-            r.write_upstream(model, stream, &mut out);
+            r.write_upstream(model, stream, &["reasoning_effort"], &mut out);
             serde_json::from_slice::<Value>(&out).unwrap()
         };
+        let mut kept = vec![];
+        r.write_upstream("gpt-5", false, &[], &mut kept);
+        let kept: Value = serde_json::from_slice(&kept).unwrap();
+        assert_eq!(kept["reasoning_effort"], "high");
         let out = upstream("gpt-4o", true);
         assert_eq!(out["model"], "gpt-4o");
         assert_eq!(
@@ -951,7 +958,7 @@ mod tests {
         .unwrap();
         assert_eq!((r.model.as_str(), r.max_tokens), ("b", Some(5)));
         let mut out = vec![];
-        r.write_upstream("up", false, &mut out);
+        r.write_upstream("up", false, &[], &mut out);
         let out: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             (out["model"].clone(), out["max_tokens"].clone()),

@@ -5,12 +5,13 @@ use super::resilience::{self, CircuitBreaker, CircuitState, Permit};
 use super::upstream::{self, Upstream, UpstreamError};
 use super::{ChatEngine, Chunk, Completion, EngineError, EngineRequest, Native, Streaming};
 use crate::accounting::metrics::RetryCounter;
+use crate::api::anthropic_upstream::Thinking;
 use crate::api::native::{self, StreamReader};
 use crate::api::skim::{self, Kind, Reader, SkimError};
 use crate::api::sse;
 use crate::api::{Dialect, Reported, Usage};
 use crate::features::estimate_text_tokens;
-use crate::policy::{Model, RetrySettings, Secret, Timeouts};
+use crate::policy::{Model, Reasoning, RetrySettings, Secret, Timeouts};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Uri};
@@ -46,6 +47,8 @@ pub struct OpenAiEngine {
     retry_count: RetryCounter,
     /// The wire format of the upstream.
     wire: Wire,
+    /// How the model is given a request's reasoning effort.
+    reasoning: Reasoning,
 }
 
 /// What a cloud model's API speaks.
@@ -176,6 +179,7 @@ impl OpenAiEngine {
             retry_count: retries,
             wire,
             native,
+            reasoning: p.reasoning,
         })
     }
 
@@ -268,16 +272,27 @@ impl OpenAiEngine {
         }
         match self.wire {
             Wire::OpenAi if native.is_some() => {}
-            Wire::OpenAi => req
-                .request
-                .write_upstream(&self.upstream_model, stream, &mut body),
+            Wire::OpenAi => {
+                let omit: &[&str] = match self.reasoning {
+                    Reasoning::None => &["reasoning_effort"],
+                    _ => &[],
+                };
+                req.request
+                    .write_upstream(&self.upstream_model, stream, omit, &mut body)
+            }
             Wire::Anthropic { default_max_tokens } => {
                 if native.is_none() {
+                    let thinking = match self.reasoning {
+                        Reasoning::Effort => Some(Thinking::Adaptive),
+                        Reasoning::Budget => Some(Thinking::Budget),
+                        Reasoning::None => None,
+                    };
                     body = crate::api::anthropic_upstream::from_chat(
                         &req.request.body(),
                         &self.upstream_model,
                         stream,
                         default_max_tokens,
+                        thinking,
                     );
                 }
                 // The client's API version and betas when it names them (an Anthropic client).

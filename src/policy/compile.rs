@@ -9,7 +9,9 @@ use super::model::{
     Secret, StateSettings, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS, DEFAULT_RESPONSE_HEADERS,
 };
 use super::positions::Positions;
-use super::schema::{ConditionsSpec, ModelKind, PiiSpec, PolicyFile, RangeSpec, StickySpec};
+use super::schema::{
+    ConditionsSpec, ModelKind, PiiSpec, PolicyFile, RangeSpec, Reasoning, StickySpec,
+};
 use super::{AUTO, CATEGORIES, LOCAL};
 use crate::api::headers::PassBack;
 use crate::api::{Capabilities, Capability};
@@ -187,6 +189,7 @@ impl Compiler<'_> {
                         ("query", m.query.is_some()),
                         ("responses", m.responses.is_some()),
                         ("completions", m.completions.is_some()),
+                        ("reasoning", m.reasoning.is_some()),
                     ] {
                         if set {
                             self.error(
@@ -837,6 +840,16 @@ impl Compiler<'_> {
             }),
             responses: m.responses.unwrap_or(false),
             completions: m.completions.unwrap_or(false),
+            reasoning: match m.reasoning {
+                Some(Reasoning::Budget) if m.kind != ModelKind::Anthropic => {
+                    self.error(
+                        &format!("{path}.reasoning"),
+                        "`budget` is Anthropic's extended thinking: `kind: openai` models take `effort` or `none`",
+                    );
+                    Reasoning::Effort
+                }
+                r => r.unwrap_or(Reasoning::Effort),
+            },
             query: m
                 .query
                 .iter()

@@ -18,7 +18,7 @@ pub use model::{
     Price, Provider, Rate, RateLimitSettings, RecordingSettings, RetrySettings, Route, Rule,
     Secret, StateSettings, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS,
 };
-pub use schema::{BudgetLimits, ModelKind, OnExhausted, OnUnavailable, PromptRecording};
+pub use schema::{BudgetLimits, ModelKind, OnExhausted, OnUnavailable, PromptRecording, Reasoning};
 
 /// Classifier categories a policy may route on.
 pub const CATEGORIES: &[&str] = &[

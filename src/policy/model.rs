@@ -337,6 +337,8 @@ pub struct Provider {
     pub query: Vec<(String, String)>,
     /// The upstream serves the Responses API: Responses requests are forwarded as they came.
     pub responses: bool,
+    /// How the model is given a request's reasoning effort.
+    pub reasoning: super::schema::Reasoning,
     /// The upstream serves legacy completions: completions requests are forwarded as they came.
     pub completions: bool,
 }

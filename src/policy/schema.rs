@@ -276,6 +276,21 @@ impl ModelKind {
     }
 }
 
+/// How a cloud model is given the effort a request asks of its reasoning (`reasoning_effort`,
+/// the Responses API's `reasoning.effort`, the Messages API's `output_config.effort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reasoning {
+    /// The provider's effort setting: `reasoning_effort` as it came (`openai`); adaptive
+    /// thinking with `output_config.effort` (`anthropic`, Claude 4.6 and later). The default.
+    Effort,
+    /// `anthropic` only: extended thinking with a token budget, a share of `max_tokens` by
+    /// effort (Claude 3.7 to 4.5).
+    Budget,
+    /// The model does not reason: the effort is not sent.
+    None,
+}
+
 /// One model entry. Fields that only make sense for one kind are checked in `compile`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -348,6 +363,10 @@ pub struct ModelSpec {
     /// `${VAR}` is expanded in values.
     #[serde(default)]
     pub query: Option<indexmap::IndexMap<String, String>>,
+    /// Cloud models only: how the model is given a request's reasoning effort (default
+    /// `effort`).
+    #[serde(default)]
+    pub reasoning: Option<Reasoning>,
     /// `openai` only: the upstream serves the Responses API (`POST {base_url}/responses`), so
     /// Responses requests are forwarded to it as they came (default false: translated to chat).
     #[serde(default)]

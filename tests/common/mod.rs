@@ -417,7 +417,10 @@ type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 /// of get_weather), `-cached` (100 input tokens, 900 read from the prompt cache, 200 written to
 /// it, 10 output), `-error` (a stream that ends in an `error` event after its first text),
 /// `-cut` (a stream that stops before `message_stop`),
-/// `-529` (overloaded).
+/// `-529` (overloaded). With `thinking` on, it holds the request to Anthropic's rules (a
+/// budget of 1,024 tokens or more and below `max_tokens`, no temperature but 1, `top_p` from
+/// 0.95, no forced tool, a tool call's continuation starting with its thinking block: 400
+/// otherwise) and answers a `thinking` block (or its events) before the text.
 fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Response<BoxBody> {
     let error = |status: u16, kind: &str, message: &str| {
         full_response(
@@ -443,6 +446,12 @@ fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Respon
     if variant == "-529" {
         return error(529, "overloaded_error", "Overloaded");
     }
+    let thinking = !body["thinking"].is_null();
+    if thinking {
+        if let Some(broken) = thinking_rule_broken(body) {
+            return error(400, "invalid_request_error", broken);
+        }
+    }
     let model = body["model"].as_str().unwrap_or("").to_string();
     let usage = if variant == "-cached" {
         json!({"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 900, "cache_creation_input_tokens": 200})
@@ -460,9 +469,16 @@ fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Respon
             "end_turn",
         )
     };
+    let thought =
+        json!({"type": "thinking", "thinking": "The user greets me.", "signature": "sig_fake"});
     if body["stream"] != json!(true) {
+        let content = if thinking {
+            json!([thought, block])
+        } else {
+            json!([block])
+        };
         let mut v = json!({"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-            "content": [block], "stop_reason": stop, "stop_sequence": null, "usage": usage});
+            "content": content, "stop_reason": stop, "stop_sequence": null, "usage": usage});
         // `-nousage`: an Anthropic-compatible server that counts nothing.
         if variant == "-nousage" {
             if let Some(m) = v.as_object_mut() {
@@ -482,26 +498,49 @@ fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Respon
         ),
         ("ping", json!({"type": "ping"})),
     ];
+    // The answer's block comes after the thinking block, when there is one.
+    let index = u64::from(thinking);
+    if thinking {
+        events.push((
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "thinking", "thinking": ""}}),
+        ));
+        events.push((
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": thought["thinking"]}}),
+        ));
+        events.push((
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "signature_delta", "signature": thought["signature"]}}),
+        ));
+        events.push((
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ));
+    }
     if variant == "-tool" {
-        events.push(("content_block_start", json!({"type": "content_block_start", "index": 0,
+        events.push(("content_block_start", json!({"type": "content_block_start", "index": index,
             "content_block": {"type": "tool_use", "id": "toolu_fake_1", "name": "get_weather", "input": {}}})));
         for piece in ["{\"city\"", ": \"Paris\"}"] {
             events.push((
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0,
+                json!({"type": "content_block_delta", "index": index,
                 "delta": {"type": "input_json_delta", "partial_json": piece}}),
             ));
         }
     } else {
         events.push((
             "content_block_start",
-            json!({"type": "content_block_start", "index": 0,
+            json!({"type": "content_block_start", "index": index,
             "content_block": {"type": "text", "text": ""}}),
         ));
         for piece in ["Hello", " from Claude"] {
             events.push((
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0,
+                json!({"type": "content_block_delta", "index": index,
                 "delta": {"type": "text_delta", "text": piece}}),
             ));
         }
@@ -521,7 +560,7 @@ fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Respon
     }
     events.push((
         "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "content_block_stop", "index": index}),
     ));
     events.push((
         "message_delta",
@@ -534,6 +573,45 @@ fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Respon
         .map(|(kind, data)| format!("event: {kind}\ndata: {data}\n\n"))
         .collect();
     full_response(StatusCode::OK, "text/event-stream", text)
+}
+
+/// Which of Anthropic's rules for a request with `thinking` the request breaks, if any
+/// (Anthropic's extended and adaptive thinking guides).
+fn thinking_rule_broken(body: &Value) -> Option<&'static str> {
+    let t = &body["thinking"];
+    match (t["type"].as_str(), t["budget_tokens"].as_u64()) {
+        (Some("adaptive"), None) => {}
+        (Some("enabled"), Some(budget)) => {
+            if budget < 1024 {
+                return Some(
+                    "thinking.budget_tokens: Input should be greater than or equal to 1024",
+                );
+            }
+            if budget >= body["max_tokens"].as_u64().unwrap_or(0) {
+                return Some("`max_tokens` must be greater than `thinking.budget_tokens`");
+            }
+        }
+        _ => return Some("thinking: unknown type or a budget where none belongs"),
+    }
+    if body["temperature"].as_f64().is_some_and(|t| t != 1.0) {
+        return Some("`temperature` may only be set to 1 when thinking is enabled");
+    }
+    if body["top_p"].as_f64().is_some_and(|p| p < 0.95) {
+        return Some("`top_p` must be greater than or equal to 0.95 when thinking is enabled");
+    }
+    if matches!(body["tool_choice"]["type"].as_str(), Some("any" | "tool")) {
+        return Some("Thinking may not be enabled when tool_choice forces tool use.");
+    }
+    let last_assistant = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "assistant"));
+    if let Some(content) = last_assistant.and_then(|m| m["content"].as_array()) {
+        let uses_tool = content.iter().any(|b| b["type"] == "tool_use");
+        if uses_tool && content.first().map(|b| &b["type"]) != Some(&json!("thinking")) {
+            return Some("Expected `thinking` or `redacted_thinking`, but found `tool_use`. When `thinking` is enabled, a final `assistant` message must start with a thinking block.");
+        }
+    }
+    None
 }
 
 /// The fake Responses API (`/ok/v1/responses`): a `response` echoing the request's
