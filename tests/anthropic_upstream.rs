@@ -4,7 +4,8 @@
 //! OpenAI answer with Anthropic's usage (cache reads and writes at their own prices); a Messages client
 //! reaches the same model with its `anthropic-version` and `anthropic-beta` passed on; Anthropic's
 //! 529 reaches an OpenAI client as 503; `reasoning_effort` is Anthropic's thinking (adaptive, or a
-//! budget), held by the fake upstream to Anthropic's rules for thinking requests.
+//! budget), held by the fake upstream to Anthropic's rules for thinking requests; a web search is
+//! Anthropic's web search tool, its citations OpenAI's `url_citation` annotations.
 
 mod common;
 
@@ -329,4 +330,61 @@ async fn reasoning_effort_is_thinking_for_an_anthropic_model() {
         let sent = up.recorded().pop().expect("a request").body;
         assert!(sent.get("thinking").is_none(), "{sent}");
     }
+}
+
+#[tokio::test]
+async fn a_web_search_is_anthropics_web_search_tool_and_its_citations_annotations() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let ask_search = |stream: bool| {
+        let mut v = ask(stream);
+        v["web_search_options"] = json!({"search_context_size": "low",
+            "user_location": {"type": "approximate", "approximate": {"city": "Oslo", "country": "NO"}}});
+        v["tools"] = json!([{"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {}}}}]);
+        v
+    };
+    // "Let me look. " is 13 characters; the cited text the next 16.
+    let annotation = json!({"type": "url_citation", "url_citation": {"start_index": 13,
+        "end_index": 29, "url": "https://tokio.example/blog", "title": "Tokio blog"}});
+    let r = chat(&gw, ask_search(false), &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "claude");
+    let message = &r.json()["choices"][0]["message"];
+    assert_eq!(message["content"], "Let me look. Tokio 2.0 is out.");
+    assert_eq!(message["annotations"], json!([annotation]));
+    // The search is the API's own call, not one for the client to make.
+    assert!(message.get("tool_calls").is_none(), "{message}");
+    let sent = up.recorded().pop().expect("a request").body;
+    assert_eq!(
+        sent["tools"][1],
+        json!({"type": "web_search_20250305", "name": "web_search",
+            "user_location": {"type": "approximate", "city": "Oslo", "country": "NO"}})
+    );
+    assert_eq!(sent["tools"][0]["name"], "get_weather");
+    assert!(sent.get("web_search_options").is_none(), "{sent}");
+
+    let r = chat(&gw, ask_search(true), &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(answer_text(&r, true), "Let me look. Tokio 2.0 is out.");
+    let chunks: Vec<Value> = r
+        .events()
+        .iter()
+        .filter_map(|e| serde_json::from_str(e).ok())
+        .collect();
+    let annotations: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("annotations"))
+        .collect();
+    assert_eq!(annotations, [&json!([annotation])]);
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()),
+        "{chunks:?}"
+    );
+    assert_eq!(
+        chunks.last().expect("usage")["usage"]["completion_tokens"],
+        20
+    );
 }

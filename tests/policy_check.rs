@@ -264,7 +264,7 @@ fn the_dialects_a_model_serves_are_checked() {
         ),
         (
             "{ kind: anthropic, capabilities: [tools, logprobs] }",
-            "the translation to Anthropic's Messages API cannot carry `logprobs` (it carries: tools, json_schema, images)",
+            "the translation to Anthropic's Messages API cannot carry `logprobs` (it carries: tools, json_schema, images, web_search)",
         ),
     ] {
         let (code, _, err) = check_text(&format!(

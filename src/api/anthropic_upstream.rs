@@ -188,7 +188,8 @@ fn push_turn(turns: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
 /// else `default_max_tokens` (Messages requires it). System and developer messages become
 /// `system`; tool calls `tool_use` blocks; tool messages `tool_result` blocks of a user turn;
 /// image parts image blocks; `stop` `stop_sequences`; `safety_identifier` (else `user`)
-/// `metadata.user_id`; a function's `strict` the tool's; a `json_schema` `response_format`
+/// `metadata.user_id`; `web_search_options` Anthropic's web search tool ([`web_search_tool`]);
+/// a function's `strict` the tool's; a `json_schema` `response_format`
 /// `output_config.format` (Anthropic's structured output, for the models that have it: the
 /// policy declares `json_schema` for them); temperature is capped at 1. `reasoning_effort`
 /// becomes thinking as `thinking` says ([`set_thinking`]; `None`: not sent). The thinking the
@@ -313,10 +314,53 @@ pub fn from_chat(
     {
         out["output_config"] = json!({"format": {"type": "json_schema", "schema": schema}});
     }
+    if let Some(options) = chat.get("web_search_options").filter(|o| o.is_object()) {
+        let search = web_search_tool(options);
+        match out.get_mut("tools").and_then(Value::as_array_mut) {
+            Some(tools) => tools.push(search),
+            None => out["tools"] = json!([search]),
+        }
+    }
     if let Some(mode) = thinking {
         set_thinking(chat, mode, &mut out);
     }
     serde_json::to_vec(&out).unwrap_or_default()
+}
+
+/// Anthropic's web search tool (`web_search_20250305`, a server tool the API runs) for
+/// OpenAI's `web_search_options`: its `user_location.approximate` (`city`, `region`,
+/// `country`, `timezone`) becomes the tool's approximate `user_location`.
+/// `search_context_size` has no Anthropic counterpart and is not carried.
+fn web_search_tool(options: &Value) -> Value {
+    let mut tool = json!({"type": "web_search_20250305", "name": "web_search"});
+    if let Some(place) = options
+        .pointer("/user_location/approximate")
+        .and_then(Value::as_object)
+    {
+        let mut location = Map::new();
+        location.insert("type".into(), json!("approximate"));
+        for key in ["city", "region", "country", "timezone"] {
+            if let Some(v) = place.get(key).filter(|v| v.is_string()) {
+                location.insert(key.into(), v.clone());
+            }
+        }
+        tool["user_location"] = Value::Object(location);
+    }
+    tool
+}
+
+/// OpenAI `url_citation` annotations for a text block's web search `citations`, the block's
+/// text being characters `start..end` of the answer's content.
+fn url_citations(citations: &[Value], start: usize, end: usize) -> Vec<Value> {
+    citations
+        .iter()
+        .filter(|c| c.get("type").and_then(Value::as_str) == Some("web_search_result_location"))
+        .map(|c| {
+            json!({"type": "url_citation", "url_citation": {"start_index": start, "end_index": end,
+                "url": c.get("url").cloned().unwrap_or(Value::Null),
+                "title": c.get("title").cloned().unwrap_or(Value::Null)}})
+        })
+        .collect()
 }
 
 /// OpenAI's `finish_reason` for Anthropic's `stop_reason`.
@@ -366,7 +410,10 @@ fn usage_of(u: &Value) -> Value {
     Value::Object(usage)
 }
 
-/// Translates a Messages answer into an OpenAI chat completion body.
+/// Translates a Messages answer into an OpenAI chat completion body: text blocks as the
+/// content (their web search citations as `url_citation` annotations over the block's
+/// characters), `tool_use` blocks as tool calls; thinking and server tools' calls and results
+/// are left out.
 ///
 /// Errors: the answer is not a Messages `message` (the caller's protocol error).
 pub fn to_completion(body: &[u8], model: &str) -> Result<Bytes, String> {
@@ -376,6 +423,8 @@ pub fn to_completion(body: &[u8], model: &str) -> Result<Bytes, String> {
         return Err("the response is not a Messages `message`".into());
     }
     let mut text = String::new();
+    let mut chars = 0;
+    let mut annotations = vec![];
     let mut calls = vec![];
     for b in v
         .get("content")
@@ -384,7 +433,15 @@ pub fn to_completion(body: &[u8], model: &str) -> Result<Bytes, String> {
         .flatten()
     {
         match b.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("text") => {
+                let t = b.get("text").and_then(Value::as_str).unwrap_or("");
+                text.push_str(t);
+                let start = chars;
+                chars += t.chars().count();
+                if let Some(citations) = b.get("citations").and_then(Value::as_array) {
+                    annotations.extend(url_citations(citations, start, chars));
+                }
+            }
             Some("tool_use") => calls.push(json!({"id": b.get("id"), "type": "function",
                 "function": {"name": b.get("name"), "arguments": b.get("input").cloned().unwrap_or_else(|| json!({})).to_string()}})),
             _ => {}
@@ -393,6 +450,9 @@ pub fn to_completion(body: &[u8], model: &str) -> Result<Bytes, String> {
     let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
+    }
+    if !annotations.is_empty() {
+        message["annotations"] = Value::Array(annotations);
     }
     let id = v.get("id").and_then(Value::as_str).unwrap_or("");
     let out = json!({
@@ -419,8 +479,9 @@ pub enum Translated {
 }
 
 /// Turns a Messages event stream into OpenAI chunks: a role chunk at `message_start`, content
-/// and tool-call deltas, the finish reason at `message_delta`, and a usage-only chunk (choices
-/// empty) at `message_stop`.
+/// and tool-call deltas, a text block's web search citations as `url_citation` annotations
+/// when the block ends, the finish reason at `message_delta`, and a usage-only chunk (choices
+/// empty) at `message_stop`. Thinking and server tools' calls and results send nothing.
 #[derive(Debug)]
 pub struct StreamFromAnthropic {
     model: String,
@@ -429,6 +490,10 @@ pub struct StreamFromAnthropic {
     usage: Map<String, Value>,
     /// OpenAI tool-call index of each Anthropic content block index.
     tool_index: Vec<(u64, u64)>,
+    /// Characters of content sent so far.
+    chars: usize,
+    /// The open text block: its index, the character its text starts at, and its citations.
+    text_block: Option<(u64, usize, Vec<Value>)>,
     finish: &'static str,
     /// `message_start`'s prompt counts, not yet handed to the settlement.
     prompt_usage: Option<crate::api::usage::Reported>,
@@ -441,6 +506,8 @@ impl StreamFromAnthropic {
             id: String::new(),
             usage: Map::new(),
             tool_index: vec![],
+            chars: 0,
+            text_block: None,
             finish: "stop",
             prompt_usage: None,
         }
@@ -488,10 +555,21 @@ impl StreamFromAnthropic {
             }
             "content_block_start" => {
                 let b = &v["content_block"];
-                if b.get("type").and_then(Value::as_str) != Some("tool_use") {
-                    return Translated::Chunks(vec![]);
-                }
                 let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match b.get("type").and_then(Value::as_str) {
+                    Some("tool_use") => {}
+                    Some("text") => {
+                        let citations = b
+                            .get("citations")
+                            .and_then(Value::as_array)
+                            .cloned()
+                            .unwrap_or_default();
+                        self.text_block = Some((block, self.chars, citations));
+                        return Translated::Chunks(vec![]);
+                    }
+                    // Thinking, and the calls and results of server tools (web search).
+                    _ => return Translated::Chunks(vec![]),
+                }
                 let index = self.tool_index.len() as u64;
                 self.tool_index.push((block, index));
                 Translated::Chunks(vec![self.chunk(
@@ -505,16 +583,28 @@ impl StreamFromAnthropic {
                 match d.get("type").and_then(Value::as_str) {
                     Some("text_delta") => {
                         let t = d.get("text").and_then(Value::as_str).unwrap_or("");
+                        self.chars += t.chars().count();
                         Translated::Chunks(vec![self.chunk(json!({"content": t}), None)])
+                    }
+                    Some("citations_delta") => {
+                        if let (Some((_, _, citations)), Some(c)) =
+                            (self.text_block.as_mut(), d.get("citation"))
+                        {
+                            citations.push(c.clone());
+                        }
+                        Translated::Chunks(vec![])
                     }
                     Some("input_json_delta") => {
                         let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        let index = self
+                        // A server tool's input (a web search's query) is not a tool call.
+                        let Some(index) = self
                             .tool_index
                             .iter()
                             .find(|(b, _)| *b == block)
                             .map(|(_, i)| *i)
-                            .unwrap_or(0);
+                        else {
+                            return Translated::Chunks(vec![]);
+                        };
                         let partial = d.get("partial_json").and_then(Value::as_str).unwrap_or("");
                         Translated::Chunks(vec![self.chunk(
                             json!({"tool_calls": [{"index": index, "function": {"arguments": partial}}]}),
@@ -522,6 +612,24 @@ impl StreamFromAnthropic {
                         )])
                     }
                     _ => Translated::Chunks(vec![]),
+                }
+            }
+            "content_block_stop" => {
+                let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match self.text_block.take() {
+                    Some((open, start, citations)) if open == block => {
+                        let annotations = url_citations(&citations, start, self.chars);
+                        if annotations.is_empty() {
+                            return Translated::Chunks(vec![]);
+                        }
+                        Translated::Chunks(vec![
+                            self.chunk(json!({"annotations": annotations}), None)
+                        ])
+                    }
+                    other => {
+                        self.text_block = other;
+                        Translated::Chunks(vec![])
+                    }
                 }
             }
             "message_delta" => {
@@ -548,7 +656,7 @@ impl StreamFromAnthropic {
                     .unwrap_or("the upstream stream failed")
                     .to_string(),
             ),
-            // ping, content_block_stop, and event types added later.
+            // ping, and event types added later.
             _ => Translated::Chunks(vec![]),
         }
     }

@@ -969,12 +969,15 @@ impl Compiler<'_> {
                 .without(Capability::Responses)
                 .without(Capability::Messages),
             // What the Messages translation carries (tools, images, JSON schemas as structured
-            // output), and what only the Messages API serves. As for OpenAI models, the
-            // provider refuses what its model lacks (structured output on older models).
+            // output, web search as Anthropic's server tool), and what only the Messages API
+            // serves. As for OpenAI models, the provider refuses what its model lacks
+            // (structured output on older models, web search where an organisation turned it
+            // off).
             ModelKind::Anthropic => Capabilities::NONE
                 .with(Capability::Tools)
                 .with(Capability::Images)
                 .with(Capability::JsonSchema)
+                .with(Capability::WebSearch)
                 .with(Capability::Messages),
         };
         let Some(names) = declared else {

@@ -420,7 +420,8 @@ type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 /// `-529` (overloaded). With `thinking` on, it holds the request to Anthropic's rules (a
 /// budget of 1,024 tokens or more and below `max_tokens`, no temperature but 1, `top_p` from
 /// 0.95, no forced tool, a tool call's continuation starting with its thinking block: 400
-/// otherwise) and answers a `thinking` block (or its events) before the text.
+/// otherwise) and answers a `thinking` block (or its events) before the text. With its web
+/// search tool, it searches ([`anthropic_search_answer`]).
 fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Response<BoxBody> {
     let error = |status: u16, kind: &str, message: &str| {
         full_response(
@@ -445,6 +446,12 @@ fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Respon
     }
     if variant == "-529" {
         return error(529, "overloaded_error", "Overloaded");
+    }
+    let searches = body["tools"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t["type"] == "web_search_20250305"));
+    if searches {
+        return anthropic_search_answer(body);
     }
     let thinking = !body["thinking"].is_null();
     if thinking {
@@ -568,6 +575,90 @@ fn anthropic_respond(variant: &str, headers: &HeaderMap, body: &Value) -> Respon
         "usage": {"output_tokens": usage["output_tokens"]}}),
     ));
     events.push(("message_stop", json!({"type": "message_stop"})));
+    let text: String = events
+        .iter()
+        .map(|(kind, data)| format!("event: {kind}\ndata: {data}\n\n"))
+        .collect();
+    full_response(StatusCode::OK, "text/event-stream", text)
+}
+
+/// Anthropic's answer to a request with its web search tool: a text block, the search
+/// (`server_tool_use`) and its results, a text block citing a result, and a last text block;
+/// 30 input and 20 output tokens and one search. As JSON, or as the event stream that builds it
+/// (the search's query as `input_json_delta`, the citation as `citations_delta`).
+fn anthropic_search_answer(body: &Value) -> Response<BoxBody> {
+    let model = body["model"].as_str().unwrap_or("");
+    let usage = json!({"input_tokens": 30, "output_tokens": 20, "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0, "server_tool_use": {"web_search_requests": 1}});
+    let citation = json!({"type": "web_search_result_location", "url": "https://tokio.example/blog",
+        "title": "Tokio blog", "encrypted_index": "RW5j", "cited_text": "Tokio 2.0 is out."});
+    let search = json!({"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
+        "input": {"query": "tokio release"}});
+    let results = json!({"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+        {"type": "web_search_result", "url": "https://tokio.example/blog", "title": "Tokio blog",
+            "encrypted_content": "RW5j", "page_age": "1 day"}]});
+    if body["stream"] != json!(true) {
+        let v = json!({"id": "msg_search", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": "Let me look. "}, search, results,
+                {"type": "text", "text": "Tokio 2.0 is out", "citations": [citation]},
+                {"type": "text", "text": "."}],
+            "stop_reason": "end_turn", "stop_sequence": null, "usage": usage});
+        return full_response(StatusCode::OK, "application/json", v.to_string());
+    }
+    let delta = |index: u64, delta: Value| {
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": index, "delta": delta}),
+        )
+    };
+    let start = |index: u64, block: Value| {
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": block}),
+        )
+    };
+    let stop = |index: u64| {
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        )
+    };
+    let events = vec![
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_search",
+            "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 30, "output_tokens": 1}}}),
+        ),
+        start(0, json!({"type": "text", "text": ""})),
+        delta(0, json!({"type": "text_delta", "text": "Let me look. "})),
+        stop(0),
+        start(
+            1,
+            json!({"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}),
+        ),
+        delta(
+            1,
+            json!({"type": "input_json_delta", "partial_json": "{\"query\": \"tokio release\"}"}),
+        ),
+        stop(1),
+        start(2, results),
+        stop(2),
+        start(3, json!({"type": "text", "text": "", "citations": []})),
+        delta(3, json!({"type": "citations_delta", "citation": citation})),
+        delta(3, json!({"type": "text_delta", "text": "Tokio 2.0 is out"})),
+        stop(3),
+        start(4, json!({"type": "text", "text": ""})),
+        delta(4, json!({"type": "text_delta", "text": "."})),
+        stop(4),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn",
+            "stop_sequence": null}, "usage": {"output_tokens": 20, "server_tool_use": {"web_search_requests": 1}}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ];
     let text: String = events
         .iter()
         .map(|(kind, data)| format!("event: {kind}\ndata: {data}\n\n"))
