@@ -375,6 +375,7 @@ mod tests {
                         completion_tokens: 5,
                         cached_prompt_tokens: 0,
                         cache_write_prompt_tokens: 0,
+                        web_searches: 0,
                     },
                     usage_estimated: false,
                     headers: http::HeaderMap::new(),

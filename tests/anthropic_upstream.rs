@@ -16,7 +16,7 @@ const UPSTREAM_KEY: &str = "sk-ant-upstream-secret";
 
 async fn gateway(up: &FakeUpstream) -> TestGateway {
     let base = |variant: &str| quoted(&format!("http://{}/anthropic{variant}", up.addr));
-    let price = "{ input_per_million: 3, output_per_million: 15, cached_input_per_million: 0.3, cache_write_per_million: 3.75 }";
+    let price = "{ input_per_million: 3, output_per_million: 15, cached_input_per_million: 0.3, cache_write_per_million: 3.75, web_search_per_thousand: 10 }";
     let mut p = PolicyBuilder::new();
     for (name, variant, reasoning) in [
         ("claude", "", "effort"),
@@ -355,6 +355,12 @@ async fn a_web_search_is_anthropics_web_search_tool_and_its_citations_annotation
     assert_eq!(message["annotations"], json!([annotation]));
     // The search is the API's own call, not one for the client to make.
     assert!(message.get("tool_calls").is_none(), "{message}");
+    // Anthropic bills it: 30 x $3 + 20 x $15 per million, and one search at $10 per thousand.
+    assert_eq!(
+        r.json()["usage"]["server_tool_use"],
+        json!({"web_search_requests": 1})
+    );
+    assert_eq!(r.header("x-switchyard-cost-usd"), "0.01039000");
     let sent = up.recorded().pop().expect("a request").body;
     assert_eq!(
         sent["tools"][1],
@@ -387,4 +393,8 @@ async fn a_web_search_is_anthropics_web_search_tool_and_its_citations_annotation
         chunks.last().expect("usage")["usage"]["completion_tokens"],
         20
     );
+    // Both searches are counted and priced.
+    wait_metric(&gw, r#"switchyard_web_searches_total{model="claude"}"#, 2.0).await;
+    let cost = r#"switchyard_cost_usd_total{model="claude",tenant="anonymous"}"#;
+    wait_metric(&gw, cost, 2.0 * 0.01039 - 1e-9).await;
 }

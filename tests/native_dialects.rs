@@ -216,6 +216,8 @@ async fn what_only_the_messages_api_serves_goes_only_to_an_anthropic_model() {
     let mut expected: Value = serde_json::from_str(body).expect("json");
     expected["model"] = json!("claude-sonnet-test");
     assert_eq!(sent.body, expected);
+    // The answer searched (the fake upstream runs the web search tool): one search counted.
+    wait_metric(&gw, r#"switchyard_web_searches_total{model="claude"}"#, 1.0).await;
 
     let before = up.recorded().len();
     let r = post(&gw, "/v1/messages", body, "plain", &version).await;

@@ -53,6 +53,8 @@ pub struct Metrics {
     client_timeouts: IntCounterVec,
     /// `switchyard_usage_estimated_total{model}`: requests settled with estimated token counts.
     usage_estimated: IntCounterVec,
+    /// `switchyard_web_searches_total{model}`: web searches a provider ran and bills per search.
+    web_searches: IntCounterVec,
     /// `switchyard_state_unavailable_total{operation,action}`: state-store calls not answered in
     /// time, and what the gateway did instead.
     state_unavailable: IntCounterVec,
@@ -305,6 +307,13 @@ impl Metrics {
             ),
             &["phase"],
         ));
+        let web_searches = must(IntCounterVec::new(
+            Opts::new(
+                "switchyard_web_searches_total",
+                "Web searches the provider ran for answers and bills per search (Anthropic's web search tool), by model.",
+            ),
+            &["model"],
+        ));
         let usage_estimated = must(IntCounterVec::new(
             Opts::new(
                 "switchyard_usage_estimated_total",
@@ -367,6 +376,7 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(build_info),
             Box::new(usage_estimated.clone()),
+            Box::new(web_searches.clone()),
             Box::new(state_unavailable.clone()),
             Box::new(state_up.clone()),
             Box::new(pii_detections.clone()),
@@ -429,6 +439,7 @@ impl Metrics {
             rejected_connections,
             client_timeouts,
             usage_estimated,
+            web_searches,
             state_unavailable,
             state_up,
             pii_detections,
@@ -468,6 +479,7 @@ impl Metrics {
     }
 
     /// A request's tokens and their price: `switchyard_tokens_total{model,direction}`,
+    /// `switchyard_web_searches_total{model}`,
     /// `switchyard_cost_usd_total{model,tenant}`, and the savings against the reference model in
     /// `switchyard_savings_usd_total{tenant}` (or, when negative, `switchyard_overspend_usd_total`).
     pub fn billed(&self, model: &str, tenant: &str, usage: Usage, bill: Bill) {
@@ -486,6 +498,11 @@ impl Metrics {
             self.tokens
                 .with_label_values(&[model, "cache_write_input"])
                 .inc_by(usage.cache_write_prompt_tokens);
+        }
+        if usage.web_searches > 0 {
+            self.web_searches
+                .with_label_values(&[model])
+                .inc_by(usage.web_searches);
         }
         self.cost
             .with_label_values(&[model, tenant])

@@ -201,6 +201,7 @@ mod tests {
             completion_tokens: 500_000,
             cached_prompt_tokens: 0,
             cache_write_prompt_tokens: 0,
+            web_searches: 0,
         };
         assert_eq!(
             bill(&p, "small", u),
@@ -221,22 +222,25 @@ mod tests {
     #[test]
     fn cache_reads_and_writes_have_their_own_prices() {
         let p = crate::policy::parse(
-            "version: 1\nmodels:\n  claude: { kind: anthropic, price: { input_per_million: 3, output_per_million: 15, cached_input_per_million: 0.3, cache_write_per_million: 3.75 } }\n  plain: { kind: anthropic, price: { input_per_million: 3, output_per_million: 15 } }\ndefault: { route: claude }\n",
+            "version: 1\nmodels:\n  claude: { kind: anthropic, price: { input_per_million: 3, output_per_million: 15, cached_input_per_million: 0.3, cache_write_per_million: 3.75, web_search_per_thousand: 10 } }\n  plain: { kind: anthropic, price: { input_per_million: 3, output_per_million: 15 } }\ndefault: { route: claude }\n",
             "t.yaml",
             &|_| None,
         )
         .unwrap();
-        // 1M prompt tokens: 200k uncached, 500k read from the cache, 300k written to it.
+        // 1M prompt tokens: 200k uncached, 500k read from the cache, 300k written to it; and
+        // 7 web searches.
         let u = Usage {
             prompt_tokens: 1_000_000,
             completion_tokens: 100_000,
             cached_prompt_tokens: 500_000,
             cache_write_prompt_tokens: 300_000,
+            web_searches: 7,
         };
         let cost = bill(&p, "claude", u).cost_usd;
-        let expected = 0.2 * 3.0 + 0.5 * 0.3 + 0.3 * 3.75 + 0.1 * 15.0;
+        let expected = 0.2 * 3.0 + 0.5 * 0.3 + 0.3 * 3.75 + 0.1 * 15.0 + 7.0 * 10.0 / 1000.0;
         assert!((cost - expected).abs() < 1e-9, "{cost} != {expected}");
-        // Without cache prices, reads and writes cost what input costs.
+        // Without cache prices, reads and writes cost what input costs; without a search
+        // price, searches cost nothing.
         let plain = bill(&p, "plain", u).cost_usd;
         assert!((plain - (3.0 + 1.5)).abs() < 1e-9, "{plain}");
     }

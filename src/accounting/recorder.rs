@@ -215,20 +215,22 @@ pub struct Row {
 
 impl Row {
     /// Adds how the request ended and queues the row: `usage` in the OpenAI shape (with
-    /// `prompt_tokens_details.cached_tokens`), `cost_usd`, and `result` (status, route, model,
+    /// `prompt_tokens_details.cached_tokens`, and `server_tool_use.web_search_requests` when
+    /// the provider searched), `cost_usd`, and `result` (status, route, model,
     /// `usage_estimated`).
     pub fn finish(mut self, o: &Outcome) {
         if let Some(u) = o.usage {
-            self.row.insert(
-                "usage".into(),
-                json!({
-                    "prompt_tokens": u.prompt_tokens,
-                    "completion_tokens": u.completion_tokens,
-                    "total_tokens": u.total(),
-                    "prompt_tokens_details": {"cached_tokens": u.cached_prompt_tokens},
-                    "cache_creation_input_tokens": u.cache_write_prompt_tokens,
-                }),
-            );
+            let mut usage = json!({
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "total_tokens": u.total(),
+                "prompt_tokens_details": {"cached_tokens": u.cached_prompt_tokens},
+                "cache_creation_input_tokens": u.cache_write_prompt_tokens,
+            });
+            if u.web_searches > 0 {
+                usage["server_tool_use"] = json!({"web_search_requests": u.web_searches});
+            }
+            self.row.insert("usage".into(), usage);
         }
         self.row.insert("cost_usd".into(), json!(o.cost_usd));
         self.row.insert(

@@ -458,6 +458,7 @@ mod tests {
             completion_tokens: 3,
             cached_prompt_tokens: 0,
             cache_write_prompt_tokens: 0,
+            web_searches: 0,
         };
         let bill = s.finish(End::Complete(usage, false));
         assert_eq!(bill.cost_usd, 16.0);
@@ -565,6 +566,7 @@ mod tests {
             completion_tokens: 12,
             cached_prompt_tokens: 0,
             cache_write_prompt_tokens: 0,
+            web_searches: 0,
         };
         s.on_chunk(0, Some(usage.into()));
         s.finish(End::StreamDone);

@@ -375,7 +375,8 @@ fn finish_reason(stop: Option<&str>) -> &'static str {
 
 /// OpenAI's `usage` for Anthropic's: prompt tokens are the uncached input plus the cache's reads
 /// and writes; the reads are `prompt_tokens_details.cached_tokens`, and Anthropic's two cache
-/// counts are kept beside them as they came (as LiteLLM's OpenAI usage does). A count the
+/// counts are kept beside them as they came (as LiteLLM's OpenAI usage does), and so is
+/// `server_tool_use` (the web searches Anthropic ran, billed per search). A count the
 /// upstream did not send is left out (`null` when it sent neither), not written as 0: the
 /// settlement then estimates it, where a 0 would bill nothing.
 fn usage_of(u: &Value) -> Value {
@@ -407,6 +408,9 @@ fn usage_of(u: &Value) -> Value {
     }
     usage.insert("cache_read_input_tokens".into(), json!(read));
     usage.insert("cache_creation_input_tokens".into(), json!(write));
+    if let Some(tools) = u.get("server_tool_use").filter(|t| t.is_object()) {
+        usage.insert("server_tool_use".into(), tools.clone());
+    }
     Value::Object(usage)
 }
 

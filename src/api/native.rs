@@ -66,6 +66,15 @@ struct AnthropicUsage {
     cache_read_input_tokens: Option<u64>,
     #[serde(default)]
     cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    server_tool_use: Option<ServerToolUse>,
+}
+
+/// Anthropic's count of the server tools' calls.
+#[derive(Debug, Default, Deserialize)]
+struct ServerToolUse {
+    #[serde(default)]
+    web_search_requests: Option<u64>,
 }
 
 impl AnthropicUsage {
@@ -79,6 +88,10 @@ impl AnthropicUsage {
             completion_tokens: self.output_tokens,
             cached_tokens: Some(read),
             cache_write_tokens: Some(write),
+            web_searches: self
+                .server_tool_use
+                .as_ref()
+                .and_then(|s| s.web_search_requests),
         }
     }
 }
@@ -118,6 +131,7 @@ impl ResponsesUsage {
                 .as_ref()
                 .and_then(|d| d.cached_tokens),
             cache_write_tokens: None,
+            web_searches: None,
         }
     }
 }
@@ -304,6 +318,7 @@ impl StreamReader {
                         reported = now;
                     }
                     reported.completion_tokens = now.completion_tokens;
+                    reported.web_searches = now.web_searches.or(reported.web_searches);
                     read.usage = Some(reported);
                 }
             }

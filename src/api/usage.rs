@@ -16,6 +16,9 @@ pub struct Usage {
     /// Of `prompt_tokens`, those written to the provider's prompt cache (Anthropic's
     /// `usage.cache_creation_input_tokens`), priced at the cache write price.
     pub cache_write_prompt_tokens: u64,
+    /// Web searches the provider ran for the answer and bills per search (Anthropic's
+    /// `usage.server_tool_use.web_search_requests`), priced per search.
+    pub web_searches: u64,
 }
 
 impl Usage {
@@ -46,6 +49,10 @@ pub struct Reported {
         deserialize_with = "count"
     )]
     pub cache_write_tokens: Option<u64>,
+    /// `server_tool_use.web_search_requests`: web searches the provider ran (Anthropic's count,
+    /// which the gateway passes on in OpenAI usage too, as LiteLLM does).
+    #[serde(default, rename = "server_tool_use", deserialize_with = "searches")]
+    pub web_searches: Option<u64>,
 }
 
 impl From<Usage> for Reported {
@@ -55,6 +62,7 @@ impl From<Usage> for Reported {
             completion_tokens: Some(u.completion_tokens),
             cached_tokens: Some(u.cached_prompt_tokens),
             cache_write_tokens: Some(u.cache_write_prompt_tokens),
+            web_searches: Some(u.web_searches),
         }
     }
 }
@@ -78,6 +86,7 @@ impl Reported {
                 .cache_write_tokens
                 .unwrap_or(0)
                 .min(prompt_tokens - cached_prompt_tokens),
+            web_searches: self.web_searches.unwrap_or(0),
         };
         let estimated = self.prompt_tokens.is_none() || self.completion_tokens.is_none();
         (usage, estimated)
@@ -99,6 +108,17 @@ fn cached<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Erro
     }
     let details = d.deserialize_any(ObjectOrNone::<Details>(std::marker::PhantomData))?;
     Ok(details.and_then(|d| d.cached_tokens))
+}
+
+/// `server_tool_use` read leniently: its `web_search_requests` count, else `None`.
+fn searches<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct ServerToolUse {
+        #[serde(default, deserialize_with = "count")]
+        web_search_requests: Option<u64>,
+    }
+    let used = d.deserialize_any(ObjectOrNone::<ServerToolUse>(std::marker::PhantomData))?;
+    Ok(used.and_then(|u| u.web_search_requests))
 }
 
 /// A visitor that reads an object as `T` and any other JSON value as `None`.
@@ -211,6 +231,7 @@ mod tests {
                 completion_tokens: c,
                 cached_tokens: None,
                 cache_write_tokens: None,
+                web_searches: None,
             })
         };
         assert_eq!(

@@ -153,6 +153,7 @@ pub fn explain(
         completion_tokens: output_tokens,
         cached_prompt_tokens: 0,
         cache_write_prompt_tokens: 0,
+        web_searches: 0,
     };
     let _ = writeln!(
         s,

@@ -1110,6 +1110,7 @@ mod tests {
                 completion_tokens: Some(4),
                 cached_tokens: None,
                 cache_write_tokens: None,
+                web_searches: None,
             })
         );
         assert!(c.usage_only && fin);

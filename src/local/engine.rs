@@ -548,6 +548,7 @@ impl Choices {
                 completion_tokens: 0,
                 cached_prompt_tokens: 0,
                 cache_write_prompt_tokens: 0,
+                web_searches: 0,
             },
         }
     }

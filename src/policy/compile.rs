@@ -155,12 +155,14 @@ impl Compiler<'_> {
                     .price
                     .cache_write_per_million
                     .unwrap_or(m.price.input_per_million),
+                web_search_per_thousand: m.price.web_search_per_thousand,
             };
             for (field, v) in [
                 ("input_per_million", price.input_per_million),
                 ("output_per_million", price.output_per_million),
                 ("cached_input_per_million", price.cached_input_per_million),
                 ("cache_write_per_million", price.cache_write_per_million),
+                ("web_search_per_thousand", price.web_search_per_thousand),
             ] {
                 if !v.is_finite() || v < 0.0 {
                     self.error(

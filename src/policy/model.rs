@@ -280,6 +280,8 @@ pub struct Price {
     /// Input tokens written to the provider's prompt cache (Anthropic's cache writes; the
     /// policy's default: the input price).
     pub cache_write_per_million: f64,
+    /// USD per 1,000 web searches the provider bills per search (default 0).
+    pub web_search_per_thousand: f64,
 }
 
 impl Price {
@@ -298,7 +300,8 @@ impl Price {
     /// output_per_million`, over 10⁶. `cached` is the part of the input served from the
     /// provider's prompt cache (OpenAI's `prompt_tokens_details.cached_tokens`, Anthropic's
     /// `cache_read_input_tokens`), `written` the part written to it (Anthropic's
-    /// `cache_creation_input_tokens`); together they are capped at the input.
+    /// `cache_creation_input_tokens`); together they are capped at the input. Web searches
+    /// the provider ran add `searches × web_search_per_thousand / 1000`.
     pub fn cost_of(&self, usage: &crate::api::Usage) -> f64 {
         let input = usage.prompt_tokens;
         let cached = usage.cached_prompt_tokens.min(input);
@@ -308,6 +311,7 @@ impl Price {
             + written as f64 * self.cache_write_per_million
             + usage.completion_tokens as f64 * self.output_per_million)
             / 1_000_000.0
+            + usage.web_searches as f64 * self.web_search_per_thousand / 1000.0
     }
 }
 

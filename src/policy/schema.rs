@@ -428,6 +428,10 @@ pub struct PriceSpec {
     /// Input tokens written to the provider's prompt cache (default: `input_per_million`).
     #[serde(default)]
     pub cache_write_per_million: Option<f64>,
+    /// USD per 1,000 web searches the provider runs and bills per search (Anthropic's web
+    /// search tool; default 0).
+    #[serde(default)]
+    pub web_search_per_thousand: f64,
 }
 
 /// Size limits of a model.

@@ -246,6 +246,7 @@ fn respond(
                 completion_tokens: 0,
                 cached_prompt_tokens: 0,
                 cache_write_prompt_tokens: 0,
+                web_searches: 0,
             };
             routing.cost_usd = gateway.ledger.bill(model, prompt).cost_usd;
             // Cloud streams only: an on-box stream may wait its turn in the engine's queue,

@@ -216,6 +216,7 @@ pub fn replay(policy: &Policy, rows: &[Row], output_tokens: u64) -> Report {
                 .unwrap_or(output_tokens),
             cached_prompt_tokens: row.cached_prompt_tokens.unwrap_or(0),
             cache_write_prompt_tokens: row.cache_write_prompt_tokens.unwrap_or(0),
+            web_searches: row.web_searches.unwrap_or(0),
         };
         let bill = accounting::bill(policy, decision.model, usage);
         let c = cost_by_model.entry(decision.model.to_string()).or_default();

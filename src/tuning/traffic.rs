@@ -29,6 +29,8 @@ pub struct Row {
     /// Of the prompt, the tokens written to a provider's prompt cache (priced at the cache
     /// write price), when the row says.
     pub cache_write_prompt_tokens: Option<u64>,
+    /// Web searches the provider ran for the logged answer (`usage.server_tool_use`).
+    pub web_searches: Option<u64>,
     /// The conversation the row continues.
     pub conversation: Conversation,
     /// When the request arrived (a request log's `ts`, Unix seconds), when the row says.
@@ -177,6 +179,10 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
                 .and_then(|u| u.get("cache_creation_input_tokens"))
         })
         .and_then(Value::as_u64);
+    let web_searches = obj
+        .get("usage")
+        .and_then(|u| u.pointer("/server_tool_use/web_search_requests"))
+        .and_then(Value::as_u64);
     // A request log names the conversation, or leaves it unnamed: its texts may be hashed or
     // dropped, so they do not name it.
     let conversation = match obj.get("session") {
@@ -193,6 +199,7 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
         billed_prompt_tokens,
         cached_prompt_tokens,
         cache_write_prompt_tokens,
+        web_searches,
         conversation,
         ts: obj.get("ts").and_then(Value::as_f64),
     })

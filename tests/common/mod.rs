@@ -899,6 +899,7 @@ impl EchoEngine {
                 completion_tokens: text.split_whitespace().count() as u64,
                 cached_prompt_tokens: 0,
                 cache_write_prompt_tokens: 0,
+                web_searches: 0,
             },
         )
     }
