@@ -59,10 +59,10 @@ fn budget_share(effort: &str) -> Option<f64> {
 /// calls: Anthropic wants that turn to start with the thinking block the model wrote, which an
 /// OpenAI client does not keep); a budget must be at least 1,024 tokens and below
 /// `max_tokens`. With thinking on, `temperature` is not sent (Anthropic allows only 1) and
-/// `top_p` is raised to 0.95 at least. Returns whether thinking is on.
-fn set_thinking(chat: &Map<String, Value>, mode: Thinking, out: &mut Value) -> bool {
+/// `top_p` is raised to 0.95 at least.
+fn set_thinking(chat: &Map<String, Value>, mode: Thinking, out: &mut Value) {
     let Some(effort) = chat.get("reasoning_effort").and_then(Value::as_str) else {
-        return false;
+        return;
     };
     let forced = match chat.get("tool_choice") {
         Some(Value::String(s)) => s == "required",
@@ -80,7 +80,7 @@ fn set_thinking(chat: &Map<String, Value>, mode: Thinking, out: &mut Value) -> b
     let on = match mode {
         Thinking::Adaptive => {
             let Some(effort) = anthropic_effort(effort) else {
-                return false;
+                return;
             };
             match out.get_mut("output_config").and_then(Value::as_object_mut) {
                 Some(config) => {
@@ -95,7 +95,7 @@ fn set_thinking(chat: &Map<String, Value>, mode: Thinking, out: &mut Value) -> b
         }
         Thinking::Budget => {
             let Some(share) = budget_share(effort) else {
-                return false;
+                return;
             };
             let max_tokens = out["max_tokens"].as_u64().unwrap_or(0);
             let budget = ((max_tokens as f64 * share) as u64).max(MIN_THINKING_BUDGET);
@@ -114,7 +114,6 @@ fn set_thinking(chat: &Map<String, Value>, mode: Thinking, out: &mut Value) -> b
             out["top_p"] = json!(p.max(MIN_THINKING_TOP_P));
         }
     }
-    on
 }
 
 /// A `data:` URL as an Anthropic base64 image source, else a URL source.

@@ -301,7 +301,8 @@ pub struct ModelSpec {
     #[serde(default)]
     pub limits: LimitsSpec,
     /// What the model can do (`tools`, `json_object`, `json_schema`, `logprobs`, `n`, `images`,
-    /// `audio`, `files`); default: everything for `openai`, the on-box engine's own for `local`.
+    /// `audio`, `files`, `web_search`); default: everything for `openai`, what the translation
+    /// carries for `anthropic`, the on-box engine's own for `local`.
     #[serde(default)]
     pub capabilities: Option<Vec<String>>,
     /// `openai` only: base URL of the API (`.../v1`); `${ENV}` and `${ENV:-default}` are expanded.
