@@ -295,37 +295,33 @@ async fn reasoning_effort_reaches_only_models_that_reason() {
         .default_route("reasoner", &[])
         .render();
     let gw = start_gateway(&policy, KEY).await;
-    let mut body = ask("auto", "Prove that there are infinitely many primes.");
-    body["reasoning_effort"] = json!("high");
-    for (tags, sent_effort) in [("", Some("high")), ("plain", None)] {
-        let r = chat(&gw, body.clone(), &[("x-switchyard-tags", tags)]).await;
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let sent = up.recorded().pop().expect("a request").body;
-        assert_eq!(
-            sent["reasoning_effort"].as_str(),
-            sent_effort,
-            "{tags}: {sent}"
-        );
-        assert_eq!(sent["messages"], body["messages"]);
-    }
-    let responses = json!({"model": "auto", "input": "Prove it.", "reasoning": {"effort": "low"}});
-    for (tags, sent_effort) in [("", Some("low")), ("plain", None)] {
-        let r = request(
-            "POST",
-            &format!("{}/v1/responses", gw.url),
-            responses.to_string(),
-            &[
-                ("content-type", "application/json"),
-                ("x-switchyard-tags", tags),
-            ],
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let sent = up.recorded().pop().expect("a request").body;
-        assert_eq!(
-            sent["reasoning_effort"].as_str(),
-            sent_effort,
-            "{tags}: {sent}"
-        );
+    let mut chat_body = ask("auto", "Prove that there are infinitely many primes.");
+    chat_body["reasoning_effort"] = json!("high");
+    let responses_body =
+        json!({"model": "auto", "input": "Prove it.", "reasoning": {"effort": "low"}});
+    for (path, body, effort) in [
+        ("/v1/chat/completions", &chat_body, "high"),
+        ("/v1/responses", &responses_body, "low"),
+    ] {
+        for (tags, sent_effort) in [("", Some(effort)), ("plain", None)] {
+            let r = request(
+                "POST",
+                &format!("{}{path}", gw.url),
+                body.to_string(),
+                &[
+                    ("content-type", "application/json"),
+                    ("x-switchyard-tags", tags),
+                ],
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            let sent = up.recorded().pop().expect("a request").body;
+            assert_eq!(
+                sent["reasoning_effort"].as_str(),
+                sent_effort,
+                "{path} {tags}: {sent}"
+            );
+            assert_eq!(sent["messages"][0]["role"], "user", "{path}: {sent}");
+        }
     }
 }
