@@ -398,3 +398,56 @@ async fn a_web_search_is_anthropics_web_search_tool_and_its_citations_annotation
     let cost = r#"switchyard_cost_usd_total{model="claude",tenant="anonymous"}"#;
     wait_metric(&gw, cost, 2.0 * 0.01039 - 1e-9).await;
 }
+
+/// A Responses client (Codex CLI with web search on) reaches the same search: the web search
+/// tool is chat's `web_search_options`, the citations `output_text` annotations.
+#[tokio::test]
+async fn a_responses_web_search_reaches_an_anthropic_model() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let annotation = json!({"type": "url_citation", "start_index": 13, "end_index": 29,
+        "url": "https://tokio.example/blog", "title": "Tokio blog"});
+    for stream in [false, true] {
+        let body = json!({"model": "auto", "input": "What is new in tokio?", "stream": stream,
+            "tools": [{"type": "web_search", "user_location": {"type": "approximate", "country": "NO"}}]});
+        let r = request(
+            "POST",
+            &format!("{}/v1/responses", gw.url),
+            body.to_string(),
+            &[("content-type", "application/json")],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("x-switchyard-model"), "claude");
+        let sent = up.recorded().pop().expect("a request").body;
+        assert_eq!(
+            sent["tools"],
+            json!([{"type": "web_search_20250305", "name": "web_search",
+                "user_location": {"type": "approximate", "country": "NO"}}])
+        );
+        let response = if stream {
+            // Typed events: `event: <type>` then `data: <json>`.
+            let events: Vec<Value> = String::from_utf8_lossy(&r.body)
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str(d).ok())
+                .collect();
+            let added: Vec<&Value> = events
+                .iter()
+                .filter(|e| e["type"] == "response.output_text.annotation.added")
+                .collect();
+            assert_eq!(added.len(), 1, "{events:?}");
+            assert_eq!(added[0]["annotation"], annotation);
+            events
+                .iter()
+                .find(|e| e["type"] == "response.completed")
+                .expect("response.completed")["response"]
+                .clone()
+        } else {
+            r.json()
+        };
+        let part = &response["output"][0]["content"][0];
+        assert_eq!(part["text"], "Let me look. Tokio 2.0 is out.");
+        assert_eq!(part["annotations"], json!([annotation]));
+    }
+}

@@ -26,6 +26,8 @@ pub struct ChunkView {
     /// Non-empty `delta.content`.
     pub text: Option<String>,
     pub calls: Vec<CallDelta>,
+    /// `delta.annotations` (`url_citation` objects of a search model's answer).
+    pub annotations: Vec<Value>,
     pub finish: Option<String>,
     /// The stop string that ended the choice (`stop_reason`, as vLLM and the on-box engine
     /// report it), when it is a string.
@@ -81,6 +83,11 @@ pub fn read(data: &[u8]) -> Option<ChatEvent> {
                 args: s(c, "/function/arguments").filter(|a| !a.is_empty()),
             })
             .collect(),
+        annotations: delta
+            .and_then(|d| d.get("annotations"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
         finish: choice.and_then(|c| s(c, "/finish_reason")),
         stop_sequence: choice.and_then(|c| s(c, "/stop_reason")),
     })))

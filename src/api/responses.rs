@@ -45,12 +45,39 @@ const REFUSED: &[(&str, &str)] = &[
     ("prompt", "stored prompts are not supported"),
 ];
 
+/// Chat's `web_search_options` for a Responses web search tool (`web_search`,
+/// `web_search_preview` and their dated names): its `search_context_size`, and its approximate
+/// `user_location` (`city`, `region`, `country`, `timezone`) under chat's `approximate`.
+fn web_search_options(tool: &Value) -> Value {
+    let mut options = Map::new();
+    if let Some(size) = tool.get("search_context_size").filter(|s| s.is_string()) {
+        options.insert("search_context_size".into(), size.clone());
+    }
+    if let Some(place) = tool.get("user_location").and_then(Value::as_object) {
+        let approximate: Map<String, Value> = ["city", "region", "country", "timezone"]
+            .into_iter()
+            .filter_map(|k| {
+                Some((
+                    k.to_string(),
+                    place.get(k).filter(|v| v.is_string())?.clone(),
+                ))
+            })
+            .collect();
+        options.insert(
+            "user_location".into(),
+            json!({"type": "approximate", "approximate": approximate}),
+        );
+    }
+    Value::Object(options)
+}
+
 /// Translates a Responses request body into an OpenAI chat completion request body.
 ///
 /// Shapes: `model` (required); `input` as a string or a list of items: messages (`role`
 /// user/system/developer/assistant, `content` a string or `input_text` / `input_image` /
 /// `output_text` parts), `function_call` and `function_call_output`; `instructions`; function
-/// `tools` and `tool_choice`; `max_output_tokens`, `temperature`, `top_p`, `user`,
+/// `tools` and `tool_choice`; a web search tool (chat's `web_search_options`: [`web_search_options`]);
+/// `max_output_tokens`, `temperature`, `top_p`, `user`,
 /// `safety_identifier`, `prompt_cache_key`, `prompt_cache_retention`, `parallel_tool_calls`,
 /// `metadata`, `prompt_cache_options`; `reasoning.effort` (chat's `reasoning_effort`);
 /// `text.format` (`text`, `json_object`, `json_schema`) and `text.verbosity` (chat's
@@ -62,7 +89,8 @@ const REFUSED: &[(&str, &str)] = &[
 /// [`Inbound::responses_only`] (the request then goes only to a model that serves the
 /// Responses API, as it came): `reasoning.summary`, a non-empty `include`, `max_tool_calls`,
 /// `top_logprobs`, `truncation: auto`, `context_management`, `moderation`, `image`,
-/// `access_programs`, tools other than functions (built-in, custom, MCP) and a `tool_choice`
+/// `access_programs`, tools other than functions and web search (built-in, custom, MCP; a web
+/// search with domain `filters`, or a second one) and a `tool_choice`
 /// that names one, `input_file` parts and images by `file_id`, and input items other than
 /// messages and function calls
 /// (reasoning items, custom and shell tool calls and their outputs, built-in tool calls). The
@@ -334,6 +362,17 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
             let kind = t.get("type").and_then(Value::as_str);
             match kind {
                 Some("function") => {}
+                // Web search: chat's `web_search_options`, which any model with the
+                // `web_search` capability answers (one such tool; domain filters only the
+                // Responses API serves).
+                Some(k)
+                    if k.starts_with("web_search")
+                        && t.get("filters").is_none_or(Value::is_null)
+                        && !out.contains_key("web_search_options") =>
+                {
+                    out.insert("web_search_options".into(), web_search_options(t));
+                    continue;
+                }
                 // Built-in tools (web search, file search, computer use, code interpreter,
                 // image generation, shell), MCP servers and custom (free-form) tools.
                 Some(_) => {
@@ -720,6 +759,20 @@ fn response_object(
     r
 }
 
+/// A chat answer's `url_citation` annotation (`{"type": "url_citation", "url_citation":
+/// {start_index, end_index, url, title}}`) in the Responses shape (its members beside
+/// `type`); `None` for any other annotation.
+fn annotation(a: &Value) -> Option<Value> {
+    let c = a
+        .get("url_citation")
+        .filter(|_| a.get("type").and_then(Value::as_str) == Some("url_citation"))?;
+    Some(json!({"type": "url_citation",
+        "start_index": c.get("start_index").cloned().unwrap_or(Value::Null),
+        "end_index": c.get("end_index").cloned().unwrap_or(Value::Null),
+        "url": c.get("url").cloned().unwrap_or(Value::Null),
+        "title": c.get("title").cloned().unwrap_or(Value::Null)}))
+}
+
 /// Translates an OpenAI chat completion body into a `response` object.
 pub fn from_completion(body: &[u8], inbound: &Inbound) -> Result<Bytes, ApiError> {
     let (v, choice) = dialect::chat_answer(body)?;
@@ -731,8 +784,15 @@ pub fn from_completion(body: &[u8], inbound: &Inbound) -> Result<Bytes, ApiError
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
     {
+        let annotations: Vec<Value> = msg
+            .get("annotations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(annotation)
+            .collect();
         output.push(json!({"type": "message", "id": format!("msg_{id}"), "status": "completed", "role": "assistant",
-            "content": [{"type": "output_text", "text": t, "annotations": []}]}));
+            "content": [{"type": "output_text", "text": t, "annotations": annotations}]}));
     }
     for (i, call) in msg
         .get("tool_calls")
@@ -768,6 +828,8 @@ enum Item {
     Text {
         index: usize,
         text: String,
+        /// The text's annotations, in the Responses shape.
+        annotations: Vec<Value>,
     },
     Call {
         index: usize,
@@ -842,9 +904,13 @@ impl StreamTranslator {
 
     fn close(&mut self, out: &mut BytesMut) {
         match self.open.take() {
-            Some(Item::Text { index, text }) => {
+            Some(Item::Text {
+                index,
+                text,
+                annotations,
+            }) => {
                 let item_id = format!("msg_{}", self.id);
-                let part = json!({"type": "output_text", "text": text, "annotations": []});
+                let part = json!({"type": "output_text", "text": text, "annotations": annotations});
                 self.emit(out, "response.output_text.done", json!({"item_id": item_id, "output_index": index, "content_index": 0, "text": text}));
                 self.emit(out, "response.content_part.done", json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": part}));
                 let item = json!({"type": "message", "id": item_id, "status": "completed", "role": "assistant", "content": [part]});
@@ -931,12 +997,26 @@ impl StreamTranslator {
                 self.open = Some(Item::Text {
                     index,
                     text: String::new(),
+                    annotations: vec![],
                 });
             }
-            if let Some(Item::Text { index, text }) = &mut self.open {
+            if let Some(Item::Text { index, text, .. }) = &mut self.open {
                 text.push_str(t);
                 let delta = json!({"item_id": item_id, "output_index": *index, "content_index": 0, "delta": t});
                 self.emit(out, "response.output_text.delta", delta);
+            }
+        }
+        // Citations of the text so far (a chunk of their own, after the text they cite).
+        for a in c.annotations.iter().filter_map(annotation) {
+            let item_id = format!("msg_{}", self.id);
+            if let Some(Item::Text {
+                index, annotations, ..
+            }) = &mut self.open
+            {
+                let event = json!({"item_id": item_id, "output_index": *index, "content_index": 0,
+                    "annotation_index": annotations.len(), "annotation": a});
+                annotations.push(a);
+                self.emit(out, "response.output_text.annotation.added", event);
             }
         }
         for call in &c.calls {
@@ -1127,10 +1207,91 @@ mod tests {
     }
 
     #[test]
+    fn a_web_search_tool_is_chats_web_search_options() {
+        let (body, inbound) = to_chat(
+            json!({"model": "auto", "input": "Latest tokio?", "tools": [
+                {"type": "function", "name": "f"},
+                {"type": "web_search", "search_context_size": "low",
+                 "user_location": {"type": "approximate", "city": "Oslo", "country": "NO"}}]})
+            .to_string()
+            .as_bytes(),
+        )
+        .expect("translated");
+        assert_eq!(inbound.responses_only, None);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["web_search_options"],
+            json!({"search_context_size": "low",
+                "user_location": {"type": "approximate", "approximate": {"city": "Oslo", "country": "NO"}}})
+        );
+        assert_eq!(v["tools"].as_array().map(Vec::len), Some(1));
+        let (body, _) = to_chat(
+            br#"{"model": "auto", "input": "x", "tools": [{"type": "web_search_preview_2025_03_11"}]}"#,
+        )
+        .expect("translated");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["web_search_options"], json!({}));
+        assert!(v.get("tools").is_none(), "{v}");
+    }
+
+    #[test]
+    fn url_citations_become_output_text_annotations() {
+        let (_, inbound) = to_chat(br#"{"model": "auto", "input": "x"}"#).expect("translated");
+        let citation = json!({"type": "url_citation", "url_citation": {"start_index": 0,
+            "end_index": 5, "url": "https://tokio.example", "title": "Tokio"}});
+        let expected = json!({"type": "url_citation", "start_index": 0, "end_index": 5,
+            "url": "https://tokio.example", "title": "Tokio"});
+        let answer = json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",
+                "content": "Tokio.", "annotations": [citation, {"type": "file_citation"}]}}]});
+        let r: Value = serde_json::from_slice(
+            &from_completion(answer.to_string().as_bytes(), &inbound).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            r["output"][0]["content"][0]["annotations"],
+            json!([expected])
+        );
+        let mut s = StreamTranslator::new(&inbound);
+        let mut out = BytesMut::new();
+        for chunk in [
+            json!({"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Tokio."}}]}),
+            json!({"id": "c1", "choices": [{"index": 0, "delta": {"annotations": [citation]}}]}),
+            json!({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        ] {
+            s.event(chunk.to_string().as_bytes(), &mut out);
+        }
+        s.event(b"[DONE]", &mut out);
+        let text = String::from_utf8_lossy(&out);
+        let data = |event: &str| -> Value {
+            let at = text.find(&format!("event: {event}\n")).expect(event);
+            let line = text[at..].lines().nth(1).expect("data line");
+            serde_json::from_str(line.trim_start_matches("data: ")).unwrap()
+        };
+        let added = data("response.output_text.annotation.added");
+        assert_eq!(
+            (&added["annotation"], &added["annotation_index"]),
+            (&expected, &json!(0))
+        );
+        assert_eq!(
+            data("response.completed")["response"]["output"][0]["content"][0]["annotations"],
+            json!([expected])
+        );
+    }
+
+    #[test]
     fn what_only_the_responses_api_serves_is_marked_not_refused() {
         for (body, param) in [
             (
-                json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": "f"}, {"type": "web_search"}]}),
+                json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": "f"}, {"type": "file_search", "vector_store_ids": ["vs_1"]}]}),
+                "tools[1]",
+            ),
+            (
+                json!({"model": "m", "input": "x", "tools": [{"type": "web_search", "filters": {"allowed_domains": ["docs.rs"]}}]}),
+                "tools[0]",
+            ),
+            (
+                json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}, {"type": "web_search_preview"}]}),
                 "tools[1]",
             ),
             (

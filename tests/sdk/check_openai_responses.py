@@ -50,10 +50,18 @@ except openai.BadRequestError as e:
 # A built-in tool runs on OpenAI's servers: only a model serving the Responses API itself
 # (passed the request as it came) can take it; any other route is a 400 naming the tool.
 try:
-    r = client.responses.create(model=model, input="hi", tools=[{"type": "web_search"}])
+    r = client.responses.create(model=model, input="hi",
+                                tools=[{"type": "file_search", "vector_store_ids": ["vs_1"]}])
     assert mode == "native", ("a built-in tool was accepted by a model that cannot run it", r)
 except openai.BadRequestError as e:
     assert mode != "native" and e.code == "unsupported_capability" and e.param == "tools[0]", e
+# A web search is chat's web_search_options: any model with the web_search capability takes it
+# (the fake cloud model does), the on-box model does not.
+try:
+    r = client.responses.create(model=model, input="hi", tools=[{"type": "web_search"}])
+    assert mode != "local" and r.output_text, ("the on-box model took a web search", r)
+except openai.BadRequestError as e:
+    assert mode == "local" and e.code == "unsupported_capability" and e.param == "web_search_options", e
 
 if mode == "cloud":
     tools = [{"type": "function", "name": "get_weather", "description": "Weather of a city",
