@@ -410,13 +410,7 @@ async fn a_responses_web_search_reaches_an_anthropic_model() {
     for stream in [false, true] {
         let body = json!({"model": "auto", "input": "What is new in tokio?", "stream": stream,
             "tools": [{"type": "web_search", "user_location": {"type": "approximate", "country": "NO"}}]});
-        let r = request(
-            "POST",
-            &format!("{}/v1/responses", gw.url),
-            body.to_string(),
-            &[("content-type", "application/json")],
-        )
-        .await;
+        let r = post_responses(&gw, &body, &[]).await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.header("x-switchyard-model"), "claude");
         let sent = up.recorded().pop().expect("a request").body;

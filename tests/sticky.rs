@@ -419,13 +419,7 @@ async fn conversations_an_agent_opens_alike_keep_pins_of_their_own() {
     let model = |body: Value| {
         let gw = &gw;
         async move {
-            let r = request(
-                "POST",
-                &format!("{}/v1/responses", gw.url),
-                body.to_string(),
-                &[("content-type", "application/json")],
-            )
-            .await;
+            let r = post_responses(gw, &body, &[]).await;
             assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
             format!(
                 "{} {}",

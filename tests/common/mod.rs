@@ -1162,6 +1162,19 @@ pub async fn chat(gw: &TestGateway, body: Value, headers: &[(&str, &str)]) -> Re
     .await
 }
 
+/// POSTs an OpenAI Responses request (JSON content type plus `headers`).
+pub async fn post_responses(gw: &TestGateway, body: &Value, headers: &[(&str, &str)]) -> Reply {
+    let mut h = vec![("content-type", "application/json")];
+    h.extend_from_slice(headers);
+    request(
+        "POST",
+        &format!("{}/v1/responses", gw.url),
+        body.to_string(),
+        &h,
+    )
+    .await
+}
+
 /// POSTs an Anthropic Messages request (JSON content type, `anthropic-version: 2023-06-01`,
 /// plus `headers`).
 pub async fn post_messages(gw: &TestGateway, body: &Value, headers: &[(&str, &str)]) -> Reply {
