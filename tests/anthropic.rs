@@ -89,15 +89,9 @@ async fn the_anthropic_sdk_speaks_to_the_on_box_model() {
 
 /// Sends `body` to `/v1/messages` with the gateway key in `x-api-key` and `headers`.
 async fn messages(gw: &TestGateway, body: &Value, headers: &[(&str, &str)]) -> Reply {
-    let mut h = vec![("content-type", "application/json"), ("x-api-key", KEY)];
+    let mut h = vec![("x-api-key", KEY)];
     h.extend_from_slice(headers);
-    request(
-        "POST",
-        &format!("{}/v1/messages", gw.url),
-        body.to_string(),
-        &h,
-    )
-    .await
+    post_json(gw, "/v1/messages", body, &h).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -304,16 +304,7 @@ async fn reasoning_effort_reaches_only_models_that_reason() {
         ("/v1/responses", &responses_body, "low"),
     ] {
         for (tags, sent_effort) in [("", Some(effort)), ("plain", None)] {
-            let r = request(
-                "POST",
-                &format!("{}{path}", gw.url),
-                body.to_string(),
-                &[
-                    ("content-type", "application/json"),
-                    ("x-switchyard-tags", tags),
-                ],
-            )
-            .await;
+            let r = post_json(&gw, path, body, &[("x-switchyard-tags", tags)]).await;
             assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
             let sent = up.recorded().pop().expect("a request").body;
             assert_eq!(

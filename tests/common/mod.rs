@@ -1162,34 +1162,29 @@ pub async fn chat(gw: &TestGateway, body: Value, headers: &[(&str, &str)]) -> Re
     .await
 }
 
-/// POSTs an OpenAI Responses request (JSON content type plus `headers`).
-pub async fn post_responses(gw: &TestGateway, body: &Value, headers: &[(&str, &str)]) -> Reply {
+/// POSTs `body` to `path` with a JSON content type plus `headers`.
+pub async fn post_json(
+    gw: &TestGateway,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> Reply {
     let mut h = vec![("content-type", "application/json")];
     h.extend_from_slice(headers);
-    request(
-        "POST",
-        &format!("{}/v1/responses", gw.url),
-        body.to_string(),
-        &h,
-    )
-    .await
+    request("POST", &format!("{}{path}", gw.url), body.to_string(), &h).await
+}
+
+/// POSTs an OpenAI Responses request (JSON content type plus `headers`).
+pub async fn post_responses(gw: &TestGateway, body: &Value, headers: &[(&str, &str)]) -> Reply {
+    post_json(gw, "/v1/responses", body, headers).await
 }
 
 /// POSTs an Anthropic Messages request (JSON content type, `anthropic-version: 2023-06-01`,
 /// plus `headers`).
 pub async fn post_messages(gw: &TestGateway, body: &Value, headers: &[(&str, &str)]) -> Reply {
-    let mut h = vec![
-        ("content-type", "application/json"),
-        ("anthropic-version", "2023-06-01"),
-    ];
+    let mut h = vec![("anthropic-version", "2023-06-01")];
     h.extend_from_slice(headers);
-    request(
-        "POST",
-        &format!("{}/v1/messages", gw.url),
-        body.to_string(),
-        &h,
-    )
-    .await
+    post_json(gw, "/v1/messages", body, &h).await
 }
 
 /// POSTs a chat completion and returns the response head with its streaming body.
