@@ -436,6 +436,86 @@ async fn what_only_the_responses_api_serves_goes_only_to_a_model_that_serves_it(
     assert!(sent.body.get("client_metadata").is_none(), "{}", sent.body);
 }
 
+/// Codex CLI compacts a long conversation with `POST /v1/responses/compact` when its provider is
+/// OpenAI's own: the answer (the user messages and an encrypted summary) only the Responses
+/// API writes, so it goes as it came to a model that serves that API, is settled from its
+/// usage, and the next turn, which carries the `compaction` item, goes there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_goes_as_it_came_to_a_model_that_serves_responses() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let body = r#"{"model": "auto", "instructions": "You are a coding agent.",
+        "tools": [{"type": "function", "name": "read_file", "parameters": {"type": "object", "properties": {}}}],
+        "parallel_tool_calls": false, "reasoning": {"effort": "medium"}, "text": {"verbosity": "medium"},
+        "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Fix the parser"}]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Done: the parser handles tabs."}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Now add a test"}]}]}"#;
+    // The route's first model speaks only chat: passed over for the one serving Responses.
+    let r = post(&gw, "/v1/responses/compact", body, "agent", &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "gpt");
+    assert_eq!(
+        r.header("x-switchyard-fallback"),
+        "plain; reason=lacks_responses"
+    );
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.path, "/ok/v1/responses/compact");
+    let mut expected: Value = serde_json::from_str(body).expect("json");
+    expected["model"] = json!("gpt-up");
+    assert_eq!(sent.body, expected);
+    assert_eq!(sent.headers["authorization"], "Bearer sk-openai-upstream");
+    assert_eq!(r.body, upstream_answer(&up).await.body);
+    let compacted = r.json();
+    assert_eq!(compacted["object"], "response.compaction");
+    // 120 input and 30 output tokens: 120 × 2 + 30 × 8 per million.
+    assert_eq!(r.header("x-switchyard-cost-usd"), "0.00048000");
+    let m = |d: &str| format!("switchyard_tokens_total{{direction=\"{d}\",model=\"gpt\"}}");
+    assert_eq!(metric(&gw, &m("input")).await, 120.0);
+    assert_eq!(metric(&gw, &m("output")).await, 30.0);
+
+    // The next turn starts from the compacted output: its `compaction` item only the
+    // Responses API reads.
+    let mut items = compacted["output"].as_array().cloned().unwrap_or_default();
+    let last = items.len();
+    items.push(json!({"role": "user", "content": "Run it"}));
+    let next = json!({"model": "auto", "input": items}).to_string();
+    let r = post(&gw, "/v1/responses", &next, "agent", &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        up.recorded().pop().map(|s| s.path),
+        Some("/ok/v1/responses".into())
+    );
+
+    // Routes without such a model: refused, naming the field, and nothing goes upstream.
+    let before = up.recorded().len();
+    let r = post(&gw, "/v1/responses/compact", body, "plain", &[]).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let e = r.json();
+    assert_eq!(
+        (&e["error"]["code"], &e["error"]["param"]),
+        (&json!("unsupported_capability"), &json!("input"))
+    );
+    let r = post(&gw, "/v1/responses", &next, "plain", &[]).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["param"], format!("input[{}]", last - 1));
+    // A compaction has no stream; a GET is not a compaction.
+    let stream = body.replacen('{', r#"{"stream": true, "#, 1);
+    let r = post(&gw, "/v1/responses/compact", &stream, "gpt", &[]).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["param"], "stream");
+    let r = request(
+        "GET",
+        &format!("{}/v1/responses/compact", gw.url),
+        "",
+        &[("x-api-key", KEY)],
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), "POST");
+    assert_eq!(up.recorded().len(), before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_go_to_models_that_serve_them_and_are_refused_by_the_others() {
     let up = FakeUpstream::start().await;

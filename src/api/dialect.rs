@@ -13,6 +13,10 @@ pub enum Dialect {
     Anthropic,
     /// OpenAI Responses (`POST /v1/responses`).
     Responses,
+    /// The Responses API's compaction of a conversation (`POST /v1/responses/compact`): its
+    /// answer (a `response.compaction`, the user messages and an encrypted `compaction` item)
+    /// only the Responses API itself writes, so it is always passed on as it came.
+    Compaction,
     /// OpenAI legacy completions (`POST /v1/completions`).
     Completions,
 }
@@ -22,6 +26,8 @@ impl Dialect {
     pub fn of_path(path: &str) -> Option<Dialect> {
         if path.starts_with("/v1/messages") {
             Some(Dialect::Anthropic)
+        } else if path == "/v1/responses/compact" {
+            Some(Dialect::Compaction)
         } else if path.starts_with("/v1/responses") {
             Some(Dialect::Responses)
         } else if path == "/v1/completions" {

@@ -215,7 +215,7 @@ pub fn answer(dialect: Dialect, body: &[u8]) -> Result<(Option<Reported>, u64), 
         Dialect::Anthropic => usage_raw
             .and_then(usage::<AnthropicUsage>)
             .map(|u| u.reported()),
-        Dialect::Responses => usage_raw
+        Dialect::Responses | Dialect::Compaction => usage_raw
             .and_then(usage::<ResponsesUsage>)
             .map(|u| u.reported()),
         Dialect::Completions => usage_raw.and_then(Reported::from_json),
@@ -225,6 +225,9 @@ pub fn answer(dialect: Dialect, body: &[u8]) -> Result<(Option<Reported>, u64), 
         Dialect::Responses => {
             find(body, &["output"])?.map(|a| text_bytes(a, Some("content"), "text"))
         }
+        // A compaction's output is the client's own user messages and the encrypted summary:
+        // no text the model wrote.
+        Dialect::Compaction => None,
         Dialect::Completions => find(body, &["choices"])?.map(|a| text_bytes(a, None, "text")),
     };
     Ok((reported, text.transpose()?.unwrap_or(0)))

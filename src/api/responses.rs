@@ -497,6 +497,29 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
     ))
 }
 
+/// Reads a compaction request (`POST /v1/responses/compact`: `model`, the conversation in
+/// `input` and `instructions`, and what Codex CLI sends beside them, `tools`, `reasoning`,
+/// `text`, `parallel_tool_calls`) as [`to_chat`] reads a Responses request, for the policy, the
+/// private-data scan and the budgets. Its answer, a `response.compaction` whose last item holds
+/// the conversation encrypted, only the Responses API writes, so the request always needs the
+/// `responses` capability ([`Inbound::responses_only`] is `input` when nothing in it asks
+/// sooner) and is passed on as it came.
+///
+/// Errors: those of [`to_chat`], and a 400 naming `stream` when it is `true` (a compaction
+/// answers in one JSON body).
+pub fn compaction_to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
+    let obj = dialect::request_object(body)?;
+    if dialect::stream(&obj)? {
+        return Err(bad(
+            "`stream` is not supported by `/v1/responses/compact`: a compaction is answered in one JSON body",
+            "stream",
+        ));
+    }
+    let (bytes, mut inbound) = to_chat(body)?;
+    inbound.responses_only.get_or_insert_with(|| "input".into());
+    Ok((bytes, inbound))
+}
+
 /// Appends a tool call to the assistant turn it belongs to: consecutive calls are one turn.
 fn push_call(out: &mut Vec<Value>, id: &str, name: &str, args: &str) {
     let call = json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}});
@@ -1204,6 +1227,29 @@ mod tests {
             .expect("translated")
             .1
             .responses_only
+    }
+
+    #[test]
+    fn a_compaction_always_needs_the_responses_api() {
+        let only = |v: Value| {
+            compaction_to_chat(v.to_string().as_bytes())
+                .map(|(_, i)| i.responses_only)
+                .map_err(|e| e.body_json()["error"]["param"].clone())
+        };
+        let plain = json!({"model": "auto", "input": [{"role": "user", "content": "Fix it"}]});
+        assert_eq!(only(plain.clone()), Ok(Some("input".into())));
+        // What asks for the Responses API sooner is named instead.
+        let reasoning = json!({"model": "auto", "input": [{"role": "user", "content": "Fix it"},
+            {"type": "reasoning", "summary": [], "encrypted_content": "gAAA"}]});
+        assert_eq!(only(reasoning), Ok(Some("input[1]".into())));
+        let mut stream = plain.clone();
+        stream["stream"] = json!(true);
+        assert_eq!(only(stream.clone()), Err(json!("stream")));
+        stream["stream"] = json!(false);
+        assert_eq!(only(stream), Ok(Some("input".into())));
+        let mut stored = plain;
+        stored["previous_response_id"] = json!("resp_1");
+        assert_eq!(only(stored), Err(json!("previous_response_id")));
     }
 
     #[test]

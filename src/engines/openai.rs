@@ -156,6 +156,7 @@ impl OpenAiEngine {
             Wire::OpenAi => {
                 for (served, dialect, path) in [
                     (p.responses, Dialect::Responses, "/responses"),
+                    (p.responses, Dialect::Compaction, "/responses/compact"),
                     (p.completions, Dialect::Completions, "/completions"),
                 ] {
                     if served {

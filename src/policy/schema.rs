@@ -368,8 +368,9 @@ pub struct ModelSpec {
     /// `effort`).
     #[serde(default)]
     pub reasoning: Option<Reasoning>,
-    /// `openai` only: the upstream serves the Responses API (`POST {base_url}/responses`), so
-    /// Responses requests are forwarded to it as they came (default false: translated to chat).
+    /// `openai` only: the upstream serves the Responses API (`POST {base_url}/responses`, and
+    /// `POST {base_url}/responses/compact`), so Responses requests are forwarded to it as they
+    /// came (default false: translated to chat), and compactions go only to such a model.
     #[serde(default)]
     pub responses: Option<bool>,
     /// `openai` only: the upstream serves legacy completions (`POST {base_url}/completions`),

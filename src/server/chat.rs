@@ -117,7 +117,12 @@ pub(super) async fn answer(
     settlement.arrived(caller.tenant.as_deref(), feats.prompt_tokens);
     let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
     detect_pii(&gateway, &parsed, &mut feats).await;
-    let responses = native.is_some_and(|n| n.dialect == crate::api::Dialect::Responses);
+    let responses = native.is_some_and(|n| {
+        matches!(
+            n.dialect,
+            crate::api::Dialect::Responses | crate::api::Dialect::Compaction
+        )
+    });
     let conversation = conversation_of(&gateway, headers, &parsed, &feats, responses);
     let key = conversation.as_ref().map(|c| c.0.as_str());
     let answered = pinned(&gateway, key, &mut feats).await;

@@ -1,6 +1,6 @@
 //! The dialects other than OpenAI chat completions, over HTTP: Anthropic Messages
 //! (`POST /v1/messages`, `POST /v1/messages/count_tokens`) and OpenAI Responses
-//! (`POST /v1/responses`). Read the body, translate it into the one internal request
+//! (`POST /v1/responses`, and its compaction, `POST /v1/responses/compact`). Read the body, translate it into the one internal request
 //! ([`anthropic::to_chat`], [`responses::to_chat`]), answer it as any chat request
 //! ([`chat::answer`]: the same limits, classifier, policy, budgets, metrics and request log), and
 //! turn the answer, the stream or the error into the dialect's shapes. A model whose upstream
@@ -69,7 +69,7 @@ impl Dialect {
         match self {
             Dialect::Anthropic => anthropic::error_body(status, body),
             // The Responses and completions APIs share OpenAI's error shape.
-            Dialect::Responses | Dialect::Completions => {
+            Dialect::Responses | Dialect::Compaction | Dialect::Completions => {
                 (status, bytes::Bytes::copy_from_slice(body))
             }
         }
@@ -93,6 +93,10 @@ impl Dialect {
             }
             Dialect::Responses => {
                 let (b, i) = responses::to_chat(body)?;
+                (b, Inbound::Responses(i))
+            }
+            Dialect::Compaction => {
+                let (b, i) = responses::compaction_to_chat(body)?;
                 (b, Inbound::Responses(i))
             }
             Dialect::Completions => {
@@ -228,6 +232,13 @@ pub async fn handle(
         .is_some_and(|a| a.0 == dialect)
     {
         return resp;
+    }
+    if dialect == Dialect::Compaction && resp.status() == StatusCode::OK {
+        // Only a model that serves the Responses API may answer a compaction (it needs the
+        // `responses` capability), and it is sent the request as it came: an answer in another
+        // shape cannot be a compaction.
+        let e = ApiError::BadGateway("the compaction was not answered by the Responses API".into());
+        return dialect.error(&e);
     }
     translate(resp, dialect, &inbound).await
 }

@@ -23,7 +23,8 @@ pub async fn handle(
         | "/v1/completions"
         | "/v1/messages"
         | "/v1/messages/count_tokens"
-        | "/v1/responses" => "POST",
+        | "/v1/responses"
+        | "/v1/responses/compact" => "POST",
         "/v1/models" | "/v1/switchyard/budget" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
         _ if model_id.is_some() => "GET, HEAD",
         _ => {
@@ -69,6 +70,7 @@ pub async fn handle(
             dialects::handle(gateway, req, Dialect::Anthropic, true).await
         }
         "/v1/responses" => dialects::handle(gateway, req, Dialect::Responses, false).await,
+        "/v1/responses/compact" => dialects::handle(gateway, req, Dialect::Compaction, false).await,
         "/v1/completions" => dialects::handle(gateway, req, Dialect::Completions, false).await,
         _ => chat::handle(gateway, req).await,
     }

@@ -50,8 +50,10 @@ fn write_dialect_error(out: &mut BytesMut, dialect: Dialect, e: &EngineError, mo
             let kind = crate::api::anthropic::error_kind(api.status()).1;
             serde_json::json!({"type": "error", "error": {"type": kind, "message": api.to_string()}})
         }
-        Dialect::Responses => serde_json::json!({"type": "error", "code": "server_error",
-            "message": api.to_string(), "param": null}),
+        Dialect::Responses | Dialect::Compaction => {
+            serde_json::json!({"type": "error", "code": "server_error",
+            "message": api.to_string(), "param": null})
+        }
         Dialect::Completions => api.body_json(),
     };
     let name = (dialect != Dialect::Completions).then_some(&b"error"[..]);

@@ -223,6 +223,9 @@ impl FakeUpstream {
         if behaviour == "ok" && path.ends_with("/v1/responses") {
             return responses_respond(&body);
         }
+        if behaviour == "ok" && path.ends_with("/v1/responses/compact") {
+            return compaction_respond(&body);
+        }
         if behaviour == "ok"
             && path.ends_with("/v1/completions")
             && !path.ends_with("/chat/completions")
@@ -781,6 +784,39 @@ fn responses_respond(body: &Value) -> Response<BoxBody> {
         })
         .collect();
     full_response(StatusCode::OK, "text/event-stream", text)
+}
+
+/// The fake Responses compaction (`/ok/v1/responses/compact`): a `response.compaction` whose
+/// output is the request's user messages and one `compaction` item (120 input and 30 output
+/// tokens, 20 of them reasoning).
+fn compaction_respond(body: &Value) -> Response<BoxBody> {
+    let user = |text: &Value| {
+        json!({"type": "message", "role": "user", "status": "completed",
+            "content": [{"type": "input_text", "text": text}]})
+    };
+    let mut output: Vec<Value> = match &body["input"] {
+        Value::String(_) => vec![user(&body["input"])],
+        Value::Array(items) => items
+            .iter()
+            .filter(|i| i["role"] == "user")
+            .map(|i| match &i["content"] {
+                Value::String(_) => user(&i["content"]),
+                parts => user(&parts[0]["text"]),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (n, item) in output.iter_mut().enumerate() {
+        item["id"] = json!(format!("msg_{n}"));
+    }
+    output.push(
+        json!({"type": "compaction", "id": "cmp_fake", "encrypted_content": "gAAAAB-compacted"}),
+    );
+    let v = json!({"id": "resp_cmp_fake", "object": "response.compaction", "created_at": 1,
+        "output": output,
+        "usage": {"input_tokens": 120, "output_tokens": 30, "total_tokens": 150,
+            "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 20}}});
+    full_response(StatusCode::OK, "application/json", v.to_string())
 }
 
 /// The fake legacy completions API (`/ok/v1/completions`): "Paris, of course" (5 prompt and 4

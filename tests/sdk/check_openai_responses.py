@@ -1,5 +1,5 @@
 """Drives a running gateway's `/v1/responses` with the official `openai` Python SDK
-(`responses.create` and `responses.stream`), only the base URL changed.
+(`responses.create`, `responses.stream` and `responses.compact`), only the base URL changed.
 
 usage: check_openai_responses.py BASE_URL MODE
   MODE cloud: `auto` goes to a fake OpenAI upstream; the tag `tool` to one that calls get_weather
@@ -62,6 +62,24 @@ try:
     assert mode != "local" and r.output_text, ("the on-box model took a web search", r)
 except openai.BadRequestError as e:
     assert mode == "local" and e.code == "unsupported_capability" and e.param == "web_search_options", e
+
+# A compaction is the Responses API's own: a model serving it takes the conversation as it
+# came and its compacted output starts the next turn there; any other route is a 400.
+conversation = [{"role": "user", "content": "What is the capital of Italy?"},
+                {"role": "assistant", "content": "Rome."},
+                {"role": "user", "content": "And of France?"}]
+try:
+    compacted = client.responses.compact(model=model, input=conversation, instructions="You are concise.")
+    assert mode == "native", ("a compaction was answered by a model that cannot write one", compacted)
+    assert compacted.object == "response.compaction" and compacted.usage.output_tokens > 0, compacted
+    kinds = [o.type for o in compacted.output]
+    assert kinds == ["message", "message", "compaction"], kinds
+    assert compacted.output[1].content[0].text == "And of France?", compacted.output
+    items = [o.model_dump(exclude_none=True) for o in compacted.output]
+    r = client.responses.create(model=model, input=items + [{"role": "user", "content": "And of Spain?"}])
+    assert r.output_text, r
+except openai.BadRequestError as e:
+    assert mode != "native" and e.code == "unsupported_capability" and e.param == "input", e
 
 if mode == "cloud":
     tools = [{"type": "function", "name": "get_weather", "description": "Weather of a city",
