@@ -327,6 +327,27 @@ async fn a_fallback_to_an_openai_model_is_translated_back() {
     assert_eq!(sent.path, "/ok/v1/chat/completions");
 }
 
+/// POSTs `body` to `path` on the `agent` route, whose first model speaks only chat: it is
+/// passed over for `gpt`, which serves the Responses API and gets the body as it came (only
+/// `model` replaced, with its own key), and whose answer comes back unchanged.
+async fn passed_over_to_gpt(gw: &TestGateway, up: &FakeUpstream, path: &str, body: &str) -> Reply {
+    let r = post(gw, path, body, "agent", &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "gpt");
+    assert_eq!(
+        r.header("x-switchyard-fallback"),
+        "plain; reason=lacks_responses"
+    );
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.path, format!("/ok{path}"));
+    let mut expected: Value = serde_json::from_str(body).expect("json");
+    expected["model"] = json!("gpt-up");
+    assert_eq!(sent.body, expected);
+    assert_eq!(sent.headers["authorization"], "Bearer sk-openai-upstream");
+    assert_eq!(r.body, upstream_answer(up).await.body);
+    r
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_responses_request_reaches_a_model_that_serves_responses_as_it_came() {
     let up = FakeUpstream::start().await;
@@ -382,21 +403,7 @@ async fn what_only_the_responses_api_serves_goes_only_to_a_model_that_serves_it(
             {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAAB"},
             {"type": "local_shell_call", "id": "lsh_1", "call_id": "c1", "status": "completed", "action": {"type": "exec", "command": ["cargo", "test"]}},
             {"type": "local_shell_call_output", "call_id": "c1", "output": "1 failed"}]}"#;
-    // The route's first model speaks only chat: it is passed over for the one that serves
-    // Responses, which gets the body as it came.
-    let r = post(&gw, "/v1/responses", body, "agent", &[]).await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.header("x-switchyard-model"), "gpt");
-    assert_eq!(
-        r.header("x-switchyard-fallback"),
-        "plain; reason=lacks_responses"
-    );
-    let sent = up.recorded().pop().expect("a request upstream");
-    assert_eq!(sent.path, "/ok/v1/responses");
-    let mut expected: Value = serde_json::from_str(body).expect("json");
-    expected["model"] = json!("gpt-up");
-    assert_eq!(sent.body, expected);
-    assert_eq!(r.body, upstream_answer(&up).await.body);
+    passed_over_to_gpt(&gw, &up, "/v1/responses", body).await;
 
     // A route with no such model: refused, naming the field, and nothing goes upstream.
     let before = up.recorded().len();
@@ -451,21 +458,7 @@ async fn a_compaction_goes_as_it_came_to_a_model_that_serves_responses() {
             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Fix the parser"}]},
             {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Done: the parser handles tabs."}]},
             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Now add a test"}]}]}"#;
-    // The route's first model speaks only chat: passed over for the one serving Responses.
-    let r = post(&gw, "/v1/responses/compact", body, "agent", &[]).await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.header("x-switchyard-model"), "gpt");
-    assert_eq!(
-        r.header("x-switchyard-fallback"),
-        "plain; reason=lacks_responses"
-    );
-    let sent = up.recorded().pop().expect("a request upstream");
-    assert_eq!(sent.path, "/ok/v1/responses/compact");
-    let mut expected: Value = serde_json::from_str(body).expect("json");
-    expected["model"] = json!("gpt-up");
-    assert_eq!(sent.body, expected);
-    assert_eq!(sent.headers["authorization"], "Bearer sk-openai-upstream");
-    assert_eq!(r.body, upstream_answer(&up).await.body);
+    let r = passed_over_to_gpt(&gw, &up, "/v1/responses/compact", body).await;
     let compacted = r.json();
     assert_eq!(compacted["object"], "response.compaction");
     // 120 input and 30 output tokens: 120 × 2 + 30 × 8 per million.
