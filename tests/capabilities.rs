@@ -169,6 +169,61 @@ async fn with_no_model_that_can_serve_it_the_client_gets_a_400_naming_the_capabi
     assert!(up.recorded().is_empty());
 }
 
+/// A Responses request is answered through chat's fields, but its errors name its own: the web
+/// search tool, `text.format`, `input` and `max_output_tokens`, in `param` and in the message.
+#[tokio::test]
+async fn a_responses_client_gets_errors_naming_its_own_fields() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(&local_first(&up.base("ok")), KEY).await;
+    let lookup = json!({"type": "function", "name": "lookup", "parameters": {"type": "object"}});
+    let image = json!([{"role": "user", "content": [{"type": "input_text", "text": "What is it?"},
+        {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}]);
+    let cases = [
+        (
+            json!({"tools": [lookup, {"type": "web_search"}], "tool_choice": "none"}),
+            "web_search",
+            "tools[1]",
+        ),
+        (
+            json!({"text": {"format": {"type": "json_schema", "name": "a", "schema": {"type": "object"}}}}),
+            "json_schema",
+            "text.format",
+        ),
+        (json!({"input": image}), "images", "input"),
+    ];
+    for (extra, capability, param) in cases {
+        let mut body = json!({"model": "local", "input": "Give me the answer as JSON."});
+        for (k, v) in extra.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        let r = post_responses(&gw, &body, &[]).await;
+        assert_eq!(r.status, 400, "{capability}");
+        let e = &r.json()["error"];
+        assert_eq!(
+            (&e["code"], &e["param"]),
+            (&json!("unsupported_capability"), &json!(param)),
+            "{capability}"
+        );
+        let message = e["message"].as_str().expect("message");
+        assert!(
+            message.contains(&format!("needs `{capability}` (set by `{param}`)")),
+            "{message}"
+        );
+    }
+    let body = json!({"model": "local", "input": "Hi", "max_output_tokens": 10_000_000});
+    let r = post_responses(&gw, &body, &[]).await;
+    assert_eq!(r.status, 400);
+    let e = &r.json()["error"];
+    assert_eq!(e["param"], "max_output_tokens");
+    let message = e["message"].as_str().expect("message");
+    assert!(
+        message.starts_with("`max_output_tokens` is 10000000"),
+        "{message}"
+    );
+    assert_eq!(gw.local.calls.load(Ordering::SeqCst), 0);
+    assert!(up.recorded().is_empty());
+}
+
 /// With no cloud key, a request that needs tools does not fall back to the box (which would
 /// answer in plain text): the cloud's unavailability reaches the client.
 #[tokio::test]

@@ -28,6 +28,61 @@ pub struct Inbound {
     /// (`reasoning.summary`, `include`, `tools[1]`, `input[4]`, `input[0].content[1]`): the
     /// request can then only be passed as it came to a model that serves the Responses API.
     pub responses_only: Option<String>,
+    /// Where the translation put a field of the request under chat's name: (chat's name, the
+    /// request's own), for the errors that name it ([`Inbound::error_body`]).
+    pub renamed: Vec<(&'static str, String)>,
+}
+
+/// Chat's names of the Responses fields the translation renames, besides a web search tool
+/// (`tools[i]`, chat's `web_search_options`): chat's `messages` hold `instructions` and `input`,
+/// and only `input` is the client's conversation.
+const RENAMED: [(&str, &str); 5] = [
+    ("max_tokens", "max_output_tokens"),
+    ("reasoning_effort", "reasoning.effort"),
+    ("verbosity", "text.verbosity"),
+    ("response_format", "text.format"),
+    ("messages", "input"),
+];
+
+impl Inbound {
+    /// The request's own name of a field named in chat's terms (`param`, or the head of a path
+    /// below it: `messages[2].content` is `input`, `response_format.json_schema` is
+    /// `text.format`), when the translation renamed it.
+    fn own_param(&self, param: &str) -> Option<&str> {
+        self.renamed.iter().find_map(|(chat, own)| {
+            let below = param
+                .strip_prefix(chat)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']));
+            below.then_some(own.as_str())
+        })
+    }
+
+    /// An OpenAI-shaped error body of the chat path in the Responses API's terms: its `param`,
+    /// and the fields its message names in backticks, under the request's own names
+    /// (`max_output_tokens` for chat's `max_tokens`, `tools[1]` for a web search tool's
+    /// `web_search_options`, `text.format` for `response_format`); other bodies as they are.
+    pub fn error_body(&self, body: &[u8]) -> Bytes {
+        let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+            return Bytes::copy_from_slice(body);
+        };
+        let Some(error) = v.get_mut("error").and_then(Value::as_object_mut) else {
+            return Bytes::copy_from_slice(body);
+        };
+        let own = error
+            .get("param")
+            .and_then(Value::as_str)
+            .and_then(|p| self.own_param(p))
+            .map(str::to_string);
+        if let Some(own) = own {
+            error.insert("param".into(), json!(own));
+        }
+        if let Some(Value::String(message)) = error.get_mut("message") {
+            for (chat, own) in &self.renamed {
+                *message = message.replace(&format!("`{chat}`"), &format!("`{own}`"));
+            }
+        }
+        Bytes::from(v.to_string())
+    }
 }
 
 /// Fields of the Responses API this gateway cannot honour, and why.
@@ -206,6 +261,10 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
         }
     }
     let mut only_in_input = DialectOnly::default();
+    let mut renamed: Vec<(&'static str, String)> = RENAMED
+        .iter()
+        .map(|(chat, own)| (*chat, own.to_string()))
+        .collect();
     out.insert("model".into(), json!(model));
     let mut messages = vec![];
     match obj.get("instructions") {
@@ -371,6 +430,7 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
                         && !out.contains_key("web_search_options") =>
                 {
                     out.insert("web_search_options".into(), web_search_options(t));
+                    renamed.push(("web_search_options", p));
                     continue;
                 }
                 // Built-in tools (web search, file search, computer use, code interpreter,
@@ -493,6 +553,7 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
             stream,
             echo,
             responses_only: only.0.or(only_in_input.0),
+            renamed,
         },
     ))
 }
@@ -1227,6 +1288,45 @@ mod tests {
             .expect("translated")
             .1
             .responses_only
+    }
+
+    #[test]
+    fn errors_name_the_requests_own_fields() {
+        let (_, inbound) = to_chat(
+            json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": "f"},
+                {"type": "web_search_preview"}]})
+            .to_string()
+            .as_bytes(),
+        )
+        .expect("translated");
+        let body = |param: &str, message: &str| {
+            json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": null}})
+                .to_string()
+        };
+        for (param, own) in [
+            ("messages[2].content", "input"),
+            ("max_tokens", "max_output_tokens"),
+            ("response_format.json_schema", "text.format"),
+            ("web_search_options", "tools[1]"),
+            // Not renamed: the same name in both, or a longer name that only starts alike.
+            ("tools", "tools"),
+            ("max_tokens_total", "max_tokens_total"),
+        ] {
+            let out: Value =
+                serde_json::from_slice(&inbound.error_body(body(param, "x").as_bytes()))
+                    .expect("json");
+            assert_eq!(out["error"]["param"], own, "{param}");
+        }
+        let out: Value = serde_json::from_slice(&inbound.error_body(
+            body("max_tokens", "`max_tokens` is 9, above `max_tokens_total`").as_bytes(),
+        ))
+        .expect("json");
+        assert_eq!(
+            out["error"]["message"],
+            "`max_output_tokens` is 9, above `max_tokens_total`"
+        );
+        // A body that is not an OpenAI error stays as it is.
+        assert_eq!(&inbound.error_body(b"upstream down")[..], b"upstream down");
     }
 
     #[test]

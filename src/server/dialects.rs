@@ -280,6 +280,10 @@ async fn translate(resp: Response<Body>, dialect: Dialect, inbound: &Inbound) ->
             }
         }
     } else {
+        let bytes = match inbound {
+            Inbound::Responses(i) => i.error_body(&bytes),
+            _ => bytes,
+        };
         let (status, b) = dialect.error_body(parts.status, &bytes);
         parts.status = status;
         b

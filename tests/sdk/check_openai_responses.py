@@ -61,7 +61,7 @@ try:
     r = client.responses.create(model=model, input="hi", tools=[{"type": "web_search"}])
     assert mode != "local" and r.output_text, ("the on-box model took a web search", r)
 except openai.BadRequestError as e:
-    assert mode == "local" and e.code == "unsupported_capability" and e.param == "web_search_options", e
+    assert mode == "local" and e.code == "unsupported_capability" and e.param == "tools[0]", e
 
 # A compaction is the Responses API's own: a model serving it takes the conversation as it
 # came and its compacted output starts the next turn there; any other route is a 400.
