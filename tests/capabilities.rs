@@ -169,10 +169,11 @@ async fn with_no_model_that_can_serve_it_the_client_gets_a_400_naming_the_capabi
     assert!(up.recorded().is_empty());
 }
 
-/// A Responses request is answered through chat's fields, but its errors name its own: the web
-/// search tool, `text.format`, `input` and `max_output_tokens`, in `param` and in the message.
+/// Responses and Messages requests are answered through chat's fields, but their errors name
+/// their own: the web search tool, `text.format`, `input` and `max_output_tokens` (in `param`
+/// and in the message), `output_config.format` (in Anthropic's message).
 #[tokio::test]
-async fn a_responses_client_gets_errors_naming_its_own_fields() {
+async fn translated_dialects_get_errors_naming_their_own_fields() {
     let up = FakeUpstream::start().await;
     let gw = start_gateway(&local_first(&up.base("ok")), KEY).await;
     let lookup = json!({"type": "function", "name": "lookup", "parameters": {"type": "object"}});
@@ -220,6 +221,36 @@ async fn a_responses_client_gets_errors_naming_its_own_fields() {
         message.starts_with("`max_output_tokens` is 10000000"),
         "{message}"
     );
+    // Anthropic's error shape has only a message: it names the output format as sent.
+    for (field, format) in [
+        (
+            "output_config",
+            json!({"format": {"type": "json_schema", "schema": {"type": "object"}}}),
+        ),
+        (
+            "output_format",
+            json!({"type": "json_schema", "schema": {"type": "object"}}),
+        ),
+    ] {
+        let mut body = json!({"model": "local", "max_tokens": 16,
+            "messages": [{"role": "user", "content": "Give me the answer as JSON."}]});
+        body[field] = format;
+        let r = post_messages(&gw, &body, &[]).await;
+        assert_eq!(r.status, 400);
+        let message = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let own = if field == "output_config" {
+            "output_config.format"
+        } else {
+            field
+        };
+        assert!(
+            message.contains(&format!("needs `json_schema` (set by `{own}`)")),
+            "{message}"
+        );
+    }
     assert_eq!(gw.local.calls.load(Ordering::SeqCst), 0);
     assert!(up.recorded().is_empty());
 }

@@ -11,7 +11,7 @@
 //! completions reference for the other side.
 
 use super::chat_chunk::ChatEvent;
-use super::dialect::{self, bad, DialectOnly};
+use super::dialect::{self, bad, DialectOnly, Renamed};
 use super::ApiError;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
@@ -27,6 +27,27 @@ pub struct Inbound {
     /// (`thinking`, `tools[2]`, `messages[0].content[1]`): the request can then only be passed
     /// as it came to a `kind: anthropic` model.
     pub messages_only: Option<String>,
+    /// Where the translation put a field of the request under chat's name, for the errors
+    /// that name it ([`Inbound::error_message`]).
+    pub renamed: Renamed,
+}
+
+/// Chat's names of the Messages fields the translation renames, besides the output format
+/// (`output_config.format` or the beta's `output_format`, chat's `response_format`).
+const RENAMED: [(&str, &str); 3] = [
+    ("reasoning_effort", "output_config.effort"),
+    ("stop", "stop_sequences"),
+    ("user", "metadata.user_id"),
+];
+
+impl Inbound {
+    /// An OpenAI-shaped error body of the chat path with the fields its message names in the
+    /// Messages API's terms ([`dialect::renamed_error`]), for [`error_body`], which keeps the
+    /// message: `output_config.format` for chat's `response_format`, `stop_sequences` for
+    /// `stop`.
+    pub fn error_message(&self, body: &[u8]) -> Bytes {
+        dialect::renamed_error(body, &self.renamed)
+    }
 }
 
 /// Request members that only the Messages API serves: a container for code execution, MCP
@@ -332,7 +353,8 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
             out.insert("parallel_tool_calls".into(), json!(false));
         }
     }
-    output_config(&obj, &mut out, &mut only)?;
+    let mut renamed = dialect::renamed(&RENAMED);
+    output_config(&obj, &mut out, &mut only, &mut renamed)?;
     let bytes = serde_json::to_vec(&Value::Object(out)).map_err(|_| ApiError::Internal)?;
     Ok((
         bytes,
@@ -340,6 +362,7 @@ pub fn to_chat(body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiErr
             model: model.to_string(),
             stream,
             messages_only: only.0.or(only_in_messages.0),
+            renamed,
         },
     ))
 }
@@ -354,6 +377,7 @@ fn output_config(
     obj: &Map<String, Value>,
     out: &mut Map<String, Value>,
     only: &mut DialectOnly,
+    renamed: &mut Renamed,
 ) -> Result<(), ApiError> {
     let config = match obj.get("output_config") {
         None | Some(Value::Null) => None,
@@ -401,6 +425,7 @@ fn output_config(
             "response_format".into(),
             json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}}),
         );
+        renamed.push(("response_format", param));
     }
     Ok(())
 }

@@ -51,6 +51,56 @@ impl DialectOnly {
     }
 }
 
+/// Where a translation put a field of the client's request under chat's name: (chat's name,
+/// the request's own name), for the errors that name it ([`renamed_error`]).
+pub(crate) type Renamed = Vec<(&'static str, String)>;
+
+/// The renames a dialect always makes, to grow with those a request adds.
+pub(crate) fn renamed(fixed: &[(&'static str, &str)]) -> Renamed {
+    fixed
+        .iter()
+        .map(|(chat, own)| (*chat, own.to_string()))
+        .collect()
+}
+
+/// The request's own name of a field named in chat's terms (`param`, or the head of a path
+/// below it: `messages[2].content` under `messages`), when the translation renamed it.
+fn own_param<'a>(renamed: &'a Renamed, param: &str) -> Option<&'a str> {
+    renamed.iter().find_map(|(chat, own)| {
+        let below = param
+            .strip_prefix(chat)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']));
+        below.then_some(own.as_str())
+    })
+}
+
+/// An OpenAI-shaped error body of the chat path in the client's terms: its `param`, and the
+/// fields its message names in backticks, under the request's own names; any other body as it
+/// is. The errors come from the gateway (a capability no model of the route has, a limit) or a
+/// chat upstream (its 400), both of which name chat's fields.
+pub(crate) fn renamed_error(body: &[u8], renamed: &Renamed) -> bytes::Bytes {
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+        return bytes::Bytes::copy_from_slice(body);
+    };
+    let Some(error) = v.get_mut("error").and_then(Value::as_object_mut) else {
+        return bytes::Bytes::copy_from_slice(body);
+    };
+    let own = error
+        .get("param")
+        .and_then(Value::as_str)
+        .and_then(|p| own_param(renamed, p))
+        .map(str::to_string);
+    if let Some(own) = own {
+        error.insert("param".into(), Value::String(own));
+    }
+    if let Some(Value::String(message)) = error.get_mut("message") {
+        for (chat, own) in renamed {
+            *message = message.replace(&format!("`{chat}`"), &format!("`{own}`"));
+        }
+    }
+    bytes::Bytes::from(v.to_string())
+}
+
 /// A 400 naming the request parameter `param`.
 pub(crate) fn bad(message: impl Into<String>, param: &str) -> ApiError {
     ApiError::bad_request(message, Some(param))

@@ -10,7 +10,7 @@
 //! `response.function_call_arguments.done`, `response.output_item.done`, `response.completed`).
 
 use super::chat_chunk::ChatEvent;
-use super::dialect::{self, bad, DialectOnly};
+use super::dialect::{self, bad, DialectOnly, Renamed};
 use super::ApiError;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
@@ -30,7 +30,7 @@ pub struct Inbound {
     pub responses_only: Option<String>,
     /// Where the translation put a field of the request under chat's name: (chat's name, the
     /// request's own), for the errors that name it ([`Inbound::error_body`]).
-    pub renamed: Vec<(&'static str, String)>,
+    pub renamed: Renamed,
 }
 
 /// Chat's names of the Responses fields the translation renames, besides a web search tool
@@ -45,43 +45,11 @@ const RENAMED: [(&str, &str); 5] = [
 ];
 
 impl Inbound {
-    /// The request's own name of a field named in chat's terms (`param`, or the head of a path
-    /// below it: `messages[2].content` is `input`, `response_format.json_schema` is
-    /// `text.format`), when the translation renamed it.
-    fn own_param(&self, param: &str) -> Option<&str> {
-        self.renamed.iter().find_map(|(chat, own)| {
-            let below = param
-                .strip_prefix(chat)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']));
-            below.then_some(own.as_str())
-        })
-    }
-
-    /// An OpenAI-shaped error body of the chat path in the Responses API's terms: its `param`,
-    /// and the fields its message names in backticks, under the request's own names
-    /// (`max_output_tokens` for chat's `max_tokens`, `tools[1]` for a web search tool's
-    /// `web_search_options`, `text.format` for `response_format`); other bodies as they are.
+    /// An OpenAI-shaped error body of the chat path in the Responses API's terms
+    /// ([`dialect::renamed_error`]): `max_output_tokens` for chat's `max_tokens`, `tools[1]` for
+    /// a web search tool's `web_search_options`, `text.format` for `response_format`.
     pub fn error_body(&self, body: &[u8]) -> Bytes {
-        let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
-            return Bytes::copy_from_slice(body);
-        };
-        let Some(error) = v.get_mut("error").and_then(Value::as_object_mut) else {
-            return Bytes::copy_from_slice(body);
-        };
-        let own = error
-            .get("param")
-            .and_then(Value::as_str)
-            .and_then(|p| self.own_param(p))
-            .map(str::to_string);
-        if let Some(own) = own {
-            error.insert("param".into(), json!(own));
-        }
-        if let Some(Value::String(message)) = error.get_mut("message") {
-            for (chat, own) in &self.renamed {
-                *message = message.replace(&format!("`{chat}`"), &format!("`{own}`"));
-            }
-        }
-        Bytes::from(v.to_string())
+        dialect::renamed_error(body, &self.renamed)
     }
 }
 
@@ -261,10 +229,7 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
         }
     }
     let mut only_in_input = DialectOnly::default();
-    let mut renamed: Vec<(&'static str, String)> = RENAMED
-        .iter()
-        .map(|(chat, own)| (*chat, own.to_string()))
-        .collect();
+    let mut renamed = dialect::renamed(&RENAMED);
     out.insert("model".into(), json!(model));
     let mut messages = vec![];
     match obj.get("instructions") {

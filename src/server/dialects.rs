@@ -282,7 +282,8 @@ async fn translate(resp: Response<Body>, dialect: Dialect, inbound: &Inbound) ->
     } else {
         let bytes = match inbound {
             Inbound::Responses(i) => i.error_body(&bytes),
-            _ => bytes,
+            Inbound::Anthropic(i) => i.error_message(&bytes),
+            Inbound::Completions(_) => bytes,
         };
         let (status, b) = dialect.error_body(parts.status, &bytes);
         parts.status = status;
