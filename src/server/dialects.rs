@@ -1,6 +1,7 @@
 //! The dialects other than OpenAI chat completions, over HTTP: Anthropic Messages
 //! (`POST /v1/messages`, `POST /v1/messages/count_tokens`) and OpenAI Responses
-//! (`POST /v1/responses`, and its compaction, `POST /v1/responses/compact`). Read the body, translate it into the one internal request
+//! (`POST /v1/responses`, and its compaction, `POST /v1/responses/compact`). Read the body,
+//! translate it into the one internal request
 //! ([`anthropic::to_chat`], [`responses::to_chat`]), answer it as any chat request
 //! ([`chat::answer`]: the same limits, classifier, policy, budgets, metrics and request log), and
 //! turn the answer, the stream or the error into the dialect's shapes. A model whose upstream
