@@ -397,7 +397,8 @@ async fn hostile_messages_requests_each_get_an_anthropic_4xx() {
     still_serving(&gw).await;
 }
 
-/// Hostile Responses requests (`/v1/responses`): each gets its 4xx in OpenAI's error shape,
+/// Hostile Responses requests (`/v1/responses`, its token count and its compaction): each gets
+/// its 4xx in OpenAI's error shape,
 /// naming what is wrong or not supported, and the gateway answers normally afterwards.
 #[tokio::test]
 async fn hostile_responses_requests_each_get_a_clear_4xx() {
@@ -422,6 +423,64 @@ async fn hostile_responses_requests_each_get_a_clear_4xx() {
         ("unknown model", json!({"model": "gpt-nope", "input": "x"}).to_string().into_bytes(), 404, "gpt-nope"),
     ];
     each_gets_an_openai_error(&gw, "/v1/responses", cases).await;
+    // Its token count reads the same fields (`model` optional).
+    let counts: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "count not json",
+            b"{\"input\":".to_vec(),
+            400,
+            "not valid JSON",
+        ),
+        (
+            "count no input",
+            json!({}).to_string().into_bytes(),
+            400,
+            "`input`",
+        ),
+        (
+            "count previous_response_id",
+            json!({"input": "x", "previous_response_id": "resp_1"})
+                .to_string()
+                .into_bytes(),
+            400,
+            "previous_response_id",
+        ),
+        (
+            "count unknown field",
+            json!({"input": "x", "frobnicate": true})
+                .to_string()
+                .into_bytes(),
+            400,
+            "`frobnicate`",
+        ),
+    ];
+    each_gets_an_openai_error(&gw, "/v1/responses/input_tokens", counts).await;
+    // A compaction only a model serving the Responses API can answer, and never as a stream.
+    let compactions: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "compact here",
+            json!({"model": "auto", "input": "x"})
+                .to_string()
+                .into_bytes(),
+            400,
+            "needs `responses` (set by `input`)",
+        ),
+        (
+            "compact stream",
+            json!({"model": "auto", "input": "x", "stream": true})
+                .to_string()
+                .into_bytes(),
+            400,
+            "`stream`",
+        ),
+        (
+            "compact no input",
+            json!({"model": "auto"}).to_string().into_bytes(),
+            400,
+            "`input`",
+        ),
+    ];
+    each_gets_an_openai_error(&gw, "/v1/responses/compact", compactions).await;
     still_serving(&gw).await;
 }
 

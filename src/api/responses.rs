@@ -546,6 +546,30 @@ pub fn compaction_to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
     Ok((bytes, inbound))
 }
 
+/// Reads a token-count request (`POST /v1/responses/input_tokens`) as [`to_chat`] reads a
+/// Responses request: the same fields, with `model` optional (`auto` when left out: the count
+/// is for the model the policy would pick) and `personality` (a ChatGPT setting) accepted and
+/// not read.
+///
+/// Errors: those of [`to_chat`].
+pub fn count_to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
+    let mut obj = dialect::request_object(body)?;
+    obj.remove("personality");
+    if obj.get("model").is_none_or(Value::is_null) {
+        obj.insert("model".into(), json!("auto"));
+    }
+    let body = serde_json::to_vec(&obj).map_err(|_| ApiError::Internal)?;
+    to_chat(&body)
+}
+
+/// The answer of `POST /v1/responses/input_tokens`: `{"object": "response.input_tokens",
+/// "input_tokens": n}`.
+pub fn input_tokens_body(input_tokens: u64) -> Bytes {
+    Bytes::from(
+        json!({"object": "response.input_tokens", "input_tokens": input_tokens}).to_string(),
+    )
+}
+
 /// Appends a tool call to the assistant turn it belongs to: consecutive calls are one turn.
 fn push_call(out: &mut Vec<Value>, id: &str, name: &str, args: &str) {
     let call = json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}});

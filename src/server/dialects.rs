@@ -1,6 +1,7 @@
 //! The dialects other than OpenAI chat completions, over HTTP: Anthropic Messages
 //! (`POST /v1/messages`, `POST /v1/messages/count_tokens`) and OpenAI Responses
-//! (`POST /v1/responses`, and its compaction, `POST /v1/responses/compact`). Read the body,
+//! (`POST /v1/responses`, its compaction, `POST /v1/responses/compact`, and its token count,
+//! `POST /v1/responses/input_tokens`). Read the body,
 //! translate it into the one internal request
 //! ([`anthropic::to_chat`], [`responses::to_chat`]), answer it as any chat request
 //! ([`chat::answer`]: the same limits, classifier, policy, budgets, metrics and request log), and
@@ -92,6 +93,10 @@ impl Dialect {
                 let (b, i) = anthropic::to_chat(body, counting)?;
                 (b, Inbound::Anthropic(i))
             }
+            Dialect::Responses if counting => {
+                let (b, i) = responses::count_to_chat(body)?;
+                (b, Inbound::Responses(i))
+            }
             Dialect::Responses => {
                 let (b, i) = responses::to_chat(body)?;
                 (b, Inbound::Responses(i))
@@ -134,7 +139,8 @@ impl Inbound {
     }
 }
 
-/// Answers a request of `dialect`; with `count_only`, Anthropic's `count_tokens`.
+/// Answers a request of `dialect`; with `count_only`, counts its prompt's tokens instead
+/// (Anthropic's `count_tokens`, the Responses API's `input_tokens`).
 pub async fn handle(
     gateway: Arc<Gateway>,
     req: Request<Incoming>,
@@ -205,11 +211,12 @@ pub async fn handle(
         .await
         .ok()
         .flatten();
-        return respond::with_body(
-            StatusCode::OK,
-            "application/json",
-            anthropic::count_tokens_body(exact.unwrap_or(estimate)),
-        );
+        let counted = exact.unwrap_or(estimate);
+        let body = match dialect {
+            Dialect::Responses => responses::input_tokens_body(counted),
+            _ => anthropic::count_tokens_body(counted),
+        };
+        return respond::with_body(StatusCode::OK, "application/json", body);
     }
     let settlement = gateway.ledger.open(Instant::now());
     // A model whose upstream speaks the dialect is sent the body as it came.

@@ -24,7 +24,8 @@ pub async fn handle(
         | "/v1/messages"
         | "/v1/messages/count_tokens"
         | "/v1/responses"
-        | "/v1/responses/compact" => "POST",
+        | "/v1/responses/compact"
+        | "/v1/responses/input_tokens" => "POST",
         "/v1/models" | "/v1/switchyard/budget" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
         _ if model_id.is_some() => "GET, HEAD",
         _ => {
@@ -71,6 +72,9 @@ pub async fn handle(
         }
         "/v1/responses" => dialects::handle(gateway, req, Dialect::Responses, false).await,
         "/v1/responses/compact" => dialects::handle(gateway, req, Dialect::Compaction, false).await,
+        "/v1/responses/input_tokens" => {
+            dialects::handle(gateway, req, Dialect::Responses, true).await
+        }
         "/v1/completions" => dialects::handle(gateway, req, Dialect::Completions, false).await,
         _ => chat::handle(gateway, req).await,
     }

@@ -1,5 +1,6 @@
 """Drives a running gateway's `/v1/responses` with the official `openai` Python SDK
-(`responses.create`, `responses.stream` and `responses.compact`), only the base URL changed.
+(`responses.create`, `responses.stream`, `responses.input_tokens.count` and
+`responses.compact`), only the base URL changed.
 
 usage: check_openai_responses.py BASE_URL MODE
   MODE cloud: `auto` goes to a fake OpenAI upstream; the tag `tool` to one that calls get_weather
@@ -29,6 +30,12 @@ assert r.output_text.strip(), r
 assert r.model == ("gpt-up" if mode == "native" else model) and r.instructions == "You are concise." and r.max_output_tokens == 16, r
 assert r.usage.input_tokens > 0 and 0 < r.usage.output_tokens <= 16, r.usage
 assert raw.headers["x-switchyard-route"] == ("local" if mode == "local" else "cloud"), dict(raw.headers)
+# The prompt's token count: exact on the box (the prompt the model then read), else the
+# gateway's estimate.
+count = client.responses.input_tokens.count(model=model, instructions="You are concise.",
+                                            input="What is the capital of Italy?")
+assert count.object == "response.input_tokens" and count.input_tokens > 0, count
+assert mode != "local" or count.input_tokens == r.usage.input_tokens, (count, r.usage)
 
 deltas, kinds = [], []
 with client.responses.stream(model=model, input=[{"role": "user", "content": "What is the capital of Italy?"}],
