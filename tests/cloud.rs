@@ -316,3 +316,51 @@ async fn reasoning_effort_reaches_only_models_that_reason() {
         }
     }
 }
+
+/// OpenAI's search models search before every answer and bill each request as one web search
+/// call, but report no count of searches: a chat request with `web_search_options` to an
+/// OpenAI-compatible model counts one, priced at its `web_search_per_thousand`, in the answer's
+/// cost and the metrics, streamed or not; a request without it counts none.
+#[tokio::test]
+async fn a_search_models_answer_counts_one_web_search() {
+    let up = FakeUpstream::start().await;
+    let policy = PolicyBuilder::standard(&up.base("ok"))
+        .model_field(
+            "cloud",
+            "price",
+            "{ input_per_million: 1000000, output_per_million: 2000000, web_search_per_thousand: 25000 }",
+        )
+        .render();
+    let gw = start_gateway(&policy, KEY).await;
+    let searches = r#"switchyard_web_searches_total{model="cloud"}"#;
+    // 21 input tokens at $1 and 4 output tokens at $2, as without a search.
+    let r = chat(&gw, ask("auto", "hello there"), &[]).await;
+    assert_eq!(
+        r.header("x-switchyard-cost-usd").parse::<f64>().ok(),
+        Some(29.0)
+    );
+    assert_eq!(metric_opt(&gw, searches).await, None);
+    let mut search = ask("auto", "What happened in Oslo today?");
+    search["web_search_options"] = json!({"search_context_size": "low"});
+    let r = chat(&gw, search.clone(), &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // ... and one search at $25.
+    assert_eq!(
+        r.header("x-switchyard-cost-usd").parse::<f64>().ok(),
+        Some(54.0)
+    );
+    assert_eq!(
+        up.recorded()
+            .pop()
+            .map(|s| s.body["web_search_options"].clone()),
+        Some(json!({"search_context_size": "low"}))
+    );
+    search["stream"] = json!(true);
+    let r = chat(&gw, search, &[]).await;
+    assert_eq!(r.status, 200);
+    wait_metric(&gw, searches, 2.0).await;
+    let cost = r#"switchyard_cost_usd_total{model="cloud",tenant="anonymous"}"#;
+    // The stream is billed its tokens and its search too.
+    let billed = metric(&gw, cost).await;
+    assert!(billed >= 29.0 + 54.0 + 25.0, "{billed}");
+}

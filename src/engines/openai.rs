@@ -9,7 +9,7 @@ use crate::api::anthropic_upstream::Thinking;
 use crate::api::native::{self, StreamReader};
 use crate::api::skim::{self, Kind, Reader, SkimError};
 use crate::api::sse;
-use crate::api::{Dialect, Reported, Usage};
+use crate::api::{Capability, Dialect, Reported, Usage};
 use crate::features::estimate_text_tokens;
 use crate::policy::{Model, Reasoning, RetrySettings, Secret, Timeouts};
 use async_trait::async_trait;
@@ -534,6 +534,8 @@ struct SseChunks {
     /// For a stream in the client's dialect: the dialect and the reader of its events, which
     /// pass through as they came.
     native: Option<(Dialect, StreamReader)>,
+    /// The usage counts one web search when it reports none ([`OpenAiEngine::searches_once`]).
+    searches_once: bool,
     body: upstream::Body,
     decoder: sse::Decoder,
     redactor: Redactor,
@@ -577,8 +579,11 @@ impl SseChunks {
             Next::Item(item) => return Some(item),
         };
         Some(Some(match parse_chunk(self.redactor.apply(event.data)) {
-            Ok((chunk, finished)) => {
+            Ok((mut chunk, finished)) => {
                 self.finished |= finished;
+                if let Some(u) = chunk.usage.as_mut().filter(|_| self.searches_once) {
+                    u.web_searches.get_or_insert(1);
+                }
                 Ok(chunk)
             }
             Err(e) => self.fail(e),
@@ -794,7 +799,10 @@ impl OpenAiEngine {
         })?;
         // What the upstream did not count (or counted unreadably) is estimated: the prompt from
         // the request, the answer from its text.
-        let reported = view.usage.unwrap_or_default();
+        let mut reported = view.usage.unwrap_or_default();
+        if self.searches_once(req) {
+            reported.web_searches.get_or_insert(1);
+        }
         let text: u64 = view
             .choices
             .iter()
@@ -829,6 +837,17 @@ impl OpenAiEngine {
         )
     }
 
+    /// Whether an answer counts one web search when the upstream reports none: a chat request
+    /// with `web_search_options` to an OpenAI-compatible upstream. OpenAI's search models
+    /// (`gpt-4o-search-preview`, ...) search before every answer and bill each request as one
+    /// web search call, but their usage has no count of searches; an upstream that reports one
+    /// (`usage.server_tool_use.web_search_requests`) is taken at its word.
+    fn searches_once(&self, req: &EngineRequest<'_>) -> bool {
+        matches!(self.wire, Wire::OpenAi)
+            && self.native(req).is_none()
+            && req.request.needs.has(Capability::WebSearch)
+    }
+
     async fn open_stream(
         &self,
         req: &EngineRequest<'_>,
@@ -859,6 +878,7 @@ impl OpenAiEngine {
                 Wire::OpenAi => None,
             },
             queue: std::collections::VecDeque::new(),
+            searches_once: self.searches_once(req),
             native,
             body: resp.body,
             decoder: sse::Decoder::default(),
