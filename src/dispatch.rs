@@ -11,7 +11,7 @@
 use crate::accounting::budget::Exhausted;
 use crate::accounting::state::StoreError;
 use crate::accounting::{Refusal, Settlement};
-use crate::api::ApiError;
+use crate::api::{ApiError, Capability};
 use crate::engines::{ChatEngine, Completion, EngineError, EngineRequest, Streaming};
 use crate::policy::{Decision, OnExhausted, Policy};
 use std::collections::HashMap;
@@ -258,7 +258,11 @@ async fn try_route<'p>(
             }
         };
         if let Some(m) = policy.models.get(model) {
-            match settlement.admit_call(m, req.request.max_tokens).await {
+            let searches = u64::from(req.request.needs.has(Capability::WebSearch));
+            match settlement
+                .admit_call(m, req.request.max_tokens, searches)
+                .await
+            {
                 Ok(()) => {}
                 Err(Refusal::RateLimited(error)) => {
                     return Err(DispatchError::RateLimited { model, error })

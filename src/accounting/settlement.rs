@@ -151,7 +151,9 @@ impl Settlement {
     /// request takes it from the caller's rate limits, and a cloud call reserves its worst-case
     /// cost against the budgets: the prompt estimate and `max_tokens` (else the model's
     /// `max_output_tokens`, else [`RESERVED_OUTPUT_TOKENS`], capped by `max_output_tokens`) at
-    /// the model's prices, in place of an earlier call's reservation. A call that takes nothing
+    /// the model's prices, and `web_searches` searches (one for a request that asks for a web
+    /// search: what OpenAI's search models bill; Anthropic's tool may search more, which the
+    /// settlement bills), in place of an earlier call's reservation. A call that takes nothing
     /// (an on-box fallback) asks nothing; nor does a policy without budgets or rate limits.
     ///
     /// Errors ([`Refusal`]): a rate limit (counted in `switchyard_rate_limited_total`); a budget
@@ -164,6 +166,7 @@ impl Settlement {
         &mut self,
         model: &Model,
         max_tokens: Option<u64>,
+        web_searches: u64,
     ) -> Result<(), Refusal> {
         let ledger = self.ledger.clone();
         let Some(store) = &ledger.state else {
@@ -176,7 +179,12 @@ impl Settlement {
                 .or(model.max_output_tokens)
                 .unwrap_or(RESERVED_OUTPUT_TOKENS)
                 .min(cap);
-            model.price.cost(self.prompt_estimate, output)
+            model.price.cost_of(&Usage {
+                prompt_tokens: self.prompt_estimate,
+                completion_tokens: output,
+                web_searches,
+                ..Usage::default()
+            })
         });
         let ask = Ask {
             tenant: self.tenant.as_deref(),
@@ -406,7 +414,7 @@ mod tests {
     /// A cloud model at $1 per input and $2 per output token, a $1000 daily budget and 60
     /// requests a minute for everyone.
     fn ledger() -> Arc<Ledger> {
-        let yaml = "version: 1\nmodels:\n  cloud: { kind: openai, base_url: 'http://127.0.0.1:9/v1', api_key: k, price: { input_per_million: 1000000, output_per_million: 2000000 } }\nbudgets:\n  global: { daily_usd: 1000 }\n  on_exhausted: reject\nrate_limits:\n  default: { requests_per_minute: 60 }\ndefault: { route: cloud }\n";
+        let yaml = "version: 1\nmodels:\n  cloud: { kind: openai, base_url: 'http://127.0.0.1:9/v1', api_key: k, price: { input_per_million: 1000000, output_per_million: 2000000, web_search_per_thousand: 10000 } }\nbudgets:\n  global: { daily_usd: 1000 }\n  on_exhausted: reject\nrate_limits:\n  default: { requests_per_minute: 60 }\ndefault: { route: cloud }\n";
         let policy: Policy = crate::policy::parse(yaml, "t.yaml", &|_| None).unwrap();
         Arc::new(Ledger::new(Arc::new(policy), Metrics::new(), None).unwrap())
     }
@@ -435,7 +443,7 @@ mod tests {
         s.arrived(None, 8);
         s.decided("default");
         s.target("cloud", "cloud");
-        s.admit_call(&l.policy.models["cloud"], Some(20))
+        s.admit_call(&l.policy.models["cloud"], Some(20), 0)
             .now_or_never()
             .expect("the memory store answers at once")
             .unwrap();
@@ -446,6 +454,34 @@ mod tests {
     const OK: &str =
         r#"switchyard_requests_total{model="cloud",route="cloud",rule="default",status="200"}"#;
     const GONE: &str = r#"switchyard_requests_total{model="cloud",route="cloud",rule="default",status="client_closed"}"#;
+
+    #[test]
+    fn a_call_that_asks_for_a_web_search_reserves_one() {
+        let l = ledger();
+        let mut s = l.open(Instant::now());
+        s.arrived(None, 8);
+        s.decided("default");
+        s.target("cloud", "cloud");
+        s.admit_call(&l.policy.models["cloud"], Some(20), 1)
+            .now_or_never()
+            .expect("the memory store answers at once")
+            .unwrap();
+        assert_eq!(
+            day_left(&l),
+            1000.0 - 48.0 - 10.0,
+            "8 + 20 x 2 and a $10 search"
+        );
+        s.call_started();
+        s.answering(Duration::ZERO);
+        let usage = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 3,
+            web_searches: 2,
+            ..Usage::default()
+        };
+        assert_eq!(s.finish(End::Complete(usage, false)).cost_usd, 16.0 + 20.0);
+        assert_eq!(day_left(&l), 1000.0 - 36.0);
+    }
 
     #[test]
     fn a_request_is_settled_once_however_often_it_is_finished() {
@@ -541,7 +577,7 @@ mod tests {
         s.call_failed("transport", Duration::ZERO, Some(prompt));
         // The next call asks for more than the budget has.
         let refused = s
-            .admit_call(&l.policy.models["cloud"], Some(1_000_000))
+            .admit_call(&l.policy.models["cloud"], Some(1_000_000), 0)
             .now_or_never()
             .expect("the memory store answers at once");
         assert!(matches!(refused, Err(Refusal::Budget(_))), "{refused:?}");
