@@ -94,11 +94,37 @@ pub(crate) fn renamed_error(body: &[u8], renamed: &Renamed) -> bytes::Bytes {
         error.insert("param".into(), Value::String(own));
     }
     if let Some(Value::String(message)) = error.get_mut("message") {
-        for (chat, own) in renamed {
-            *message = message.replace(&format!("`{chat}`"), &format!("`{own}`"));
-        }
+        rename_in_message(message, renamed);
     }
     bytes::Bytes::from(v.to_string())
+}
+
+/// [`renamed_error`] for an error not yet written: a 400 of the chat request's parser (its
+/// `param` and message); any other error as it is.
+pub(crate) fn renamed_api_error(e: ApiError, renamed: &Renamed) -> ApiError {
+    match e {
+        ApiError::BadRequest {
+            mut message,
+            param,
+            code,
+        } => {
+            rename_in_message(&mut message, renamed);
+            let param = param.map(|p| own_param(renamed, &p).map_or(p, str::to_string));
+            ApiError::BadRequest {
+                message,
+                param,
+                code,
+            }
+        }
+        e => e,
+    }
+}
+
+/// Replaces each renamed field that `message` names in backticks with the request's own name.
+fn rename_in_message(message: &mut String, renamed: &Renamed) {
+    for (chat, own) in renamed {
+        *message = message.replace(&format!("`{chat}`"), &format!("`{own}`"));
+    }
 }
 
 /// A 400 naming the request parameter `param`.
@@ -148,4 +174,35 @@ pub(crate) fn chat_answer(body: &[u8]) -> Result<(Value, Value), ApiError> {
         .cloned()
         .ok_or_else(|| ApiError::BadGateway("the model's answer has no choices".into()))?;
     Ok((v, choice))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parser_error_names_the_clients_own_fields() {
+        let mut renamed = renamed(&[("messages", "input"), ("max_tokens", "max_output_tokens")]);
+        renamed.push(("web_search_options", "tools[2]".into()));
+        let e = renamed_api_error(
+            bad(
+                "`messages[1]` must be an object, and `max_tokens` at least 1",
+                "messages[1].content",
+            ),
+            &renamed,
+        );
+        let body = e.body_json();
+        assert_eq!(body["error"]["param"], "input");
+        // Only whole names in backticks are renamed: `messages[1]` is a path of its own.
+        assert_eq!(
+            body["error"]["message"],
+            "`messages[1]` must be an object, and `max_output_tokens` at least 1"
+        );
+        let kept = renamed_api_error(bad("`model` is required", "model"), &renamed);
+        assert_eq!(kept.body_json()["error"]["param"], "model");
+        assert!(matches!(
+            renamed_api_error(ApiError::Internal, &renamed),
+            ApiError::Internal
+        ));
+    }
 }

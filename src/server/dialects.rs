@@ -114,6 +114,16 @@ impl Dialect {
 }
 
 impl Inbound {
+    /// An error of the chat request's parser, naming the fields the translation renamed as the
+    /// client sent them.
+    fn rename(&self, e: ApiError) -> ApiError {
+        match self {
+            Inbound::Anthropic(i) => crate::api::dialect::renamed_api_error(e, &i.renamed),
+            Inbound::Responses(i) => crate::api::dialect::renamed_api_error(e, &i.renamed),
+            Inbound::Completions(_) => e,
+        }
+    }
+
     fn answer(&self, body: &[u8]) -> Result<bytes::Bytes, ApiError> {
         match self {
             Inbound::Anthropic(i) => anthropic::from_completion(body, &i.model),
@@ -153,7 +163,7 @@ pub async fn handle(
     let read = chat::read(&gateway, &parts.headers, body).await;
     let translated = read.as_ref().map_err(Clone::clone).and_then(|b| {
         let (chat_body, inbound) = dialect.to_chat(b, count_only)?;
-        let mut parsed = ChatRequest::parse(&chat_body)?;
+        let mut parsed = ChatRequest::parse(&chat_body).map_err(|e| inbound.rename(e))?;
         if dialect == Dialect::Completions {
             parsed.set_raw_prompt();
         }
