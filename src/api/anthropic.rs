@@ -425,7 +425,7 @@ fn output_config(
             "response_format".into(),
             json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}}),
         );
-        renamed.push(("response_format", param));
+        renamed.push(("response_format".into(), param));
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 use super::ApiError;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// A dialect a client speaks besides OpenAI chat completions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,13 +54,13 @@ impl DialectOnly {
 
 /// Where a translation put a field of the client's request under chat's name: (chat's name,
 /// the request's own name), for the errors that name it ([`renamed_error`]).
-pub(crate) type Renamed = Vec<(&'static str, String)>;
+pub(crate) type Renamed = Vec<(Cow<'static, str>, String)>;
 
 /// The renames a dialect always makes, to grow with those a request adds.
 pub(crate) fn renamed(fixed: &[(&'static str, &str)]) -> Renamed {
     fixed
         .iter()
-        .map(|(chat, own)| (*chat, own.to_string()))
+        .map(|(chat, own)| (Cow::Borrowed(*chat), own.to_string()))
         .collect()
 }
 
@@ -68,7 +69,7 @@ pub(crate) fn renamed(fixed: &[(&'static str, &str)]) -> Renamed {
 fn own_param<'a>(renamed: &'a Renamed, param: &str) -> Option<&'a str> {
     renamed.iter().find_map(|(chat, own)| {
         let below = param
-            .strip_prefix(chat)
+            .strip_prefix(chat.as_ref())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']));
         below.then_some(own.as_str())
     })
@@ -120,11 +121,26 @@ pub(crate) fn renamed_api_error(e: ApiError, renamed: &Renamed) -> ApiError {
     }
 }
 
-/// Replaces each renamed field that `message` names in backticks with the request's own name.
+/// Replaces each renamed field that `message` names in backticks with the request's own name,
+/// in one pass (a name renamed into another renamed name is not renamed twice).
 fn rename_in_message(message: &mut String, renamed: &Renamed) {
-    for (chat, own) in renamed {
-        *message = message.replace(&format!("`{chat}`"), &format!("`{own}`"));
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message.as_str();
+    while let Some(open) = rest.find('`') {
+        let Some(len) = rest[open + 1..].find('`') else {
+            break;
+        };
+        let name = &rest[open + 1..open + 1 + len];
+        out.push_str(&rest[..=open]);
+        match renamed.iter().find(|(chat, _)| chat == name) {
+            Some((_, own)) => out.push_str(own),
+            None => out.push_str(name),
+        }
+        out.push('`');
+        rest = &rest[open + len + 2..];
     }
+    out.push_str(rest);
+    *message = out;
 }
 
 /// A 400 naming the request parameter `param`.
@@ -183,7 +199,10 @@ mod tests {
     #[test]
     fn a_parser_error_names_the_clients_own_fields() {
         let mut renamed = renamed(&[("messages", "input"), ("max_tokens", "max_output_tokens")]);
-        renamed.push(("web_search_options", "tools[2]".into()));
+        renamed.push(("web_search_options".into(), "tools[2]".into()));
+        // Function tools after a web search tool move down one place in chat's list.
+        renamed.push(("tools[1]".into(), "tools[2]".into()));
+        renamed.push(("tools[0]".into(), "tools[1]".into()));
         let e = renamed_api_error(
             bad(
                 "`messages[1]` must be an object, and `max_tokens` at least 1",
@@ -197,6 +216,19 @@ mod tests {
         assert_eq!(
             body["error"]["message"],
             "`messages[1]` must be an object, and `max_output_tokens` at least 1"
+        );
+        let e = renamed_api_error(
+            bad(
+                "`tools[0]` and `tools[1]` differ; ` unpaired",
+                "tools[0].function",
+            ),
+            &renamed,
+        );
+        let body = e.body_json();
+        assert_eq!(body["error"]["param"], "tools[1]");
+        assert_eq!(
+            body["error"]["message"],
+            "`tools[1]` and `tools[2]` differ; ` unpaired"
         );
         let kept = renamed_api_error(bad("`model` is required", "model"), &renamed);
         assert_eq!(kept.body_json()["error"]["param"], "model");

@@ -395,7 +395,7 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
                         && !out.contains_key("web_search_options") =>
                 {
                     out.insert("web_search_options".into(), web_search_options(t));
-                    renamed.push(("web_search_options", p));
+                    renamed.push(("web_search_options".into(), p));
                     continue;
                 }
                 // Built-in tools (web search, file search, computer use, code interpreter,
@@ -416,6 +416,10 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
             }
             if let Some(s) = t.get("strict").and_then(Value::as_bool) {
                 f["strict"] = json!(s);
+            }
+            // Tools this list takes out (a web search) move the later ones up in chat's.
+            if fns.len() != i {
+                renamed.push((format!("tools[{}]", fns.len()).into(), p));
             }
             fns.push(json!({"type": "function", "function": f}));
         }
@@ -1316,6 +1320,23 @@ mod tests {
         );
         // A body that is not an OpenAI error stays as it is.
         assert_eq!(&inbound.error_body(b"upstream down")[..], b"upstream down");
+        // A function tool after the web search is one place further down than in chat's list.
+        let (_, inbound) = to_chat(
+            json!({"model": "m", "input": "x", "tools": [{"type": "web_search"},
+                {"type": "function", "name": "g"}]})
+            .to_string()
+            .as_bytes(),
+        )
+        .expect("translated");
+        for (param, own) in [
+            ("tools[0].function.parameters", "tools[1]"),
+            ("web_search_options", "tools[0]"),
+        ] {
+            let out: Value =
+                serde_json::from_slice(&inbound.error_body(body(param, "x").as_bytes()))
+                    .expect("json");
+            assert_eq!(out["error"]["param"], own, "{param}");
+        }
     }
 
     #[test]
