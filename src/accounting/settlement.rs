@@ -439,11 +439,16 @@ mod tests {
 
     /// A request for the cloud with 8 prompt tokens and `max_tokens: 20`, in flight.
     fn in_flight(l: &Arc<Ledger>) -> Settlement {
+        in_flight_searching(l, 0)
+    }
+
+    /// [`in_flight`], admitted for `web_searches` searches.
+    fn in_flight_searching(l: &Arc<Ledger>, web_searches: u64) -> Settlement {
         let mut s = l.open(Instant::now());
         s.arrived(None, 8);
         s.decided("default");
         s.target("cloud", "cloud");
-        s.admit_call(&l.policy.models["cloud"], Some(20), 0)
+        s.admit_call(&l.policy.models["cloud"], Some(20), web_searches)
             .now_or_never()
             .expect("the memory store answers at once")
             .unwrap();
@@ -458,20 +463,12 @@ mod tests {
     #[test]
     fn a_call_that_asks_for_a_web_search_reserves_one() {
         let l = ledger();
-        let mut s = l.open(Instant::now());
-        s.arrived(None, 8);
-        s.decided("default");
-        s.target("cloud", "cloud");
-        s.admit_call(&l.policy.models["cloud"], Some(20), 1)
-            .now_or_never()
-            .expect("the memory store answers at once")
-            .unwrap();
+        let mut s = in_flight_searching(&l, 1);
         assert_eq!(
             day_left(&l),
             1000.0 - 48.0 - 10.0,
             "8 + 20 x 2 and a $10 search"
         );
-        s.call_started();
         s.answering(Duration::ZERO);
         let usage = Usage {
             prompt_tokens: 10,

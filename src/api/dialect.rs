@@ -203,33 +203,31 @@ mod tests {
         // Function tools after a web search tool move down one place in chat's list.
         renamed.push(("tools[1]".into(), "tools[2]".into()));
         renamed.push(("tools[0]".into(), "tools[1]".into()));
-        let e = renamed_api_error(
-            bad(
-                "`messages[1]` must be an object, and `max_tokens` at least 1",
-                "messages[1].content",
+        // (message, param) as the parser wrote them, and as the client reads them. Only whole
+        // names in backticks are renamed (`messages[1]` is a path of its own), and once each.
+        for ((message, param), (own_message, own_param)) in [
+            (
+                (
+                    "`messages[1]` must be an object, and `max_tokens` at least 1",
+                    "messages[1].content",
+                ),
+                (
+                    "`messages[1]` must be an object, and `max_output_tokens` at least 1",
+                    "input",
+                ),
             ),
-            &renamed,
-        );
-        let body = e.body_json();
-        assert_eq!(body["error"]["param"], "input");
-        // Only whole names in backticks are renamed: `messages[1]` is a path of its own.
-        assert_eq!(
-            body["error"]["message"],
-            "`messages[1]` must be an object, and `max_output_tokens` at least 1"
-        );
-        let e = renamed_api_error(
-            bad(
-                "`tools[0]` and `tools[1]` differ; ` unpaired",
-                "tools[0].function",
+            (
+                (
+                    "`tools[0]` and `tools[1]` differ; ` unpaired",
+                    "tools[0].function",
+                ),
+                ("`tools[1]` and `tools[2]` differ; ` unpaired", "tools[1]"),
             ),
-            &renamed,
-        );
-        let body = e.body_json();
-        assert_eq!(body["error"]["param"], "tools[1]");
-        assert_eq!(
-            body["error"]["message"],
-            "`tools[1]` and `tools[2]` differ; ` unpaired"
-        );
+        ] {
+            let body = renamed_api_error(bad(message, param), &renamed).body_json();
+            assert_eq!(body["error"]["param"], own_param, "{param}");
+            assert_eq!(body["error"]["message"], own_message, "{message}");
+        }
         let kept = renamed_api_error(bad("`model` is required", "model"), &renamed);
         assert_eq!(kept.body_json()["error"]["param"], "model");
         assert!(matches!(

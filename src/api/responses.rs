@@ -1285,58 +1285,56 @@ mod tests {
 
     #[test]
     fn errors_name_the_requests_own_fields() {
-        let (_, inbound) = to_chat(
-            json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": "f"},
-                {"type": "web_search_preview"}]})
-            .to_string()
-            .as_bytes(),
-        )
-        .expect("translated");
-        let body = |param: &str, message: &str| {
-            json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": null}})
-                .to_string()
+        let inbound = |tools: Value| {
+            to_chat(
+                json!({"model": "m", "input": "x", "tools": tools})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .expect("translated")
+            .1
         };
-        for (param, own) in [
-            ("messages[2].content", "input"),
-            ("max_tokens", "max_output_tokens"),
-            ("response_format.json_schema", "text.format"),
-            ("web_search_options", "tools[1]"),
+        let error = |inbound: &Inbound, param: &str, message: &str| -> Value {
+            let body = json!({"error": {"message": message, "type": "invalid_request_error",
+                "param": param, "code": null}});
+            serde_json::from_slice(&inbound.error_body(body.to_string().as_bytes())).expect("json")
+        };
+        let searching_last =
+            inbound(json!([{"type": "function", "name": "f"}, {"type": "web_search_preview"}]));
+        // A function tool after the web search is one place further down than in chat's list.
+        let searching_first =
+            inbound(json!([{"type": "web_search"}, {"type": "function", "name": "g"}]));
+        for (inbound, param, own) in [
+            (&searching_last, "messages[2].content", "input"),
+            (&searching_last, "max_tokens", "max_output_tokens"),
+            (
+                &searching_last,
+                "response_format.json_schema",
+                "text.format",
+            ),
+            (&searching_last, "web_search_options", "tools[1]"),
             // Not renamed: the same name in both, or a longer name that only starts alike.
-            ("tools", "tools"),
-            ("max_tokens_total", "max_tokens_total"),
+            (&searching_last, "tools", "tools"),
+            (&searching_last, "max_tokens_total", "max_tokens_total"),
+            (&searching_first, "tools[0].function.parameters", "tools[1]"),
+            (&searching_first, "web_search_options", "tools[0]"),
         ] {
-            let out: Value =
-                serde_json::from_slice(&inbound.error_body(body(param, "x").as_bytes()))
-                    .expect("json");
-            assert_eq!(out["error"]["param"], own, "{param}");
+            assert_eq!(error(inbound, param, "x")["error"]["param"], own, "{param}");
         }
-        let out: Value = serde_json::from_slice(&inbound.error_body(
-            body("max_tokens", "`max_tokens` is 9, above `max_tokens_total`").as_bytes(),
-        ))
-        .expect("json");
+        let out = error(
+            &searching_last,
+            "max_tokens",
+            "`max_tokens` is 9, above `max_tokens_total`",
+        );
         assert_eq!(
             out["error"]["message"],
             "`max_output_tokens` is 9, above `max_tokens_total`"
         );
         // A body that is not an OpenAI error stays as it is.
-        assert_eq!(&inbound.error_body(b"upstream down")[..], b"upstream down");
-        // A function tool after the web search is one place further down than in chat's list.
-        let (_, inbound) = to_chat(
-            json!({"model": "m", "input": "x", "tools": [{"type": "web_search"},
-                {"type": "function", "name": "g"}]})
-            .to_string()
-            .as_bytes(),
-        )
-        .expect("translated");
-        for (param, own) in [
-            ("tools[0].function.parameters", "tools[1]"),
-            ("web_search_options", "tools[0]"),
-        ] {
-            let out: Value =
-                serde_json::from_slice(&inbound.error_body(body(param, "x").as_bytes()))
-                    .expect("json");
-            assert_eq!(out["error"]["param"], own, "{param}");
-        }
+        assert_eq!(
+            &searching_last.error_body(b"upstream down")[..],
+            b"upstream down"
+        );
     }
 
     #[test]
