@@ -28,7 +28,9 @@ pub struct Inbound {
     /// as it came to a `kind: anthropic` model.
     pub messages_only: Option<String>,
     /// Where the translation put a field of the request under chat's name, for the errors
-    /// that name it ([`Inbound::error_message`]).
+    /// that name it ([`dialect::renamed_error`]; Anthropic's error shape keeps only the
+    /// message): `output_config.format` for chat's `response_format`, `stop_sequences` for
+    /// `stop`.
     pub renamed: Renamed,
 }
 
@@ -39,16 +41,6 @@ const RENAMED: [(&str, &str); 3] = [
     ("stop", "stop_sequences"),
     ("user", "metadata.user_id"),
 ];
-
-impl Inbound {
-    /// An OpenAI-shaped error body of the chat path with the fields its message names in the
-    /// Messages API's terms ([`dialect::renamed_error`]), for [`error_body`], which keeps the
-    /// message: `output_config.format` for chat's `response_format`, `stop_sequences` for
-    /// `stop`.
-    pub fn error_message(&self, body: &[u8]) -> Bytes {
-        dialect::renamed_error(body, &self.renamed)
-    }
-}
 
 /// Request members that only the Messages API serves: a container for code execution, MCP
 /// servers it connects to, context editing, the region inference runs in, Anthropic's own

@@ -66,7 +66,7 @@ pub(crate) fn renamed(fixed: &[(&'static str, &str)]) -> Renamed {
 
 /// The request's own name of a field named in chat's terms (`param`, or the head of a path
 /// below it: `messages[2].content` under `messages`), when the translation renamed it.
-fn own_param<'a>(renamed: &'a Renamed, param: &str) -> Option<&'a str> {
+fn own_param<'a>(renamed: &'a [(Cow<'static, str>, String)], param: &str) -> Option<&'a str> {
     renamed.iter().find_map(|(chat, own)| {
         let below = param
             .strip_prefix(chat.as_ref())
@@ -79,7 +79,10 @@ fn own_param<'a>(renamed: &'a Renamed, param: &str) -> Option<&'a str> {
 /// fields its message names in backticks, under the request's own names; any other body as it
 /// is. The errors come from the gateway (a capability no model of the route has, a limit) or a
 /// chat upstream (its 400), both of which name chat's fields.
-pub(crate) fn renamed_error(body: &[u8], renamed: &Renamed) -> bytes::Bytes {
+pub(crate) fn renamed_error(body: &[u8], renamed: &[(Cow<'static, str>, String)]) -> bytes::Bytes {
+    if renamed.is_empty() {
+        return bytes::Bytes::copy_from_slice(body);
+    }
     let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
         return bytes::Bytes::copy_from_slice(body);
     };
@@ -102,7 +105,7 @@ pub(crate) fn renamed_error(body: &[u8], renamed: &Renamed) -> bytes::Bytes {
 
 /// [`renamed_error`] for an error not yet written: a 400 of the chat request's parser (its
 /// `param` and message); any other error as it is.
-pub(crate) fn renamed_api_error(e: ApiError, renamed: &Renamed) -> ApiError {
+pub(crate) fn renamed_api_error(e: ApiError, renamed: &[(Cow<'static, str>, String)]) -> ApiError {
     match e {
         ApiError::BadRequest {
             mut message,
@@ -123,7 +126,7 @@ pub(crate) fn renamed_api_error(e: ApiError, renamed: &Renamed) -> ApiError {
 
 /// Replaces each renamed field that `message` names in backticks with the request's own name,
 /// in one pass (a name renamed into another renamed name is not renamed twice).
-fn rename_in_message(message: &mut String, renamed: &Renamed) {
+fn rename_in_message(message: &mut String, renamed: &[(Cow<'static, str>, String)]) {
     let mut out = String::with_capacity(message.len());
     let mut rest = message.as_str();
     while let Some(open) = rest.find('`') {

@@ -29,7 +29,8 @@ pub struct Inbound {
     /// request can then only be passed as it came to a model that serves the Responses API.
     pub responses_only: Option<String>,
     /// Where the translation put a field of the request under chat's name: (chat's name, the
-    /// request's own), for the errors that name it ([`Inbound::error_body`]).
+    /// request's own), for the errors that name it ([`dialect::renamed_error`]): `tools[1]` for
+    /// a web search tool's `web_search_options`, `max_output_tokens` for `max_tokens`.
     pub renamed: Renamed,
 }
 
@@ -43,15 +44,6 @@ const RENAMED: [(&str, &str); 5] = [
     ("response_format", "text.format"),
     ("messages", "input"),
 ];
-
-impl Inbound {
-    /// An OpenAI-shaped error body of the chat path in the Responses API's terms
-    /// ([`dialect::renamed_error`]): `max_output_tokens` for chat's `max_tokens`, `tools[1]` for
-    /// a web search tool's `web_search_options`, `text.format` for `response_format`.
-    pub fn error_body(&self, body: &[u8]) -> Bytes {
-        dialect::renamed_error(body, &self.renamed)
-    }
-}
 
 /// Fields of the Responses API this gateway cannot honour, and why.
 const REFUSED: &[(&str, &str)] = &[
@@ -125,7 +117,11 @@ fn web_search_options(tool: &Value) -> Value {
 /// `background` (and its `background_options`), stored prompts, `item_reference` items (all need state the gateway does not
 /// keep), and anything malformed.
 pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
-    let obj = dialect::request_object(body)?;
+    from_object(dialect::request_object(body)?)
+}
+
+/// [`to_chat`] of a body read already.
+fn from_object(obj: Map<String, Value>) -> Result<(Vec<u8>, Inbound), ApiError> {
     for (field, why) in REFUSED {
         if obj
             .get(*field)
@@ -538,14 +534,13 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
 /// Errors: those of [`to_chat`], and a 400 naming `stream` when it is `true` (a compaction
 /// answers in one JSON body).
 pub fn compaction_to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
-    let obj = dialect::request_object(body)?;
-    if dialect::stream(&obj)? {
+    let (bytes, mut inbound) = to_chat(body)?;
+    if inbound.stream {
         return Err(bad(
             "`stream` is not supported by `/v1/responses/compact`: a compaction is answered in one JSON body",
             "stream",
         ));
     }
-    let (bytes, mut inbound) = to_chat(body)?;
     inbound.responses_only.get_or_insert_with(|| "input".into());
     Ok((bytes, inbound))
 }
@@ -562,8 +557,7 @@ pub fn count_to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
     if obj.get("model").is_none_or(Value::is_null) {
         obj.insert("model".into(), json!("auto"));
     }
-    let body = serde_json::to_vec(&obj).map_err(|_| ApiError::Internal)?;
-    to_chat(&body)
+    from_object(obj)
 }
 
 /// The answer of `POST /v1/responses/input_tokens`: `{"object": "response.input_tokens",
@@ -1297,7 +1291,8 @@ mod tests {
         let error = |inbound: &Inbound, param: &str, message: &str| -> Value {
             let body = json!({"error": {"message": message, "type": "invalid_request_error",
                 "param": param, "code": null}});
-            serde_json::from_slice(&inbound.error_body(body.to_string().as_bytes())).expect("json")
+            let out = dialect::renamed_error(body.to_string().as_bytes(), &inbound.renamed);
+            serde_json::from_slice(&out).expect("json")
         };
         let searching_last =
             inbound(json!([{"type": "function", "name": "f"}, {"type": "web_search_preview"}]));
@@ -1332,7 +1327,7 @@ mod tests {
         );
         // A body that is not an OpenAI error stays as it is.
         assert_eq!(
-            &searching_last.error_body(b"upstream down")[..],
+            &dialect::renamed_error(b"upstream down", &searching_last.renamed)[..],
             b"upstream down"
         );
     }

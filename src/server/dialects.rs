@@ -12,6 +12,7 @@
 use super::respond::{self, Body};
 use super::{chat, Caller, Gateway};
 use crate::accounting::End;
+use crate::api::dialect::{renamed_api_error, renamed_error};
 use crate::api::{anthropic, completions, responses, sse, ApiError, Capability, ChatRequest};
 use crate::engines::Native;
 use bytes::BytesMut;
@@ -21,6 +22,7 @@ use http_body::Body as _;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
@@ -114,13 +116,13 @@ impl Dialect {
 }
 
 impl Inbound {
-    /// An error of the chat request's parser, naming the fields the translation renamed as the
-    /// client sent them.
-    fn rename(&self, e: ApiError) -> ApiError {
+    /// Where the translation put the client's fields under chat's names, for the errors that
+    /// name them (none for legacy completions, whose fields keep their names).
+    fn renamed(&self) -> &[(Cow<'static, str>, String)] {
         match self {
-            Inbound::Anthropic(i) => crate::api::dialect::renamed_api_error(e, &i.renamed),
-            Inbound::Responses(i) => crate::api::dialect::renamed_api_error(e, &i.renamed),
-            Inbound::Completions(_) => e,
+            Inbound::Anthropic(i) => &i.renamed,
+            Inbound::Responses(i) => &i.renamed,
+            Inbound::Completions(_) => &[],
         }
     }
 
@@ -163,7 +165,8 @@ pub async fn handle(
     let read = chat::read(&gateway, &parts.headers, body).await;
     let translated = read.as_ref().map_err(Clone::clone).and_then(|b| {
         let (chat_body, inbound) = dialect.to_chat(b, count_only)?;
-        let mut parsed = ChatRequest::parse(&chat_body).map_err(|e| inbound.rename(e))?;
+        let mut parsed =
+            ChatRequest::parse(&chat_body).map_err(|e| renamed_api_error(e, inbound.renamed()))?;
         if dialect == Dialect::Completions {
             parsed.set_raw_prompt();
         }
@@ -298,11 +301,7 @@ async fn translate(resp: Response<Body>, dialect: Dialect, inbound: &Inbound) ->
             }
         }
     } else {
-        let bytes = match inbound {
-            Inbound::Responses(i) => i.error_body(&bytes),
-            Inbound::Anthropic(i) => i.error_message(&bytes),
-            Inbound::Completions(_) => bytes,
-        };
+        let bytes = renamed_error(&bytes, inbound.renamed());
         let (status, b) = dialect.error_body(parts.status, &bytes);
         parts.status = status;
         b
