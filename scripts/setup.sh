@@ -45,11 +45,13 @@ if [ "${1:-}" = "--test" ]; then
     apt_install prometheus
   fi
   VENV="$CACHE/venv"
-  # anthropic 0.77 is the first with `output_config` (structured output), which the tests send.
-  if ! "$VENV/bin/python" -c 'import openai; from anthropic.types import OutputConfigParam' 2>/dev/null; then
+  # anthropic 0.77 is the first with `output_config` (structured output), which the tests send;
+  # the tests also drive openai's `responses.compact` and `responses.input_tokens.count`, which
+  # a venv made before those methods existed lacks: it is upgraded (within the bounds).
+  if ! "$VENV/bin/python" -c 'from openai.types.responses import CompactedResponse, InputTokenCountResponse; from anthropic.types import OutputConfigParam' 2>/dev/null; then
     log "creating $VENV with the openai and anthropic SDKs"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
-    "$VENV/bin/pip" install -q --disable-pip-version-check 'openai>=1.40,<4' 'anthropic>=0.77,<1'
+    "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade 'openai>=1.40,<4' 'anthropic>=0.77,<1'
   fi
   # The deployment files' validators: Kubernetes schemas, and the compose schema.
   if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/check-jsonschema" ]; then
