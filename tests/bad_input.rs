@@ -201,7 +201,7 @@ async fn hostile_requests_each_get_a_clear_4xx() {
         (
             "unknown path",
             "POST",
-            "/v1/embeddings",
+            "/v1/images/generations",
             vec![("content-type", "application/json".to_string())],
             404,
             "no route",
@@ -323,7 +323,7 @@ async fn unknown_paths_and_methods() {
     assert_eq!(r.status, 405);
     let r = request(
         "POST",
-        &format!("{}/v1/embeddings", gw.url),
+        &format!("{}/v1/images/generations", gw.url),
         "{}",
         &[("content-type", "application/json")],
     )

@@ -253,7 +253,7 @@ async fn refusals_on_a_kept_alive_connection_close_it_cleanly() {
         ),
         (
             "unknown path",
-            raw_request("POST", "/v1/embeddings", &[JSON, key], &big),
+            raw_request("POST", "/v1/images/generations", &[JSON, key], &big),
             404,
             "not_found",
         ),

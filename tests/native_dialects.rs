@@ -1,6 +1,7 @@
 //! Requests passed on in the client's own dialect: an Anthropic Messages request to a model of
 //! `kind: anthropic`, a Responses request to an OpenAI-compatible model with `responses: true`,
-//! a legacy completion to one with `completions: true`. Each goes upstream as it came with only
+//! a legacy completion to one with `completions: true`, an embeddings request to one with
+//! `embeddings: true`. Each goes upstream as it came with only
 //! `model` replaced, and its answer and stream events come back as the upstream sent them, while
 //! the gateway still settles their usage and cost. Against the fake upstreams of
 //! `tests/common` (real HTTP servers speaking each API), and driven by the official SDKs.
@@ -14,7 +15,7 @@ const UPSTREAM_KEY: &str = "sk-ant-upstream-secret";
 const KEY: &str = "sk-gateway-native";
 
 /// Anthropic models on the fake's variants (`claude` the default route), OpenAI-compatible
-/// `gpt` (serving Responses and completions) and `plain` (chat only), each chosen by a tag;
+/// `gpt` (serving Responses, completions and embeddings) and `plain` (chat only), each chosen by a tag;
 /// the tenant `team` has the key [`KEY`].
 async fn gateway(up: &FakeUpstream) -> TestGateway {
     gateway_with(up, "claude", true).await
@@ -60,12 +61,15 @@ async fn gateway_with(up: &FakeUpstream, default: &str, tenant: bool) -> TestGat
                 ("price", price),
                 ("responses", serves),
                 ("completions", serves),
+                ("embeddings", serves),
             ],
         );
     }
     if tenant {
         p = p.tenant("team", KEY);
     }
+    // Savings are measured against a model priced apart from `gpt`.
+    p = p.reference_model("claude");
     let policy = p
         .rule("tool", "{ tags: [tool] }", "claude-tool", &[])
         .rule("cached", "{ tags: [cached] }", "claude-cached", &[])
@@ -509,6 +513,103 @@ async fn a_compaction_goes_as_it_came_to_a_model_that_serves_responses() {
     assert_eq!(up.recorded().len(), before);
 }
 
+/// RAG apps embed their documents through the same base URL as their chats: an embeddings
+/// request goes as it came to the first model of its route that serves embeddings, is settled
+/// from its usage, and is refused (naming `input`) where no model of the route serves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embeddings_request_goes_as_it_came_to_a_model_that_serves_embeddings() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let body = r#"{"model": "auto", "input": ["The cat sat on the mat", "Dogs bark"],
+        "encoding_format": "float", "dimensions": 3, "user": "u-1"}"#;
+    let r = post(&gw, "/v1/embeddings", body, "agent", &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "gpt");
+    assert_eq!(
+        r.header("x-switchyard-fallback"),
+        "plain; reason=lacks_embeddings"
+    );
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.path, "/ok/v1/embeddings");
+    let mut expected: Value = serde_json::from_str(body).expect("json");
+    expected["model"] = json!("gpt-up");
+    assert_eq!(sent.body, expected);
+    let answer = r.json();
+    assert_eq!(r.body, upstream_answer(&up).await.body);
+    assert_eq!(answer["data"][1]["embedding"], json!([1.0, 2.0, 0.5]));
+    // 8 input tokens at 2 USD per million, nothing written.
+    assert_eq!(answer["usage"]["prompt_tokens"], 8);
+    assert_eq!(r.header("x-switchyard-cost-usd"), "0.00001600");
+    let m = |d: &str| format!("switchyard_tokens_total{{direction=\"{d}\",model=\"gpt\"}}");
+    assert_eq!(metric(&gw, &m("input")).await, 8.0);
+    assert_eq!(metric(&gw, &m("output")).await, 0.0);
+    // An embedding is no answer the reference model could have given: it saves nothing.
+    let saved = metric_opt_at(&gw.url, r#"switchyard_savings_usd_total{tenant="team"}"#).await;
+    assert_eq!(saved.unwrap_or(0.0), 0.0);
+
+    // Named by the client, the model answers whatever the route (token ids carry no text).
+    let r = post(
+        &gw,
+        "/v1/embeddings",
+        r#"{"model": "gpt", "input": [[10, 11, 12]]}"#,
+        "none",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["usage"]["prompt_tokens"], 3);
+
+    // Routes without such a model, and malformed requests: refused, naming the field, and
+    // nothing goes upstream.
+    let before = up.recorded().len();
+    for (tag, body, status, param) in [
+        ("plain", body, 400, "input"),
+        ("none", body, 400, "input"),
+        (
+            "gpt",
+            r#"{"model": "auto", "input": ["a", ""]}"#,
+            400,
+            "input[1]",
+        ),
+        ("gpt", r#"{"model": "auto"}"#, 400, "input"),
+        (
+            "gpt",
+            r#"{"model": "auto", "input": "x", "encoding_format": "int8"}"#,
+            400,
+            "encoding_format",
+        ),
+        ("gpt", r#"{"model": "nope", "input": "x"}"#, 404, "model"),
+    ] {
+        let r = post(&gw, "/v1/embeddings", body, tag, &[]).await;
+        assert_eq!(
+            r.status,
+            status,
+            "{tag} {body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["error"]["param"], param, "{tag} {body}");
+    }
+    // The refusal says which models do serve embeddings.
+    let r = post(&gw, "/v1/embeddings", body, "plain", &[]).await;
+    let e = r.json();
+    assert_eq!(e["error"]["code"], "unsupported_capability");
+    let message = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.ends_with("(models that serve embeddings: `gpt`)"),
+        "{message}"
+    );
+    let r = request(
+        "GET",
+        &format!("{}/v1/embeddings", gw.url),
+        "",
+        &[("x-api-key", KEY)],
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), "POST");
+    assert_eq!(up.recorded().len(), before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_go_to_models_that_serve_them_and_are_refused_by_the_others() {
     let up = FakeUpstream::start().await;
@@ -587,4 +688,11 @@ async fn the_official_sdks_speak_to_the_pass_through_paths() {
         vec![format!("{}/v1", gw.url), "gpt".into(), "cloud".into()],
     )
     .await;
+    sdk_script(
+        "check_openai_embeddings.py",
+        vec![format!("{}/v1", gw.url), "auto".into()],
+    )
+    .await;
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.path, "/ok/v1/embeddings");
 }

@@ -236,11 +236,23 @@ fn azure_style_settings_are_checked() {
 
 #[test]
 fn the_dialects_a_model_serves_are_checked() {
-    // `responses` and `completions` belong to OpenAI-compatible models only.
+    // `responses`, `completions` and `embeddings` belong to OpenAI-compatible models only.
     for (model, says) in [
         (
             "{ kind: local, completions: true }",
             "`completions` is only valid for cloud",
+        ),
+        (
+            "{ kind: local, embeddings: true }",
+            "`embeddings` is only valid for cloud",
+        ),
+        (
+            "{ kind: anthropic, embeddings: true }",
+            "`embeddings` is only valid for `kind: openai` models",
+        ),
+        (
+            "{ kind: openai, base_url: 'http://h/v1', capabilities: [embeddings] }",
+            "when it says `embeddings: true`",
         ),
         (
             "{ kind: anthropic, responses: true }",
@@ -274,7 +286,7 @@ fn the_dialects_a_model_serves_are_checked() {
         assert!(err.contains(says), "{model}: {err}");
     }
     let (code, _, err) = check_text(&format!(
-        "{HEAD}  m: {{ kind: openai, base_url: 'http://h/v1', responses: true, completions: true, capabilities: [tools] }}\ndefault: {{ route: m }}\n"
+        "{HEAD}  m: {{ kind: openai, base_url: 'http://h/v1', responses: true, completions: true, embeddings: true, capabilities: [tools] }}\ndefault: {{ route: m }}\n"
     ));
     assert_eq!(code, 0, "{err}");
     // Structured output is carried to Anthropic models (as `output_config.format`).

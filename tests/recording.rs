@@ -200,3 +200,35 @@ async fn a_sticky_policy_replays_over_a_log_that_a_policy_without_pins_wrote() {
         serde_json::json!({"hit": 1, "new": 2, "overridden": 0})
     );
 }
+
+/// The request log holds routing decisions, which `replay` reads again as chats: an embedding
+/// (no chat model could answer it) is settled and counted, but not logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedding_is_not_logged() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = tmp.path().join("requests.jsonl");
+    let policy_text = PolicyBuilder::standard(&up.base("ok"))
+        .model_field("cloud", "embeddings", "true")
+        .recording(&log, Some("keep"))
+        .render();
+    let gw = start_gateway(&policy_text, KEY).await;
+    let embedding = request(
+        "POST",
+        &format!("{}/v1/embeddings", gw.url),
+        r#"{"model": "cloud", "input": "first question"}"#.to_string(),
+        &[
+            ("content-type", "application/json"),
+            ("x-request-id", "embedding"),
+        ],
+    )
+    .await;
+    assert_eq!(embedding.status, 200);
+    let tokens = r#"switchyard_tokens_total{direction="input",model="cloud"}"#;
+    assert_eq!(metric(&gw, tokens).await, 2.0);
+    let answered = chat(&gw, ask("auto", "second"), &[("x-request-id", "chat")]).await;
+    assert_eq!(answered.status, 200);
+    // Rows are written in the order the requests were settled: the chat's is the first.
+    let rows = lines_when_ready(&log, 1);
+    assert_eq!(rows[0]["request_id"], "chat", "{rows:?}");
+}

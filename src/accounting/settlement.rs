@@ -76,6 +76,9 @@ pub struct Settlement {
     failed_billed: Vec<(String, Usage)>,
     /// The request's row of the request log, written when it is settled.
     log: Option<super::recorder::Row>,
+    /// Whether the answer has a price on the reference model to save against (an embedding
+    /// has none: [`Settlement::without_savings`]).
+    saves: bool,
     settled: bool,
 }
 
@@ -100,6 +103,7 @@ impl Ledger {
             usage_estimated: false,
             failed_billed: vec![],
             log: None,
+            saves: true,
             settled: false,
             over_budget: false,
         }
@@ -107,6 +111,13 @@ impl Ledger {
 }
 
 impl Settlement {
+    /// The request is no answer the reference model could have given (an embedding): it saves
+    /// nothing against it, and costs what it costs (`switchyard_savings_usd_total` and the
+    /// request log's `savings_usd` get 0 for it).
+    pub fn without_savings(&mut self) {
+        self.saves = false;
+    }
+
     /// The request comes from `tenant` (`None`: an open gateway) with `prompt_estimate` tokens.
     pub fn arrived(&mut self, tenant: Option<&str>, prompt_estimate: u64) {
         self.tenant = tenant.map(str::to_string);
@@ -329,6 +340,9 @@ impl Settlement {
             }
             billed = Some((usage, estimated));
             bill = ledger.bill(&self.model, usage);
+            if !self.saves {
+                bill.savings_usd = 0.0;
+            }
             metrics.billed(&self.model, self.tenant_label(), usage, bill);
         }
         let mut used_tokens = billed.map_or(0, |(u, _)| u.total());
@@ -338,7 +352,7 @@ impl Settlement {
             // call answered nothing, so it saved minus its cost.
             let wasted = Bill {
                 cost_usd,
-                savings_usd: if ledger.policy.reference_model.is_some() {
+                savings_usd: if ledger.policy.reference_model.is_some() && self.saves {
                     -cost_usd
                 } else {
                     0.0

@@ -42,11 +42,15 @@ pub enum Capability {
     /// a container): such a request is passed as it came to a `kind: anthropic` model, which
     /// always has it, and no other model can answer it.
     Messages,
+    /// An embedding of the input (`POST /v1/embeddings`): the request is passed as it came to
+    /// an OpenAI-compatible model that declares `embeddings: true`, and no other model can
+    /// answer it.
+    Embeddings,
 }
 
 impl Capability {
     /// Every capability, in the order of the bit set.
-    pub const ALL: [Capability; 12] = [
+    pub const ALL: [Capability; 13] = [
         Capability::Tools,
         Capability::JsonObject,
         Capability::JsonSchema,
@@ -59,6 +63,7 @@ impl Capability {
         Capability::Completions,
         Capability::Responses,
         Capability::Messages,
+        Capability::Embeddings,
     ];
 
     /// The policy's name of the capability.
@@ -76,6 +81,7 @@ impl Capability {
             Capability::Completions => "completions",
             Capability::Responses => "responses",
             Capability::Messages => "messages",
+            Capability::Embeddings => "embeddings",
         }
     }
 
@@ -94,6 +100,7 @@ impl Capability {
             Capability::Completions => "lacks_completions",
             Capability::Responses => "lacks_responses",
             Capability::Messages => "lacks_messages",
+            Capability::Embeddings => "lacks_embeddings",
         }
     }
 
@@ -109,7 +116,7 @@ impl Capability {
             Capability::Images | Capability::Audio | Capability::Files => "messages",
             Capability::WebSearch => "web_search_options",
             Capability::Completions => "prompt",
-            Capability::Responses => "input",
+            Capability::Responses | Capability::Embeddings => "input",
             Capability::Messages => "messages",
         }
     }
@@ -139,7 +146,7 @@ impl Capabilities {
     pub const NONE: Capabilities = Capabilities(0);
 
     /// Every capability the gateway knows (an OpenAI-compatible model's default is this but
-    /// `completions` and `responses`, which it must declare, and `messages`, which only
+    /// `completions`, `responses` and `embeddings`, which it must declare, and `messages`, which only
     /// Anthropic models have: its provider refuses what the model behind it lacks).
     pub fn all() -> Capabilities {
         Capability::ALL.into_iter().collect()

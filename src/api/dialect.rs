@@ -1,5 +1,6 @@
 //! The dialects besides OpenAI chat completions, and what their translators
-//! ([`super::anthropic`], [`super::responses`], [`super::completions`]) read the same way: the
+//! ([`super::anthropic`], [`super::responses`], [`super::completions`], [`super::embeddings`])
+//! read the same way: the
 //! request object and its `model` and `stream`, their 400s, and the internal answer they
 //! translate back.
 
@@ -20,6 +21,9 @@ pub enum Dialect {
     Compaction,
     /// OpenAI legacy completions (`POST /v1/completions`).
     Completions,
+    /// OpenAI embeddings (`POST /v1/embeddings`): only an embeddings API writes the answer, so
+    /// it is always passed on as it came ([`super::embeddings`]).
+    Embeddings,
 }
 
 impl Dialect {
@@ -33,6 +37,8 @@ impl Dialect {
             Some(Dialect::Responses)
         } else if path == "/v1/completions" {
             Some(Dialect::Completions)
+        } else if path == "/v1/embeddings" {
+            Some(Dialect::Embeddings)
         } else {
             None
         }

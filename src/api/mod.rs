@@ -7,6 +7,7 @@ pub mod capabilities;
 pub mod chat_chunk;
 pub mod completions;
 pub mod dialect;
+pub mod embeddings;
 mod error;
 pub mod headers;
 pub mod native;

@@ -1,13 +1,14 @@
 //! Requests passed to an upstream in the client's own dialect (an Anthropic Messages request to
-//! an Anthropic model, a Responses or legacy completions request to an OpenAI-compatible model
-//! that serves it): the body goes as it came with only `model` replaced, and the answer comes
-//! back as the upstream sent it. The gateway reads only what it settles: the token counts and
-//! the length of the text, and where a stream ends.
+//! an Anthropic model, a Responses, legacy completions or embeddings request to an
+//! OpenAI-compatible model that serves it): the body goes as it came with only `model`
+//! replaced, and the answer comes back as the upstream sent it. The gateway reads only what it
+//! settles: the token counts and the length of the text, and where a stream ends.
 //!
 //! Sources: Anthropic's Messages API reference ("Streaming Messages": `message_start`,
 //! `content_block_delta`, `message_delta`, `message_stop`, `error`), OpenAI's Responses API
 //! reference (the response object's `usage`, `response.output_text.delta`,
-//! `response.completed`) and its completions reference (`text_completion`).
+//! `response.completed`), its completions reference (`text_completion`) and its embeddings
+//! reference (the `list`'s `usage`).
 
 use super::skim::{self, Kind, Reader, SkimError};
 use super::{Dialect, Reported};
@@ -219,6 +220,11 @@ pub fn answer(dialect: Dialect, body: &[u8]) -> Result<(Option<Reported>, u64), 
             .and_then(usage::<ResponsesUsage>)
             .map(|u| u.reported()),
         Dialect::Completions => usage_raw.and_then(Reported::from_json),
+        // `prompt_tokens` and `total_tokens`: an embedding writes no tokens.
+        Dialect::Embeddings => usage_raw.and_then(Reported::from_json).map(|mut r| {
+            r.completion_tokens.get_or_insert(0);
+            r
+        }),
     };
     let text = match dialect {
         Dialect::Anthropic => find(body, &["content"])?.map(|a| text_bytes(a, None, "text")),
@@ -227,7 +233,7 @@ pub fn answer(dialect: Dialect, body: &[u8]) -> Result<(Option<Reported>, u64), 
         }
         // A compaction's output is the client's own user messages and the encrypted summary:
         // no text the model wrote.
-        Dialect::Compaction => None,
+        Dialect::Compaction | Dialect::Embeddings => None,
         Dialect::Completions => find(body, &["choices"])?.map(|a| text_bytes(a, None, "text")),
     };
     Ok((reported, text.transpose()?.unwrap_or(0)))

@@ -158,6 +158,7 @@ impl OpenAiEngine {
                     (p.responses, Dialect::Responses, "/responses"),
                     (p.responses, Dialect::Compaction, "/responses/compact"),
                     (p.completions, Dialect::Completions, "/completions"),
+                    (p.embeddings, Dialect::Embeddings, "/embeddings"),
                 ] {
                     if served {
                         native.push((dialect, head_prefix(&endpoint_of(path)?)));

@@ -191,6 +191,7 @@ impl Compiler<'_> {
                         ("query", m.query.is_some()),
                         ("responses", m.responses.is_some()),
                         ("completions", m.completions.is_some()),
+                        ("embeddings", m.embeddings.is_some()),
                         ("reasoning", m.reasoning.is_some()),
                     ] {
                         if set {
@@ -207,6 +208,7 @@ impl Compiler<'_> {
                         for (field, set) in [
                             ("responses", m.responses.is_some()),
                             ("completions", m.completions.is_some()),
+                            ("embeddings", m.embeddings.is_some()),
                         ] {
                             if set {
                                 self.error(
@@ -253,12 +255,13 @@ impl Compiler<'_> {
             }
             let mut capabilities = self.capabilities(&path, m.kind, m.capabilities.as_deref());
             if m.kind.is_cloud() {
-                // Set by `completions: true` and `responses: true` alone, whatever the list says;
-                // an Anthropic model always serves the Messages API.
+                // Set by `completions: true`, `responses: true` and `embeddings: true` alone,
+                // whatever the list says; an Anthropic model always serves the Messages API.
                 let anthropic = Some(m.kind == ModelKind::Anthropic);
                 for (c, set) in [
                     (Capability::Completions, m.completions),
                     (Capability::Responses, m.responses),
+                    (Capability::Embeddings, m.embeddings),
                     (Capability::Messages, anthropic),
                 ] {
                     capabilities = match set {
@@ -842,6 +845,7 @@ impl Compiler<'_> {
             }),
             responses: m.responses.unwrap_or(false),
             completions: m.completions.unwrap_or(false),
+            embeddings: m.embeddings.unwrap_or(false),
             reasoning: match m.reasoning {
                 Some(Reasoning::Budget) if m.kind != ModelKind::Anthropic => {
                     self.error(
@@ -969,7 +973,8 @@ impl Compiler<'_> {
             ModelKind::Openai => Capabilities::all()
                 .without(Capability::Completions)
                 .without(Capability::Responses)
-                .without(Capability::Messages),
+                .without(Capability::Messages)
+                .without(Capability::Embeddings),
             // What the Messages translation carries (tools, images, JSON schemas as structured
             // output, web search as Anthropic's server tool), and what only the Messages API
             // serves. As for OpenAI models, the provider refuses what its model lacks
@@ -1003,6 +1008,10 @@ impl Compiler<'_> {
                 Some(Capability::Responses) if kind.is_cloud() => self.error(
                     &p,
                     "a cloud model serves the Responses API when it says `responses: true`",
+                ),
+                Some(Capability::Embeddings) if kind.is_cloud() => self.error(
+                    &p,
+                    "a cloud model serves embeddings when it says `embeddings: true`",
                 ),
                 Some(Capability::Messages) if kind.is_cloud() => self.error(
                     &p,

@@ -345,6 +345,8 @@ pub struct Provider {
     pub reasoning: super::schema::Reasoning,
     /// The upstream serves legacy completions: completions requests are forwarded as they came.
     pub completions: bool,
+    /// The upstream serves embeddings: embedding requests are forwarded as they came.
+    pub embeddings: bool,
 }
 
 /// Retries of failures before the first byte.

@@ -377,6 +377,11 @@ pub struct ModelSpec {
     /// so completions requests are forwarded to it (default false: it gets none).
     #[serde(default)]
     pub completions: Option<bool>,
+    /// `openai` only: the upstream serves embeddings (`POST {base_url}/embeddings`), so
+    /// embedding requests are forwarded to it as they came (default false: it gets none, and
+    /// no other model can answer them).
+    #[serde(default)]
+    pub embeddings: Option<bool>,
 }
 
 /// Retries of a cloud call: connect errors, 429 and 5xx, before any byte reached the client.

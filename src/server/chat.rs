@@ -11,13 +11,13 @@ use super::stream;
 use super::{Caller, Gateway, REQUEST_ID};
 use crate::accounting::recorder::{Conversation, Entry};
 use crate::accounting::{End, Settlement};
-use crate::api::{ApiError, ChatRequest, Usage};
+use crate::api::{ApiError, Capability, ChatRequest, Usage};
 use crate::classifier;
 use crate::dispatch::{self, Answer, Reply};
 use crate::engines::{EngineRequest, Native, Redacted};
 use crate::features::{self, Features};
 use crate::pii;
-use crate::policy::{self, Decision};
+use crate::policy::{self, Decision, Policy};
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
@@ -123,13 +123,24 @@ pub(super) async fn answer(
             crate::api::Dialect::Responses | crate::api::Dialect::Compaction
         )
     });
-    let conversation = conversation_of(&gateway, headers, &parsed, &feats, responses);
+    // An embedding is no turn of a conversation: nothing pins it, and it pins nothing. Nor is
+    // it an answer the reference model prices: it saves nothing against it.
+    let embedding = native.is_some_and(|n| n.dialect == crate::api::Dialect::Embeddings);
+    if embedding {
+        settlement.without_savings();
+    }
+    let conversation = (!embedding)
+        .then(|| conversation_of(&gateway, headers, &parsed, &feats, responses))
+        .flatten();
     let key = conversation.as_ref().map(|c| c.0.as_str());
     let answered = pinned(&gateway, key, &mut feats).await;
     let classified = classify(&gateway, &parsed, &mut feats, request_id).await;
     let decision = match policy::decide(&gateway.policy, &feats) {
         Ok(d) => d,
-        Err(e) => return refuse(&mut settlement, &undecided(&e, &parsed), None),
+        Err(e) => {
+            let e = undecided(&gateway.policy, &e, &parsed);
+            return refuse(&mut settlement, &e, None);
+        }
     };
     // A lookup the store did not answer was counted as `unavailable` already.
     if answered == Some(true) {
@@ -144,18 +155,22 @@ pub(super) async fn answer(
         Ok(r) => r,
         Err(e) => return refuse(&mut settlement, &e, None),
     };
-    record(
-        &gateway,
-        &mut settlement,
-        &parsed,
-        &feats,
-        request_id,
-        conversation.as_ref().map(|(key, by_header)| Conversation {
-            key,
-            by_header: *by_header,
-        }),
-        decision,
-    );
+    // The request log holds the routing decisions `replay` and `calibrate` read again as
+    // chats; an embedding, which no chat model could answer, would only skew them.
+    if !embedding {
+        record(
+            &gateway,
+            &mut settlement,
+            &parsed,
+            &feats,
+            request_id,
+            conversation.as_ref().map(|(key, by_header)| Conversation {
+                key,
+                by_header: *by_header,
+            }),
+            decision,
+        );
+    }
     // Anthropic's stream says the prompt's size in its first event (`message_start`).
     let count_prompt = native.is_some_and(|n| n.dialect == crate::api::Dialect::Anthropic);
     let request = EngineRequest {
@@ -296,12 +311,27 @@ fn respond(
 /// The client's error for a request the policy cannot route: an unknown model (404), or a
 /// capability no model of the route has (400, naming it and the request parameter that asks
 /// for it: [`ChatRequest::param_for`]).
-fn undecided(e: &policy::DecideError, req: &ChatRequest) -> ApiError {
+fn undecided(policy: &Policy, e: &policy::DecideError, req: &ChatRequest) -> ApiError {
     match e.missing_capability() {
         Some(c) => {
             let param = req.param_for(c);
+            let mut message = e.message_for(Some(&param));
+            if c == Capability::Embeddings {
+                // Embeddings are not routed by what they say: the client names its model.
+                let serving: Vec<String> = policy
+                    .models
+                    .values()
+                    .filter(|m| m.capabilities.has(c))
+                    .map(|m| format!("`{}`", m.name))
+                    .collect();
+                message.push_str(&if serving.is_empty() {
+                    " (no model of this gateway serves embeddings)".to_string()
+                } else {
+                    format!(" (models that serve embeddings: {})", serving.join(", "))
+                });
+            }
             ApiError::BadRequest {
-                message: e.message_for(Some(&param)),
+                message,
                 param: Some(param),
                 code: Some("unsupported_capability"),
             }

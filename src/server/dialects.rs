@@ -1,9 +1,10 @@
 //! The dialects other than OpenAI chat completions, over HTTP: Anthropic Messages
-//! (`POST /v1/messages`, `POST /v1/messages/count_tokens`) and OpenAI Responses
+//! (`POST /v1/messages`, `POST /v1/messages/count_tokens`), OpenAI Responses
 //! (`POST /v1/responses`, its compaction, `POST /v1/responses/compact`, and its token count,
-//! `POST /v1/responses/input_tokens`). Read the body,
-//! translate it into the one internal request
-//! ([`anthropic::to_chat`], [`responses::to_chat`]), answer it as any chat request
+//! `POST /v1/responses/input_tokens`), legacy completions (`POST /v1/completions`) and
+//! embeddings (`POST /v1/embeddings`). Read the body, translate it into the one internal
+//! request ([`anthropic::to_chat`], [`responses::to_chat`], [`completions::to_chat`],
+//! [`embeddings::to_chat`]), answer it as any chat request
 //! ([`chat::answer`]: the same limits, classifier, policy, budgets, metrics and request log), and
 //! turn the answer, the stream or the error into the dialect's shapes. A model whose upstream
 //! speaks the client's dialect is sent the request as it came instead, and its answer comes
@@ -12,8 +13,10 @@
 use super::respond::{self, Body};
 use super::{chat, Caller, Gateway};
 use crate::accounting::End;
-use crate::api::dialect::{renamed_api_error, renamed_error};
-use crate::api::{anthropic, completions, responses, sse, ApiError, Capability, ChatRequest};
+use crate::api::dialect::{renamed_api_error, renamed_error, Renamed};
+use crate::api::{
+    anthropic, completions, embeddings, responses, sse, ApiError, Capability, ChatRequest,
+};
 use crate::engines::Native;
 use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -34,6 +37,9 @@ enum Inbound {
     Anthropic(anthropic::Inbound),
     Responses(responses::Inbound),
     Completions(completions::Inbound),
+    /// An embeddings request, always answered as it came by a model that serves embeddings:
+    /// only its errors come this way (`messages` is its `input`).
+    Embeddings(Renamed),
 }
 
 /// A stream translator of either dialect.
@@ -73,9 +79,10 @@ impl Dialect {
         match self {
             Dialect::Anthropic => anthropic::error_body(status, body),
             // The Responses and completions APIs share OpenAI's error shape.
-            Dialect::Responses | Dialect::Compaction | Dialect::Completions => {
-                (status, bytes::Bytes::copy_from_slice(body))
-            }
+            Dialect::Responses
+            | Dialect::Compaction
+            | Dialect::Completions
+            | Dialect::Embeddings => (status, bytes::Bytes::copy_from_slice(body)),
         }
     }
 
@@ -111,6 +118,10 @@ impl Dialect {
                 let (b, i) = completions::to_chat(body)?;
                 (b, Inbound::Completions(i))
             }
+            Dialect::Embeddings => {
+                let (b, renamed) = embeddings::to_chat(body)?;
+                (b, Inbound::Embeddings(renamed))
+            }
         })
     }
 }
@@ -123,6 +134,7 @@ impl Inbound {
             Inbound::Anthropic(i) => &i.renamed,
             Inbound::Responses(i) => &i.renamed,
             Inbound::Completions(_) => &[],
+            Inbound::Embeddings(renamed) => renamed,
         }
     }
 
@@ -131,13 +143,16 @@ impl Inbound {
             Inbound::Anthropic(i) => anthropic::from_completion(body, &i.model),
             Inbound::Responses(i) => responses::from_completion(body, i),
             Inbound::Completions(i) => completions::from_completion(body, i),
+            Inbound::Embeddings(_) => Err(ApiError::BadGateway(
+                "the embedding was not answered by an embeddings API".into(),
+            )),
         }
     }
 
-    /// The stream translator of the dialect; `prompt_tokens`: the prompt's size as the gateway
-    /// knew it when the stream began.
-    fn translator(&self, prompt_tokens: u64) -> Translator {
-        match self {
+    /// The stream translator of the dialect (none for embeddings, which have no stream);
+    /// `prompt_tokens`: the prompt's size as the gateway knew it when the stream began.
+    fn translator(&self, prompt_tokens: u64) -> Option<Translator> {
+        Some(match self {
             Inbound::Anthropic(i) => {
                 Translator::Anthropic(anthropic::StreamTranslator::new(&i.model, prompt_tokens))
             }
@@ -147,7 +162,8 @@ impl Inbound {
             Inbound::Completions(i) => {
                 Translator::Completions(completions::StreamTranslator::new(i))
             }
-        }
+            Inbound::Embeddings(_) => return None,
+        })
     }
 }
 
@@ -179,6 +195,9 @@ pub async fn handle(
                 messages_only: Some(p),
                 ..
             }) => parsed.set_dialect_only(Capability::Messages, p.clone()),
+            Inbound::Embeddings(_) => {
+                parsed.set_dialect_only(Capability::Embeddings, "input".into())
+            }
             _ => {}
         }
         Ok((parsed, inbound))
@@ -257,7 +276,7 @@ pub async fn handle(
     if dialect == Dialect::Compaction && resp.status() == StatusCode::OK {
         // Only a model that serves the Responses API may answer a compaction (it needs the
         // `responses` capability), and it is sent the request as it came: an answer in another
-        // shape cannot be a compaction.
+        // shape cannot be a compaction. (So for embeddings: [`Inbound::answer`].)
         let e = ApiError::BadGateway("the compaction was not answered by the Responses API".into());
         return dialect.error(&e);
     }
@@ -273,13 +292,16 @@ async fn translate(resp: Response<Body>, dialect: Dialect, inbound: &Inbound) ->
         .headers
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if parts.status == StatusCode::OK && is_stream {
+    let prompt = parts
+        .extensions
+        .get::<chat::PromptTokens>()
+        .map_or(0, |p| p.0);
+    let translator = (parts.status == StatusCode::OK && is_stream)
+        .then(|| inbound.translator(prompt))
+        .flatten();
+    if let Some(translator) = translator {
         parts.headers.remove(CONTENT_LENGTH);
-        let prompt = parts
-            .extensions
-            .get::<chat::PromptTokens>()
-            .map_or(0, |p| p.0);
-        return Response::from_parts(parts, translate_stream(body, inbound.translator(prompt)));
+        return Response::from_parts(parts, translate_stream(body, translator));
     }
     // JSON answers and errors are whole in memory already.
     let bytes = body

@@ -25,7 +25,8 @@ pub async fn handle(
         | "/v1/messages/count_tokens"
         | "/v1/responses"
         | "/v1/responses/compact"
-        | "/v1/responses/input_tokens" => "POST",
+        | "/v1/responses/input_tokens"
+        | "/v1/embeddings" => "POST",
         "/v1/models" | "/v1/switchyard/budget" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
         _ if model_id.is_some() => "GET, HEAD",
         _ => {
@@ -76,6 +77,7 @@ pub async fn handle(
             dialects::handle(gateway, req, Dialect::Responses, true).await
         }
         "/v1/completions" => dialects::handle(gateway, req, Dialect::Completions, false).await,
+        "/v1/embeddings" => dialects::handle(gateway, req, Dialect::Embeddings, false).await,
         _ => chat::handle(gateway, req).await,
     }
 }

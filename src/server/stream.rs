@@ -41,8 +41,8 @@ fn stream_error(e: &EngineError, model: &str) -> ApiError {
 /// `message` and `param`).
 fn write_dialect_error(out: &mut BytesMut, dialect: Dialect, e: &EngineError, model: &str) {
     if let EngineError::InStream(payload) = e {
-        let name = (dialect != Dialect::Completions).then_some(&b"error"[..]);
-        return sse::write_named_event(out, name, payload);
+        let name = !matches!(dialect, Dialect::Completions | Dialect::Embeddings);
+        return sse::write_named_event(out, name.then_some(&b"error"[..]), payload);
     }
     let api = stream_error(e, model);
     let payload = match dialect {
@@ -54,10 +54,15 @@ fn write_dialect_error(out: &mut BytesMut, dialect: Dialect, e: &EngineError, mo
             serde_json::json!({"type": "error", "code": "server_error",
             "message": api.to_string(), "param": null})
         }
-        Dialect::Completions => api.body_json(),
+        // Embeddings never stream; were one to, OpenAI's error body is its only error shape.
+        Dialect::Completions | Dialect::Embeddings => api.body_json(),
     };
-    let name = (dialect != Dialect::Completions).then_some(&b"error"[..]);
-    sse::write_named_event(out, name, payload.to_string().as_bytes());
+    let name = !matches!(dialect, Dialect::Completions | Dialect::Embeddings);
+    sse::write_named_event(
+        out,
+        name.then_some(&b"error"[..]),
+        payload.to_string().as_bytes(),
+    );
 }
 
 /// The next chunk, or a [`EngineError::StreamIdle`] when none comes within `idle`.

@@ -223,6 +223,9 @@ impl FakeUpstream {
         if behaviour == "ok" && path.ends_with("/v1/responses") {
             return responses_respond(&body);
         }
+        if behaviour == "ok" && path.ends_with("/v1/embeddings") {
+            return embeddings_respond(&body);
+        }
         if behaviour == "ok" && path.ends_with("/v1/responses/compact") {
             return compaction_respond(&body);
         }
@@ -816,6 +819,47 @@ fn compaction_respond(body: &Value) -> Response<BoxBody> {
         "output": output,
         "usage": {"input_tokens": 120, "output_tokens": 30, "total_tokens": 150,
             "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 20}}});
+    full_response(StatusCode::OK, "application/json", v.to_string())
+}
+
+/// The fake embeddings API (`/ok/v1/embeddings`): one vector of `dimensions` values (default 4)
+/// per input, `[i, words, 0.5, 0.5, ...]` for the i-th input of that many words (or token ids),
+/// as floats or, with `encoding_format: "base64"`, as little-endian f32 bytes in base64 (what
+/// the OpenAI SDKs ask for); the prompt tokens are the inputs' words.
+fn embeddings_respond(body: &Value) -> Response<BoxBody> {
+    let words = |v: &Value| match v {
+        Value::String(s) => s.split_whitespace().count(),
+        Value::Array(tokens) => tokens.len(),
+        _ => 1,
+    };
+    let inputs: Vec<usize> = match &body["input"] {
+        Value::Array(items) if items.iter().all(Value::is_u64) => vec![items.len()],
+        Value::Array(items) => items.iter().map(words).collect(),
+        one => vec![words(one)],
+    };
+    let dimensions = body["dimensions"].as_u64().unwrap_or(4) as usize;
+    let base64 = body["encoding_format"] == "base64";
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut v = vec![0.5f32; dimensions];
+            v[0] = i as f32;
+            if dimensions > 1 {
+                v[1] = *n as f32;
+            }
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let tokens: usize = inputs.iter().sum();
+    let v = json!({"object": "list", "data": data, "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}});
     full_response(StatusCode::OK, "application/json", v.to_string())
 }
 
