@@ -690,7 +690,7 @@ async fn the_official_sdks_speak_to_the_pass_through_paths() {
     .await;
     sdk_script(
         "check_openai_embeddings.py",
-        vec![format!("{}/v1", gw.url), "auto".into()],
+        vec![format!("{}/v1", gw.url), "auto".into(), "fake".into()],
     )
     .await;
     let sent = up.recorded().pop().expect("a request upstream");

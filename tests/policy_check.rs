@@ -371,3 +371,42 @@ fn heads_calibrated_for_another_model_file_are_noted() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("calibrated for"), "{out}");
 }
+
+#[test]
+fn an_encoder_serves_embeddings_to_clients_that_name_it_and_is_no_route() {
+    let enc = "{ kind: encoder, path: models/all-MiniLM-L6-v2 }";
+    for (policy, says) in [
+        (
+            format!("{HEAD}  enc: {enc}\ndefault: {{ route: enc }}\n"),
+            "p.yaml:6:19: `enc` is a sentence encoder (`kind: encoder`)",
+        ),
+        (
+            format!("{HEAD}  enc: {enc}\ndefault: {{ route: small, fallbacks: [enc] }}\n"),
+            "`enc` is a sentence encoder",
+        ),
+        (
+            format!("{HEAD}  enc: {{ kind: encoder }}\ndefault: {{ route: small }}\n"),
+            "an encoder needs `path`",
+        ),
+        (
+            format!("{HEAD}  enc: {{ kind: encoder, path: m, workers: 2 }}\ndefault: {{ route: small }}\n"),
+            "`workers` is only valid for chat models",
+        ),
+        (
+            format!("{HEAD}  enc: {{ kind: encoder, path: m, embeddings: true }}\ndefault: {{ route: small }}\n"),
+            "`embeddings` is only valid for cloud",
+        ),
+        (
+            format!("{HEAD}  enc: {{ kind: encoder, path: m, capabilities: [tools] }}\ndefault: {{ route: small }}\n"),
+            "cannot do `tools`",
+        ),
+    ] {
+        let (code, _, err) = check_text(&policy);
+        assert_eq!(code, 1, "{policy}");
+        assert!(err.contains(says), "{policy}: {err}");
+    }
+    let (code, out, err) = check_text(&format!(
+        "{HEAD}  enc: {enc}\nrules:\n  - {{ name: r, when: {{ model: [enc] }}, route: big }}\ndefault: {{ route: small }}\n"
+    ));
+    assert_eq!(code, 0, "{out}{err}");
+}

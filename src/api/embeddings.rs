@@ -14,6 +14,80 @@ use serde_json::{json, Map, Value};
 /// the array's length).
 pub const MAX_INPUTS: usize = 2048;
 
+/// What an embeddings request asks for, as an on-box encoder reads it ([`read`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingsRequest {
+    /// The inputs' strings, in order; empty when the input is token ids.
+    pub texts: Vec<String>,
+    /// The input is token ids (of the client's tokenizer, not the model's).
+    pub token_ids: bool,
+    /// `encoding_format: "base64"`: each vector as its little-endian f32 bytes in base64.
+    pub base64: bool,
+    /// `dimensions`, when asked.
+    pub dimensions: Option<u64>,
+}
+
+/// Reads an embeddings request body; the errors of [`to_chat`].
+pub fn read(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
+    checked(&dialect::request_object(body)?)
+}
+
+/// The request object's fields, checked.
+fn checked(obj: &Map<String, Value>) -> Result<EmbeddingsRequest, ApiError> {
+    dialect::model(obj)?;
+    let texts = input_texts(obj.get("input"))?;
+    let base64 = match obj.get("encoding_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(f)) if f == "float" || f == "base64" => f == "base64",
+        Some(_) => {
+            return Err(bad(
+                "`encoding_format` must be \"float\" or \"base64\"",
+                "encoding_format",
+            ))
+        }
+    };
+    let dimensions = match obj.get("dimensions") {
+        None | Some(Value::Null) => None,
+        Some(d) => match d.as_u64().filter(|d| *d > 0) {
+            Some(d) => Some(d),
+            None => return Err(bad("`dimensions` must be a positive integer", "dimensions")),
+        },
+    };
+    if !matches!(obj.get("user"), None | Some(Value::Null | Value::String(_))) {
+        return Err(bad("`user` must be a string", "user"));
+    }
+    Ok(EmbeddingsRequest {
+        token_ids: texts.is_empty(),
+        texts: texts.into_iter().map(str::to_string).collect(),
+        base64,
+        dimensions,
+    })
+}
+
+/// The answer to an embeddings request: a `list` of `embedding` objects (`index` in input
+/// order, the vector as floats or, with `base64`, its little-endian f32 bytes in base64, as
+/// OpenAI's API writes it), `model`, and `usage` (`prompt_tokens` = `total_tokens` =
+/// `prompt_tokens`).
+pub fn list_body(model: &str, vectors: &[Vec<f32>], base64: bool, prompt_tokens: u64) -> Vec<u8> {
+    use base64::Engine as _;
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(index, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    let body = json!({"object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}});
+    body.to_string().into_bytes()
+}
+
 /// Reads an embeddings request into a chat request body: one user message whose text parts
 /// are the input's strings, in order (token-id inputs carry no text: the gateway estimates
 /// their prompt as empty, and settles the tokens the upstream reports). The request always
@@ -28,29 +102,14 @@ pub const MAX_INPUTS: usize = 2048;
 /// a string.
 pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Renamed), ApiError> {
     let obj = dialect::request_object(body)?;
-    let model = dialect::model(&obj)?;
-    let texts = input_texts(obj.get("input"))?;
-    match obj.get("encoding_format") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(f)) if f == "float" || f == "base64" => {}
-        Some(_) => {
-            return Err(bad(
-                "`encoding_format` must be \"float\" or \"base64\"",
-                "encoding_format",
-            ))
-        }
-    }
-    match obj.get("dimensions") {
-        None | Some(Value::Null) => {}
-        Some(d) if d.as_u64().is_some_and(|d| d > 0) => {}
-        Some(_) => return Err(bad("`dimensions` must be a positive integer", "dimensions")),
-    }
+    let request = checked(&obj)?;
     let mut out = Map::new();
-    out.insert("model".into(), json!(model));
-    let content: Value = if texts.is_empty() {
+    out.insert("model".into(), json!(dialect::model(&obj)?));
+    let content: Value = if request.texts.is_empty() {
         json!("")
     } else {
-        texts
+        request
+            .texts
             .into_iter()
             .map(|t| json!({"type": "text", "text": t}))
             .collect()
@@ -59,12 +118,8 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Renamed), ApiError> {
         "messages".into(),
         json!([{"role": "user", "content": content}]),
     );
-    match obj.get("user") {
-        None | Some(Value::Null) => {}
-        Some(u @ Value::String(_)) => {
-            out.insert("user".into(), u.clone());
-        }
-        Some(_) => return Err(bad("`user` must be a string", "user")),
+    if let Some(user) = obj.get("user").filter(|u| u.is_string()) {
+        out.insert("user".into(), user.clone());
     }
     let body = serde_json::to_vec(&Value::Object(out)).map_err(|_| ApiError::Internal)?;
     Ok((body, dialect::renamed(&[("messages", "input")])))

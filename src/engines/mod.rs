@@ -1,6 +1,7 @@
-//! Chat engines: one trait for the on-box model and the cloud providers, so that fallbacks
-//! and accounting do not care which one answered.
+//! Chat engines: one trait for the on-box model, the on-box sentence encoder and the cloud
+//! providers, so that fallbacks and accounting do not care which one answered.
 
+pub mod encoder;
 mod framing;
 pub mod openai;
 pub mod resilience;

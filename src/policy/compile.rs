@@ -4,9 +4,10 @@
 use super::conditions::{CategoryCondition, Conditions, PiiCondition, Range};
 use super::env::expand;
 use super::model::{
-    BreakerSettings, BudgetSettings, ClassifierSettings, Limits, LocalSettings, Model, Policy,
-    Price, Provider, Rate, RateLimitSettings, RecordingSettings, RetrySettings, Route, Rule,
-    Secret, StateSettings, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS, DEFAULT_RESPONSE_HEADERS,
+    BreakerSettings, BudgetSettings, ClassifierSettings, EncoderSettings, Limits, LocalSettings,
+    Model, Policy, Price, Provider, Rate, RateLimitSettings, RecordingSettings, RetrySettings,
+    Route, Rule, Secret, StateSettings, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS,
+    DEFAULT_RESPONSE_HEADERS,
 };
 use super::positions::Positions;
 use super::schema::{
@@ -172,7 +173,7 @@ impl Compiler<'_> {
                 }
             }
             let provider = match m.kind {
-                ModelKind::Local => {
+                ModelKind::Local | ModelKind::Encoder => {
                     for (field, set) in [
                         ("base_url", m.base_url.is_some()),
                         ("api_key", m.api_key.is_some()),
@@ -237,6 +238,9 @@ impl Compiler<'_> {
                 }
             };
             let local = (m.kind == ModelKind::Local).then(|| self.local(&path, &m, env));
+            let encoder = (m.kind == ModelKind::Encoder)
+                .then(|| self.encoder(&path, &m, env))
+                .flatten();
             if let Some(raw) = &m.heads {
                 let field = format!("{path}.heads");
                 match (m.kind, expand(raw, env)) {
@@ -280,6 +284,7 @@ impl Compiler<'_> {
                     max_output_tokens: m.limits.max_output_tokens,
                     provider,
                     local,
+                    encoder,
                     capabilities,
                 },
             );
@@ -707,6 +712,65 @@ impl Compiler<'_> {
         out
     }
 
+    /// An encoder's settings: its folder (`path`, required) and its input limit
+    /// (`limits.context_tokens`); what only chat models take is refused.
+    fn encoder(
+        &mut self,
+        path: &str,
+        m: &super::schema::ModelSpec,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<EncoderSettings> {
+        for (field, set) in [
+            ("tokenizer", m.tokenizer.is_some()),
+            ("template", m.template.is_some()),
+            ("workers", m.workers.is_some()),
+            ("queue", m.queue.is_some()),
+            ("threads", m.threads.is_some()),
+            (
+                "limits.max_output_tokens",
+                m.limits.max_output_tokens.is_some(),
+            ),
+        ] {
+            if set {
+                self.error(
+                    &format!("{path}.{field}"),
+                    format!("`{field}` is only valid for chat models (an encoder writes no text)"),
+                );
+            }
+        }
+        let folder = match m.path.as_deref().map(|raw| expand(raw, env)) {
+            Some(Ok(p)) if !p.is_empty() => std::path::PathBuf::from(p),
+            Some(Err(var)) => {
+                self.error(
+                    &format!("{path}.path"),
+                    format!("environment variable {var} is not set and the path gives no default (`${{{var}:-...}}`)"),
+                );
+                return None;
+            }
+            _ => {
+                self.error(
+                    &format!("{path}.path"),
+                    "an encoder needs `path`: a BERT folder (config.json, model.safetensors, tokenizer.json)",
+                );
+                return None;
+            }
+        };
+        let max_input_tokens = match m.limits.context_tokens {
+            Some(n) if n < 3 => {
+                self.error(
+                    &format!("{path}.limits.context_tokens"),
+                    "an encoder's `context_tokens` must be at least 3 (its two special tokens and one of text)",
+                );
+                None
+            }
+            n => n.map(|n| n as usize),
+        };
+        Some(EncoderSettings {
+            path: folder,
+            max_input_tokens,
+        })
+    }
+
     fn local(
         &mut self,
         path: &str,
@@ -970,6 +1034,7 @@ impl Compiler<'_> {
     ) -> Capabilities {
         let engine = match kind {
             ModelKind::Local => crate::local::capabilities(),
+            ModelKind::Encoder => Capabilities::NONE.with(Capability::Embeddings),
             ModelKind::Openai => Capabilities::all()
                 .without(Capability::Completions)
                 .without(Capability::Responses)
@@ -1098,6 +1163,21 @@ impl Compiler<'_> {
         }
     }
 
+    /// A model a route may send requests to: one of `models`, and no encoder (which serves
+    /// embeddings only, to clients that name it; a chat routed there could never be answered).
+    fn routable(&mut self, path: &str, name: &str, models: &indexmap::IndexMap<String, Model>) {
+        self.model_ref(path, name, models);
+        if models
+            .get(name)
+            .is_some_and(|m| m.kind == ModelKind::Encoder)
+        {
+            self.error(
+                path,
+                format!("`{name}` is a sentence encoder (`kind: encoder`): it serves embeddings to clients that name it, and is no route's target or fallback"),
+            );
+        }
+    }
+
     fn route(
         &mut self,
         path: &str,
@@ -1105,11 +1185,11 @@ impl Compiler<'_> {
         fallbacks: Vec<String>,
         models: &indexmap::IndexMap<String, Model>,
     ) -> Route {
-        self.model_ref(&format!("{path}.route"), &model, models);
+        self.routable(&format!("{path}.route"), &model, models);
         let mut seen = HashSet::from([model.clone()]);
         for (i, f) in fallbacks.iter().enumerate() {
             let fp = format!("{path}.fallbacks[{i}]");
-            self.model_ref(&fp, f, models);
+            self.routable(&fp, f, models);
             if !seen.insert(f.clone()) {
                 self.error(
                     &fp,

@@ -14,9 +14,9 @@ pub use compile::{load, parse, PolicyError, PolicyErrors};
 pub use conditions::{CategoryCondition, Conditions, PiiCondition, Range};
 pub use decide::{decide, lacking, needs_classifier, DecideError, Decision};
 pub use model::{
-    BreakerSettings, BudgetSettings, ClassifierSettings, Limits, LocalSettings, Model, Policy,
-    Price, Provider, Rate, RateLimitSettings, RecordingSettings, RetrySettings, Route, Rule,
-    Secret, StateSettings, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS,
+    BreakerSettings, BudgetSettings, ClassifierSettings, EncoderSettings, Limits, LocalSettings,
+    Model, Policy, Price, Provider, Rate, RateLimitSettings, RecordingSettings, RetrySettings,
+    Route, Rule, Secret, StateSettings, Tenant, Timeouts, DEFAULT_FORWARD_HEADERS,
 };
 pub use schema::{BudgetLimits, ModelKind, OnExhausted, OnUnavailable, PromptRecording, Reasoning};
 

@@ -219,7 +219,7 @@ impl Policy {
     /// Where a model runs: `local` (on the box) or `cloud`.
     pub fn route_of(&self, model: &str) -> &'static str {
         match self.models.get(model).map(|m| m.kind) {
-            Some(ModelKind::Local) => "local",
+            Some(ModelKind::Local | ModelKind::Encoder) => "local",
             _ => "cloud",
         }
     }
@@ -245,6 +245,8 @@ pub struct Model {
     pub provider: Option<Provider>,
     /// Engine settings, for `local` models.
     pub local: Option<LocalSettings>,
+    /// The encoder's settings, for `encoder` models.
+    pub encoder: Option<EncoderSettings>,
     /// What the model can do: declared in the policy, else for a cloud model every
     /// capability the gateway knows (the provider refuses what its model lacks), and for an
     /// on-box model what the on-box engine supports ([`crate::local::capabilities`]).
@@ -267,6 +269,16 @@ pub struct LocalSettings {
     pub queue: usize,
     /// CPU threads of the matrix kernels; `None`: the engine's measured default.
     pub threads: Option<usize>,
+}
+
+/// How to run an on-box sentence encoder (`kind: encoder`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderSettings {
+    /// A BERT folder: `config.json`, `model.safetensors`, `tokenizer.json`.
+    pub path: std::path::PathBuf,
+    /// Most tokens of one input (special tokens included); a longer input is refused, never
+    /// cut. `None`: the model's position count.
+    pub max_input_tokens: Option<usize>,
 }
 
 /// USD per million tokens.

@@ -267,12 +267,15 @@ pub enum ModelKind {
     Openai,
     /// Anthropic's Messages API (`base_url` without `/v1`; default `https://api.anthropic.com`).
     Anthropic,
+    /// A sentence encoder on this box, in-process: it serves embeddings (`POST /v1/embeddings`)
+    /// and nothing else.
+    Encoder,
 }
 
 impl ModelKind {
-    /// Whether the model runs in the cloud (every kind but `local`).
+    /// Whether the model runs in the cloud (`openai` and `anthropic`).
     pub fn is_cloud(self) -> bool {
-        self != ModelKind::Local
+        matches!(self, ModelKind::Openai | ModelKind::Anthropic)
     }
 }
 

@@ -84,6 +84,11 @@ impl Gateway {
             } else if m.kind.is_cloud() {
                 let retries = metrics.retry_counter(&m.name);
                 engines.insert(m.name.clone(), Arc::new(OpenAiEngine::new(m, retries)?));
+            } else if m.kind == ModelKind::Encoder {
+                let engine = crate::engines::encoder::EncoderEngine::load(m).map_err(|e| {
+                    format!("cannot load the encoder: {e}\nhint: scripts/fetch-models.sh fetches all-MiniLM-L6-v2")
+                })?;
+                engines.insert(m.name.clone(), Arc::new(engine));
             } else {
                 to_load.push(m);
             }

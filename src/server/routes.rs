@@ -4,7 +4,7 @@ use super::dialects::{self, Dialect};
 use super::respond::{self, Body};
 use super::{chat, Caller, Gateway};
 use crate::api::ApiError;
-use crate::policy::{ModelKind, AUTO, LOCAL};
+use crate::policy::{AUTO, LOCAL};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
@@ -129,7 +129,7 @@ fn model_objects(gateway: &Gateway) -> impl Iterator<Item = serde_json::Value> +
     std::iter::once(entry(AUTO, "switchyard"))
         .chain(local)
         .chain(gateway.policy.models.values().map(move |m| {
-            let owned_by = if m.kind == ModelKind::Local {
+            let owned_by = if !m.kind.is_cloud() {
                 "switchyard-local"
             } else {
                 "switchyard-cloud"

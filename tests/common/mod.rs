@@ -850,7 +850,8 @@ fn embeddings_respond(body: &Value) -> Response<BoxBody> {
             }
             let embedding = if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                json!(base64::encode(bytes))
+                use base64::Engine as _;
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
                 json!(v)
             };
