@@ -140,3 +140,23 @@ fn pooled_layers_are_checked() {
     let err = reference.set_layers(&[3, 6]).expect_err("reference");
     assert!(err.to_string().contains("last layer only"), "{err}");
 }
+
+#[test]
+fn encoders_of_one_file_share_its_weights_and_pool_their_own_layers() {
+    let mut classifier = Encoder::load(&encoder_dir()).expect("encoder");
+    classifier.set_layers(&[2, 4, 6]).expect("layers");
+    let embeddings = Encoder::load(&encoder_dir()).expect("encoder");
+    assert!(embeddings.shares_weights_with(&classifier));
+    let ids = embeddings
+        .tokenize("Where is the station?", 128)
+        .expect("ids")
+        .ids;
+    // Each pools its own layers: the last layer alone is the last block of the three.
+    let three = classifier.embed(&[&ids]).expect("pooled")[0].clone();
+    let last = embeddings.embed(&[&ids]).expect("last")[0].clone();
+    assert_eq!((three.len(), last.len()), (3 * 384, 384));
+    assert_eq!(&three[2 * 384..], &last[..]);
+    // The reference implementation holds weights of its own.
+    let reference = Encoder::load_with(&encoder_dir(), Kernels::Reference).expect("reference");
+    assert!(!reference.shares_weights_with(&embeddings));
+}

@@ -6,7 +6,9 @@ use super::ClassifierError;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
 use tokenizers::Tokenizer;
 
 /// One text, tokenised for the encoder.
@@ -33,8 +35,49 @@ pub enum Kernels {
 }
 
 enum Model {
-    Fast(Bert),
+    /// Shared by every encoder of the same weights ([`shared_bert`]).
+    Fast(Arc<Bert>),
     Reference(Box<BertModel>),
+}
+
+/// Which weights a loaded [`Bert`] holds: the file (its path, length and modification time, so
+/// that a file replaced on disk is loaded again) and the kernels it was prepared for.
+type WeightsKey = (PathBuf, u64, Option<SystemTime>, crate::cpu::KernelPath);
+
+/// The weights loaded in this process, while some encoder still holds them.
+static LOADED: Mutex<Vec<(WeightsKey, Weak<Bert>)>> = Mutex::new(Vec::new());
+
+/// The weights of `weights` on the kernels of `path`: the copy an encoder of the same file
+/// holds already (the request classifier and an embeddings model of the same folder share one,
+/// about 90 MB for all-MiniLM-L6-v2), else a new one.
+///
+/// Errors: those of [`Bert::load_with_path`].
+fn shared_bert(
+    weights: &Path,
+    cfg: &Config,
+    path: crate::cpu::KernelPath,
+) -> Result<Arc<Bert>, ClassifierError> {
+    let meta = std::fs::metadata(weights).ok();
+    let key: WeightsKey = (
+        weights
+            .canonicalize()
+            .unwrap_or_else(|_| weights.to_path_buf()),
+        meta.as_ref().map_or(0, |m| m.len()),
+        meta.and_then(|m| m.modified().ok()),
+        path,
+    );
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    loaded.retain(|(_, held)| held.strong_count() > 0);
+    if let Some(bert) = loaded
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, held)| held.upgrade())
+    {
+        return Ok(bert);
+    }
+    let bert = Arc::new(Bert::load_with_path(weights, cfg, path)?);
+    loaded.push((key, Arc::downgrade(&bert)));
+    Ok(bert)
 }
 
 /// A BERT sentence encoder with its tokenizer.
@@ -56,7 +99,9 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Loads a BERT folder: `config.json`, `model.safetensors`, `tokenizer.json`.
+    /// Loads a BERT folder: `config.json`, `model.safetensors`, `tokenizer.json`. The weights are
+    /// shared with any encoder of the same file loaded before and still alive in this process
+    /// (only the pooled layers, [`Encoder::set_layers`], are each encoder's own).
     pub fn load(dir: &Path) -> Result<Encoder, ClassifierError> {
         Self::load_with(dir, Kernels::Fast)
     }
@@ -85,8 +130,8 @@ impl Encoder {
         let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
         let weights = dir.join("model.safetensors");
         let model = match kernels {
-            Kernels::Fast => Model::Fast(Bert::load(&weights, &config)?),
-            Kernels::FastOn(path) => Model::Fast(Bert::load_with_path(&weights, &config, path)?),
+            Kernels::Fast => Model::Fast(shared_bert(&weights, &config, crate::cpu::chosen())?),
+            Kernels::FastOn(path) => Model::Fast(shared_bert(&weights, &config, path)?),
             Kernels::Reference => {
                 // SAFETY: the file is memory-mapped read-only and not modified while the model lives.
                 let vb = unsafe {
@@ -109,6 +154,15 @@ impl Encoder {
             layer_count: config.num_hidden_layers,
             max_positions: config.max_position_embeddings,
         })
+    }
+
+    /// Whether this encoder computes with the same copy of the weights as `other` (two
+    /// encoders of one file share it: [`Encoder::load`]).
+    pub fn shares_weights_with(&self, other: &Encoder) -> bool {
+        match (&self.model, &other.model) {
+            (Model::Fast(a), Model::Fast(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// Number of transformer layers (the last layer's number).
