@@ -68,7 +68,7 @@ impl EncoderEngine {
             |message: String, param: &'static str| EngineError::Invalid { message, param };
         if request.token_ids {
             return Err(invalid(
-                "an on-box encoder embeds text: token ids are another tokenizer's; send the strings".into(),
+                "an on-box encoder embeds text: token ids are another tokenizer's; send the strings (LangChain's OpenAIEmbeddings sends token ids unless `check_embedding_ctx_length=False`)".into(),
                 "input",
             ));
         }
