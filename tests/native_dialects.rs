@@ -71,6 +71,22 @@ async fn gateway_with(up: &FakeUpstream, default: &str, tenant: bool) -> TestGat
     // Savings are measured against a model priced apart from `gpt`.
     p = p.reference_model("claude");
     let policy = p
+        // Embeddings named for `gpt`: with an e-mail address they are kept off the cloud (the
+        // route's model serves no embeddings, so they are refused); with a phone number the
+        // number is replaced before they go.
+        .rule(
+            "private-embeddings",
+            "{ model: [gpt], pii: [email] }",
+            "plain",
+            &[],
+        )
+        .rule(
+            "redacted-embeddings",
+            "{ model: [gpt], pii: [phone] }",
+            "gpt",
+            &[],
+        )
+        .rule_field("redacted-embeddings", "redact", "[phone]")
         .rule("tool", "{ tags: [tool] }", "claude-tool", &[])
         .rule("cached", "{ tags: [cached] }", "claude-cached", &[])
         .rule("error", "{ tags: [error] }", "claude-error", &[])
@@ -558,6 +574,33 @@ async fn an_embeddings_request_goes_as_it_came_to_a_model_that_serves_embeddings
     .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["usage"]["prompt_tokens"], 3);
+
+    // Private data: the policy's rules for `gpt` read the inputs as they read a chat.
+    let r = post(
+        &gw,
+        "/v1/embeddings",
+        r#"{"model": "gpt", "input": ["Call me on +44 20 7946 0958 tomorrow"]}"#,
+        "none",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-redacted"), "phone");
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.body["input"], json!(["Call me on [PHONE_1] tomorrow"]));
+    let before = up.recorded().len();
+    let r = post(
+        &gw,
+        "/v1/embeddings",
+        r#"{"model": "gpt", "input": "Write to jane.doe@example.com"}"#,
+        "none",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["code"], "unsupported_capability");
+    assert!(!String::from_utf8_lossy(&r.body).contains("jane.doe"));
+    assert_eq!(up.recorded().len(), before);
 
     // Routes without such a model, and malformed requests: refused, naming the field, and
     // nothing goes upstream.
