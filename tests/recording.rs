@@ -232,3 +232,45 @@ async fn an_embedding_is_not_logged() {
     let rows = lines_when_ready(&log, 1);
     assert_eq!(rows[0]["request_id"], "chat", "{rows:?}");
 }
+
+/// What a request needed of its model, some of which its body no longer says once it is read as
+/// a chat (a Responses request's reasoning items), is logged, so that `replay` sends it where
+/// `serve` did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_routes_a_request_by_what_it_needed() {
+    let up = FakeUpstream::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let log = tmp.path().join("requests.jsonl");
+    let policy_text = PolicyBuilder::standard(&up.base("ok"))
+        .model(
+            "responses-model",
+            &[
+                ("kind", "openai"),
+                ("base_url", &quoted(&up.base("ok"))),
+                ("api_key", &quoted("${CLOUD_KEY}")),
+                ("responses", "true"),
+            ],
+        )
+        .recording(&log, Some("keep"))
+        .default_route("cloud", &["responses-model"])
+        .render();
+    let gw = start_gateway(&policy_text, KEY).await;
+    let agent = serde_json::json!({"model": "auto", "input": [
+        {"type": "message", "role": "user", "content": "Fix the parser"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA"},
+        {"type": "message", "role": "user", "content": "Now add a test"}]});
+    let r = request(
+        "POST",
+        &format!("{}/v1/responses", gw.url),
+        agent.to_string(),
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-switchyard-model"), "responses-model");
+    let rows = lines_when_ready(&log, 1);
+    assert_eq!(rows[0]["needs"], serde_json::json!(["responses"]));
+    let r = replay(tmp.path(), &policy_text, &log);
+    assert_eq!(r["requests"], 1);
+    assert_eq!(r["by_model"]["responses-model"]["requests"], 1, "{r}");
+}

@@ -30,6 +30,10 @@ pub struct Entry<'a> {
     pub model: &'a str,
     pub rule: &'a str,
     pub prompt_tokens: u64,
+    /// What the request needs of the model that answers it ([`crate::api::ChatRequest::needs`]),
+    /// for `replay`: some of it the body no longer says (a Responses request's reasoning items,
+    /// a legacy completion's raw prompt, images whose text was dropped).
+    pub needs: crate::api::Capabilities,
     /// The request's `x-request-id`.
     pub request_id: Option<&'a str>,
     /// The kinds of private data the gateway's scan of this body found
@@ -177,6 +181,10 @@ impl Recorder {
             row.insert("session".into(), json!(key));
         }
         row.insert("prompt_tokens".into(), json!(e.prompt_tokens));
+        if !e.needs.is_empty() {
+            let names: Vec<&str> = e.needs.iter().map(|c| c.name()).collect();
+            row.insert("needs".into(), json!(names));
+        }
         if !p.replaced.is_empty() {
             let kinds: Vec<&str> = p.replaced.iter().map(|(k, _)| k.name()).collect();
             row.insert("pii".into(), json!(kinds));
@@ -346,6 +354,7 @@ mod tests {
             model: "m",
             rule: "default",
             prompt_tokens: 1,
+            needs: crate::api::Capabilities::NONE,
             request_id: None,
             pii: None,
             session: Some(session),

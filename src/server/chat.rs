@@ -371,6 +371,7 @@ fn record(
             model: decision.model,
             rule: decision.rule,
             prompt_tokens: feats.prompt_tokens,
+            needs: feats.needs,
             request_id,
             pii: gateway.policy.uses_pii().then_some(feats.pii),
             session,

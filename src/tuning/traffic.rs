@@ -112,6 +112,7 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
             "session",
             "request_id",
             "prompt_tokens",
+            "needs",
             "decision",
             "pii",
             "usage",
@@ -144,6 +145,16 @@ pub fn parse_row(line: &str) -> Result<Row, String> {
     let tenant = obj.get("tenant").and_then(Value::as_str);
     let mut features = features::extract(&request, tenant, None);
     features.tags = tags;
+    // A recorded row names what the request needed of its model, which its body may no longer
+    // say (what only its dialect's API serves; images whose text was dropped).
+    if let Some(Value::Array(names)) = obj.get("needs") {
+        for c in names
+            .iter()
+            .filter_map(|n| n.as_str().and_then(crate::api::Capability::parse))
+        {
+            features.needs = features.needs.with(c);
+        }
+    }
     // A recorded row keeps the gateway's own estimate (its text may be hashed or dropped).
     if let Some(n) = obj.get("prompt_tokens").and_then(Value::as_u64) {
         features.prompt_tokens = n;
