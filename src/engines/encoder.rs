@@ -9,6 +9,7 @@ use crate::api::{embeddings, Capabilities, Capability, Dialect, Usage};
 use crate::classifier::encoder::Encoder;
 use crate::policy::Model;
 use async_trait::async_trait;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -24,6 +25,18 @@ pub struct EncoderEngine {
     max_input_tokens: usize,
     /// One request's batches on the CPU at a time: a forward pass fills the compute pool.
     running: Semaphore,
+    /// Requests waiting for `running`, and how many may.
+    waiting: AtomicUsize,
+    queue: usize,
+}
+
+/// A request counted in [`EncoderEngine::waiting`] until it is dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl EncoderEngine {
@@ -56,7 +69,31 @@ impl EncoderEngine {
             encoder: Arc::new(encoder),
             max_input_tokens,
             running: Semaphore::new(1),
+            waiting: AtomicUsize::new(0),
+            queue: settings.queue,
         })
+    }
+
+    /// This request's turn on the CPU: at once when no other request is being embedded, else
+    /// after those before it, unless `queue` of them are waiting already.
+    ///
+    /// Errors: [`EngineError::Overloaded`] when the queue is full (503 with `Retry-After`).
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, EngineError> {
+        if let Ok(permit) = self.running.try_acquire() {
+            return Ok(permit);
+        }
+        let queued = self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _counted = Waiting(&self.waiting);
+        if queued >= self.queue {
+            return Err(EngineError::Overloaded {
+                queued,
+                retry_after_secs: 1,
+            });
+        }
+        self.running
+            .acquire()
+            .await
+            .map_err(|_| EngineError::Unavailable("the encoder is shut down".into()))
     }
 
     /// The embeddings of `request`'s texts and the tokens they took.
@@ -81,11 +118,7 @@ impl EncoderEngine {
                 "dimensions",
             ));
         }
-        let _turn = self
-            .running
-            .acquire()
-            .await
-            .map_err(|_| EngineError::Unavailable("the encoder is shut down".into()))?;
+        let _turn = self.turn().await?;
         let encoder = self.encoder.clone();
         let limit = self.max_input_tokens;
         let texts = request.texts;
@@ -167,5 +200,50 @@ impl ChatEngine for EncoderEngine {
             message: "a sentence encoder serves embeddings only (`POST /v1/embeddings`), which are not streamed".into(),
             param: "stream",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    /// The engine of an encoder on the classifier's folder (fetched by scripts/fetch-models.sh)
+    /// with this `queue`.
+    fn engine(queue: usize) -> EncoderEngine {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models/all-MiniLM-L6-v2");
+        let yaml = format!(
+            "version: 1\nmodels:\n  box: {{ kind: local }}\n  enc: {{ kind: encoder, path: '{dir}', queue: {queue} }}\ndefault: {{ route: box }}\n"
+        );
+        let policy = crate::policy::parse(&yaml, "p.yaml", &|_| None).expect("policy");
+        EncoderEngine::load(&policy.models["enc"]).expect("encoder")
+    }
+
+    #[test]
+    fn a_request_waits_its_turn_unless_the_queue_is_full() {
+        let full = engine(0);
+        let running = full
+            .running
+            .try_acquire()
+            .expect("a request being embedded");
+        match full.turn().now_or_never() {
+            Some(Err(EngineError::Overloaded { queued: 0, .. })) => {}
+            other => panic!("expected a full queue, got {:?}", other.map(|r| r.is_ok())),
+        }
+        drop(running);
+        assert!(matches!(full.turn().now_or_never(), Some(Ok(_))));
+
+        let one = engine(1);
+        let running = one.running.try_acquire().expect("a request being embedded");
+        // The first to wait waits (and leaves the queue when it gives up), a second is refused.
+        let mut waiting = Box::pin(one.turn());
+        assert!((&mut waiting).now_or_never().is_none());
+        assert!(matches!(
+            one.turn().now_or_never(),
+            Some(Err(EngineError::Overloaded { queued: 1, .. }))
+        ));
+        drop(running);
+        assert!(matches!(waiting.now_or_never(), Some(Ok(_))));
+        assert_eq!(one.waiting.load(Ordering::Relaxed), 0);
     }
 }

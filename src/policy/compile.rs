@@ -712,8 +712,9 @@ impl Compiler<'_> {
         out
     }
 
-    /// An encoder's settings: its folder (`path`, required) and its input limit
-    /// (`limits.context_tokens`); what only chat models take is refused.
+    /// An encoder's settings: its folder (`path`, required), its input limit
+    /// (`limits.context_tokens`) and its `queue` (default 16); what only chat models take is
+    /// refused.
     fn encoder(
         &mut self,
         path: &str,
@@ -724,7 +725,6 @@ impl Compiler<'_> {
             ("tokenizer", m.tokenizer.is_some()),
             ("template", m.template.is_some()),
             ("workers", m.workers.is_some()),
-            ("queue", m.queue.is_some()),
             ("threads", m.threads.is_some()),
             (
                 "limits.max_output_tokens",
@@ -768,6 +768,7 @@ impl Compiler<'_> {
         Some(EncoderSettings {
             path: folder,
             max_input_tokens,
+            queue: m.queue.unwrap_or(16),
         })
     }
 

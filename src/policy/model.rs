@@ -279,6 +279,8 @@ pub struct EncoderSettings {
     /// Most tokens of one input (special tokens included); a longer input is refused, never
     /// cut. `None`: the model's position count.
     pub max_input_tokens: Option<usize>,
+    /// Requests that may wait while another is embedded; beyond it, 503 with `Retry-After`.
+    pub queue: usize,
 }
 
 /// USD per million tokens.
