@@ -136,6 +136,19 @@ async fn post(
     .await
 }
 
+/// A GET of `path`, which only takes POSTs: 405 with `Allow: POST`.
+async fn only_posted(gw: &TestGateway, path: &str) {
+    let r = request(
+        "GET",
+        &format!("{}{path}", gw.url),
+        "",
+        &[("x-api-key", KEY)],
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), "POST");
+}
+
 /// What the fake upstream itself answers to the request it recorded last (the same bytes and
 /// headers sent again, straight to it): the answer a pass-through must give back unchanged.
 async fn upstream_answer(up: &FakeUpstream) -> Reply {
@@ -524,15 +537,7 @@ async fn a_compaction_goes_as_it_came_to_a_model_that_serves_responses() {
     let r = post(&gw, "/v1/responses/compact", &stream, "gpt", &[]).await;
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"]["param"], "stream");
-    let r = request(
-        "GET",
-        &format!("{}/v1/responses/compact", gw.url),
-        "",
-        &[("x-api-key", KEY)],
-    )
-    .await;
-    assert_eq!(r.status, 405);
-    assert_eq!(r.header("allow"), "POST");
+    only_posted(&gw, "/v1/responses/compact").await;
     assert_eq!(up.recorded().len(), before);
 }
 
@@ -636,15 +641,7 @@ async fn an_embeddings_request_goes_as_it_came_to_a_model_that_serves_embeddings
         message.ends_with("(models that serve embeddings: `gpt`)"),
         "{message}"
     );
-    let r = request(
-        "GET",
-        &format!("{}/v1/embeddings", gw.url),
-        "",
-        &[("x-api-key", KEY)],
-    )
-    .await;
-    assert_eq!(r.status, 405);
-    assert_eq!(r.header("allow"), "POST");
+    only_posted(&gw, "/v1/embeddings").await;
     assert_eq!(up.recorded().len(), before);
 }
 

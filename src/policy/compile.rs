@@ -230,7 +230,10 @@ impl Compiler<'_> {
                         if set {
                             self.error(
                                 &format!("{path}.{field}"),
-                                format!("`{field}` is only valid for `kind: local` models"),
+                                match field {
+                                    "path" | "queue" => format!("`{field}` is only valid for on-box (`kind: local` or `encoder`) models"),
+                                    _ => format!("`{field}` is only valid for `kind: local` models"),
+                                },
                             );
                         }
                     }
