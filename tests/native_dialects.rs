@@ -692,6 +692,46 @@ async fn completions_go_to_models_that_serve_them_and_are_refused_by_the_others(
     assert_eq!(up.recorded().len(), before);
 }
 
+/// A prompt counted for a cloud model is the provider's own count where its upstream serves
+/// one (Anthropic's `count_tokens`, the Responses API's `input_tokens`), passed on as it came;
+/// elsewhere, and for a request the route would redact, the gateway's estimate, and nothing
+/// leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_is_counted_by_the_provider_that_would_answer_it() {
+    let up = FakeUpstream::start().await;
+    let gw = gateway(&up).await;
+    let messages = r#"{"model": "auto", "system": "Be brief.", "messages": [{"role": "user", "content": "What is the capital of Italy?"}]}"#;
+    let version = [("anthropic-version", "2023-06-01")];
+    let r = post(&gw, "/v1/messages/count_tokens", messages, "none", &version).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["input_tokens"], FAKE_COUNTED_TOKENS);
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.path, "/anthropic/v1/messages/count_tokens");
+    let mut expected: Value = serde_json::from_str(messages).expect("json");
+    expected["model"] = json!("claude-sonnet-test");
+    assert_eq!(sent.body, expected);
+    assert_eq!(sent.headers["x-api-key"], UPSTREAM_KEY);
+
+    let input = r#"{"model": "auto", "instructions": "Be brief.", "input": "What is the capital of Italy?"}"#;
+    let r = post(&gw, "/v1/responses/input_tokens", input, "gpt", &[]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["input_tokens"], FAKE_COUNTED_TOKENS);
+    let sent = up.recorded().pop().expect("a request upstream");
+    assert_eq!(sent.path, "/ok/v1/responses/input_tokens");
+    assert_eq!(sent.body["model"], "gpt-up");
+
+    // A model without a count of its own, and a request its route would redact: estimated here.
+    let before = up.recorded().len();
+    let private = r#"{"model": "gpt", "input": "Call me on +44 20 7946 0958"}"#;
+    for (tag, body) in [("plain", input), ("none", private)] {
+        let r = post(&gw, "/v1/responses/input_tokens", body, tag, &[]).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let n = r.json()["input_tokens"].as_u64().unwrap_or(0);
+        assert!(n > 0 && n < 100, "{tag}: {n}");
+    }
+    assert_eq!(up.recorded().len(), before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_sdks_speak_to_the_pass_through_paths() {
     let up = FakeUpstream::start().await;

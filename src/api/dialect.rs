@@ -24,6 +24,14 @@ pub enum Dialect {
     /// OpenAI embeddings (`POST /v1/embeddings`): only an embeddings API writes the answer, so
     /// it is always passed on as it came ([`super::embeddings`]).
     Embeddings,
+    /// Anthropic's token count (`POST /v1/messages/count_tokens`) as an Anthropic model's
+    /// upstream is asked it: the client's request passed on as it came, for the provider's own
+    /// count. (The client's request itself is read as [`Dialect::Anthropic`].)
+    CountTokens,
+    /// The Responses API's token count (`POST /v1/responses/input_tokens`) as an upstream that
+    /// serves the Responses API is asked it, likewise. (The client's request is read as
+    /// [`Dialect::Responses`].)
+    InputTokens,
 }
 
 impl Dialect {

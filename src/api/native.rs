@@ -225,6 +225,8 @@ pub fn answer(dialect: Dialect, body: &[u8]) -> Result<(Option<Reported>, u64), 
             r.completion_tokens.get_or_insert(0);
             r
         }),
+        // A count is no answer: nothing to bill.
+        Dialect::CountTokens | Dialect::InputTokens => None,
     };
     let text = match dialect {
         Dialect::Anthropic => find(body, &["content"])?.map(|a| text_bytes(a, None, "text")),
@@ -233,7 +235,9 @@ pub fn answer(dialect: Dialect, body: &[u8]) -> Result<(Option<Reported>, u64), 
         }
         // A compaction's output is the client's own user messages and the encrypted summary:
         // no text the model wrote.
-        Dialect::Compaction | Dialect::Embeddings => None,
+        Dialect::Compaction | Dialect::Embeddings | Dialect::CountTokens | Dialect::InputTokens => {
+            None
+        }
         Dialect::Completions => find(body, &["choices"])?.map(|a| text_bytes(a, None, "text")),
     };
     Ok((reported, text.transpose()?.unwrap_or(0)))

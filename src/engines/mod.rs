@@ -371,6 +371,12 @@ pub trait ChatEngine: Send + Sync {
         None
     }
 
+    /// Whether the upstream speaks `dialect` itself: a request passed on in it
+    /// ([`EngineRequest::native`]) goes as it came (a cloud model's declared APIs).
+    fn serves(&self, _dialect: Dialect) -> bool {
+        false
+    }
+
     /// Answers a request in one piece.
     async fn infer(&self, req: EngineRequest<'_>) -> Result<Completion, EngineError>;
 

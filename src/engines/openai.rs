@@ -42,7 +42,8 @@ pub struct OpenAiEngine {
     /// The request head up to the forwarded headers, for non-streaming and streaming calls.
     head_prefix: [Vec<u8>; 2],
     /// The dialects the upstream also serves, each with its head prefixes (Anthropic Messages
-    /// at the same endpoint; Responses and completions at their own paths).
+    /// at the same endpoint; Responses, completions, embeddings and the token counts at their
+    /// own paths).
     native: Vec<(Dialect, [Vec<u8>; 2])>,
     retry_count: RetryCounter,
     /// The wire format of the upstream.
@@ -152,11 +153,16 @@ impl OpenAiEngine {
         };
         let mut native = Vec::new();
         match wire {
-            Wire::Anthropic { .. } => native.push((Dialect::Anthropic, head_prefix(&endpoint))),
+            Wire::Anthropic { .. } => {
+                native.push((Dialect::Anthropic, head_prefix(&endpoint)));
+                let count = endpoint_of("/v1/messages/count_tokens")?;
+                native.push((Dialect::CountTokens, head_prefix(&count)));
+            }
             Wire::OpenAi => {
                 for (served, dialect, path) in [
                     (p.responses, Dialect::Responses, "/responses"),
                     (p.responses, Dialect::Compaction, "/responses/compact"),
+                    (p.responses, Dialect::InputTokens, "/responses/input_tokens"),
                     (p.completions, Dialect::Completions, "/completions"),
                     (p.embeddings, Dialect::Embeddings, "/embeddings"),
                 ] {
@@ -482,6 +488,10 @@ impl ChatEngine for OpenAiEngine {
         self.breaker
             .as_ref()
             .map(|b| b.state(std::time::Instant::now()))
+    }
+
+    fn serves(&self, dialect: Dialect) -> bool {
+        self.native.iter().any(|(d, _)| *d == dialect)
     }
 
     async fn infer(&self, req: EngineRequest<'_>) -> Result<Completion, EngineError> {

@@ -387,7 +387,7 @@ const PII_INLINE_BYTES: u64 = 64 * 1024;
 
 /// Scans the request for private data when the policy routes on it or redacts it, puts the
 /// kinds found into the features and counts them (`switchyard_pii_detections_total`).
-async fn detect_pii(gateway: &Gateway, req: &ChatRequest, feats: &mut Features) {
+pub(super) async fn detect_pii(gateway: &Gateway, req: &ChatRequest, feats: &mut Features) {
     if !gateway.policy.uses_pii() {
         return;
     }

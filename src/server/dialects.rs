@@ -17,7 +17,7 @@ use crate::api::dialect::{renamed_api_error, renamed_error, Renamed};
 use crate::api::{
     anthropic, completions, embeddings, responses, sse, ApiError, Capability, ChatRequest,
 };
-use crate::engines::Native;
+use crate::engines::{EngineRequest, Native};
 use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -77,10 +77,11 @@ impl Dialect {
     /// The status and body of an error (OpenAI-shaped `body`) in this dialect.
     fn error_body(self, status: StatusCode, body: &[u8]) -> (StatusCode, bytes::Bytes) {
         match self {
-            Dialect::Anthropic => anthropic::error_body(status, body),
+            Dialect::Anthropic | Dialect::CountTokens => anthropic::error_body(status, body),
             // The Responses and completions APIs share OpenAI's error shape.
             Dialect::Responses
             | Dialect::Compaction
+            | Dialect::InputTokens
             | Dialect::Completions
             | Dialect::Embeddings => (status, bytes::Bytes::copy_from_slice(body)),
         }
@@ -102,12 +103,20 @@ impl Dialect {
                 let (b, i) = anthropic::to_chat(body, counting)?;
                 (b, Inbound::Anthropic(i))
             }
-            Dialect::Responses if counting => {
+            Dialect::CountTokens => {
+                let (b, i) = anthropic::to_chat(body, true)?;
+                (b, Inbound::Anthropic(i))
+            }
+            Dialect::Responses | Dialect::InputTokens if counting => {
                 let (b, i) = responses::count_to_chat(body)?;
                 (b, Inbound::Responses(i))
             }
             Dialect::Responses => {
                 let (b, i) = responses::to_chat(body)?;
+                (b, Inbound::Responses(i))
+            }
+            Dialect::InputTokens => {
+                let (b, i) = responses::count_to_chat(body)?;
                 (b, Inbound::Responses(i))
             }
             Dialect::Compaction => {
@@ -224,26 +233,8 @@ pub async fn handle(
         if let Err(e) = super::limits::check(&gateway.policy.limits, &parsed) {
             return dialect.error(&e);
         }
-        let tags = parts
-            .headers
-            .get(chat::TAGS_HEADER)
-            .and_then(|v| v.to_str().ok());
-        let feats = crate::features::extract(&parsed, caller.tenant.as_deref(), tags);
-        let estimate = feats.prompt_tokens;
-        // Exact for the on-box model the policy would pick (its tokenizer and chat template),
-        // else the gateway's estimate (what budgets reserve and rules see). Templating and
-        // tokenising take about 0.25 s per MB: off the runtime's threads, as answering does.
-        let counting = gateway.clone();
-        let exact = tokio::task::spawn_blocking(move || {
-            crate::policy::decide(&counting.policy, &feats)
-                .ok()
-                .and_then(|d| counting.engines.get(d.model))
-                .and_then(|e| e.count_prompt_tokens(&parsed))
-        })
-        .await
-        .ok()
-        .flatten();
-        let counted = exact.unwrap_or(estimate);
+        let body = read.unwrap_or_default();
+        let counted = count(&gateway, &parts.headers, parsed, &caller, dialect, &body).await;
         let body = match dialect {
             Dialect::Responses => responses::input_tokens_body(counted),
             _ => anthropic::count_tokens_body(counted),
@@ -281,6 +272,65 @@ pub async fn handle(
         return dialect.error(&e);
     }
     translate(resp, dialect, &inbound).await
+}
+
+/// The prompt tokens of a request of `dialect` (`body`, read as `parsed`), counted for the model
+/// the policy would pick, as serving it would: the private-data scan first (so that a `pii` rule
+/// routes the count as it would route the request), then the decision. Exact on the box (the
+/// model's tokenizer and chat template; templating and tokenising take about 0.25 s per MB, off
+/// the runtime's threads as answering does); in the cloud, the provider's own count where its
+/// upstream serves one (Anthropic's `count_tokens` for an Anthropic model, the Responses API's
+/// `input_tokens` for a `responses: true` model) and the route would not redact the request;
+/// else, or when that call fails, the gateway's estimate (what budgets reserve and rules see).
+async fn count(
+    gateway: &Arc<Gateway>,
+    headers: &http::HeaderMap,
+    parsed: ChatRequest,
+    caller: &Caller,
+    dialect: Dialect,
+    body: &[u8],
+) -> u64 {
+    let tags = headers.get(chat::TAGS_HEADER).and_then(|v| v.to_str().ok());
+    let mut feats = crate::features::extract(&parsed, caller.tenant.as_deref(), tags);
+    let estimate = feats.prompt_tokens;
+    chat::detect_pii(gateway, &parsed, &mut feats).await;
+    let Ok(decision) = crate::policy::decide(&gateway.policy, &feats) else {
+        return estimate;
+    };
+    let Some(engine) = gateway.engines.get(decision.model).cloned() else {
+        return estimate;
+    };
+    let redacts = feats.pii.iter().any(|k| decision.redact.contains(k));
+    let upstream = match dialect {
+        Dialect::Anthropic => Dialect::CountTokens,
+        _ => Dialect::InputTokens,
+    };
+    if engine.serves(upstream) && !redacts {
+        let request = EngineRequest {
+            request: &parsed,
+            headers,
+            native: Some(Native {
+                dialect: upstream,
+                body,
+            }),
+            redacted: None,
+        };
+        return match engine.infer(request).await {
+            Ok(c) => serde_json::from_slice::<serde_json::Value>(&c.body)
+                .ok()
+                .and_then(|v| v["input_tokens"].as_u64())
+                .unwrap_or(estimate),
+            Err(e) => {
+                tracing::debug!("model `{}` did not count the prompt: {e}", decision.model);
+                estimate
+            }
+        };
+    }
+    tokio::task::spawn_blocking(move || engine.count_prompt_tokens(&parsed))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(estimate)
 }
 
 /// Turns an OpenAI-shaped response of the chat path into the dialect's: a chat completion into

@@ -46,11 +46,11 @@ fn write_dialect_error(out: &mut BytesMut, dialect: Dialect, e: &EngineError, mo
     }
     let api = stream_error(e, model);
     let payload = match dialect {
-        Dialect::Anthropic => {
+        Dialect::Anthropic | Dialect::CountTokens => {
             let kind = crate::api::anthropic::error_kind(api.status()).1;
             serde_json::json!({"type": "error", "error": {"type": kind, "message": api.to_string()}})
         }
-        Dialect::Responses | Dialect::Compaction => {
+        Dialect::Responses | Dialect::Compaction | Dialect::InputTokens => {
             serde_json::json!({"type": "error", "code": "server_error",
             "message": api.to_string(), "param": null})
         }

@@ -217,6 +217,15 @@ impl FakeUpstream {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        // The providers' token counts: a number no estimate of these prompts comes near.
+        if behaviour.starts_with("anthropic") && path.ends_with("/v1/messages/count_tokens") {
+            let v = json!({"input_tokens": FAKE_COUNTED_TOKENS});
+            return full_response(StatusCode::OK, "application/json", v.to_string());
+        }
+        if behaviour == "ok" && path.ends_with("/v1/responses/input_tokens") {
+            let v = json!({"object": "response.input_tokens", "input_tokens": FAKE_COUNTED_TOKENS});
+            return full_response(StatusCode::OK, "application/json", v.to_string());
+        }
         if let Some(variant) = behaviour.strip_prefix("anthropic") {
             return anthropic_respond(variant, &headers, &body);
         }
@@ -821,6 +830,10 @@ fn compaction_respond(body: &Value) -> Response<BoxBody> {
             "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 20}}});
     full_response(StatusCode::OK, "application/json", v.to_string())
 }
+
+/// The prompt tokens the fake's token-count endpoints (Anthropic's `count_tokens`, the
+/// Responses API's `input_tokens`) answer, whatever the prompt.
+pub const FAKE_COUNTED_TOKENS: u64 = 4321;
 
 /// The fake embeddings API (`/ok/v1/embeddings`): one vector of `dimensions` values (default 4)
 /// per input, `[i, words, 0.5, 0.5, ...]` for the i-th input of that many words (or token ids),

@@ -85,6 +85,8 @@ if mode == "local":
 
 count = client.messages.count_tokens(model=model, messages=messages)
 assert count.input_tokens > 0, count
+# An Anthropic model's count is the provider's own (the fake upstream's counts 4321).
+assert (mode == "native") == (count.input_tokens == 4321), (mode, count)
 
 # Extended thinking and a server tool: only an Anthropic model can take them. In native mode
 # `auto` is one and gets the request as it came; elsewhere the gateway names the field that no

@@ -30,12 +30,14 @@ assert r.output_text.strip(), r
 assert r.model == ("gpt-up" if mode == "native" else model) and r.instructions == "You are concise." and r.max_output_tokens == 16, r
 assert r.usage.input_tokens > 0 and 0 < r.usage.output_tokens <= 16, r.usage
 assert raw.headers["x-switchyard-route"] == ("local" if mode == "local" else "cloud"), dict(raw.headers)
-# The prompt's token count: exact on the box (the prompt the model then read), else the
+# The prompt's token count: exact on the box (the prompt the model then read), the provider's
+# own from a model serving the Responses API (the fake upstream's counts 4321), else the
 # gateway's estimate.
 count = client.responses.input_tokens.count(model=model, instructions="You are concise.",
                                             input="What is the capital of Italy?")
 assert count.object == "response.input_tokens" and count.input_tokens > 0, count
 assert mode != "local" or count.input_tokens == r.usage.input_tokens, (count, r.usage)
+assert (mode == "native") == (count.input_tokens == 4321), (mode, count)
 
 deltas, kinds = [], []
 with client.responses.stream(model=model, input=[{"role": "user", "content": "What is the capital of Italy?"}],
