@@ -247,8 +247,13 @@ async fn an_answer_without_usage_is_estimated_not_free() {
 
 /// The text of an OpenAI answer or of its stream's chunks.
 fn answer_text(r: &Reply, stream: bool) -> String {
+    answer_field(r, stream, "content")
+}
+
+/// One text field of an OpenAI answer's message, or of its stream's deltas joined.
+fn answer_field(r: &Reply, stream: bool, field: &str) -> String {
     if !stream {
-        return r.json()["choices"][0]["message"]["content"]
+        return r.json()["choices"][0]["message"][field]
             .as_str()
             .unwrap_or("")
             .to_string();
@@ -256,11 +261,7 @@ fn answer_text(r: &Reply, stream: bool) -> String {
     r.events()
         .iter()
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
+        .filter_map(|c| c["choices"][0]["delta"][field].as_str().map(str::to_string))
         .collect()
 }
 
@@ -278,9 +279,12 @@ async fn reasoning_effort_is_thinking_for_an_anthropic_model() {
     for stream in [false, true] {
         let r = chat(&gw, thinking(stream, "high"), &[]).await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        // The model's thinking is not part of an OpenAI answer.
+        // The model's thinking is no part of the answer: it comes as `reasoning_content`.
         assert_eq!(answer_text(&r, stream), "Hello from Claude");
-        assert!(!String::from_utf8_lossy(&r.body).contains("greets"));
+        assert_eq!(
+            answer_field(&r, stream, "reasoning_content"),
+            "The user greets me."
+        );
         let sent = up.recorded().pop().expect("a request").body;
         assert_eq!(sent["thinking"], json!({"type": "adaptive"}));
         assert_eq!(sent["output_config"], json!({"effort": "high"}));

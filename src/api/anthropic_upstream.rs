@@ -415,8 +415,10 @@ fn usage_of(u: &Value) -> Value {
 
 /// Translates a Messages answer into an OpenAI chat completion body: text blocks as the
 /// content (their web search citations as `url_citation` annotations over the block's
-/// characters), `tool_use` blocks as tool calls; thinking and server tools' calls and results
-/// are left out.
+/// characters), `tool_use` blocks as tool calls, the text of `thinking` blocks as the message's
+/// `reasoning_content` (the chat field DeepSeek's API, vLLM and LiteLLM use for a model's
+/// reasoning; OpenAI's chat API has none); redacted thinking and server tools' calls and
+/// results are left out.
 ///
 /// Errors: the answer is not a Messages `message` (the caller's protocol error).
 pub fn to_completion(body: &[u8], model: &str) -> Result<Bytes, String> {
@@ -426,6 +428,7 @@ pub fn to_completion(body: &[u8], model: &str) -> Result<Bytes, String> {
         return Err("the response is not a Messages `message`".into());
     }
     let mut text = String::new();
+    let mut reasoning = String::new();
     let mut chars = 0;
     let mut annotations = vec![];
     let mut calls = vec![];
@@ -447,6 +450,9 @@ pub fn to_completion(body: &[u8], model: &str) -> Result<Bytes, String> {
             }
             Some("tool_use") => calls.push(json!({"id": b.get("id"), "type": "function",
                 "function": {"name": b.get("name"), "arguments": b.get("input").cloned().unwrap_or_else(|| json!({})).to_string()}})),
+            Some("thinking") => {
+                reasoning.push_str(b.get("thinking").and_then(Value::as_str).unwrap_or(""))
+            }
             _ => {}
         }
     }
@@ -456,6 +462,9 @@ pub fn to_completion(body: &[u8], model: &str) -> Result<Bytes, String> {
     }
     if !annotations.is_empty() {
         message["annotations"] = Value::Array(annotations);
+    }
+    if !reasoning.is_empty() {
+        message["reasoning_content"] = json!(reasoning);
     }
     let id = v.get("id").and_then(Value::as_str).unwrap_or("");
     let out = json!({
@@ -483,8 +492,9 @@ pub enum Translated {
 
 /// Turns a Messages event stream into OpenAI chunks: a role chunk at `message_start`, content
 /// and tool-call deltas, a text block's web search citations as `url_citation` annotations
-/// when the block ends, the finish reason at `message_delta`, and a usage-only chunk (choices
-/// empty) at `message_stop`. Thinking and server tools' calls and results send nothing.
+/// when the block ends, thinking as `reasoning_content` deltas ([`to_completion`]), the finish
+/// reason at `message_delta`, and a usage-only chunk (choices empty) at `message_stop`.
+/// Redacted thinking, signatures and server tools' calls and results send nothing.
 #[derive(Debug)]
 pub struct StreamFromAnthropic {
     model: String,
@@ -588,6 +598,10 @@ impl StreamFromAnthropic {
                         let t = d.get("text").and_then(Value::as_str).unwrap_or("");
                         self.chars += t.chars().count();
                         Translated::Chunks(vec![self.chunk(json!({"content": t}), None)])
+                    }
+                    Some("thinking_delta") => {
+                        let t = d.get("thinking").and_then(Value::as_str).unwrap_or("");
+                        Translated::Chunks(vec![self.chunk(json!({"reasoning_content": t}), None)])
                     }
                     Some("citations_delta") => {
                         if let (Some((_, _, citations)), Some(c)) =
@@ -892,7 +906,7 @@ mod tests {
     }
 
     #[test]
-    fn thinking_in_the_answer_is_not_brought_back() {
+    fn thinking_in_the_answer_is_reasoning_content_not_content() {
         let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
             "content": [{"type": "thinking", "thinking": "Let me see.", "signature": "sig"},
                 {"type": "redacted_thinking", "data": "xyz"},
@@ -902,9 +916,15 @@ mod tests {
             serde_json::from_slice(&to_completion(body.to_string().as_bytes(), "m").unwrap())
                 .unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "42");
+        // The thinking's text; redacted thinking has none to show.
+        assert_eq!(
+            v["choices"][0]["message"]["reasoning_content"],
+            "Let me see."
+        );
         assert_eq!(v["usage"]["completion_tokens"], 30);
         let mut s = StreamFromAnthropic::new("m");
         let mut text = String::new();
+        let mut reasoning = String::new();
         for event in [
             json!({"type": "message_start", "message": {"id": "msg_1", "usage": {"input_tokens": 10, "output_tokens": 1}}}),
             json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
@@ -920,10 +940,12 @@ mod tests {
             };
             for c in chunks {
                 let c: Value = serde_json::from_slice(&c).unwrap();
-                text.push_str(c["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+                let delta = &c["choices"][0]["delta"];
+                text.push_str(delta["content"].as_str().unwrap_or(""));
+                reasoning.push_str(delta["reasoning_content"].as_str().unwrap_or(""));
             }
         }
-        assert_eq!(text, "42");
+        assert_eq!((text.as_str(), reasoning.as_str()), ("42", "Let me see."));
     }
 
     #[test]
