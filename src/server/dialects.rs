@@ -37,8 +37,9 @@ enum Inbound {
     Anthropic(anthropic::Inbound),
     Responses(responses::Inbound),
     Completions(completions::Inbound),
-    /// An embeddings request, always answered as it came by a model that serves embeddings:
-    /// only its errors come this way (`messages` is its `input`).
+    /// An embeddings request, always answered as it came by a model that serves embeddings
+    /// ([`Dialect::only_as_it_came`]): only its errors are translated (`messages` is its
+    /// `input`).
     Embeddings(Renamed),
 }
 
@@ -74,6 +75,16 @@ impl Translator {
 }
 
 impl Dialect {
+    /// The API that alone answers this dialect's requests, which are never translated (a
+    /// compaction, an embedding); `None` for the dialects a chat answer is translated into.
+    fn only_as_it_came(self) -> Option<&'static str> {
+        match self {
+            Dialect::Compaction => Some("the Responses API"),
+            Dialect::Embeddings => Some("an embeddings API"),
+            _ => None,
+        }
+    }
+
     /// The status and body of an error (OpenAI-shaped `body`) in this dialect.
     fn error_body(self, status: StatusCode, body: &[u8]) -> (StatusCode, bytes::Bytes) {
         match self {
@@ -99,24 +110,20 @@ impl Dialect {
 
     fn to_chat(self, body: &[u8], counting: bool) -> Result<(Vec<u8>, Inbound), ApiError> {
         Ok(match self {
-            Dialect::Anthropic => {
+            // A token count's body is its dialect's request (without what only answering needs).
+            Dialect::Anthropic | Dialect::CountTokens => {
+                let counting = counting || self == Dialect::CountTokens;
                 let (b, i) = anthropic::to_chat(body, counting)?;
                 (b, Inbound::Anthropic(i))
             }
-            Dialect::CountTokens => {
-                let (b, i) = anthropic::to_chat(body, true)?;
-                (b, Inbound::Anthropic(i))
-            }
-            Dialect::Responses | Dialect::InputTokens if counting => {
+            Dialect::Responses | Dialect::InputTokens
+                if counting || self == Dialect::InputTokens =>
+            {
                 let (b, i) = responses::count_to_chat(body)?;
                 (b, Inbound::Responses(i))
             }
-            Dialect::Responses => {
+            Dialect::Responses | Dialect::InputTokens => {
                 let (b, i) = responses::to_chat(body)?;
-                (b, Inbound::Responses(i))
-            }
-            Dialect::InputTokens => {
-                let (b, i) = responses::count_to_chat(body)?;
                 (b, Inbound::Responses(i))
             }
             Dialect::Compaction => {
@@ -152,8 +159,9 @@ impl Inbound {
             Inbound::Anthropic(i) => anthropic::from_completion(body, &i.model),
             Inbound::Responses(i) => responses::from_completion(body, i),
             Inbound::Completions(i) => completions::from_completion(body, i),
+            // Never reached: `handle` refuses such an answer before ([`Dialect::only_as_it_came`]).
             Inbound::Embeddings(_) => Err(ApiError::BadGateway(
-                "the embedding was not answered by an embeddings API".into(),
+                "the request was not answered by an embeddings API".into(),
             )),
         }
     }
@@ -264,11 +272,14 @@ pub async fn handle(
     {
         return resp;
     }
-    if dialect == Dialect::Compaction && resp.status() == StatusCode::OK {
-        // Only a model that serves the Responses API may answer a compaction (it needs the
-        // `responses` capability), and it is sent the request as it came: an answer in another
-        // shape cannot be a compaction. (So for embeddings: [`Inbound::answer`].)
-        let e = ApiError::BadGateway("the compaction was not answered by the Responses API".into());
+    if let Some(api) = dialect
+        .only_as_it_came()
+        .filter(|_| resp.status() == StatusCode::OK)
+    {
+        // Only a model that serves the dialect's own API may answer it (it needs that
+        // capability), and it is sent the request as it came: an answer in another shape
+        // cannot be one.
+        let e = ApiError::BadGateway(format!("the request was not answered by {api}"));
         return dialect.error(&e);
     }
     translate(resp, dialect, &inbound).await
