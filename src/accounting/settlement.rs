@@ -361,7 +361,7 @@ impl Settlement {
             metrics.billed(&model, self.tenant_label(), usage, wasted);
             bill.cost_usd += wasted.cost_usd;
             bill.savings_usd += wasted.savings_usd;
-            used_tokens += usage.total();
+            used_tokens = used_tokens.saturating_add(usage.total());
         }
         let ticket = std::mem::take(&mut self.ticket);
         ledger.settle_state(ticket, bill.cost_usd, used_tokens);

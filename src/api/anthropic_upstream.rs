@@ -192,7 +192,7 @@ fn push_turn(turns: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
 /// `output_config.format` (Anthropic's structured output, for the models that have it: the
 /// policy declares `json_schema` for them); temperature is capped at 1. `reasoning_effort`
 /// becomes thinking as `thinking` says ([`set_thinking`]; `None`: not sent). The thinking the
-/// answer holds is not brought back (OpenAI's chat completions have no place for it).
+/// answer holds comes back as `reasoning_content` ([`to_completion`]).
 pub fn from_chat(
     chat: &Map<String, Value>,
     model: &str,
@@ -388,7 +388,7 @@ fn usage_of(u: &Value) -> Value {
         n("cache_read_input_tokens").unwrap_or(0),
         n("cache_creation_input_tokens").unwrap_or(0),
     );
-    let prompt = input.map(|i| i + read + write);
+    let prompt = input.map(|i| i.saturating_add(read).saturating_add(write));
     let mut usage = Map::new();
     if let Some(p) = prompt {
         usage.insert("prompt_tokens".into(), json!(p));
@@ -397,7 +397,7 @@ fn usage_of(u: &Value) -> Value {
         usage.insert("completion_tokens".into(), json!(o));
     }
     if let (Some(p), Some(o)) = (prompt, output) {
-        usage.insert("total_tokens".into(), json!(p + o));
+        usage.insert("total_tokens".into(), json!(p.saturating_add(o)));
     }
     if prompt.is_some() {
         usage.insert(

@@ -85,7 +85,9 @@ impl AnthropicUsage {
         let read = self.cache_read_input_tokens.unwrap_or(0);
         let write = self.cache_creation_input_tokens.unwrap_or(0);
         Reported {
-            prompt_tokens: self.input_tokens.map(|n| n + read + write),
+            prompt_tokens: self
+                .input_tokens
+                .map(|n| n.saturating_add(read).saturating_add(write)),
             completion_tokens: self.output_tokens,
             cached_tokens: Some(read),
             cache_write_tokens: Some(write),

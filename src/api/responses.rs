@@ -773,7 +773,7 @@ fn usage_of(u: Option<&Value>) -> Value {
         "input_tokens_details": {"cached_tokens": cached},
         "output_tokens": output,
         "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": input + output,
+        "total_tokens": input.saturating_add(output),
     })
 }
 

@@ -24,7 +24,7 @@ pub struct Usage {
 impl Usage {
     /// Prompt and completion tokens together.
     pub fn total(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
+        self.prompt_tokens.saturating_add(self.completion_tokens)
     }
 }
 

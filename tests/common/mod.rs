@@ -3,6 +3,7 @@
 //! a scripted on-box engine, and a plain HTTP client.
 #![allow(dead_code)]
 
+pub mod mutation;
 pub mod policy_builder;
 pub mod redis_server;
 #[allow(unused_imports)]
@@ -838,7 +839,8 @@ pub const FAKE_COUNTED_TOKENS: u64 = 4321;
 /// The fake embeddings API (`/ok/v1/embeddings`): one vector of `dimensions` values (default 4)
 /// per input, `[i, words, 0.5, 0.5, ...]` for the i-th input of that many words (or token ids),
 /// as floats or, with `encoding_format: "base64"`, as little-endian f32 bytes in base64 (what
-/// the OpenAI SDKs ask for); the prompt tokens are the inputs' words.
+/// the OpenAI SDKs ask for); the prompt tokens are the inputs' words. `dimensions` outside 1 to
+/// 3072 is a 400.
 fn embeddings_respond(body: &Value) -> Response<BoxBody> {
     let words = |v: &Value| match v {
         Value::String(s) => s.split_whitespace().count(),
@@ -850,7 +852,15 @@ fn embeddings_respond(body: &Value) -> Response<BoxBody> {
         Value::Array(items) => items.iter().map(words).collect(),
         one => vec![words(one)],
     };
-    let dimensions = body["dimensions"].as_u64().unwrap_or(4) as usize;
+    let dimensions = match body["dimensions"].as_u64().unwrap_or(4) {
+        d @ 1..=3072 => d as usize,
+        _ => {
+            // As OpenAI answers a `dimensions` its model does not have.
+            let v = json!({"error": {"message": "dimensions must be between 1 and 3072",
+                "type": "invalid_request_error", "param": "dimensions", "code": null}});
+            return full_response(StatusCode::BAD_REQUEST, "application/json", v.to_string());
+        }
+    };
     let base64 = body["encoding_format"] == "base64";
     let data: Vec<Value> = inputs
         .iter()
@@ -914,7 +924,10 @@ fn provider_headers(h: &mut HeaderMap, n: usize) {
     for (name, value) in [
         ("x-request-id", format!("req_fake_{n}")),
         ("x-ratelimit-limit-requests", "500".into()),
-        ("x-ratelimit-remaining-requests", format!("{}", 500 - n)),
+        (
+            "x-ratelimit-remaining-requests",
+            format!("{}", 500usize.saturating_sub(n)),
+        ),
         ("x-ratelimit-reset-tokens", "6m0s".into()),
         ("openai-processing-ms", "42".into()),
         ("openai-organization", "org-fake".into()),
