@@ -351,6 +351,70 @@ fn responses_event_seeds() -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// A chat request for an on-box model that forces a call of one of its tools, beside a JSON
+/// answer's schema (each seed keeps one, as a request carries one grammar).
+fn on_box_seeds() -> [Value; 2] {
+    let tools = without(portable_chat_seed(), &["/response_format"]);
+    let mut required = tools.clone();
+    required["tool_choice"] = json!("required");
+    let schema = without(portable_chat_seed(), &["/tools", "/tool_choice"]);
+    [required, schema]
+}
+
+/// On a real on-box model (SmolLM2, whose template offers no tools, and Qwen2.5-Coder, whose
+/// does): the request's fields read, the prompt written by the model's own chat template and
+/// tokenised, and the grammar of a forced call or a JSON schema compiled. A template may refuse
+/// the messages (a 400); nothing else may fail, and nothing may panic.
+#[test]
+fn on_box_prompts_and_grammars_never_panic() {
+    let models = [
+        switchyard::local::LocalModel::load(&smollm2_path(), None).expect("SmolLM2"),
+        {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+            switchyard::local::LocalModel::load(
+                &dir.join("qwen2.5-coder-0.5b-instruct.gguf"),
+                Some(&dir.join("qwen2.5-tokenizer.json")),
+            )
+            .expect("Qwen2.5-Coder (scripts/fetch-models.sh --qwen)")
+        },
+    ];
+    let mut m = Mutator::new(6);
+    let mut compiled = 0;
+    for model in &models {
+        for _ in 0..rounds() / 10 {
+            for seed in on_box_seeds() {
+                let body = m.mutated(&seed);
+                survives("the on-box reader", &body, || {
+                    let Ok(req) = ChatRequest::parse(&body) else {
+                        return;
+                    };
+                    let Ok(local) = switchyard::local::request::read(
+                        &req,
+                        model.capabilities(),
+                        model.weights.vocab_size(),
+                        256,
+                    ) else {
+                        return;
+                    };
+                    match model.chat_prompt(&local.messages, local.tools.as_deref()) {
+                        Ok(_) | Err(switchyard::local::LocalError::TemplateRefused(_)) => {}
+                        Err(e) => panic!("the chat template failed with {e}"),
+                    }
+                    if let Some(c) = &local.constraint {
+                        let grammars = model.grammars().expect("the model's grammars");
+                        if grammars.matcher(c).is_ok() {
+                            compiled += 1;
+                        }
+                    }
+                });
+            }
+        }
+    }
+    eprintln!("{compiled} grammars compiled");
+    // The mutations reached the grammar compiler, not only the refusals before it.
+    assert!(compiled > 10, "{compiled} grammars compiled");
+}
+
 /// Each dialect's request reader, then the chat chain on what it made.
 #[test]
 fn client_requests_never_panic_a_reader() {
