@@ -275,3 +275,107 @@ async fn errors_come_back_in_anthropics_shape_and_status() {
     .await;
     shape(&r, 405, "invalid_request_error");
 }
+
+/// `GET /v1/models` is shared by both SDKs: with `anthropic-version` (every Anthropic SDK sends
+/// it) the list is Anthropic's Models API, paged by `limit`, `after_id` and `before_id`, and its
+/// errors (a bad page, an unknown model, a wrong key) are in Anthropic's shape; without, it is
+/// OpenAI's, as before.
+#[tokio::test]
+async fn the_models_list_speaks_anthropic_to_an_anthropic_client() {
+    let up = FakeUpstream::start().await;
+    let gw = cloud_gateway(&up, |p| p).await;
+    let get = |path: &str, key: &str, anthropic: bool| {
+        let url = format!("{}{path}", gw.url);
+        let key = key.to_string();
+        async move {
+            let mut h = vec![("x-api-key", key.as_str())];
+            if anthropic {
+                h.push(("anthropic-version", "2023-06-01"));
+            }
+            request("GET", &url, "", &h).await
+        }
+    };
+    let openai = get("/v1/models", KEY, false).await;
+    assert_eq!(openai.status, 200);
+    let openai = openai.json();
+    assert_eq!(openai["object"], "list");
+    let ids: Vec<Value> = openai["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        json!(["auto", "local", "local-echo", "cloud", "tooler"])
+            .as_array()
+            .unwrap()
+            .clone()
+    );
+
+    let all = get("/v1/models", KEY, true).await;
+    assert_eq!(all.status, 200);
+    let all = all.json();
+    assert_eq!(all["has_more"], false);
+    assert_eq!(all["first_id"], "auto");
+    assert_eq!(all["last_id"], "tooler");
+    assert_eq!(
+        all["data"][3],
+        json!({"type": "model", "id": "cloud", "display_name": "cloud", "created_at": "1970-01-01T00:00:00Z"})
+    );
+    // Paged forwards two at a time, the pages are the whole list in order.
+    let mut paged = vec![];
+    let mut query = "limit=2".to_string();
+    loop {
+        let page = get(&format!("/v1/models?{query}"), KEY, true).await.json();
+        let data = page["data"].as_array().expect("data").clone();
+        assert!(data.len() <= 2, "{page}");
+        paged.extend(data.iter().map(|m| m["id"].clone()));
+        if page["has_more"] != true {
+            break;
+        }
+        query = format!(
+            "limit=2&after_id={}",
+            page["last_id"].as_str().expect("last_id")
+        );
+    }
+    assert_eq!(paged, ids);
+    let before = get("/v1/models?limit=2&before_id=cloud", KEY, true)
+        .await
+        .json();
+    assert_eq!(before["data"][0]["id"], "local");
+    assert_eq!(before["last_id"], "local-echo");
+    assert_eq!(before["has_more"], true);
+
+    let one = get("/v1/models/tooler", KEY, true).await;
+    assert_eq!(one.status, 200);
+    assert_eq!(one.json()["type"], "model");
+    assert_eq!(
+        get("/v1/models/tooler", KEY, false).await.json()["object"],
+        "model"
+    );
+
+    for (path, key, status, kind) in [
+        ("/v1/models?limit=0", KEY, 400, "invalid_request_error"),
+        (
+            "/v1/models?after_id=nope",
+            KEY,
+            400,
+            "invalid_request_error",
+        ),
+        ("/v1/models/nope", KEY, 404, "not_found_error"),
+        ("/v1/models", "sk-wrong", 401, "authentication_error"),
+    ] {
+        let r = get(path, key, true).await;
+        assert_eq!(r.status, status, "{path}");
+        let v = r.json();
+        assert_eq!(v["type"], "error", "{path}: {v}");
+        assert_eq!(v["error"]["type"], kind, "{path}: {v}");
+        // Without the header, the same refusal is OpenAI's.
+        let r = get(path, key, false).await;
+        if status != 400 {
+            assert_eq!(r.status, status, "{path}");
+            assert!(r.json()["error"]["message"].is_string(), "{path}");
+        }
+    }
+}

@@ -6,6 +6,7 @@ mod dialects;
 mod limits;
 mod linger;
 mod listen;
+mod models;
 pub mod reload;
 mod request_id;
 pub mod respond;

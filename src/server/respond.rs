@@ -62,8 +62,15 @@ pub fn close_after(resp: &mut Response<Body>, version: Version) {
 /// The response of an error answered before the request's body was read: when there is a
 /// body, the connection ends after it ([`close_after`]).
 pub fn refusal(e: &ApiError, req: &Request<hyper::body::Incoming>) -> Response<Body> {
-    // In the client's dialect: Anthropic's error shape on its paths.
-    let mut resp = match super::dialects::Dialect::of_path(req.uri().path()) {
+    // In the client's dialect: Anthropic's error shape on its paths, and on the models paths
+    // both SDKs share when the request is an Anthropic SDK's.
+    let path = req.uri().path();
+    let dialect = super::dialects::Dialect::of_path(path).or_else(|| {
+        super::models::is_models_path(path)
+            .then(|| super::models::dialect(req.headers()))
+            .flatten()
+    });
+    let mut resp = match dialect {
         Some(d) => d.error(e),
         None => error(e),
     };

@@ -1,10 +1,10 @@
-//! Routing of paths and methods, and the small endpoints (health, readiness, metrics, models).
+//! Routing of paths and methods, and the small endpoints (health, readiness, metrics; the
+//! models endpoints are in [`super::models`]).
 
 use super::dialects::{self, Dialect};
 use super::respond::{self, Body};
-use super::{chat, Caller, Gateway};
+use super::{chat, models, Caller, Gateway};
 use crate::api::ApiError;
-use crate::policy::{AUTO, LOCAL};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
@@ -51,7 +51,7 @@ pub async fn handle(
         return respond::refusal(&e, &req);
     }
     if let Some(id) = model_id {
-        return model(&gateway, id);
+        return models::one(&gateway, req.headers(), id);
     }
     match path {
         "/healthz" => respond::json(StatusCode::OK, &json!({"status": "ok"})),
@@ -65,7 +65,7 @@ pub async fn handle(
                 gateway.metrics().render(),
             )
         }
-        "/v1/models" => models(&gateway),
+        "/v1/models" => models::list(&gateway, req.headers(), req.uri().query()),
         "/v1/switchyard/budget" => budget(&gateway, &req).await,
         "/v1/messages" => dialects::handle(gateway, req, Dialect::Anthropic, false).await,
         "/v1/messages/count_tokens" => {
@@ -115,42 +115,6 @@ async fn readyz(gateway: &Gateway, draining: bool) -> Response<Body> {
         };
     }
     respond::json(status, &body)
-}
-
-/// The models a client may name, as OpenAI model objects (`GET /v1/models`): `auto`, `local`
-/// when the policy has an on-box model, then the policy's models in order.
-fn model_objects(gateway: &Gateway) -> impl Iterator<Item = serde_json::Value> + '_ {
-    let entry = |id: &str, owned_by: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": owned_by});
-    let local = gateway
-        .policy
-        .local_model
-        .as_ref()
-        .map(|_| entry(LOCAL, "switchyard"));
-    std::iter::once(entry(AUTO, "switchyard"))
-        .chain(local)
-        .chain(gateway.policy.models.values().map(move |m| {
-            let owned_by = if !m.kind.is_cloud() {
-                "switchyard-local"
-            } else {
-                "switchyard-cloud"
-            };
-            entry(&m.name, owned_by)
-        }))
-}
-
-fn models(gateway: &Gateway) -> Response<Body> {
-    let data: Vec<serde_json::Value> = model_objects(gateway).collect();
-    respond::json(StatusCode::OK, &json!({"object": "list", "data": data}))
-}
-
-/// `GET /v1/models/{id}`: the model object of a listed model, else 404 `model_not_found`.
-fn model(gateway: &Gateway, id: &str) -> Response<Body> {
-    match model_objects(gateway).find(|m| m["id"] == id) {
-        Some(m) => respond::json(StatusCode::OK, &m),
-        None => respond::error(&ApiError::ModelNotFound(
-            crate::policy::DecideError::ModelNotFound(id.to_string()).to_string(),
-        )),
-    }
 }
 
 /// The caller's own budgets: a tenant sees its limits only (not other tenants', nor the

@@ -1,7 +1,7 @@
 """Drives a running gateway with the official `anthropic` Python SDK, only the base URL
 changed: Messages as JSON and as a stream, tools both ways, count_tokens, structured output
-(`output_config`), extended thinking and server tools (only an Anthropic model takes them), and
-errors in Anthropic's shapes. The gateway key goes in `x-api-key`, as the SDK sends it.
+(`output_config`), extended thinking and server tools (only an Anthropic model takes them), the
+models list (paged as Anthropic's Models API pages it), and errors in Anthropic's shapes. The gateway key goes in `x-api-key`, as the SDK sends it.
 
 usage: check_anthropic_sdk.py BASE_URL KEY MODE
   MODE cloud: the gateway's `cloud` model is a fake OpenAI upstream; `tool` routes to one that
@@ -12,6 +12,7 @@ usage: check_anthropic_sdk.py BASE_URL KEY MODE
 """
 import json
 import sys
+import urllib.request
 
 import anthropic
 from anthropic import Anthropic
@@ -131,4 +132,19 @@ if mode in ("cloud", "native"):
         raise AssertionError("a wrong key was let in")
     except anthropic.AuthenticationError as e:
         assert e.body["error"]["type"] == "authentication_error", e.body
+# The models list, one model a page: the SDK follows `has_more` and `last_id` through every
+# page, and gets the models OpenAI's shape lists on the same path, in the same order.
+first = client.models.list(limit=1)
+assert len(first.data) == 1 and first.has_more and first.data[0].type == "model", first
+paged = [m.id for m in client.models.list(limit=1)]
+plain = urllib.request.Request(base + "/v1/models", headers={"authorization": f"Bearer {key}"})
+with urllib.request.urlopen(plain) as r:
+    listed = [m["id"] for m in json.load(r)["data"]]
+assert paged == listed and paged[0] == "auto", (paged, listed)
+assert client.models.retrieve(paged[-1]).id == paged[-1]
+try:
+    client.models.retrieve("no-such-model")
+    raise AssertionError("an unknown model was found")
+except anthropic.NotFoundError as e:
+    assert e.body["error"]["type"] == "not_found_error", e.body
 print("ok")
