@@ -4,12 +4,16 @@
 //! transplanted subtrees, odd characters, cut or flipped bytes). Each must give a value or an
 //! error (a 4xx for what a client sent), never a panic; a panic fails the test naming the body.
 //! Over HTTP, the gateway answers mutated requests of every dialect, on every kind of route,
-//! in the client's dialect and without a provider key in any answer, and keeps serving.
+//! in the client's dialect and without a provider key in any answer, and keeps serving; and
+//! mutated answers and streams from the providers reach each client in its dialect (or as a
+//! 502 in it), each request settled once.
 //! `SWITCHYARD_MUTATION_ROUNDS` and `SWITCHYARD_MUTATION_SEED` run a longer or another hunt.
 
 mod common;
 
-use common::mutation::{rounds, Mutator};
+use common::mutation::{
+    anthropic_answer_seed, anthropic_event_seeds, chunk_seeds, completion_seed, rounds, Mutator,
+};
 use common::*;
 use serde_json::{json, Map, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -257,77 +261,6 @@ fn completions_seed() -> Value {
 fn embeddings_seed() -> Value {
     json!({"model": "gpt", "input": ["one text", "another text"],
            "encoding_format": "float", "dimensions": 1536, "user": "u"})
-}
-
-/// A chat completion as a provider answers it.
-fn completion_seed() -> Value {
-    json!({
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
-        "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": null,
-            "message": {"role": "assistant", "content": "Hi", "reasoning_content": "r", "refusal": null,
-                "annotations": [{"type": "url_citation", "url_citation": {"url": "https://example.com", "title": "t", "start_index": 0, "end_index": 2}}],
-                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
-                  "prompt_tokens_details": {"cached_tokens": 1}, "completion_tokens_details": {"reasoning_tokens": 1}}
-    })
-}
-
-/// A chat stream's chunks as a provider sends them.
-fn chunk_seeds() -> Vec<Value> {
-    vec![
-        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-               "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}),
-        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-               "choices": [{"index": 0, "delta": {"reasoning_content": "hm", "content": "Hel"}, "finish_reason": null}]}),
-        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-               "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                   "function": {"name": "f", "arguments": "{\"a\""}}]}, "finish_reason": null}]}),
-        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-               "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]},
-                            "finish_reason": "tool_calls"}]}),
-        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
-               "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}),
-    ]
-}
-
-/// A Messages answer as Anthropic sends it.
-fn anthropic_answer_seed() -> Value {
-    json!({
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
-        "content": [
-            {"type": "thinking", "thinking": "hmm", "signature": "s"},
-            {"type": "redacted_thinking", "data": "x"},
-            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}},
-            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [{"type": "web_search_result", "url": "https://example.com", "title": "t"}]},
-            {"type": "text", "text": "Hi", "citations": [{"type": "web_search_result_location", "url": "https://example.com", "title": "t", "cited_text": "c"}]},
-            {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}
-        ],
-        "stop_reason": "tool_use", "stop_sequence": null,
-        "usage": {"input_tokens": 5, "output_tokens": 2, "cache_read_input_tokens": 1, "cache_creation_input_tokens": 1}
-    })
-}
-
-/// A Messages stream's events as Anthropic sends them.
-fn anthropic_event_seeds() -> Vec<Value> {
-    vec![
-        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
-               "content": [], "stop_reason": null, "usage": {"input_tokens": 5, "output_tokens": 1, "cache_read_input_tokens": 0}}}),
-        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
-        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}}),
-        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "s"}}),
-        json!({"type": "content_block_stop", "index": 0}),
-        json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
-        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hi"}}),
-        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "citations_delta",
-               "citation": {"type": "web_search_result_location", "url": "https://example.com", "title": "t"}}}),
-        json!({"type": "content_block_stop", "index": 1}),
-        json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}}),
-        json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"a\":"}}),
-        json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "1}"}}),
-        json!({"type": "content_block_stop", "index": 2}),
-        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 9}}),
-        json!({"type": "message_stop"}),
-    ]
 }
 
 /// A Responses API answer's stream events, as a provider sends them (read for usage when passed
@@ -802,4 +735,203 @@ async fn mutated_requests_are_answered_in_their_dialect() {
     assert!(statuses.get(&400).is_some_and(|n| *n > 10), "{statuses:?}");
     let r = chat(&gw, ask("auto", "still there?"), &[]).await;
     assert_eq!(r.status, 200);
+}
+
+/// The last SSE event of a stream: its `event:` name (if any) and its data.
+fn last_event(body: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(body);
+    let last = text
+        .trim_end()
+        .rsplit("\n\n")
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let mut name = String::new();
+    let mut data = String::new();
+    for line in last.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            data = d.to_string();
+        }
+    }
+    (name, data)
+}
+
+/// Mutated answers and streams from an OpenAI-compatible and an Anthropic upstream, read for
+/// chat, Responses and Messages clients, streamed and not: each translated answer reaches its
+/// client in its dialect (an object of its type, or a stream that ends with its dialect's last
+/// event or an error event) or as a 502 in its dialect's error shape; an answer in the client's
+/// own dialect passes as it came; and every request is settled exactly once.
+#[tokio::test]
+async fn mutated_answers_reach_the_client_in_its_dialect_and_are_settled_once() {
+    let up = FakeUpstream::start().await;
+    let mut p = PolicyBuilder::new();
+    for (name, kind, behaviour) in [
+        ("openai", "openai", "mutated"),
+        ("claude", "anthropic", "anthropic-mutated"),
+    ] {
+        p = p.model(
+            name,
+            &[
+                ("kind", kind),
+                ("base_url", &quoted(&up.base(behaviour))),
+                ("api_key", &quoted("${CLOUD_KEY}")),
+                ("retries", "{ max_retries: 0 }"),
+                ("circuit_breaker", "{ enabled: false }"),
+            ],
+        );
+    }
+    let policy = p
+        .rule("claude", "{ tags: [claude] }", "claude", &[])
+        .default_route("openai", &[])
+        .render();
+    let gw = start_gateway(&policy, KEY).await;
+    let clients: [(&str, Seed); 3] = [
+        ("/v1/chat/completions", portable_chat_seed),
+        ("/v1/responses", portable_responses_seed),
+        ("/v1/messages", portable_anthropic_seed),
+    ];
+    let mut sent = 0;
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..rounds() / 30 {
+        for (path, seed) in &clients {
+            let tag = if round % 2 == 0 { "claude" } else { "openai" };
+            let stream = round % 4 < 2;
+            let mut body = seed();
+            body["stream"] = json!(stream);
+            if !stream {
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("stream_options");
+                }
+            }
+            let r = request(
+                "POST",
+                &format!("{}{path}", gw.url),
+                body.to_string(),
+                &[
+                    ("content-type", "application/json"),
+                    ("anthropic-version", "2023-06-01"),
+                    ("x-switchyard-tags", tag),
+                ],
+            )
+            .await;
+            sent += 1;
+            let shown = || {
+                format!(
+                    "{path} (stream {stream}) on {tag} answered {}:\n{}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                )
+            };
+            let anthropic_client = *path == "/v1/messages";
+            if r.status != 200 {
+                assert_eq!(r.status, 502, "{}", shown());
+                let v: Value =
+                    serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("{}", shown()));
+                if anthropic_client {
+                    assert_eq!(v["type"], "error", "{}", shown());
+                } else {
+                    assert!(v["error"]["message"].is_string(), "{}", shown());
+                }
+                *outcomes.entry("502".into()).or_default() += 1;
+                continue;
+            }
+            // An answer in the client's own dialect goes to it as it came (only its usage is
+            // read), as a proxy passes a body on: chat from the OpenAI-compatible model,
+            // Messages from the Anthropic one.
+            let passed_through = (*path == "/v1/chat/completions" && tag == "openai")
+                || (anthropic_client && tag == "claude");
+            if passed_through {
+                assert!(!r.body.is_empty(), "{}", shown());
+                *outcomes.entry("passed through".into()).or_default() += 1;
+                continue;
+            }
+            if !stream {
+                let v: Value =
+                    serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("{}", shown()));
+                let (field, want) = match *path {
+                    "/v1/chat/completions" => ("object", "chat.completion"),
+                    "/v1/responses" => ("object", "response"),
+                    _ => ("type", "message"),
+                };
+                assert_eq!(v[field], want, "{}", shown());
+                *outcomes.entry("answer".into()).or_default() += 1;
+                continue;
+            }
+            assert!(
+                String::from_utf8_lossy(&r.body).ends_with("\n\n"),
+                "the stream ends mid-event: {}",
+                shown()
+            );
+            let (name, data) = last_event(&r.body);
+            let ended = match *path {
+                "/v1/chat/completions" => {
+                    if data == "[DONE]" {
+                        "done"
+                    } else {
+                        assert!(data.contains("\"error\""), "{}", shown());
+                        "error event"
+                    }
+                }
+                "/v1/responses" => {
+                    let kind = serde_json::from_str::<Value>(&data)
+                        .unwrap_or_else(|_| panic!("{}", shown()))["type"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
+                    assert!(
+                        matches!(
+                            kind.as_str(),
+                            "response.completed"
+                                | "response.incomplete"
+                                | "response.failed"
+                                | "error"
+                        ),
+                        "{}",
+                        shown()
+                    );
+                    if kind == "error" || kind == "response.failed" {
+                        "error event"
+                    } else {
+                        "done"
+                    }
+                }
+                _ => {
+                    assert!(name == "message_stop" || name == "error", "{}", shown());
+                    if name == "error" {
+                        "error event"
+                    } else {
+                        "done"
+                    }
+                }
+            };
+            *outcomes.entry(format!("stream {ended}")).or_default() += 1;
+        }
+    }
+    eprintln!("outcomes: {outcomes:?}");
+    // Each request was settled once: counted in the requests metric, however it ended.
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    loop {
+        let text = metrics_text(&gw.url).await;
+        let counted: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("switchyard_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if counted == sent as f64 {
+            break;
+        }
+        assert!(
+            counted < sent as f64 && tokio::time::Instant::now() < deadline,
+            "{counted} requests counted for {sent} sent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The mutations reached both outcomes: answers read, and answers refused as broken.
+    assert!(outcomes.get("502").is_some_and(|n| *n > 0), "{outcomes:?}");
+    assert!(
+        outcomes.get("answer").is_some_and(|n| *n > 0),
+        "{outcomes:?}"
+    );
 }

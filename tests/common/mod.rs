@@ -85,7 +85,10 @@ impl FakeUpstream {
                         let state = state.clone();
                         async move {
                             let mut resp = state.respond(req).await;
-                            provider_headers(resp.headers_mut(), state.recorded().len());
+                            provider_headers(
+                                resp.headers_mut(),
+                                state.requests.lock().expect("lock").len(),
+                            );
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
@@ -176,7 +179,9 @@ impl FakeUpstream {
         // `failing-after-N`: the first N are answered, the rest get a 503.
         let seen = {
             let p = format!("/{behaviour}/");
-            self.recorded()
+            self.requests
+                .lock()
+                .expect("lock")
                 .iter()
                 .filter(|r| r.path.starts_with(&p))
                 .count()
@@ -226,6 +231,12 @@ impl FakeUpstream {
         if behaviour == "ok" && path.ends_with("/v1/responses/input_tokens") {
             let v = json!({"object": "response.input_tokens", "input_tokens": FAKE_COUNTED_TOKENS});
             return full_response(StatusCode::OK, "application/json", v.to_string());
+        }
+        // `mutated` / `anthropic-mutated`: a chat completion or a Messages answer, JSON or
+        // stream, mutated as tests/common/mutation.rs mutates, drawn from how many requests
+        // this behaviour has had.
+        if behaviour == "mutated" || behaviour == "anthropic-mutated" {
+            return mutated_respond(behaviour == "anthropic-mutated", stream, seen as u64);
         }
         if let Some(variant) = behaviour.strip_prefix("anthropic") {
             return anthropic_respond(variant, &headers, &body);
@@ -938,6 +949,43 @@ fn provider_headers(h: &mut HeaderMap, n: usize) {
             value.parse().expect("header"),
         );
     }
+}
+
+/// A mutated answer ([`mutation`]): a chat completion (or with `anthropic` a Messages answer)
+/// with one to three mutations, or its stream with one event mutated, as the `n`-th draw.
+fn mutated_respond(anthropic: bool, stream: bool, n: u64) -> Response<BoxBody> {
+    let mut m = mutation::Mutator::new(1_000 + n);
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if !stream {
+        let seed = if anthropic {
+            mutation::anthropic_answer_seed()
+        } else {
+            mutation::completion_seed()
+        };
+        return full_response(StatusCode::OK, "application/json", lossy(&m.mutated(&seed)));
+    }
+    let events = if anthropic {
+        mutation::anthropic_event_seeds()
+    } else {
+        mutation::chunk_seeds()
+    };
+    let (at, mutated) = m.one_of(&events);
+    let mut text = String::new();
+    for (i, e) in events.iter().enumerate() {
+        if anthropic {
+            text.push_str(&format!("event: {}\n", e["type"].as_str().unwrap_or("")));
+        }
+        let data = if i == at {
+            lossy(&mutated)
+        } else {
+            e.to_string()
+        };
+        text.push_str(&format!("data: {data}\n\n"));
+    }
+    if !anthropic {
+        text.push_str("data: [DONE]\n\n");
+    }
+    full_response(StatusCode::OK, "text/event-stream", text)
 }
 
 fn full_response(status: StatusCode, ct: &str, body: String) -> Response<BoxBody> {
