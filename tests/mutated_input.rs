@@ -737,27 +737,6 @@ async fn mutated_requests_are_answered_in_their_dialect() {
     assert_eq!(r.status, 200);
 }
 
-/// The last SSE event of a stream: its `event:` name (if any) and its data.
-fn last_event(body: &[u8]) -> (String, String) {
-    let text = String::from_utf8_lossy(body);
-    let last = text
-        .trim_end()
-        .rsplit("\n\n")
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let mut name = String::new();
-    let mut data = String::new();
-    for line in last.lines() {
-        if let Some(n) = line.strip_prefix("event: ") {
-            name = n.to_string();
-        } else if let Some(d) = line.strip_prefix("data: ") {
-            data = d.to_string();
-        }
-    }
-    (name, data)
-}
-
 /// Mutated answers and streams from an OpenAI-compatible and an Anthropic upstream, read for
 /// chat, Responses and Messages clients, streamed and not: each translated answer reaches its
 /// client in its dialect (an object of its type, or a stream that ends with its dialect's last
@@ -864,7 +843,7 @@ async fn mutated_answers_reach_the_client_in_its_dialect_and_are_settled_once() 
                 "the stream ends mid-event: {}",
                 shown()
             );
-            let (name, data) = last_event(&r.body);
+            let (name, data) = r.last_event();
             let ended = match *path {
                 "/v1/chat/completions" => {
                     if data == "[DONE]" {

@@ -289,15 +289,10 @@ async fn anthropic_stream_events_pass_through_and_are_settled() {
     let r = post(&gw, "/v1/messages", body, "error", &[]).await;
     let text = String::from_utf8_lossy(&r.body).to_string();
     assert_eq!(text.matches("event: error").count(), 1, "{text}");
-    let last = text
-        .trim_end()
-        .rsplit("\n\n")
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let data = last.strip_prefix("event: error\ndata: ").unwrap_or("");
+    let (name, data) = r.last_event();
+    assert_eq!(name, "error", "{text}");
     assert_eq!(
-        serde_json::from_str::<Value>(data).ok(),
+        serde_json::from_str::<Value>(&data).ok(),
         Some(
             json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
         ),
@@ -313,15 +308,9 @@ async fn anthropic_stream_events_pass_through_and_are_settled() {
     // A stream that stops before `message_stop` ends with an Anthropic error event.
     let r = post(&gw, "/v1/messages", body, "cut", &[]).await;
     let text = String::from_utf8_lossy(&r.body).to_string();
-    let last = text
-        .trim_end()
-        .rsplit("\n\n")
-        .next()
-        .unwrap_or("")
-        .to_string();
-    assert!(last.starts_with("event: error\ndata: "), "{text}");
-    let error: Value =
-        serde_json::from_str(last.trim_start_matches("event: error\ndata: ")).unwrap();
+    let (name, data) = r.last_event();
+    assert_eq!(name, "error", "{text}");
+    let error: Value = serde_json::from_str(&data).unwrap();
     assert_eq!(error["type"], "error");
     assert_eq!(error["error"]["type"], "api_error");
     assert!(error["error"]["message"]

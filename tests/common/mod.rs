@@ -1227,6 +1227,21 @@ impl Reply {
             .filter_map(|e| e.strip_prefix("data: ").map(str::to_string))
             .collect()
     }
+    /// The last event of an SSE body: its `event:` name (empty when none) and its data.
+    pub fn last_event(&self) -> (String, String) {
+        let text = String::from_utf8_lossy(&self.body);
+        let last = text.trim_end().rsplit("\n\n").next().unwrap_or("");
+        let mut name = String::new();
+        let mut data = String::new();
+        for line in last.lines() {
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n.to_string();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data = d.to_string();
+            }
+        }
+        (name, data)
+    }
     /// The error code of an OpenAI error body (asserting the shape).
     pub fn error_code(&self) -> String {
         let v = self.json();
