@@ -259,10 +259,13 @@ async fn try_route<'p>(
         };
         if let Some(m) = policy.models.get(model) {
             let searches = u64::from(req.request.needs.has(Capability::WebSearch));
-            match settlement
-                .admit_call(m, req.request.max_tokens, searches)
-                .await
-            {
+            // An embedding writes no answer: its worst case is its prompt.
+            let max_tokens = if req.request.needs.has(Capability::Embeddings) {
+                Some(0)
+            } else {
+                req.request.max_tokens
+            };
+            match settlement.admit_call(m, max_tokens, searches).await {
                 Ok(()) => {}
                 Err(Refusal::RateLimited(error)) => {
                     return Err(DispatchError::RateLimited { model, error })

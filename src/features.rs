@@ -71,6 +71,18 @@ pub fn estimate_prompt_tokens(text_bytes: u64, messages: u64, tool_bytes: u64, i
         + images * TOKENS_PER_IMAGE
 }
 
+/// Estimates a parsed request's prompt tokens: [`estimate_prompt_tokens`] of its messages,
+/// tools and images, plus the tokens it sent as ids ([`ChatRequest::token_ids`]), one each.
+pub fn estimate_request_tokens(req: &ChatRequest) -> u64 {
+    estimate_prompt_tokens(
+        req.text_bytes,
+        req.message_count,
+        req.tool_bytes,
+        req.image_count,
+    )
+    .saturating_add(req.token_ids)
+}
+
 /// Estimates tokens of generated text (used when an upstream reports no usage).
 pub fn estimate_text_tokens(text_bytes: u64) -> u64 {
     text_bytes.div_ceil(4)
@@ -93,12 +105,7 @@ pub fn parse_tags(header: Option<&str>) -> Vec<String> {
 pub fn extract(req: &ChatRequest, tenant: Option<&str>, tags_header: Option<&str>) -> Features {
     Features {
         requested_model: req.model.clone(),
-        prompt_tokens: estimate_prompt_tokens(
-            req.text_bytes,
-            req.message_count,
-            req.tool_bytes,
-            req.image_count,
-        ),
+        prompt_tokens: estimate_request_tokens(req),
         messages: req.message_count,
         has_tools: req.tool_bytes > 0,
         has_images: req.image_count > 0,
@@ -127,5 +134,17 @@ mod tests {
         assert_eq!(base, 100 + 4 + 3);
         assert!(estimate_prompt_tokens(400, 1, 0, 1) > base);
         assert!(estimate_prompt_tokens(800, 1, 0, 0) > base);
+    }
+
+    #[test]
+    fn tokens_sent_as_ids_count_one_each() {
+        let mut req =
+            ChatRequest::parse(br#"{"model": "m", "messages": [{"role": "user", "content": ""}]}"#)
+                .expect("parse");
+        let empty = estimate_request_tokens(&req);
+        assert_eq!(empty, 4 + 3);
+        req.set_token_ids(500);
+        assert_eq!(estimate_request_tokens(&req), empty + 500);
+        assert_eq!(extract(&req, None, None).prompt_tokens, empty + 500);
     }
 }

@@ -233,3 +233,51 @@ async fn tenants_see_only_their_own_budgets() {
     let anonymous = request("GET", &url, "", &[]).await;
     assert_eq!(anonymous.status, 401);
 }
+
+/// LangChain's embeddings client sends token ids, not text: they are reserved at their size
+/// (one token each, and no answer tokens, since an embedding writes none), so a request that
+/// could spend past the budget is refused before it goes, and one that fits is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_id_embeddings_are_reserved_at_their_size() {
+    let up = FakeUpstream::start().await;
+    let policy = budget_policy(&up.base("ok"))
+        .model_field("cloud", "embeddings", "true")
+        .on_exhausted("reject")
+        .global_budget("{ daily_usd: 100 }")
+        .render();
+    let gw = start_gateway(&policy, KEY).await;
+    let url = format!("{}/v1/embeddings", gw.url);
+    let embed = |ids: u64| {
+        let tokens: Vec<u64> = (0..ids).collect();
+        let body = json!({"model": "auto", "input": [tokens]});
+        request(
+            "POST",
+            &url,
+            body.to_string(),
+            &[("content-type", "application/json")],
+        )
+    };
+    // 30 ids: $37 reserved (the ids and one message's framing), $30 spent (the upstream's count).
+    let r = embed(30).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["usage"]["prompt_tokens"], 30);
+    assert_eq!(
+        r.header("x-switchyard-cost-usd").parse::<f64>().ok(),
+        Some(30.0)
+    );
+    // 80 ids would take the day's spend to $110: refused, and nothing goes upstream.
+    let r = embed(80).await;
+    assert_budget_refusal(&r, "$30.0000 spent, $0.0000 reserved");
+    assert_eq!(up.recorded().len(), 1);
+    // 60 fit in the $70 left.
+    let r = embed(60).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        metric(
+            &gw,
+            r#"switchyard_budget_remaining_usd{period="day",tenant="*"}"#
+        )
+        .await,
+        10.0
+    );
+}

@@ -88,19 +88,29 @@ pub fn list_body(model: &str, vectors: &[Vec<f32>], base64: bool, prompt_tokens:
     body.to_string().into_bytes()
 }
 
+/// What [`to_chat`] kept of an embeddings request besides the chat body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    /// Where the chat body's fields came from (`messages` is the request's `input`), for errors.
+    pub renamed: Renamed,
+    /// How many token ids the input holds (0 for strings): they carry no text for the chat
+    /// body, so the gateway counts them one token each in its prompt estimate
+    /// ([`crate::api::ChatRequest::token_ids`]).
+    pub token_ids: u64,
+}
+
 /// Reads an embeddings request into a chat request body: one user message whose text parts
-/// are the input's strings, in order (token-id inputs carry no text: the gateway estimates
-/// their prompt as empty, and settles the tokens the upstream reports). The request always
-/// needs the `embeddings` capability, named by `input`. Fields besides those checked here
-/// (a provider's own, such as `input_type`) go on as they came. Returns the chat body and
-/// where its fields came from (`messages` is the request's `input`), for errors.
+/// are the input's strings, in order (a token-id input has no text: its message is empty and
+/// [`Inbound::token_ids`] counts its tokens). The request always needs the `embeddings`
+/// capability, named by `input`. Fields besides those checked here (a provider's own, such
+/// as `input_type`) go on as they came.
 ///
 /// Errors: a 400 naming the field: `model` missing or not a string; `input` missing, empty,
 /// of more than [`MAX_INPUTS`] items, or not a string, an array of strings, an array of token
 /// ids or an array of arrays of token ids (an empty string or token list counts as empty);
 /// `encoding_format` not `float` or `base64`; `dimensions` not a positive integer; `user` not
 /// a string.
-pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Renamed), ApiError> {
+pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Inbound), ApiError> {
     let obj = dialect::request_object(body)?;
     let request = checked(&obj)?;
     let mut out = Map::new();
@@ -122,7 +132,34 @@ pub fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Renamed), ApiError> {
         out.insert("user".into(), user.clone());
     }
     let body = serde_json::to_vec(&Value::Object(out)).map_err(|_| ApiError::Internal)?;
-    Ok((body, dialect::renamed(&[("messages", "input")])))
+    let token_ids = if request.token_ids {
+        token_count(obj.get("input"))
+    } else {
+        0
+    };
+    Ok((
+        body,
+        Inbound {
+            renamed: dialect::renamed(&[("messages", "input")]),
+            token_ids,
+        },
+    ))
+}
+
+/// The token ids in an `input` of token ids or of token-id arrays ([`input_texts`] checked
+/// its shape); 0 for anything else.
+fn token_count(input: Option<&Value>) -> u64 {
+    match input {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::Array(tokens) => tokens.len() as u64,
+                Value::Number(_) => 1,
+                _ => 0,
+            })
+            .sum(),
+        _ => 0,
+    }
 }
 
 /// The strings of `input` (none for token ids), after checking its shape.
@@ -192,7 +229,7 @@ mod tests {
 
     #[test]
     fn every_input_string_is_a_text_part_of_one_user_message() {
-        let (body, renamed) = to_chat(
+        let (body, inbound) = to_chat(
             json!({"model": "text-embedding-3-small", "input": ["one", "two"],
                 "encoding_format": "base64", "dimensions": 256, "user": "u-1", "input_type": "query"})
             .to_string()
@@ -205,10 +242,15 @@ mod tests {
             json!({"model": "text-embedding-3-small", "user": "u-1", "messages": [{"role": "user",
                 "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]}]})
         );
-        assert_eq!(renamed[0].1, "input");
-        let (body, _) = to_chat(br#"{"model": "m", "input": [[1, 2], [3]]}"#).expect("tokens");
+        assert_eq!(inbound.renamed[0].1, "input");
+        assert_eq!(inbound.token_ids, 0);
+        let (body, inbound) =
+            to_chat(br#"{"model": "m", "input": [[1, 2], [3]]}"#).expect("tokens");
         let chat: Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(chat["messages"][0]["content"], "");
+        assert_eq!(inbound.token_ids, 3, "the ids are counted for the estimate");
+        let (_, inbound) = to_chat(br#"{"model": "m", "input": [5, 6, 7, 8]}"#).expect("one list");
+        assert_eq!(inbound.token_ids, 4);
         let (body, _) = to_chat(br#"{"model": "m", "input": "Hello"}"#).expect("one string");
         let chat: Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(chat["messages"][0]["content"][0]["text"], "Hello");

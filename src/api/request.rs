@@ -73,6 +73,10 @@ pub struct ChatRequest {
     /// and the first field that uses one (`reasoning.summary`, `input[3]`, `thinking`, ...):
     /// the `param` of the error when no model has that capability.
     pub dialect_only: Option<(Capability, String)>,
+    /// Tokens the client sent as ids rather than text (an embeddings `input` of token ids,
+    /// [`ChatRequest::set_token_ids`]): they are in no message, so the prompt estimate counts
+    /// them one token each ([`crate::features::estimate_request_tokens`]).
+    pub token_ids: u64,
 }
 
 /// A content part of a type the gateway does not know: passed to a cloud provider as it is,
@@ -190,6 +194,7 @@ impl ChatRequest {
             unknown_part: None,
             raw_prompt: false,
             dialect_only: None,
+            token_ids: 0,
         };
         req.validate()?;
         let counts = match messages {
@@ -210,6 +215,11 @@ impl ChatRequest {
     pub fn set_raw_prompt(&mut self) {
         self.raw_prompt = true;
         self.needs = self.needs.with(Capability::Completions);
+    }
+
+    /// Records `n` tokens the client sent as ids (an embeddings input), which no message holds.
+    pub fn set_token_ids(&mut self, n: u64) {
+        self.token_ids = n;
     }
 
     /// Marks a request that uses `param`, which only its dialect's API serves (`api`:

@@ -840,12 +840,7 @@ impl OpenAiEngine {
 
     /// The gateway's estimate of the request's prompt tokens, for when the upstream counts none.
     fn prompt_estimate(&self, req: &EngineRequest<'_>) -> u64 {
-        crate::features::estimate_prompt_tokens(
-            req.request.text_bytes,
-            req.request.message_count,
-            req.request.tool_bytes,
-            req.request.image_count,
-        )
+        crate::features::estimate_request_tokens(req.request)
     }
 
     /// Whether an answer counts one web search when the upstream reports none: a chat request

@@ -13,7 +13,7 @@
 use super::respond::{self, Body};
 use super::{chat, Caller, Gateway};
 use crate::accounting::End;
-use crate::api::dialect::{renamed_api_error, renamed_error, Renamed};
+use crate::api::dialect::{renamed_api_error, renamed_error};
 use crate::api::{
     anthropic, completions, embeddings, responses, sse, ApiError, Capability, ChatRequest,
 };
@@ -40,7 +40,7 @@ enum Inbound {
     /// An embeddings request, always answered as it came by a model that serves embeddings
     /// ([`Dialect::only_as_it_came`]): only its errors are translated (`messages` is its
     /// `input`).
-    Embeddings(Renamed),
+    Embeddings(embeddings::Inbound),
 }
 
 /// A stream translator of either dialect.
@@ -135,8 +135,8 @@ impl Dialect {
                 (b, Inbound::Completions(i))
             }
             Dialect::Embeddings => {
-                let (b, renamed) = embeddings::to_chat(body)?;
-                (b, Inbound::Embeddings(renamed))
+                let (b, i) = embeddings::to_chat(body)?;
+                (b, Inbound::Embeddings(i))
             }
         })
     }
@@ -150,7 +150,7 @@ impl Inbound {
             Inbound::Anthropic(i) => &i.renamed,
             Inbound::Responses(i) => &i.renamed,
             Inbound::Completions(_) => &[],
-            Inbound::Embeddings(renamed) => renamed,
+            Inbound::Embeddings(i) => &i.renamed,
         }
     }
 
@@ -212,8 +212,9 @@ pub async fn handle(
                 messages_only: Some(p),
                 ..
             }) => parsed.set_dialect_only(Capability::Messages, p.clone()),
-            Inbound::Embeddings(_) => {
-                parsed.set_dialect_only(Capability::Embeddings, "input".into())
+            Inbound::Embeddings(i) => {
+                parsed.set_dialect_only(Capability::Embeddings, "input".into());
+                parsed.set_token_ids(i.token_ids);
             }
             _ => {}
         }
