@@ -307,4 +307,13 @@ fn explain_walks_every_rule() {
     ]);
     assert!(o.status.success());
     assert!(out(&o).contains("tools true"), "{}", out(&o));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("note:"));
+    // The file given as TEXT is explained as the words of its path, and the note says how to
+    // explain the request it holds.
+    let path = req.to_str().expect("path");
+    let o = run(&["policy", "explain", "--policy", &policy, path]);
+    assert!(o.status.success());
+    assert!(out(&o).contains("tools false"), "{}", out(&o));
+    let note = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(note.contains(&format!("pass --request {path}")), "{note}");
 }

@@ -184,7 +184,15 @@ pub fn run(args: ExplainArgs) -> i32 {
                 return 1;
             }
         },
-        (None, Some(text)) => json!({"prompt": text}).to_string(),
+        (None, Some(text)) => {
+            if std::path::Path::new(text).is_file() {
+                // A request file given as TEXT would be explained as the words of its path.
+                eprintln!(
+                    "note: TEXT is the user message itself; to explain the request in the file {text}, pass --request {text}"
+                );
+            }
+            json!({"prompt": text}).to_string()
+        }
         _ => {
             eprintln!("error: give either TEXT or --request FILE");
             return 2;
