@@ -41,3 +41,47 @@ async fn the_openai_sdk_speaks_responses_to_the_on_box_model() {
     let gw = start_gateway(&smollm2_policy(), &[]).await;
     sdk(&gw, "local").await;
 }
+
+/// The gateway stores no responses: every path of a stored response (retrieve, delete, cancel,
+/// its input items) is a 404 in OpenAI's shape that says so, whatever the method, and names
+/// the id it was asked for; the gateway's own Responses paths are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_responses_are_a_404_that_says_the_gateway_keeps_none() {
+    let up = FakeUpstream::start().await;
+    let gw = start_gateway(
+        &PolicyBuilder::standard(&up.base("ok")).render(),
+        &[("CLOUD_KEY", "sk-upstream")],
+    )
+    .await;
+    for (method, path) in [
+        ("GET", "/v1/responses/resp_123"),
+        ("DELETE", "/v1/responses/resp_123"),
+        ("POST", "/v1/responses/resp_123/cancel"),
+        ("GET", "/v1/responses/resp_123/input_items"),
+    ] {
+        let r = request(method, &format!("{}{path}", gw.url), "", &[]).await;
+        assert_eq!(r.status, 404, "{method} {path}");
+        let e = r.json();
+        assert_eq!(e["error"]["code"], "not_found", "{method} {path}: {e}");
+        let message = e["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("no response `resp_123` here")
+                && message.contains("keeps no responses"),
+            "{method} {path}: {message}"
+        );
+    }
+    // A path that is no response's, under no known prefix, is still the plain 404.
+    let r = request("GET", &format!("{}/v1/responsesx", gw.url), "", &[]).await;
+    assert_eq!(r.status, 404);
+    assert!(!String::from_utf8_lossy(&r.body).contains("keeps no responses"));
+    // The compaction path is still served (here refused for its body, not its path).
+    let r = request(
+        "POST",
+        &format!("{}/v1/responses/compact", gw.url),
+        "{}",
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(up.recorded().is_empty(), "nothing went upstream");
+}

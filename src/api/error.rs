@@ -42,6 +42,10 @@ pub enum ApiError {
     /// No such route (404).
     #[error("no route for {method} {path}")]
     NoRoute { method: String, path: String },
+    /// A stored response was asked for (`GET`, `DELETE`, `/cancel` or `/input_items` under
+    /// `/v1/responses/{id}`), and the gateway stores none (404).
+    #[error("no response `{0}` here: the gateway keeps no responses (it refuses `store: true` and `previous_response_id`), so it has none to retrieve, list, cancel or delete; send the whole conversation in `input`")]
+    ResponseNotStored(String),
     /// The requested model does not exist (404).
     #[error("{0}")]
     ModelNotFound(String),
@@ -147,7 +151,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NoRoute { .. } | ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NoRoute { .. }
+            | ApiError::ResponseNotStored(_)
+            | ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -172,7 +178,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } => (ErrorKind::InvalidRequest, *code),
             ApiError::Unauthorized => (ErrorKind::Authentication, Some("invalid_api_key")),
-            ApiError::NoRoute { .. } => (ErrorKind::NotFound, Some("not_found")),
+            ApiError::NoRoute { .. } | ApiError::ResponseNotStored(_) => {
+                (ErrorKind::NotFound, Some("not_found"))
+            }
             ApiError::ModelNotFound(_) => (ErrorKind::InvalidRequest, Some("model_not_found")),
             ApiError::MethodNotAllowed { .. } => {
                 (ErrorKind::InvalidRequest, Some("method_not_allowed"))

@@ -29,6 +29,17 @@ pub async fn handle(
         | "/v1/embeddings" => "POST",
         "/v1/models" | "/v1/switchyard/budget" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
         _ if model_id.is_some() => "GET, HEAD",
+        _ if path.starts_with("/v1/responses/") => {
+            // What the Responses API serves of a stored response: the gateway stores none.
+            let id: String = path["/v1/responses/".len()..]
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(64)
+                .collect();
+            return respond::refusal(&ApiError::ResponseNotStored(id), &req);
+        }
         _ => {
             let e = ApiError::NoRoute {
                 method: req.method().to_string(),

@@ -56,6 +56,12 @@ try:
     raise AssertionError("previous_response_id was accepted")
 except openai.BadRequestError as e:
     assert "previous_response_id" in str(e), e
+# The gateway stores no responses: retrieving one is a 404 that says so.
+try:
+    client.responses.retrieve("resp_123")
+    raise AssertionError("a stored response was retrieved")
+except openai.NotFoundError as e:
+    assert e.code == "not_found" and "keeps no responses" in str(e), e
 # A built-in tool runs on OpenAI's servers: only a model serving the Responses API itself
 # (passed the request as it came) can take it; any other route is a 400 naming the tool.
 try:
