@@ -70,10 +70,15 @@ async fn stored_responses_are_a_404_that_says_the_gateway_keeps_none() {
             "{method} {path}: {message}"
         );
     }
-    // A path that is no response's, under no known prefix, is still the plain 404.
-    let r = request("GET", &format!("{}/v1/responsesx", gw.url), "", &[]).await;
-    assert_eq!(r.status, 404);
-    assert!(!String::from_utf8_lossy(&r.body).contains("keeps no responses"));
+    // A path that names no response is still the plain 404.
+    for path in ["/v1/responsesx", "/v1/responses/", "/v1/responses//cancel"] {
+        let r = request("GET", &format!("{}{path}", gw.url), "", &[]).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("keeps no responses"),
+            "{path}"
+        );
+    }
     // The compaction path is still served (here refused for its body, not its path).
     let r = request(
         "POST",

@@ -18,6 +18,12 @@ pub async fn handle(
 ) -> Response<Body> {
     let path = req.uri().path();
     let model_id = path.strip_prefix("/v1/models/").filter(|id| !id.is_empty());
+    // What the Responses API serves of a stored response (retrieve, delete, cancel, input
+    // items) is under its id: the gateway stores none.
+    let response_id = path
+        .strip_prefix("/v1/responses/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|id| !id.is_empty());
     let allow = match path {
         "/v1/chat/completions"
         | "/v1/completions"
@@ -29,15 +35,8 @@ pub async fn handle(
         | "/v1/embeddings" => "POST",
         "/v1/models" | "/v1/switchyard/budget" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
         _ if model_id.is_some() => "GET, HEAD",
-        _ if path.starts_with("/v1/responses/") => {
-            // What the Responses API serves of a stored response: the gateway stores none.
-            let id: String = path["/v1/responses/".len()..]
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .chars()
-                .take(64)
-                .collect();
+        _ if response_id.is_some() => {
+            let id = response_id.unwrap_or_default().chars().take(64).collect();
             return respond::refusal(&ApiError::ResponseNotStored(id), &req);
         }
         _ => {
