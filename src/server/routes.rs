@@ -35,14 +35,13 @@ pub async fn handle(
         | "/v1/embeddings" => "POST",
         "/v1/models" | "/v1/switchyard/budget" | "/healthz" | "/readyz" | "/metrics" => "GET, HEAD",
         _ if model_id.is_some() => "GET, HEAD",
-        _ if response_id.is_some() => {
-            let id = response_id.unwrap_or_default().chars().take(64).collect();
-            return respond::refusal(&ApiError::ResponseNotStored(id), &req);
-        }
         _ => {
-            let e = ApiError::NoRoute {
-                method: req.method().to_string(),
-                path: path.to_string(),
+            let e = match response_id {
+                Some(id) => ApiError::ResponseNotStored(id.chars().take(64).collect()),
+                None => ApiError::NoRoute {
+                    method: req.method().to_string(),
+                    path: path.to_string(),
+                },
             };
             return respond::refusal(&e, &req);
         }

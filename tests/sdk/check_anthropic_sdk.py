@@ -1,7 +1,8 @@
 """Drives a running gateway with the official `anthropic` Python SDK, only the base URL
 changed: Messages as JSON and as a stream, tools both ways, count_tokens, structured output
 (`output_config`), extended thinking and server tools (only an Anthropic model takes them), the
-models list (paged as Anthropic's Models API pages it), and errors in Anthropic's shapes. The gateway key goes in `x-api-key`, as the SDK sends it.
+models list (paged as Anthropic's Models API pages it), and errors in Anthropic's shapes. The
+gateway key goes in `x-api-key`, as the SDK sends it.
 
 usage: check_anthropic_sdk.py BASE_URL KEY MODE
   MODE cloud: the gateway's `cloud` model is a fake OpenAI upstream; `tool` routes to one that
